@@ -1,0 +1,34 @@
+"""One small tree of exceptions, checked where input enters.
+
+Every error that a user can cause derives from :class:`ReelsimError`; the CLI
+turns it into a one-line message (and exit code 2 for usage errors), and the
+batch runner records its message as the item's failure reason.
+"""
+
+
+class ReelsimError(Exception):
+    """Root of all reelsim errors."""
+
+
+class UsageError(ReelsimError):
+    """Bad command-line arguments or configuration (CLI exit code 2)."""
+
+
+class UnknownItemError(UsageError):
+    """An item id that is not in the store."""
+
+
+class ManifestError(ReelsimError):
+    """A manifest row that cannot be turned into an item."""
+
+
+class MediaError(ReelsimError):
+    """A media file that is missing, empty, corrupt or has no usable stream."""
+
+
+class WeightsNotFoundError(ReelsimError):
+    """A model needs a weights file that is not on this machine."""
+
+
+class StoreError(ReelsimError):
+    """The feature store is missing, locked or inconsistent."""

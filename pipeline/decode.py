@@ -1,0 +1,197 @@
+"""Decode a video once, streamed: frames at analysis resolution, and audio.
+
+PyAV (FFmpeg's libraries, shipped in the ``av`` wheel) does the decoding and
+scales inside libswscale, so only small analysis frames ever reach Python.
+Frames are yielded one at a time: memory does not grow with video length.
+
+Examples
+--------
+>>> info = probe("clip.mp4")                                   # doctest: +SKIP
+>>> for frame in iter_frames("clip.mp4", short_side=160):      # doctest: +SKIP
+...     frame.index, frame.time_s, frame.rgb.shape             # (0, 0.0, (160, 284, 3))
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Iterator, NamedTuple
+
+import numpy as np
+
+from reelsim.errors import MediaError
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What the container says about a video (before decoding).
+
+    fps : average frame rate in frames/s (``nan`` when the container has none).
+    duration_s : container duration in seconds (``nan`` when unknown).
+    width, height : coded size in pixels.
+    has_audio : whether an audio stream exists.
+    """
+
+    path: str
+    width: int
+    height: int
+    fps: float
+    duration_s: float
+    has_audio: bool
+
+
+class Frame(NamedTuple):
+    """One decoded frame.
+
+    index : 0-based decode order.
+    time_s : presentation time in seconds (exact for variable frame rate).
+    rgb : uint8 (H, W, 3) at analysis resolution.
+    """
+
+    index: int
+    time_s: float
+    rgb: np.ndarray
+
+
+def _open(path: str):
+    import av
+
+    if not os.path.exists(path):
+        raise MediaError(f"file not found: {path}")
+    if os.path.getsize(path) == 0:
+        raise MediaError(f"empty file (0 bytes): {path}")
+    try:
+        return av.open(path)
+    except av.error.FFmpegError as e:
+        raise MediaError(f"not a readable media file ({e.__class__.__name__}: {e.strerror or e}): {path}") from None
+
+
+def probe(path: str) -> VideoInfo:
+    """Read a video's stream info without decoding frames.
+
+    Raises
+    ------
+    MediaError
+        Missing, empty or unreadable file, or a file with no video stream.
+    """
+    with _open(path) as container:
+        if not container.streams.video:
+            raise MediaError(f"no video stream: {path}")
+        stream = container.streams.video[0]
+        rate = stream.average_rate or stream.base_rate or stream.guessed_rate
+        fps = float(rate) if rate else math.nan
+        if container.duration:
+            duration = container.duration / 1_000_000
+        elif stream.duration and stream.time_base:
+            duration = float(stream.duration * stream.time_base)
+        else:
+            duration = math.nan
+        return VideoInfo(
+            path=path,
+            width=stream.codec_context.width,
+            height=stream.codec_context.height,
+            fps=fps,
+            duration_s=duration,
+            has_audio=bool(container.streams.audio),
+        )
+
+
+def analysis_size(width: int, height: int, short_side: int) -> tuple[int, int]:
+    """(width, height) scaled so the shorter side is ``short_side``, both even.
+
+    Examples
+    --------
+    >>> analysis_size(1280, 720, 160)
+    (284, 160)
+    """
+    if width <= 0 or height <= 0:
+        raise MediaError(f"invalid frame size {width}x{height}")
+    scale = short_side / min(width, height)
+    w = max(2, int(round(width * scale / 2)) * 2)
+    h = max(2, int(round(height * scale / 2)) * 2)
+    return w, h
+
+
+def iter_frames(path: str, *, short_side: int) -> Iterator[Frame]:
+    """Yield every frame of the first video stream, scaled inside the decoder.
+
+    Threaded decoding (``thread_type="AUTO"``) is used; frames are converted
+    to RGB at analysis size by libswscale.
+
+    Raises
+    ------
+    MediaError
+        When the file cannot be opened, or decoding fails before any frame.
+        Corruption after at least one good frame ends the stream early and is
+        reported through :class:`DecodeStats` by the caller (``truncated``).
+    """
+    import av
+
+    with _open(path) as container:
+        if not container.streams.video:
+            raise MediaError(f"no video stream: {path}")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        w, h = analysis_size(stream.codec_context.width, stream.codec_context.height, short_side)
+        index = 0
+        try:
+            for frame in container.decode(stream):
+                t = frame.time if frame.time is not None else math.nan
+                yield Frame(index, float(t), frame.to_ndarray(width=w, height=h, format="rgb24"))
+                index += 1
+        except av.error.FFmpegError as e:
+            if index == 0:
+                raise MediaError(f"video could not be decoded ({e.__class__.__name__}): {path}") from None
+            raise TruncatedStream(index, str(e)) from None
+
+
+class TruncatedStream(Exception):
+    """Decoding stopped with an error after ``n_frames`` good frames (or samples)."""
+
+    def __init__(self, n_frames: int, message: str):
+        super().__init__(message)
+        self.n_frames = n_frames
+
+
+def iter_audio(path: str, *, rate: int, chunk_s: float = 10.0) -> Iterator[np.ndarray]:
+    """Yield the first audio stream as mono float32 chunks of about ``chunk_s`` seconds.
+
+    Yields
+    ------
+    np.ndarray
+        float32 (n,) in [-1, 1], sampled at ``rate`` Hz.  Nothing is yielded
+        for a file without audio.
+    """
+    import av
+
+    with _open(path) as container:
+        if not container.streams.audio:
+            return
+        stream = container.streams.audio[0]
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
+        target = int(chunk_s * rate)
+        parts: list[np.ndarray] = []
+        have = 0
+
+        def converted(frames):
+            for out in frames:
+                yield out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
+
+        try:
+            for frame in container.decode(stream):
+                for samples in converted(resampler.resample(frame)):
+                    parts.append(samples)
+                    have += samples.size
+                    if have >= target:
+                        yield np.concatenate(parts)
+                        parts, have = [], 0
+            for samples in converted(resampler.resample(None)):
+                parts.append(samples)
+        except av.error.FFmpegError as e:
+            # A damaged audio tail: keep what decoded, then tell the caller.
+            if parts:
+                yield np.concatenate(parts)
+            raise TruncatedStream(have, str(e)) from None
+        if parts:
+            yield np.concatenate(parts)

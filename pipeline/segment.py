@@ -1,0 +1,164 @@
+"""Shot segmentation and shot-aligned clip sampling in one streaming pass.
+
+:class:`ShotClipSampler` receives every decoded frame once.  It feeds the
+shot detector, and, once the detector can no longer move a cut before a frame
+(``latency`` frames later), decides which clips end at that frame.  Clips
+never straddle a cut.  Only a ring of ``span + latency + 1`` recent frames is
+held, so memory does not depend on video length.
+
+Clip rule (per shot ``[s, e)``; ``span = (clip_len - 1) * frame_stride + 1``):
+clips start at ``s, s + hop, s + 2 hop, ...`` while they fit inside the shot,
+at most ``max_clips_per_shot``.  A shot shorter than ``span`` gets one clip of
+all its frames (at ``frame_stride``); the model loops it in time to its
+``clip_len``.  Each shot's keyframe is the middle frame of its first clip.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import NamedTuple
+
+import numpy as np
+
+from reelsim.pipeline.config import ClipConfig
+
+
+class Clip(NamedTuple):
+    """Frames for one 3D-CNN forward pass.
+
+    shot : index of the shot the clip lies in.
+    start_frame : first frame index of the clip.
+    frames : uint8 (T, H, W, 3); ``T <= clip_len`` (shorter for short shots).
+    """
+
+    shot: int
+    start_frame: int
+    frames: np.ndarray
+
+
+class Keyframe(NamedTuple):
+    shot: int
+    frame: int
+    rgb: np.ndarray
+
+
+def centre_square(rgb: np.ndarray) -> np.ndarray:
+    """Centre square crop of an (H, W, 3) frame (side = min(H, W))."""
+    h, w = rgb.shape[:2]
+    side = min(h, w)
+    y, x = (h - side) // 2, (w - side) // 2
+    return rgb[y : y + side, x : x + side]
+
+
+class ShotClipSampler:
+    """Stream consumer: frames in, clips and keyframes out, shots at the end.
+
+    Parameters
+    ----------
+    detector : object with ``process(index, rgb)``, ``finish(n)``, ``latency``
+        (see :mod:`reelsim.extractors.shots`).
+    clips : ClipConfig
+    fps : frames per second, to turn ``hop_s`` into frames.
+    """
+
+    def __init__(self, detector, clips: ClipConfig, fps: float):
+        self._detector = detector
+        self._cfg = clips
+        self._stride = max(1, clips.frame_stride)
+        self.span = (clips.clip_len - 1) * self._stride + 1
+        fps = fps if np.isfinite(fps) and fps > 0 else 25.0
+        self._hop = max(1, int(round(clips.hop_s * fps)))
+        self._latency = int(detector.latency)
+        self._ring: deque[tuple[int, np.ndarray]] = deque(maxlen=self.span + self._latency + 1)
+        self._cuts: set[int] = set()
+        self._late_cuts: list[int] = []
+        self._settled = -1  # every frame <= settled has its shot fixed
+        self._shot_start = 0
+        self._shot_clips = 0
+        self._shots: list[tuple[int, int]] = []
+        self._n = 0
+
+    # -- public -----------------------------------------------------------
+    def push(self, index: int, rgb: np.ndarray) -> tuple[list[Clip], list[Keyframe]]:
+        """Consume frame ``index`` (uint8 (H, W, 3) analysis frame)."""
+        if index != self._n:
+            raise ValueError(f"frames must arrive in order: expected {self._n}, got {index}")
+        self._n += 1
+        self._ring.append((index, centre_square(rgb)))
+        for c in self._detector.process(index, rgb):
+            self._add_cut(c)
+        return self._settle_to(index - self._latency)
+
+    def finish(self) -> tuple[list[Clip], list[Keyframe]]:
+        """Flush at end of stream: returns the last clips; :attr:`shots` is then final."""
+        for c in self._detector.finish(self._n):
+            self._add_cut(c)
+        out = self._settle_to(self._n - 1)
+        if self._n:
+            more = self._close_shot(self._n)
+            out[0].extend(more[0])
+            out[1].extend(more[1])
+        return out
+
+    @property
+    def shots(self) -> list[tuple[int, int]]:
+        """Shots as (start_frame, end_frame), end exclusive."""
+        return list(self._shots)
+
+    @property
+    def late_cuts(self) -> list[int]:
+        """Cuts the detector reported later than its declared latency (ignored)."""
+        return list(self._late_cuts)
+
+    # -- internals --------------------------------------------------------
+    def _add_cut(self, c: int) -> None:
+        if c <= 0:
+            return
+        if c <= self._settled:
+            self._late_cuts.append(c)
+            return
+        self._cuts.add(c)
+
+    def _frames(self, start: int, stop: int) -> np.ndarray:
+        """Ring frames start, start+stride, ... < stop, stacked (T, S, S, 3)."""
+        first = self._ring[0][0]
+        picked = [self._ring[i - first][1] for i in range(start, stop, self._stride)]
+        return np.stack(picked)
+
+    def _settle_to(self, g_max: int) -> tuple[list[Clip], list[Keyframe]]:
+        clips: list[Clip] = []
+        keys: list[Keyframe] = []
+        for g in range(self._settled + 1, g_max + 1):
+            if g in self._cuts:
+                c, k = self._close_shot(g)
+                clips += c
+                keys += k
+                self._shot_start = g
+                self._shot_clips = 0
+            w = g - self.span + 1
+            s = self._shot_start
+            if w >= s and (w - s) % self._hop == 0 and self._shot_clips < self._cfg.max_clips_per_shot:
+                clips.append(Clip(len(self._shots), w, self._frames(w, g + 1)))
+                if self._shot_clips == 0:
+                    keys.append(self._keyframe(w, g + 1))
+                self._shot_clips += 1
+            self._settled = g
+        return clips, keys
+
+    def _keyframe(self, start: int, stop: int) -> Keyframe:
+        mid = (start + stop - 1) // 2
+        first = self._ring[0][0]
+        return Keyframe(len(self._shots), mid, self._ring[mid - first][1])
+
+    def _close_shot(self, end: int) -> tuple[list[Clip], list[Keyframe]]:
+        """Close the current shot at ``end``; a short shot without clips gets one now."""
+        clips: list[Clip] = []
+        keys: list[Keyframe] = []
+        s = self._shot_start
+        if end <= s:
+            return clips, keys
+        if self._shot_clips == 0:
+            clips.append(Clip(len(self._shots), s, self._frames(s, end)))
+            keys.append(self._keyframe(s, end))
+        self._shots.append((s, end))
+        return clips, keys

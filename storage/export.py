@@ -1,0 +1,65 @@
+"""Exports for other teams: one consolidated HDF5 file, or the lists as Parquet/JSONL.
+
+Consolidated HDF5 layout (read it with plain h5py)::
+
+    /                  attrs: format="reelsim-export/1", code_version, n_items
+    /ids               (N,) UTF-8 item ids, in export order
+    /keys              (N,) UTF-8 group names under /items (sha256 of the id)
+    /items/<key>/      a copy of the item's shard: same attrs, /video, /features
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from reelsim import __version__
+from reelsim.errors import StoreError, UsageError
+from reelsim.storage.shards import atomic_h5, item_key, iter_shards
+
+EXPORT_FORMATS = ("hdf5", "parquet", "jsonl")
+
+
+def export_hdf5(store: Path, to: Path) -> int:
+    """Copy every shard of ``store`` into one HDF5 file at ``to``.  Returns N."""
+    import h5py
+
+    ids, keys = [], []
+    with atomic_h5(Path(to)) as out:
+        items = out.create_group("items")
+        for path in iter_shards(store):
+            with h5py.File(path, "r") as shard:
+                item_id = str(shard.attrs["item_id"])
+                key = item_key(item_id)
+                g = items.create_group(key)
+                for name, value in shard.attrs.items():
+                    g.attrs[name] = value
+                for name in shard:
+                    shard.copy(shard[name], g, name=name)
+            ids.append(item_id)
+            keys.append(key)
+        string = h5py.string_dtype("utf-8")
+        out.create_dataset("ids", data=np.array(ids, dtype=object), dtype=string)
+        out.create_dataset("keys", data=np.array(keys, dtype=object), dtype=string)
+        out.attrs.update({"format": "reelsim-export/1", "code_version": __version__, "n_items": len(ids)})
+    return len(ids)
+
+
+def export_lists(store: Path, to: Path, fmt: str) -> int:
+    """Write the similarity lists as Parquet or JSONL.  Returns the number of rows."""
+    from reelsim import similarity as sim
+
+    src = Path(store) / "lists" / "neighbors.parquet"
+    if not src.is_file():
+        raise StoreError(f"no similarity lists in {store}: run `reelsim run INPUT --store {store}` first")
+    rows = sim.read_parquet(src)
+    (sim.write_parquet if fmt == "parquet" else sim.write_jsonl)(rows, Path(to))
+    return len(rows)
+
+
+def export(store: Path, fmt: str, to: Path) -> int:
+    if fmt not in EXPORT_FORMATS:
+        raise UsageError(f"unknown export format {fmt!r}; expected one of {', '.join(EXPORT_FORMATS)}")
+    Path(to).parent.mkdir(parents=True, exist_ok=True)
+    return export_hdf5(store, to) if fmt == "hdf5" else export_lists(store, to, fmt)

@@ -1,0 +1,203 @@
+"""Per-item HDF5 shards: written atomically by the task that computed them.
+
+Layout of a store directory::
+
+    STORE/
+      shards/<2 hex>/<sha256(item id)[:32]>.h5   one file per item (schema below)
+      report.json                                 last run's per-item status
+      index/catalog.h5, index/fused.faiss         fused embeddings + FAISS index
+      lists/neighbors.parquet, lists/neighbors.jsonl
+
+The shard file name is a hash of the item id, so ids are data and can never
+name a path outside the store.  Schema of one shard (see README "HDF5 schema"):
+
+- root attrs: ``item_id``, ``kind``, ``title``, ``description``,
+  ``schema_version``, ``code_version``, ``config_hash``, ``input_sha256``
+  (JSON: modality -> sha256), ``warnings`` (JSON list), ``created_utc``.
+- ``/video`` (videos only): attrs ``fps``, ``n_frames``, ``width``,
+  ``height``, ``duration_s``, ``source_path``; datasets ``shots`` int64 (S, 2),
+  ``shot_times`` float64 (S, 2), ``scenes`` int64 (C, 2), ``keyframes`` int64 (S,).
+- ``/features/<modality>`` for each of visual, audio, image, text the item
+  has: dataset ``item`` float32 (D,), optional ``shot`` float32 (S, D)
+  (visual also ``clips`` float32 (K, D), ``clip_shot`` int32 (K,),
+  ``clip_start`` int64 (K,)); attrs = provenance (``model``, ``weights``,
+  ``weights_sha256``, ``input_size`` ..., plus ``code_version``, ``config_hash``).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from reelsim import __version__
+from reelsim.errors import StoreError
+
+SCHEMA_VERSION = 1
+
+
+def item_key(item_id: str) -> str:
+    """Stable file-system-safe key for an item id (32 hex chars)."""
+    return hashlib.sha256(item_id.encode("utf-8")).hexdigest()[:32]
+
+
+def shard_path(store: Path, item_id: str) -> Path:
+    key = item_key(item_id)
+    return Path(store) / "shards" / key[:2] / f"{key}.h5"
+
+
+def sha256_file(path: str, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _attr(v):
+    """HDF5-storable attribute value."""
+    if v is None:
+        return ""
+    if isinstance(v, (dict, list, tuple)):
+        return json.dumps(v, sort_keys=True)
+    return v
+
+
+def atomic_h5(path: Path):
+    """Context manager: an h5py File at a temp path, moved onto ``path`` on success."""
+    import contextlib
+
+    import h5py
+
+    @contextlib.contextmanager
+    def cm():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".h5")
+        os.close(fd)
+        try:
+            with h5py.File(tmp, "w") as f:
+                yield f
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    return cm()
+
+
+def write_shard(store: Path, features, *, config_hash: str, input_sha256: dict[str, str]) -> Path:
+    """Write one item's :class:`~reelsim.pipeline.item.ItemFeatures` atomically."""
+    item = features.item
+    path = shard_path(store, item.id)
+    with atomic_h5(path) as f:
+        f.attrs.update({
+            "item_id": item.id,
+            "kind": item.kind,
+            "title": _attr(item.title),
+            "description": _attr(item.description),
+            "schema_version": SCHEMA_VERSION,
+            "code_version": __version__,
+            "config_hash": config_hash,
+            "input_sha256": _attr(input_sha256),
+            "warnings": _attr(features.warnings),
+            "timings": _attr(features.timings),
+            "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        })
+        v = features.video
+        if v is not None:
+            g = f.create_group("video")
+            g.attrs.update({"fps": v.fps, "n_frames": v.n_frames, "width": v.width, "height": v.height,
+                            "duration_s": v.duration_s, "source_path": _attr(item.video)})
+            for name in ("shots", "shot_times", "scenes", "keyframes"):
+                g.create_dataset(name, data=getattr(v, name))
+        feats = f.create_group("features")
+        for modality, emb in features.embeddings.items():
+            g = feats.create_group(modality)
+            g.attrs.update({k: _attr(val) for k, val in emb.provenance.items()})
+            g.attrs.update({"code_version": __version__, "config_hash": config_hash})
+            g.create_dataset("item", data=np.asarray(emb.item, dtype=np.float32))
+            if emb.shot is not None:
+                g.create_dataset("shot", data=np.asarray(emb.shot, dtype=np.float32))
+            for name, arr in emb.extra.items():
+                g.create_dataset(name, data=arr)
+    return path
+
+
+def shard_is_current(path: Path, *, config_hash: str, input_sha256: dict[str, str]) -> bool:
+    """Whether a complete shard exists for these inputs and feature config.
+
+    A shard that cannot be opened (e.g. half-written by a killed process
+    outside the atomic path) counts as not current and is recomputed.
+    """
+    import h5py
+
+    if not path.is_file():
+        return False
+    try:
+        with h5py.File(path, "r") as f:
+            return (
+                f.attrs.get("config_hash") == config_hash
+                and json.loads(f.attrs.get("input_sha256", "{}")) == input_sha256
+                and "features" in f
+            )
+    except (OSError, ValueError, json.JSONDecodeError):
+        return False
+
+
+def iter_shards(store: Path) -> Iterator[Path]:
+    root = Path(store) / "shards"
+    if not root.is_dir():
+        raise StoreError(f"no feature store at {store} (no shards/ folder): run `reelsim run ... --store {store}` first")
+    yield from sorted(root.glob("*/*.h5"))
+
+
+def read_item_vectors(path: Path) -> tuple[str, dict, dict[str, np.ndarray]]:
+    """(item id, item attrs, modality -> float32 (D,) item embedding) of one shard."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        attrs = {k: f.attrs[k] for k in ("item_id", "kind", "title", "description")}
+        vecs = {m: f["features"][m]["item"][()] for m in f["features"]}
+        return str(attrs["item_id"]), attrs, vecs
+
+
+def read_shots(store: Path, item_id: str) -> dict:
+    """The shots/scenes record of one video item, as in ``reelsim shots --json``.
+
+    Raises
+    ------
+    UnknownItemError
+        No shard for ``item_id``, or the item has no video.
+    """
+    import h5py
+
+    from reelsim.errors import UnknownItemError
+
+    path = shard_path(store, item_id)
+    if not path.is_file():
+        raise UnknownItemError(f"unknown item id {item_id!r}: no results for it in {store}")
+    with h5py.File(path, "r") as f:
+        if "video" not in f:
+            raise UnknownItemError(f"item {item_id!r} has no video, so no shots")
+        v = f["video"]
+        shots, times, scenes = v["shots"][()], v["shot_times"][()], v["scenes"][()]
+        return {
+            "item": item_id,
+            "fps": float(v.attrs["fps"]),
+            "n_frames": int(v.attrs["n_frames"]),
+            "shots": [
+                {"start_frame": int(s), "end_frame": int(e), "start_s": float(ts), "end_s": float(te)}
+                for (s, e), (ts, te) in zip(shots, times)
+            ],
+            "scenes": [{"start_shot": int(s), "end_shot": int(e)} for s, e in scenes],
+        }
