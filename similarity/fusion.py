@@ -117,7 +117,8 @@ def _check_matrix(x, what: str, n: int | None) -> np.ndarray:
         raise EmbeddingError(f"{what}: expected float32, got dtype {x.dtype}")
     if x.ndim != 2 or (n is not None and x.shape[0] != n) or x.shape[1] == 0:
         raise EmbeddingError(f"{what}: expected shape ({'N' if n is None else n}, d) with d > 0, got {x.shape}")
-    x = np.ascontiguousarray(x, dtype=np.float32)
+    with np.errstate(over="ignore"):  # float64 beyond float32 range becomes inf, reported below
+        x = np.ascontiguousarray(x, dtype=np.float32)
     bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
     if bad.size:
         raise EmbeddingError(f"{what}: non-finite values in row {bad[0]} ({bad.size} rows in all)")

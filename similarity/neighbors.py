@@ -1,10 +1,17 @@
-"""k nearest neighbours: FAISS candidates by fused inner product, re-scored exactly.
+"""k nearest neighbours under the shared-modality score, exact.
 
-For each query, the index returns ``min(N, oversample * k + 1)`` candidates
-ranked by ``sum_{m in shared} w_m cos_m``; each is then scored with the
-shared-modality rule (:mod:`reelsim.similarity.fusion`), the query itself
-and items sharing no weighted modality with it are dropped, and the best
-``k`` are kept: highest score first, equal scores (to 6 decimals) by item id.
+One flat inner-product search over all items would rank candidates by the
+*numerator* ``sum_{m in shared} w_m cos_m`` alone, which favours items that
+share many modalities: a video's best product matches (image+text) sit below
+hundreds of merely similar videos, and oversampling does not bring them back.
+So the catalog is split into groups of items with the same modalities. Within
+a group every item shares the same modalities with a given query, the
+denominator is constant, and the fused inner product orders the group exactly
+like the score. Each group is searched with FAISS (``faiss.knn`` over the
+index's fused vectors, ``min(N_g, oversample * k + 1)`` candidates), the
+candidates are re-scored exactly, the query itself and items sharing no
+weighted modality are dropped, and the best ``k`` are kept: highest score
+first, equal scores (to 6 decimals) by item id.
 """
 
 from __future__ import annotations
@@ -69,9 +76,13 @@ def search(cat_norm: CatalogEmbeddings, index, weights: Mapping[str, float], row
     k : int
         At most ``k`` neighbours per query.
     oversample : int
-        FAISS returns ``min(N, oversample * k + 1)`` candidates per query.
+        FAISS returns ``min(N_g, oversample * k + 1)`` candidates per modality
+        group. Within a group the fused inner product already ranks exactly, so
+        1 suffices; more only widens the margin for floating-point near-ties.
     batch_size : int
-        Queries per FAISS call; re-scoring holds ``batch_size * candidates * d_m`` float32 at a time.
+        Queries per FAISS call. Extra memory: a copy of one group's fused
+        vectors when its rows are not contiguous in the catalog, plus about
+        64 MB of gathered candidates for re-scoring.
 
     Returns
     -------
@@ -114,37 +125,74 @@ def search_vectors(cat_norm: CatalogEmbeddings, index, weights: Mapping[str, flo
 
 
 class _Plan:
-    """Checked arguments shared by every batch of one search."""
+    """Checked arguments and the modality groups shared by every batch of one search."""
 
     def __init__(self, cat, index, weights, k, oversample, batch_size):
+        import faiss
+
         _require_normalised(cat)
         for name, v in (("k", k), ("oversample", oversample), ("batch_size", batch_size)):
             if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
                 raise UsageError(f"{name} must be a positive integer, got {v!r}")
-        self.cat, self.index, self.k, self.batch_size = cat, index, int(k), int(batch_size)
+        self.cat, self.k, self.batch_size = cat, int(k), int(batch_size)
+        self.kc = int(oversample) * self.k + 1
         self.w = check_weights(weights)
         self.active = active_modalities(cat, self.w)
         d = sum(cat.vectors[m].shape[1] for m in self.active)
+        if not (isinstance(index, faiss.IndexFlat) and index.metric_type == faiss.METRIC_INNER_PRODUCT):
+            raise UsageError(f"expected the exact IndexFlatIP from build_index(), got {type(index).__name__}")
         if index.ntotal != cat.n or index.d != d:
             raise StoreError(f"index (ntotal={index.ntotal}, d={index.d}) does not match the catalog fused with "
                              f"{self.active} (N={cat.n}, D={d}); rebuild it")
-        self.kc = min(cat.n, int(oversample) * self.k + 1)
+        self.xb = faiss.rev_swig_ptr(index.get_xb(), cat.n * d).reshape(cat.n, d) if cat.n else None
+        self.knn, self.metric = faiss.knn, faiss.METRIC_INNER_PRODUCT
+        code = _codes(cat.masks, self.active)
+        self.groups = [(c, np.flatnonzero(code == c)) for c in np.unique(code) if c]
+        # wsum[c]: total weight of the modalities in bit code c
+        self.wsum = np.array([sum(self.w[m] for i, m in enumerate(self.active) if c >> i & 1)
+                              for c in range(2 ** len(self.active))])
         self.id_rank = np.empty(cat.n, dtype=np.int64)
         self.id_rank[sorted(range(cat.n), key=cat.ids.__getitem__)] = np.arange(cat.n)
 
     def batches(self, b: int):
         return (slice(i0, i0 + self.batch_size) for i0 in range(0, b, self.batch_size))
 
+    def candidates(self, xq: np.ndarray, qcode: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The best of each group by fused inner product.
+
+        Returns ``I`` int64 (B, C), catalog rows, and ``approx`` float32 (B, C):
+        the inner product over the shared weights, -inf where nothing is shared.
+        """
+        Is, approx = [np.full((xq.shape[0], 0), -1)], [np.full((xq.shape[0], 0), -np.inf, np.float32)]
+        for c, G in self.groups:
+            if np.any(qcode & c):
+                block = self.xb[G[0]:G[-1] + 1] if G[-1] - G[0] + 1 == G.size else self.xb[G]
+                D, I = self.knn(xq, block, min(G.size, self.kc), metric=self.metric)
+                W = self.wsum[qcode & c][:, None]
+                Is.append(np.where(I >= 0, G[np.maximum(I, 0)], -1))
+                approx.append(np.where((I >= 0) & (W > 0), D / np.where(W > 0, W, 1), -np.inf))
+        return np.concatenate(Is, axis=1), np.concatenate(approx, axis=1)
+
     def run(self, uq: dict, mq: dict, self_rows: np.ndarray | None) -> list[list[Neighbor]]:
         """Search one batch: ``uq[m]`` float32 (B, d_m), ``mq[m]`` bool (B,), ``self_rows`` int64 (B,) or None."""
-        b = next(iter(mq.values())).shape[0]
-        if b == 0 or self.kc == 0:
-            return [[] for _ in range(b)]
-        _, I = self.index.search(fuse_parts(uq, self.w, self.active), self.kc)
-        valid = I >= 0
+        I, approx = self.candidates(fuse_parts(uq, self.w, self.active), _codes(mq, self.active))
         if self_rows is not None:
-            valid &= I != self_rows[:, None]
+            approx[I == self_rows[:, None]] = -np.inf
+        if I.shape[1] > self.kc:  # keep the oversample * k + 1 best for exact re-scoring
+            best = np.argpartition(-approx, self.kc - 1, axis=1)[:, :self.kc]
+            I, approx = np.take_along_axis(I, best, axis=1), np.take_along_axis(approx, best, axis=1)
+        valid = approx > -np.inf
         I = np.where(valid, I, 0)
+        # re-score in chunks of queries so that the gathered candidates stay under ~64 MB
+        step = max(1, 2**24 // max(1, I.shape[1] * max(uq[m].shape[1] for m in self.active)))
+        out: list[list[Neighbor]] = []
+        for q0 in range(0, I.shape[0], step):
+            r = slice(q0, q0 + step)
+            out += self.rescore({m: uq[m][r] for m in self.active}, {m: mq[m][r] for m in self.active}, I[r], valid[r])
+        return out
+
+    def rescore(self, uq: dict, mq: dict, I: np.ndarray, valid: np.ndarray) -> list[list[Neighbor]]:
+        """Exact scores of candidates ``I`` int64 (B, C) where ``valid``; the best ``k`` per query."""
         num, den = np.zeros(I.shape), np.zeros(I.shape)
         cos, shared = {}, {}
         for m in self.active:
@@ -154,8 +202,15 @@ class _Plan:
             den += self.w[m] * shared[m]
         S = np.round(np.divide(num, den, out=np.full(I.shape, -np.inf), where=den > 0), DECIMALS)
         order = np.lexsort((self.id_rank[I], -S), axis=-1)[:, :self.k]
-        ids = self.cat.ids
-        return [[Neighbor(ids[I[q, j]], float(S[q, j]),
-                          {m: round(float(cos[m][q, j]), DECIMALS) for m in self.active if shared[m][q, j]})
-                 for j in order[q] if den[q, j] > 0]
-                for q in range(b)]
+        top = lambda a: np.take_along_axis(a, order, axis=1).tolist()
+        ids, items, scores, ok = self.cat.ids, top(I), top(S), top(den > 0)
+        cos = {m: top(np.round(cos[m], DECIMALS)) for m in self.active}
+        shared = {m: top(shared[m]) for m in self.active}
+        return [[Neighbor(ids[items[q][j]], scores[q][j], {m: cos[m][q][j] for m in self.active if shared[m][q][j]})
+                 for j in range(order.shape[1]) if ok[q][j]]
+                for q in range(order.shape[0])]
+
+
+def _codes(masks: Mapping[str, np.ndarray], active: tuple[str, ...]) -> np.ndarray:
+    """Bit ``i`` set where the item has ``active[i]``: int64 (n,)."""
+    return sum(masks[m].astype(np.int64) << i for i, m in enumerate(active))

@@ -73,35 +73,38 @@ def catalog():
     return raw, cat, kind, build_index(fuse(cat, W))
 
 
-def _unit2(c):
-    """Two unit vectors in 2-D with cosine c."""
-    return np.array([1.0, 0.0]), np.array([c, math.sqrt(1 - c * c)])
+def _unit(c):
+    """A unit vector in 2-D whose cosine with (1, 0) is c."""
+    return [c, math.sqrt(1 - c * c)]
 
 
 @pytest.fixture
 def hand_made():
     """Products p1, p2 (image+text) and videos v1, v2 (all four), already unit vectors.
 
-    cos(p1, p2): image 0.8, text 0.6; cos(v1, v2): visual 0.9, audio 0.4,
-    image 0.5, text 0.7; products and videos are orthogonal in image and text.
+    v1 shows product p1: identical image and text. Cosines with p1 (= with v1
+    in image and text): p2 image 0.8, text 0.6; v2 image 0.5, text 0.7.
+    v1 and v2 also share visual 0.9 and audio 0.4.
     """
     ids = ["p1", "p2", "v1", "v2"]
-    vectors, masks = {}, {}
-    for m, (cp, cv) in {"visual": (None, 0.9), "audio": (None, 0.4), "image": (0.8, 0.5), "text": (0.6, 0.7)}.items():
-        x = np.zeros((4, 4), np.float32)
-        if cp is not None:
-            x[0, :2], x[1, :2] = _unit2(cp)
-        x[2, 2:], x[3, 2:] = _unit2(cv)
-        vectors[m], masks[m] = x, x.any(axis=1)
-    means = {m: np.zeros(4, np.float32) for m in vectors}  # declared already normalised
+    rows = {  # modality -> rows of p1, p2, v1, v2 (None: lacks it)
+        "visual": [None, None, _unit(1), _unit(0.9)],
+        "audio": [None, None, _unit(1), _unit(0.4)],
+        "image": [_unit(1), _unit(0.8), _unit(1), _unit(0.5)],
+        "text": [_unit(1), _unit(0.6), _unit(1), _unit(0.7)],
+    }
+    vectors = {m: np.array([r or [0, 0] for r in rs], np.float32) for m, rs in rows.items()}
+    masks = {m: np.array([r is not None for r in rs]) for m, rs in rows.items()}
+    means = {m: np.zeros(2, np.float32) for m in rows}  # declared already normalised
     return CatalogEmbeddings(ids, vectors, masks, means)
 
 
 def test_fused_inner_product_is_weighted_cosine_sum(hand_made, catalog):
     xb = fuse(hand_made, W)
-    assert xb.dtype == np.float32 and xb.shape == (4, 16)
+    assert xb.dtype == np.float32 and xb.shape == (4, 8)
     assert xb[2] @ xb[3] == pytest.approx(1.0 * 0.9 + 0.5 * 0.4 + 1.0 * 0.5 + 1.0 * 0.7, abs=1e-6)
     assert xb[0] @ xb[1] == pytest.approx(0.8 + 0.6, abs=1e-6)
+    assert xb[0] @ xb[2] == pytest.approx(2.0, abs=1e-6)
     # and on random data: <fused_a, fused_b> == sum_m w_m <u_m(a), u_m(b)>
     _, cat, _, _ = catalog
     xb = fuse(cat, W)
@@ -111,18 +114,22 @@ def test_fused_inner_product_is_weighted_cosine_sum(hand_made, catalog):
 
 def test_score_is_weighted_mean_over_shared_modalities(hand_made):
     index = build_index(fuse(hand_made, W))
-    p1, _, v1, _ = search(hand_made, index, W, rows=None, k=3)
+    p1, p2, v1, v2 = search(hand_made, index, W, rows=None, k=3)
+
+    def check(res, expected):
+        assert [n.item for n in res] == [item for item, _ in expected]
+        assert [n.score for n in res] == pytest.approx([score for _, score in expected], abs=1e-6)
+
     # product vs product: image and text only, no penalty for lacking video/audio
-    assert p1[0].item == "p2"
-    assert p1[0].score == pytest.approx((0.8 + 0.6) / 2, abs=1e-6)
-    assert p1[0].modalities == pytest.approx({"image": 0.8, "text": 0.6}, abs=1e-6)
-    # video vs video: all four, weighted
-    assert v1[0].item == "v2"
-    assert v1[0].score == pytest.approx((0.9 + 0.5 * 0.4 + 0.5 + 0.7) / 3.5, abs=1e-6)
-    assert set(v1[0].modalities) == {"visual", "audio", "image", "text"}
-    # product vs video share image+text with cosine 0 -> score 0, tie broken by id
-    assert [(n.item, n.score) for n in p1[1:]] == [("v1", 0.0), ("v2", 0.0)]
-    assert set(p1[1].modalities) == {"image", "text"}
+    check(p1, [("v1", 1.0), ("p2", (0.8 + 0.6) / 2), ("v2", (0.5 + 0.7) / 2)])
+    assert p1[1].modalities == pytest.approx({"image": 0.8, "text": 0.6}, abs=1e-6)
+    # video vs product: the product is not penalised for lacking visual and audio
+    video_video = (1.0 * 0.9 + 0.5 * 0.4 + 1.0 * 0.5 + 1.0 * 0.7) / 3.5
+    check(v1, [("p1", 1.0), ("p2", 0.7), ("v2", video_video)])
+    assert set(v1[0].modalities) == {"image", "text"}
+    assert v1[2].modalities == pytest.approx({"visual": 0.9, "audio": 0.4, "image": 0.5, "text": 0.7}, abs=1e-6)
+    # v2-p2 (image ~0.92, text ~0.99) beats v2-v1 (0.657) beats v2-p1 (0.6)
+    assert [n.item for n in v2] == ["p2", "v1", "p1"] and v2[2].score == pytest.approx(0.6, abs=1e-6)
 
 
 def test_normalise_centres_and_unit_rows(catalog):
@@ -151,17 +158,18 @@ def test_row_equal_to_mean_or_zero_counts_as_missing():
 
 def test_missing_modality_does_not_change_ranking_among_products(catalog):
     raw, cat, kind, index = catalog
-    products = np.flatnonzero(kind == "product")
-    before = search(cat, index, W, products, k=cat.n)
-    # drop the visual modality from half of the videos (which products never share)
+    # drop the visual modality from half of the videos (which products never share);
+    # queries: products, and the videos that keep it
+    drop = np.flatnonzero(kind == "video")[::2]
+    queries = np.setdiff1d(np.flatnonzero((kind == "product") | (kind == "video")), drop)
+    before = search(cat, index, W, queries, k=cat.n)
     masks = dict(raw.masks)
     vectors = dict(raw.vectors)
-    drop = np.flatnonzero(kind == "video")[::2]
     masks["visual"] = masks["visual"].copy()
     masks["visual"][drop] = False
     vectors["visual"] = np.where(masks["visual"][:, None], raw.vectors["visual"], 0).astype(np.float32)
     cat2 = normalise(CatalogEmbeddings(raw.ids, vectors, masks))
-    after = search(cat2, build_index(fuse(cat2, W)), W, products, k=cat.n)
+    after = search(cat2, build_index(fuse(cat2, W)), W, queries, k=cat.n)
     only_products = lambda res: [[(n.item, n.score) for n in r if n.item.startswith("product")] for r in res]
     assert only_products(before) == only_products(after)
     assert any(len(r) > 5 for r in only_products(before))
@@ -191,12 +199,14 @@ def test_weight_zero_disables_modality(catalog):
         search(cat, index, w, products, k=5)  # index fused with other modalities
 
 
-@pytest.mark.parametrize("k, oversample", [(5, 5), (10, 3), (7, 100)])
+@pytest.mark.parametrize("k, oversample", [(5, 1), (5, 5), (10, 3), (7, 100)])
 def test_faiss_candidates_match_brute_force(catalog, k, oversample):
+    # On this data one flat search over all items with 5*k+1 candidates finds
+    # only ~30% of a video's true neighbours (products crowded out by videos);
+    # the per-group search must be exact.
     _, cat, _, index = catalog
     expected = brute_force(cat, W, k)
     got = search(cat, index, W, None, k, oversample=oversample, batch_size=64)
-    assert min(cat.n, oversample * k + 1) < cat.n or oversample == 100
     for exp, res in zip(expected, got):
         assert [n.item for n in res] == [i for i, _ in exp]
         np.testing.assert_allclose([n.score for n in res], [s for _, s in exp], atol=2e-6)
@@ -236,12 +246,13 @@ def test_search_vectors_matches_catalog_search(catalog):
 
 def test_lists_round_trip_parquet_and_jsonl(tmp_path, catalog):
     _, cat, _, index = catalog
-    rows_q = [0, 1, 2]
+    rows_q = rows_of(cat, ["product-0003", "video-0000"])
     rows = neighbor_rows([cat.ids[r] for r in rows_q], search(cat, index, W, rows_q, k=3))
     rows.append(dict(rows[0], item="é 東京/../x", neighbor="a\nb"))
-    assert len(rows) == 10 and all(tuple(r) == COLUMNS for r in rows)
-    assert [r["rank"] for r in rows[:3]] == [1, 2, 3]
-    assert any(r["score_audio"] is None for r in rows) and any(r["score_audio"] is not None for r in rows)
+    assert len(rows) == 7 and all(tuple(r) == COLUMNS for r in rows)
+    assert [(r["item"], r["rank"]) for r in rows[:4]] == [("product-0003", 1), ("product-0003", 2),
+                                                         ("product-0003", 3), ("video-0000", 1)]
+    assert rows[0]["score_visual"] is None and rows[0]["score_image"] is not None
     write_parquet(rows, tmp_path / "n.parquet")
     write_jsonl(rows, tmp_path / "n.jsonl")
     assert read_parquet(tmp_path / "n.parquet") == rows
