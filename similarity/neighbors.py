@@ -1,17 +1,18 @@
 """k nearest neighbours under the shared-modality score, exact.
 
-One flat inner-product search over all items would rank candidates by the
-*numerator* ``sum_{m in shared} w_m cos_m`` alone, which favours items that
-share many modalities: a video's best product matches (image+text) sit below
-hundreds of merely similar videos, and oversampling does not bring them back.
-So the catalog is split into groups of items with the same modalities. Within
-a group every item shares the same modalities with a given query, the
-denominator is constant, and the fused inner product orders the group exactly
-like the score. Each group is searched with FAISS (``faiss.knn`` over the
-index's fused vectors, ``min(N_g, oversample * k + 1)`` candidates), the
-candidates are re-scored exactly, the query itself and items sharing no
-weighted modality are dropped, and the best ``k`` are kept: highest score
-first, equal scores (to 6 decimals) by item id.
+One inner-product search over all fused items ranks by the *numerator*
+``sum_{m in shared} w_m cos_m`` alone, which favours items that share many
+modalities: a video's best product matches (image+text) sit below hundreds of
+merely similar videos, and oversampling does not bring them back. So the
+catalog is split into groups of items with the same modalities. Within a
+group, every item shares the same modalities with a given query, the
+denominator is constant, and the fused inner product ranks the group exactly
+like the score. Each group is searched with ``faiss.knn`` over the index's
+fused vectors; the ``oversample * k + 1`` best candidates by approximate score
+(inner product / shared weight) are re-scored exactly from the catalog
+vectors; the query itself and items sharing no weighted modality are dropped,
+and the best ``k`` are kept: highest score first, equal scores (to 6 decimals)
+by item id.
 """
 
 from __future__ import annotations
@@ -76,9 +77,10 @@ def search(cat_norm: CatalogEmbeddings, index, weights: Mapping[str, float], row
     k : int
         At most ``k`` neighbours per query.
     oversample : int
-        FAISS returns ``min(N_g, oversample * k + 1)`` candidates per modality
-        group. Within a group the fused inner product already ranks exactly, so
-        1 suffices; more only widens the margin for floating-point near-ties.
+        FAISS returns ``oversample * k + 1`` candidates per modality group, and
+        as many of the best over all groups are re-scored exactly. The groups
+        make the search exact already; oversampling only widens the margin for
+        ties and float32 rounding (e.g. items with identical vectors).
     batch_size : int
         Queries per FAISS call. Extra memory: a copy of one group's fused
         vectors when its rows are not contiguous in the catalog, plus about
@@ -91,7 +93,10 @@ def search(cat_norm: CatalogEmbeddings, index, weights: Mapping[str, float], row
     """
     if rows is None:
         rows = np.arange(cat_norm.n)
-    rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+    rows = np.asarray(rows).reshape(-1)
+    if rows.size and rows.dtype.kind not in "iu":
+        raise UsageError(f"query rows must be integers, got dtype {rows.dtype}")
+    rows = rows.astype(np.int64)
     if rows.size and (rows.min() < 0 or rows.max() >= cat_norm.n):
         raise UsageError(f"query rows must be in [0, {cat_norm.n}), got {rows.min()}..{rows.max()}")
     plan = _Plan(cat_norm, index, weights, k, oversample, batch_size)

@@ -58,12 +58,9 @@ def brute_force(cat, weights, k):
             den += w[m] * both
     score = np.where(den > 0, num / np.where(den > 0, den, 1), -np.inf)
     np.fill_diagonal(score, -np.inf)
-    out = []
-    for i in range(cat.n):
-        cand = [j for j in range(cat.n) if score[i, j] > -np.inf]
-        cand.sort(key=lambda j: (-round(score[i, j], 6), cat.ids[j]))
-        out.append([(cat.ids[j], score[i, j]) for j in cand[:k]])
-    return out
+    id_rank = np.argsort(np.argsort(np.array(cat.ids)))  # numpy and Python order str alike
+    order = np.lexsort((np.broadcast_to(id_rank, score.shape), -np.round(score, 6)), axis=1)
+    return [[(cat.ids[j], score[i, j]) for j in order[i, :k] if score[i, j] > -np.inf] for i in range(cat.n)]
 
 
 @pytest.fixture(scope="module")
