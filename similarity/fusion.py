@@ -14,6 +14,7 @@ re-scores them.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -105,8 +106,7 @@ def _check_ids(ids) -> list[str]:
         raise EmbeddingError("ids must be a list of str")
     ids = list(ids)
     if len(set(ids)) != len(ids):
-        seen: set[str] = set()
-        dup = next(i for i in ids if i in seen or seen.add(i))
+        dup = next(i for i, count in Counter(ids).items() if count > 1)
         raise EmbeddingError(f"duplicate item id {dup!r}")
     return ids
 

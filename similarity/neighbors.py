@@ -149,6 +149,7 @@ class _Plan:
         if index.ntotal != cat.n or index.d != d:
             raise StoreError(f"index (ntotal={index.ntotal}, d={index.d}) does not match the catalog fused with "
                              f"{self.active} (N={cat.n}, D={d}); rebuild it")
+        self.index = index  # keeps the memory that the zero-copy view self.xb points into alive
         self.xb = faiss.rev_swig_ptr(index.get_xb(), cat.n * d).reshape(cat.n, d) if cat.n else None
         self.knn, self.metric = faiss.knn, faiss.METRIC_INNER_PRODUCT
         code = _codes(cat.masks, self.active)
@@ -165,8 +166,8 @@ class _Plan:
     def candidates(self, xq: np.ndarray, qcode: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The best of each group by fused inner product.
 
-        Returns ``I`` int64 (B, C), catalog rows, and ``approx`` float32 (B, C):
-        the inner product over the shared weights, -inf where nothing is shared.
+        Returns ``I`` int64 (B, C), catalog rows, and ``approx`` float64 (B, C):
+        the inner product divided by the shared weight, -inf where nothing is shared.
         """
         Is, approx = [np.full((xq.shape[0], 0), -1)], [np.full((xq.shape[0], 0), -np.inf, np.float32)]
         for c, G in self.groups:
