@@ -257,7 +257,8 @@ class EfficientNetLite0Image:
         # (H, W, 3) uint8 -> (1, 3, 224, 224) float in [0, 1]
         import torch
 
-        x = torch.from_numpy(np.ascontiguousarray(image)).to(self.device).permute(2, 0, 1)[None].float() / 255.0
+        # np.require copies only when needed: PIL-backed arrays are read-only, which torch warns about
+        x = torch.from_numpy(np.require(image, requirements=["C", "W"])).to(self.device).permute(2, 0, 1)[None].float() / 255.0
         return resize_center_crop(x, short_side=self.input_size, crop=self.input_size)
 
     def provenance(self) -> dict:

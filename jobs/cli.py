@@ -1,7 +1,7 @@
 """``reelsim``: a thin command line over the runner, the store and the registries.
 
 Exit codes: 0 success; 2 usage errors (bad flags, unknown item id, missing
-store); 3 a batch where some items failed and the rest completed; 1 any
+store, a model's weights file not found); 3 a batch where some items failed and the rest completed; 1 any
 other error.
 """
 
@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from reelsim import __version__
-from reelsim.errors import ReelsimError, StoreError, UsageError
+from reelsim.errors import ReelsimError, StoreError, UsageError, WeightsNotFoundError
 
 EXAMPLES = """\
 examples:
@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (UsageError, StoreError) as e:
+    except (UsageError, StoreError, WeightsNotFoundError) as e:
         print(f"reelsim {args.command}: error: {e}", file=sys.stderr)
         return 2
     except ReelsimError as e:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -171,7 +170,3 @@ def read_inputs(inputs: Iterable[str]) -> tuple[list[Item], list[Problem]]:
 def input_files(item: Item) -> dict[str, str]:
     """Modality -> path of the files whose content an item's features depend on."""
     return {k: v for k, v in (("video", item.video), ("image", item.image)) if v}
-
-
-def is_readable_file(path: str) -> bool:
-    return os.path.isfile(path) and os.access(path, os.R_OK)

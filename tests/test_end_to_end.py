@@ -161,3 +161,25 @@ def test_rerun_does_no_work_for_unchanged_items(run_store, report, manifest):
     status = {r["item"]: r["status"] for r in again["items"]}
     assert {i for i, s in status.items() if s == "cached"} == {i for i, s in status.items() if s != "failed"}
     assert {p: p.stat().st_mtime_ns for p in (store / "shards").glob("*/*.h5")} == before
+
+
+def test_kinetics_model_needs_weights_and_runs_from_a_file(media, tmp_path):
+    import hashlib
+
+    import torch
+    import torchvision
+
+    store = tmp_path / "store"
+    proc = reelsim("run", media / "carpet.mp4", "--store", store, "--video-model", "r3d_18")
+    assert proc.returncode == 2
+    assert "r3d_18" in proc.stderr and "--video-weights" in proc.stderr
+    # A randomly initialised state dict proves the load-by-path route (no download here).
+    weights = tmp_path / "r3d_18-random.pth"
+    torch.save(torchvision.models.video.r3d_18(weights=None).state_dict(), weights)
+    reelsim("run", media / "carpet.mp4", "--store", store, "--video-model", "r3d_18",
+            "--video-weights", weights, "--workers", 1, "--no-progress", check=0)
+    with h5py.File(shard_path(store, "carpet"), "r") as f:
+        prov = dict(f["features/visual"].attrs)
+        assert prov["model"] == "r3d_18"
+        assert prov["weights_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+        assert f["features/visual/shot"].shape == (2, 512)

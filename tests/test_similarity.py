@@ -14,6 +14,7 @@ from reelsim.similarity import (
     neighbor_rows, normalise, normalise_queries, read_jsonl, read_parquet, rows_of, save_catalog, save_index,
     search, search_vectors, write_jsonl, write_parquet,
 )
+from reelsim.similarity.fusion import CENTRE_PRIOR
 
 W = {"visual": 1.0, "audio": 0.5, "image": 1.0, "text": 1.0}
 DIMS = {"visual": 24, "audio": 12, "image": 16, "text": 20}
@@ -137,7 +138,8 @@ def test_normalise_centres_and_unit_rows(catalog):
     for m, u in cat.vectors.items():
         np.testing.assert_allclose(np.linalg.norm(u[cat.masks[m]], axis=1), 1, atol=1e-5)
         assert not u[~cat.masks[m]].any()
-        np.testing.assert_allclose(cat.means[m], raw.vectors[m][raw.masks[m]].mean(axis=0), rtol=1e-5)
+        present = raw.vectors[m][raw.masks[m]]
+        np.testing.assert_allclose(cat.means[m], present.sum(axis=0) / (len(present) + CENTRE_PRIOR), rtol=1e-5)
     v = cat.vectors["visual"][cat.masks["visual"]]
     assert (v @ v.T).min() < -0.3  # centred: dissimilar clusters now have negative cosines
     # a new query normalised with the catalog means matches the catalog's own row
@@ -147,10 +149,11 @@ def test_normalise_centres_and_unit_rows(catalog):
 
 
 def test_row_equal_to_mean_or_zero_counts_as_missing():
-    x = np.array([[1, 0], [3, 0], [2, 0], [0, 0]], np.float32)  # row 2 is the mean of rows 0-2
+    # row 2 equals the (shrunk) mean of rows 0-2: (1 + 3 + 1/3) / (3 + CENTRE_PRIOR) = 1/3
+    x = np.array([[1, 0], [3, 0], [1 / 3, 0], [0, 0]], np.float32)
     cat = normalise(CatalogEmbeddings(list("abcd"), {"audio": x}, {"audio": np.array([True, True, True, True])}))
     assert cat.masks["audio"].tolist() == [True, True, False, False]
-    assert cat.vectors["audio"].tolist() == [[-1, 0], [1, 0], [0, 0], [0, 0]]
+    assert cat.vectors["audio"].tolist() == [[1, 0], [1, 0], [0, 0], [0, 0]]
 
 
 def test_missing_modality_does_not_change_ranking_among_products(catalog):
@@ -334,3 +337,13 @@ def test_bad_arguments_raise(tmp_path, catalog):
         load_index(tmp_path / "junk.faiss")
     with pytest.raises(StoreError):
         save_index(index, tmp_path / "no" / "such" / "dir.faiss")
+
+
+def test_tiny_catalog_keeps_near_duplicates_close():
+    # Full centring of two items makes them exactly opposite; the shrunk mean must not.
+    rng = np.random.default_rng(3)
+    base = 5 + rng.random(32, dtype=np.float32)
+    x = np.stack([base, base + 0.05 * rng.random(32, dtype=np.float32)]).astype(np.float32)
+    cat = normalise(CatalogEmbeddings(["orig", "edit"], {"visual": x}, {"visual": np.array([True, True])}))
+    u = cat.vectors["visual"]
+    assert float(u[0] @ u[1]) > 0.9
