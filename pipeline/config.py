@@ -58,13 +58,14 @@ class ShotConfig:
 class ClipConfig:
     """How clips for the 3D-CNN are sampled inside each shot.
 
-    clip_len : frames per clip (T).
+    clip_len : frames per clip (T); ``None`` = the video model's own clip
+        length (8 for the default model, 16 for torchvision's Kinetics models).
     frame_stride : take every ``frame_stride``-th frame inside a clip.
     hop_s : a new clip starts every ``hop_s`` seconds inside a shot.
     max_clips_per_shot : cap on clips per shot (long shots).
     """
 
-    clip_len: int = 8
+    clip_len: int | None = None
     frame_stride: int = 2
     hop_s: float = 2.0
     max_clips_per_shot: int = 16

@@ -8,6 +8,7 @@ loads each model once.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 
@@ -91,14 +92,6 @@ class Models:
         )
 
 
-def loop_to_length(frames: np.ndarray, length: int) -> np.ndarray:
-    """Repeat a (T, H, W, 3) clip in time until it has ``length`` frames."""
-    if len(frames) >= length:
-        return frames
-    reps = -(-length // len(frames))
-    return np.concatenate([frames] * reps)[:length]
-
-
 def weighted_mean(rows: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """float32 (D,) mean of (S, D) ``rows`` weighted by (S,) ``weights``."""
     w = np.asarray(weights, dtype=np.float64)
@@ -131,8 +124,10 @@ class ClipBatcher:
             self._pending = []
 
     def _run(self, clips: list[Clip]) -> None:
-        T = self._model.clip_len
-        batch = np.stack([loop_to_length(c.frames, T) for c in clips])
+        from reelsim.extractors.video import sample_frames
+
+        T = self._model.clip_len  # short-shot clips are looped to it, so a batch stacks
+        batch = np.stack([c.frames[sample_frames(len(c.frames), T)] for c in clips])
         self.embeddings.append(self._model.extract(batch))
         self.shot_of_clip += [c.shot for c in clips]
         self.clip_start += [c.start_frame for c in clips]
@@ -141,8 +136,10 @@ class ClipBatcher:
 def _segment_and_embed(path: str, info: decode.VideoInfo, cfg: Config, models: Models, warnings: list[str]):
     """The single frame pass: shots, clip embeddings, keyframes, frame times."""
     detector = make_detector(cfg.shots, info.fps)
-    sampler = ShotClipSampler(detector, cfg.clips, info.fps)
-    batcher = ClipBatcher(models.get("visual"), cfg.models.batch_size)
+    model = models.get("visual")
+    clips = cfg.clips if cfg.clips.clip_len else dataclasses.replace(cfg.clips, clip_len=model.clip_len)
+    sampler = ShotClipSampler(detector, clips, info.fps)
+    batcher = ClipBatcher(model, cfg.models.batch_size)
     keyframes: list[Keyframe] = []
     times: list[float] = []
     frame_size = (0, 0)

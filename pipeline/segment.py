@@ -62,6 +62,8 @@ class ShotClipSampler:
     """
 
     def __init__(self, detector, clips: ClipConfig, fps: float):
+        if not clips.clip_len or clips.clip_len < 1:
+            raise ValueError("ShotClipSampler needs a clip length (ClipConfig.clip_len >= 1)")
         self._detector = detector
         self._cfg = clips
         self._stride = max(1, clips.frame_stride)

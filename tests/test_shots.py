@@ -12,7 +12,7 @@ from reelsim.pipeline.decode import iter_frames, probe
 from reelsim.pipeline.segment import ShotClipSampler
 
 
-def segment(path, clips=ClipConfig(), shots=ShotConfig()):
+def segment(path, clips=ClipConfig(clip_len=8), shots=ShotConfig()):
     info = probe(str(path))
     sampler = ShotClipSampler(make_detector(shots, info.fps), clips, info.fps)
     got_clips, got_keys = [], []
