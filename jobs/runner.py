@@ -59,8 +59,10 @@ def _client(scheduler: str | None, workers: int):
 
     if scheduler:
         return Client(scheduler, timeout="30s")
+    # Dask's INFO chatter (worker start/stop) is not for reelsim's users; errors still show.
+    logging.getLogger("distributed").setLevel(logging.ERROR)
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                           dashboard_address=None, silence_logs=logging.ERROR)
+                           dashboard_address=":0", silence_logs=logging.ERROR)
     return Client(cluster)
 
 
