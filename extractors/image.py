@@ -264,7 +264,8 @@ class EfficientNetLite0Image:
     def provenance(self) -> dict:
         """What produced these features (stored next to them)."""
         return {
-            "model": "efficientnet-lite0",
+            "model": self.name,
+            "network": "EfficientNet-Lite0 (ImageNet)",
             "weights": self.weights_file.name,
             "weights_sha256": self.weights_sha256,
             "weights_source": self.weights_source,

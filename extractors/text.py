@@ -139,7 +139,8 @@ class MiniLML6Text:
     def provenance(self) -> dict:
         """What produced these features (stored next to them)."""
         return {
-            "model": "sentence-transformers/all-MiniLM-L6-v2",
+            "model": self.name,
+            "network": "sentence-transformers/all-MiniLM-L6-v2",
             "weights": self.weights_file.name,
             "weights_sha256": self.weights_sha256,
             "weights_source": self.weights_source,

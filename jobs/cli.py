@@ -124,16 +124,6 @@ def _check_models(cfg) -> None:
         resolve_weights(cls.weights_spec(), cfg.models.video_weights)
 
 
-def _print_run(report, store: Path) -> None:
-    s = report.summary()
-    print(f"{s['total']} items: {s['ok']} processed, {s['cached']} unchanged, {s['failed']} failed "
-          f"in {report.wall_s:.1f} s; store: {store}")
-    for r in report.failed:
-        print(f"  FAILED {r['item']}: {r['reason']}")
-    if report.lists:
-        print(f"lists: {report.lists['rows']} rows for {report.lists['items']} items -> {store / 'lists'}")
-
-
 def cmd_run(args) -> int:
     from reelsim.jobs.runner import run_catalog
 
@@ -141,7 +131,7 @@ def cmd_run(args) -> int:
     _check_models(cfg)
     report = run_catalog(args.inputs, args.store, cfg, scheduler=args.scheduler, workers=args.workers,
                          progress=not args.no_progress)
-    _print_run(report, args.store)
+    print(report.describe(args.store))
     return report.exit_code
 
 

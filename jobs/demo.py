@@ -96,11 +96,7 @@ def run_demo(store: Path, cfg: Config, *, workers: int | None = None, scheduler:
     manifest = make_sample_catalog(store / "sample-media")
     print(f"sample catalog: {manifest} ({time.perf_counter() - t0:.1f} s to generate)")
     report = run_catalog([str(manifest)], store, cfg, scheduler=scheduler, workers=workers, progress=progress)
-    s = report.summary()
-    print(f"{s['total']} items: {s['ok']} processed, {s['cached']} unchanged, {s['failed']} failed "
-          f"in {report.wall_s:.1f} s")
-    for r in report.failed:
-        print(f"  FAILED {r['item']}: {r['reason']}")
+    print(report.describe(store))
     if report.lists:
         lookup = Lookup(store)
         for item in ("deep-zoom", "banana-bunch", "anc-headphones"):

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from reelsim.pipeline.config import Config
-from reelsim.storage.catalog import Problem, read_inputs
+from reelsim.storage.catalog import read_inputs
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -43,15 +43,20 @@ class RunReport:
         counts = {s: sum(r["status"] == s for r in self.items) for s in ("ok", "cached", "failed")}
         return {"total": len(self.items), **counts}
 
+    def describe(self, store: Path) -> str:
+        """The console summary: counts, each failure with its reason, where the lists are."""
+        s = self.summary()
+        lines = [f"{s['total']} items: {s['ok']} processed, {s['cached']} unchanged, {s['failed']} failed "
+                 f"in {self.wall_s:.1f} s; store: {store}"]
+        lines += [f"  FAILED {r['item']}: {r['reason']}" for r in self.failed]
+        if self.lists:
+            lines.append(f"lists: {self.lists['rows']} rows for {self.lists['items']} items -> {Path(store) / 'lists'}")
+        return "\n".join(lines)
+
 
 def default_workers() -> int:
     """Worker processes for a LocalCluster: one per two cores, at least 1, at most 4."""
     return max(1, min(4, (os.cpu_count() or 2) // 2))
-
-
-def _problem_row(p: Problem) -> dict:
-    return {"item": p.id, "kind": None, "status": "failed", "reason": p.reason, "seconds": 0.0,
-            "n_shots": None, "warnings": [], "timings": {}}
 
 
 def _client(scheduler: str | None, workers: int):
@@ -104,7 +109,7 @@ def run_catalog(inputs: list[str], store: Path, cfg: Config, *, scheduler: str |
     from dask.distributed import as_completed
 
     from reelsim.jobs.lists import build_lists
-    from reelsim.jobs.tasks import process_item
+    from reelsim.jobs.tasks import process_item, status_row
     from reelsim.storage.shards import item_key
 
     t0 = time.perf_counter()
@@ -112,7 +117,7 @@ def run_catalog(inputs: list[str], store: Path, cfg: Config, *, scheduler: str |
     items, problems = read_inputs(inputs)
     store = Path(store)
     store.mkdir(parents=True, exist_ok=True)
-    report = RunReport(items=[_problem_row(p) for p in problems])
+    report = RunReport(items=[status_row(p.id, None, "failed", p.reason) for p in problems])
     workers = workers or default_workers()
     threads = max(1, (os.cpu_count() or 1) // workers) if not scheduler else None
     if items:
@@ -125,9 +130,7 @@ def run_catalog(inputs: list[str], store: Path, cfg: Config, *, scheduler: str |
                     row = fut.result()
                 except Exception as e:  # the worker died or the task could not run: the item failed
                     item = by_key[fut.key]
-                    row = {"item": item.id, "kind": item.kind, "status": "failed",
-                           "reason": f"task error {e.__class__.__name__}: {e}", "seconds": 0.0,
-                           "n_shots": None, "warnings": [], "timings": {}}
+                    row = status_row(item.id, item.kind, "failed", f"task error {e.__class__.__name__}: {e}")
                 report.items.append(row)
                 if row["status"] == "failed":
                     bar.write(f"failed: {row['item']}: {row['reason']}")

@@ -41,6 +41,12 @@ def input_hashes(item: Item) -> dict[str, str]:
     return out
 
 
+def status_row(item_id: str, kind: str | None, status: str, reason: str | None = None) -> dict:
+    """One item's line in report.json (the fields every status has)."""
+    return {"item": item_id, "kind": kind, "status": status, "reason": reason,
+            "seconds": 0.0, "n_shots": None, "warnings": [], "timings": {}}
+
+
 def process_item(item: Item, cfg: Config, store: str, torch_threads: int | None = None) -> dict:
     """Analyse one item and write its shard, unless an up-to-date shard exists.
 
@@ -52,8 +58,7 @@ def process_item(item: Item, cfg: Config, store: str, torch_threads: int | None 
     from reelsim.pipeline.item import Models, analyse_item
 
     t0 = time.perf_counter()
-    result = {"item": item.id, "kind": item.kind, "status": "failed", "reason": None,
-              "seconds": 0.0, "n_shots": None, "warnings": [], "timings": {}}
+    result = status_row(item.id, item.kind, "failed")
     try:
         _limit_threads(torch_threads)
         hashes = input_hashes(item)

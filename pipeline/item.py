@@ -142,7 +142,6 @@ def _segment_and_embed(path: str, info: decode.VideoInfo, cfg: Config, models: M
     batcher = ClipBatcher(model, cfg.models.batch_size)
     keyframes: list[Keyframe] = []
     times: list[float] = []
-    frame_size = (0, 0)
 
     def take(out):
         batcher.add(out[0])
@@ -151,7 +150,6 @@ def _segment_and_embed(path: str, info: decode.VideoInfo, cfg: Config, models: M
     try:
         for frame in decode.iter_frames(path, short_side=cfg.decode.analysis_short_side):
             times.append(frame.time_s)
-            frame_size = frame.rgb.shape[1], frame.rgb.shape[0]
             take(sampler.push(frame.index, frame.rgb))
     except decode.TruncatedStream as e:
         warnings.append(f"video truncated: decoding stopped after {e.n_frames} frames ({e})")
@@ -161,7 +159,7 @@ def _segment_and_embed(path: str, info: decode.VideoInfo, cfg: Config, models: M
     batcher.flush()
     if sampler.late_cuts:
         warnings.append(f"detector reported cuts later than its latency: {sampler.late_cuts}")
-    return sampler.shots, batcher, keyframes, np.asarray(times, dtype=np.float64), frame_size
+    return sampler.shots, batcher, keyframes, np.asarray(times, dtype=np.float64)
 
 
 def _shot_times(shots: list[tuple[int, int]], times: np.ndarray, fps: float) -> np.ndarray:
@@ -195,7 +193,7 @@ def analyse_video(item: Item, cfg: Config, models: Models) -> tuple[VideoStructu
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     info = decode.probe(item.video)
-    shots, batcher, keyframes, times, _ = _segment_and_embed(item.video, info, cfg, models, warnings)
+    shots, batcher, keyframes, times = _segment_and_embed(item.video, info, cfg, models, warnings)
     timings["decode_segment_visual_s"] = time.perf_counter() - t0
     n_frames = len(times)
     fps = info.fps if np.isfinite(info.fps) and info.fps > 0 else (n_frames - 1) / max(times[-1] - times[0], 1e-6)

@@ -26,6 +26,7 @@ name a path outside the store.  Schema of one shard (see README "HDF5 schema"):
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
@@ -38,6 +39,7 @@ import numpy as np
 
 from reelsim import __version__
 from reelsim.errors import StoreError
+from reelsim.extractors.weights import sha256_file as sha256_file  # one streamed file hash for inputs and weights
 
 SCHEMA_VERSION = 1
 
@@ -50,14 +52,6 @@ def item_key(item_id: str) -> str:
 def shard_path(store: Path, item_id: str) -> Path:
     key = item_key(item_id)
     return Path(store) / "shards" / key[:2] / f"{key}.h5"
-
-
-def sha256_file(path: str, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def sha256_text(text: str) -> str:
@@ -73,26 +67,24 @@ def _attr(v):
     return v
 
 
+@contextlib.contextmanager
 def atomic_h5(path: Path):
-    """Context manager: an h5py File at a temp path, moved onto ``path`` on success."""
-    import contextlib
+    """An h5py File open for writing at a temp path beside ``path``, moved onto it on success.
 
+    Readers never see a half-written file; a failure leaves no temp file.
+    """
     import h5py
 
-    @contextlib.contextmanager
-    def cm():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".h5")
-        os.close(fd)
-        try:
-            with h5py.File(tmp, "w") as f:
-                yield f
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-
-    return cm()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".h5")
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as f:
+            yield f
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def write_shard(store: Path, features, *, config_hash: str, input_sha256: dict[str, str]) -> Path:
