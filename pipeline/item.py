@@ -47,6 +47,7 @@ class VideoStructure:
     shot_times : float64 (S, 2) [start_s, end_s] from presentation timestamps.
     scenes : int64 (C, 2) [start_shot, end_shot), end exclusive.
     keyframes : int64 (S,) frame index of each shot's keyframe.
+    params : the shot detector and scene-grouping settings that produced them.
     """
 
     fps: float
@@ -58,6 +59,7 @@ class VideoStructure:
     shot_times: np.ndarray
     scenes: np.ndarray
     keyframes: np.ndarray
+    params: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -207,7 +209,10 @@ def analyse_video(item: Item, cfg: Config, models: Models) -> tuple[VideoStructu
         "visual": Embedding(
             item=weighted_mean(visual_shot, lengths),
             shot=visual_shot,
-            provenance=visual_model.provenance(),
+            provenance={**visual_model.provenance(), "clip_frame_stride": cfg.clips.frame_stride,
+                        "clip_hop_s": cfg.clips.hop_s, "max_clips_per_shot": cfg.clips.max_clips_per_shot,
+                        "analysis_short_side": cfg.decode.analysis_short_side,
+                        "pooling": "shot = mean of its clips; item = mean of shots weighted by length"},
             extra={"clips": clip_emb.astype(np.float32), "clip_shot": clip_shot.astype(np.int32),
                    "clip_start": np.asarray(batcher.clip_start, dtype=np.int64)},
         )
@@ -237,6 +242,7 @@ def analyse_video(item: Item, cfg: Config, models: Models) -> tuple[VideoStructu
         shot_times=shot_times,
         scenes=np.asarray(scenes, dtype=np.int64).reshape(-1, 2),
         keyframes=np.asarray([k.frame for k in keyframes], dtype=np.int64),
+        params={f"shots_{k}": v for k, v in dataclasses.asdict(cfg.shots).items()},
     )
     return structure, emb, warnings, timings
 

@@ -109,7 +109,7 @@ def write_shard(store: Path, features, *, config_hash: str, input_sha256: dict[s
         if v is not None:
             g = f.create_group("video")
             g.attrs.update({"fps": v.fps, "n_frames": v.n_frames, "width": v.width, "height": v.height,
-                            "duration_s": v.duration_s, "source_path": _attr(item.video)})
+                            "duration_s": v.duration_s, "source_path": _attr(item.video), **v.params})
             for name in ("shots", "shot_times", "scenes", "keyframes"):
                 g.create_dataset(name, data=getattr(v, name))
         feats = f.create_group("features")

@@ -75,8 +75,9 @@ def test_hdf5_shard_shapes_and_provenance(run_store, report):
         prov = dict(feats["visual"].attrs)
         assert prov["model"] == "effnet-lite0-inflated" and prov["weights"] == "imagenet-inflated"
         assert len(prov["weights_sha256"]) == 64
-        for key in ("input_size", "clip_len", "code_version", "config_hash"):
+        for key in ("input_size", "clip_len", "clip_frame_stride", "code_version", "config_hash"):
             assert key in prov
+        assert v.attrs["shots_detector"] == "content"
         assert np.isfinite(feats["visual/item"][()]).all()
     with h5py.File(shard_path(store, "silent"), "r") as f:
         assert "audio" not in f["features"]  # no audio track: no audio features, not an error
