@@ -49,6 +49,7 @@ class RunReport:
         lines = [f"{s['total']} items: {s['ok']} processed, {s['cached']} unchanged, {s['failed']} failed "
                  f"in {self.wall_s:.1f} s; store: {store}"]
         lines += [f"  FAILED {r['item']}: {r['reason']}" for r in self.failed]
+        lines += [f"  warning {r['item']}: {w}" for r in self.items for w in r.get("warnings") or []]
         if self.lists:
             lines.append(f"lists: {self.lists['rows']} rows for {self.lists['items']} items -> {Path(store) / 'lists'}")
         return "\n".join(lines)
@@ -132,7 +133,7 @@ def run_catalog(inputs: list[str], store: Path, cfg: Config, *, scheduler: str |
                     item = by_key[fut.key]
                     row = status_row(item.id, item.kind, "failed", f"task error {e.__class__.__name__}: {e}")
                 report.items.append(row)
-                if row["status"] == "failed":
+                if row["status"] == "failed" and progress:  # without a bar the summary lists failures
                     bar.write(f"failed: {row['item']}: {row['reason']}")
                 bar.update(1)
                 fut.release()

@@ -230,6 +230,9 @@ def analyse_video(item: Item, cfg: Config, models: Models) -> tuple[VideoStructu
 
     t2 = time.perf_counter()
     shot_times = _shot_times(shots, times, fps)
+    declared, decoded = info.duration_s, float(shot_times[-1, 1])
+    if np.isfinite(declared) and decoded < declared - max(1.0, 0.05 * declared):
+        warnings.append(f"decoded {decoded:.1f} s of the {declared:.1f} s the container declares: truncated file?")
     audio = _pool_audio(item.video, shot_times, cfg, models, warnings) if info.has_audio else None
     if audio is not None:
         emb["audio"] = audio
