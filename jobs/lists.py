@@ -11,13 +11,13 @@ Writes, under the store::
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
 from reelsim.errors import StoreError, UnknownItemError
 from reelsim.pipeline.config import MODALITIES, FusionConfig
+from reelsim.storage.atomic import write_text_atomic
 from reelsim.storage.shards import read_item_vectors, shard_path
 
 
@@ -60,9 +60,7 @@ def build_lists(store: Path, ids: list[str], fusion: FusionConfig) -> dict:
     (store / "lists").mkdir(exist_ok=True)
     sim.save_catalog(cat_norm, fusion.weights, store / "index" / "catalog.h5")
     sim.save_index(index, store / "index" / "fused.faiss")
-    tmp = store / "index" / "items.json.tmp"
-    tmp.write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
-    os.replace(tmp, store / "index" / "items.json")
+    write_text_atomic(store / "index" / "items.json", json.dumps(meta, ensure_ascii=False))
     results = sim.search(cat_norm, index, fusion.weights, None, k=fusion.k, oversample=fusion.oversample)
     rows = sim.neighbor_rows(cat_norm.ids, results)
     sim.write_parquet(rows, store / "lists" / "neighbors.parquet")

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from reelsim.pipeline.config import Config
+from reelsim.storage.atomic import write_text_atomic
 from reelsim.storage.catalog import read_inputs
 
 EXIT_OK = 0
@@ -92,9 +93,7 @@ def write_report(store: Path, report: RunReport, cfg: Config, started: str) -> P
         "items": report.items,
     }
     path = store / "report.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(body, indent=2, ensure_ascii=False), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(body, indent=2, ensure_ascii=False))
     return path
 
 

@@ -14,7 +14,8 @@ import traceback
 from reelsim.errors import MediaError, ReelsimError
 from reelsim.pipeline.config import Config
 from reelsim.storage.catalog import Item, input_files
-from reelsim.storage.shards import sha256_file, sha256_text, shard_is_current, shard_path, write_shard
+from reelsim.extractors.weights import sha256_file
+from reelsim.storage.shards import sha256_text, shard_is_current, shard_path, write_shard
 
 _THREADS_SET = False
 

@@ -1,47 +1,22 @@
 """Exact FAISS inner-product index and the normalised catalog, on disk.
 
-Every file is written to a temporary name in the target folder and moved into
-place with ``os.replace``, so readers see the old file or the new one, never
-half of one (as faiss ``contrib/big_batch_search.py::write_checkpoint`` does).
+Every file is written atomically (:func:`reelsim.storage.atomic.atomic_path`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
 from reelsim.errors import StoreError, UsageError
 from reelsim.pipeline.config import MODALITIES
+from reelsim.storage.atomic import atomic_path
 from reelsim.similarity.fusion import CatalogEmbeddings, EmbeddingError, _check_matrix, check_weights
 
 CATALOG_FORMAT = "reelsim.catalog/1"
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[str]:
-    """Yield a temporary path next to ``path``; move it onto ``path`` if the block succeeds.
-
-    Raises
-    ------
-    StoreError
-        If the target folder does not exist.
-    """
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise StoreError(f"cannot write {path!r}: folder {folder!r} does not exist")
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
 
 
 def build_index(xb: np.ndarray, *, block: int = 65536):

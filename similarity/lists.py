@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 
 from reelsim.errors import StoreError, UsageError
 from reelsim.pipeline.config import MODALITIES
-from reelsim.similarity.index import atomic_path
+from reelsim.storage.atomic import atomic_path
 from reelsim.similarity.neighbors import Neighbor
 
 COLUMNS = ("item", "neighbor", "rank", "score") + tuple(f"score_{m}" for m in MODALITIES)

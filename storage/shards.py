@@ -30,8 +30,6 @@ import contextlib
 import datetime as _dt
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Iterator
 
@@ -39,7 +37,7 @@ import numpy as np
 
 from reelsim import __version__
 from reelsim.errors import StoreError
-from reelsim.extractors.weights import sha256_file as sha256_file  # one streamed file hash for inputs and weights
+from reelsim.storage.atomic import atomic_path
 
 SCHEMA_VERSION = 1
 
@@ -76,15 +74,8 @@ def atomic_h5(path: Path):
     import h5py
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".h5")
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
-            yield f
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        yield f
 
 
 def write_shard(store: Path, features, *, config_hash: str, input_sha256: dict[str, str]) -> Path:
