@@ -42,6 +42,34 @@ class Keyframe(NamedTuple):
     rgb: np.ndarray
 
 
+#: how a shot was entered
+TRANSITION_KINDS = ("start", "cut", "dissolve", "fade")
+
+
+class Boundary(NamedTuple):
+    """A shot boundary reported by a detector.
+
+    frame : first frame of the new shot (for a gradual transition, a frame
+        inside it: the darkest frame of a fade, the middle of a dissolve).
+    kind : ``"cut"``, ``"dissolve"`` or ``"fade"``.
+    start, end : the transition's frames ``[start, end)``; for a cut
+        ``start == end == frame``.
+    """
+
+    frame: int
+    kind: str = "cut"
+    start: int = -1
+    end: int = -1
+
+    @classmethod
+    def of(cls, b) -> "Boundary":
+        """A Boundary from a detector's output: an int frame is a hard cut."""
+        if isinstance(b, Boundary):
+            return b
+        f = int(b)
+        return cls(f, "cut", f, f)
+
+
 def centre_square(rgb: np.ndarray) -> np.ndarray:
     """Centre square crop of an (H, W, 3) frame (side = min(H, W))."""
     h, w = rgb.shape[:2]
@@ -72,7 +100,7 @@ class ShotClipSampler:
         self._hop = max(1, int(round(clips.hop_s * fps)))
         self._latency = int(detector.latency)
         self._ring: deque[tuple[int, np.ndarray]] = deque(maxlen=self.span + self._latency + 1)
-        self._cuts: set[int] = set()
+        self._cuts: dict[int, Boundary] = {}
         self._late_cuts: list[int] = []
         self._settled = -1  # every frame <= settled has its shot fixed
         self._shot_start = 0
@@ -108,18 +136,33 @@ class ShotClipSampler:
         return list(self._shots)
 
     @property
+    def n_frames(self) -> int:
+        """Frames pushed so far."""
+        return self._n
+
+    @property
+    def boundaries(self) -> list[Boundary]:
+        """How each shot was entered, one per shot (the first is ``"start"``)."""
+        out = []
+        for s, _ in self._shots:
+            out.append(self._cuts.get(s, Boundary(s, "start", s, s)))
+        return out
+
+    @property
     def late_cuts(self) -> list[int]:
         """Cuts the detector reported later than its declared latency (ignored)."""
         return list(self._late_cuts)
 
     # -- internals --------------------------------------------------------
-    def _add_cut(self, c: int) -> None:
+    def _add_cut(self, found) -> None:
+        b = Boundary.of(found)
+        c = b.frame
         if c <= 0:
             return
         if c <= self._settled:
             self._late_cuts.append(c)
             return
-        self._cuts.add(c)
+        self._cuts[c] = b
 
     def _frames(self, start: int, stop: int) -> np.ndarray:
         """Ring frames start, start+stride, ... < stop, stacked (T, S, S, 3)."""
@@ -164,3 +207,42 @@ class ShotClipSampler:
             keys.append(self._keyframe(s, end))
         self._shots.append((s, end))
         return clips, keys
+
+
+class Segmentation(NamedTuple):
+    """What one frame pass over a video found (no model run).
+
+    shots : [(start_frame, end_frame)], end exclusive.
+    boundaries : one :class:`Boundary` per shot (how it was entered).
+    n_frames : frames decoded.
+    n_clips : clips the sampler cut for the 3D-CNN.
+    fps : the stream's nominal frame rate.
+    """
+
+    shots: list
+    boundaries: list
+    n_frames: int
+    n_clips: int
+    fps: float
+
+
+def segment_video(path: str, cfg, *, clip_len: int = 8) -> Segmentation:
+    """Decode ``path`` once, detect shots and sample clips exactly as a run does, without a model.
+
+    ``cfg`` is a :class:`reelsim.pipeline.config.Config`; ``clip_len`` is used
+    when ``cfg.clips.clip_len`` is unset (a run takes it from the video model).
+    Used by ``reelsim shots`` benchmarks and tests.
+    """
+    import dataclasses
+
+    from reelsim.extractors.shots import make_detector
+    from reelsim.pipeline import decode
+
+    info = decode.probe(path)
+    clips = cfg.clips if cfg.clips.clip_len else dataclasses.replace(cfg.clips, clip_len=clip_len)
+    sampler = ShotClipSampler(make_detector(cfg.shots, info.fps), clips, info.fps)
+    n_clips = 0
+    for frame in decode.iter_frames(path, short_side=cfg.decode.analysis_short_side):
+        n_clips += len(sampler.push(frame.index, frame.rgb)[0])
+    n_clips += len(sampler.finish()[0])
+    return Segmentation(sampler.shots, sampler.boundaries, sampler.n_frames, n_clips, info.fps)
