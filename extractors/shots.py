@@ -96,6 +96,14 @@ def _adaptive(cfg: ShotConfig, fps: float) -> SceneDetectAdapter:
     return SceneDetectAdapter(det, fps, latency=cfg.min_shot_frames + window + 1)
 
 
+@register_detector("reelsim")
+def _reelsim(cfg: ShotConfig, fps: float):
+    """reelsim's detector: frame-exact cuts, dissolves and fades as one boundary, flashes ignored."""
+    from reelsim.extractors.transitions import TransitionDetector, TransitionParams
+
+    return TransitionDetector(TransitionParams.from_config(cfg))
+
+
 def colour_signature(rgb: np.ndarray, *, bins: int = 8) -> np.ndarray:
     """Joint RGB histogram of a frame, L1-normalised.
 
@@ -120,17 +128,42 @@ def signature_similarity(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.minimum(a, b).sum())
 
 
-def group_scenes(signatures: np.ndarray, *, similarity: float, window: int) -> list[tuple[int, int]]:
+def audio_continuous(bands: np.ndarray, *, max_db: float) -> np.ndarray:
+    """Which consecutive shots share continuous sound.
+
+    Parameters
+    ----------
+    bands : np.ndarray [shape=(n_shots, n_mels)]
+        mean log-mel energy (dB) of each shot's audio.
+    max_db : two consecutive shots whose band means differ by at most this
+        (mean absolute difference over bands, dB) carry on the same sound.
+
+    Returns
+    -------
+    np.ndarray [shape=(n_shots,), dtype=bool]: ``out[i]`` for shots ``i - 1``
+    and ``i`` (``out[0]`` is False).
+    """
+    out = np.zeros(len(bands), dtype=bool)
+    if len(bands) > 1:
+        out[1:] = np.abs(np.diff(np.asarray(bands, dtype=np.float64), axis=0)).mean(1) <= max_db
+    return out
+
+
+def group_scenes(signatures: np.ndarray, *, similarity: float, window: int,
+                 audio_joins: np.ndarray | None = None) -> list[tuple[int, int]]:
     """Group consecutive shots into scenes.
 
     Rule: two shots ``j < i`` at most ``window`` shots apart whose signatures
     match (histogram intersection >= ``similarity``) are in one scene, and so
     is every shot between them.  So consecutive similar shots stay together,
-    and an A-B-A-B dialogue (``window >= 2``) is one scene.
+    and an A-B-A-B dialogue (``window >= 2``) is one scene.  Where
+    ``audio_joins[i]`` is set (continuous sound across the boundary, see
+    :func:`audio_continuous`), shots ``i - 1`` and ``i`` are in one scene too.
 
     Parameters
     ----------
     signatures : np.ndarray [shape=(n_shots, d)]
+    audio_joins : np.ndarray [shape=(n_shots,), dtype=bool], optional
 
     Returns
     -------
@@ -143,12 +176,17 @@ def group_scenes(signatures: np.ndarray, *, similarity: float, window: int) -> l
     [(0, 2), (2, 4)]
     >>> group_scenes(np.stack([a, b, a, b]), similarity=0.8, window=2)
     [(0, 4)]
+    >>> group_scenes(np.stack([a, a, b, b]), similarity=0.8, window=2, audio_joins=np.array([0, 0, 1, 0], bool))
+    [(0, 4)]
     """
     n = len(signatures)
     joined = np.zeros(n + 1, dtype=bool)  # joined[b]: shots b-1 and b share a scene
+    if audio_joins is not None:
+        joined[:n] |= np.asarray(audio_joins, dtype=bool)
     for i in range(1, n):
         for j in range(max(0, i - window), i):
             if signature_similarity(signatures[i], signatures[j]) >= similarity:
                 joined[j + 1 : i + 1] = True
+    joined[0] = False
     starts = [b for b in range(n) if not joined[b]]
     return [(s, e) for s, e in zip(starts, starts[1:] + [n])]

@@ -38,20 +38,38 @@ class DecodeConfig:
 class ShotConfig:
     """Shot boundary detection and scene grouping.
 
-    detector : name in :data:`reelsim.extractors.shots.DETECTORS`.
-    threshold : the detector's cut threshold (ContentDetector: 0-255 scale).
+    detector : name in :data:`reelsim.extractors.shots.DETECTORS`: ``reelsim``
+        (cuts, dissolves, fades, flash-proof; :mod:`reelsim.extractors.transitions`),
+        or scenedetect's ``content`` / ``adaptive``.
+    threshold : cut threshold of the scenedetect detectors (ContentDetector: 0-255 scale).
+    cut_min : ``reelsim`` detector: smallest frame-to-frame mean absolute RGB
+        difference (0-255, on 64x36 copies of the frames) that can be a cut.
+    cut_ratio : ``reelsim`` detector: a cut's difference must also be this many
+        times the local motion level around it.
+    gradual_min : ``reelsim`` detector: smallest difference between the two ends
+        of a dissolve or fade.
+    gradual_blend_max : ``reelsim`` detector: how far (relative) the middle frame
+        of a dissolve may be from the mean of its two ends.
     min_shot_frames : no shot shorter than this many frames (except at the end).
     scene_similarity : consecutive shots whose keyframe colour-histogram
         correlation is at least this belong to one scene.
     scene_window : a shot also joins the current scene when it matches any of
         the previous ``scene_window`` shots of that scene (A-B-A-B dialogue).
+    scene_audio_db : consecutive shots whose mean log-mel spectra differ by at
+        most this many dB (continuous sound) are in one scene; 0 turns the
+        audio rule off.  Used with the ``logmel-stats`` audio model.
     """
 
-    detector: str = "content"
+    detector: str = "reelsim"
     threshold: float = 27.0
+    cut_min: float = 12.0
+    cut_ratio: float = 3.0
+    gradual_min: float = 12.0
+    gradual_blend_max: float = 0.22
     min_shot_frames: int = 8
     scene_similarity: float = 0.80
     scene_window: int = 3
+    scene_audio_db: float = 3.0
 
 
 @dataclass(frozen=True)

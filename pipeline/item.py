@@ -17,7 +17,7 @@ import numpy as np
 from reelsim.errors import MediaError
 from reelsim.extractors import registry
 from reelsim.extractors.audio import MelFrameStream, SpanPooler
-from reelsim.extractors.shots import colour_signature, group_scenes, make_detector
+from reelsim.extractors.shots import audio_continuous, colour_signature, group_scenes, make_detector
 from reelsim.pipeline import decode
 from reelsim.pipeline.config import Config
 from reelsim.pipeline.segment import Clip, Keyframe, ShotClipSampler
@@ -47,6 +47,10 @@ class VideoStructure:
     shot_times : float64 (S, 2) [start_s, end_s] from presentation timestamps.
     scenes : int64 (C, 2) [start_shot, end_shot), end exclusive.
     keyframes : int64 (S,) frame index of each shot's keyframe.
+    transitions : (S,) str, how each shot was entered: ``start`` (the first
+        shot), ``cut``, ``dissolve`` or ``fade``.
+    transition_frames : int64 (S, 2) the entering transition's frames
+        [start, end), end exclusive (``start == end`` for a cut).
     params : the shot detector and scene-grouping settings that produced them.
     """
 
@@ -59,6 +63,8 @@ class VideoStructure:
     shot_times: np.ndarray
     scenes: np.ndarray
     keyframes: np.ndarray
+    transitions: np.ndarray
+    transition_frames: np.ndarray
     params: dict = field(default_factory=dict)
 
 
@@ -161,7 +167,7 @@ def _segment_and_embed(path: str, info: decode.VideoInfo, cfg: Config, models: M
     batcher.flush()
     if sampler.late_cuts:
         warnings.append(f"detector reported cuts later than its latency: {sampler.late_cuts}")
-    return sampler.shots, batcher, keyframes, np.asarray(times, dtype=np.float64)
+    return sampler.shots, batcher, keyframes, np.asarray(times, dtype=np.float64), sampler.boundaries
 
 
 def _shot_times(shots: list[tuple[int, int]], times: np.ndarray, fps: float) -> np.ndarray:
@@ -189,13 +195,21 @@ def _pool_audio(path: str, shot_times: np.ndarray, cfg: Config, models: Models, 
     return Embedding(item=overall, shot=per_shot, provenance=model.provenance())
 
 
+def _audio_joins(audio: Embedding | None, cfg: Config) -> np.ndarray | None:
+    """Continuous-sound joins between consecutive shots, from log-mel band means (or None)."""
+    if audio is None or cfg.shots.scene_audio_db <= 0 or audio.provenance.get("model") != "logmel-stats":
+        return None
+    n_mels = audio.shot.shape[1] // 2  # logmel-stats rows are [band means (dB), band stds]
+    return audio_continuous(audio.shot[:, :n_mels], max_db=cfg.shots.scene_audio_db)
+
+
 def analyse_video(item: Item, cfg: Config, models: Models) -> tuple[VideoStructure, dict[str, Embedding], list[str], dict]:
     """Shots, scenes and visual / audio / keyframe-image embeddings of ``item.video``."""
     warnings: list[str] = []
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     info = decode.probe(item.video)
-    shots, batcher, keyframes, times = _segment_and_embed(item.video, info, cfg, models, warnings)
+    shots, batcher, keyframes, times, boundaries = _segment_and_embed(item.video, info, cfg, models, warnings)
     timings["decode_segment_visual_s"] = time.perf_counter() - t0
     n_frames = len(times)
     fps = info.fps if np.isfinite(info.fps) and info.fps > 0 else (n_frames - 1) / max(times[-1] - times[0], 1e-6)
@@ -225,7 +239,6 @@ def analyse_video(item: Item, cfg: Config, models: Models) -> tuple[VideoStructu
     emb["image"] = Embedding(item=weighted_mean(key_emb, lengths), shot=key_emb.astype(np.float32),
                              provenance={**image_model.provenance(), "source": "video keyframes"})
     signatures = np.stack([colour_signature(k.rgb) for k in keyframes])
-    scenes = group_scenes(signatures, similarity=cfg.shots.scene_similarity, window=cfg.shots.scene_window)
     timings["keyframes_scenes_s"] = time.perf_counter() - t1
 
     t2 = time.perf_counter()
@@ -237,6 +250,8 @@ def analyse_video(item: Item, cfg: Config, models: Models) -> tuple[VideoStructu
     if audio is not None:
         emb["audio"] = audio
     timings["audio_s"] = time.perf_counter() - t2
+    scenes = group_scenes(signatures, similarity=cfg.shots.scene_similarity, window=cfg.shots.scene_window,
+                          audio_joins=_audio_joins(audio, cfg))
 
     structure = VideoStructure(
         fps=float(fps), n_frames=n_frames, width=info.width, height=info.height,
@@ -245,6 +260,8 @@ def analyse_video(item: Item, cfg: Config, models: Models) -> tuple[VideoStructu
         shot_times=shot_times,
         scenes=np.asarray(scenes, dtype=np.int64).reshape(-1, 2),
         keyframes=np.asarray([k.frame for k in keyframes], dtype=np.int64),
+        transitions=np.asarray([b.kind for b in boundaries], dtype="S8"),
+        transition_frames=np.asarray([(b.start, b.end) for b in boundaries], dtype=np.int64).reshape(-1, 2),
         params={f"shots_{k}": v for k, v in dataclasses.asdict(cfg.shots).items()},
     )
     return structure, emb, warnings, timings

@@ -98,3 +98,62 @@ def make_image(path: Path, source: str, *, size: tuple[int, int] = (320, 320), f
 
     v = ffmpeg.input(_video_source(source, size, 25), f="lavfi").video.filter("select", f"eq(n,{frame})")
     return _run(ffmpeg.output(v, str(path), vframes=1), Path(path))
+
+
+#: transition name -> ffmpeg xfade transition
+XFADE = {"dissolve": "fade", "fade": "fadeblack", "fadewhite": "fadewhite"}
+
+
+@dataclass(frozen=True)
+class Join:
+    """How segment ``i`` follows segment ``i - 1``: ``kind`` is ``cut`` or a key
+    of :data:`XFADE`; ``frames`` is the transition's length (0 for a cut)."""
+
+    kind: str = "cut"
+    frames: int = 0
+
+
+def make_edited_video(path: Path, segments: list[Segment], joins: list[Join], *, size: tuple[int, int] = (320, 180),
+                      fps: int = 25, flashes: tuple[int, ...] = (), crf: int = 20) -> list[dict]:
+    """Encode ``segments`` joined by cuts, dissolves and fades (no audio); return the true transitions.
+
+    ``joins[i - 1]`` joins segment ``i`` to what came before.  A gradual join of
+    ``L`` frames overlaps the two segments by ``L`` frames (ffmpeg ``xfade``).
+    ``flashes`` are output frames turned near-white (a photo flash) that must
+    not split a shot.
+
+    Returns
+    -------
+    list of ``{"kind", "start", "end"}``: frames ``[start, end)`` of each
+    transition in the output (``start == end`` = first frame of the new shot
+    for a cut).
+    """
+    import subprocess
+
+    if len(joins) != len(segments) - 1:
+        raise ValueError("need one join per segment after the first")
+    parts = [f"{_video_source(s.source, size, fps)},trim=end_frame={s.frames},setpts=PTS-STARTPTS,"
+             f"settb=1/{fps},format=yuv420p[s0{i}]" for i, s in enumerate(segments)]
+    current, length, truth = "s00", segments[0].frames, []
+    for i, (seg, join) in enumerate(zip(segments[1:], joins), start=1):
+        out = f"j{i}"
+        if join.kind == "cut":
+            parts.append(f"[{current}][s0{i}]concat=n=2:v=1:a=0,settb=1/{fps}[{out}]")
+            truth.append({"kind": "cut", "start": length, "end": length})
+            length += seg.frames
+        else:
+            offset = (length - join.frames) / fps
+            parts.append(f"[{current}][s0{i}]xfade=transition={XFADE[join.kind]}:duration={join.frames / fps}"
+                         f":offset={offset}[{out}]")
+            truth.append({"kind": join.kind, "start": length - join.frames, "end": length})
+            length += seg.frames - join.frames
+        current = out
+    flash = "+".join(f"eq(n,{f})" for f in flashes)
+    last = f"[{current}]eq=brightness=0.6:enable='{flash}'[out]" if flashes else f"[{current}]null[out]"
+    parts.append(last)
+    cmd = [ffmpeg_exe(), "-y", "-v", "error", "-filter_complex", ";".join(parts), "-map", "[out]",
+           "-c:v", "libx264", "-preset", "veryfast", "-crf", str(crf), "-pix_fmt", "yuv420p", "-r", str(fps), str(path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode:
+        raise MediaError(f"ffmpeg failed making {path}: {proc.stderr.strip()[-300:]}")
+    return truth

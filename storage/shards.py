@@ -16,7 +16,10 @@ name a path outside the store.  Schema of one shard (see README "HDF5 schema"):
   (JSON: modality -> sha256), ``warnings`` (JSON list), ``created_utc``.
 - ``/video`` (videos only): attrs ``fps``, ``n_frames``, ``width``,
   ``height``, ``duration_s``, ``source_path``; datasets ``shots`` int64 (S, 2),
-  ``shot_times`` float64 (S, 2), ``scenes`` int64 (C, 2), ``keyframes`` int64 (S,).
+  ``shot_times`` float64 (S, 2), ``scenes`` int64 (C, 2), ``keyframes`` int64 (S,),
+  ``transitions`` bytes (S,) how each shot was entered (``start``, ``cut``,
+  ``dissolve``, ``fade``), ``transition_frames`` int64 (S, 2) that transition's
+  frames [start, end).
 - ``/features/<modality>`` for each of visual, audio, image, text the item
   has: dataset ``item`` float32 (D,), optional ``shot`` float32 (S, D)
   (visual also ``clips`` float32 (K, D), ``clip_shot`` int32 (K,),
@@ -101,7 +104,7 @@ def write_shard(store: Path, features, *, config_hash: str, input_sha256: dict[s
             g = f.create_group("video")
             g.attrs.update({"fps": v.fps, "n_frames": v.n_frames, "width": v.width, "height": v.height,
                             "duration_s": v.duration_s, "source_path": _attr(item.video), **v.params})
-            for name in ("shots", "shot_times", "scenes", "keyframes"):
+            for name in ("shots", "shot_times", "scenes", "keyframes", "transitions", "transition_frames"):
                 g.create_dataset(name, data=getattr(v, name))
         feats = f.create_group("features")
         for modality, emb in features.embeddings.items():
@@ -174,13 +177,16 @@ def read_shots(store: Path, item_id: str) -> dict:
             raise UnknownItemError(f"item {item_id!r} has no video, so no shots")
         v = f["video"]
         shots, times, scenes = v["shots"][()], v["shot_times"][()], v["scenes"][()]
+        kinds = [k.decode() for k in v["transitions"][()]] if "transitions" in v else ["start"] + ["cut"] * (len(shots) - 1)
+        spans = v["transition_frames"][()] if "transition_frames" in v else np.stack([shots[:, 0], shots[:, 0]], 1)
         return {
             "item": item_id,
             "fps": float(v.attrs["fps"]),
             "n_frames": int(v.attrs["n_frames"]),
             "shots": [
-                {"start_frame": int(s), "end_frame": int(e), "start_s": float(ts), "end_s": float(te)}
-                for (s, e), (ts, te) in zip(shots, times)
+                {"start_frame": int(s), "end_frame": int(e), "start_s": float(ts), "end_s": float(te),
+                 "transition": kind, "transition_frames": [int(a), int(b)]}
+                for (s, e), (ts, te), kind, (a, b) in zip(shots, times, kinds, spans)
             ],
             "scenes": [{"start_shot": int(s), "end_shot": int(e)} for s, e in scenes],
         }

@@ -48,7 +48,9 @@ def test_shots_json_contract_and_cut_frames(run_store, report, vid):
     assert rec["item"] == vid and rec["fps"] == pytest.approx(25.0)
     assert rec["n_frames"] == sum(s.frames for s in VIDEOS[vid])
     shots = rec["shots"]
-    assert all(set(s) == {"start_frame", "end_frame", "start_s", "end_s"} for s in shots)
+    assert all(set(s) == {"start_frame", "end_frame", "start_s", "end_s", "transition", "transition_frames"}
+               for s in shots)
+    assert [s["transition"] for s in shots] == ["start"] + ["cut"] * (len(shots) - 1)
     assert [s["start_frame"] for s in shots[1:]] == cut_frames(VIDEOS[vid])
     assert shots[0]["start_frame"] == 0 and shots[-1]["end_frame"] == rec["n_frames"]
     for a, b in zip(shots, shots[1:]):
@@ -67,6 +69,8 @@ def test_hdf5_shard_shapes_and_provenance(run_store, report):
         v = f["video"]
         assert v["shots"].shape == (3, 2) and v["shots"].dtype == np.int64
         assert v["shot_times"].shape == (3, 2) and v["keyframes"].shape == (3,)
+        assert [t.decode() for t in v["transitions"][()]] == ["start", "cut", "cut"]
+        assert v["transition_frames"][()].tolist() == [[0, 0], [30, 30], [55, 55]]
         feats = f["features"]
         assert set(feats) == {"visual", "audio", "image"}
         assert feats["visual/shot"].shape == (3, 1280) and feats["visual/item"].shape == (1280,)
@@ -77,7 +81,7 @@ def test_hdf5_shard_shapes_and_provenance(run_store, report):
         assert len(prov["weights_sha256"]) == 64
         for key in ("input_size", "clip_len", "clip_frame_stride", "code_version", "config_hash"):
             assert key in prov
-        assert v.attrs["shots_detector"] == "content"
+        assert v.attrs["shots_detector"] == "reelsim"
         assert np.isfinite(feats["visual/item"][()]).all()
     with h5py.File(shard_path(store, "silent"), "r") as f:
         assert "audio" not in f["features"]  # no audio track: no audio features, not an error

@@ -1,0 +1,326 @@
+"""reelsim's own shot-boundary detector: hard cuts, dissolves and fades, flash-proof.
+
+It works on tiny copies of the analysis frames (``small_size``, 64x36 by
+default) and keeps a ring of ``2 * max_half + lookahead + 2`` of them, so its
+cost and memory do not depend on video length.  Three tests, each a small pure
+function over that ring:
+
+**Hard cut at frame t** (:func:`cut_score`).  ``d = mad(f[t-1], f[t])`` (mean
+absolute RGB difference, 0-255) must be at least ``cut_min`` and at least
+``cut_ratio`` times the local motion level (median step difference in the
+frames before *and* after ``t``, whichever is larger, plus 1), so the onset of
+a fast pan or a shaky shot is not a cut.  Flash rule: if some frame within
+``lookahead`` frames after ``t`` is back close to ``f[t-1]``
+(``mad < flash_return * d``), the jump was a flash (photo flash, strobe,
+one or two bright frames) and not a cut.
+
+**Dissolve centred at c** (:func:`blend_score`), for half-widths ``h`` in
+``half_widths``: ``A = f[c-h]``, ``B = f[c+h]``, ``M = f[c]``.  A dissolve makes
+``M`` a pixel-wise blend of ``A`` and ``B``, so ``mad(M, (A+B)/2)`` is small
+compared with ``mad(A, B)``; a cut inside the window makes it half of it, camera
+motion makes it large too.  Also required: ``A`` and ``B`` differ
+(``mad >= grad_min``), their colour histograms differ (``>= grad_hist_min``;
+a pan keeps its histogram), and no single step inside the window carries most
+of the change (that is a cut).
+
+**Fade through black/white centred at c** (:func:`fade_score`): frame ``c`` is
+nearly uniform (spatial luma std ``<= fade_flat``) while frames ``h`` before and
+after are not, and those two differ (so a white flash inside one shot is no
+fade).  ffmpeg's and editors' fades are often fast on one side, so steps are
+not required to be small; a cut detected inside the fade is dropped.
+
+Candidates of the gradual tests on consecutive centres form one run; a run
+gives ONE boundary, placed at its most uniform frame (fade) or its best blend
+(dissolve), reported as a :class:`Boundary` with the transition's frame range.
+Boundaries closer than ``min_shot_frames`` to the previous one are dropped (a
+cut inside a gradual transition's range is dropped in favour of it).  Every
+decision is final ``latency`` frames after the boundary.
+
+Default thresholds were chosen on the labelled set of ``benchmarks/shots.py``
+(see ``docs/shots.md``).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from reelsim.pipeline.config import ShotConfig
+from reelsim.pipeline.segment import Boundary
+
+
+@dataclass(frozen=True)
+class TransitionParams:
+    """Thresholds of :class:`TransitionDetector` (all mean absolute differences on a 0-255 scale)."""
+
+    cut_min: float = 12.0
+    cut_ratio: float = 3.0
+    cut_hist: float = 0.2
+    flash_return: float = 0.5
+    lookahead: int = 3
+    grad_min: float = 12.0
+    grad_blend_max: float = 0.22
+    grad_hist_min: float = 0.25
+    grad_step_max: float = 0.45
+    grad_local_max: float = 0.45
+    half_widths: tuple[int, ...] = (4, 6, 8, 11, 15)
+    fade_flat: float = 10.0
+    min_shot_frames: int = 8
+    small_size: tuple[int, int] = (64, 36)
+
+    @property
+    def max_half(self) -> int:
+        return max(self.half_widths)
+
+    @classmethod
+    def from_config(cls, cfg: ShotConfig) -> "TransitionParams":
+        return cls(cut_min=cfg.cut_min, cut_ratio=cfg.cut_ratio, grad_min=cfg.gradual_min,
+                   grad_blend_max=cfg.gradual_blend_max, min_shot_frames=cfg.min_shot_frames)
+
+
+class SmallFrame:
+    """A tiny float32 copy of one analysis frame, with what the tests need.
+
+    rgb : float32 (h, w, 3), 0-255.
+    contrast : spatial std of luma, 0-255.
+    hist : float32 (64,) joint RGB histogram (4 bins a channel), sums to 1.
+    """
+
+    __slots__ = ("rgb", "contrast", "hist")
+
+    def __init__(self, rgb_uint8: np.ndarray, size: tuple[int, int]):
+        import cv2
+
+        small = cv2.resize(rgb_uint8, size, interpolation=cv2.INTER_AREA)
+        self.rgb = small.astype(np.float32)
+        luma = small @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+        self.contrast = float(luma.std())
+        q = small >> 6
+        codes = (q[..., 0].astype(np.int32) * 4 + q[..., 1]) * 4 + q[..., 2]
+        hist = np.bincount(codes.ravel(), minlength=64).astype(np.float32)
+        self.hist = hist / hist.sum()
+
+
+def mad(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean absolute difference of two equally shaped float arrays."""
+    return float(np.abs(a - b).mean())
+
+
+def hist_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Half the L1 distance of two normalised histograms, in [0, 1]."""
+    return 0.5 * float(np.abs(a - b).sum())
+
+
+def cut_score(step: float, hist_jump: float, motion_before: float, motion_after: float, returned: float,
+              p: TransitionParams) -> bool:
+    """Is a step difference ``step`` at frame t a hard cut?
+
+    hist_jump : histogram distance between f[t-1] and f[t]; a large one (a new
+        palette) lets a cut into or out of fast motion through at half the ratio.
+    motion_before / motion_after : median step differences around t.
+    returned : how close the picture comes back to where it was: the smallest
+        ``mad(f[t-1], f[t+k])`` for k in 1..lookahead (t starts a flash) and
+        ``mad(f[t-1-k], f[t])`` for k in 1..lookahead (t ends one).
+    """
+    ratio = p.cut_ratio * (0.5 if hist_jump >= p.cut_hist else 1.0)
+    if step < p.cut_min or step < ratio * (max(motion_before, motion_after) + 1.0):
+        return False
+    return returned >= p.flash_return * step
+
+
+def blend_score(a: SmallFrame, m: SmallFrame, b: SmallFrame, max_step: float, p: TransitionParams) -> float:
+    """How much frame ``m`` looks like the middle of a dissolve from ``a`` to ``b``; 0 when it does not.
+
+    max_step : the largest step difference between a and b.
+    """
+    d_ab = mad(a.rgb, b.rgb)
+    if d_ab < p.grad_min or max_step > p.grad_step_max * d_ab:
+        return 0.0
+    if hist_distance(a.hist, b.hist) < p.grad_hist_min:
+        return 0.0
+    residual = mad(m.rgb, 0.5 * (a.rgb + b.rgb)) / d_ab
+    if residual > p.grad_blend_max:
+        return 0.0
+    return d_ab * (1.0 - residual / p.grad_blend_max)
+
+
+def fade_score(a: SmallFrame, m: SmallFrame, b: SmallFrame, p: TransitionParams) -> float:
+    """How uniform frame ``m`` is, as the black/white middle of a fade from shot ``a`` to a different shot ``b``.
+
+    0 when it is no fade: ``m`` not uniform, ``a`` or ``b`` uniform too, or
+    ``a`` and ``b`` alike (a white flash inside one shot has ``a ~ b``).
+    """
+    if m.contrast > p.fade_flat or min(a.contrast, b.contrast) < 2.0 * m.contrast + 4.0:
+        return 0.0
+    if mad(a.rgb, b.rgb) < p.grad_min or hist_distance(a.hist, b.hist) < p.grad_hist_min:
+        return 0.0
+    return 1.0 + p.fade_flat - m.contrast
+
+
+def is_localised(a0: SmallFrame, a: SmallFrame, b: SmallFrame, b1: SmallFrame, p: TransitionParams) -> bool:
+    """Is the change from ``a`` to ``b`` (2h frames) a transition, not a steady change?
+
+    ``a0`` is h frames before ``a``, ``b1`` h frames after ``b``: across a
+    transition the content settles on both sides, whereas a morphing texture
+    or a long camera move keeps changing as much outside the window.
+    """
+    return max(mad(a0.rgb, a.rgb), mad(b.rgb, b1.rgb)) <= p.grad_local_max * mad(a.rgb, b.rgb)
+
+
+def merge_gradual(a: Boundary, b: Boundary) -> Boundary:
+    """One boundary for two overlapping gradual detections (a before b).
+
+    A fade wins the kind (its uniform frame is the boundary); two dissolves
+    meet in the middle of their joint range.
+    """
+    start, end = min(a.start, b.start), max(a.end, b.end)
+    if a.kind == "fade" or b.kind == "fade":
+        frame = a.frame if a.kind == "fade" else b.frame
+        return Boundary(frame, "fade", start, end)
+    return Boundary((start + end) // 2, "dissolve", start, end)
+
+
+@dataclass
+class _Run:
+    """Consecutive centres that passed a gradual test."""
+
+    kind: str
+    first: int
+    last: int
+    best: int
+    best_score: float
+    best_half: int
+
+
+class TransitionDetector:
+    """Streaming detector: ``process(index, rgb) -> [Boundary]``, ``finish(n)``, ``latency``.
+
+    See the module docstring for the rules.  ``rgb`` is a uint8 (H, W, 3)
+    analysis frame.  Frames must arrive in order starting at 0.
+    """
+
+    def __init__(self, params: TransitionParams):
+        self.p = params
+        h = params.max_half
+        self._frames: deque[SmallFrame] = deque(maxlen=4 * h + params.lookahead + 2)
+        self._steps: deque[float] = deque(maxlen=4 * h + params.lookahead + 12)
+        self._n = 0
+        self._run: _Run | None = None
+        self._pending: list[Boundary] = []
+        self._last_emitted = 0
+        # a run ends one miss after its last centre; centres lag the newest frame by max_half
+        self.latency = 5 * h + params.lookahead + 4
+
+    # -- ring access --------------------------------------------------------
+    def _frame(self, i: int) -> SmallFrame:
+        return self._frames[i - (self._n - len(self._frames))]
+
+    def _step(self, i: int) -> float:
+        """mad(f[i-1], f[i])."""
+        return self._steps[i - (self._n - len(self._steps))]
+
+    def _steps_between(self, lo: int, hi: int) -> list[float]:
+        """Step differences of frames lo+1 .. hi (those still held)."""
+        first = self._n - len(self._steps) + 1
+        return [self._step(i) for i in range(max(lo + 1, first), hi + 1)]
+
+    # -- interface ----------------------------------------------------------
+    def process(self, index: int, rgb: np.ndarray) -> list[Boundary]:
+        if index != self._n:
+            raise ValueError(f"frames must arrive in order: expected {self._n}, got {index}")
+        f = SmallFrame(rgb, self.p.small_size)
+        self._frames.append(f)
+        self._steps.append(mad(f.rgb, self._frames[-2].rgb) if len(self._frames) > 1 else 0.0)
+        self._n += 1
+        self._test_cut(self._n - 1 - self.p.lookahead)
+        self._test_gradual(self._n - 1 - 2 * self.p.max_half)
+        return self._release(self._n - 1 - self.latency)
+
+    def finish(self, n_frames: int) -> list[Boundary]:
+        self._close_run()
+        return self._release(n_frames)
+
+    # -- tests --------------------------------------------------------------
+    def _test_cut(self, t: int) -> None:
+        p = self.p
+        if t < 1:
+            return
+        step = self._step(t)
+        if step < p.cut_min:
+            return
+        lo = max(1, t - 8, self._n - len(self._steps) + 1)
+        before = [self._step(i) for i in range(lo, t)]
+        after = [self._step(i) for i in range(t + 1, self._n)]
+        prev, cur = self._frame(t - 1).rgb, self._frame(t).rgb
+        oldest = self._n - len(self._frames)
+        returned = min([mad(prev, self._frame(k).rgb) for k in range(t + 1, self._n)]
+                       + [mad(self._frame(k).rgb, cur) for k in range(max(oldest, t - 1 - p.lookahead), t - 1)])
+        jump = hist_distance(self._frame(t - 1).hist, self._frame(t).hist)
+        if cut_score(step, jump, float(np.median(before)) if before else 0.0, float(np.median(after)), returned, p):
+            self._pending.append(Boundary(t, "cut", t, t))
+
+    def _test_gradual(self, c: int) -> None:
+        p = self.p
+        best_kind, best_score, best_h = None, 0.0, 0
+        oldest = self._n - len(self._frames)
+        for h in p.half_widths:
+            if c - h < max(oldest, 0):
+                continue
+            a, m, b = self._frame(c - h), self._frame(c), self._frame(c + h)
+            if not is_localised(self._frame(max(c - 2 * h, oldest, 0)), a, b, self._frame(c + 2 * h), p):
+                continue
+            inside = self._steps_between(c - h, c + h)
+            fade = fade_score(a, m, b, p)
+            if fade:  # a uniform middle frame decides the kind
+                if best_kind != "fade" or fade > best_score:
+                    best_kind, best_score, best_h = "fade", fade, h
+            elif best_kind != "fade":
+                score = blend_score(a, m, b, max(inside), p)
+                if score > best_score:
+                    best_kind, best_score, best_h = "dissolve", score, h
+        run = self._run
+        if best_kind is None:
+            if run is not None and c - run.last > 1:
+                self._close_run()
+            return
+        if run is None:
+            self._run = _Run(best_kind, c, c, c, best_score, best_h)
+            return
+        run.last = c
+        if best_kind == "fade" and run.kind != "fade":  # a uniform frame decides the kind
+            run.kind, run.best, run.best_score, run.best_half = "fade", c, best_score, best_h
+        elif best_kind == run.kind and best_score > run.best_score:
+            run.best, run.best_score, run.best_half = c, best_score, best_h
+
+    def _close_run(self) -> None:
+        run, self._run = self._run, None
+        if run is None:
+            return
+        start = max(0, min(run.first, run.best - run.best_half))
+        end = max(run.last, run.best + run.best_half) + 1
+        new = Boundary(run.best, run.kind, start, end)
+        gradual = [i for i, b in enumerate(self._pending) if b.kind != "cut"]
+        if gradual and start <= self._pending[gradual[-1]].end + 2:  # one transition seen as two runs
+            self._pending[gradual[-1]] = merge_gradual(self._pending[gradual[-1]], new)
+        else:
+            self._pending.append(new)
+
+    # -- output -------------------------------------------------------------
+    def _release(self, upto: int) -> list[Boundary]:
+        """Emit pending boundaries at frames <= upto, in order, after the min-shot and overlap rules."""
+        ready = sorted((b for b in self._pending if b.frame <= upto), key=lambda b: b.frame)
+        if not ready:
+            return []
+        self._pending = [b for b in self._pending if b.frame > upto]
+        gradual = [b for b in ready + self._pending if b.kind != "cut"]
+        out: list[Boundary] = []
+        for b in ready:
+            if b.kind == "cut" and any(g.start <= b.frame < g.end for g in gradual):
+                continue
+            if b.frame - self._last_emitted < self.p.min_shot_frames:
+                continue
+            out.append(b)
+            self._last_emitted = b.frame
+        return out
