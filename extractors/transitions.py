@@ -64,7 +64,7 @@ class TransitionParams:
     grad_blend_max: float = 0.22
     grad_hist_min: float = 0.25
     grad_step_max: float = 0.45
-    grad_local_max: float = 0.45
+    grad_local_max: float = 0.35
     half_widths: tuple[int, ...] = (4, 6, 8, 11, 15)
     fade_flat: float = 10.0
     min_shot_frames: int = 8
@@ -84,19 +84,20 @@ class SmallFrame:
     """A tiny float32 copy of one analysis frame, with what the tests need.
 
     rgb : float32 (h, w, 3), 0-255.
+    gray : float32 (h, w) luma, 0-255.
     contrast : spatial std of luma, 0-255.
     hist : float32 (64,) joint RGB histogram (4 bins a channel), sums to 1.
     """
 
-    __slots__ = ("rgb", "contrast", "hist")
+    __slots__ = ("rgb", "gray", "contrast", "hist")
 
     def __init__(self, rgb_uint8: np.ndarray, size: tuple[int, int]):
         import cv2
 
         small = cv2.resize(rgb_uint8, size, interpolation=cv2.INTER_AREA)
         self.rgb = small.astype(np.float32)
-        luma = small @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-        self.contrast = float(luma.std())
+        self.gray = self.rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+        self.contrast = float(self.gray.std())
         q = small >> 6
         codes = (q[..., 0].astype(np.int32) * 4 + q[..., 1]) * 4 + q[..., 2]
         hist = np.bincount(codes.ravel(), minlength=64).astype(np.float32)
@@ -130,15 +131,18 @@ def cut_score(step: float, hist_jump: float, motion_before: float, motion_after:
     return returned >= p.flash_return * step
 
 
-def blend_score(a: SmallFrame, m: SmallFrame, b: SmallFrame, max_step: float, p: TransitionParams) -> float:
+def blend_score(a0: SmallFrame, a: SmallFrame, m: SmallFrame, b: SmallFrame, b1: SmallFrame, max_step: float,
+                p: TransitionParams) -> float:
     """How much frame ``m`` looks like the middle of a dissolve from ``a`` to ``b``; 0 when it does not.
 
+    a0, b1 : frames as far before ``a`` and after ``b`` as those are from ``m``
+        (for :func:`is_localised`).
     max_step : the largest step difference between a and b.
     """
     d_ab = mad(a.rgb, b.rgb)
     if d_ab < p.grad_min or max_step > p.grad_step_max * d_ab:
         return 0.0
-    if hist_distance(a.hist, b.hist) < p.grad_hist_min:
+    if hist_distance(a.hist, b.hist) < p.grad_hist_min or not is_localised(a0, a, b, b1, p):
         return 0.0
     residual = mad(m.rgb, 0.5 * (a.rgb + b.rgb)) / d_ab
     if residual > p.grad_blend_max:
@@ -157,6 +161,46 @@ def fade_score(a: SmallFrame, m: SmallFrame, b: SmallFrame, p: TransitionParams)
     if mad(a.rgb, b.rgb) < p.grad_min or hist_distance(a.hist, b.hist) < p.grad_hist_min:
         return 0.0
     return 1.0 + p.fade_flat - m.contrast
+
+
+def shift(img: np.ndarray, dx: float, dy: float) -> np.ndarray:
+    """``img`` translated by (dx, dy) pixels (sub-pixel, edges reflected)."""
+    import cv2
+
+    h, w = img.shape[:2]
+    return cv2.warpAffine(img, np.float32([[1, 0, dx], [0, 1, dy]]), (w, h), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REFLECT)
+
+
+def inner(img: np.ndarray) -> np.ndarray:
+    """The central part of a small frame (a sixth trimmed from each side), away from shifted borders."""
+    h, w = img.shape[:2]
+    return img[h // 6 : h - h // 6, w // 6 : w - w // 6]
+
+
+def compensated_blend(a0: SmallFrame, a: SmallFrame, m: SmallFrame, b: SmallFrame, b1: SmallFrame,
+                      motion_a: tuple[float, float], motion_b: tuple[float, float], p: TransitionParams) -> float:
+    """:func:`blend_score` for shots under camera motion.
+
+    ``motion_a`` is shot A's global translation over the h frames before the
+    window (from ``a0`` to ``a``), ``motion_b`` shot B's over the h frames after
+    it (from ``b`` to ``b1``).  A is moved on by ``motion_a`` and B moved back
+    by ``motion_b`` to where they would be at ``m``; the blend and localisation
+    tests then compare the central parts of the frames.
+    """
+    a_at_m = inner(shift(a.rgb, *motion_a))
+    b_at_m = inner(shift(b.rgb, -motion_b[0], -motion_b[1]))
+    d_ab = mad(a_at_m, b_at_m)
+    if d_ab < p.grad_min:
+        return 0.0
+    before = mad(inner(shift(a0.rgb, *motion_a)), inner(a.rgb))
+    after = mad(inner(b.rgb), inner(shift(b1.rgb, -motion_b[0], -motion_b[1])))
+    if max(before, after) > p.grad_local_max * d_ab:
+        return 0.0
+    residual = mad(inner(m.rgb), 0.5 * (a_at_m + b_at_m)) / d_ab
+    if residual > p.grad_blend_max:
+        return 0.0
+    return d_ab * (1.0 - residual / p.grad_blend_max)
 
 
 def is_localised(a0: SmallFrame, a: SmallFrame, b: SmallFrame, b1: SmallFrame, p: TransitionParams) -> bool:
@@ -210,6 +254,8 @@ class TransitionDetector:
         self._run: _Run | None = None
         self._pending: list[Boundary] = []
         self._last_emitted = 0
+        self._motion: dict[int, tuple[float, float]] = {}  # frame -> translation from the previous frame
+        self._window = None
         # a run ends one miss after its last centre; centres lag the newest frame by max_half
         self.latency = 5 * h + params.lookahead + 4
 
@@ -220,6 +266,21 @@ class TransitionDetector:
     def _step(self, i: int) -> float:
         """mad(f[i-1], f[i])."""
         return self._steps[i - (self._n - len(self._steps))]
+
+    def _translation(self, lo: int, hi: int) -> tuple[float, float]:
+        """Global camera translation (dx, dy), in small-frame pixels, from frame lo to frame hi."""
+        import cv2
+
+        if self._window is None:
+            w, h = self.p.small_size
+            self._window = cv2.createHanningWindow((w, h), cv2.CV_32F)
+        dx = dy = 0.0
+        for i in range(lo + 1, hi + 1):
+            if i not in self._motion:
+                (x, y), _ = cv2.phaseCorrelate(self._frame(i - 1).gray, self._frame(i).gray, self._window)
+                self._motion[i] = (x, y)
+            dx, dy = dx + self._motion[i][0], dy + self._motion[i][1]
+        return dx, dy
 
     def _steps_between(self, lo: int, hi: int) -> list[float]:
         """Step differences of frames lo+1 .. hi (those still held)."""
@@ -234,6 +295,7 @@ class TransitionDetector:
         self._frames.append(f)
         self._steps.append(mad(f.rgb, self._frames[-2].rgb) if len(self._frames) > 1 else 0.0)
         self._n += 1
+        self._motion.pop(self._n - len(self._frames) - 1, None)  # its frame has left the ring
         self._test_cut(self._n - 1 - self.p.lookahead)
         self._test_gradual(self._n - 1 - 2 * self.p.max_half)
         return self._release(self._n - 1 - self.latency)
@@ -269,17 +331,23 @@ class TransitionDetector:
             if c - h < max(oldest, 0):
                 continue
             a, m, b = self._frame(c - h), self._frame(c), self._frame(c + h)
-            if not is_localised(self._frame(max(c - 2 * h, oldest, 0)), a, b, self._frame(c + 2 * h), p):
-                continue
+            a0, b1 = self._frame(max(c - 2 * h, oldest, 0)), self._frame(c + 2 * h)
             inside = self._steps_between(c - h, c + h)
-            fade = fade_score(a, m, b, p)
-            if fade:  # a uniform middle frame decides the kind
-                if best_kind != "fade" or fade > best_score:
-                    best_kind, best_score, best_h = "fade", fade, h
-            elif best_kind != "fade":
-                score = blend_score(a, m, b, max(inside), p)
-                if score > best_score:
-                    best_kind, best_score, best_h = "dissolve", score, h
+            if is_localised(a0, a, b, b1, p):
+                fade = fade_score(a, m, b, p)
+                if fade:  # a uniform middle frame decides the kind
+                    if best_kind != "fade" or fade > best_score:
+                        best_kind, best_score, best_h = "fade", fade, h
+                    continue
+            if best_kind == "fade":
+                continue
+            score = blend_score(a0, a, m, b, b1, max(inside), p)
+            if not score and self._worth_compensating(a, b, max(inside)):
+                lo = max(c - 2 * h, oldest, 0)
+                score = compensated_blend(a0, a, m, b, b1, self._translation(lo, c - h),
+                                          self._translation(c + h, c + 2 * h), p)
+            if score > best_score:
+                best_kind, best_score, best_h = "dissolve", score, h
         run = self._run
         if best_kind is None:
             if run is not None and c - run.last > 1:
@@ -294,6 +362,13 @@ class TransitionDetector:
         elif best_kind == run.kind and best_score > run.best_score:
             run.best, run.best_score, run.best_half = c, best_score, best_h
 
+    def _worth_compensating(self, a: SmallFrame, b: SmallFrame, max_step: float) -> bool:
+        """Could a and b be the two ends of a dissolve seen through camera motion?"""
+        p = self.p
+        d_ab = mad(a.rgb, b.rgb)
+        return d_ab >= p.grad_min and max_step <= p.grad_step_max * d_ab and \
+            hist_distance(a.hist, b.hist) >= p.grad_hist_min
+
     def _close_run(self) -> None:
         run, self._run = self._run, None
         if run is None:
@@ -302,7 +377,8 @@ class TransitionDetector:
         end = max(run.last, run.best + run.best_half) + 1
         new = Boundary(run.best, run.kind, start, end)
         gradual = [i for i, b in enumerate(self._pending) if b.kind != "cut"]
-        if gradual and start <= self._pending[gradual[-1]].end + 2:  # one transition seen as two runs
+        # one transition seen as two runs (no shot can lie between them): merge
+        if gradual and start < self._pending[gradual[-1]].end + self.p.min_shot_frames:
             self._pending[gradual[-1]] = merge_gradual(self._pending[gradual[-1]], new)
         else:
             self._pending.append(new)

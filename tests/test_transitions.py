@@ -1,0 +1,147 @@
+"""reelsim's shot detector on labelled synthetic clips: each transition found once, traps ignored."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from reelsim.extractors.shots import colour_signature, group_scenes, make_detector
+from reelsim.pipeline import decode
+from reelsim.pipeline.config import Config
+from reelsim.pipeline.segment import ShotClipSampler, segment_video
+from reelsim.pipeline.synth import Join, Segment, make_edited_video
+
+CFG = Config()
+
+
+def boundaries(path):
+    """Detected boundaries other than the first shot's start."""
+    return [b for b in segment_video(str(path), CFG).boundaries if b.kind != "start"]
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    """name -> (path, true transitions)."""
+    d = tmp_path_factory.mktemp("transitions")
+    specs = {
+        "dissolve": ([Segment("mandelbrot", 45), Segment("testsrc2", 45)], [Join("dissolve", 20)], ()),
+        "fade": ([Segment("testsrc2", 45), Segment("cellauto=rule=110:seed=3", 45)], [Join("fade", 16)], ()),
+        "flash": ([Segment("mandelbrot", 40), Segment("smptehdbars", 40)], [Join("cut")], (12, 20, 21, 52)),
+        "grey-cut": ([Segment("perlin=seed=4", 30), Segment("cellauto=rule=30:seed=8", 30),
+                      Segment("life=seed=3:ratio=0.3:mold=10", 30)], [Join("cut"), Join("cut")], ()),
+        "mixed": ([Segment("mandelbrot", 40), Segment("testsrc2", 40), Segment("cellauto=rule=110:seed=3", 40),
+                   Segment("smptehdbars", 40)], [Join("dissolve", 12), Join("cut"), Join("fade", 24)], ()),
+    }
+    out = {}
+    for name, (segs, joins, flashes) in specs.items():
+        path = d / f"{name}.mp4"
+        out[name] = (path, make_edited_video(path, segs, joins, flashes=flashes))
+    return out
+
+
+def test_dissolve_is_one_boundary_inside_it(clips):
+    path, truth = clips["dissolve"]
+    (t,) = truth
+    found = boundaries(path)
+    assert len(found) == 1, found
+    assert found[0].kind == "dissolve" and t["start"] <= found[0].frame < t["end"]
+
+
+def test_fade_through_black_is_one_boundary(clips):
+    path, truth = clips["fade"]
+    (t,) = truth
+    found = boundaries(path)
+    assert len(found) == 1, found
+    assert found[0].kind == "fade" and t["start"] <= found[0].frame < t["end"]
+
+
+def test_flashes_do_not_split_shots_and_cut_stays_frame_exact(clips):
+    path, truth = clips["flash"]
+    found = boundaries(path)
+    assert [(b.frame, b.kind) for b in found] == [(truth[0]["start"], "cut")]
+
+
+def test_cuts_between_greyscale_shots_are_frame_exact(clips):
+    path, truth = clips["grey-cut"]
+    assert [b.frame for b in boundaries(path)] == [t["start"] for t in truth] == [30, 60]
+
+
+def test_cut_dissolve_and_fade_in_one_video(clips):
+    path, truth = clips["mixed"]
+    found = boundaries(path)
+    assert [b.kind for b in found] == ["dissolve", "cut", "fade"]
+    for b, t in zip(found, truth):
+        if t["kind"] == "cut":
+            assert b.frame == t["start"]
+        else:
+            assert t["start"] <= b.frame < t["end"] and b.start < b.end
+
+
+def test_transition_kind_reaches_the_shots(clips):
+    seg = segment_video(str(clips["mixed"][0]), CFG)
+    assert [b.kind for b in seg.boundaries] == ["start", "dissolve", "cut", "fade"]
+    assert len(seg.boundaries) == len(seg.shots)
+    assert [s for s, _ in seg.shots] == [b.frame for b in seg.boundaries]
+
+
+@pytest.mark.parametrize("source", [
+    "testsrc2",  # static pattern with a small moving part
+    "mandelbrot=end_scale=0.01",  # a long zoom in
+    "rgbtestsrc",  # static
+])
+def test_one_continuous_shot_is_not_split(tmp_path, source):
+    path = tmp_path / "one.mp4"
+    make_edited_video(path, [Segment(source, 90)], [])
+    assert boundaries(path) == []
+
+
+def test_fast_pan_is_not_a_cut(tmp_path):
+    """A pan across a large fractal at 12 px/frame, then a real cut."""
+    import subprocess
+
+    from reelsim.pipeline.synth import ffmpeg_exe
+
+    path = tmp_path / "pan.mp4"
+    graph = ("mandelbrot=size=960x540:rate=25,trim=end_frame=60,setpts=PTS-STARTPTS,"
+             "crop=320:180:x='n*10':y='90+40*sin(n/9)',format=yuv420p[a];"
+             "smptehdbars=size=320x180:rate=25,trim=end_frame=30,setpts=PTS-STARTPTS,format=yuv420p[b];"
+             "[a][b]concat=n=2:v=1:a=0[out]")
+    subprocess.run([ffmpeg_exe(), "-y", "-v", "error", "-filter_complex", graph, "-map", "[out]",
+                    "-c:v", "libx264", "-preset", "veryfast", "-crf", "20", str(path)], check=True)
+    assert [(b.frame, b.kind) for b in boundaries(path)] == [(60, "cut")]
+
+
+def test_very_short_videos(tmp_path):
+    for n in (1, 3, 9):
+        path = tmp_path / f"short{n}.mp4"
+        make_edited_video(path, [Segment("testsrc2", n)], [])
+        seg = segment_video(str(path), CFG)
+        assert seg.shots == [(0, n)] and seg.n_frames == n and seg.n_clips == 1
+
+
+def test_detector_never_reports_later_than_its_latency(clips):
+    for path, _ in clips.values():
+        info = decode.probe(str(path))
+        sampler = ShotClipSampler(make_detector(CFG.shots, info.fps), CFG.clips.__class__(clip_len=8), info.fps)
+        for f in decode.iter_frames(str(path), short_side=160):
+            sampler.push(f.index, f.rgb)
+        sampler.finish()
+        assert sampler.late_cuts == []
+
+
+def test_abab_dialogue_is_one_scene_and_a_new_place_starts_another(tmp_path):
+    a, b = "smptehdbars", "testsrc2"
+    c, d = "cellauto=rule=110:seed=3", "life=seed=3:ratio=0.3:mold=10"
+    segs = [Segment(s, 30) for s in (a, b, a, b, c, d, c)]
+    path = tmp_path / "dialogue.mp4"
+    truth = make_edited_video(path, segs, [Join("cut")] * 6)
+    info = decode.probe(str(path))
+    sampler = ShotClipSampler(make_detector(CFG.shots, info.fps), CFG.clips.__class__(clip_len=8), info.fps)
+    keys = []
+    for f in decode.iter_frames(str(path), short_side=160):
+        keys += sampler.push(f.index, f.rgb)[1]
+    keys += sampler.finish()[1]
+    assert [s for s, _ in sampler.shots[1:]] == [t["start"] for t in truth]
+    signatures = np.stack([colour_signature(k.rgb) for k in sorted(keys, key=lambda k: k.shot)])
+    scenes = group_scenes(signatures, similarity=CFG.shots.scene_similarity, window=CFG.shots.scene_window)
+    assert scenes == [(0, 4), (4, 7)]
