@@ -42,7 +42,27 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     m = p.add_argument_group("models (see `reelsim models`)")
     m.add_argument("--video-model", metavar="NAME", help="3D-CNN for shot clips (default: effnet-lite0-inflated)")
     m.add_argument("--video-weights", metavar="PATH", help="weights file for a Kinetics video model")
-    m.add_argument("--shot-threshold", type=float, metavar="T", help="shot detector threshold (default: 27)")
+    sh = p.add_argument_group("shots and scenes (see docs/shots.md)")
+    sh.add_argument("--shot-detector", choices=("reelsim", "content", "adaptive"),
+                    help="reelsim (default: cuts, dissolves, fades, flash-proof) or scenedetect's content/adaptive")
+    sh.add_argument("--cut-min", type=float, metavar="D", help="reelsim detector: smallest frame difference "
+                    "(0-255) that can be a cut (default: 12)")
+    sh.add_argument("--cut-ratio", type=float, metavar="R", help="reelsim detector: a cut must exceed the local "
+                    "motion level this many times (default: 3)")
+    sh.add_argument("--gradual-min", type=float, metavar="D", help="reelsim detector: smallest difference "
+                    "between the two ends of a dissolve or fade (default: 12)")
+    sh.add_argument("--shot-threshold", type=float, metavar="T", help="content/adaptive detectors' threshold "
+                    "(default: 27)")
+    sh.add_argument("--min-shot-frames", type=int, metavar="N", help="shortest shot, in frames (default: 8)")
+    sh.add_argument("--scene-similarity", type=float, metavar="S", help="keyframe colour-histogram "
+                    "intersection that joins shots into a scene (default: 0.8)")
+    sh.add_argument("--scene-window", type=int, metavar="N", help="a shot joins a scene when it matches one of "
+                    "the N shots before it, e.g. A-B-A-B dialogue (default: 3)")
+    sh.add_argument("--scene-audio-db", type=float, metavar="DB", help="consecutive shots whose mean log-mel "
+                    "spectra differ by at most DB share a scene (continuous sound); 0 = off (default: 3)")
+    p.add_argument("--set", dest="settings", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                   help="any other setting of the typed config, e.g. --set clips.hop_s=1.5 (repeatable; "
+                   "sections: decode, shots, clips, models, fusion)")
     s = p.add_argument_group("similarity")
     s.add_argument("--weights", metavar="SPEC", help="modality weights, e.g. visual=1,audio=0.5,image=1,text=1")
     s.add_argument("-k", type=int, metavar="N", help="neighbours per item in the lists (default: 10)")
@@ -107,9 +127,12 @@ def config_from_args(args: argparse.Namespace):
     return cfg.with_overrides(
         models={"device": args.device, "batch_size": args.batch_size, "visual": args.video_model,
                 "video_weights": str(Path(args.video_weights).resolve()) if args.video_weights else None},
-        shots={"threshold": args.shot_threshold},
+        shots={"threshold": args.shot_threshold, "detector": args.shot_detector, "cut_min": args.cut_min,
+               "cut_ratio": args.cut_ratio, "gradual_min": args.gradual_min, "min_shot_frames": args.min_shot_frames,
+               "scene_similarity": args.scene_similarity, "scene_window": args.scene_window,
+               "scene_audio_db": args.scene_audio_db},
         fusion=fusion,
-    )
+    ).with_settings(args.settings)
 
 
 def _check_models(cfg) -> None:
@@ -145,10 +168,12 @@ def cmd_shots(args) -> int:
     print(f"{rec['item']}: {len(rec['shots'])} shots, {len(rec['scenes'])} scenes, "
           f"{rec['n_frames']} frames at {rec['fps']:.3f} fps")
     scene_of = {i: n for n, sc in enumerate(rec["scenes"]) for i in range(sc["start_shot"], sc["end_shot"])}
-    print(f"{'shot':>5} {'scene':>5} {'frames':>15} {'seconds':>17}")
+    print(f"{'shot':>5} {'scene':>5} {'frames':>15} {'seconds':>17}  entered by")
     for i, s in enumerate(rec["shots"]):
+        a, b = s["transition_frames"]
+        how = s["transition"] if a == b else f"{s['transition']} (frames {a}-{b})"
         print(f"{i:>5} {scene_of.get(i, '-'):>5} {s['start_frame']:>7}-{s['end_frame']:<7} "
-              f"{s['start_s']:>8.2f}-{s['end_s']:<8.2f}")
+              f"{s['start_s']:>8.2f}-{s['end_s']:<8.2f}  {how}")
     return 0
 
 

@@ -164,6 +164,52 @@ class Config:
             new[name] = dataclasses.replace(current, **given)
         return dataclasses.replace(self, **new)
 
+    def with_settings(self, settings: list[str]) -> "Config":
+        """A copy with ``SECTION.FIELD=VALUE`` strings applied (the CLI's ``--set``).
+
+        Examples
+        --------
+        >>> Config().with_settings(["clips.hop_s=1.5", "shots.detector=adaptive"]).clips.hop_s
+        1.5
+        """
+        cfg = self
+        for item in settings:
+            key, sep, text = item.partition("=")
+            section, dot, name = key.strip().partition(".")
+            if not sep or not dot or section not in {f.name for f in dataclasses.fields(self)}:
+                raise UsageError(f"bad --set {item!r}: expected SECTION.FIELD=VALUE, SECTION one of "
+                                 f"{', '.join(f.name for f in dataclasses.fields(self))}")
+            current = getattr(cfg, section)
+            if name not in {f.name for f in dataclasses.fields(current)}:
+                raise UsageError(f"bad --set {item!r}: {section} has no setting {name!r}; it has "
+                                 f"{', '.join(f.name for f in dataclasses.fields(current))}")
+            if section == "fusion" and name == "weights":
+                value = parse_weights(text)
+            else:
+                try:
+                    value = _parse_value(text.strip(), getattr(current, name))
+                except ValueError as e:
+                    raise UsageError(f"bad --set {item!r}: {e}") from None
+            cfg = dataclasses.replace(cfg, **{section: dataclasses.replace(current, **{name: value})})
+        return cfg
+
+
+def _parse_value(text: str, current):
+    """``text`` converted to the type of the field's current value."""
+    if isinstance(current, bool):
+        if text.lower() in ("1", "true", "yes", "on"):
+            return True
+        if text.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"expected true/false, got {text!r}")
+    if text.lower() in ("none", "null", ""):
+        return None
+    if isinstance(current, int):
+        return int(text)
+    if isinstance(current, float):
+        return float(text)
+    return text
+
 
 def parse_weights(text: str) -> dict[str, float]:
     """Parse ``visual=1,audio=0.5`` into a full weights dict.

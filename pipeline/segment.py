@@ -7,8 +7,10 @@ never straddle a cut.  Only a ring of ``span + latency + 1`` recent frames is
 held, so memory does not depend on video length.
 
 Clip rule (per shot ``[s, e)``; ``span = (clip_len - 1) * frame_stride + 1``):
-clips start at ``s, s + hop, s + 2 hop, ...`` while they fit inside the shot,
-at most ``max_clips_per_shot``.  A shot shorter than ``span`` gets one clip of
+clips start at ``o, o + hop, o + 2 hop, ...`` while they fit inside the shot,
+at most ``max_clips_per_shot``, where ``o`` is ``s`` after a cut and the end of
+the dissolve or fade that entered the shot otherwise (so clips do not mix the
+two shots of a transition's second half).  A shot shorter than ``span`` gets one clip of
 all its frames (at ``frame_stride``); the model loops it in time to its
 ``clip_len``.  Each shot's keyframe is the middle frame of its first clip.
 """
@@ -104,6 +106,7 @@ class ShotClipSampler:
         self._late_cuts: list[int] = []
         self._settled = -1  # every frame <= settled has its shot fixed
         self._shot_start = 0
+        self._clip_origin = 0  # clips start here: after the transition that entered the shot
         self._shot_clips = 0
         self._shots: list[tuple[int, int]] = []
         self._n = 0
@@ -179,9 +182,10 @@ class ShotClipSampler:
                 clips += c
                 keys += k
                 self._shot_start = g
+                self._clip_origin = max(g, self._cuts[g].end)
                 self._shot_clips = 0
             w = g - self.span + 1
-            s = self._shot_start
+            s = self._clip_origin
             if w >= s and (w - s) % self._hop == 0 and self._shot_clips < self._cfg.max_clips_per_shot:
                 clips.append(Clip(len(self._shots), w, self._frames(w, g + 1)))
                 if self._shot_clips == 0:

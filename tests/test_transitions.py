@@ -145,3 +145,17 @@ def test_abab_dialogue_is_one_scene_and_a_new_place_starts_another(tmp_path):
     signatures = np.stack([colour_signature(k.rgb) for k in sorted(keys, key=lambda k: k.shot)])
     scenes = group_scenes(signatures, similarity=CFG.shots.scene_similarity, window=CFG.shots.scene_window)
     assert scenes == [(0, 4), (4, 7)]
+
+
+def test_clips_of_a_shot_entered_by_a_dissolve_start_after_it(clips):
+    path, _ = clips["dissolve"]
+    info = decode.probe(str(path))
+    sampler = ShotClipSampler(make_detector(CFG.shots, info.fps), CFG.clips.__class__(clip_len=4), info.fps)
+    found = []
+    for f in decode.iter_frames(str(path), short_side=160):
+        found += sampler.push(f.index, f.rgb)[0]
+    found += sampler.finish()[0]
+    entered = sampler.boundaries[1]
+    assert entered.kind == "dissolve" and entered.end > entered.frame
+    second = [c.start_frame for c in found if c.shot == 1]
+    assert second and min(second) == entered.end
