@@ -28,10 +28,16 @@ class DecodeConfig:
     analysis_short_side : frames are scaled inside the decoder so that their
         shorter side is this many pixels (aspect kept, even sizes).
     audio_rate : audio is decoded to mono at this rate, in Hz.
+    skip_loop_filter : skip the in-loop deblocking filter of H.264/HEVC while
+        decoding for analysis (libavcodec ``skip_loop_filter=all``).  Frames
+        then differ slightly from a full decode (about 1 grey level of 255 on
+        average on bikes.mp4) and decoding is cheaper; measured effect on speed
+        and on shot F1: ``benchmarks/shots.py``.
     """
 
     analysis_short_side: int = 160
     audio_rate: int = 16000
+    skip_loop_filter: bool = False
 
 
 @dataclass(frozen=True)

@@ -113,11 +113,13 @@ def analysis_size(width: int, height: int, short_side: int) -> tuple[int, int]:
     return w, h
 
 
-def iter_frames(path: str, *, short_side: int) -> Iterator[Frame]:
+def iter_frames(path: str, *, short_side: int, skip_loop_filter: bool = False) -> Iterator[Frame]:
     """Yield every frame of the first video stream, scaled inside the decoder.
 
     Threaded decoding (``thread_type="AUTO"``) is used; frames are converted
-    to RGB at analysis size by libswscale.
+    to RGB at analysis size by libswscale.  ``skip_loop_filter`` skips the
+    codec's deblocking filter (libavcodec ``skip_loop_filter=all``): cheaper,
+    slightly blockier frames (see :class:`reelsim.pipeline.config.DecodeConfig`).
 
     Raises
     ------
@@ -133,6 +135,9 @@ def iter_frames(path: str, *, short_side: int) -> Iterator[Frame]:
             raise MediaError(f"no video stream: {path}")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
+        if skip_loop_filter:
+            # codec options are read when the decoder opens, i.e. at the first packet
+            stream.codec_context.options = {"skip_loop_filter": "all"}
         w, h = analysis_size(stream.codec_context.width, stream.codec_context.height, short_side)
         index = 0
         try:

@@ -156,7 +156,8 @@ def _segment_and_embed(path: str, info: decode.VideoInfo, cfg: Config, models: M
         keyframes.extend(out[1])
 
     try:
-        for frame in decode.iter_frames(path, short_side=cfg.decode.analysis_short_side):
+        for frame in decode.iter_frames(path, short_side=cfg.decode.analysis_short_side,
+                                     skip_loop_filter=cfg.decode.skip_loop_filter):
             times.append(frame.time_s)
             take(sampler.push(frame.index, frame.rgb))
     except decode.TruncatedStream as e:

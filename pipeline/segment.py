@@ -246,7 +246,8 @@ def segment_video(path: str, cfg, *, clip_len: int = 8) -> Segmentation:
     clips = cfg.clips if cfg.clips.clip_len else dataclasses.replace(cfg.clips, clip_len=clip_len)
     sampler = ShotClipSampler(make_detector(cfg.shots, info.fps), clips, info.fps)
     n_clips = 0
-    for frame in decode.iter_frames(path, short_side=cfg.decode.analysis_short_side):
+    for frame in decode.iter_frames(path, short_side=cfg.decode.analysis_short_side,
+                                     skip_loop_filter=cfg.decode.skip_loop_filter):
         n_clips += len(sampler.push(frame.index, frame.rgb)[0])
     n_clips += len(sampler.finish()[0])
     return Segmentation(sampler.shots, sampler.boundaries, sampler.n_frames, n_clips, info.fps)
