@@ -56,7 +56,7 @@ class TransitionParams:
     """Thresholds of :class:`TransitionDetector` (all mean absolute differences on a 0-255 scale)."""
 
     cut_min: float = 12.0
-    cut_ratio: float = 3.0
+    cut_ratio: float = 2.0
     cut_hist: float = 0.2
     flash_return: float = 0.5
     lookahead: int = 3
@@ -119,13 +119,13 @@ def cut_score(step: float, hist_jump: float, motion_before: float, motion_after:
     """Is a step difference ``step`` at frame t a hard cut?
 
     hist_jump : histogram distance between f[t-1] and f[t]; a large one (a new
-        palette) lets a cut into or out of fast motion through at half the ratio.
+        palette) lets a cut into or out of fast motion through at 3/4 of the ratio.
     motion_before / motion_after : median step differences around t.
     returned : how close the picture comes back to where it was: the smallest
         ``mad(f[t-1], f[t+k])`` for k in 1..lookahead (t starts a flash) and
         ``mad(f[t-1-k], f[t])`` for k in 1..lookahead (t ends one).
     """
-    ratio = p.cut_ratio * (0.5 if hist_jump >= p.cut_hist else 1.0)
+    ratio = p.cut_ratio * (0.75 if hist_jump >= p.cut_hist else 1.0)
     if step < p.cut_min or step < ratio * (max(motion_before, motion_after) + 1.0):
         return False
     return returned >= p.flash_return * step
@@ -392,9 +392,10 @@ class TransitionDetector:
         self._pending = [b for b in self._pending if b.frame > upto]
         gradual = [b for b in ready + self._pending if b.kind != "cut"]
         out: list[Boundary] = []
+        m = self.p.min_shot_frames
         for b in ready:
-            if b.kind == "cut" and any(g.start <= b.frame < g.end for g in gradual):
-                continue
+            if b.kind == "cut" and any(g.start <= b.frame < g.end or abs(b.frame - g.frame) < m for g in gradual):
+                continue  # a gradual transition wins over a cut inside or right next to it
             if b.frame - self._last_emitted < self.p.min_shot_frames:
                 continue
             out.append(b)

@@ -48,7 +48,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     sh.add_argument("--cut-min", type=float, metavar="D", help="reelsim detector: smallest frame difference "
                     "(0-255) that can be a cut (default: 12)")
     sh.add_argument("--cut-ratio", type=float, metavar="R", help="reelsim detector: a cut must exceed the local "
-                    "motion level this many times (default: 3)")
+                    "motion level this many times (default: 2)")
     sh.add_argument("--gradual-min", type=float, metavar="D", help="reelsim detector: smallest difference "
                     "between the two ends of a dissolve or fade (default: 12)")
     sh.add_argument("--shot-threshold", type=float, metavar="T", help="content/adaptive detectors' threshold "

@@ -69,7 +69,7 @@ class ShotConfig:
     detector: str = "reelsim"
     threshold: float = 27.0
     cut_min: float = 12.0
-    cut_ratio: float = 3.0
+    cut_ratio: float = 2.0
     gradual_min: float = 12.0
     gradual_blend_max: float = 0.22
     min_shot_frames: int = 8

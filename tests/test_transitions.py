@@ -27,7 +27,7 @@ def clips(tmp_path_factory):
         "dissolve": ([Segment("mandelbrot", 45), Segment("testsrc2", 45)], [Join("dissolve", 20)], ()),
         "fade": ([Segment("testsrc2", 45), Segment("cellauto=rule=110:seed=3", 45)], [Join("fade", 16)], ()),
         "flash": ([Segment("mandelbrot", 40), Segment("smptehdbars", 40)], [Join("cut")], (12, 20, 21, 52)),
-        "grey-cut": ([Segment("perlin=seed=4", 30), Segment("cellauto=rule=30:seed=8", 30),
+        "grey-cut": ([Segment("perlin=random_mode=seed:seed=4", 30), Segment("cellauto=rule=30:seed=8", 30),
                       Segment("life=seed=3:ratio=0.3:mold=10", 30)], [Join("cut"), Join("cut")], ()),
         "mixed": ([Segment("mandelbrot", 40), Segment("testsrc2", 40), Segment("cellauto=rule=110:seed=3", 40),
                    Segment("smptehdbars", 40)], [Join("dissolve", 12), Join("cut"), Join("fade", 24)], ()),
