@@ -76,7 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", required=True, type=Path, metavar="DIR")
     p.add_argument("--json", action="store_true", help="machine-readable JSON")
 
-    p = sub.add_parser("similar", help="an item's nearest neighbours")
+    p = sub.add_parser("similar", help="an item's nearest neighbours",
+                       description="An item's nearest neighbours as a table: rank, id, title (the catalog title,\n"
+                       "else the file name), kind, fused score and the cosine of each modality (blank where\n"
+                       "the two items do not share it). --json prints the same for scripts.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("item", metavar="ITEM")
     p.add_argument("--store", required=True, type=Path, metavar="DIR")
     p.add_argument("-k", type=int, default=10, metavar="N", help="number of neighbours (default: 10)")
@@ -84,15 +88,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable JSON")
 
     p = sub.add_parser("report", help="a static HTML page of items, their shots or images, and their neighbours",
-                       description="Write one self-contained HTML page (pictures embedded) showing, for a sample "
-                       "of items, each item's shot strip (a keyframe per shot, with times) or product image, and "
-                       "its top-k neighbours with their pictures, fused score and per-modality cosines. "
-                       "Open it in any browser; it needs no network and no JavaScript.",
+                       description="Write one self-contained HTML page (pictures embedded) showing, for a sample\n"
+                       "of items, each item's shot strip (a keyframe per shot, with times) or product image,\n"
+                       "and its top-k neighbours with their pictures, fused score and per-modality cosines.\n"
+                       "Open it in any browser; it needs no network and no JavaScript. Pictures are the\n"
+                       "thumbnails `reelsim run` stores in each shard (see --thumbnail-size).",
                        epilog="examples:\n  reelsim report --store out/ --to report.html\n"
                        "  reelsim report --store out/ --to r.html --sample 50 --seed 7 -k 10\n"
                        "  reelsim report --store out/ --to r.html --items trailer-042,sku-991",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--store", required=True, type=Path, metavar="DIR")
+    p.add_argument("--store", required=True, type=Path, metavar="DIR", help="a store written by `reelsim run`")
     p.add_argument("--to", required=True, type=Path, metavar="PATH", help="HTML file to write")
     p.add_argument("--sample", type=int, default=12, metavar="N", help="items drawn at random (default: 12)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed of the sample (default: 0)")

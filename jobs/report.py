@@ -51,11 +51,12 @@ section.item{background:var(--card);border:1px solid var(--line);border-radius:8
 section.item h2{margin:0 0 2px;font-size:19px}
 .id{font:13px ui-monospace,SFMono-Regular,Menlo,monospace;overflow-wrap:anywhere}
 .kind{display:inline-block;font-size:12px;border:1px solid var(--line);border-radius:10px;padding:0 8px;margin-left:6px}
-.strip{display:flex;flex-wrap:wrap;gap:6px;margin:10px 0;padding:0;list-style:none}
+.strip{display:flex;flex-wrap:wrap;gap:6px 12px;margin:10px 0;padding:0;list-style:none}
 .strip figure{margin:0}
 .strip img{display:block;height:72px;width:auto;border-radius:3px;background:#000}
 .strip.small img{height:48px}
 figcaption{font-size:12px;white-space:nowrap}
+.strip.small{gap:6px}
 .strip.small figcaption{font-size:11px}
 th[scope=row]{width:30%}
 th[scope=row] .muted{font-weight:normal;font-size:13px}
@@ -71,6 +72,7 @@ td.na{color:var(--line);text-align:right}
 meter{width:60px;height:10px;vertical-align:middle;margin-left:6px}
 .vh{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0);white-space:nowrap}
 a{color:var(--accent)}
+.scroll{overflow-x:auto}
 """
 
 
@@ -185,8 +187,8 @@ def entry_html(n: int, entry: ReportEntry, k: int) -> str:
     return (f'<section class="item" id="item-{n}" aria-labelledby="item-{n}-h" data-item="{escape(card.id)}">'
             f'<h2 id="item-{n}-h">{escape(card.name)}</h2><p>{_about(card)}</p>'
             f"{pictures_html(card, MAX_SHOTS_ITEM, small=False)}"
-            f"<table><caption>Top {k} neighbours of {escape(card.name)}</caption>"
-            f"<thead>{head}</thead><tbody>{''.join(rows)}</tbody></table></section>")
+            f'<div class="scroll"><table><caption>Top {k} neighbours of {escape(card.name)}</caption>"
+            f"<thead>{head}</thead><tbody>{''.join(rows)}</tbody></table></div></section>")
 
 
 def render_html(entries: list[ReportEntry], *, store_name: str, k: int, weights: dict[str, float],
