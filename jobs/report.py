@@ -187,7 +187,7 @@ def entry_html(n: int, entry: ReportEntry, k: int) -> str:
     return (f'<section class="item" id="item-{n}" aria-labelledby="item-{n}-h" data-item="{escape(card.id)}">'
             f'<h2 id="item-{n}-h">{escape(card.name)}</h2><p>{_about(card)}</p>'
             f"{pictures_html(card, MAX_SHOTS_ITEM, small=False)}"
-            f'<div class="scroll"><table><caption>Top {k} neighbours of {escape(card.name)}</caption>"
+            f'<div class="scroll"><table><caption>Top {k} neighbours of {escape(card.name)}</caption>'
             f"<thead>{head}</thead><tbody>{''.join(rows)}</tbody></table></div></section>")
 
 
