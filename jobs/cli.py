@@ -23,6 +23,7 @@ examples:
   reelsim run catalog.jsonl --store out/ --scheduler tcp://10.0.0.5:8786
   reelsim shots trailer-042 --store out/ --json
   reelsim similar trailer-042 --store out/ -k 5
+  reelsim report --store out/ --to report.html --sample 20
   reelsim export --store out/ --format hdf5 --to features.h5
   reelsim models                                   # which models this machine can run
 
@@ -62,7 +63,10 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                     "spectra differ by at most DB share a scene (continuous sound); 0 = off (default: 3)")
     p.add_argument("--set", dest="settings", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="any other setting of the typed config, e.g. --set clips.hop_s=1.5 (repeatable; "
-                   "sections: decode, shots, clips, models, fusion)")
+                   "sections: decode, shots, clips, models, fusion, thumbnails)")
+    m.add_argument("--thumbnail-size", type=int, metavar="PX",
+                   help="longest side of the JPEG keyframe/product thumbnails stored for `reelsim report` "
+                   "(default: 160; 0: store none)")
     s = p.add_argument_group("similarity")
     s.add_argument("--weights", metavar="SPEC", help="modality weights, e.g. visual=1,audio=0.5,image=1,text=1")
     s.add_argument("-k", type=int, metavar="N", help="neighbours per item in the lists (default: 10)")
@@ -92,12 +96,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", required=True, type=Path, metavar="DIR")
     p.add_argument("--json", action="store_true", help="machine-readable JSON")
 
-    p = sub.add_parser("similar", help="an item's nearest neighbours")
+    p = sub.add_parser("similar", help="an item's nearest neighbours",
+                       description="An item's nearest neighbours as a table: rank, id, title (the catalog title,\n"
+                       "else the file name), kind, fused score and the cosine of each modality (blank where\n"
+                       "the two items do not share it). --json prints the same for scripts.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("item", metavar="ITEM")
     p.add_argument("--store", required=True, type=Path, metavar="DIR")
     p.add_argument("-k", type=int, default=10, metavar="N", help="number of neighbours (default: 10)")
     p.add_argument("--weights", metavar="SPEC", help="re-weight modalities for this query, e.g. text=0")
     p.add_argument("--json", action="store_true", help="machine-readable JSON")
+
+    p = sub.add_parser("report", help="a static HTML page of items, their shots or images, and their neighbours",
+                       description="Write one self-contained HTML page (pictures embedded) showing, for a sample\n"
+                       "of items, each item's shot strip (a keyframe per shot, with times) or product image,\n"
+                       "and its top-k neighbours with their pictures, fused score and per-modality cosines.\n"
+                       "Open it in any browser; it needs no network and no JavaScript. Pictures are the\n"
+                       "thumbnails `reelsim run` stores in each shard (see --thumbnail-size).",
+                       epilog="examples:\n  reelsim report --store out/ --to report.html\n"
+                       "  reelsim report --store out/ --to r.html --sample 50 --seed 7 -k 10\n"
+                       "  reelsim report --store out/ --to r.html --items trailer-042,sku-991",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--store", required=True, type=Path, metavar="DIR", help="a store written by `reelsim run`")
+    p.add_argument("--to", required=True, type=Path, metavar="PATH", help="HTML file to write")
+    p.add_argument("--sample", type=int, default=12, metavar="N", help="items drawn at random (default: 12)")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed of the sample (default: 0)")
+    p.add_argument("--items", metavar="ID,ID", help="show these items instead of a sample")
+    p.add_argument("-k", type=int, default=5, metavar="N", help="neighbours per item (default: 5)")
+    p.add_argument("--weights", metavar="SPEC", help="re-weight modalities, e.g. text=0")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = sub.add_parser("export", help="write features (hdf5) or lists (parquet, jsonl) to one file")
     p.add_argument("--store", required=True, type=Path, metavar="DIR")
@@ -124,6 +151,8 @@ def config_from_args(args: argparse.Namespace):
         raise UsageError("-k must be at least 1")
     if args.workers is not None and args.workers < 1:
         raise UsageError("--workers must be at least 1")
+    if args.thumbnail_size is not None and args.thumbnail_size < 0:
+        raise UsageError("--thumbnail-size must be 0 (none) or a positive number of pixels")
     return cfg.with_overrides(
         models={"device": args.device, "batch_size": args.batch_size, "visual": args.video_model,
                 "video_weights": str(Path(args.video_weights).resolve()) if args.video_weights else None},
@@ -132,6 +161,7 @@ def config_from_args(args: argparse.Namespace):
                "scene_similarity": args.scene_similarity, "scene_window": args.scene_window,
                "scene_audio_db": args.scene_audio_db},
         fusion=fusion,
+        thumbnails={"max_side": args.thumbnail_size},
     ).with_settings(args.settings)
 
 
@@ -183,15 +213,22 @@ def neighbors_json(item: str, neighbors) -> dict:
         for n in neighbors]}
 
 
-def format_table(item: str, neighbors, meta: dict) -> str:
-    mods = ("visual", "audio", "image", "text")
-    lines = [f"neighbours of {item!r} ({meta.get(item, {}).get('title') or meta.get(item, {}).get('kind', '')})",
-             f"{'#':>3}  {'item':<28} {'title':<34} {'score':>6}  " + " ".join(f"{m:>6}" for m in mods)]
-    for rank, n in enumerate(neighbors, 1):
-        title = (meta.get(n.item, {}).get("title") or "")[:34]
-        cells = " ".join(f"{n.modalities[m]:>6.3f}" if m in n.modalities else f"{'-':>6}" for m in mods)
-        lines.append(f"{rank:>3}  {n.item[:28]:<28} {title:<34} {n.score:>6.3f}  {cells}")
-    return "\n".join(lines)
+def item_labels(store: Path, ids) -> dict[str, dict[str, str]]:
+    """{id: {kind, title, name}} read from the shards (name: the title, else the file name)."""
+    from reelsim.storage.cards import read_card
+
+    out = {}
+    for i in dict.fromkeys(ids):
+        card = read_card(store, i, pictures=False)
+        out[i] = {"kind": card.kind, "title": card.title, "name": card.name}
+    return out
+
+
+def format_table(item: str, neighbors, labels: dict) -> str:
+    """The readable neighbour table (see :func:`reelsim.jobs.tables.neighbor_table`)."""
+    from reelsim.jobs.tables import neighbor_table
+
+    return neighbor_table(item, neighbors, labels)
 
 
 def cmd_similar(args) -> int:
@@ -202,8 +239,22 @@ def cmd_similar(args) -> int:
         raise UsageError("-k must be at least 1")
     lookup = Lookup(args.store, parse_weights(args.weights) if args.weights else None)
     neighbors = lookup.neighbors(args.item, args.k)
-    print(json.dumps(neighbors_json(args.item, neighbors), ensure_ascii=False) if args.json
-          else format_table(args.item, neighbors, lookup.meta))
+    if args.json:
+        print(json.dumps(neighbors_json(args.item, neighbors), ensure_ascii=False))
+    else:
+        print(format_table(args.item, neighbors, item_labels(args.store, [args.item, *(n.item for n in neighbors)])))
+    return 0
+
+
+def cmd_report(args) -> int:
+    from reelsim.jobs.report import write_report
+    from reelsim.pipeline.config import parse_weights
+
+    items = [i.strip() for i in args.items.split(",") if i.strip()] if args.items else None
+    got = write_report(args.store, args.to, sample=args.sample, seed=args.seed, items=items, k=args.k,
+                       weights=parse_weights(args.weights) if args.weights else None, progress=not args.no_progress)
+    print(f"wrote {args.to}: {got['items']} items, {got['neighbours']} neighbours, {got['images']} pictures, "
+          f"{got['bytes'] / 1e6:.2f} MB")
     return 0
 
 
@@ -235,7 +286,7 @@ def cmd_models(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "shots": cmd_shots, "similar": cmd_similar, "export": cmd_export,
+COMMANDS = {"run": cmd_run, "shots": cmd_shots, "similar": cmd_similar, "report": cmd_report, "export": cmd_export,
             "demo": cmd_demo, "models": cmd_models}
 
 

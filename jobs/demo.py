@@ -87,7 +87,7 @@ def run_demo(store: Path, cfg: Config, *, workers: int | None = None, scheduler:
     """Make the sample catalog, run it, print a few lists.  Returns the run's exit code."""
     import time
 
-    from reelsim.jobs.cli import format_table
+    from reelsim.jobs.cli import format_table, item_labels
     from reelsim.jobs.lists import Lookup
     from reelsim.jobs.runner import run_catalog
 
@@ -102,6 +102,7 @@ def run_demo(store: Path, cfg: Config, *, workers: int | None = None, scheduler:
         for item in ("deep-zoom", "banana-bunch", "anc-headphones"):
             if item in lookup.meta:
                 print()
-                print(format_table(item, lookup.neighbors(item, 3), lookup.meta))
+                nbs = lookup.neighbors(item, 3)
+                print(format_table(item, nbs, item_labels(store, [item, *(n.item for n in nbs)])))
     print(f"\nnext: reelsim similar life-lab --store {store}   |   reelsim shots deep-zoom --store {store}")
     return report.exit_code

@@ -115,6 +115,19 @@ class ModelConfig:
     batch_size: int = 8
 
 
+@dataclass(frozen=True)
+class ThumbnailConfig:
+    """Small JPEG pictures stored in each shard for people to look at (``reelsim report``).
+
+    max_side : longest side of a thumbnail in pixels (keyframes and product
+        images are shrunk, never enlarged); 0 stores none.
+    quality : JPEG quality, 1-95.
+    """
+
+    max_side: int = 160
+    quality: int = 80
+
+
 def _default_weights() -> dict[str, float]:
     return {"visual": 1.0, "audio": 0.5, "image": 1.0, "text": 1.0}
 
@@ -141,12 +154,16 @@ class Config:
     clips: ClipConfig = field(default_factory=ClipConfig)
     models: ModelConfig = field(default_factory=ModelConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
+    thumbnails: ThumbnailConfig = field(default_factory=ThumbnailConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     def feature_hash(self) -> str:
-        """sha256 (16 hex chars) of every setting that changes stored features.
+        """sha256 (16 hex chars) of every setting that changes what a shard stores.
+
+        That is the features and the thumbnails (so a changed thumbnail size,
+        or a store written before thumbnails existed, is recomputed).
 
         Device and batch size are excluded: they change speed, not results
         beyond floating-point noise.

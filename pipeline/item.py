@@ -19,9 +19,10 @@ from reelsim.extractors import registry
 from reelsim.extractors.audio import MelFrameStream, SpanPooler
 from reelsim.extractors.shots import audio_continuous, colour_signature, group_scenes, make_detector
 from reelsim.pipeline import decode
-from reelsim.pipeline.config import Config
+from reelsim.pipeline.config import Config, ThumbnailConfig
 from reelsim.pipeline.segment import Clip, Keyframe, ShotClipSampler
 from reelsim.storage.catalog import Item
+from reelsim.storage.thumbnails import jpeg_thumbnail
 
 
 @dataclass
@@ -52,6 +53,8 @@ class VideoStructure:
     transition_frames : int64 (S, 2) the entering transition's frames
         [start, end), end exclusive (``start == end`` for a cut).
     params : the shot detector and scene-grouping settings that produced them.
+    keyframe_jpegs : S JPEG thumbnails of the keyframes, in shot order
+        (empty when thumbnails are off, ``ThumbnailConfig.max_side == 0``).
     """
 
     fps: float
@@ -66,13 +69,17 @@ class VideoStructure:
     transitions: np.ndarray
     transition_frames: np.ndarray
     params: dict = field(default_factory=dict)
+    keyframe_jpegs: list[bytes] = field(default_factory=list)
 
 
 @dataclass
 class ItemFeatures:
+    """Everything analysed for one item; ``image_jpeg`` is a thumbnail of the product image (or None)."""
+
     item: Item
     embeddings: dict[str, Embedding]
     video: VideoStructure | None = None
+    image_jpeg: bytes | None = None
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -264,8 +271,16 @@ def analyse_video(item: Item, cfg: Config, models: Models) -> tuple[VideoStructu
         transitions=np.asarray([b.kind for b in boundaries], dtype="S8"),
         transition_frames=np.asarray([(b.start, b.end) for b in boundaries], dtype=np.int64).reshape(-1, 2),
         params={f"shots_{k}": v for k, v in dataclasses.asdict(cfg.shots).items()},
+        keyframe_jpegs=[j for j in (thumbnail(k.rgb, cfg.thumbnails) for k in keyframes) if j is not None],
     )
     return structure, emb, warnings, timings
+
+
+def thumbnail(rgb: np.ndarray, cfg: ThumbnailConfig) -> bytes | None:
+    """A JPEG thumbnail of ``rgb`` uint8 (H, W, 3) as configured, or None when thumbnails are off."""
+    if cfg.max_side <= 0:
+        return None
+    return jpeg_thumbnail(rgb, max_side=cfg.max_side, quality=cfg.quality)
 
 
 def load_image(path: str) -> np.ndarray:
@@ -292,7 +307,9 @@ def analyse_item(item: Item, cfg: Config, models: Models) -> ItemFeatures:
     if item.image:
         t = time.perf_counter()
         model = models.get("image")
-        vec = model.extract([load_image(item.image)])[0]
+        rgb = load_image(item.image)
+        vec = model.extract([rgb])[0]
+        out.image_jpeg = thumbnail(rgb, cfg.thumbnails)
         keyframes = out.embeddings.get("image")  # a video's keyframes stay as per-shot rows
         out.embeddings["image"] = Embedding(item=vec.astype(np.float32),
                                             shot=keyframes.shot if keyframes else None,

@@ -5,7 +5,7 @@ Consolidated HDF5 layout (read it with plain h5py)::
     /                  attrs: format="reelsim-export/1", code_version, n_items
     /ids               (N,) UTF-8 item ids, in export order
     /keys              (N,) UTF-8 group names under /items (sha256 of the id)
-    /items/<key>/      a copy of the item's shard: same attrs, /video, /features
+    /items/<key>/      a copy of the item's shard: same attrs, /video, /features, /thumbnails
 """
 
 from __future__ import annotations

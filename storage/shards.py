@@ -12,6 +12,7 @@ The shard file name is a hash of the item id, so ids are data and can never
 name a path outside the store.  Schema of one shard (see README "HDF5 schema"):
 
 - root attrs: ``item_id``, ``kind``, ``title``, ``description``,
+  ``image_path`` (the product image's path, "" without one; absent in older shards),
   ``schema_version``, ``code_version``, ``config_hash``, ``input_sha256``
   (JSON: modality -> sha256), ``warnings`` (JSON list), ``created_utc``.
 - ``/video`` (videos only): attrs ``fps``, ``n_frames``, ``width``,
@@ -25,6 +26,9 @@ name a path outside the store.  Schema of one shard (see README "HDF5 schema"):
   (visual also ``clips`` float32 (K, D), ``clip_shot`` int32 (K,),
   ``clip_start`` int64 (K,)); attrs = provenance (``model``, ``weights``,
   ``weights_sha256``, ``input_size`` ..., plus ``code_version``, ``config_hash``).
+- ``/thumbnails`` (optional): ``keyframes`` vlen uint8 (S,) and ``image``
+  vlen uint8 (1,), each element a complete small JPEG file (see
+  :mod:`reelsim.storage.thumbnails`); absent in shards written before them.
 """
 
 from __future__ import annotations
@@ -91,6 +95,7 @@ def write_shard(store: Path, features, *, config_hash: str, input_sha256: dict[s
             "kind": item.kind,
             "title": _attr(item.title),
             "description": _attr(item.description),
+            "image_path": _attr(item.image),
             "schema_version": SCHEMA_VERSION,
             "code_version": __version__,
             "config_hash": config_hash,
@@ -116,7 +121,15 @@ def write_shard(store: Path, features, *, config_hash: str, input_sha256: dict[s
                 g.create_dataset("shot", data=np.asarray(emb.shot, dtype=np.float32))
             for name, arr in emb.extra.items():
                 g.create_dataset(name, data=arr)
+        _write_thumbnails(f, features)
     return path
+
+
+def _write_thumbnails(f, features) -> None:
+    from reelsim.storage.thumbnails import write_thumbnails
+
+    keyframes = features.video.keyframe_jpegs if features.video is not None else []
+    write_thumbnails(f, {"keyframes": keyframes, "image": [features.image_jpeg] if features.image_jpeg else []})
 
 
 def shard_is_current(path: Path, *, config_hash: str, input_sha256: dict[str, str]) -> bool:

@@ -1,0 +1,95 @@
+"""Plain-text tables for the terminal: the ``reelsim similar`` neighbour table.
+
+Catalog strings (ids, titles) are user data: control characters and
+bidirectional overrides are replaced before printing, so a title cannot
+move the cursor, recolour the terminal or reorder what is shown.  Columns are
+aligned by display width (East Asian wide characters take two cells).
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Mapping, Sequence
+
+from reelsim.pipeline.config import MODALITIES
+
+#: Invisible characters that reorder text (Trojan Source, CVE-2021-42574).
+_BIDI = set("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def terminal_safe(text: str) -> str:
+    """``text`` with whitespace runs as one space and control/bidi characters as U+FFFD.
+
+    Examples
+    --------
+    >>> terminal_safe("Bad\\x1b[31m title\\n\\u202eevil")
+    'Bad\\ufffd[31m title \\ufffdevil'
+    """
+    out = []
+    for ch in " ".join(str(text).split()):
+        out.append("\ufffd" if ch in _BIDI or unicodedata.category(ch) == "Cc" else ch)
+    return "".join(out)
+
+
+def display_width(text: str) -> int:
+    """Terminal cells ``text`` takes: 2 per wide/full-width character, 0 per combining mark."""
+    return sum(0 if unicodedata.combining(ch) else 2 if unicodedata.east_asian_width(ch) in "WF" else 1
+               for ch in text)
+
+
+def fit(text: str, width: int) -> str:
+    """``text`` cut to at most ``width`` cells (with "…" when cut), padded with spaces to ``width``.
+
+    Examples
+    --------
+    >>> fit("headphones", 6) + "|", fit("ab", 4) + "|"
+    ('headp…|', 'ab  |')
+    """
+    if display_width(text) > width:
+        cut, used = [], 0
+        for ch in text:
+            w = display_width(ch)
+            if used + w > width - 1:
+                break
+            cut.append(ch)
+            used += w
+        text = "".join(cut) + "…"
+    return text + " " * (width - display_width(text))
+
+
+def _score(v: float | None) -> str:
+    return "" if v is None else f"{v:.3f}"
+
+
+def neighbor_table(item: str, neighbors: Sequence, labels: Mapping[str, Mapping[str, str]], *,
+                   max_id: int = 28, max_title: int = 40) -> str:
+    """An aligned table of ``neighbors`` (``Neighbor`` tuples, best first) of ``item``.
+
+    ``labels`` maps an id to ``{"kind", "title", "name"}`` (``name``: the title,
+    else the file name; see :func:`reelsim.storage.cards.display_name`).
+    Columns: rank, id, title, kind, fused score, then the cosine of each
+    modality, blank where the two items do not share it.
+    """
+    def label(i: str, key: str) -> str:
+        info = labels.get(i, {})
+        return terminal_safe(info.get(key) or (info.get("title") if key == "name" else "") or "")
+
+    rows = [[str(r), terminal_safe(n.item), label(n.item, "name"), label(n.item, "kind"), _score(n.score),
+             *(_score(n.modalities.get(m)) for m in MODALITIES)] for r, n in enumerate(neighbors, 1)]
+    head = ["rank", "id", "title", "kind", "score", *MODALITIES]
+    caps = [4, max_id, max_title, 7] + [6] * (1 + len(MODALITIES))
+    widths = [min(cap, max(display_width(c) for c in col)) for cap, col in zip(caps, zip(head, *rows))]
+    right = [True, False, False, False] + [True] * (1 + len(MODALITIES))
+
+    def line(cells):
+        out = []
+        for c, w, r in zip(cells, widths, right):
+            out.append(" " * (w - display_width(c)) + c if r else fit(c, w))
+        return "  ".join(out).rstrip()
+
+    name, kind = label(item, "name"), label(item, "kind")
+    top = f"neighbours of {terminal_safe(item)}: {name} ({kind})" if name else f"neighbours of {terminal_safe(item)}"
+    if not rows:
+        return top + "\n(no neighbours: this item shares no weighted modality with any other)"
+    note = "score: weighted mean of the cosines of the modalities both items have (blank: not shared)"
+    return "\n".join([top, line(head), *map(line, rows), note])
