@@ -185,7 +185,7 @@ def test_report_shows_items_neighbours_and_pictures(run_store, report_page):
     # fractal's strip: 3 keyframes with their shot times; banana: its product image
     shots = json.loads(reelsim("shots", "fractal", "--store", store, "--json", check=0).stdout)["shots"]
     fractal_alts = [i["alt"] for i in page.imgs if i["alt"].startswith("fractal.mp4: shot")]
-    assert f"fractal.mp4: shot 2 of 3, {shots[1]['start_s']:.1f} to {shots[1]['end_s']:.1f} s" in fractal_alts
+    assert f"fractal.mp4: shot 2 of 3, {shots[1]['start_s']:.1f} to {shots[1]['end_s']:.1f} s, after a cut" in fractal_alts
     assert "Organic bananas, bunch of 6: product image" in [i["alt"] for i in page.imgs]
     assert all(i["src"].startswith("data:image/jpeg;base64,") and int(i["width"]) > 0 for i in page.imgs)
     assert int(page.body["data-images-total"]) == len(page.imgs) > 9
