@@ -151,5 +151,5 @@ def process_item(item: Item, cfg: Config, store: str, torch_threads: int | None 
     result["seconds"] = round(time.perf_counter() - t0, 3)
     result["model_loads"] = dict(sorted(LOADS.items()))
     if result["status"] == "ok" and item.video and result["n_shots"] and "audio" not in features.embeddings:
-        result["warnings"] = [*result["warnings"], "no audio track: no audio features (not an error)"]
+        result["warnings"] = [*result["warnings"], "no audio track (or no decodable audio): no audio features, not an error"]
     return result
