@@ -31,6 +31,7 @@ def _limit_threads(n: int | None) -> None:
     """
     global _THREADS_SET
     if not _THREADS_SET:
+        import h5py  # noqa: F401  (imported here, once, rather than inside a timed item)
         import torch
 
         if n:
@@ -129,9 +130,9 @@ def process_item(item: Item, cfg: Config, store: str, torch_threads: int | None 
     t0 = time.perf_counter()
     result = status_row(item.id, item.kind, "failed")
     result.update(attempts=1, worker=worker_name())
+    _limit_threads(torch_threads)  # imports torch: slow on a fresh worker, so before the item's clock starts
     announce_start(item.id, run_id)
     try:
-        _limit_threads(torch_threads)
         hashes = input_hashes(item)
         config_hash = cfg.feature_hash()
         path = shard_path(store, item.id)

@@ -48,8 +48,16 @@ def clips(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def clean_run(clips, tmp_path_factory) -> Path:
-    store = tmp_path_factory.mktemp("clean") / "store"
-    reelsim("run", clips, "--store", store, "--workers", 2, "--no-progress", check=0)
+    """A clean run, from an empty working folder with an empty TMPDIR: both must stay empty."""
+    root = tmp_path_factory.mktemp("clean")
+    cwd, tmp, store = root / "cwd", root / "tmp", root / "store"
+    cwd.mkdir(), tmp.mkdir()
+    proc = subprocess.run(cli("run", clips, "--store", store, "--workers", 2, "--no-progress"), cwd=cwd,
+                          env={**os.environ, "TMPDIR": str(tmp), "PYTHONPATH": os.environ.get("PYTHONPATH", "")},
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert list(cwd.iterdir()) == [] and list(tmp.iterdir()) == []  # nothing written outside the store
+    assert sorted(p.name for p in root.iterdir()) == ["cwd", "store", "tmp"]
     return store
 
 
@@ -97,7 +105,7 @@ def test_driver_killed_then_rerun_resumes_with_identical_lists(clips, clean_run,
     assert not shard_is_complete(half) and not shard_is_complete(unmarked)
     stale_tmp = half.parent / f".{half.name}.deadbeef.tmp"
     stale_tmp.write_bytes(b"partial")
-    reelsim("run", clips, "--store", store, "--workers", 1, "--no-progress", check=0)
+    reelsim("run", clips, "--store", store, "--workers", 2, "--no-progress", check=0)
     status = statuses(store)
     assert status["c0"] == status["c1"] == "ok"
     assert {s for i, s in status.items() if i not in ("c0", "c1")} == {"cached"}
@@ -142,7 +150,7 @@ def test_item_hanging_on_a_blocking_read_times_out(tmp_path):
         json.dumps({"id": "stalled", "video": "stalled.mp4"}) + "\n" + json.dumps({"id": "p", "image": "p.png"}) + "\n")
     t = time.time()
     proc = reelsim("run", media / "catalog.jsonl", "--store", tmp_path / "store", "--workers", 2,
-                   "--item-timeout", 8, "--no-progress")
+                   "--item-timeout", 15, "--no-progress")
     assert proc.returncode == 3, proc.stdout + proc.stderr
     status = json.loads((tmp_path / "store" / "report.json").read_text())
     rows = {r["item"]: r for r in status["items"]}
