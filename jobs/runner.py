@@ -228,11 +228,15 @@ def compute_items(items, store: Path, cfg: Config, scheduler: str | None, worker
     from reelsim.jobs.tasks import START_TOPIC
     from reelsim.jobs.watch import ItemWatch
 
+    import dask
+
     workers = workers or default_workers()
     threads = max(1, (os.cpu_count() or 1) // workers) if not scheduler else None
     run_id = uuid.uuid4().hex
     watch = ItemWatch(run_id)
-    with _client(scheduler, workers, store, cfg) as client, _progress(len(items), progress) as bar:
+    scratch = {"temporary-directory": str(store / SCRATCH_DIR)}  # a local cluster writes only inside the store
+    with dask.config.set(scratch), _client(scheduler, workers, store, cfg) as client, \
+            _progress(len(items), progress) as bar:
         client.subscribe_topic(START_TOPIC, watch.on_event)
         try:
             return collect(client, submit_items(client, items, cfg, store, threads, run_id), cfg, watch,

@@ -24,10 +24,12 @@ START_TOPIC = "reelsim-item-start"
 
 
 def _limit_threads(n: int | None) -> None:
-    """Give torch ``n`` intra-op threads in this worker process (once), deterministic kernels only.
+    """Give torch ``n`` intra-op threads in this worker process (once).
 
-    A fixed thread count and deterministic algorithms make CPU features
-    bit-for-bit repeatable from run to run (see docs/cluster.md).
+    A fixed thread count makes CPU features bit-for-bit repeatable from run
+    to run (see docs/cluster.md, "Determinism").  (``torch.use_deterministic_algorithms``
+    is not needed for our CPU inference, and it would write an inductor cache
+    folder outside the store.)
     """
     global _THREADS_SET
     if not _THREADS_SET:
@@ -36,7 +38,6 @@ def _limit_threads(n: int | None) -> None:
 
         if n:
             torch.set_num_threads(n)
-        torch.use_deterministic_algorithms(True, warn_only=True)
         _THREADS_SET = True
 
 
