@@ -143,6 +143,8 @@ class LogMelStats:
 
     def __init__(self, *, device: str = "cpu", weights_path: str | None = None, batch_size: int = 8):
         self.device = "cpu"
+        # librosa's first call compiles numba code (seconds): pay it here, at load time, once per worker.
+        log_mel_frames(y=np.zeros(self.sample_rate // 10, np.float32), sr=self.sample_rate)
 
     @classmethod
     def usable(cls) -> tuple[bool, str]:

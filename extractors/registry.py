@@ -14,6 +14,7 @@ Examples
 
 from __future__ import annotations
 
+import collections
 import functools
 from typing import Callable, TypeVar
 
@@ -65,11 +66,19 @@ def get_class(modality: str, name: str) -> type:
     return table[name]
 
 
+#: "modality/name" -> how many times this process has built that extractor (1 when caching works).
+LOADS: collections.Counter[str] = collections.Counter()
+
+
 @functools.lru_cache(maxsize=None)
 def load(modality: str, name: str, **kwargs) -> object:
     """Instantiate an extractor once per process (per Dask worker).
 
     ``kwargs`` must be hashable (strings, numbers, None); they are passed to
     the extractor's constructor (e.g. ``weights_path=``, ``device=``).
+    Each real construction is counted in :data:`LOADS` (reported per item in
+    report.json as ``model_loads``).
     """
-    return get_class(modality, name)(**kwargs)
+    model = get_class(modality, name)(**kwargs)
+    LOADS[f"{modality}/{name}"] += 1
+    return model

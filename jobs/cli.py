@@ -38,6 +38,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    "(default: start a local cluster of worker processes)")
     g.add_argument("--workers", type=int, metavar="N", help="local worker processes (default: cores/2, 1..4)")
     g.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where models run (default: auto = CUDA when present)")
+    g.add_argument("--item-timeout", type=float, metavar="SECONDS",
+                   help="an item still running after this long is reported as timed out and its worker "
+                   "restarted (default: 3600; 0 = no limit)")
     g.add_argument("--batch-size", type=int, metavar="N", help="clips/images per forward pass (default: 8)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     m = p.add_argument_group("models (see `reelsim models`)")
@@ -153,6 +156,8 @@ def config_from_args(args: argparse.Namespace):
         raise UsageError("--workers must be at least 1")
     if args.thumbnail_size is not None and args.thumbnail_size < 0:
         raise UsageError("--thumbnail-size must be 0 (none) or a positive number of pixels")
+    if args.item_timeout is not None and not args.item_timeout >= 0:
+        raise UsageError("--item-timeout must be >= 0 seconds (0 = no limit)")
     return cfg.with_overrides(
         models={"device": args.device, "batch_size": args.batch_size, "visual": args.video_model,
                 "video_weights": str(Path(args.video_weights).resolve()) if args.video_weights else None},
@@ -162,6 +167,7 @@ def config_from_args(args: argparse.Namespace):
                "scene_audio_db": args.scene_audio_db},
         fusion=fusion,
         thumbnails={"max_side": args.thumbnail_size},
+        jobs={"item_timeout_s": args.item_timeout},
     ).with_settings(args.settings)
 
 

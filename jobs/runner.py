@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +38,11 @@ class RunReport:
         return [r for r in self.items if r["status"] == "failed"]
 
     @property
+    def retried(self) -> list[dict]:
+        """Items that needed more than one attempt (their worker died mid-task)."""
+        return [r for r in self.items if (r.get("attempts") or 0) > 1]
+
+    @property
     def exit_code(self) -> int:
         return EXIT_PARTIAL if self.failed else EXIT_OK
 
@@ -50,6 +56,8 @@ class RunReport:
         lines = [f"{s['total']} items: {s['ok']} processed, {s['cached']} unchanged, {s['failed']} failed "
                  f"in {self.wall_s:.1f} s; store: {store}"]
         lines += [f"  FAILED {r['item']}: {r['reason']}" for r in self.failed]
+        lines += [f"  retried {r['item']}: ran {r['attempts']} times (a worker was lost), {r['status']}"
+                  for r in self.retried]
         lines += [f"  warning {r['item']}: {w}" for r in self.items for w in r.get("warnings") or []]
         if self.lists:
             lines.append(f"lists: {self.lists['rows']} rows for {self.lists['items']} items -> {Path(store) / 'lists'}")
@@ -61,16 +69,180 @@ def default_workers() -> int:
     return max(1, min(4, (os.cpu_count() or 2) // 2))
 
 
-def _client(scheduler: str | None, workers: int):
+def _client(scheduler: str | None, workers: int, store: Path, cfg: Config):
+    """A client on ``scheduler``, or on a new LocalCluster whose scratch space is inside ``store``."""
+    import dask
     from dask.distributed import Client, LocalCluster
 
     if scheduler:
         return Client(scheduler, timeout="30s")
     # Dask's INFO chatter (worker start/stop) is not for reelsim's users; errors still show.
     logging.getLogger("distributed").setLevel(logging.ERROR)
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                           dashboard_address=":0", silence_logs=logging.ERROR)
+    with dask.config.set({"distributed.scheduler.allowed-failures": cfg.jobs.max_worker_deaths}):
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                               dashboard_address=":0", silence_logs=logging.ERROR,
+                               local_directory=str(store / SCRATCH_DIR))
     return Client(cluster)
+
+
+SCRATCH_DIR = ".dask-scratch"
+
+
+def gpu_workers(client) -> list[str]:
+    """Addresses of the cluster's workers that advertise a ``GPU`` resource (``dask worker --resources GPU=1``)."""
+    info = client.scheduler_info(n_workers=-1)["workers"]
+    return sorted(a for a, w in info.items() if (w.get("resources") or {}).get("GPU", 0) >= 1)
+
+
+def item_resources(item, cfg: Config, gpu_cluster: bool) -> dict | None:
+    """The Dask resources an item's task asks for.
+
+    On a cluster where some workers advertise ``GPU``, video items (the 3D-CNN
+    work) ask for ``{"GPU": 1}`` and so run only there, one at a time per
+    GPU; products and text go to any worker.  With ``--device cuda`` every
+    item needs a GPU.  Without GPU workers nothing is constrained.
+    """
+    if not gpu_cluster:
+        return None
+    needs_gpu = item.kind == "video" or cfg.models.device.startswith("cuda")
+    return {"GPU": 1} if needs_gpu else None
+
+
+def submit_items(client, items, cfg: Config, store: Path, threads: int | None, run_id: str) -> dict:
+    """``client.map`` the items, one call per resource group.  Returns {future: item}."""
+    from reelsim.jobs.tasks import process_item
+    from reelsim.storage.shards import item_key
+
+    gpu_cluster = bool(gpu_workers(client))
+    groups: dict[str, tuple[dict | None, list]] = {}
+    for item in items:
+        res = item_resources(item, cfg, gpu_cluster)
+        groups.setdefault(json.dumps(res, sort_keys=True), (res, []))[1].append(item)
+    by_future = {}
+    for res, group in groups.values():
+        futures = client.map(process_item, group, cfg=cfg, store=str(store), torch_threads=threads,
+                             run_id=run_id, key=[f"item-{item_key(i.id)}-{run_id[:8]}" for i in group],
+                             pure=False, resources=res)
+        by_future.update(zip(futures, group))
+    return by_future
+
+
+def failed_task_row(item, error: BaseException, attempts: int) -> dict:
+    """The report row of an item whose task did not return (its worker died too often, or it was lost)."""
+    from distributed import KilledWorker
+
+    from reelsim.jobs.tasks import status_row
+
+    if isinstance(error, KilledWorker):
+        reason = (f"worker process died {max(attempts, 1)} time(s) while running this item "
+                  f"(limit: distributed.scheduler.allowed-failures)")
+    else:
+        reason = f"task error {error.__class__.__name__}: {error}"
+    row = status_row(item.id, item.kind, "failed", reason)
+    row["attempts"] = attempts
+    return row
+
+
+def timed_out_row(item, worker: str, seconds: float, timeout_s: float, attempts: int, restarted: bool) -> dict:
+    from reelsim.jobs.tasks import status_row
+
+    action = "its worker was restarted" if restarted else "its worker could not be restarted (no nanny)"
+    row = status_row(item.id, item.kind, "failed",
+                     f"timed out: still running after {seconds:.0f} s (--item-timeout {timeout_s:g} s) on "
+                     f"{worker}; {action}")
+    row.update(attempts=attempts, worker=worker, seconds=seconds, timed_out=True)
+    return row
+
+
+def stop_overdue(client, by_future: dict, pending: set, watch, timeout_s: float) -> list[dict]:
+    """Cancel items running longer than ``timeout_s`` and restart their workers; their report rows."""
+    overdue = watch.overdue(timeout_s)
+    if not overdue:
+        return []
+    by_id = {item.id: f for f, item in by_future.items() if f in pending}
+    rows, restart = [], set()
+    for item_id, worker, seconds in overdue:
+        fut = by_id.get(item_id)
+        watch.finish(item_id)
+        if fut is None:
+            continue
+        client.cancel(fut)  # before the restart, so the scheduler does not run it again elsewhere
+        pending.discard(fut)
+        restart.add(worker)
+        rows.append((by_future[fut], worker, seconds))
+    restarted = _restart_workers(client, sorted(restart))
+    return [timed_out_row(item, w, s, timeout_s, watch.attempts(item.id), w in restarted) for item, w, s in rows]
+
+
+def _restart_workers(client, workers: list[str]) -> set[str]:
+    """Restart workers through their nannies; the addresses that were restarted."""
+    if not workers:
+        return set()
+    try:
+        client.restart_workers(workers, timeout=120, raise_for_error=True)
+        return set(workers)
+    except Exception as e:  # no nanny, or the nanny itself is gone: the run still goes on
+        logging.getLogger("reelsim").error("could not restart %s: %s", workers, e)
+        return set()
+
+
+def collect(client, by_future: dict, cfg: Config, watch, bar, progress: bool) -> list[dict]:
+    """Report rows as tasks finish; enforces the per-item timeout; records attempts."""
+    from distributed import wait
+
+    rows: list[dict] = []
+    pending = set(by_future)
+
+    def add(row: dict) -> None:
+        rows.append(row)
+        if row["status"] == "failed" and progress:  # without a bar the summary lists failures
+            bar.write(f"failed: {row['item']}: {row['reason']}")
+        elif row.get("attempts", 1) > 1 and progress:
+            bar.write(f"retried: {row['item']} ran {row['attempts']} times (a worker was lost)")
+        bar.update(1)
+
+    while pending:
+        try:
+            done = wait(pending, timeout=1.0, return_when="FIRST_COMPLETED").done
+        except TimeoutError:
+            done = set()
+        for fut in done:
+            item = by_future[fut]
+            pending.discard(fut)
+            watch.finish(item.id)
+            try:
+                row = fut.result()
+                row["attempts"] = max(1, watch.attempts(item.id))
+            except Exception as e:  # the worker died too often, or the task could not run
+                row = failed_task_row(item, e, watch.attempts(item.id))
+            add(row)
+            fut.release()
+        for row in stop_overdue(client, by_future, pending, watch, cfg.jobs.item_timeout_s):
+            add(row)
+    return rows
+
+
+def compute_items(items, store: Path, cfg: Config, scheduler: str | None, workers: int | None,
+                  progress: bool) -> list[dict]:
+    """Run every item on the cluster; one report row per item."""
+    from reelsim.jobs.tasks import START_TOPIC
+    from reelsim.jobs.watch import ItemWatch
+
+    import dask
+
+    workers = workers or default_workers()
+    threads = max(1, (os.cpu_count() or 1) // workers) if not scheduler else None
+    run_id = uuid.uuid4().hex
+    watch = ItemWatch(run_id)
+    scratch = {"temporary-directory": str(store / SCRATCH_DIR)}  # a local cluster writes only inside the store
+    with dask.config.set(scratch), _client(scheduler, workers, store, cfg) as client, \
+            _progress(len(items), progress) as bar:
+        client.subscribe_topic(START_TOPIC, watch.on_event)
+        try:
+            return collect(client, submit_items(client, items, cfg, store, threads, run_id), cfg, watch,
+                           bar, progress)
+        finally:
+            client.unsubscribe_topic(START_TOPIC)
 
 
 def _stage_totals(rows: list[dict]) -> dict[str, float]:
@@ -88,6 +260,7 @@ def write_report(store: Path, report: RunReport, cfg: Config, started: str) -> P
         "wall_s": round(report.wall_s, 3),
         "config_hash": cfg.feature_hash(),
         "summary": report.summary(),
+        "retried": [{"item": r["item"], "attempts": r["attempts"], "status": r["status"]} for r in report.retried],
         "stages_s": _stage_totals(report.items),
         "lists": report.lists,
         "items": report.items,
@@ -105,44 +278,46 @@ def _progress(total: int, enabled: bool):
 
 def run_catalog(inputs: list[str], store: Path, cfg: Config, *, scheduler: str | None = None,
                 workers: int | None = None, progress: bool = True) -> RunReport:
-    """Process every item of ``inputs`` into ``store`` and write lists + report.json."""
-    from dask.distributed import as_completed
+    """Process every item of ``inputs`` into ``store`` and write lists + report.json.
 
-    from reelsim.jobs.lists import build_lists
-    from reelsim.jobs.tasks import process_item, status_row
-    from reelsim.storage.shards import item_key
+    Holds the store's lock (:class:`~reelsim.storage.lock.StoreLock`) for the
+    whole run: a second run on the same store is refused.
+    """
+    from reelsim.storage.lock import StoreLock
+    from reelsim.storage.shards import remove_stale_temp_files
 
     t0 = time.perf_counter()
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     items, problems = read_inputs(inputs)
     store = Path(store)
     store.mkdir(parents=True, exist_ok=True)
-    report = RunReport(items=[status_row(p.id, None, "failed", p.reason) for p in problems])
-    workers = workers or default_workers()
-    threads = max(1, (os.cpu_count() or 1) // workers) if not scheduler else None
-    if items:
-        with _client(scheduler, workers) as client, _progress(len(items), progress) as bar:
-            futures = client.map(process_item, items, cfg=cfg, store=str(store), torch_threads=threads,
-                                 key=[f"item-{item_key(i.id)}" for i in items], pure=False)
-            by_key = {f.key: i for f, i in zip(futures, items)}
-            for fut in as_completed(futures):
-                try:
-                    row = fut.result()
-                except Exception as e:  # the worker died or the task could not run: the item failed
-                    item = by_key[fut.key]
-                    row = status_row(item.id, item.kind, "failed", f"task error {e.__class__.__name__}: {e}")
-                report.items.append(row)
-                if row["status"] == "failed" and progress:  # without a bar the summary lists failures
-                    bar.write(f"failed: {row['item']}: {row['reason']}")
-                bar.update(1)
-                fut.release()
-    order = {i.id: n for n, i in enumerate(items)}
-    report.items.sort(key=lambda r: (order.get(r["item"], -1), r["item"]))
-    done = [r["item"] for r in report.items if r["status"] in ("ok", "cached")]
-    if done:
-        t1 = time.perf_counter()
-        report.lists = build_lists(store, done, cfg.fusion)
-        report.lists["seconds"] = round(time.perf_counter() - t1, 3)
-    report.wall_s = time.perf_counter() - t0
-    write_report(store, report, cfg, started)
+    with StoreLock(store):
+        remove_stale_temp_files(store)
+        report = RunReport(items=[status_row_for_problem(p) for p in problems])
+        if items:
+            report.items += compute_items(items, store, cfg, scheduler, workers, progress)
+        order = {i.id: n for n, i in enumerate(items)}
+        report.items.sort(key=lambda r: (order.get(r["item"], -1), r["item"]))
+        report.lists = _lists(store, report, cfg)
+        report.wall_s = time.perf_counter() - t0
+        write_report(store, report, cfg, started)
     return report
+
+
+def status_row_for_problem(problem) -> dict:
+    from reelsim.jobs.tasks import status_row
+
+    return status_row(problem.id, None, "failed", problem.reason)
+
+
+def _lists(store: Path, report: RunReport, cfg: Config) -> dict:
+    """Build the neighbour lists over the items that have a shard; a small summary."""
+    from reelsim.jobs.lists import build_lists
+
+    done = [r["item"] for r in report.items if r["status"] in ("ok", "cached")]
+    if not done:
+        return {}
+    t1 = time.perf_counter()
+    lists = build_lists(store, done, cfg.fusion)
+    lists["seconds"] = round(time.perf_counter() - t1, 3)
+    return lists

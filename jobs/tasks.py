@@ -8,6 +8,7 @@ can cause comes back as ``status="failed"`` with a one-line ``reason``.
 from __future__ import annotations
 
 import os
+import socket
 import time
 import traceback
 
@@ -18,57 +19,129 @@ from reelsim.extractors.weights import sha256_file
 from reelsim.storage.shards import sha256_text, shard_is_current, shard_path, write_shard
 
 _THREADS_SET = False
+#: Dask event topic on which every item attempt announces its start (see jobs/watch.py).
+START_TOPIC = "reelsim-item-start"
 
 
 def _limit_threads(n: int | None) -> None:
-    """Give torch ``n`` intra-op threads in this worker process (once)."""
+    """Give torch ``n`` intra-op threads in this worker process (once).
+
+    A fixed thread count makes CPU features bit-for-bit repeatable from run
+    to run (see docs/cluster.md, "Determinism").  (``torch.use_deterministic_algorithms``
+    is not needed for our CPU inference, and it would write an inductor cache
+    folder outside the store.)
+    """
     global _THREADS_SET
-    if n and not _THREADS_SET:
+    if not _THREADS_SET:
+        import h5py  # noqa: F401  (imported here, once, rather than inside a timed item)
         import torch
 
-        torch.set_num_threads(n)
+        if n:
+            torch.set_num_threads(n)
         _THREADS_SET = True
+
+
+def worker_name() -> str:
+    """This process as the report names it: the Dask worker address, or host:pid outside Dask."""
+    try:
+        from distributed import get_worker
+
+        return get_worker().address
+    except (ImportError, ValueError):
+        return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def announce_start(item_id: str, run_id: str | None, phase: str = "start") -> None:
+    """Tell the driver (Dask event log) that an attempt at ``item_id`` starts here, now.
+
+    ``phase`` is ``start`` (a new attempt: the timeout clock starts),
+    ``loading-models`` (clock paused: loading is not the item's fault) or
+    ``models-loaded`` (clock restarts).
+    """
+    if run_id is None:
+        return
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+    except (ImportError, ValueError):
+        return
+    worker.log_event(START_TOPIC, {"run": run_id, "item": item_id, "phase": phase, "worker": worker.address,
+                                   "host": socket.gethostname(), "pid": os.getpid()})
 
 
 def input_hashes(item: Item) -> dict[str, str]:
     """sha256 of every input the item's features depend on (files and text)."""
     out = {}
     for modality, path in input_files(item).items():
-        if not os.path.isfile(path):
+        if not os.path.exists(path):
             raise MediaError(f"{modality} file not found: {path}")
+        if os.path.isdir(path):
+            raise MediaError(f"{modality} path is a folder, not a file: {path}")
         out[modality] = sha256_file(path)
     if item.text:
         out["text"] = sha256_text(item.text)
     return out
 
 
+def models_needed(item: Item) -> tuple[str, ...]:
+    """The modalities whose models analysing ``item`` uses."""
+    needed = ("visual", "image", "audio") if item.video else ()
+    needed += ("image",) if item.image and not item.video else ()
+    return needed + (("text",) if item.text else ())
+
+
+def load_models(item: Item, cfg: Config, run_id: str | None):
+    """The item's models, loaded once per worker process (registry cache).
+
+    The first load on a worker can take a while; the driver's timeout clock
+    for the item is paused meanwhile (``loading-models`` / ``models-loaded``).
+    """
+    from reelsim.pipeline.item import Models
+
+    models = Models(cfg)
+    announce_start(item.id, run_id, phase="loading-models")
+    for modality in models_needed(item):
+        models.get(modality)
+    announce_start(item.id, run_id, phase="models-loaded")
+    return models
+
+
 def status_row(item_id: str, kind: str | None, status: str, reason: str | None = None) -> dict:
     """One item's line in report.json (the fields every status has)."""
     return {"item": item_id, "kind": kind, "status": status, "reason": reason,
-            "seconds": 0.0, "n_shots": None, "warnings": [], "timings": {}}
+            "seconds": 0.0, "n_shots": None, "warnings": [], "timings": {},
+            "attempts": 0 if status == "failed" else 1, "worker": None, "model_loads": {}}
 
 
-def process_item(item: Item, cfg: Config, store: str, torch_threads: int | None = None) -> dict:
+def process_item(item: Item, cfg: Config, store: str, torch_threads: int | None = None,
+                 run_id: str | None = None) -> dict:
     """Analyse one item and write its shard, unless an up-to-date shard exists.
 
     Returns
     -------
     dict with ``item``, ``status`` (``ok`` | ``cached`` | ``failed``),
-    ``reason`` (failures), ``seconds``, ``n_shots``, ``warnings``, ``timings``.
+    ``reason`` (failures), ``seconds``, ``n_shots``, ``warnings``, ``timings``,
+    ``worker`` (where it ran) and ``model_loads`` (models this worker process
+    has built so far: each count is 1 when models load once per worker).
     """
-    from reelsim.pipeline.item import Models, analyse_item
+    from reelsim.extractors.registry import LOADS
+    from reelsim.pipeline.item import analyse_item
 
     t0 = time.perf_counter()
     result = status_row(item.id, item.kind, "failed")
+    result.update(attempts=1, worker=worker_name())
+    _limit_threads(torch_threads)  # imports torch: slow on a fresh worker, so before the item's clock starts
+    announce_start(item.id, run_id)
     try:
-        _limit_threads(torch_threads)
         hashes = input_hashes(item)
         config_hash = cfg.feature_hash()
         path = shard_path(store, item.id)
         if shard_is_current(path, config_hash=config_hash, input_sha256=hashes):
             result["status"] = "cached"
         else:
-            features = analyse_item(item, cfg, Models(cfg))
+            models = load_models(item, cfg, run_id)
+            features = analyse_item(item, cfg, models)
             write_shard(store, features, config_hash=config_hash, input_sha256=hashes)
             result.update(status="ok", warnings=features.warnings, timings=features.timings,
                           n_shots=len(features.video.shots) if features.video else None)
@@ -78,4 +151,7 @@ def process_item(item: Item, cfg: Config, store: str, torch_threads: int | None 
         where = traceback.extract_tb(e.__traceback__)[-1]
         result["reason"] = f"internal error {e.__class__.__name__}: {e} (at {os.path.basename(where.filename)}:{where.lineno})"
     result["seconds"] = round(time.perf_counter() - t0, 3)
+    result["model_loads"] = dict(sorted(LOADS.items()))
+    if result["status"] == "ok" and item.video and result["n_shots"] and "audio" not in features.embeddings:
+        result["warnings"] = [*result["warnings"], "no audio track (or no decodable audio): no audio features, not an error"]
     return result

@@ -148,6 +148,24 @@ class FusionConfig:
 
 
 @dataclass(frozen=True)
+class JobConfig:
+    """How the batch runs on the cluster (never changes stored features).
+
+    item_timeout_s : seconds one item may run on a worker (from the start of
+        its task, model loading on a fresh worker included) before it is
+        reported as timed out and its worker is restarted through its nanny;
+        0 = no limit.  The default suits videos up to about an hour on CPU.
+    max_worker_deaths : an item whose worker process dies this many times
+        while running it is reported as failed instead of retried again
+        (local clusters; an existing scheduler applies its own
+        ``distributed.scheduler.allowed-failures``).
+    """
+
+    item_timeout_s: float = 3600.0
+    max_worker_deaths: int = 3
+
+
+@dataclass(frozen=True)
 class Config:
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     shots: ShotConfig = field(default_factory=ShotConfig)
@@ -155,6 +173,7 @@ class Config:
     models: ModelConfig = field(default_factory=ModelConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
     thumbnails: ThumbnailConfig = field(default_factory=ThumbnailConfig)
+    jobs: JobConfig = field(default_factory=JobConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -166,10 +185,11 @@ class Config:
         or a store written before thumbnails existed, is recomputed).
 
         Device and batch size are excluded: they change speed, not results
-        beyond floating-point noise.
+        beyond floating-point noise; so are the fusion and job settings.
         """
         d = self.to_dict()
         d.pop("fusion")
+        d.pop("jobs")
         d["models"].pop("device")
         d["models"].pop("batch_size")
         blob = json.dumps(d, sort_keys=True).encode()

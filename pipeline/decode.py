@@ -29,8 +29,11 @@ class VideoInfo:
 
     fps : average frame rate in frames/s (``nan`` when the container has none).
     duration_s : container duration in seconds (``nan`` when unknown).
-    width, height : coded size in pixels.
+    width, height : display size in pixels (the coded size, swapped when
+        rotation metadata turns the picture by 90 or 270 degrees).
     has_audio : whether an audio stream exists.
+    rotation : counter-clockwise degrees (0, 90, 180, 270) the frames are
+        turned by to be upright (from the display matrix).
     """
 
     path: str
@@ -39,6 +42,7 @@ class VideoInfo:
     fps: float
     duration_s: float
     has_audio: bool
+    rotation: int = 0
 
 
 class Frame(NamedTuple):
@@ -52,6 +56,34 @@ class Frame(NamedTuple):
     index: int
     time_s: float
     rgb: np.ndarray
+
+
+def quarter_turns(rotation_deg: float | None) -> int:
+    """Counter-clockwise quarter turns (0-3) that make a frame with this display rotation upright.
+
+    Examples
+    --------
+    >>> quarter_turns(90), quarter_turns(-90), quarter_turns(-180), quarter_turns(None)
+    (1, 3, 2, 0)
+    """
+    return int(round((rotation_deg or 0) / 90)) % 4
+
+
+def upright(rgb: np.ndarray, turns: int) -> np.ndarray:
+    """(H, W, 3) frame turned ``turns`` quarter turns counter-clockwise, contiguous (as ffmpeg's autorotate)."""
+    return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
+
+
+def _first_frame_rotation(container, stream) -> int:
+    """Display rotation of the first decodable frame (degrees, 0 when none or undecodable)."""
+    import av
+
+    try:
+        for frame in container.decode(stream):
+            return quarter_turns(frame.rotation) * 90
+    except av.error.FFmpegError:
+        pass
+    return 0
 
 
 def _open(path: str):
@@ -87,14 +119,13 @@ def probe(path: str) -> VideoInfo:
             duration = float(stream.duration * stream.time_base)
         else:
             duration = math.nan
-        return VideoInfo(
-            path=path,
-            width=stream.codec_context.width,
-            height=stream.codec_context.height,
-            fps=fps,
-            duration_s=duration,
-            has_audio=bool(container.streams.audio),
-        )
+        width, height = stream.codec_context.width, stream.codec_context.height
+        has_audio = bool(container.streams.audio)
+        rotation = _first_frame_rotation(container, stream)
+        if rotation in (90, 270):
+            width, height = height, width
+        return VideoInfo(path=path, width=width, height=height, fps=fps, duration_s=duration,
+                         has_audio=has_audio, rotation=rotation)
 
 
 def analysis_size(width: int, height: int, short_side: int) -> tuple[int, int]:
@@ -117,9 +148,11 @@ def iter_frames(path: str, *, short_side: int, skip_loop_filter: bool = False) -
     """Yield every frame of the first video stream, scaled inside the decoder.
 
     Threaded decoding (``thread_type="AUTO"``) is used; frames are converted
-    to RGB at analysis size by libswscale.  ``skip_loop_filter`` skips the
-    codec's deblocking filter (libavcodec ``skip_loop_filter=all``): cheaper,
-    slightly blockier frames (see :class:`reelsim.pipeline.config.DecodeConfig`).
+    to RGB at analysis size by libswscale, then turned upright when the
+    stream carries rotation metadata (phone videos), as ffmpeg's autorotate does.
+    ``skip_loop_filter`` skips the codec's deblocking filter (libavcodec
+    ``skip_loop_filter=all``): cheaper, slightly blockier frames (see
+    :class:`reelsim.pipeline.config.DecodeConfig`).
 
     Raises
     ------
@@ -143,7 +176,8 @@ def iter_frames(path: str, *, short_side: int, skip_loop_filter: bool = False) -
         try:
             for frame in container.decode(stream):
                 t = frame.time if frame.time is not None else math.nan
-                yield Frame(index, float(t), frame.to_ndarray(width=w, height=h, format="rgb24"))
+                rgb = frame.to_ndarray(width=w, height=h, format="rgb24")
+                yield Frame(index, float(t), upright(rgb, quarter_turns(frame.rotation)))
                 index += 1
         except av.error.FFmpegError as e:
             if index == 0:

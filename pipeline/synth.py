@@ -100,6 +100,67 @@ def make_image(path: Path, source: str, *, size: tuple[int, int] = (320, 320), f
     return _run(ffmpeg.output(v, str(path), vframes=1), Path(path))
 
 
+# ------------------------------------------------------------- awkward inputs
+# Generators for the bad/awkward input catalogue (tests/test_bad_inputs.py).
+
+
+def _ffmpeg(path: Path, *args: str) -> Path:
+    """Run the bundled ffmpeg with ``args`` writing ``path``; MediaError with ffmpeg's last lines on failure."""
+    import subprocess
+
+    proc = subprocess.run([ffmpeg_exe(), "-v", "error", "-y", *args, str(path)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = proc.stderr.strip().splitlines()[-3:]
+        raise MediaError(f"ffmpeg failed making {path}: {' | '.join(tail)}")
+    return Path(path)
+
+
+def make_pattern_video(path: Path, *, size: tuple[int, int], frames: int, fps: int = 25,
+                       source: str = "testsrc2", audio: bool = False) -> Path:
+    """A single-shot H.264 clip of ``frames`` frames at ``size`` (``audio``: a 440 Hz tone)."""
+    args = ["-f", "lavfi", "-i", _video_source(source, size, fps)]
+    if audio:
+        args += ["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100", "-c:a", "aac", "-shortest"]
+    return _ffmpeg(path, *args, "-frames:v", str(frames), "-c:v", "libx264", "-preset", "ultrafast",
+                   "-pix_fmt", "yuv420p")
+
+
+def make_audio_only(path: Path, *, seconds: float = 1.0) -> Path:
+    """An mp4 holding only an AAC tone: no video stream."""
+    return _ffmpeg(path, "-f", "lavfi", "-i", "sine=frequency=440", "-t", str(seconds), "-c:a", "aac")
+
+
+def make_vfr_video(path: Path, shots: list[tuple[str, int, int]], *, size: tuple[int, int] = (160, 120)) -> Path:
+    """A variable-frame-rate video: shot ``i`` is ``(source, frames, fps)``, kept at its own rate.
+
+    Shot ``i`` starts at ``sum(frames_j / fps_j for j < i)`` seconds and at
+    frame ``sum(frames_j)``; the container's average rate matches neither.
+    """
+    args, labels = [], []
+    for n, (source, frames, fps) in enumerate(shots):
+        args += ["-f", "lavfi", "-i", _video_source(source, size, fps)]
+        labels.append(f"[{n}:v]trim=end_frame={frames},setpts=PTS-STARTPTS,format=yuv420p[v{n}]")
+    graph = ";".join(labels) + ";" + "".join(f"[v{n}]" for n in range(len(shots))) + \
+        f"concat=n={len(shots)}:v=1:a=0[out]"
+    return _ffmpeg(path, *args, "-filter_complex", graph, "-map", "[out]", "-fps_mode", "vfr",
+                   "-c:v", "libx264", "-preset", "ultrafast", "-video_track_timescale", "1000")
+
+
+def with_rotation(src: Path, dst: Path, degrees: int) -> Path:
+    """A stream copy of ``src`` whose display matrix says: turn ``degrees`` counter-clockwise to view."""
+    return _ffmpeg(dst, "-display_rotation", str(degrees), "-i", str(src), "-c", "copy")
+
+
+def truncated_copy(src: Path, dst: Path, *, keep: float = 1 / 3) -> Path:
+    """The first ``keep`` of ``src`` re-muxed with the index in front (faststart), as an interrupted download."""
+    fast = Path(dst).with_name(f".{Path(dst).name}.faststart.mp4")
+    _ffmpeg(fast, "-i", str(src), "-c", "copy", "-movflags", "+faststart")
+    data = fast.read_bytes()
+    fast.unlink()
+    Path(dst).write_bytes(data[: int(len(data) * keep)])
+    return Path(dst)
+
+
 #: transition name -> ffmpeg xfade transition
 XFADE = {"dissolve": "fade", "fade": "fadeblack", "fadewhite": "fadewhite"}
 
@@ -128,8 +189,6 @@ def make_edited_video(path: Path, segments: list[Segment], joins: list[Join], *,
     transition in the output (``start == end`` = first frame of the new shot
     for a cut).
     """
-    import subprocess
-
     if len(joins) != len(segments) - 1:
         raise ValueError("need one join per segment after the first")
     parts = [f"{_video_source(s.source, size, fps)},trim=end_frame={s.frames},setpts=PTS-STARTPTS,"
@@ -151,9 +210,6 @@ def make_edited_video(path: Path, segments: list[Segment], joins: list[Join], *,
     flash = "+".join(f"eq(n,{f})" for f in flashes)
     last = f"[{current}]eq=brightness=0.6:enable='{flash}'[out]" if flashes else f"[{current}]null[out]"
     parts.append(last)
-    cmd = [ffmpeg_exe(), "-y", "-v", "error", "-filter_complex", ";".join(parts), "-map", "[out]",
-           "-c:v", "libx264", "-preset", "veryfast", "-crf", str(crf), "-pix_fmt", "yuv420p", "-r", str(fps), str(path)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode:
-        raise MediaError(f"ffmpeg failed making {path}: {proc.stderr.strip()[-300:]}")
+    _ffmpeg(path, "-filter_complex", ";".join(parts), "-map", "[out]", "-c:v", "libx264", "-preset", "veryfast",
+            "-crf", str(crf), "-pix_fmt", "yuv420p", "-r", str(fps))
     return truth

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
@@ -27,7 +27,8 @@ class Item:
     """One catalog entry: a video, a product, or both.
 
     Paths are absolute.  ``kind`` is ``video`` when the item has a video,
-    otherwise ``product``.
+    otherwise ``product``.  ``source`` says where the entry came from
+    (``catalog.jsonl:7``, a folder, a file); it is not part of the item's identity.
     """
 
     id: str
@@ -35,6 +36,7 @@ class Item:
     image: str | None = None
     title: str | None = None
     description: str | None = None
+    source: str | None = field(default=None, compare=False)
 
     @property
     def kind(self) -> str:
@@ -79,7 +81,7 @@ def item_from_row(row: dict, base: Path, where: str) -> Item:
         if not source:
             raise ManifestError(f"{where}: row without id needs a video or image to name it")
         values["id"] = Path(source).stem
-    return Item(**values)
+    return Item(**values, source=where)
 
 
 def _manifest_rows(path: Path) -> Iterable[tuple[str, object]]:
@@ -125,9 +127,9 @@ def read_folder(path: Path) -> list[Item]:
     for p in sorted(path.iterdir()):
         ext = p.suffix.lower()
         if p.is_file() and ext in VIDEO_EXTENSIONS:
-            items.append(Item(id=p.stem, video=str(p.resolve())))
+            items.append(Item(id=p.stem, video=str(p.resolve()), source=str(p)))
         elif p.is_file() and ext in IMAGE_EXTENSIONS:
-            items.append(Item(id=p.stem, image=str(p.resolve())))
+            items.append(Item(id=p.stem, image=str(p.resolve()), source=str(p)))
     return items
 
 
@@ -151,18 +153,32 @@ def read_inputs(inputs: Iterable[str]) -> tuple[list[Item], list[Problem]]:
             problems += bad
         elif p.suffix.lower() in VIDEO_EXTENSIONS:
             # A single video path: kept even when missing, so it is reported per item.
-            items.append(Item(id=p.stem, video=str(p.resolve())))
+            items.append(Item(id=p.stem, video=str(p.resolve()), source=str(p)))
         elif not p.exists():
             raise UsageError(f"input not found: {raw}")
         else:
             raise UsageError(f"input must be a folder, a .jsonl/.csv manifest or a video file: {raw}")
-    seen: set[str] = set()
+    unique, duplicates = drop_duplicate_ids(items)
+    return unique, problems + duplicates
+
+
+def drop_duplicate_ids(items: list[Item]) -> tuple[list[Item], list[Problem]]:
+    """The rule for duplicate ids: the first entry (in input order) wins; each later one is a problem.
+
+    A later entry is reported under its own location (``catalog.jsonl:9``),
+    so report.json keeps one row per id for the item that ran.
+    """
+    first: dict[str, Item] = {}
     unique: list[Item] = []
+    problems: list[Problem] = []
     for item in items:
-        if item.id in seen:
-            problems.append(Problem(id=item.id, reason=f"duplicate id {item.id!r}: only the first entry is used"))
+        if item.id in first:
+            where = first[item.id].source or "an earlier entry"
+            problems.append(Problem(id=item.source or f"{item.id} (duplicate)",
+                                    reason=f"duplicate id {item.id!r}: already used by {where}; this entry "
+                                    "is skipped (ids must be unique; the first entry wins)"))
             continue
-        seen.add(item.id)
+        first[item.id] = item
         unique.append(item)
     return unique, problems
 

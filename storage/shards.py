@@ -14,7 +14,8 @@ name a path outside the store.  Schema of one shard (see README "HDF5 schema"):
 - root attrs: ``item_id``, ``kind``, ``title``, ``description``,
   ``image_path`` (the product image's path, "" without one; absent in older shards),
   ``schema_version``, ``code_version``, ``config_hash``, ``input_sha256``
-  (JSON: modality -> sha256), ``warnings`` (JSON list), ``created_utc``.
+  (JSON: modality -> sha256), ``warnings`` (JSON list), ``created_utc``,
+  and ``complete`` (1), written last: a shard without it is not trusted.
 - ``/video`` (videos only): attrs ``fps``, ``n_frames``, ``width``,
   ``height``, ``duration_s``, ``source_path``; datasets ``shots`` int64 (S, 2),
   ``shot_times`` float64 (S, 2), ``scenes`` int64 (C, 2), ``keyframes`` int64 (S,),
@@ -47,6 +48,8 @@ from reelsim.errors import StoreError
 from reelsim.storage.atomic import atomic_path
 
 SCHEMA_VERSION = 1
+#: Root attribute written last into every shard; a shard without it is incomplete.
+COMPLETE_ATTR = "complete"
 
 
 def item_key(item_id: str) -> str:
@@ -122,6 +125,7 @@ def write_shard(store: Path, features, *, config_hash: str, input_sha256: dict[s
             for name, arr in emb.extra.items():
                 g.create_dataset(name, data=arr)
         _write_thumbnails(f, features)
+        f.attrs[COMPLETE_ATTR] = 1
     return path
 
 
@@ -135,8 +139,9 @@ def _write_thumbnails(f, features) -> None:
 def shard_is_current(path: Path, *, config_hash: str, input_sha256: dict[str, str]) -> bool:
     """Whether a complete shard exists for these inputs and feature config.
 
-    A shard that cannot be opened (e.g. half-written by a killed process
-    outside the atomic path) counts as not current and is recomputed.
+    A shard that cannot be opened, or lacks the ``complete`` attribute
+    written last (e.g. half-written by a killed process, or copied in part),
+    counts as not current and is recomputed.
     """
     import h5py
 
@@ -145,7 +150,8 @@ def shard_is_current(path: Path, *, config_hash: str, input_sha256: dict[str, st
     try:
         with h5py.File(path, "r") as f:
             return (
-                f.attrs.get("config_hash") == config_hash
+                f.attrs.get(COMPLETE_ATTR) == 1
+                and f.attrs.get("config_hash") == config_hash
                 and json.loads(f.attrs.get("input_sha256", "{}")) == input_sha256
                 and "features" in f
             )
@@ -153,11 +159,33 @@ def shard_is_current(path: Path, *, config_hash: str, input_sha256: dict[str, st
         return False
 
 
+def remove_stale_temp_files(store: Path) -> list[Path]:
+    """Delete temp files that killed writers left under ``STORE/shards`` (call only under the store lock)."""
+    removed = []
+    for tmp in Path(store).glob("shards/*/.*.tmp"):
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+            removed.append(tmp)
+    return removed
+
+
+def shard_is_complete(path: Path) -> bool:
+    """Whether ``path`` opens as HDF5 and carries the ``complete`` attribute (written last)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            return f.attrs.get(COMPLETE_ATTR) == 1
+    except (OSError, ValueError):
+        return False
+
+
 def iter_shards(store: Path) -> Iterator[Path]:
+    """Every complete shard of ``store`` (incomplete ones are skipped: the next run redoes them)."""
     root = Path(store) / "shards"
     if not root.is_dir():
         raise StoreError(f"no feature store at {store} (no shards/ folder): run `reelsim run ... --store {store}` first")
-    yield from sorted(root.glob("*/*.h5"))
+    yield from (p for p in sorted(root.glob("*/*.h5")) if shard_is_complete(p))
 
 
 def read_item_vectors(path: Path) -> tuple[str, dict, dict[str, np.ndarray]]:

@@ -29,7 +29,7 @@ def test_jsonl_manifest_resolves_paths_and_reports_bad_rows(tmp_path):
     reasons = {p.id: p.reason for p in problems}
     assert "unknown field" in reasons["cat.jsonl:3"]
     assert "not valid JSON" in reasons["cat.jsonl:4"]
-    assert "duplicate id" in reasons["a"]
+    assert "duplicate id 'a': already used by cat.jsonl:1" in reasons["cat.jsonl:5"]
 
 
 def test_csv_manifest_and_folder(tmp_path):

@@ -1,0 +1,82 @@
+"""The driver's view of running items: attempts, where each runs, since when.
+
+Every task announces its start on the Dask event topic
+:data:`reelsim.jobs.tasks.START_TOPIC` (``Worker.log_event``); the driver
+subscribes and records, with its *own* monotonic clock (no clock skew
+between machines), which worker each item runs on and since when (the clock restarts when the
+worker reports it has finished loading models for the item).  From that
+it knows how many attempts an item took (a worker killed mid-task makes the
+scheduler run the item again elsewhere) and which items have run longer
+than the per-item timeout.
+
+Dask cannot stop a running thread, so a timed-out item is cancelled and its
+worker process is restarted through its nanny (``Client.restart_workers``),
+which kills whatever the item was blocked in (a read that never returns, a
+decoder loop).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+
+@dataclass
+class Attempt:
+    """The latest attempt at one item: which worker, started when (driver's monotonic seconds)."""
+
+    worker: str
+    started: float | None  # None while the worker loads models (the clock is paused)
+    count: int
+
+
+class ItemWatch:
+    """Attempts per item, fed by the workers' start events (thread-safe).
+
+    Examples
+    --------
+    >>> w = ItemWatch("run-1")
+    >>> w.on_event((0.0, {"run": "run-1", "item": "a", "worker": "tcp://h:1"}), now=10.0)
+    >>> w.attempts("a"), w.overdue(timeout_s=5, now=16.0)
+    (1, [('a', 'tcp://h:1', 6.0)])
+    """
+
+    def __init__(self, run_id: str):
+        self.run_id = run_id
+        self._lock = threading.Lock()
+        self._latest: dict[str, Attempt] = {}
+        self._finished: set[str] = set()
+
+    def on_event(self, event, now: float | None = None) -> None:
+        """Dask topic handler: ``event`` is ``(timestamp, message)``."""
+        _, msg = event
+        if not isinstance(msg, dict) or msg.get("run") != self.run_id:
+            return  # another run on the same cluster
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            prev = self._latest.get(msg["item"])
+            phase = msg.get("phase", "start")
+            if phase != "start" and prev is not None:
+                # loading models pauses the clock; once loaded it starts again from zero
+                prev.started = None if phase == "loading-models" else now
+                return
+            self._latest[msg["item"]] = Attempt(msg.get("worker", "?"), now, (prev.count if prev else 0) + 1)
+
+    def attempts(self, item_id: str) -> int:
+        with self._lock:
+            a = self._latest.get(item_id)
+            return a.count if a else 0
+
+    def finish(self, item_id: str) -> None:
+        with self._lock:
+            self._finished.add(item_id)
+
+    def overdue(self, timeout_s: float, now: float | None = None) -> list[tuple[str, str, float]]:
+        """``(item, worker, seconds running)`` of unfinished items running longer than ``timeout_s``."""
+        if not timeout_s or timeout_s <= 0:
+            return []
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            return [(item, a.worker, round(now - a.started, 1)) for item, a in self._latest.items()
+                    if item not in self._finished and a.started is not None and now - a.started > timeout_s]

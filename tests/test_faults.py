@@ -1,0 +1,281 @@
+"""Faults: a killed driver, a half-written shard, a concurrent run, a hanging input.
+
+Everything runs through the real CLI in subprocesses on real Dask clusters;
+the killed processes are killed with real signals.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import pytest
+
+from conftest import reelsim
+from reelsim.pipeline.synth import make_image, make_pattern_video
+from reelsim.storage.lock import LOCK_NAME, StoreLock, StoreLockedError
+from reelsim.storage.shards import shard_is_complete, shard_path
+
+pytestmark = pytest.mark.slow
+
+SOURCES = ["testsrc2", "mandelbrot", "smptebars", "rgbtestsrc", "cellauto=rule=110:seed=3", "life=seed=3"]
+
+
+def cli(*args) -> list[str]:
+    return [sys.executable, "-m", "reelsim.jobs.cli", *map(str, args)]
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> Path:
+    """A manifest of six short single-shot clips with audio, and one product image (no text: no text model)."""
+    d = tmp_path_factory.mktemp("fault-media")
+    rows = []
+    for n, src in enumerate(SOURCES):
+        make_pattern_video(d / f"c{n}.mp4", size=(160, 120), frames=30, source=src, audio=True)
+        rows.append({"id": f"c{n}", "video": f"c{n}.mp4"})
+    make_image(d / "p.png", "gradients=seed=3")
+    rows.append({"id": "p", "image": "p.png"})
+    (d / "catalog.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    return d / "catalog.jsonl"
+
+
+@pytest.fixture(scope="module")
+def clean_run(clips, tmp_path_factory) -> Path:
+    """A clean run, from an empty working folder with an empty TMPDIR: both must stay empty."""
+    root = tmp_path_factory.mktemp("clean")
+    cwd, tmp, store = root / "cwd", root / "tmp", root / "store"
+    cwd.mkdir(), tmp.mkdir()
+    proc = subprocess.run(cli("run", clips, "--store", store, "--workers", 2, "--no-progress"), cwd=cwd,
+                          env={**os.environ, "TMPDIR": str(tmp), "PYTHONPATH": os.environ.get("PYTHONPATH", "")},
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert list(cwd.iterdir()) == [] and list(tmp.iterdir()) == []  # nothing written outside the store
+    assert sorted(p.name for p in root.iterdir()) == ["cwd", "store", "tmp"]
+    return store
+
+
+def lists_of(store: Path) -> str:
+    return (store / "lists" / "neighbors.jsonl").read_text(encoding="utf-8")
+
+
+def statuses(store: Path) -> dict[str, str]:
+    report = json.loads((store / "report.json").read_text(encoding="utf-8"))
+    return {r["item"]: r["status"] for r in report["items"]}
+
+
+def test_driver_killed_then_rerun_resumes_with_identical_lists(clips, clean_run, tmp_path):
+    store = tmp_path / "store"
+    driver = subprocess.Popen(cli("run", clips, "--store", store, "--workers", 2, "--no-progress"),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while not list(store.glob("shards/*/*.h5")):  # kill it once it has finished some, not all, items
+            assert driver.poll() is None and time.time() < deadline, "driver ended before any shard was written"
+            time.sleep(0.2)
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait()
+    finally:
+        with pytest.raises(ProcessLookupError):  # its worker processes die with it (or are cleaned up here)
+            time.sleep(3)
+            os.killpg(driver.pid, signal.SIGKILL)
+    done_before = len(list(store.glob("shards/*/*.h5")))
+    assert (store / LOCK_NAME).is_file() and not (store / "lists").exists()
+
+    proc = reelsim("run", clips, "--store", store, "--workers", 2, "--no-progress", check=0)
+    assert "taking over the lock" in proc.stderr and "no longer runs" in proc.stderr
+    status = statuses(store)
+    assert list(status.values()).count("cached") == done_before < len(status)
+    assert set(status.values()) == {"cached", "ok"}
+    assert lists_of(store) == lists_of(clean_run)  # identical to a clean, uninterrupted run
+    assert not (store / LOCK_NAME).exists()
+
+    # A shard half-written by a killed process, one without its completion marker, a stale temp file:
+    # the first two are detected and redone, the temp file removed, the lists unchanged.
+    half, unmarked = shard_path(store, "c0"), shard_path(store, "c1")
+    half.write_bytes(half.read_bytes()[: half.stat().st_size // 2])
+    with h5py.File(unmarked, "a") as f:
+        del f.attrs["complete"]
+    assert not shard_is_complete(half) and not shard_is_complete(unmarked)
+    stale_tmp = half.parent / f".{half.name}.deadbeef.tmp"
+    stale_tmp.write_bytes(b"partial")
+    reelsim("run", clips, "--store", store, "--workers", 2, "--no-progress", check=0)
+    status = statuses(store)
+    assert status["c0"] == status["c1"] == "ok"
+    assert {s for i, s in status.items() if i not in ("c0", "c1")} == {"cached"}
+    assert shard_is_complete(half) and not stale_tmp.exists()
+    assert lists_of(store) == lists_of(clean_run)
+
+
+def test_concurrent_run_on_one_store_is_refused(clips, tmp_path):
+    store = tmp_path / "store"
+    with StoreLock(store):
+        proc = reelsim("run", clips, "--store", store, "--no-progress")
+        assert proc.returncode == 2
+        assert "is in use by pid" in proc.stderr and socket.gethostname() in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1
+    assert not (store / "report.json").exists()
+
+
+def test_lock_rules(tmp_path):
+    warned = []
+    with StoreLock(tmp_path, warn=warned.append):
+        with pytest.raises(StoreLockedError, match="in use by pid"):
+            StoreLock(tmp_path).acquire()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    lock = tmp_path / LOCK_NAME
+    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": dead.pid, "started_utc": "x"}))
+    with StoreLock(tmp_path, warn=warned.append) as held:  # a dead process on this host: taken over
+        assert json.loads(lock.read_text())["pid"] == os.getpid() == held.record["pid"]
+    assert len(warned) == 1 and str(dead.pid) in warned[0]
+    lock.write_text(json.dumps({"host": "another-host.example", "pid": dead.pid, "started_utc": "x"}))
+    with pytest.raises(StoreLockedError, match="another-host.example"):  # cannot check: never taken over
+        StoreLock(tmp_path).acquire()
+
+
+def test_item_hanging_on_a_blocking_read_times_out(tmp_path):
+    """A named pipe nobody writes to: opening it blocks for ever, as on a stalled network mount."""
+    media = tmp_path / "media"
+    media.mkdir()
+    os.mkfifo(media / "stalled.mp4")
+    make_image(media / "p.png", "testsrc2")
+    (media / "catalog.jsonl").write_text(
+        json.dumps({"id": "stalled", "video": "stalled.mp4"}) + "\n" + json.dumps({"id": "p", "image": "p.png"}) + "\n")
+    t = time.time()
+    proc = reelsim("run", media / "catalog.jsonl", "--store", tmp_path / "store", "--workers", 2,
+                   "--item-timeout", 15, "--no-progress")
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    status = json.loads((tmp_path / "store" / "report.json").read_text())
+    rows = {r["item"]: r for r in status["items"]}
+    assert rows["p"]["status"] == "ok"
+    hung = rows["stalled"]
+    assert hung["status"] == "failed" and hung["timed_out"] is True
+    assert hung["reason"].startswith("timed out: still running after") and "worker was restarted" in hung["reason"]
+    assert f"FAILED stalled: {hung['reason']}" in proc.stdout
+    assert time.time() - t < 240
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class DaskCLICluster:
+    """A scheduler and worker processes on loopback, started with the `dask` CLI as a user would."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.address = f"tcp://127.0.0.1:{free_port()}"
+        self.log = open(folder / "dask.log", "w")
+        self.procs: list[subprocess.Popen] = []
+        self._start("scheduler", "--host", "127.0.0.1", "--port", self.address.rsplit(":", 1)[1],
+                    "--dashboard-address", ":0")
+
+    def _start(self, *args) -> subprocess.Popen:
+        proc = subprocess.Popen([sys.executable, "-m", "dask", *args], stdout=self.log, stderr=self.log)
+        self.procs.append(proc)
+        return proc
+
+    def add_worker(self, *extra: str) -> subprocess.Popen:
+        """One worker process without a nanny, so SIGKILL on it loses the worker for good."""
+        n = len(self.procs)
+        return self._start("worker", self.address, "--nthreads", "1", "--no-nanny", "--name", f"w{n}",
+                           "--local-directory", str(self.folder / f"w{n}"), *extra)
+
+    def wait_for(self, n: int) -> None:
+        from dask.distributed import Client
+
+        deadline = time.time() + 120
+        while True:
+            try:
+                with Client(self.address, timeout="5s") as c:
+                    c.wait_for_workers(n, timeout=120)
+                return
+            except OSError:
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.5)
+
+    def close(self) -> None:
+        for p in reversed(self.procs):
+            p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def dask_cli_cluster(tmp_path_factory):
+    cluster = DaskCLICluster(tmp_path_factory.mktemp("dask-cli"))
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
+def test_worker_killed_mid_item_is_retried_on_the_other(dask_cli_cluster, clips, tmp_path):
+    """Scheduler + 2 worker processes; SIGKILL the worker running an item once it has started."""
+    from dask.distributed import Client
+
+    from reelsim.jobs.tasks import START_TOPIC
+
+    cluster = dask_cli_cluster
+    workers = [cluster.add_worker(), cluster.add_worker()]
+    cluster.wait_for(2)
+    started: list[dict] = []
+    with Client(cluster.address, timeout="10s") as watcher:
+        watcher.subscribe_topic(START_TOPIC, lambda event: started.append(event[1]))
+        store = tmp_path / "store"
+        driver = subprocess.Popen(cli("run", clips, "--store", store, "--scheduler", cluster.address,
+                                      "--no-progress"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 300
+        while not any(e.get("phase") == "models-loaded" for e in started):  # mid-item: analysis under way
+            assert driver.poll() is None and time.time() < deadline, driver.communicate()
+            time.sleep(0.05)
+        victim = next(e for e in started if e.get("phase") == "models-loaded")
+        assert victim["pid"] in [w.pid for w in workers]
+        os.kill(victim["pid"], signal.SIGKILL)
+        out, err = driver.communicate(timeout=600)
+    assert driver.returncode == 0, out + err
+    report = json.loads((store / "report.json").read_text(encoding="utf-8"))
+    rows = {r["item"]: r for r in report["items"]}
+    assert report["summary"]["ok"] == report["summary"]["total"] == 7  # all items complete
+    again = rows[victim["item"]]
+    assert again["attempts"] == 2 and again["worker"] != victim["worker"]
+    assert {"item": victim["item"], "attempts": 2, "status": "ok"} in report["retried"]
+    assert f"retried {victim['item']}: ran 2 times" in out
+    # models load once per worker process: the survivor ran several items, each model built once
+    survivor = [r for r in rows.values() if r["worker"] != victim["worker"]]
+    assert len(survivor) >= 4 and all(set(r["model_loads"].values()) == {1} for r in survivor)
+
+
+def test_video_items_go_to_gpu_workers(dask_cli_cluster, clips, tmp_path):
+    """A worker started with `--resources GPU=1` gets every video item; the product may go anywhere."""
+    cluster = dask_cli_cluster
+    cluster.add_worker("--resources", "GPU=1")
+    cluster.wait_for(2)  # the survivor of the test above (or a fresh one) and the GPU worker
+    from dask.distributed import Client
+
+    with Client(cluster.address, timeout="10s") as c:
+        info = c.scheduler_info(n_workers=-1)["workers"]
+        gpu = [a for a, w in info.items() if (w.get("resources") or {}).get("GPU")]
+        if len(info) < 2:
+            cluster.add_worker()
+            c.wait_for_workers(2, timeout=120)
+    assert len(gpu) == 1
+    store = tmp_path / "store"
+    reelsim("run", clips, "--store", store, "--scheduler", cluster.address, "--no-progress", check=0)
+    rows = json.loads((store / "report.json").read_text(encoding="utf-8"))["items"]
+    assert {r["worker"] for r in rows if r["kind"] == "video"} == set(gpu)
+    assert [r["status"] for r in rows] == ["ok"] * 7
