@@ -53,6 +53,8 @@ SMALL = (640, 360)
 LARGE = (1280, 720)
 #: frames a boundary may be off and still match
 TOLERANCE = 2
+#: bump when the way videos are built changes (cached videos are then rebuilt)
+GENERATOR_VERSION = 1
 
 # ---------------------------------------------------------------------------
 # Specification
@@ -637,9 +639,9 @@ def labelled_specs(quick: bool = False) -> list[VideoSpec]:
 
 
 def spec_hash(spec: VideoSpec) -> str:
-    """Hash of a video's specification and of the code that builds it (16 hex chars)."""
-    blob = json.dumps(dataclasses.asdict(spec), sort_keys=True, default=list).encode()
-    return hashlib.sha256(blob + Path(__file__).read_bytes()).hexdigest()[:16]
+    """Hash of a video's specification and :data:`GENERATOR_VERSION` (16 hex chars)."""
+    blob = json.dumps([GENERATOR_VERSION, dataclasses.asdict(spec)], sort_keys=True, default=list).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
 
 
 def ensure_video(spec: VideoSpec, workdir: Path, progress=print) -> dict:
