@@ -86,15 +86,15 @@ def parse_overrides(items: list[str], cfg) -> dict:
         key, sep, value = item.partition("=")
         section, dot, name = key.strip().partition(".")
         if not sep or not dot or not hasattr(cfg, section):
-            raise SystemExit(f"bad --set {item!r}: expected SECTION.FIELD=VALUE, e.g. shots.threshold=30")
+            raise ValueError(f"bad --set {item!r}: expected SECTION.FIELD=VALUE, e.g. shots.threshold=30")
         sub = getattr(cfg, section)
         if not hasattr(sub, name):
             fields = ", ".join(f.name for f in dataclasses.fields(sub))
-            raise SystemExit(f"bad --set {item!r}: {section} has no field {name!r} (fields: {fields})")
+            raise ValueError(f"bad --set {item!r}: {section} has no field {name!r} (fields: {fields})")
         try:
             out.setdefault(section, {})[name] = _convert(value.strip(), getattr(sub, name))
         except ValueError as e:
-            raise SystemExit(f"bad --set {item!r}: {e}") from None
+            raise ValueError(f"bad --set {item!r}: {e}") from None
     return out
 
 
@@ -359,8 +359,10 @@ def ratios(sec: dict) -> dict:
     }
 
 
-def speed(files: list[Path], cfg, repeats: int, workdir: Path) -> dict:
+def speed(files: list[Path], cfg, repeats: int, workdir: Path, progress: bool = False) -> dict:
     """Timings summed over ``files`` (median of ``repeats`` runs of each method over all files)."""
+    from tqdm import tqdm
+
     short = cfg.decode.analysis_short_side
     slf_flag = has_skip_loop_filter()
 
@@ -391,12 +393,16 @@ def speed(files: list[Path], cfg, repeats: int, workdir: Path) -> dict:
     times = {k: [] for k in methods}
     cpu = {k: [] for k in methods}
     results = {}
+    bar = tqdm(total=repeats * len(methods), desc=f"timing {len(files)} file(s)", disable=not progress)
     for _ in range(repeats):  # interleaved, so load changes hit every method alike
         for name, fn in methods.items():
+            bar.set_postfix_str(name)
             c, t = cpu_seconds(), time.perf_counter()
             results[name] = fn()
             times[name].append(time.perf_counter() - t)
             cpu[name].append(cpu_seconds() - c)
+            bar.update()
+    bar.close()
     n_frames = sum(results["pyav_floor"])
     med = {k: statistics.median(v) for k, v in times.items()}
     med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
@@ -528,11 +534,20 @@ def main(argv=None) -> int:
 
     from reelsim.pipeline.config import Config
 
+    from reelsim.extractors.shots import DETECTORS
+
     base = Config()
-    overrides = parse_overrides(args.sets, base)
+    try:
+        overrides = parse_overrides(args.sets, base)
+    except ValueError as e:
+        ap.error(str(e))
     if args.detector:
         overrides.setdefault("shots", {})["detector"] = args.detector
     cfg = base.with_overrides(**overrides)
+    if cfg.shots.detector not in DETECTORS:
+        ap.error(f"unknown detector {cfg.shots.detector!r}; available: {', '.join(sorted(DETECTORS))}")
+    if args.repeats < 1:
+        ap.error("--repeats must be >= 1")
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="reelsim-shots-"))
     workdir = workdir / ("quick" if args.quick else "full")
     load0 = os.getloadavg()
@@ -552,7 +567,7 @@ def main(argv=None) -> int:
     speeds = {}
     if not args.skip_speed:
         speed_file = workdir / index["speed"]["file"]
-        speeds["720p"] = speed([speed_file], cfg, args.repeats, workdir)
+        speeds["720p"] = speed([speed_file], cfg, args.repeats, workdir, not args.no_progress)
         sp = speeds["720p"]
         sp["reelsim_score"] = shotset.summary(shotset.score(
             index["speed"], [Detection(f, k) for f, k in sp["reelsim_boundaries"][0]]))
@@ -563,7 +578,7 @@ def main(argv=None) -> int:
               f"gradual {sp['reelsim_score']['gradual']['f1']:.3f}; scenedetect Content overall "
               f"{sp['scenedetect_content_score']['overall']['f1']:.3f}")
         files = [workdir / v["file"] for v in index["videos"]]
-        speeds["labelled"] = speed(files, cfg, args.repeats, workdir)
+        speeds["labelled"] = speed(files, cfg, args.repeats, workdir, not args.no_progress)
         print_speed(f"labelled set ({len(files)} files, 640x360)", speeds["labelled"])
 
     main_row = acc[rows[0][0]]
