@@ -85,7 +85,7 @@ class Shot:
         ``tilt`` (y moves), ``whip`` (fast pan with motion blur), ``zoom``
         (zoom factor grows ``speed`` per frame), ``zoomout``, ``scroll``
         (``speed`` = fraction of the width per frame, wrapping), ``move``
-        (a long wandering zoom-and-pan).
+        (a long wandering zoom-and-pan, ``speed`` times faster than a slow drift).
     look : extra ffmpeg filters after the source (``"format=gray"``, ``"noise=alls=8:allf=t"``).
     flashes : ((offset, n_frames), ...): near-white frames, offset from the shot's first frame.
     strobe : (offset, count, period): ``count`` single white frames every ``period`` frames.
@@ -351,9 +351,10 @@ def _shot_input(shot: Shot, size, fps: int, photos: Path) -> tuple[list[str], st
         z0 = 1 + shot.speed * n
         return single, f"{{in}}zoompan=z='max(1,{z0:.4f}-{shot.speed:.4f}*on)':{centre}:d={n}:s={w}x{h}:fps={fps}"
     if shot.motion == "move":
-        z = "1.6+0.5*sin(on/97)"
-        x = "(iw-iw/zoom)*(0.5+0.5*sin(on/61))"
-        y = "(ih-ih/zoom)*(0.5+0.45*sin(on/83+1))"
+        r = shot.speed or 1.0  # how fast the camera wanders (1 = slow drift)
+        z = f"1.7+0.6*sin(on*{r:.3f}/97)"
+        x = f"(iw-iw/zoom)*(0.5+0.5*sin(on*{r:.3f}/61))"
+        y = f"(ih-ih/zoom)*(0.5+0.45*sin(on*{r:.3f}/83+1))"
         return single, f"{{in}}zoompan=z='{z}':x='{x}':y='{y}':d={n}:s={w}x{h}:fps={fps}"
     raise ValueError(f"unknown motion {shot.motion!r}")
 
@@ -563,17 +564,18 @@ def _set_specs(size=SMALL) -> list[VideoSpec]:
     ), (Join("fadeblack", 16), Join("fadewhite", 12), Join("outin", 10), C, Join("fadeblack", 24),
         Join("outin-white", 8), Join("fadeblack", 30), C, Join("fadewhite", 20)), size)
     camera = VideoSpec("camera", (
-        Shot(70, photo="city", motion="pan", speed=24),
-        Shot(60, photo="forest1", motion="zoom", speed=0.03),
-        Shot(40, photo="desert1", motion="whip", speed=60),
+        Shot(70, photo="city", motion="pan", speed=36),
+        Shot(60, photo="forest1", motion="zoom", speed=0.07),
+        Shot(40, photo="desert1", motion="whip", speed=120),
         Shot(50, photo="sea2", flashes=((25, 1),)),
         Shot(80, photo="sunset", motion="pan", speed=16, flashes=((40, 2),)),
-        Shot(60, photo="city2", motion="scroll", speed=0.03),
-        Shot(60, photo="city", motion="zoomout", speed=0.025),
-        Shot(70, photo="forest2", motion="pan", speed=-30),
+        Shot(60, photo="city2", motion="scroll", speed=0.04),
+        Shot(60, photo="city", motion="zoomout", speed=0.06),
+        Shot(50, photo="forest2", motion="pan", speed=-48),
+        Shot(40, photo="sunset", motion="whip", speed=-100),
         Shot(60, "mandelbrot=maxiter=400:start_scale=1:end_scale=0.1"),
         Shot(60, photo="desert2", motion="tilt", speed=10),
-    ), (C, Join("fade", 14, "motion"), C, C, Join("fade", 20, "motion"), C, Join("fadeblack", 12), C,
+    ), (C, Join("fade", 14, "motion"), C, C, Join("fade", 20, "motion"), C, Join("fadeblack", 12), C, C,
         Join("fade", 18, "motion")), size)
     grey = VideoSpec("grey-similar", (
         Shot(60, "perlin=octaves=3:persistence=0.5:random_mode=seed:seed=21", look=GREY),
@@ -591,7 +593,7 @@ def _set_specs(size=SMALL) -> list[VideoSpec]:
         Shot(60, "gradients=c0=#3060a0:c1=#80a0d0:nb_colors=2:seed=26:speed=0.01"),
     ), (G, G, G, Join("fade", 16, "grey"), G, C, Join("cut", tag="similar"), Join("fade", 20, "similar"), C,
         Join("cut", tag="similar"), C, Join("cut", tag="similar")), size)
-    move = VideoSpec("long-move", (Shot(750, photo="city2", motion="move"),), (), size)
+    move = VideoSpec("long-move", (Shot(750, photo="city2", motion="move", speed=2.5),), (), size)
     return [cuts, dissolves, fades, camera, grey, move]
 
 
@@ -634,7 +636,7 @@ def labelled_specs(quick: bool = False) -> list[VideoSpec]:
     if not quick:
         return specs
     out = [truncated(s, 5) for s in specs[:-1]]
-    out.append(dataclasses.replace(specs[-1], shots=(Shot(150, photo="city2", motion="move"),)))
+    out.append(dataclasses.replace(specs[-1], shots=(Shot(150, photo="city2", motion="move", speed=2.5),)))
     return out
 
 
