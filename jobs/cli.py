@@ -38,10 +38,19 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--workers", type=int, metavar="N", help="local worker processes (default: cores/2, 1..4)")
     g.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where models run (default: auto = CUDA when present)")
     g.add_argument("--batch-size", type=int, metavar="N", help="clips/images per forward pass (default: 8)")
+    g.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"),
+                   help="video/audio model arithmetic (default: auto = bf16 autocast on CUDA, "
+                   "fp16 on GPUs without bf16, fp32 on CPU)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     m = p.add_argument_group("models (see `reelsim models`)")
     m.add_argument("--video-model", metavar="NAME", help="3D-CNN for shot clips (default: effnet-lite0-inflated)")
     m.add_argument("--video-weights", metavar="PATH", help="weights file for a Kinetics video model")
+    m.add_argument("--audio-model", metavar="NAME", help="audio features (default: logmel-stats; "
+                   "cnn14-16k = PANNs CNN14 embeddings, needs --audio-weights)")
+    m.add_argument("--audio-weights", metavar="PATH", help="weights file for a pretrained audio model, "
+                   "e.g. Cnn14_16k_mAP=0.438.pth")
+    m.add_argument("--re-extract", action="store_true", help="allow a model or weights change against the "
+                   "features already in --store: recompute those items (default: refuse, exit 2)")
     m.add_argument("--shot-threshold", type=float, metavar="T", help="shot detector threshold (default: 27)")
     s = p.add_argument_group("similarity")
     s.add_argument("--weights", metavar="SPEC", help="modality weights, e.g. visual=1,audio=0.5,image=1,text=1")
@@ -106,7 +115,9 @@ def config_from_args(args: argparse.Namespace):
         raise UsageError("--workers must be at least 1")
     return cfg.with_overrides(
         models={"device": args.device, "batch_size": args.batch_size, "visual": args.video_model,
-                "video_weights": str(Path(args.video_weights).resolve()) if args.video_weights else None},
+                "video_weights": str(Path(args.video_weights).resolve()) if args.video_weights else None,
+                "audio": args.audio_model, "precision": args.precision,
+                "audio_weights": str(Path(args.audio_weights).resolve()) if args.audio_weights else None},
         shots={"threshold": args.shot_threshold},
         fusion=fusion,
     )
@@ -119,9 +130,10 @@ def _check_models(cfg) -> None:
     from reelsim.extractors.weights import resolve_weights
 
     resolve_device(cfg.models.device)
-    cls = get_class("visual", cfg.models.visual)
-    if hasattr(cls, "weights_spec"):  # models with downloaded weights: is the file here?
-        resolve_weights(cls.weights_spec(), cfg.models.video_weights)
+    for modality, path in (("visual", cfg.models.video_weights), ("audio", cfg.models.audio_weights)):
+        cls = get_class(modality, getattr(cfg.models, modality))
+        if hasattr(cls, "weights_spec"):  # models with downloaded weights: is the file here?
+            resolve_weights(cls.weights_spec(), path)
 
 
 def cmd_run(args) -> int:
