@@ -126,12 +126,15 @@ class AmpCheck:
     """Mixed-precision features compared with fp32 ones on the same batch.
 
     cosine : float64 (B,) cosine similarity of each row, AMP vs fp32.
+    fp32, amp : float32 (B, D) the two feature arrays compared.
     """
 
     device: str
     precision: str
     cosine: np.ndarray
     threshold: float
+    fp32: np.ndarray
+    amp: np.ndarray
 
     @property
     def min_cosine(self) -> float:
@@ -171,11 +174,17 @@ def check_amp(extractor, batch, *, precision: str | None = None, threshold: floa
     saved = extractor.precision
     try:
         extractor.precision = "fp32"
-        ref = np.asarray(extractor.extract(batch), dtype=np.float64)
+        ref = np.asarray(extractor.extract(batch), dtype=np.float32)
         extractor.precision = precision
-        amp = np.asarray(extractor.extract(batch), dtype=np.float64)
+        amp = np.asarray(extractor.extract(batch), dtype=np.float32)
     finally:
         extractor.precision = saved
-    norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(amp, axis=1)
-    cosine = (ref * amp).sum(1) / np.maximum(norms, 1e-30)
-    return AmpCheck(device=str(device), precision=precision, cosine=cosine, threshold=threshold)
+    return AmpCheck(device=str(device), precision=precision, cosine=row_cosine(ref, amp), threshold=threshold,
+                    fp32=ref, amp=amp)
+
+
+def row_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """float64 (B,) cosine similarity of matching rows of two (B, D) arrays."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    return (a * b).sum(1) / np.maximum(norms, 1e-30)

@@ -142,7 +142,7 @@ def cmd_run(args) -> int:
     cfg = config_from_args(args)
     _check_models(cfg)
     report = run_catalog(args.inputs, args.store, cfg, scheduler=args.scheduler, workers=args.workers,
-                         progress=not args.no_progress)
+                         progress=not args.no_progress, re_extract=args.re_extract)
     print(report.describe(args.store))
     return report.exit_code
 
@@ -207,7 +207,8 @@ def cmd_demo(args) -> int:
 
     cfg = config_from_args(args)
     _check_models(cfg)
-    return run_demo(args.store, cfg, workers=args.workers, scheduler=args.scheduler, progress=not args.no_progress)
+    return run_demo(args.store, cfg, workers=args.workers, scheduler=args.scheduler, progress=not args.no_progress,
+                    re_extract=args.re_extract)
 
 
 def cmd_models(args) -> int:

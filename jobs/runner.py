@@ -20,6 +20,7 @@ from pathlib import Path
 from reelsim.pipeline.config import Config
 from reelsim.storage.atomic import write_text_atomic
 from reelsim.storage.catalog import read_inputs
+from reelsim.storage.provenance import guard_model_change
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -104,8 +105,12 @@ def _progress(total: int, enabled: bool):
 
 
 def run_catalog(inputs: list[str], store: Path, cfg: Config, *, scheduler: str | None = None,
-                workers: int | None = None, progress: bool = True) -> RunReport:
-    """Process every item of ``inputs`` into ``store`` and write lists + report.json."""
+                workers: int | None = None, progress: bool = True, re_extract: bool = False) -> RunReport:
+    """Process every item of ``inputs`` into ``store`` and write lists + report.json.
+
+    Refuses (UsageError) a store whose features came from other models,
+    unless ``re_extract`` (see :func:`reelsim.storage.provenance.guard_model_change`).
+    """
     from dask.distributed import as_completed
 
     from reelsim.jobs.lists import build_lists
@@ -117,6 +122,7 @@ def run_catalog(inputs: list[str], store: Path, cfg: Config, *, scheduler: str |
     items, problems = read_inputs(inputs)
     store = Path(store)
     store.mkdir(parents=True, exist_ok=True)
+    guard_model_change(store, cfg.models, [i.id for i in items], re_extract=re_extract)
     report = RunReport(items=[status_row(p.id, None, "failed", p.reason) for p in problems])
     workers = workers or default_workers()
     threads = max(1, (os.cpu_count() or 1) // workers) if not scheduler else None
