@@ -131,7 +131,10 @@ def throughput(work: Path, quick: bool) -> None:
 # ---------------------------------------------------------------- 2. memory
 
 CHILD = r"""
-import json, resource, sys, time
+import json, os, resource, sys, time
+import torch
+if os.environ.get("REELSIM_BENCH_THREADS"):
+    torch.set_num_threads(int(os.environ["REELSIM_BENCH_THREADS"]))
 from reelsim.pipeline.config import Config
 from reelsim.pipeline.item import Models, analyse_item
 from reelsim.storage.catalog import Item
@@ -242,10 +245,16 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="smaller videos and fewer of them (a few minutes)")
     ap.add_argument("--workdir", type=Path, default=None, help="keep generated media here (reused when present)")
     ap.add_argument("--skip", nargs="*", default=[], choices=("throughput", "memory", "quality"))
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's own; "
+                    "on a busy shared machine 1 thread can be much faster than 2)")
     args = ap.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="reelsim-extract-"))
     work.mkdir(parents=True, exist_ok=True)
     import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+        os.environ["REELSIM_BENCH_THREADS"] = str(args.threads)  # for the memory children
 
     print(f"reelsim benchmarks/extract.py: torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{'CUDA ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'CPU only'}; {load_text()}")

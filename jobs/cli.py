@@ -98,7 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where sample media and results go (default: ./reelsim-demo)")
     _add_run_options(p)
 
-    sub.add_parser("models", help="list registered models and whether this machine can run them")
+    p = sub.add_parser("models", help="list registered models and whether this machine can run them")
+    p.add_argument("--check-amp", action="store_true", help="also compare the default video model's mixed-"
+                   "precision features with fp32 on a random batch (cosine >= 0.999 passes; bf16 on CPU)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="device for --check-amp")
     return parser
 
 
@@ -220,6 +223,16 @@ def cmd_models(args) -> int:
         for name, cls in sorted(table.items()):
             ok, why = cls.usable()
             print(f"{modality:<8} {name:<24} {getattr(cls, 'dim', '?'):>5}  {'yes' if ok else 'no'}: {why}")
+    if args.check_amp:
+        import numpy as np
+
+        from reelsim.extractors.device import check_amp
+        from reelsim.extractors.registry import load
+        from reelsim.pipeline.config import ModelConfig
+
+        model = load("visual", ModelConfig.visual, device=args.device, batch_size=4)
+        clips = np.random.default_rng(0).integers(0, 256, (4, model.clip_len, 160, 160, 3), dtype=np.uint8)
+        print(f"AMP check, {model.name}: {check_amp(model, clips).describe()}")
     return 0
 
 
