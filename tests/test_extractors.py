@@ -61,10 +61,10 @@ def test_registry_round_trip(modality, name):
 
 
 def test_registry_round_trip_through_the_cli_listing():
-    from reelsim.jobs.cli import main
-
     import contextlib
     import io
+
+    from reelsim.jobs.cli import main
 
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
