@@ -1,5 +1,10 @@
 """Audio features: log-mel statistics (no weights needed).
 
+Every audio extractor offers ``span_pooler(spans_s, sr)``: an object that
+takes the streamed waveform chunk by chunk (``push``) and returns per-span
+(per-shot) and overall features (``pooled``).  The pretrained embedding
+``cnn14-16k`` lives in :mod:`reelsim.extractors.panns`.
+
 The maths is in pure functions over arrays; :class:`LogMelStats` wires them
 and is registered as ``logmel-stats``.  Streaming use (long videos): call
 :func:`log_mel_frames` on consecutive chunks carried over by
@@ -130,6 +135,24 @@ class SpanPooler:
         return per, overall
 
 
+class StatsSpanPooler:
+    """Waveform chunks in, per-span and overall log-mel statistics out.
+
+    ``push(chunk)`` for each decoded chunk, then ``pooled()``:
+    ``(per-span (S, 128), overall (128,))`` or None when no frame was complete.
+    """
+
+    def __init__(self, starts_s: np.ndarray, sr: int):
+        self._stream = MelFrameStream(sr)
+        self._pooler = SpanPooler(starts_s)
+
+    def push(self, chunk: np.ndarray) -> None:
+        self._pooler.add(*self._stream.push(chunk))
+
+    def pooled(self) -> tuple[np.ndarray, np.ndarray] | None:
+        return self._pooler.pooled() if self._pooler.n_frames else None
+
+
 @register("audio", "logmel-stats")
 class LogMelStats:
     """Per-segment log-mel statistics: mean and std of 64 log-mel bands.
@@ -141,7 +164,8 @@ class LogMelStats:
     dim = 2 * N_MELS
     sample_rate = 16000
 
-    def __init__(self, *, device: str = "cpu", weights_path: str | None = None, batch_size: int = 8):
+    def __init__(self, *, device: str = "cpu", weights_path: str | None = None, batch_size: int = 8,
+                 precision: str = "auto"):
         self.device = "cpu"
         # librosa's first call compiles numba code (seconds): pay it here, at load time, once per worker.
         log_mel_frames(y=np.zeros(self.sample_rate // 10, np.float32), sr=self.sample_rate)
@@ -149,6 +173,15 @@ class LogMelStats:
     @classmethod
     def usable(cls) -> tuple[bool, str]:
         return True, "no weights needed"
+
+    @classmethod
+    def weights_file_for(cls, weights_path: str | None = None) -> None:
+        """No weights file: these are statistics."""
+        return None
+
+    def span_pooler(self, spans_s: np.ndarray, sr: int) -> "StatsSpanPooler":
+        """A pooler of per-span statistics over a streamed waveform at ``sr`` Hz."""
+        return StatsSpanPooler(np.asarray(spans_s)[:, 0], sr)
 
     def extract(self, segments: list[np.ndarray]) -> np.ndarray:
         """float32 (B, 128) statistics, one row per waveform in ``segments``."""

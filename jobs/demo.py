@@ -83,7 +83,7 @@ def make_sample_catalog(media: Path) -> Path:
 
 
 def run_demo(store: Path, cfg: Config, *, workers: int | None = None, scheduler: str | None = None,
-             progress: bool = True) -> int:
+             progress: bool = True, re_extract: bool = False) -> int:
     """Make the sample catalog, run it, print a few lists.  Returns the run's exit code."""
     import time
 
@@ -95,7 +95,8 @@ def run_demo(store: Path, cfg: Config, *, workers: int | None = None, scheduler:
     t0 = time.perf_counter()
     manifest = make_sample_catalog(store / "sample-media")
     print(f"sample catalog: {manifest} ({time.perf_counter() - t0:.1f} s to generate)")
-    report = run_catalog([str(manifest)], store, cfg, scheduler=scheduler, workers=workers, progress=progress)
+    report = run_catalog([str(manifest)], store, cfg, scheduler=scheduler, workers=workers, progress=progress,
+                         re_extract=re_extract)
     print(report.describe(store))
     if report.lists:
         lookup = Lookup(store)

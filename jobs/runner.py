@@ -21,6 +21,7 @@ from pathlib import Path
 from reelsim.pipeline.config import Config
 from reelsim.storage.atomic import write_text_atomic
 from reelsim.storage.catalog import read_inputs
+from reelsim.storage.provenance import guard_model_change
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -277,8 +278,11 @@ def _progress(total: int, enabled: bool):
 
 
 def run_catalog(inputs: list[str], store: Path, cfg: Config, *, scheduler: str | None = None,
-                workers: int | None = None, progress: bool = True) -> RunReport:
+                workers: int | None = None, progress: bool = True, re_extract: bool = False) -> RunReport:
     """Process every item of ``inputs`` into ``store`` and write lists + report.json.
+
+    Refuses (UsageError) a store whose features came from other models,
+    unless ``re_extract`` (see :func:`reelsim.storage.provenance.guard_model_change`).
 
     Holds the store's lock (:class:`~reelsim.storage.lock.StoreLock`) for the
     whole run: a second run on the same store is refused.
@@ -293,6 +297,7 @@ def run_catalog(inputs: list[str], store: Path, cfg: Config, *, scheduler: str |
     store.mkdir(parents=True, exist_ok=True)
     with StoreLock(store):
         remove_stale_temp_files(store)
+        guard_model_change(store, cfg.models, [i.id for i in items], re_extract=re_extract)
         report = RunReport(items=[status_row_for_problem(p) for p in problems])
         if items:
             report.items += compute_items(items, store, cfg, scheduler, workers, progress)

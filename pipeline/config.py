@@ -100,9 +100,14 @@ class ModelConfig:
     """Which registered extractor computes each modality, and where.
 
     device : ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
-    batch_size : clips (or images, texts) per forward pass.
+    batch_size : clips (or images, texts, audio windows) per forward pass.
     video_weights / audio_weights : explicit weights files for models that
         need downloaded weights (see ``reelsim models``).
+    precision : ``auto`` (bf16 autocast on CUDA, fp16 where the GPU lacks
+        bf16; fp32 on CPU), ``fp32``, ``bf16`` or ``fp16``; for the video and
+        audio models.  Recorded per modality in provenance.
+    prefetch_batches : decoding and shot segmentation run in a thread at most
+        this many batches of clips ahead of the video model (a bounded queue).
     """
 
     visual: str = "effnet-lite0-inflated"
@@ -113,6 +118,8 @@ class ModelConfig:
     audio_weights: str | None = None
     device: str = "auto"
     batch_size: int = 8
+    precision: str = "auto"
+    prefetch_batches: int = 2
 
 
 @dataclass(frozen=True)
@@ -184,14 +191,15 @@ class Config:
         That is the features and the thumbnails (so a changed thumbnail size,
         or a store written before thumbnails existed, is recomputed).
 
-        Device and batch size are excluded: they change speed, not results
-        beyond floating-point noise; so are the fusion and job settings.
+        Device, batch size, precision and prefetch depth are excluded: they
+        change speed, not results beyond floating-point noise (precision is
+        recorded in each modality's provenance); so are the fusion and job settings.
         """
         d = self.to_dict()
         d.pop("fusion")
         d.pop("jobs")
-        d["models"].pop("device")
-        d["models"].pop("batch_size")
+        for speed_only in ("device", "batch_size", "precision", "prefetch_batches"):
+            d["models"].pop(speed_only)
         blob = json.dumps(d, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 

@@ -16,10 +16,10 @@ import numpy as np
 
 from reelsim.errors import MediaError
 from reelsim.extractors import registry
-from reelsim.extractors.audio import MelFrameStream, SpanPooler
 from reelsim.extractors.shots import audio_continuous, colour_signature, group_scenes, make_detector
 from reelsim.pipeline import decode
 from reelsim.pipeline.config import Config, ThumbnailConfig
+from reelsim.pipeline.prefetch import prefetch
 from reelsim.pipeline.segment import Clip, Keyframe, ShotClipSampler
 from reelsim.storage.catalog import Item
 from reelsim.storage.thumbnails import jpeg_thumbnail
@@ -102,8 +102,10 @@ class Models:
     def get(self, modality: str):
         m = self._cfg
         weights = {"visual": m.video_weights, "audio": m.audio_weights}.get(modality)
+        amp = {"precision": m.precision} if modality in ("visual", "audio") else {}
         return registry.load(
-            modality, getattr(m, modality), device=self.device, weights_path=weights, batch_size=m.batch_size
+            modality, getattr(m, modality), device=self.device, weights_path=weights, batch_size=m.batch_size,
+            **amp,
         )
 
 
@@ -149,7 +151,11 @@ class ClipBatcher:
 
 
 def _segment_and_embed(path: str, info: decode.VideoInfo, cfg: Config, models: Models, warnings: list[str]):
-    """The single frame pass: shots, clip embeddings, keyframes, frame times."""
+    """The single frame pass: shots, clip embeddings, keyframes, frame times.
+
+    Decoding and segmentation run in a producer thread (:func:`prefetch`) at
+    most ``prefetch_batches`` batches of clips ahead of the model.
+    """
     detector = make_detector(cfg.shots, info.fps)
     model = models.get("visual")
     clips = cfg.clips if cfg.clips.clip_len else dataclasses.replace(cfg.clips, clip_len=model.clip_len)
@@ -162,12 +168,18 @@ def _segment_and_embed(path: str, info: decode.VideoInfo, cfg: Config, models: M
         batcher.add(out[0])
         keyframes.extend(out[1])
 
-    try:
+    def segmented():  # runs in the producer thread; only outputs with clips or keyframes are queued
         for frame in decode.iter_frames(path, short_side=cfg.decode.analysis_short_side,
-                                     skip_loop_filter=cfg.decode.skip_loop_filter):
+                                        skip_loop_filter=cfg.decode.skip_loop_filter):
             times.append(frame.time_s)
-            take(sampler.push(frame.index, frame.rgb))
-    except decode.TruncatedStream as e:
+            out = sampler.push(frame.index, frame.rgb)
+            if out[0] or out[1]:
+                yield out
+
+    try:
+        for out in prefetch(segmented(), maxsize=max(1, cfg.models.prefetch_batches * cfg.models.batch_size)):
+            take(out)
+    except decode.TruncatedStream as e:  # the producer has stopped: the sampler is ours again
         warnings.append(f"video truncated: decoding stopped after {e.n_frames} frames ({e})")
     if not times:
         raise MediaError(f"no decodable video frames: {path}")
@@ -188,18 +200,22 @@ def _shot_times(shots: list[tuple[int, int]], times: np.ndarray, fps: float) -> 
 
 
 def _pool_audio(path: str, shot_times: np.ndarray, cfg: Config, models: Models, warnings: list[str]):
-    """Per-shot and item audio statistics from a streamed audio decode, or None without audio."""
+    """Per-shot and item audio features from a streamed audio decode, or None without audio.
+
+    The audio model's ``span_pooler`` receives the chunks; shot spans are in
+    seconds from the first shot's start (the audio stream's origin).
+    """
     model = models.get("audio")
-    stream = MelFrameStream(cfg.decode.audio_rate)
-    pooler = SpanPooler(shot_times[:, 0] - shot_times[0, 0])
+    pooler = model.span_pooler(shot_times - shot_times[0, 0], cfg.decode.audio_rate)
     try:
         for chunk in decode.iter_audio(path, rate=cfg.decode.audio_rate):
-            pooler.add(*stream.push(chunk))
+            pooler.push(chunk)
     except decode.TruncatedStream as e:
         warnings.append(f"audio truncated after {e.n_frames} samples ({e})")
-    if pooler.n_frames == 0:
+    pooled = pooler.pooled()
+    if pooled is None:
         return None
-    per_shot, overall = pooler.pooled()
+    per_shot, overall = pooled
     return Embedding(item=overall, shot=per_shot, provenance=model.provenance())
 
 

@@ -19,7 +19,7 @@ from reelsim.extractors.weights import sha256_file
 torch = pytest.importorskip("torch")
 
 registry._ensure_builtins_registered()
-OURS = [(m, n) for m in ("visual", "image", "text") for n in sorted(registry.REGISTRIES[m])]
+OURS = [(m, n) for m in ("visual", "audio", "image", "text") for n in sorted(registry.REGISTRIES[m])]
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +57,23 @@ def test_registry_round_trip(modality, name):
     assert isinstance(cls.dim, int) and cls.dim > 0
     ok, why = cls.usable()
     assert isinstance(ok, bool) and isinstance(why, str) and why
+    assert callable(cls.weights_file_for) and callable(cls.extract)
+
+
+def test_registry_round_trip_through_the_cli_listing():
+    import contextlib
+    import io
+
+    from reelsim.jobs.cli import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["models"]) == 0
+    listed = {tuple(line.split()[:2]) for line in out.getvalue().splitlines()[1:]}
+    for modality, table in registry.REGISTRIES.items():
+        for name in table:
+            assert (modality, name) in listed
+            assert registry.get_class(modality, name) is table[name]
 
 
 def test_registry_load_is_cached(inflated):
@@ -165,6 +182,39 @@ def test_bad_clips_are_rejected(inflated):
         inflated.extract(np.zeros((1, 8, 32, 32, 3), np.float32))
     with pytest.raises(ReelsimError, match="shape"):
         inflated.extract(np.zeros((1, 0, 32, 32, 3), np.uint8))
+
+
+# ------------------------------------------------------------------ mixed precision
+
+
+def test_amp_check_on_cpu_reports_the_measured_cosine(inflated, rng):
+    from reelsim.extractors.device import check_amp
+
+    clips = rng.integers(0, 256, (1, 8, 96, 128, 3), dtype=np.uint8)
+    check = check_amp(inflated, clips, precision="bf16")
+    assert inflated.precision == "auto" and inflated.provenance()["precision"] == "fp32"  # restored
+    np.testing.assert_array_equal(check.fp32, inflated.extract(clips))  # the reference is plain fp32
+    assert check.precision == "bf16" and check.device == "cpu"
+    assert check.min_cosine == pytest.approx(cosine(check.fp32[0], check.amp[0]), abs=1e-6)  # measured
+    assert check.passed == (check.min_cosine >= 0.999)  # never a forced pass
+    assert 0.99 < check.min_cosine <= 1.0 + 1e-6
+    assert not np.array_equal(check.fp32, check.amp)  # bf16 autocast really ran
+    assert f"{check.min_cosine:.5f}" in check.describe()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_amp_on_cuda_matches_fp32(rng):
+    from reelsim.extractors.device import check_amp
+
+    model = video.EfficientNetLite0Inflated(device="cuda", batch_size=4)
+    check = check_amp(model, rng.integers(0, 256, (4, 8, 120, 160, 3), dtype=np.uint8))
+    assert check.passed, check.describe()
+    assert model.provenance()["precision"] in ("bf16", "fp16")
+
+
+def test_unknown_precision_is_usage_error():
+    with pytest.raises(UsageError, match="precision"):
+        video.EfficientNetLite0Inflated(precision="fp8")
 
 
 # ------------------------------------------------------------------ weights

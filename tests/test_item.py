@@ -55,3 +55,49 @@ def test_audio_only_file_is_a_clear_error(tmp_path, models):
     ffmpeg("-f", "lavfi", "-i", "sine=frequency=440", "-t", "1", "-c:a", "aac", str(path))
     with pytest.raises(MediaError, match="no video stream"):
         analyse_item(Item(id="sound", video=str(path)), CFG, models)
+
+
+SHORT_SHOTS = [Segment("testsrc2", 20, "sine=frequency=300"), Segment("color=c=red", 1),
+               Segment("color=c=blue", 3), Segment("mandelbrot", 20, "sine=frequency=900")]
+
+
+@pytest.fixture(scope="module")
+def short_shots_video(tmp_path_factory):
+    """Shots of 20, 1, 3 and 20 frames (hard cuts at 20, 21 and 24)."""
+    return make_video(tmp_path_factory.mktemp("short") / "short.mp4", SHORT_SHOTS, size=(160, 120))
+
+
+def test_one_and_three_frame_shots(short_shots_video):
+    cfg = CFG.with_overrides(shots={"min_shot_frames": 1})
+    f = analyse_item(Item(id="short", video=str(short_shots_video)), cfg, Models(cfg))
+    assert f.video.shots.tolist() == [[0, 20], [20, 21], [21, 24], [24, 44]]
+    visual = f.embeddings["visual"]
+    assert visual.shot.shape == (4, 1280) and np.isfinite(visual.shot).all()
+    assert sorted(set(visual.extra["clip_shot"].tolist())) == [0, 1, 2, 3]  # every shot has its clip
+    assert f.embeddings["audio"].shot.shape == (4, 128)
+    # the 1-frame red shot and the 3-frame blue shot are different pictures
+    assert not np.allclose(visual.shot[1], visual.shot[2])
+
+
+_DUMP = """
+import sys, numpy as np
+from reelsim.pipeline.config import Config
+from reelsim.pipeline.item import Models, analyse_item
+from reelsim.storage.catalog import Item
+cfg = Config().with_overrides(models={"device": "cpu"})
+f = analyse_item(Item(id="v", video=sys.argv[1]), cfg, Models(cfg))
+np.savez(sys.argv[2], **{f"{m}_{k}": getattr(e, k) for m, e in f.embeddings.items() for k in ("item", "shot")},
+         clips=f.embeddings["visual"].extra["clips"])
+"""
+
+
+def test_fp32_cpu_features_are_identical_run_to_run(short_shots_video, tmp_path):
+    import sys
+
+    outs = [tmp_path / f"run{i}.npz" for i in range(2)]
+    runs = [subprocess.Popen([sys.executable, "-c", _DUMP, str(short_shots_video), str(o)]) for o in outs]
+    assert [r.wait(timeout=600) for r in runs] == [0, 0]
+    a, b = (np.load(o) for o in outs)
+    assert set(a.files) == set(b.files) >= {"visual_item", "visual_shot", "audio_item", "image_shot", "clips"}
+    for name in a.files:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)

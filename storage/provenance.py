@@ -1,0 +1,125 @@
+"""One model per modality per store: which models made the stored features.
+
+Every shard records, per modality, the model name and the sha256 of its
+weights file (``/features/<modality>`` attrs ``model``, ``weights_sha256``).
+:func:`guard_model_change` compares them with the models a run is about to
+use, so features of different models (or of the same model with other
+weights) never end up side by side in one store and its index.
+
+Examples
+--------
+>>> from reelsim.storage.provenance import ModelStamp
+>>> ModelStamp("r3d_18", "ab" * 32).describe()
+'r3d_18 (weights sha256 abababababab...)'
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from reelsim.errors import UsageError
+from reelsim.pipeline.config import MODALITIES, ModelConfig
+
+
+@dataclass(frozen=True)
+class ModelStamp:
+    """What produced one modality's features: registry name and weights sha256 ('' = no weights)."""
+
+    model: str
+    weights_sha256: str
+
+    def describe(self) -> str:
+        return f"{self.model} (weights sha256 {self.weights_sha256[:12]}...)" if self.weights_sha256 else self.model
+
+
+def run_stamps(models: ModelConfig) -> dict[str, ModelStamp]:
+    """The stamp each modality's features will carry in a run with ``models``.
+
+    Resolves each model's weights file (explicit path, torch cache or the
+    shipped file) and hashes it, without loading any model.
+    """
+    from reelsim.extractors.registry import get_class
+    from reelsim.extractors.weights import sha256_file
+
+    paths = {"visual": models.video_weights, "audio": models.audio_weights}
+    out = {}
+    for modality in MODALITIES:
+        name = getattr(models, modality)
+        weights = get_class(modality, name).weights_file_for(paths.get(modality))
+        out[modality] = ModelStamp(name, sha256_file(weights) if weights else "")
+    return out
+
+
+def shard_stamps(path: Path) -> tuple[str, dict[str, ModelStamp]]:
+    """(item id, modality -> stamp) recorded in one shard; ("", {}) when it cannot be read."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            feats = f.get("features", {})
+            return str(f.attrs.get("item_id", "")), {
+                m: ModelStamp(str(feats[m].attrs.get("model", "")), str(feats[m].attrs.get("weights_sha256", "")))
+                for m in feats
+            }
+    except OSError:  # half-written or damaged: it is recomputed like any stale shard
+        return "", {}
+
+
+def model_conflicts(store: Path, expected: dict[str, ModelStamp]) -> dict[tuple[str, ModelStamp], list[tuple[str, Path]]]:
+    """Shards whose features came from another model than ``expected``.
+
+    Returns
+    -------
+    dict mapping (modality, stored stamp) -> [(item id, shard path), ...]
+    """
+    conflicts: dict[tuple[str, ModelStamp], list[tuple[str, Path]]] = defaultdict(list)
+    root = Path(store) / "shards"
+    for path in sorted(root.glob("*/*.h5")) if root.is_dir() else []:
+        item_id, stamps = shard_stamps(path)
+        for modality, stamp in stamps.items():
+            if modality in expected and stamp != expected[modality]:
+                conflicts[(modality, stamp)].append((item_id, path))
+    return dict(conflicts)
+
+
+def guard_model_change(store: Path, models: ModelConfig, item_ids: list[str], *, re_extract: bool) -> list[str]:
+    """Refuse to mix models in one store, or (``re_extract``) clear this run's stale shards.
+
+    Parameters
+    ----------
+    store : the feature store folder
+    models : this run's model configuration
+    item_ids : the items this run processes
+    re_extract : when True, the shards of ``item_ids`` made by another model
+        are removed so the run recomputes them (shards of other items stay).
+
+    Returns
+    -------
+    list of str
+        Ids of the items whose shards were removed for recomputation.
+
+    Raises
+    ------
+    UsageError
+        Without ``re_extract``, when any shard in the store came from another
+        model or weights file; the message names both and the way out.
+    """
+    expected = run_stamps(models)
+    conflicts = model_conflicts(store, expected)
+    if not conflicts:
+        return []
+    if not re_extract:
+        lines = [f"{len(paths)} item(s) in {store} have {modality} features from {stamp.describe()} "
+                 f"(e.g. {paths[0][0]!r}), but this run uses {expected[modality].describe()}"
+                 for (modality, stamp), paths in sorted(conflicts.items(), key=lambda kv: kv[0][0])]
+        raise UsageError("; ".join(lines) + ". Features of different models are never mixed in one store: "
+                         "pass --re-extract to recompute them, or use another --store")
+    wanted = set(item_ids)
+    removed = sorted({item for paths in conflicts.values() for item, path in paths if item in wanted})
+    for paths in conflicts.values():
+        for item, path in paths:
+            if item in wanted:
+                path.unlink(missing_ok=True)
+    return removed
