@@ -51,7 +51,11 @@ class RunReport:
                  f"in {self.wall_s:.1f} s; store: {store}"]
         lines += [f"  FAILED {r['item']}: {r['reason']}" for r in self.failed]
         lines += [f"  warning {r['item']}: {w}" for r in self.items for w in r.get("warnings") or []]
-        if self.lists:
+        if self.lists and "added" in self.lists:
+            lines.append(f"added {self.lists['added']} items ({self.lists['skipped']} already indexed), "
+                         f"updated {self.lists['updated_lists']} existing lists; catalog: {self.lists['items']} "
+                         f"items -> {Path(store) / 'lists'}")
+        elif self.lists:
             lines.append(f"lists: {self.lists['rows']} rows for {self.lists['items']} items -> {Path(store) / 'lists'}")
         return "\n".join(lines)
 
@@ -104,11 +108,16 @@ def _progress(total: int, enabled: bool):
 
 
 def run_catalog(inputs: list[str], store: Path, cfg: Config, *, scheduler: str | None = None,
-                workers: int | None = None, progress: bool = True) -> RunReport:
-    """Process every item of ``inputs`` into ``store`` and write lists + report.json."""
+                workers: int | None = None, progress: bool = True, lists: str = "rebuild") -> RunReport:
+    """Process every item of ``inputs`` into ``store`` and write lists + report.json.
+
+    ``lists``: ``rebuild`` fuses every processed item into a new catalog, index
+    and lists (``reelsim run``); ``add`` adds the processed items to the
+    store's existing catalog, index and lists (``reelsim add``).
+    """
     from dask.distributed import as_completed
 
-    from reelsim.jobs.lists import build_lists
+    from reelsim.jobs.lists import add_items, build_lists
     from reelsim.jobs.tasks import process_item, status_row
     from reelsim.storage.shards import item_key
 
@@ -141,7 +150,10 @@ def run_catalog(inputs: list[str], store: Path, cfg: Config, *, scheduler: str |
     done = [r["item"] for r in report.items if r["status"] in ("ok", "cached")]
     if done:
         t1 = time.perf_counter()
-        report.lists = build_lists(store, done, cfg.fusion)
+        if lists == "add":
+            report.lists = add_items(store, done, cfg.fusion, progress=progress, text_model=cfg.models.text)
+        else:
+            report.lists = build_lists(store, done, cfg.fusion, progress=progress, text_model=cfg.models.text)
         report.lists["seconds"] = round(time.perf_counter() - t1, 3)
     report.wall_s = time.perf_counter() - t0
     write_report(store, report, cfg, started)

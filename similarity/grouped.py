@@ -70,7 +70,8 @@ class GroupedIndex:
         Random id, new at each build; checkpoints of the kNN job name it.
     """
 
-    def __init__(self, active, weights, indexes, plans, build_id=None):
+    def __init__(self, active, weights, indexes, plans, build_id=None, extra=None):
+        self.extra = dict(extra or {})  # JSON-able notes saved with the manifest (e.g. the catalog fingerprint)
         self.active = tuple(active)
         self.weights = check_weights(weights)
         self.indexes = dict(indexes)
@@ -91,12 +92,13 @@ class GroupedIndex:
         for c in (int(c) for c in np.unique(codes) if c):
             G = np.flatnonzero(codes == c)
             plan = choose_index(G.size, d, memory_budget_bytes=memory_budget_bytes, override=override, **extra)
-            if G.size < 2 * max(plan.train_size, 1) and not plan.exact and plan.train_size:
+            if G.size < plan.train_size:
                 plan = IndexPlan("Flat", {}, 0, "exact")  # too few vectors to train this group's index
             indexes[c] = build_ann(plan, d, fused_blocks(cat, w, active, G), G.size)
             plans[c] = plan
             if progress:
-                progress(f"group {c:0{len(active)}b}: {G.size} items, {plan.factory} {plan.params}")
+                names = "+".join(m for i, m in enumerate(active) if c >> i & 1)
+                progress(f"index for items with {names}: {G.size} items, {plan.factory} {plan.params}")
         return cls(active, w, indexes, plans)
 
     @property
@@ -109,7 +111,7 @@ class GroupedIndex:
 
     def describe(self) -> dict:
         """JSON-able summary: build id, modalities, and per group its size, factory and parameters."""
-        return {"build_id": self.build_id, "active": list(self.active), "weights": self.weights,
+        return {"build_id": self.build_id, "active": list(self.active), "weights": self.weights, "extra": self.extra,
                 "groups": {str(c): {"n": int(self.indexes[c].ntotal), "factory": p.factory, "params": p.params,
                                     "kind": p.kind, "train_size": p.train_size}
                            for c, p in sorted(self.plans.items())}}
@@ -124,9 +126,13 @@ class GroupedIndex:
         return index.search(xq, min(k, int(index.ntotal)))
 
     def add(self, code: int, xb: np.ndarray, d: int) -> None:
-        """Append fused vectors ``xb`` float32 (b, D) to group ``code`` (a new group gets a Flat index)."""
+        """Append fused vectors ``xb`` float32 (b, D) to group ``code`` (a new group gets a Flat index).
+
+        The index gets a new ``build_id`` (checkpoints of the old one no longer apply).
+        """
         import faiss
 
+        self.build_id = uuid.uuid4().hex
         if code not in self.indexes:
             self.indexes[code] = faiss.IndexFlatIP(d)
             self.plans[code] = IndexPlan("Flat", {}, 0, "exact")
@@ -181,7 +187,7 @@ class GroupedIndex:
                 raise StoreError(f"cannot read index {path}: {str(e).strip().splitlines()[-1]}") from e
             plans[int(c)] = IndexPlan(g["factory"], g["params"], g.get("train_size", 0), g.get("kind", "custom"))
             apply_params(indexes[int(c)], plans[int(c)].params)
-        return cls(body["active"], body["weights"], indexes, plans, body["build_id"])
+        return cls(body["active"], body["weights"], indexes, plans, body["build_id"], body.get("extra"))
 
 
 def exists(folder: str | os.PathLike) -> bool:

@@ -49,7 +49,8 @@ class IndexPlan:
 
     factory : FAISS ``index_factory`` string (metric: inner product).
     params : search-time parameters, ``{"nprobe": int}`` (IVF) or ``{"efSearch": int}`` (HNSW).
-    train_size : vectors sampled for training; 0 for indexes that need none.
+    train_size : vectors sampled for training (at most the group size); 0 for
+        indexes that need none. A group with fewer vectors than this gets ``Flat``.
     kind : registry name, or ``"custom"`` for a user's factory string.
     """
 
@@ -108,7 +109,7 @@ def exact_plan(n: int, d: int, budget: int) -> IndexPlan:
 
 def ivf_plan(n: int, d: int, budget: int) -> IndexPlan:
     nlist = nlist_for(n)
-    return IndexPlan(f"IVF{nlist},Flat", {"nprobe": nprobe_for(nlist)}, min(n, nlist * POINTS_PER_CENTROID), "ivf")
+    return IndexPlan(f"IVF{nlist},Flat", {"nprobe": nprobe_for(nlist)}, nlist * POINTS_PER_CENTROID, "ivf")
 
 
 def hnsw_plan(n: int, d: int, budget: int) -> IndexPlan:
@@ -117,7 +118,7 @@ def hnsw_plan(n: int, d: int, budget: int) -> IndexPlan:
 
 def ivfpq_plan(n: int, d: int, budget: int) -> IndexPlan:
     nlist, m = nlist_for(n), _pq_m(d, n, budget)
-    train = min(n, max(nlist * POINTS_PER_CENTROID, PQ_TRAIN))
+    train = max(nlist * POINTS_PER_CENTROID, PQ_TRAIN)
     return IndexPlan(f"OPQ{m}_{d},IVF{nlist},PQ{m}", {"nprobe": nprobe_for(nlist)}, train, "ivfpq")
 
 
@@ -180,7 +181,8 @@ def custom_plan(factory: str, n: int, d: int) -> IndexPlan:
         params["nprobe"] = nprobe_for(int(m.group(1)))
     if "HNSW" in factory and not m:
         params["efSearch"] = 128
-    train = 0 if index.is_trained else min(n, max(int(m.group(1)) * POINTS_PER_CENTROID if m else 0, PQ_TRAIN))
+    train = 0 if index.is_trained else max(int(m.group(1)) * POINTS_PER_CENTROID if m else 0,
+                                          PQ_TRAIN if "PQ" in factory else 0)
     return IndexPlan(factory, params, train, "custom")
 
 
@@ -230,7 +232,7 @@ def build_ann(plan: IndexPlan, d: int, blocks: Callable[[np.ndarray | None], Ite
     if not index.is_trained:
         if n == 0:
             raise UsageError(f"index {plan.factory!r} needs training vectors, got none")
-        sample = np.concatenate(list(blocks(training_rows(n, plan.train_size or n))))
+        sample = np.concatenate(list(blocks(training_rows(n, min(n, plan.train_size or n)))))
         index.train(sample)
         del sample
     for xb in blocks(None):
