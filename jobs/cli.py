@@ -71,7 +71,7 @@ def _add_list_options(s) -> None:
                    "LAMBDA in [0, 1], 1 = plain ranking (default: off)")
     s.add_argument("--blocklist", action="append", metavar="PHRASE", help="never list items whose text is close "
                    "to PHRASE (repeatable; MiniLM cosine >= --blocklist-threshold)")
-    s.add_argument("--blocklist-threshold", type=float, metavar="T", help="cosine for --blocklist (default: 0.6)")
+    s.add_argument("--blocklist-threshold", type=float, metavar="T", help="cosine for --blocklist (default: 0.5)")
 
 
 def build_parser() -> argparse.ArgumentParser:

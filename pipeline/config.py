@@ -134,7 +134,7 @@ class FusionConfig:
     dedup: float | None = None
     mmr: float | None = None
     blocklist: tuple[str, ...] = ()
-    blocklist_threshold: float = 0.6
+    blocklist_threshold: float = 0.5
     lists_formats: tuple[str, ...] = ("parquet", "jsonl")
 
 
