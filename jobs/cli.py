@@ -57,7 +57,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
 
 def _add_list_options(s) -> None:
     """Index, kNN job and list hygiene flags (run, demo, add, lists)."""
-    s.add_argument("--index", metavar="SPEC", help="auto (by size: exact below 50k items per modality group, "
+    s.add_argument("--index", metavar="SPEC", help="auto (by size: exact below 30k items per modality group, "
                    "else IVF; OPQ+IVF-PQ above --memory-budget), a kind exact|ivf|hnsw|ivfpq, or a FAISS "
                    "index_factory string such as 'IVF4096,Flat' (default: auto)")
     s.add_argument("--memory-budget", type=float, metavar="GB", help="fused vectors above this are compressed "

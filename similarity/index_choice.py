@@ -12,7 +12,7 @@ the :data:`INDEX_KINDS` registry, and a user can name a kind (``exact``,
     >>> plan.factory, plan.params
     ('IVF4096,Flat', {'nprobe': 16})
     >>> choose_index(1_000_000, 256, memory_budget_bytes=2**28).factory
-    'OPQ32_256,IVF4096,PQ32'
+    'OPQ64_256,IVF4096,PQ64'
 
 The thresholds come from ``benchmarks/knn.py`` on a 2-core machine
 (docs/similarity.md, "Index choice"). Importing this module loads numpy only.
@@ -30,10 +30,11 @@ import numpy as np
 from reelsim.errors import UsageError
 
 #: Below this many vectors in a group the exact ``Flat`` index is used:
-#: measured with ``benchmarks/knn.py --threshold`` (docs/similarity.md): at
-#: N = 5e4, d = 256 an exact all-items kNN graph takes about as long as building
-#: and searching IVF, and it is exact.
-EXACT_BELOW = 50_000
+#: measured with ``benchmarks/knn.py --threshold`` (docs/similarity.md): the
+#: exact whole kNN graph costs at most about twice the IVF graph (build +
+#: search) up to N = 2e4 and 3x at 5e4, 12x at 1e5 (d = 256); below the
+#: threshold exactness is worth its price.
+EXACT_BELOW = 30_000
 #: Default memory budget for the fused vectors of one index (bytes); above it
 #: vectors are compressed with OPQ + IVF-PQ.
 DEFAULT_MEMORY_BUDGET = 4 * 2**30
@@ -73,7 +74,7 @@ def nlist_for(n: int) -> int:
     Examples
     --------
     >>> nlist_for(10_000), nlist_for(100_000), nlist_for(1_000_000)
-    (256, 1024, 4096)
+    (128, 1024, 4096)
     """
     target = 4 * math.sqrt(max(n, 1))
     nlist = 2 ** int(round(math.log2(max(target, 16))))
@@ -83,16 +84,17 @@ def nlist_for(n: int) -> int:
 
 
 def nprobe_for(nlist: int) -> int:
-    """Lists visited per query: ``nlist / 256``, at least 8 and at most ``nlist``.
+    """Lists visited per query: ``nlist / 256``, at least 16 and at most ``nlist``.
 
-    On the clustered benchmark data this keeps recall@10 >= 0.95 (docs/similarity.md).
+    With 8 probes recall@10 on the clustered benchmark data fell to 0.92 at
+    N = 5e4 (nlist 1024); 16 keeps it >= 0.95 (docs/similarity.md).
 
     Examples
     --------
     >>> nprobe_for(256), nprobe_for(4096), nprobe_for(16384)
-    (8, 16, 64)
+    (16, 16, 64)
     """
-    return int(min(nlist, max(8, nlist // 256)))
+    return int(min(nlist, max(16, nlist // 256)))
 
 
 def _pq_m(d: int, n: int, budget: int) -> int:
