@@ -267,8 +267,13 @@ def add_vectors(store: Path, raw, new_meta: dict, fusion: FusionConfig, *, progr
     from reelsim.similarity.hygiene import Hygiene
     from reelsim.similarity.knn import knn_graph
 
+    from reelsim.similarity import grouped
+
     store = Path(store)
     cat, stored_w = sim.load_catalog(_catalog_path(store))
+    if not grouped.exists(_index_dir(store)):
+        raise StoreError(f"{store} has no per-group index (made by an older reelsim): "
+                         f"run `reelsim lists --store {store}` once, then add")
     gi = GroupedIndex.load(_index_dir(store))
     floor, blocked, settings = _load_state(store)
     fusion = _fusion_as_built(fusion, stored_w, settings)
