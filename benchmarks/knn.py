@@ -113,7 +113,8 @@ def one_size(n: int, d: int, k: int, index: str, oversample: int, queries: int, 
     t1 = time.perf_counter()
     fusion = FusionConfig(weights={"visual": 1.0}, k=k, oversample=oversample, index=index, knn_batch=batch,
                           lists_formats=("parquet",))
-    summary = index_and_lists(store, fusion, cat_norm=cat, progress=False)
+    print(f"N={n}: catalog normalised and saved in {t1 - t0:.1f} s; building index and lists", file=sys.stderr)
+    summary = index_and_lists(store, fusion, cat_norm=cat, progress=True)  # phases and a bar on stderr
     t2 = time.perf_counter()
     out.update(normalise_s=round(t1 - t0, 2), index_s=summary["index_s"], knn_s=summary["knn_s"],
                write_s=summary["write_s"], total_s=round(t2 - t0, 2), index=summary["index"],
@@ -143,9 +144,9 @@ def one_size(n: int, d: int, k: int, index: str, oversample: int, queries: int, 
 
 
 def run_child(args_list: list[str]) -> dict:
-    proc = subprocess.run([sys.executable, __file__, *args_list], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, __file__, *args_list], stdout=subprocess.PIPE, text=True)
     if proc.returncode != 0:
-        raise SystemExit(f"child failed:\n{proc.stderr[-3000:]}")
+        raise SystemExit(f"child failed with exit code {proc.returncode} (its stderr is above)")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
