@@ -16,7 +16,7 @@ import pytest
 
 from conftest import reelsim
 from reelsim.errors import UsageError
-from reelsim.jobs.lists import add_vectors, index_and_lists
+from reelsim.jobs.lists import Lookup, add_vectors, index_and_lists
 from reelsim.pipeline.config import FusionConfig
 from reelsim.similarity import (
     CatalogEmbeddings, GroupedIndex, Hygiene, build_index, choose_index, fuse, knn_graph, load_catalog, normalise,
@@ -271,8 +271,7 @@ def test_add_command_embeds_new_items_and_updates_lists(tmp_path):
     mine = [r for r in rows if r["item"] == "new-fruit"]
     assert len(mine) == 3 and mine[0]["neighbor"] in {"p0", "p1", "p2", "p3"}
     assert any(r["neighbor"] == "new-fruit" for r in rows if r["item"] == "p0")  # it entered an existing list
-    shutil.copytree(store, tmp_path / "rebuilt")
-    reelsim("lists", "--store", tmp_path / "rebuilt", "-k", 3, "--no-progress", check=0)
+    shutil.copytree(store, tmp_path / "rebuilt")  # what `reelsim lists` does: every list from the catalog
+    index_and_lists(tmp_path / "rebuilt", FusionConfig(k=3))
     assert read_parquet(tmp_path / "rebuilt" / "lists" / "neighbors.parquet") == rows
-    sim = json.loads(reelsim("similar", "new-fruit", "--store", store, "-k", 3, "--json", check=0).stdout)
-    assert [n["item"] for n in sim["neighbors"]] == [r["neighbor"] for r in mine]
+    assert [n.item for n in Lookup(store).neighbors("new-fruit", 3)] == [r["neighbor"] for r in mine]
