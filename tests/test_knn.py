@@ -55,7 +55,7 @@ def test_index_choice_by_size_and_override():
     assert choose_index(100_000, 256).factory == "IVF1024,Flat"
     small_budget = choose_index(1_000_000, 256, memory_budget_bytes=2**28)
     assert small_budget.factory.startswith("OPQ") and ",PQ" in small_budget.factory
-    assert choose_index(500, 64, override="IVF64,Flat").params == {"nprobe": 8}
+    assert choose_index(500, 64, override="IVF64,Flat").params == {"nprobe": 16}
     assert choose_index(500, 64, override="hnsw").factory == "HNSW32"
     with pytest.raises(UsageError):
         choose_index(500, 64, override="IVF64,Nonsense")
