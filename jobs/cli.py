@@ -23,6 +23,9 @@ examples:
   reelsim run catalog.jsonl --store out/ --scheduler tcp://10.0.0.5:8786
   reelsim shots trailer-042 --store out/ --json
   reelsim similar trailer-042 --store out/ -k 5
+  reelsim add new-titles.jsonl --store out/        # embed, index and list new items only
+  reelsim lists --store out/ --index "IVF4096,Flat" --lists-format parquet,hdf5
+  reelsim lists --store out/ --dedup 0.95 --blocklist "lottery" --blocklist-threshold 0.6
   reelsim report --store out/ --to report.html --sample 20
   reelsim export --store out/ --format hdf5 --to features.h5
   reelsim models                                   # which models this machine can run
@@ -82,6 +85,29 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     s = p.add_argument_group("similarity")
     s.add_argument("--weights", metavar="SPEC", help="modality weights, e.g. visual=1,audio=0.5,image=1,text=1")
     s.add_argument("-k", type=int, metavar="N", help="neighbours per item in the lists (default: 10)")
+    s.add_argument("--pca", type=int, metavar="N", help="per-modality PCA to N dimensions, learned on the catalog "
+                   "and stored with it (default: off)")
+    s.add_argument("--whiten", action="store_true", default=None, help="with --pca: PCA whitening")
+    _add_list_options(s)
+
+
+def _add_list_options(s) -> None:
+    """Index, kNN job and list hygiene flags (run, demo, add, lists)."""
+    s.add_argument("--index", metavar="SPEC", help="auto (by size: exact below 30k items per modality group, "
+                   "else IVF; OPQ+IVF-PQ above --memory-budget), a kind exact|ivf|hnsw|ivfpq, or a FAISS "
+                   "index_factory string such as 'IVF4096,Flat' (default: auto)")
+    s.add_argument("--memory-budget", type=float, metavar="GB", help="fused vectors above this are compressed "
+                   "with OPQ+IVF-PQ by --index auto (default: 4)")
+    s.add_argument("--knn-batch", type=int, metavar="N", help="queries per kNN batch and checkpoint (default: 16384)")
+    s.add_argument("--lists-format", metavar="LIST", help="comma-separated: parquet,jsonl,hdf5 "
+                   "(default: parquet,jsonl; parquet is always written)")
+    s.add_argument("--dedup", type=float, metavar="T", help="collapse near-duplicates: drop a neighbour whose "
+                   "fused score with a listed one is >= T, e.g. 0.95 (default: off)")
+    s.add_argument("--mmr", type=float, metavar="LAMBDA", help="diversify lists by maximal marginal relevance, "
+                   "LAMBDA in [0, 1], 1 = plain ranking (default: off)")
+    s.add_argument("--blocklist", action="append", metavar="PHRASE", help="never list items whose text is close "
+                   "to PHRASE (repeatable; MiniLM cosine >= --blocklist-threshold)")
+    s.add_argument("--blocklist-threshold", type=float, metavar="T", help="cosine for --blocklist (default: 0.5)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,6 +128,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="folder of media, .jsonl/.csv manifest, or video file")
     p.add_argument("--store", required=True, type=Path, metavar="DIR", help="feature store folder (created)")
     _add_run_options(p)
+
+    p = sub.add_parser("add", help="analyse new items and add them to an existing store's index and lists",
+                       description="Embed the new items (like `run`), normalise them with the catalog's stored "
+                       "transform, add them to the FAISS index, compute their lists and update only the lists "
+                       "they enter; nothing is rebuilt. Items already in the catalog are skipped. "
+                       "Exit 0: all items ok; 3: some failed, the rest were added.",
+                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="folder of media, .jsonl/.csv manifest, or video file")
+    p.add_argument("--store", required=True, type=Path, metavar="DIR", help="store made by `reelsim run`")
+    _add_run_options(p)
+
+    p = sub.add_parser("lists", help="rebuild the index and every list from the store's catalog (resumable)",
+                       description="Choose and build the FAISS index for the stored catalog, then compute every "
+                       "item's top-k in batches with a progress bar. Finished batches are checkpointed in "
+                       "STORE/lists/.knn-checkpoint/; running the same command again after a kill resumes "
+                       "and gives the same lists. Prints a JSON summary.",
+                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--store", required=True, type=Path, metavar="DIR")
+    p.add_argument("--weights", metavar="SPEC", help="modality weights (default: those the catalog was built with)")
+    p.add_argument("-k", type=int, metavar="N", help="neighbours per item (default: 10)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_list_options(p.add_argument_group("index and lists"))
 
     p = sub.add_parser("shots", help="shots and scenes of one video item")
     p.add_argument("item", metavar="ITEM")
@@ -155,15 +203,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def fusion_overrides(args: argparse.Namespace) -> dict:
+    """FusionConfig overrides from the similarity flags (None = not given)."""
+    from reelsim.pipeline.config import parse_weights
+
+    get = lambda name: getattr(args, name, None)
+    fusion = {"k": get("k"), "pca_dim": get("pca"), "whiten": get("whiten"), "index": get("index"),
+              "memory_budget_gb": get("memory_budget"), "knn_batch": get("knn_batch"), "dedup": get("dedup"),
+              "mmr": get("mmr"), "blocklist_threshold": get("blocklist_threshold")}
+    if get("weights"):
+        fusion["weights"] = parse_weights(args.weights)
+    for name, flag in (("k", "-k"), ("pca", "--pca"), ("knn_batch", "--knn-batch")):
+        if get(name) is not None and get(name) < 1:
+            raise UsageError(f"{flag} must be at least 1")
+    if get("memory_budget") is not None and not get("memory_budget") > 0:
+        raise UsageError("--memory-budget must be positive")
+    if get("dedup") is not None and not -1 <= args.dedup <= 1:
+        raise UsageError("--dedup must be in [-1, 1]")
+    if get("mmr") is not None and not 0 <= args.mmr <= 1:
+        raise UsageError("--mmr must be in [0, 1]")
+    if get("blocklist"):
+        fusion["blocklist"] = tuple(p.strip() for p in args.blocklist if p.strip())
+    if get("lists_format"):
+        from reelsim.similarity.lists import LIST_FILES
+
+        formats = tuple(f.strip() for f in args.lists_format.split(",") if f.strip())
+        bad = [f for f in formats if f not in LIST_FILES]
+        if bad or not formats:
+            raise UsageError(f"--lists-format: expected some of {', '.join(LIST_FILES)}, got {args.lists_format!r}")
+        fusion["lists_formats"] = formats
+    return fusion
+
+
 def config_from_args(args: argparse.Namespace):
-    from reelsim.pipeline.config import Config, parse_weights
+    from reelsim.pipeline.config import Config
 
     cfg = Config()
-    fusion = {"k": args.k}
-    if args.weights:
-        fusion["weights"] = parse_weights(args.weights)
-    if args.k is not None and args.k < 1:
-        raise UsageError("-k must be at least 1")
+    fusion = fusion_overrides(args)
     if args.workers is not None and args.workers < 1:
         raise UsageError("--workers must be at least 1")
     if args.thumbnail_size is not None and args.thumbnail_size < 0:
@@ -207,6 +283,37 @@ def cmd_run(args) -> int:
                          progress=not args.no_progress, re_extract=args.re_extract)
     print(report.describe(args.store))
     return report.exit_code
+
+
+def cmd_add(args) -> int:
+    from reelsim.jobs.runner import run_catalog
+
+    cfg = config_from_args(args)
+    if not (Path(args.store) / "index" / "catalog.h5").is_file():
+        raise StoreError(f"no index in {args.store}: run `reelsim run INPUT --store {args.store}` first")
+    _check_models(cfg)
+    report = run_catalog(args.inputs, args.store, cfg, scheduler=args.scheduler, workers=args.workers,
+                         progress=not args.no_progress, lists="add", re_extract=args.re_extract)
+    print(report.describe(args.store))
+    return report.exit_code
+
+
+def cmd_lists(args) -> int:
+    from reelsim.jobs.lists import index_and_lists
+    from reelsim.pipeline.config import Config
+    from reelsim.similarity import load_catalog
+
+    fusion = fusion_overrides(args)
+    cat, stored_w = load_catalog(Path(args.store) / "index" / "catalog.h5") if (
+        Path(args.store) / "index" / "catalog.h5").is_file() else (None, None)
+    if cat is None:
+        raise StoreError(f"no index in {args.store}: run `reelsim run INPUT --store {args.store}` first")
+    fusion.setdefault("weights", stored_w)
+    cfg = Config().with_overrides(fusion=fusion)
+    summary = index_and_lists(args.store, cfg.fusion, cat_norm=cat, progress=not args.no_progress,
+                              text_model=cfg.models.text)
+    print(json.dumps(summary))
+    return 0
 
 
 def cmd_shots(args) -> int:
@@ -318,7 +425,7 @@ def cmd_models(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "shots": cmd_shots, "similar": cmd_similar, "report": cmd_report, "export": cmd_export,
+COMMANDS = {"run": cmd_run, "add": cmd_add, "lists": cmd_lists, "shots": cmd_shots, "similar": cmd_similar, "report": cmd_report, "export": cmd_export,
             "demo": cmd_demo, "models": cmd_models}
 
 

@@ -60,7 +60,11 @@ class RunReport:
         lines += [f"  retried {r['item']}: ran {r['attempts']} times (a worker was lost), {r['status']}"
                   for r in self.retried]
         lines += [f"  warning {r['item']}: {w}" for r in self.items for w in r.get("warnings") or []]
-        if self.lists:
+        if self.lists and "added" in self.lists:
+            lines.append(f"added {self.lists['added']} items ({self.lists['skipped']} already indexed), "
+                         f"updated {self.lists['updated_lists']} existing lists; catalog: {self.lists['items']} "
+                         f"items -> {Path(store) / 'lists'}")
+        elif self.lists:
             lines.append(f"lists: {self.lists['rows']} rows for {self.lists['items']} items -> {Path(store) / 'lists'}")
         return "\n".join(lines)
 
@@ -278,7 +282,8 @@ def _progress(total: int, enabled: bool):
 
 
 def run_catalog(inputs: list[str], store: Path, cfg: Config, *, scheduler: str | None = None,
-                workers: int | None = None, progress: bool = True, re_extract: bool = False) -> RunReport:
+                workers: int | None = None, progress: bool = True, re_extract: bool = False,
+                lists: str = "rebuild") -> RunReport:
     """Process every item of ``inputs`` into ``store`` and write lists + report.json.
 
     Refuses (UsageError) a store whose features came from other models,
@@ -286,6 +291,10 @@ def run_catalog(inputs: list[str], store: Path, cfg: Config, *, scheduler: str |
 
     Holds the store's lock (:class:`~reelsim.storage.lock.StoreLock`) for the
     whole run: a second run on the same store is refused.
+
+    ``lists``: ``rebuild`` fuses every processed item into a new catalog, index
+    and lists (``reelsim run``); ``add`` adds the processed items to the
+    store's existing catalog, index and lists (``reelsim add``).
     """
     from reelsim.storage.lock import StoreLock
     from reelsim.storage.shards import remove_stale_temp_files
@@ -303,7 +312,7 @@ def run_catalog(inputs: list[str], store: Path, cfg: Config, *, scheduler: str |
             report.items += compute_items(items, store, cfg, scheduler, workers, progress)
         order = {i.id: n for n, i in enumerate(items)}
         report.items.sort(key=lambda r: (order.get(r["item"], -1), r["item"]))
-        report.lists = _lists(store, report, cfg)
+        report.lists = _lists(store, report, cfg, lists, progress)
         report.wall_s = time.perf_counter() - t0
         write_report(store, report, cfg, started)
     return report
@@ -315,14 +324,15 @@ def status_row_for_problem(problem) -> dict:
     return status_row(problem.id, None, "failed", problem.reason)
 
 
-def _lists(store: Path, report: RunReport, cfg: Config) -> dict:
-    """Build the neighbour lists over the items that have a shard; a small summary."""
-    from reelsim.jobs.lists import build_lists
+def _lists(store: Path, report: RunReport, cfg: Config, mode: str, progress: bool) -> dict:
+    """Neighbour lists over the items that have a shard (``mode``: ``rebuild`` or ``add``); a small summary."""
+    from reelsim.jobs.lists import add_items, build_lists
 
     done = [r["item"] for r in report.items if r["status"] in ("ok", "cached")]
     if not done:
         return {}
     t1 = time.perf_counter()
-    lists = build_lists(store, done, cfg.fusion)
+    make = add_items if mode == "add" else build_lists
+    lists = make(store, done, cfg.fusion, progress=progress, text_model=cfg.models.text)
     lists["seconds"] = round(time.perf_counter() - t1, 3)
     return lists

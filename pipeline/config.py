@@ -147,11 +147,39 @@ class FusionConfig:
     k : neighbours kept per item in the written lists.
     oversample : FAISS returns ``oversample * k`` candidates that are then
         scored exactly (see docs/similarity.md).
+    pca_dim : per-modality PCA learned on the catalog: a modality with more
+        than ``pca_dim`` dimensions is projected onto its top ``pca_dim``
+        principal components (None: off). Stored with the catalog, so queries
+        and added items get the same transform.
+    whiten : with ``pca_dim``, divide each component by its standard deviation.
+    index : ``auto`` (by size, see docs/similarity.md "Index choice"), a kind
+        (``exact``, ``ivf``, ``hnsw``, ``ivfpq``) or a FAISS index_factory
+        string such as ``IVF4096,Flat``.
+    memory_budget_gb : fused vectors of one index above this size (GiB) are
+        compressed (OPQ + IVF-PQ) by ``auto``.
+    knn_batch : queries per batch of the kNN-graph job (one checkpoint file each).
+    dedup : collapse near-duplicates: a candidate whose fused score with an
+        already listed neighbour is at least this is dropped (None: off).
+    mmr : maximal-marginal-relevance lambda in [0, 1] (None: off; 1 = plain ranking).
+    blocklist : phrases; items whose text embedding has cosine >= ``blocklist_threshold``
+        with one of them never appear as neighbours.
+    blocklist_threshold : cosine of the text model (MiniLM) for ``blocklist``.
+    lists_formats : files written under STORE/lists/: any of ``parquet``, ``jsonl``, ``hdf5``.
     """
 
     weights: dict[str, float] = field(default_factory=_default_weights)
     k: int = 10
     oversample: int = 5
+    pca_dim: int | None = None
+    whiten: bool = False
+    index: str = "auto"
+    memory_budget_gb: float = 4.0
+    knn_batch: int = 16384
+    dedup: float | None = None
+    mmr: float | None = None
+    blocklist: tuple[str, ...] = ()
+    blocklist_threshold: float = 0.5
+    lists_formats: tuple[str, ...] = ("parquet", "jsonl")
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,16 @@
 
 Pipeline, each step a small function::
 
-    cat_norm = normalise(cat)                    # centre each modality, L2 rows
+    cat_norm = normalise(cat)                    # centre each modality, L2 rows (optional PCA)
     index = build_index(fuse(cat_norm, weights)) # exact FAISS inner product
     results = search(cat_norm, index, weights, rows=None, k=10)
     write_parquet(neighbor_rows(cat_norm.ids, results), "neighbors.parquet")
+
+At catalog scale::
+
+    index = GroupedIndex.build(cat_norm, weights)  # one FAISS index per modality signature, chosen by size
+    lists = knn_graph(cat_norm, index, weights, k=10, checkpoint=Checkpoint(folder, fingerprint))
+    write_lists(cat_norm.ids, lists, "lists/", ["parquet"])
 
 Scores are weighted means of per-modality cosines over the modalities both
 items have (docs/similarity.md). Importing this package loads numpy only;
@@ -23,7 +29,18 @@ from reelsim.similarity.index import load_catalog as load_catalog
 from reelsim.similarity.index import load_index as load_index
 from reelsim.similarity.index import save_catalog as save_catalog
 from reelsim.similarity.index import save_index as save_index
+from reelsim.similarity.grouped import GroupedIndex as GroupedIndex
+from reelsim.similarity.hygiene import Hygiene as Hygiene
+from reelsim.similarity.index_choice import IndexPlan as IndexPlan
+from reelsim.similarity.index_choice import choose_index as choose_index
+from reelsim.similarity.knn import Checkpoint as Checkpoint
+from reelsim.similarity.knn import KnnLists as KnnLists
+from reelsim.similarity.knn import knn_graph as knn_graph
 from reelsim.similarity.lists import COLUMNS as COLUMNS
+from reelsim.similarity.lists import LIST_FILES as LIST_FILES
+from reelsim.similarity.lists import read_lists as read_lists
+from reelsim.similarity.lists import write_lists as write_lists
+from reelsim.similarity.lists import lists_table as lists_table
 from reelsim.similarity.lists import neighbor_rows as neighbor_rows
 from reelsim.similarity.lists import read_jsonl as read_jsonl
 from reelsim.similarity.lists import read_parquet as read_parquet

@@ -48,6 +48,11 @@ class CatalogEmbeddings:
     means : dict of str to np.ndarray, float32, shape (d_m,)
         Set by :func:`normalise`: the catalog mean subtracted from each
         modality. Empty for raw embeddings, otherwise the same keys as ``vectors``.
+        With a projection, ``d_m`` is the raw dimension (the projection's input).
+    projections : dict of str to np.ndarray, float32, shape (d_m, r_m)
+        Set by :func:`normalise` with ``pca_dim``: modality -> PCA (or PCA
+        whitening) matrix applied after centring; ``vectors[m]`` then has
+        ``r_m`` columns. Modalities not reduced have no entry.
 
     Raises
     ------
@@ -68,6 +73,7 @@ class CatalogEmbeddings:
     vectors: dict[str, np.ndarray]
     masks: dict[str, np.ndarray]
     means: dict[str, np.ndarray] = field(default_factory=dict)
+    projections: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.ids = _check_ids(self.ids)
@@ -87,8 +93,16 @@ class CatalogEmbeddings:
             if stray.size:
                 raise EmbeddingError(f"{m} vectors: row {stray[0]} (item {self.ids[stray[0]]!r}) "
                                      f"is not zero but its mask says it lacks {m}")
+        if set(self.projections) - set(order):
+            raise EmbeddingError(f"projections for modalities without vectors: {sorted(set(self.projections) - set(order))}")
+        self.projections = {m: _check_projection(self.projections[m], m, self.vectors[m].shape[1])
+                            for m in order if m in self.projections}
         if self.means:
-            self.means = {m: _check_mean(self.means[m], m, self.vectors[m].shape[1]) for m in order}
+            self.means = {m: _check_mean(self.means[m], m, self.raw_dim(m)) for m in order}
+
+    def raw_dim(self, m: str) -> int:
+        """Dimension of modality ``m`` before any projection."""
+        return self.projections[m].shape[0] if m in self.projections else self.vectors[m].shape[1]
 
     @property
     def n(self) -> int:
@@ -132,6 +146,13 @@ def _check_mask(mask, m: str, n: int) -> np.ndarray:
     return mask
 
 
+def _check_projection(p, m: str, r: int) -> np.ndarray:
+    p = np.asarray(p, dtype=np.float32)
+    if p.ndim != 2 or p.shape[1] != r or not np.isfinite(p).all():
+        raise EmbeddingError(f"{m} projection: expected finite float32 shape (d, {r}), got {p.shape}")
+    return p
+
+
 def _check_mean(mean, m: str, d: int) -> np.ndarray:
     mean = np.asarray(mean, dtype=np.float32)
     if mean.shape != (d,) or not np.isfinite(mean).all():
@@ -170,7 +191,48 @@ def centre_rows(x: np.ndarray, mask: np.ndarray, mean: np.ndarray) -> tuple[np.n
     return u, has
 
 
-def normalise(cat: CatalogEmbeddings) -> CatalogEmbeddings:
+#: rows of a modality sampled to learn its PCA
+PCA_SAMPLE = 100_000
+
+
+def learn_projection(u: np.ndarray, dim: int, whiten: bool, *, sample: int = PCA_SAMPLE, seed: int = 0) -> np.ndarray:
+    """PCA (or PCA-whitening) matrix of centred unit rows ``u`` float32 (n, d): float32 (d, r).
+
+    ``r = min(dim, d, n)``. Columns are the top eigenvectors of ``u^T u / n``
+    (on a seeded sample of at most ``sample`` rows); with ``whiten`` each is
+    divided by the square root of its eigenvalue (floored at 1e-6 of the
+    largest), so that projected rows have unit variance per component.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> u = rng.normal(size=(500, 8)).astype(np.float32) * [5, 3, 1, 1, 1, 1, 1, 1]
+    >>> learn_projection(u, 2, False).shape
+    (8, 2)
+    """
+    if u.shape[0] > sample:
+        u = u[np.sort(np.random.default_rng(seed).choice(u.shape[0], sample, replace=False))]
+    r = int(min(dim, u.shape[1], max(1, u.shape[0])))
+    cov = (u.T.astype(np.float64) @ u.astype(np.float64)) / max(1, u.shape[0])
+    lam, V = np.linalg.eigh(cov)
+    lam, V = lam[::-1][:r], V[:, ::-1][:, :r]
+    V = V * np.where(V[np.abs(V).argmax(axis=0), np.arange(r)] < 0, -1, 1)  # deterministic signs
+    if whiten:
+        V = V / np.sqrt(np.maximum(lam, 1e-6 * max(lam[0], 1e-12)))
+    return np.ascontiguousarray(V, dtype=np.float32)
+
+
+def project_rows(u: np.ndarray, has: np.ndarray, P: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Project unit rows ``u`` (n, d) with ``P`` (d, r) and L2-normalise again; rows that vanish count as missing."""
+    y = u @ P
+    norm = np.linalg.norm(y, axis=1)
+    has = has & (norm > _REL_EPS)
+    y[~has] = 0
+    y[has] /= norm[has, None]
+    return y, has
+
+
+def normalise(cat: CatalogEmbeddings, *, pca_dim: int | None = None, whiten: bool = False) -> CatalogEmbeddings:
     """Centre each modality on its catalog mean, then L2-normalise each row.
 
     CNN features are all positive, so raw cosines are all close to 1;
@@ -185,12 +247,19 @@ def normalise(cat: CatalogEmbeddings) -> CatalogEmbeddings:
     ----------
     cat : CatalogEmbeddings
         Raw embeddings.
+    pca_dim : int, optional
+        Project every modality with more than ``pca_dim`` dimensions onto its
+        top ``pca_dim`` principal components (learned on the centred unit
+        rows, :func:`learn_projection`), then L2-normalise again. Off by default.
+    whiten : bool
+        With ``pca_dim``: PCA whitening (each component scaled to unit variance).
 
     Returns
     -------
     CatalogEmbeddings
         Unit (or zero) float32 rows, updated masks, and ``means[m]`` float32
-        (d_m,) to normalise new queries the same way (:func:`normalise_queries`).
+        (d_m,) (and ``projections[m]``) to normalise new queries the same way
+        (:func:`normalise_queries`).
 
     Examples
     --------
@@ -200,13 +269,18 @@ def normalise(cat: CatalogEmbeddings) -> CatalogEmbeddings:
     >>> [round(float(v), 3) for v in out.means["image"]]
     [0.333, 0.333]
     """
-    vectors, masks, means = {}, {}, {}
+    if pca_dim is not None and (not isinstance(pca_dim, int) or pca_dim < 1):
+        raise UsageError(f"pca_dim must be a positive integer, got {pca_dim!r}")
+    vectors, masks, means, projections = {}, {}, {}, {}
     for m, x in cat.vectors.items():
         mask = cat.masks[m] & x.any(axis=1)
         mean = (x[mask].sum(axis=0, dtype=np.float64) / (int(mask.sum()) + CENTRE_PRIOR)).astype(np.float32)
         vectors[m], masks[m] = centre_rows(x, mask, mean)
         means[m] = mean
-    return CatalogEmbeddings(list(cat.ids), vectors, masks, means)
+        if pca_dim is not None and x.shape[1] > pca_dim and masks[m].any():
+            projections[m] = learn_projection(vectors[m][masks[m]], pca_dim, whiten)
+            vectors[m], masks[m] = project_rows(vectors[m], masks[m], projections[m])
+    return CatalogEmbeddings(list(cat.ids), vectors, masks, means, projections)
 
 
 def normalise_queries(cat_norm: CatalogEmbeddings, xq: Mapping[str, np.ndarray]) -> tuple[dict, dict]:
@@ -242,8 +316,11 @@ def normalise_queries(cat_norm: CatalogEmbeddings, xq: Mapping[str, np.ndarray])
             if x.shape[1] != mean.shape[0]:
                 raise EmbeddingError(f"query {m}: expected d={mean.shape[0]}, got {x.shape[1]}")
             uq[m], mq[m] = centre_rows(x, x.any(axis=1), mean)
+            if m in cat_norm.projections:
+                uq[m], mq[m] = project_rows(uq[m], mq[m], cat_norm.projections[m])
         else:
-            uq[m], mq[m] = np.zeros((b, mean.shape[0]), np.float32), np.zeros(b, bool)
+            d = cat_norm.vectors[m].shape[1]
+            uq[m], mq[m] = np.zeros((b, d), np.float32), np.zeros(b, bool)
     return uq, mq
 
 

@@ -74,8 +74,9 @@ def save_catalog(cat_norm: CatalogEmbeddings, weights: Mapping[str, float], path
     """Write the normalised catalog and the weights used to fuse it as HDF5, atomically.
 
     Layout: dataset ``ids`` (variable-length UTF-8), one group per modality
-    with ``vectors`` float32 (N, d), ``mask`` bool (N,), ``mean`` float32 (d,);
-    attributes ``format`` and ``weights`` (JSON).
+    with ``vectors`` float32 (N, d), ``mask`` bool (N,), ``mean`` float32 (d_raw,)
+    and, with PCA, ``projection`` float32 (d_raw, d); attributes ``format``
+    and ``weights`` (JSON).
     """
     import h5py
 
@@ -92,6 +93,8 @@ def save_catalog(cat_norm: CatalogEmbeddings, weights: Mapping[str, float], path
                 g.create_dataset("vectors", data=x)
                 g.create_dataset("mask", data=cat_norm.masks[m])
                 g.create_dataset("mean", data=cat_norm.means[m])
+                if m in cat_norm.projections:
+                    g.create_dataset("projection", data=cat_norm.projections[m])
 
 
 def load_catalog(path: str | os.PathLike) -> tuple[CatalogEmbeddings, dict[str, float]]:
@@ -122,6 +125,7 @@ def load_catalog(path: str | os.PathLike) -> tuple[CatalogEmbeddings, dict[str, 
             vectors = {m: f[m]["vectors"][()] for m in groups}
             masks = {m: f[m]["mask"][()] for m in groups}
             means = {m: f[m]["mean"][()] for m in groups}
-        return CatalogEmbeddings(ids, vectors, masks, means), check_weights(weights)
+            projections = {m: f[m]["projection"][()] for m in groups if "projection" in f[m]}
+        return CatalogEmbeddings(ids, vectors, masks, means, projections), check_weights(weights)
     except (OSError, KeyError, ValueError, EmbeddingError, UsageError) as e:
         raise StoreError(f"cannot read catalog {path!r}: {e}") from e

@@ -129,11 +129,59 @@ def search_vectors(cat_norm: CatalogEmbeddings, index, weights: Mapping[str, flo
     return out
 
 
-class _Plan:
-    """Checked arguments and the modality groups shared by every batch of one search."""
+class Scored(NamedTuple):
+    """Exactly scored neighbours of a batch of B queries, best first, as arrays.
 
-    def __init__(self, cat, index, weights, k, oversample, batch_size):
+    I : int64 (B, K), catalog rows (-1 where a query has fewer than K).
+    S : float64 (B, K), scores rounded to :data:`DECIMALS` (-inf where ``I`` is -1).
+    cos : dict of str to float64 (B, K), per-modality cosines, NaN where not shared.
+    """
+
+    I: np.ndarray
+    S: np.ndarray
+    cos: dict
+
+
+def neighbors_of(ids: Sequence[str], scored: Scored) -> list[list[Neighbor]]:
+    """Convert :class:`Scored` arrays into lists of :class:`Neighbor` (one per query)."""
+    I, S = scored.I.tolist(), scored.S.tolist()
+    cos = {m: c.tolist() for m, c in scored.cos.items()}
+    return [[Neighbor(ids[I[q][j]], S[q][j], {m: c[q][j] for m, c in cos.items() if c[q][j] == c[q][j]})
+             for j in range(len(I[q])) if I[q][j] >= 0]
+            for q in range(len(I))]
+
+
+class _FlatGroups:
+    """Group search over an exact ``IndexFlatIP`` of all fused vectors (the original layout)."""
+
+    def __init__(self, index, n: int, d: int, groups):
         import faiss
+
+        self.index = index  # keeps the memory that the zero-copy view self.xb points into alive
+        self.xb = faiss.rev_swig_ptr(index.get_xb(), n * d).reshape(n, d) if n else None
+        self.G = dict(groups)
+        self.exact = True
+
+    def search_group(self, code: int, xq: np.ndarray, k: int):
+        import faiss
+
+        G = self.G[code]
+        block = self.xb[G[0]:G[-1] + 1] if G[-1] - G[0] + 1 == G.size else self.xb[G]
+        return faiss.knn(xq, block, min(G.size, k), metric=faiss.METRIC_INNER_PRODUCT)
+
+
+class _Plan:
+    """Checked arguments and the modality groups shared by every batch of one search.
+
+    ``index`` is the exact ``IndexFlatIP`` of :func:`reelsim.similarity.index.build_index`
+    or a :class:`reelsim.similarity.grouped.GroupedIndex`; ``blocked`` (bool (N,)
+    or None) marks rows that are never returned.
+    """
+
+    def __init__(self, cat, index, weights, k, oversample, batch_size, blocked=None):
+        import faiss
+
+        from reelsim.similarity.grouped import GroupedIndex
 
         _require_normalised(cat)
         for name, v in (("k", k), ("oversample", oversample), ("batch_size", batch_size)):
@@ -144,21 +192,29 @@ class _Plan:
         self.w = check_weights(weights)
         self.active = active_modalities(cat, self.w)
         d = sum(cat.vectors[m].shape[1] for m in self.active)
-        if not (isinstance(index, faiss.IndexFlat) and index.metric_type == faiss.METRIC_INNER_PRODUCT):
-            raise UsageError(f"expected the exact IndexFlatIP from build_index(), got {type(index).__name__}")
-        if index.ntotal != cat.n or index.d != d:
-            raise StoreError(f"index (ntotal={index.ntotal}, d={index.d}) does not match the catalog fused with "
-                             f"{self.active} (N={cat.n}, D={d}); rebuild it")
-        self.index = index  # keeps the memory that the zero-copy view self.xb points into alive
-        self.xb = faiss.rev_swig_ptr(index.get_xb(), cat.n * d).reshape(cat.n, d) if cat.n else None
-        self.knn, self.metric = faiss.knn, faiss.METRIC_INNER_PRODUCT
         code = _codes(cat.masks, self.active)
         self.groups = [(c, np.flatnonzero(code == c)) for c in np.unique(code) if c]
+        if isinstance(index, GroupedIndex):
+            sizes = {c: int(ix.ntotal) for c, ix in index.indexes.items()}
+            if (index.active != self.active or sizes != {int(c): G.size for c, G in self.groups}
+                    or any(ix.d != d for ix in index.indexes.values())):
+                raise StoreError(f"index (modalities {list(index.active)}, groups {sizes}) does not match the "
+                                 f"catalog fused with {self.active} (N={cat.n}, D={d}); rebuild it")
+            self.searcher = index
+        else:
+            if not (isinstance(index, faiss.IndexFlat) and index.metric_type == faiss.METRIC_INNER_PRODUCT):
+                raise UsageError(f"expected an IndexFlatIP or a GroupedIndex, got {type(index).__name__}")
+            if index.ntotal != cat.n or index.d != d:
+                raise StoreError(f"index (ntotal={index.ntotal}, d={index.d}) does not match the catalog fused with "
+                                 f"{self.active} (N={cat.n}, D={d}); rebuild it")
+            self.searcher = _FlatGroups(index, cat.n, d, self.groups)
+        self.groups = [(int(c), G) for c, G in self.groups]
         # wsum[c]: total weight of the modalities in bit code c
         self.wsum = np.array([sum(self.w[m] for i, m in enumerate(self.active) if c >> i & 1)
                               for c in range(2 ** len(self.active))])
         self.id_rank = np.empty(cat.n, dtype=np.int64)
         self.id_rank[sorted(range(cat.n), key=cat.ids.__getitem__)] = np.arange(cat.n)
+        self.blocked = None if blocked is None or not np.any(blocked) else np.asarray(blocked, bool)
 
     def batches(self, b: int):
         return (slice(i0, i0 + self.batch_size) for i0 in range(0, b, self.batch_size))
@@ -166,24 +222,30 @@ class _Plan:
     def candidates(self, xq: np.ndarray, qcode: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The best of each group by fused inner product.
 
-        Returns ``I`` int64 (B, C), catalog rows, and ``approx`` float64 (B, C):
-        the inner product divided by the shared weight, -inf where nothing is shared.
+        Returns ``I`` int64 (B, C), catalog rows (-1: none), and ``approx``
+        float64 (B, C): the inner product divided by the shared weight, -inf
+        where nothing is shared.
         """
         Is, approx = [np.full((xq.shape[0], 0), -1)], [np.full((xq.shape[0], 0), -np.inf, np.float32)]
         for c, G in self.groups:
             if np.any(qcode & c):
-                block = self.xb[G[0]:G[-1] + 1] if G[-1] - G[0] + 1 == G.size else self.xb[G]
-                D, I = self.knn(xq, block, min(G.size, self.kc), metric=self.metric)
+                D, J = self.searcher.search_group(c, xq, self.kc)
                 W = self.wsum[qcode & c][:, None]
-                Is.append(np.where(I >= 0, G[np.maximum(I, 0)], -1))
-                approx.append(np.where((I >= 0) & (W > 0), D / np.where(W > 0, W, 1), -np.inf))
+                Is.append(np.where(J >= 0, G[np.maximum(J, 0)], -1))
+                approx.append(np.where((J >= 0) & (W > 0), D / np.where(W > 0, W, 1), -np.inf))
         return np.concatenate(Is, axis=1), np.concatenate(approx, axis=1)
 
     def run(self, uq: dict, mq: dict, self_rows: np.ndarray | None) -> list[list[Neighbor]]:
         """Search one batch: ``uq[m]`` float32 (B, d_m), ``mq[m]`` bool (B,), ``self_rows`` int64 (B,) or None."""
+        return neighbors_of(self.cat.ids, self.run_arrays(uq, mq, self_rows, self.k))
+
+    def run_arrays(self, uq: dict, mq: dict, self_rows: np.ndarray | None, keep: int) -> Scored:
+        """Like :meth:`run`, as :class:`Scored` arrays with the best ``keep`` (<= oversample * k + 1) per query."""
         I, approx = self.candidates(fuse_parts(uq, self.w, self.active), _codes(mq, self.active))
         if self_rows is not None:
             approx[I == self_rows[:, None]] = -np.inf
+        if self.blocked is not None:
+            approx[(I >= 0) & self.blocked[np.maximum(I, 0)]] = -np.inf
         if I.shape[1] > self.kc:  # keep the oversample * k + 1 best for exact re-scoring
             best = np.argpartition(-approx, self.kc - 1, axis=1)[:, :self.kc]
             I, approx = np.take_along_axis(I, best, axis=1), np.take_along_axis(approx, best, axis=1)
@@ -191,14 +253,19 @@ class _Plan:
         I = np.where(valid, I, 0)
         # re-score in chunks of queries so that the gathered candidates stay under ~64 MB
         step = max(1, 2**24 // max(1, I.shape[1] * max(uq[m].shape[1] for m in self.active)))
-        out: list[list[Neighbor]] = []
+        parts = []
         for q0 in range(0, I.shape[0], step):
             r = slice(q0, q0 + step)
-            out += self.rescore({m: uq[m][r] for m in self.active}, {m: mq[m][r] for m in self.active}, I[r], valid[r])
-        return out
+            parts.append(self.rescore({m: uq[m][r] for m in self.active}, {m: mq[m][r] for m in self.active},
+                                      I[r], valid[r], keep))
+        if not parts:
+            empty = np.zeros((0, keep))
+            return Scored(empty.astype(np.int64), empty, {m: empty for m in self.active})
+        return Scored(np.concatenate([p.I for p in parts]), np.concatenate([p.S for p in parts]),
+                      {m: np.concatenate([p.cos[m] for p in parts]) for m in self.active})
 
-    def rescore(self, uq: dict, mq: dict, I: np.ndarray, valid: np.ndarray) -> list[list[Neighbor]]:
-        """Exact scores of candidates ``I`` int64 (B, C) where ``valid``; the best ``k`` per query."""
+    def rescore(self, uq: dict, mq: dict, I: np.ndarray, valid: np.ndarray, keep: int) -> Scored:
+        """Exact scores of candidates ``I`` int64 (B, C) where ``valid``; the best ``keep`` per query."""
         num, den = np.zeros(I.shape), np.zeros(I.shape)
         cos, shared = {}, {}
         for m in self.active:
@@ -207,14 +274,13 @@ class _Plan:
             num += self.w[m] * np.where(shared[m], cos[m], 0.0)
             den += self.w[m] * shared[m]
         S = np.round(np.divide(num, den, out=np.full(I.shape, -np.inf), where=den > 0), DECIMALS)
-        order = np.lexsort((self.id_rank[I], -S), axis=-1)[:, :self.k]
-        top = lambda a: np.take_along_axis(a, order, axis=1).tolist()
-        ids, items, scores, ok = self.cat.ids, top(I), top(S), top(den > 0)
-        cos = {m: top(np.round(cos[m], DECIMALS)) for m in self.active}
-        shared = {m: top(shared[m]) for m in self.active}
-        return [[Neighbor(ids[items[q][j]], scores[q][j], {m: cos[m][q][j] for m in self.active if shared[m][q][j]})
-                 for j in range(order.shape[1]) if ok[q][j]]
-                for q in range(order.shape[0])]
+        order = np.lexsort((self.id_rank[I], -S), axis=-1)[:, :keep]
+        ok = np.take_along_axis(S, order, axis=1) > -np.inf
+        pad = keep - order.shape[1]
+        top = lambda a, fill: np.pad(np.where(ok, np.take_along_axis(a, order, axis=1), fill), ((0, 0), (0, pad)),
+                                     constant_values=fill)
+        cos = {m: top(np.where(shared[m], np.round(cos[m], DECIMALS), np.nan), np.nan) for m in self.active}
+        return Scored(top(I, -1), top(S, -np.inf), cos)
 
 
 def _codes(masks: Mapping[str, np.ndarray], active: tuple[str, ...]) -> np.ndarray:

@@ -5,8 +5,10 @@ Layout of a store directory::
     STORE/
       shards/<2 hex>/<sha256(item id)[:32]>.h5   one file per item (schema below)
       report.json                                 last run's per-item status
-      index/catalog.h5, index/fused.faiss         fused embeddings + FAISS index
-      lists/neighbors.parquet, lists/neighbors.jsonl
+      index/catalog.h5, index/index.json, index/group-*.faiss
+                                                  normalised embeddings + one FAISS index per
+                                                  modality signature (jobs/lists.py)
+      lists/neighbors.parquet, lists/neighbors.jsonl (, lists/neighbors.h5)
 
 The shard file name is a hash of the item id, so ids are data and can never
 name a path outside the store.  Schema of one shard (see README "HDF5 schema"):

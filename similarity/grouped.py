@@ -1,0 +1,195 @@
+"""One FAISS index per modality signature: the fused index at catalog scale.
+
+Items with the same modalities (the same *signature*, a bit code over the
+fused modalities) form a group. Inside a group the shared weight of a query
+and any item is constant, so the fused inner product ranks the group exactly
+like the score (docs/similarity.md). :class:`GroupedIndex` keeps one index per
+group, chosen by the group's size (:func:`reelsim.similarity.index_choice.choose_index`):
+small groups are exact ``Flat`` indexes, large ones IVF / HNSW / IVF-PQ. The
+search code (:mod:`reelsim.similarity.neighbors`) asks each group for its best
+candidates and re-scores them exactly from the per-modality vectors.
+
+Label ``j`` of a group's index is the ``j``-th catalog row of that group in
+catalog order, so the rows are never stored: they follow from the masks.
+Items added later are appended to the catalog, so they keep that order.
+
+On disk (``save`` / ``load``), under a folder::
+
+    index.json          manifest: build id, fused modalities, weights, one entry per group
+    group-<code>.faiss  one FAISS index per group
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from reelsim.errors import StoreError
+from reelsim.similarity.fusion import CatalogEmbeddings, active_modalities, check_weights, fuse_parts
+from reelsim.similarity.index_choice import IndexPlan, apply_params, build_ann, choose_index
+from reelsim.storage.atomic import atomic_path, write_text_atomic
+
+MANIFEST = "index.json"
+FORMAT = "reelsim.grouped-index/1"
+
+
+def signature_codes(masks: Mapping[str, np.ndarray], active: tuple[str, ...]) -> np.ndarray:
+    """Bit ``i`` set where the item has ``active[i]``: int64 (n,)."""
+    return sum(masks[m].astype(np.int64) << i for i, m in enumerate(active))
+
+
+def fused_blocks(cat: CatalogEmbeddings, w: Mapping[str, float], active: tuple[str, ...], G: np.ndarray,
+                 block: int = 65536):
+    """``blocks(rows)`` for :func:`build_ann`: fused vectors of catalog rows ``G[rows]``, ``block`` at a time."""
+    def blocks(rows: np.ndarray | None):
+        sel = G if rows is None else G[rows]
+        for i0 in range(0, sel.size, block):
+            r = sel[i0:i0 + block]
+            yield fuse_parts({m: cat.vectors[m][r] for m in active}, w, active)
+    return blocks
+
+
+class GroupedIndex:
+    """Fused-vector indexes, one per modality signature.
+
+    Attributes
+    ----------
+    active : tuple of str
+        Modalities fused (positive weight, present in the catalog), in ``MODALITIES`` order.
+    weights : dict of str to float
+        The weights the vectors were fused with.
+    indexes : dict of int to faiss.Index
+        Signature code -> index over that group's fused vectors.
+    plans : dict of int to IndexPlan
+    build_id : str
+        Random id, new at each build; checkpoints of the kNN job name it.
+    """
+
+    def __init__(self, active, weights, indexes, plans, build_id=None, extra=None):
+        self.extra = dict(extra or {})  # JSON-able notes saved with the manifest (e.g. the catalog fingerprint)
+        self.active = tuple(active)
+        self.weights = check_weights(weights)
+        self.indexes = dict(indexes)
+        self.plans = dict(plans)
+        self.build_id = build_id or uuid.uuid4().hex
+
+    @classmethod
+    def build(cls, cat: CatalogEmbeddings, weights: Mapping[str, float], *, override: str | None = None,
+              memory_budget_bytes: int | None = None, exact_below: int | None = None,
+              progress=None) -> "GroupedIndex":
+        """Choose and build one index per signature group of ``cat`` (normalised)."""
+        w = check_weights(weights)
+        active = active_modalities(cat, w)
+        codes = signature_codes(cat.masks, active)
+        d = sum(cat.vectors[m].shape[1] for m in active)
+        indexes, plans = {}, {}
+        extra = {} if exact_below is None else {"exact_below": exact_below}
+        for c in (int(c) for c in np.unique(codes) if c):
+            G = np.flatnonzero(codes == c)
+            plan = choose_index(G.size, d, memory_budget_bytes=memory_budget_bytes, override=override, **extra)
+            if G.size < plan.train_size:
+                plan = IndexPlan("Flat", {}, 0, "exact")  # too few vectors to train this group's index
+            indexes[c] = build_ann(plan, d, fused_blocks(cat, w, active, G), G.size)
+            plans[c] = plan
+            if progress:
+                names = "+".join(m for i, m in enumerate(active) if c >> i & 1)
+                progress(f"index for items with {names}: {G.size} items, {plan.factory} {plan.params}")
+        return cls(active, w, indexes, plans)
+
+    @property
+    def ntotal(self) -> int:
+        return sum(int(ix.ntotal) for ix in self.indexes.values())
+
+    @property
+    def exact(self) -> bool:
+        return all(p.exact for p in self.plans.values())
+
+    def describe(self) -> dict:
+        """JSON-able summary: build id, modalities, and per group its size, factory and parameters."""
+        return {"build_id": self.build_id, "active": list(self.active), "weights": self.weights, "extra": self.extra,
+                "groups": {str(c): {"n": int(self.indexes[c].ntotal), "factory": p.factory, "params": p.params,
+                                    "kind": p.kind, "train_size": p.train_size}
+                           for c, p in sorted(self.plans.items())}}
+
+    def search_group(self, code: int, xq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Best ``k`` of group ``code`` for fused queries ``xq`` float32 (B, D).
+
+        Returns ``D`` float32 (B, k') inner products and ``J`` int64 (B, k')
+        positions in the group (``-1`` where fewer were found), ``k' = min(k, group size)``.
+        """
+        index = self.indexes[code]
+        return index.search(xq, min(k, int(index.ntotal)))
+
+    def add(self, code: int, xb: np.ndarray, d: int) -> None:
+        """Append fused vectors ``xb`` float32 (b, D) to group ``code`` (a new group gets a Flat index).
+
+        The index gets a new ``build_id`` (checkpoints of the old one no longer apply).
+        """
+        import faiss
+
+        self.build_id = uuid.uuid4().hex
+        if code not in self.indexes:
+            self.indexes[code] = faiss.IndexFlatIP(d)
+            self.plans[code] = IndexPlan("Flat", {}, 0, "exact")
+        self.indexes[code].add(np.ascontiguousarray(xb, dtype=np.float32))
+
+    def save(self, folder: str | os.PathLike) -> None:
+        """Write every group's index and then the manifest, each atomically.
+
+        Index files of groups no longer present are removed after the manifest
+        is written; the manifest names the files that belong to it.
+        """
+        import faiss
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        files = {}
+        for c, index in self.indexes.items():
+            name = f"group-{c}-{self.build_id[:8]}.faiss"
+            with atomic_path(folder / name) as tmp:
+                faiss.write_index(index, tmp)
+            files[str(c)] = name
+        body = dict(self.describe(), format=FORMAT, files=files)
+        write_text_atomic(folder / MANIFEST, json.dumps(body, indent=1))
+        for p in folder.glob("group-*.faiss"):
+            if p.name not in files.values():
+                p.unlink()
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike) -> "GroupedIndex":
+        """Read an index written by :meth:`save`.
+
+        Raises
+        ------
+        StoreError
+            Missing or unreadable manifest or index file.
+        """
+        import faiss
+
+        folder = Path(folder)
+        try:
+            body = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            raise StoreError(f"cannot read index manifest {folder / MANIFEST}: {e}") from e
+        if body.get("format") != FORMAT:
+            raise StoreError(f"{folder / MANIFEST} is not a reelsim grouped index")
+        indexes, plans = {}, {}
+        for c, g in body["groups"].items():
+            path = folder / body["files"][c]
+            try:
+                indexes[int(c)] = faiss.read_index(str(path))
+            except RuntimeError as e:
+                raise StoreError(f"cannot read index {path}: {str(e).strip().splitlines()[-1]}") from e
+            plans[int(c)] = IndexPlan(g["factory"], g["params"], g.get("train_size", 0), g.get("kind", "custom"))
+            apply_params(indexes[int(c)], plans[int(c)].params)
+        return cls(body["active"], body["weights"], indexes, plans, body["build_id"], body.get("extra"))
+
+
+def exists(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` holds a grouped index manifest."""
+    return (Path(folder) / MANIFEST).is_file()

@@ -1,0 +1,243 @@
+"""Which FAISS index to build for a group of N fused vectors of dimension D.
+
+Every choice is a FAISS ``index_factory`` string plus search-time parameters
+(:class:`IndexPlan`). :func:`choose_index` picks one by size, the kinds live in
+the :data:`INDEX_KINDS` registry, and a user can name a kind (``exact``,
+``ivf``, ``hnsw``, ``ivfpq``) or give any factory string (``"IVF4096,Flat"``,
+``"HNSW32"``, ``"OPQ32_128,IVF1024,PQ32"``)::
+
+    >>> choose_index(5_000, 256).factory
+    'Flat'
+    >>> plan = choose_index(1_000_000, 256)
+    >>> plan.factory, plan.params
+    ('IVF4096,Flat', {'nprobe': 16})
+    >>> choose_index(1_000_000, 256, memory_budget_bytes=2**28).factory
+    'OPQ64_256,IVF4096,PQ64'
+
+The thresholds come from ``benchmarks/knn.py`` on a 2-core machine
+(docs/similarity.md, "Index choice"). Importing this module loads numpy only.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from reelsim.errors import UsageError
+
+#: Below this many vectors in a group the exact ``Flat`` index is used:
+#: measured with ``benchmarks/knn.py --threshold`` (docs/similarity.md): the
+#: exact whole kNN graph costs at most about twice the IVF graph (build +
+#: search) up to N = 2e4 and 3x at 5e4, 12x at 1e5 (d = 256); below the
+#: threshold exactness is worth its price.
+EXACT_BELOW = 30_000
+#: Default memory budget for the fused vectors of one index (bytes); above it
+#: vectors are compressed with OPQ + IVF-PQ.
+DEFAULT_MEMORY_BUDGET = 4 * 2**30
+#: Training points per IVF centroid (FAISS warns below 39).
+POINTS_PER_CENTROID = 40
+#: Training points per PQ sub-quantizer centroid (256 centroids each).
+PQ_TRAIN = 256 * 100
+
+
+@dataclass(frozen=True)
+class IndexPlan:
+    """One index to build.
+
+    factory : FAISS ``index_factory`` string (metric: inner product).
+    params : search-time parameters, ``{"nprobe": int}`` (IVF) or ``{"efSearch": int}`` (HNSW).
+    train_size : vectors sampled for training (at most the group size); 0 for
+        indexes that need none. A group with fewer vectors than this gets ``Flat``.
+    kind : registry name, or ``"custom"`` for a user's factory string.
+    """
+
+    factory: str
+    params: dict = field(default_factory=dict)
+    train_size: int = 0
+    kind: str = "custom"
+
+    @property
+    def exact(self) -> bool:
+        """Whether the index returns exact inner products of every vector."""
+        return self.factory == "Flat"
+
+
+def nlist_for(n: int) -> int:
+    """IVF lists for ``n`` vectors: about ``4 sqrt(n)``, a power of 2 in [16, 65536].
+
+    Also at most ``n / POINTS_PER_CENTROID`` so that training has enough points.
+
+    Examples
+    --------
+    >>> nlist_for(10_000), nlist_for(100_000), nlist_for(1_000_000)
+    (128, 1024, 4096)
+    """
+    target = 4 * math.sqrt(max(n, 1))
+    nlist = 2 ** int(round(math.log2(max(target, 16))))
+    while nlist > 16 and nlist * POINTS_PER_CENTROID > n:
+        nlist //= 2
+    return int(min(max(nlist, 16), 65536))
+
+
+def nprobe_for(nlist: int) -> int:
+    """Lists visited per query: ``nlist / 256``, at least 16 and at most ``nlist``.
+
+    With 8 probes recall@10 on the clustered benchmark data fell to 0.92 at
+    N = 5e4 (nlist 1024); 16 keeps it >= 0.95 (docs/similarity.md).
+
+    Examples
+    --------
+    >>> nprobe_for(256), nprobe_for(4096), nprobe_for(16384)
+    (16, 16, 64)
+    """
+    return int(min(nlist, max(16, nlist // 256)))
+
+
+def _pq_m(d: int, n: int, budget: int) -> int:
+    """PQ sub-quantizers (bytes per code): the largest of 64, 32, 16, 8 that divides d and fits."""
+    for m in (64, 32, 16, 8):
+        if d % m == 0 and n * m <= budget // 2:
+            return m
+    return next((m for m in (8, 4, 2, 1) if d % m == 0), 1)
+
+
+def exact_plan(n: int, d: int, budget: int) -> IndexPlan:
+    return IndexPlan("Flat", {}, 0, "exact")
+
+
+def ivf_plan(n: int, d: int, budget: int) -> IndexPlan:
+    nlist = nlist_for(n)
+    return IndexPlan(f"IVF{nlist},Flat", {"nprobe": nprobe_for(nlist)}, nlist * POINTS_PER_CENTROID, "ivf")
+
+
+def hnsw_plan(n: int, d: int, budget: int) -> IndexPlan:
+    return IndexPlan("HNSW32", {"efSearch": 128}, 0, "hnsw")
+
+
+def ivfpq_plan(n: int, d: int, budget: int) -> IndexPlan:
+    nlist, m = nlist_for(n), _pq_m(d, n, budget)
+    train = max(nlist * POINTS_PER_CENTROID, PQ_TRAIN)
+    return IndexPlan(f"OPQ{m}_{d},IVF{nlist},PQ{m}", {"nprobe": nprobe_for(nlist)}, train, "ivfpq")
+
+
+#: kind name -> function (n, d, memory budget in bytes) -> IndexPlan
+INDEX_KINDS: dict[str, Callable[[int, int, int], IndexPlan]] = {
+    "exact": exact_plan,
+    "ivf": ivf_plan,
+    "hnsw": hnsw_plan,
+    "ivfpq": ivfpq_plan,
+}
+
+
+def choose_index(n: int, d: int, *, memory_budget_bytes: int | None = None, override: str | None = None,
+                 exact_below: int = EXACT_BELOW) -> IndexPlan:
+    """The index for ``n`` fused vectors of dimension ``d``.
+
+    Rule (``override`` None or ``"auto"``): exact ``Flat`` below ``exact_below``
+    vectors; ``OPQ,IVF,PQ`` when ``n * d * 4`` bytes exceed the memory budget;
+    otherwise ``IVF{nlist},Flat`` with ``nlist`` and ``nprobe`` from ``n``.
+
+    Parameters
+    ----------
+    n, d : int
+        Number and dimension of the vectors.
+    memory_budget_bytes : int, optional
+        Default :data:`DEFAULT_MEMORY_BUDGET`.
+    override : str, optional
+        A kind in :data:`INDEX_KINDS`, or a FAISS factory string (search
+        parameters then follow from it: ``nprobe`` for IVF, ``efSearch`` for HNSW).
+
+    Raises
+    ------
+    UsageError
+        A factory string FAISS does not accept.
+    """
+    budget = int(memory_budget_bytes or DEFAULT_MEMORY_BUDGET)
+    if override and override != "auto":
+        if override in INDEX_KINDS:
+            return INDEX_KINDS[override](n, d, budget)
+        return custom_plan(override, n, d)
+    if n < exact_below:
+        return exact_plan(n, d, budget)
+    if n * d * 4 > budget:
+        return ivfpq_plan(n, d, budget)
+    return ivf_plan(n, d, budget)
+
+
+def custom_plan(factory: str, n: int, d: int) -> IndexPlan:
+    """Plan for a user's factory string; checks that FAISS can build it for ``d``."""
+    import faiss
+
+    try:
+        index = faiss.index_factory(d, factory, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as e:
+        raise UsageError(f"--index {factory!r}: FAISS cannot build it for d={d}: "
+                         f"{str(e).strip().splitlines()[-1] if str(e).strip() else e}") from None
+    params: dict = {}
+    m = re.search(r"IVF(\d+)", factory)
+    if m:
+        params["nprobe"] = nprobe_for(int(m.group(1)))
+    if "HNSW" in factory and not m:
+        params["efSearch"] = 128
+    train = 0 if index.is_trained else max(int(m.group(1)) * POINTS_PER_CENTROID if m else 0,
+                                          PQ_TRAIN if "PQ" in factory else 0)
+    return IndexPlan(factory, params, train, "custom")
+
+
+def apply_params(index, params: dict) -> None:
+    """Set search-time parameters (``nprobe``, ``efSearch``) on a FAISS index in place."""
+    import faiss
+
+    if "nprobe" in params:
+        faiss.extract_index_ivf(index).nprobe = int(params["nprobe"])
+    if "efSearch" in params:
+        hnsw = faiss.downcast_index(index.index if isinstance(index, faiss.IndexPreTransform) else index)
+        hnsw.hnsw.efSearch = int(params["efSearch"])
+
+
+def training_rows(n: int, size: int, seed: int = 0) -> np.ndarray:
+    """Sorted sample of ``min(n, size)`` row numbers (int64), the same for the same arguments."""
+    if size >= n:
+        return np.arange(n, dtype=np.int64)
+    return np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False)).astype(np.int64)
+
+
+def build_ann(plan: IndexPlan, d: int, blocks: Callable[[np.ndarray | None], Iterator[np.ndarray]], n: int):
+    """Build the index of ``plan``: train on a sample, then add vectors block by block.
+
+    Parameters
+    ----------
+    plan : IndexPlan
+    d : int
+        Vector dimension.
+    blocks : callable
+        ``blocks(rows)`` yields float32 (b, d) blocks of the vectors at ``rows``
+        (int64, sorted), or of all ``n`` vectors in order when ``rows`` is None.
+        So vectors are read from the store in blocks and never all at once
+        (except by the ``Flat`` index, which keeps them).
+    n : int
+        Number of vectors.
+
+    Returns
+    -------
+    faiss.Index
+        Inner-product index with ``ntotal == n``; label ``i`` is vector ``i``;
+        search parameters applied.
+    """
+    import faiss
+
+    index = faiss.index_factory(d, plan.factory, faiss.METRIC_INNER_PRODUCT)
+    if not index.is_trained:
+        if n == 0:
+            raise UsageError(f"index {plan.factory!r} needs training vectors, got none")
+        sample = np.concatenate(list(blocks(training_rows(n, min(n, plan.train_size or n)))))
+        index.train(sample)
+        del sample
+    for xb in blocks(None):
+        index.add(xb)
+    apply_params(index, plan.params)
+    return index

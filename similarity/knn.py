@@ -1,0 +1,189 @@
+"""The kNN-graph job: every item's top-k, in batches, with a resumable checkpoint.
+
+::
+
+    lists = knn_graph(cat_norm, index, weights, k=10, checkpoint=Checkpoint(folder, fingerprint))
+
+Queries are processed ``batch_size`` rows at a time; each batch is one
+multi-threaded FAISS search per modality group (FAISS's OpenMP threads, not
+Dask: see docs/similarity.md for the measurement) followed by exact
+re-scoring. A finished batch is written atomically to the checkpoint folder
+as ``batch-<b>.npz`` before the next starts, so a killed job resumes at the
+first missing batch and gives the same lists: the index is read back from
+disk (never rebuilt), the batches are the same rows, and the search is
+deterministic for a given batch.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from reelsim.similarity.hygiene import Hygiene, select
+from reelsim.similarity.neighbors import Scored, _Plan
+from reelsim.storage.atomic import atomic_path, write_text_atomic
+
+
+@dataclass
+class KnnLists:
+    """Top-k lists of a set of query rows, as arrays.
+
+    rows : int64 (B,), the query rows (catalog order).
+    I : int64 (B, k), neighbour rows, -1 padding.
+    S : float64 (B, k), scores, -inf padding.
+    cos : dict of str to float64 (B, k), per-modality cosines, NaN where not shared.
+    floor : float64 (B,), the lowest score an item must reach to change the
+        row's list (the last score of its candidate pool; -inf when the pool
+        was not full). Incremental adds use it (``reelsim add``).
+    """
+
+    rows: np.ndarray
+    I: np.ndarray
+    S: np.ndarray
+    cos: dict
+    floor: np.ndarray
+
+    @classmethod
+    def concat(cls, parts: list["KnnLists"], k: int, active) -> "KnnLists":
+        if not parts:
+            e = np.zeros((0, k))
+            return cls(np.zeros(0, np.int64), e.astype(np.int64), e, {m: e for m in active}, np.zeros(0))
+        return cls(np.concatenate([p.rows for p in parts]), np.concatenate([p.I for p in parts]),
+                   np.concatenate([p.S for p in parts]),
+                   {m: np.concatenate([p.cos[m] for p in parts]) for m in parts[0].cos},
+                   np.concatenate([p.floor for p in parts]))
+
+    def save(self, path) -> None:
+        """Write atomically as ``.npz`` (used for checkpoint batches)."""
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, rows=self.rows, I=self.I, S=self.S, floor=self.floor,
+                         **{f"cos_{m}": c for m, c in self.cos.items()})
+
+    @classmethod
+    def load(cls, path) -> "KnnLists":
+        with np.load(path) as z:
+            cos = {name[4:]: z[name] for name in z.files if name.startswith("cos_")}
+            return cls(z["rows"], z["I"], z["S"], cos, z["floor"])
+
+
+class Checkpoint:
+    """Finished batches of one kNN job in a folder, valid for one ``fingerprint``.
+
+    ``fingerprint`` (JSON-able dict) names everything the lists depend on:
+    the index build id and size, the catalog size, k, oversample, batch size,
+    weights and hygiene. A folder left by a job with another fingerprint is
+    cleared on :meth:`open`.
+    """
+
+    def __init__(self, folder: str | Path, fingerprint: Mapping):
+        self.folder = Path(folder)
+        self.fingerprint = json.loads(json.dumps(dict(fingerprint), sort_keys=True))
+
+    def open(self) -> int:
+        """Prepare the folder; returns how many finished batches it already holds."""
+        manifest = self.folder / "manifest.json"
+        if manifest.is_file():
+            try:
+                same = json.loads(manifest.read_text(encoding="utf-8")) == self.fingerprint
+            except (OSError, json.JSONDecodeError):
+                same = False
+            if same:
+                return len(list(self.folder.glob("batch-*.npz")))
+        self.clear()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(manifest, json.dumps(self.fingerprint, sort_keys=True))
+        return 0
+
+    def path(self, b: int) -> Path:
+        return self.folder / f"batch-{b:06d}.npz"
+
+    def clear(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def knn_graph(cat, index, weights: Mapping[str, float], k: int, *, rows: np.ndarray | None = None,
+              oversample: int = 5, batch_size: int = 16384, hygiene: Hygiene | None = None,
+              blocked: np.ndarray | None = None, checkpoint: Checkpoint | None = None,
+              progress: bool = False) -> KnnLists:
+    """Top-``k`` lists of catalog ``rows`` (default: every item).
+
+    Parameters
+    ----------
+    cat : CatalogEmbeddings
+        Normalised catalog (N items).
+    index : GroupedIndex or faiss.IndexFlatIP
+        Fused index of ``cat`` (:class:`reelsim.similarity.grouped.GroupedIndex`).
+    weights : dict
+        Modality weights the index was fused with.
+    k : int
+        Neighbours per item.
+    rows : int64 (B,), optional
+        Query rows; default ``arange(N)``.
+    oversample : int
+        Candidates per group = ``oversample * k + 1``; with hygiene on, the
+        pool of ``oversample * k`` exactly scored candidates it selects from.
+    batch_size : int
+        Queries per batch (and per checkpoint file).
+    hygiene : Hygiene, optional
+        Collapse / MMR settings (off by default).
+    blocked : bool (N,), optional
+        Rows never returned as neighbours (blocklist).
+    checkpoint : Checkpoint, optional
+        Where finished batches go; a job that finds batches there skips them.
+    progress : bool
+        tqdm bar on stderr (queries done).
+
+    Returns
+    -------
+    KnnLists
+    """
+    from tqdm import tqdm
+
+    hygiene = hygiene or Hygiene()
+    rows = np.arange(cat.n, dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
+    plan = _Plan(cat, index, weights, k, oversample, batch_size, blocked=blocked)
+    pool = plan.kc - 1 if hygiene.on else plan.k
+    if checkpoint is not None:
+        checkpoint.open()
+    parts = []
+    with tqdm(total=rows.size, desc="kNN lists", unit="item", disable=not progress, file=sys.stderr,
+              dynamic_ncols=True, smoothing=0.1) as bar:
+        for b, r in enumerate(plan.batches(rows.size)):
+            q = rows[r]
+            if checkpoint is not None and checkpoint.path(b).is_file():
+                part = KnnLists.load(checkpoint.path(b))
+            else:
+                part = _batch(plan, cat, q, pool, k, hygiene)
+                if checkpoint is not None:
+                    part.save(checkpoint.path(b))
+            parts.append(part)
+            bar.update(q.size)
+    return KnnLists.concat(parts, k, plan.active)
+
+
+def _batch(plan: _Plan, cat, q: np.ndarray, pool: int, k: int, hygiene: Hygiene) -> KnnLists:
+    """Lists of query rows ``q``: exact re-scored pool, its floor, then hygiene."""
+    sc = plan.run_arrays({m: cat.vectors[m][q] for m in plan.active}, {m: cat.masks[m][q] for m in plan.active},
+                         q, pool)
+    floor = np.where(sc.I[:, -1] >= 0, sc.S[:, -1], -np.inf) if pool else np.full(q.size, -np.inf)
+    if hygiene.on:
+        sc = select(sc, k, cat, plan.w, plan.active, hygiene)
+    return KnnLists(q, sc.I, sc.S, sc.cos, floor)
+
+
+def recall_at(I: np.ndarray, I_true: np.ndarray, k: int) -> float:
+    """Mean fraction of each row's true top ``k`` (``I_true``) found in the top ``k`` of ``I`` (-1 ignored)."""
+    hits = [len(set(a[:k][a[:k] >= 0].tolist()) & set(b[:k][b[:k] >= 0].tolist())) / max(1, int((b[:k] >= 0).sum()))
+            for a, b in zip(I, I_true)]
+    return float(np.mean(hits)) if hits else float("nan")
+
+
+def scored_of(lists: KnnLists) -> Scored:
+    return Scored(lists.I, lists.S, lists.cos)
