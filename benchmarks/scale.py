@@ -139,6 +139,9 @@ def main() -> None:
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
     ap.add_argument("--workdir", type=Path, default=None)
     args = ap.parse_args()
+    import logging
+
+    logging.getLogger("distributed").setLevel(logging.CRITICAL)  # shutdown chatter of the benchmark's clusters
     work = args.workdir or Path(tempfile.mkdtemp(prefix="reelsim-scale-"))
     print(f"machine: {os.cpu_count()} CPU cores; {load()}")
     t = time.perf_counter()

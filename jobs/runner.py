@@ -69,6 +69,10 @@ class RunReport:
         return "\n".join(lines)
 
 
+#: A local cluster's scratch space, inside the store (nothing is written outside it).
+SCRATCH_DIR = ".dask-scratch"
+
+
 def default_workers() -> int:
     """Worker processes for a LocalCluster: one per two cores, at least 1, at most 4."""
     return max(1, min(4, (os.cpu_count() or 2) // 2))
@@ -88,9 +92,6 @@ def _client(scheduler: str | None, workers: int, store: Path, cfg: Config):
                                dashboard_address=":0", silence_logs=logging.ERROR,
                                local_directory=str(store / SCRATCH_DIR))
     return Client(cluster)
-
-
-SCRATCH_DIR = ".dask-scratch"
 
 
 def gpu_workers(client) -> list[str]:
@@ -148,10 +149,12 @@ def failed_task_row(item, error: BaseException, attempts: int) -> dict:
     return row
 
 
-def timed_out_row(item, worker: str, seconds: float, timeout_s: float, attempts: int, restarted: bool) -> dict:
+def timed_out_row(item, worker: str, seconds: float, timeout_s: float, attempts: int,
+                  restart_error: str | None) -> dict:
     from reelsim.jobs.tasks import status_row
 
-    action = "its worker was restarted" if restarted else "its worker could not be restarted (no nanny)"
+    action = ("its worker was restarted" if restart_error is None
+              else f"its worker could not be restarted ({restart_error})")
     row = status_row(item.id, item.kind, "failed",
                      f"timed out: still running after {seconds:.0f} s (--item-timeout {timeout_s:g} s) on "
                      f"{worker}; {action}")
@@ -175,20 +178,19 @@ def stop_overdue(client, by_future: dict, pending: set, watch, timeout_s: float)
         pending.discard(fut)
         restart.add(worker)
         rows.append((by_future[fut], worker, seconds))
-    restarted = _restart_workers(client, sorted(restart))
-    return [timed_out_row(item, w, s, timeout_s, watch.attempts(item.id), w in restarted) for item, w, s in rows]
+    error = _restart_workers(client, sorted(restart))
+    return [timed_out_row(item, w, s, timeout_s, watch.attempts(item.id), error) for item, w, s in rows]
 
 
-def _restart_workers(client, workers: list[str]) -> set[str]:
-    """Restart workers through their nannies; the addresses that were restarted."""
+def _restart_workers(client, workers: list[str]) -> str | None:
+    """Restart workers through their nannies; None on success, else why not (one line)."""
     if not workers:
-        return set()
+        return None
     try:
         client.restart_workers(workers, timeout=120, raise_for_error=True)
-        return set(workers)
-    except Exception as e:  # no nanny, or the nanny itself is gone: the run still goes on
-        logging.getLogger("reelsim").error("could not restart %s: %s", workers, e)
-        return set()
+        return None
+    except Exception as e:  # e.g. a worker without a nanny: the item is still reported, the run goes on
+        return f"{e.__class__.__name__}: {e}".splitlines()[0][:200]
 
 
 def collect(client, by_future: dict, cfg: Config, watch, bar, progress: bool) -> list[dict]:
