@@ -105,8 +105,12 @@ class SmallFrame:
 
 
 def mad(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean absolute difference of two equally shaped float arrays."""
-    return float(np.abs(a - b).mean())
+    """Mean absolute difference of two equally shaped float32 arrays (OpenCV's L1 norm: no temporaries)."""
+    import cv2
+
+    if not (a.flags.c_contiguous and b.flags.c_contiguous):
+        a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
+    return cv2.norm(a, b, cv2.NORM_L1) / a.size
 
 
 def hist_distance(a: np.ndarray, b: np.ndarray) -> float:
@@ -315,12 +319,15 @@ class TransitionDetector:
         lo = max(1, t - 8, self._n - len(self._steps) + 1)
         before = [self._step(i) for i in range(lo, t)]
         after = [self._step(i) for i in range(t + 1, self._n)]
+        jump = hist_distance(self._frame(t - 1).hist, self._frame(t).hist)
+        motion = (float(np.median(before)) if before else 0.0, float(np.median(after)))
+        if not cut_score(step, jump, *motion, returned=step, p=p):  # the flash rule costs more: only now
+            return
         prev, cur = self._frame(t - 1).rgb, self._frame(t).rgb
         oldest = self._n - len(self._frames)
         returned = min([mad(prev, self._frame(k).rgb) for k in range(t + 1, self._n)]
                        + [mad(self._frame(k).rgb, cur) for k in range(max(oldest, t - 1 - p.lookahead), t - 1)])
-        jump = hist_distance(self._frame(t - 1).hist, self._frame(t).hist)
-        if cut_score(step, jump, float(np.median(before)) if before else 0.0, float(np.median(after)), returned, p):
+        if cut_score(step, jump, *motion, returned=returned, p=p):
             self._pending.append(Boundary(t, "cut", t, t))
 
     def _test_gradual(self, c: int) -> None:
@@ -331,6 +338,8 @@ class TransitionDetector:
             if c - h < max(oldest, 0):
                 continue
             a, m, b = self._frame(c - h), self._frame(c), self._frame(c + h)
+            if hist_distance(a.hist, b.hist) < p.grad_hist_min:
+                continue  # every gradual test needs the two ends' colours to differ: the cheap test first
             a0, b1 = self._frame(max(c - 2 * h, oldest, 0)), self._frame(c + 2 * h)
             inside = self._steps_between(c - h, c + h)
             if is_localised(a0, a, b, b1, p):
