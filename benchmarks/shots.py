@@ -55,50 +55,6 @@ from shotset import Detection  # noqa: E402
 BIKES_CUTS = [30, 76, 137, 187, 242]
 
 # ---------------------------------------------------------------------------
-# Configuration from the command line
-# ---------------------------------------------------------------------------
-
-
-def _convert(text: str, current):
-    if isinstance(current, bool):
-        if text.lower() in ("1", "true", "yes", "on"):
-            return True
-        if text.lower() in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(f"not a boolean: {text!r}")
-    if isinstance(current, int):
-        return int(text)
-    if isinstance(current, float):
-        return float(text)
-    if current is None:
-        for kind in (int, float):
-            try:
-                return kind(text)
-            except ValueError:
-                pass
-    return text
-
-
-def parse_overrides(items: list[str], cfg) -> dict:
-    """``["shots.threshold=30", ...]`` -> ``{"shots": {"threshold": 30.0}}`` typed like the current values."""
-    out: dict = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        section, dot, name = key.strip().partition(".")
-        if not sep or not dot or not hasattr(cfg, section):
-            raise ValueError(f"bad --set {item!r}: expected SECTION.FIELD=VALUE, e.g. shots.threshold=30")
-        sub = getattr(cfg, section)
-        if not hasattr(sub, name):
-            fields = ", ".join(f.name for f in dataclasses.fields(sub))
-            raise ValueError(f"bad --set {item!r}: {section} has no field {name!r} (fields: {fields})")
-        try:
-            out.setdefault(section, {})[name] = _convert(value.strip(), getattr(sub, name))
-        except ValueError as e:
-            raise ValueError(f"bad --set {item!r}: {e}") from None
-    return out
-
-
-# ---------------------------------------------------------------------------
 # Detectors
 # ---------------------------------------------------------------------------
 
@@ -157,38 +113,11 @@ def sample_clips_with_cuts(path: Path, cuts: list[int], cfg) -> int:
 # ---------------------------------------------------------------------------
 
 
-def has_skip_loop_filter() -> bool:
-    """Whether reelsim's own DecodeConfig exposes the loop-filter shortcut (see skip_loop_filter.patch)."""
-    from reelsim.pipeline.config import DecodeConfig
-
-    return any(f.name == "skip_loop_filter" for f in dataclasses.fields(DecodeConfig))
-
-
-def decode_frames(path: Path, short_side: int, *, skip_loop_filter: bool = False):
-    """Yield (index, rgb) as ``reelsim.pipeline.decode.iter_frames`` does (threaded decode,
-    scaling inside libswscale to the same analysis size), optionally with the H.264
-    deblocking filter skipped (``skip_loop_filter=all``)."""
-    import av
-
-    from reelsim.pipeline.decode import analysis_size
-
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        if skip_loop_filter:
-            stream.codec_context.options = {"skip_loop_filter": "all"}
-        w, h = analysis_size(stream.codec_context.width, stream.codec_context.height, short_side)
-        for i, frame in enumerate(container.decode(stream)):
-            yield i, frame.to_ndarray(width=w, height=h, format="rgb24")
-
-
 def pyav_floor(path: Path, short_side: int, *, skip_loop_filter: bool = False) -> int:
-    """Decode to a null sink; returns frames decoded.  Without the shortcut this is reelsim's iter_frames itself."""
-    if not skip_loop_filter:
-        from reelsim.pipeline.decode import iter_frames
+    """reelsim's own ``iter_frames`` to a null sink; returns frames decoded."""
+    from reelsim.pipeline.decode import iter_frames
 
-        return sum(1 for _ in iter_frames(str(path), short_side=short_side))
-    return sum(1 for _ in decode_frames(path, short_side, skip_loop_filter=True))
+    return sum(1 for _ in iter_frames(str(path), short_side=short_side, skip_loop_filter=skip_loop_filter))
 
 
 def ffmpeg_floor(path: Path, short_side: int, *, skip_loop_filter: bool = False) -> None:
@@ -204,31 +133,9 @@ def ffmpeg_floor(path: Path, short_side: int, *, skip_loop_filter: bool = False)
     subprocess.run(cmd, check=True, capture_output=True)
 
 
-def segment_local(path: Path, cfg, *, skip_loop_filter: bool) -> tuple[list[Detection], int]:
-    """segment_video's loop (same detector and sampler) over :func:`decode_frames`.
-
-    Used for the loop-filter rows while reelsim's DecodeConfig has no such flag.
-    """
-    from reelsim.extractors.shots import make_detector
-    from reelsim.pipeline.decode import probe
-    from reelsim.pipeline.segment import ShotClipSampler
-
-    info = probe(str(path))
-    clips = cfg.clips if cfg.clips.clip_len else dataclasses.replace(cfg.clips, clip_len=8)
-    sampler = ShotClipSampler(make_detector(cfg.shots, info.fps), clips, info.fps)
-    n = 0
-    for i, rgb in decode_frames(path, cfg.decode.analysis_short_side, skip_loop_filter=skip_loop_filter):
-        n += len(sampler.push(i, rgb)[0])
-    n += len(sampler.finish()[0])
-    dets = [Detection(int(b.frame), b.kind) for b in sampler.boundaries if b.kind != "start"]
-    return dets, n
-
-
-def segment_skip_loop_filter(path: Path, cfg) -> list[Detection]:
-    """reelsim with the loop filter skipped: through the config when reelsim has the flag, else the local loop."""
-    if has_skip_loop_filter():
-        return reelsim_detections(path, cfg.with_overrides(decode={"skip_loop_filter": True}))[0]
-    return segment_local(path, cfg, skip_loop_filter=True)[0]
+def segment_skip_loop_filter(path: Path, cfg):
+    """reelsim's ``segment_video`` with the loop filter skipped: (detections, Segmentation)."""
+    return reelsim_detections(path, cfg.with_overrides(decode={"skip_loop_filter": True}))
 
 
 def scenedetect_cli(path: Path, workdir: Path) -> None:
@@ -250,14 +157,12 @@ def detector_rows(cfg, overrides_given: bool) -> list[tuple[str, object]]:
     for name in ("content", "adaptive"):
         if name == cfg.shots.detector and not overrides_given:
             continue
-        extra = {"detector": name}
-        if hasattr(cfg.shots, "threshold"):
-            extra["threshold"] = 27.0  # the registry detectors' own default scale (adaptive: 27/9 = 3.0)
-        sub = cfg.with_overrides(shots=extra)
+        # the registry detectors' own default scale (adaptive: 27/9 = 3.0)
+        sub = cfg.with_overrides(shots={"detector": name, "threshold": 27.0})
         rows.append((f"reelsim:{name}", lambda p, sub=sub: reelsim_detections(p, sub)[0]))
     rows.append(("scenedetect Content", lambda p: [Detection(c) for c in scenedetect_cuts(p, "content")]))
     rows.append(("scenedetect Adaptive", lambda p: [Detection(c) for c in scenedetect_cuts(p, "adaptive")]))
-    rows.append((f"reelsim {cfg.shots.detector} +skip_loop_filter", lambda p: segment_skip_loop_filter(p, cfg)))
+    rows.append((f"reelsim {cfg.shots.detector} +skip_loop_filter", lambda p: segment_skip_loop_filter(p, cfg)[0]))
     return rows
 
 
@@ -364,7 +269,6 @@ def speed(files: list[Path], cfg, repeats: int, workdir: Path, progress: bool = 
     from tqdm import tqdm
 
     short = cfg.decode.analysis_short_side
-    slf_flag = has_skip_loop_filter()
 
     def over(fn):
         def run():
@@ -376,9 +280,7 @@ def speed(files: list[Path], cfg, repeats: int, workdir: Path, progress: bool = 
         return cuts, sample_clips_with_cuts(f, cuts, cfg)
 
     def reelsim_slf(f):
-        if slf_flag:
-            return reelsim_detections(f, cfg.with_overrides(decode={"skip_loop_filter": True}))[1].n_clips
-        return segment_local(f, cfg, skip_loop_filter=True)[1]
+        return segment_skip_loop_filter(f, cfg)[1].n_clips
 
     methods = {
         "pyav_floor": over(lambda f: pyav_floor(f, short)),
@@ -421,7 +323,7 @@ def speed(files: list[Path], cfg, repeats: int, workdir: Path, progress: bool = 
         "reelsim_detections": [[int(b.frame) for b in s.boundaries if b.kind != "start"] for s in segs],
         "reelsim_boundaries": [[[int(b.frame), b.kind] for b in s.boundaries if b.kind != "start"] for s in segs],
         "scenedetect_cuts": [c for c, _ in results["two_decode"]],
-        "skip_loop_filter_via": "DecodeConfig" if slf_flag else "local decode loop (DecodeConfig has no flag)",
+        "skip_loop_filter_via": "DecodeConfig",
     }
 
 
@@ -532,18 +434,14 @@ def main(argv=None) -> int:
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
 
+    from reelsim.errors import UsageError
+    from reelsim.extractors.shots import DETECTORS
     from reelsim.pipeline.config import Config
 
-    from reelsim.extractors.shots import DETECTORS
-
-    base = Config()
-    try:
-        overrides = parse_overrides(args.sets, base)
-    except ValueError as e:
+    try:  # the CLI's own --set parser
+        cfg = Config().with_settings(args.sets).with_overrides(shots={"detector": args.detector})
+    except UsageError as e:
         ap.error(str(e))
-    if args.detector:
-        overrides.setdefault("shots", {})["detector"] = args.detector
-    cfg = base.with_overrides(**overrides)
     if cfg.shots.detector not in DETECTORS:
         ap.error(f"unknown detector {cfg.shots.detector!r}; available: {', '.join(sorted(DETECTORS))}")
     if args.repeats < 1:
@@ -559,7 +457,7 @@ def main(argv=None) -> int:
                                speed_seconds=None if args.skip_speed else (20.0 if args.quick else 60.0))
     print(f"labelled set ready in {time.perf_counter() - t:.1f} s: {workdir}")
 
-    rows = detector_rows(cfg, bool(overrides))
+    rows = detector_rows(cfg, bool(args.sets or args.detector))
     acc = accuracy(index, workdir, rows, not args.no_progress)
     tags = tagged_recall(index, acc)
     print_accuracy(acc, index, tags)

@@ -287,6 +287,12 @@ def _parse_value(text: str, current):
         return int(text)
     if isinstance(current, float):
         return float(text)
+    if current is None:  # an unset optional number, e.g. clips.clip_len
+        for kind in (int, float):
+            try:
+                return kind(text)
+            except ValueError:
+                pass
     return text
 
 
