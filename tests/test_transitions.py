@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from reelsim.extractors.shots import colour_signature, group_scenes, make_detector
-from reelsim.pipeline import decode
-from reelsim.pipeline.config import Config
-from reelsim.pipeline.segment import ShotClipSampler, segment_video
+from test_shots import segment
+
+from reelsim.extractors.shots import colour_signature, group_scenes
+from reelsim.pipeline.config import ClipConfig, Config
+from reelsim.pipeline.segment import segment_video
 from reelsim.pipeline.synth import Join, Segment, make_edited_video
 
 CFG = Config()
@@ -39,20 +40,13 @@ def clips(tmp_path_factory):
     return out
 
 
-def test_dissolve_is_one_boundary_inside_it(clips):
-    path, truth = clips["dissolve"]
+@pytest.mark.parametrize("kind", ["dissolve", "fade"])
+def test_gradual_transition_is_one_boundary_inside_it(clips, kind):
+    path, truth = clips[kind]
     (t,) = truth
     found = boundaries(path)
     assert len(found) == 1, found
-    assert found[0].kind == "dissolve" and t["start"] <= found[0].frame < t["end"]
-
-
-def test_fade_through_black_is_one_boundary(clips):
-    path, truth = clips["fade"]
-    (t,) = truth
-    found = boundaries(path)
-    assert len(found) == 1, found
-    assert found[0].kind == "fade" and t["start"] <= found[0].frame < t["end"]
+    assert found[0].kind == kind and t["start"] <= found[0].frame < t["end"]
 
 
 def test_flashes_do_not_split_shots_and_cut_stays_frame_exact(clips):
@@ -121,11 +115,7 @@ def test_very_short_videos(tmp_path):
 
 def test_detector_never_reports_later_than_its_latency(clips):
     for path, _ in clips.values():
-        info = decode.probe(str(path))
-        sampler = ShotClipSampler(make_detector(CFG.shots, info.fps), CFG.clips.__class__(clip_len=8), info.fps)
-        for f in decode.iter_frames(str(path), short_side=160):
-            sampler.push(f.index, f.rgb)
-        sampler.finish()
+        sampler, _, _ = segment(path)
         assert sampler.late_cuts == []
 
 
@@ -135,12 +125,7 @@ def test_abab_dialogue_is_one_scene_and_a_new_place_starts_another(tmp_path):
     segs = [Segment(s, 30) for s in (a, b, a, b, c, d, c)]
     path = tmp_path / "dialogue.mp4"
     truth = make_edited_video(path, segs, [Join("cut")] * 6)
-    info = decode.probe(str(path))
-    sampler = ShotClipSampler(make_detector(CFG.shots, info.fps), CFG.clips.__class__(clip_len=8), info.fps)
-    keys = []
-    for f in decode.iter_frames(str(path), short_side=160):
-        keys += sampler.push(f.index, f.rgb)[1]
-    keys += sampler.finish()[1]
+    sampler, _, keys = segment(path)
     assert [s for s, _ in sampler.shots[1:]] == [t["start"] for t in truth]
     signatures = np.stack([colour_signature(k.rgb) for k in sorted(keys, key=lambda k: k.shot)])
     scenes = group_scenes(signatures, similarity=CFG.shots.scene_similarity, window=CFG.shots.scene_window)
@@ -149,12 +134,7 @@ def test_abab_dialogue_is_one_scene_and_a_new_place_starts_another(tmp_path):
 
 def test_clips_of_a_shot_entered_by_a_dissolve_start_after_it(clips):
     path, _ = clips["dissolve"]
-    info = decode.probe(str(path))
-    sampler = ShotClipSampler(make_detector(CFG.shots, info.fps), CFG.clips.__class__(clip_len=4), info.fps)
-    found = []
-    for f in decode.iter_frames(str(path), short_side=160):
-        found += sampler.push(f.index, f.rgb)[0]
-    found += sampler.finish()[0]
+    sampler, found, _ = segment(path, clips=ClipConfig(clip_len=4))
     entered = sampler.boundaries[1]
     assert entered.kind == "dissolve" and entered.end > entered.frame
     second = [c.start_frame for c in found if c.shot == 1]
