@@ -372,11 +372,13 @@ class TransitionDetector:
             run.best, run.best_score, run.best_half = c, best_score, best_h
 
     def _worth_compensating(self, a: SmallFrame, b: SmallFrame, max_step: float) -> bool:
-        """Could a and b be the two ends of a dissolve seen through camera motion?"""
+        """Could a and b be the two ends of a dissolve seen through camera motion?
+
+        (Their histograms already differ: :meth:`_test_gradual` checks that first.)
+        """
         p = self.p
         d_ab = mad(a.rgb, b.rgb)
-        return d_ab >= p.grad_min and max_step <= p.grad_step_max * d_ab and \
-            hist_distance(a.hist, b.hist) >= p.grad_hist_min
+        return d_ab >= p.grad_min and max_step <= p.grad_step_max * d_ab
 
     def _close_run(self) -> None:
         run, self._run = self._run, None
