@@ -274,28 +274,26 @@ def _check_models(cfg) -> None:
             resolve_weights(cls.weights_spec(), path)
 
 
-def cmd_run(args) -> int:
+def _run_catalog(args, lists: str) -> int:
+    """``run`` (lists="rebuild") and ``add`` (lists="add": the store must have an index)."""
     from reelsim.jobs.runner import run_catalog
 
     cfg = config_from_args(args)
-    _check_models(cfg)
-    report = run_catalog(args.inputs, args.store, cfg, scheduler=args.scheduler, workers=args.workers,
-                         progress=not args.no_progress, re_extract=args.re_extract)
-    print(report.describe(args.store))
-    return report.exit_code
-
-
-def cmd_add(args) -> int:
-    from reelsim.jobs.runner import run_catalog
-
-    cfg = config_from_args(args)
-    if not (Path(args.store) / "index" / "catalog.h5").is_file():
+    if lists == "add" and not (Path(args.store) / "index" / "catalog.h5").is_file():
         raise StoreError(f"no index in {args.store}: run `reelsim run INPUT --store {args.store}` first")
     _check_models(cfg)
     report = run_catalog(args.inputs, args.store, cfg, scheduler=args.scheduler, workers=args.workers,
-                         progress=not args.no_progress, lists="add", re_extract=args.re_extract)
+                         progress=not args.no_progress, re_extract=args.re_extract, lists=lists)
     print(report.describe(args.store))
     return report.exit_code
+
+
+def cmd_run(args) -> int:
+    return _run_catalog(args, "rebuild")
+
+
+def cmd_add(args) -> int:
+    return _run_catalog(args, "add")
 
 
 def cmd_lists(args) -> int:
