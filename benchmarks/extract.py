@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from reelsim.pipeline.config import Config
+from reelsim.config import Config
 from reelsim.pipeline.synth import Segment, edit_copy, make_video
 
 # lavfi sources with a seed, so every shot differs
@@ -94,7 +94,7 @@ def model_alone(model, batch_size: int, seconds: float) -> float:
 def in_pipeline(cfg: Config, videos: list[Path]) -> dict:
     """clips/s over the frame pass (decode + shots + clips + model) and over the whole item analysis."""
     from reelsim.pipeline.item import Models, analyse_item
-    from reelsim.storage.catalog import Item
+    from reelsim.storage.manifest import Item
 
     models = Models(cfg)
     clips = frame_pass = total = 0.0
@@ -135,9 +135,9 @@ import json, os, resource, sys, time
 import torch
 if os.environ.get("REELSIM_BENCH_THREADS"):
     torch.set_num_threads(int(os.environ["REELSIM_BENCH_THREADS"]))
-from reelsim.pipeline.config import Config
+from reelsim.config import Config
 from reelsim.pipeline.item import Models, analyse_item
-from reelsim.storage.catalog import Item
+from reelsim.storage.manifest import Item
 cfg = Config()
 t = time.perf_counter()
 f = analyse_item(Item(id="long", video=sys.argv[1]), cfg, Models(cfg))
@@ -191,9 +191,9 @@ def bikes() -> Path | None:
 
 def quality(work: Path, quick: bool) -> None:
     from reelsim import similarity as sim
-    from reelsim.pipeline.config import MODALITIES
+    from reelsim.config import MODALITIES
     from reelsim.pipeline.item import Models, analyse_item
-    from reelsim.storage.catalog import Item
+    from reelsim.storage.manifest import Item
 
     print(f"\n== 3. edited copies vs unrelated videos, default offline models ({load_text()})")
     n_orig = 4 if quick else 8

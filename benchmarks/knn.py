@@ -4,7 +4,7 @@ For each size, in a fresh child process (so peak RSS is that size's own):
 synthetic clustered vectors (a Gaussian mixture: ``max(10, N/1000)``
 components, each a random mean plus a random rank-16 covariance plus small
 isotropic noise, so neighbours have local structure as real embeddings do),
-then the real job through ``reelsim.jobs.lists.index_and_lists`` on a store:
+then the real job through ``reelsim.similarity.rebuild.index_and_lists`` on a store:
 normalise (centre + L2) and save the catalog, choose and build the index
 (training included), search every item's top-k in checkpointed batches with
 exact re-scoring, write the Parquet lists. Recall@10 is measured against
@@ -103,9 +103,10 @@ def peak_rss_gb() -> float:
 def one_size(n: int, d: int, k: int, index: str, oversample: int, queries: int, baseline_full: int,
              workdir: Path, batch: int) -> dict:
     """The job end to end at one size (run in a child process)."""
-    from reelsim.jobs.lists import index_and_lists
-    from reelsim.pipeline.config import FusionConfig
-    from reelsim.similarity import normalise, read_lists, save_catalog
+    from reelsim.similarity.rebuild import index_and_lists
+    from reelsim.config import FusionConfig
+    from reelsim.similarity import normalise, save_catalog
+    from reelsim.storage.lists import read_lists
 
     out = {"n": n, "d": d, "k": k, "index_request": index, "oversample": oversample, "load_before": os.getloadavg()}
     raw = make_catalog(n, d)

@@ -25,9 +25,9 @@ SOURCES = ["life=ratio=0.2:mold=5:seed={}", "cellauto=rule=30:seed={}", "perlin=
 
 CHILD = r"""
 import json, resource, sys, time
-from reelsim.pipeline.config import Config
+from reelsim.config import Config
 from reelsim.pipeline.item import Models, analyse_item
-from reelsim.storage.catalog import Item
+from reelsim.storage.manifest import Item
 cfg = Config()
 t = time.perf_counter()
 f = analyse_item(Item(id="long", video=sys.argv[1]), cfg, Models(cfg))

@@ -18,12 +18,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from reelsim.extractors.shots import make_detector
+from reelsim.config import ClipConfig, Config
 from reelsim.jobs.demo import make_sample_catalog
 from reelsim.jobs.runner import run_catalog
-from reelsim.pipeline.config import ClipConfig, Config
-from reelsim.pipeline.decode import iter_frames, probe
-from reelsim.pipeline.segment import ShotClipSampler
+from reelsim.pipeline.decode import iter_frames
+from reelsim.pipeline.segment import ShotPass
 
 
 def timed_run(manifest: Path, store: Path, workers: int) -> dict:
@@ -37,7 +36,6 @@ def timed_run(manifest: Path, store: Path, workers: int) -> dict:
 
 def decode_floor(path: Path, repeats: int = 3) -> tuple[float, float, int]:
     """Best-of-``repeats`` seconds: (decode only, decode + shots + clip sampling), frames."""
-    info = probe(str(path))
     best_decode = best_segment = float("inf")
     n = 0
     for _ in range(repeats):
@@ -45,10 +43,10 @@ def decode_floor(path: Path, repeats: int = 3) -> tuple[float, float, int]:
         n = sum(1 for _ in iter_frames(str(path), short_side=160))
         best_decode = min(best_decode, time.perf_counter() - t)
         t = time.perf_counter()
-        sampler = ShotClipSampler(make_detector(Config().shots, info.fps), ClipConfig(clip_len=8), info.fps)
-        for f in iter_frames(str(path), short_side=160):
-            sampler.push(f.index, f.rgb)
-        sampler.finish()
+        shot_pass = ShotPass(str(path), Config(clips=ClipConfig(clip_len=8)), clip_len=8)
+        for _ in shot_pass:
+            pass
+        shot_pass.finish()
         best_segment = min(best_segment, time.perf_counter() - t)
     return best_decode, best_segment, n
 

@@ -29,9 +29,9 @@ from pathlib import Path
 from reelsim.jobs.runner import collect, run_catalog, submit_items
 from reelsim.jobs.tasks import START_TOPIC, process_item
 from reelsim.jobs.watch import ItemWatch
-from reelsim.pipeline.config import Config
+from reelsim.config import Config
 from reelsim.pipeline.synth import Segment, make_video
-from reelsim.storage.catalog import read_inputs
+from reelsim.storage.manifest import read_inputs
 
 SOURCES = ["testsrc2", "mandelbrot", "smptebars", "rgbtestsrc", "cellauto=rule=110:seed=3",
            "life=seed=3:ratio=0.3:mold=10", "sierpinski=type=carpet:seed=2", "gradients=seed=5:speed=0.05"]

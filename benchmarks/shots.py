@@ -96,16 +96,10 @@ class ReplayCuts:
 
 def sample_clips_with_cuts(path: Path, cuts: list[int], cfg) -> int:
     """Second decode of the two-decode baseline: reelsim's clip rule on given cuts; returns clips cut."""
-    from reelsim.pipeline.decode import iter_frames, probe
-    from reelsim.pipeline.segment import ShotClipSampler
+    from reelsim.pipeline.segment import ShotPass
 
-    info = probe(str(path))
-    clips = cfg.clips if cfg.clips.clip_len else dataclasses.replace(cfg.clips, clip_len=8)
-    sampler = ShotClipSampler(ReplayCuts(cuts), clips, info.fps)
-    n = 0
-    for f in iter_frames(str(path), short_side=cfg.decode.analysis_short_side):
-        n += len(sampler.push(f.index, f.rgb)[0])
-    return n + len(sampler.finish()[0])
+    shot_pass = ShotPass(str(path), cfg, clip_len=8, detector=ReplayCuts(cuts))
+    return sum(len(clips) for clips, _ in shot_pass) + len(shot_pass.finish()[0])
 
 
 # ---------------------------------------------------------------------------
@@ -435,8 +429,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from reelsim.errors import UsageError
-    from reelsim.extractors.shots import DETECTORS
-    from reelsim.pipeline.config import Config
+    from reelsim.extractors.detectors import DETECTORS
+    from reelsim.config import Config
 
     try:  # the CLI's own --set parser
         cfg = Config().with_settings(args.sets).with_overrides(shots={"detector": args.detector})

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from reelsim.pipeline import decode
-from reelsim.pipeline.config import Config
+from reelsim.config import Config
 from reelsim.pipeline.item import Models
 from reelsim.storage.thumbnails import jpeg_thumbnail
 

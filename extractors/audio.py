@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from reelsim.extractors.registry import register
+from reelsim.extractors.base import Extractor, register
 
 N_FFT = 400  # 25 ms at 16 kHz
 HOP = 160  # 10 ms at 16 kHz
@@ -154,7 +154,7 @@ class StatsSpanPooler:
 
 
 @register("audio", "logmel-stats")
-class LogMelStats:
+class LogMelStats(Extractor):
     """Per-segment log-mel statistics: mean and std of 64 log-mel bands.
 
     dim = 128; input: mono float32 waveform at ``sample_rate`` Hz.  Needs no
@@ -164,9 +164,11 @@ class LogMelStats:
     dim = 2 * N_MELS
     sample_rate = 16000
 
-    def __init__(self, *, device: str = "cpu", weights_path: str | None = None, batch_size: int = 8,
+    def __init__(self, *, device: str = "cpu", weights_path: str | None = None, batch_size: int | None = None,
                  precision: str = "auto"):
-        self.device = "cpu"
+        super().__init__(device="cpu", weights_path=weights_path, batch_size=batch_size, precision=precision)
+
+    def _load(self) -> None:
         # librosa's first call compiles numba code (seconds): pay it here, at load time, once per worker.
         log_mel_frames(y=np.zeros(self.sample_rate // 10, np.float32), sr=self.sample_rate)
 
@@ -194,14 +196,5 @@ class LogMelStats:
             rows.append(stats_from_moments(f.sum(0), (f * f).sum(0), len(f)))
         return np.stack(rows)
 
-    def provenance(self) -> dict:
-        return {
-            "model": self.name,
-            "weights": "none",
-            "weights_sha256": "",
-            "sample_rate": self.sample_rate,
-            "n_fft": N_FFT,
-            "hop": HOP,
-            "n_mels": N_MELS,
-            "dim": self.dim,
-        }
+    def _provenance(self) -> dict:
+        return {"weights": "none", "sample_rate": self.sample_rate, "n_fft": N_FFT, "hop": HOP, "n_mels": N_MELS}

@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from reelsim.errors import ReelsimError, WeightsNotFoundError
-from reelsim.extractors.registry import register
-from reelsim.extractors.weights import WeightsSpec, resolve_weights, sha256_file
+from reelsim.extractors.base import Extractor, register
+from reelsim.extractors.device import autocast
+from reelsim.extractors.weights import WeightsSpec, resolve_weights
 
 if TYPE_CHECKING:
     import torch
@@ -180,7 +181,7 @@ def check_image(image: np.ndarray) -> None:
 
 
 @register("image", "effnet-lite0")
-class EfficientNetLite0Image:
+class EfficientNetLite0Image(Extractor):
     """ImageNet EfficientNet-Lite0 features of product images, 1280-d.
 
     Each image is scaled so its shorter side is 224 px, centre-cropped to
@@ -199,22 +200,15 @@ class EfficientNetLite0Image:
     """
 
     dim = 1280
+    default_batch_size = 32
     input_size = 224
     mean = EFFNET_LITE0_MEAN
     std = EFFNET_LITE0_STD
 
-    def __init__(self, *, device: str = "cpu", weights_path: str | None = None, batch_size: int = 32):
+    def _load(self) -> None:
         import torch
 
-        from reelsim.extractors.device import resolve_device
-
-        if batch_size < 1:
-            raise ReelsimError(f"batch_size must be >= 1, got {batch_size}")
-        self.device = resolve_device(device)
-        self.batch_size = batch_size
-        self.weights_file = self.weights_file_for(weights_path)
-        self.weights_sha256 = sha256_file(self.weights_file)
-        self.weights_source = "weights_path" if weights_path else EFFNET_LITE0_WEIGHTS.source
+        self.weights_source = "weights_path" if self.weights_path else EFFNET_LITE0_WEIGHTS.source
         model = build_effnet_lite0(weights_file=self.weights_file, image_size=self.input_size)
         self._memory_format = torch.channels_last
         self.model = model.to(self.device, memory_format=self._memory_format)
@@ -243,8 +237,6 @@ class EfficientNetLite0Image:
         """
         import torch
 
-        from reelsim.extractors.device import autocast
-
         for image in images:
             check_image(image)
         out = np.empty((len(images), self.dim), np.float32)
@@ -266,18 +258,14 @@ class EfficientNetLite0Image:
         x = torch.from_numpy(np.require(image, requirements=["C", "W"])).to(self.device).permute(2, 0, 1)[None].float() / 255.0
         return resize_center_crop(x, short_side=self.input_size, crop=self.input_size)
 
-    def provenance(self) -> dict:
-        """What produced these features (stored next to them)."""
+    def _provenance(self) -> dict:
         return {
-            "model": self.name,
             "network": "EfficientNet-Lite0 (ImageNet)",
             "weights": self.weights_file.name,
-            "weights_sha256": self.weights_sha256,
             "weights_source": self.weights_source,
             "input_size": self.input_size,
             "resize": f"shorter side to {self.input_size}, centre crop, antialiased bilinear",
             "mean": list(self.mean),
             "std": list(self.std),
-            "dim": self.dim,
             "pooling": "global average of the last 1x1 conv map (before the classifier)",
         }

@@ -27,9 +27,10 @@ from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
-from reelsim.errors import ReelsimError, WeightsNotFoundError
-from reelsim.extractors.registry import register
-from reelsim.extractors.weights import WeightsSpec, cache_path, resolve_weights, sha256_file
+from reelsim.errors import ReelsimError
+from reelsim.extractors.base import Extractor, register
+from reelsim.extractors.device import autocast, precision_name
+from reelsim.extractors.weights import WeightsSpec, load_state_dict_file
 
 if TYPE_CHECKING:
     from torch import nn
@@ -276,7 +277,7 @@ def cnn14_state(checkpoint) -> dict:
 
 
 @register("audio", "cnn14-16k")
-class Cnn14Audio:
+class Cnn14Audio(Extractor):
     """PANNs CNN14 (16 kHz, AudioSet) embeddings; 2048-d; weights by path or torch cache.
 
     Parameters
@@ -296,22 +297,12 @@ class Cnn14Audio:
     window_s = 10.0
     min_s = 1.0
 
-    def __init__(self, *, device: str = "cpu", weights_path: str | None = None, batch_size: int = 8,
-                 precision: str = "auto"):
-        from reelsim.extractors.device import amp_dtype, resolve_device
-        from reelsim.extractors.video import load_state
+    weights_kind = "AudioSet"
 
-        if batch_size < 1:
-            raise ReelsimError(f"batch_size must be >= 1, got {batch_size}")
-        self.device = resolve_device(device)
-        amp_dtype(self.device, precision)
-        self.precision = precision
-        self.batch_size = batch_size
-        self.weights_file = self.weights_file_for(weights_path)
-        self.weights_sha256 = sha256_file(self.weights_file)
+    def _load(self) -> None:
         model = build_cnn14()
         try:
-            model.load_state_dict(cnn14_state(load_state(self.weights_file, self.name)), strict=True)
+            model.load_state_dict(cnn14_state(load_state_dict_file(self.weights_file, self.name)), strict=True)
         except RuntimeError as e:
             raise ReelsimError(f"{self.weights_file} is not a Cnn14_16k checkpoint: {e}") from None
         self.model = model.eval().to(self.device)
@@ -320,29 +311,12 @@ class Cnn14Audio:
     def weights_spec(cls) -> WeightsSpec:
         return CNN14_16K_WEIGHTS
 
-    @classmethod
-    def weights_file_for(cls, weights_path: str | None = None):
-        """The checkpoint for ``weights_path`` (explicit, else the torch cache)."""
-        return resolve_weights(CNN14_16K_WEIGHTS, weights_path)
-
-    @classmethod
-    def usable(cls) -> tuple[bool, str]:
-        spec = CNN14_16K_WEIGHTS
-        try:
-            path = resolve_weights(spec)
-        except WeightsNotFoundError:
-            return False, (f"weights file {spec.filename} not found in {cache_path(spec).parent}; "
-                           f"pass --audio-weights PATH (download {spec.url})")
-        return True, f"AudioSet weights at {path}"
-
     def extract(self, segments: list[np.ndarray]) -> np.ndarray:
         """float32 (B, 2048): one embedding per mono 16 kHz waveform in ``segments``.
 
         Waveforms shorter than ``min_s`` are looped to it; equal-length ones share a forward pass.
         """
         import torch
-
-        from reelsim.extractors.device import autocast
 
         mels = [cnn14_log_mel(y=loop_to_length(np.asarray(y, np.float32), int(self.min_s * self.sample_rate)))
                 for y in segments]
@@ -364,15 +338,11 @@ class Cnn14Audio:
             raise ReelsimError(f"{self.name} needs audio decoded at {self.sample_rate} Hz, got {sr} Hz")
         return WindowEmbeddingPooler(self, spans_s, sr=sr, window_s=self.window_s)
 
-    def provenance(self) -> dict:
-        from reelsim.extractors.device import precision_name
-
+    def _provenance(self) -> dict:
         return {
-            "model": self.name,
             "network": "PANNs Cnn14_16k (AudioSet)",
             "precision": precision_name(self.device, self.precision),
             "weights": self.weights_file.name,
-            "weights_sha256": self.weights_sha256,
             "sample_rate": self.sample_rate,
             "n_fft": WINDOW,
             "hop": HOP,
@@ -381,7 +351,6 @@ class Cnn14Audio:
             "fmax": FMAX,
             "window_s": self.window_s,
             "min_s": self.min_s,
-            "dim": self.dim,
             "pooling": "window embeddings (<= window_s s, looped to min_s); shot and item = "
                        "duration-weighted mean of their windows",
         }

@@ -1,68 +1,46 @@
-"""One registry per modality: name -> extractor class.
+"""The model registry: modality -> name -> extractor class, with the built-in extractors in it.
 
-An extractor is a small class with class attributes ``name`` and ``dim`` and
-one ``extract(batch) -> np.ndarray`` method returning ``float32 (B, dim)``.
-The CLI reads its choices from these dicts, so adding a model is one
-decorated class.
+Every extractor registers itself with :func:`reelsim.extractors.base.register`;
+this module imports the built-in ones, so that :data:`REGISTRIES` is complete
+once it is imported (each class imports torch & co. only when constructed, so
+this is cheap). The CLI reads its model choices from here, so adding a model
+is one decorated class in a module listed below.
 
 Examples
 --------
 >>> from reelsim.extractors.registry import REGISTRIES
 >>> sorted(REGISTRIES)
 ['audio', 'image', 'text', 'visual']
+>>> "effnet-lite0-inflated" in REGISTRIES["visual"]
+True
 """
 
 from __future__ import annotations
 
 import collections
 import functools
-from typing import Callable, TypeVar
 
+from reelsim.config import MODALITIES, ModelConfig
 from reelsim.errors import UsageError
-
-T = TypeVar("T", bound=type)
-
-#: modality -> {name -> extractor class}
-REGISTRIES: dict[str, dict[str, type]] = {
-    "visual": {},
-    "audio": {},
-    "image": {},
-    "text": {},
-}
+from reelsim.extractors import audio, image, panns, text, video  # noqa: F401  (they register themselves)
+from reelsim.extractors.base import REGISTRIES as REGISTRIES
+from reelsim.extractors.base import Extractor
+from reelsim.storage.hashing import sha256_file
+from reelsim.storage.provenance import ModelStamp
 
 
-def register(modality: str, name: str) -> Callable[[T], T]:
-    """Class decorator: register an extractor class under ``name``."""
-    if modality not in REGISTRIES:
-        raise ValueError(f"unknown modality {modality!r}; expected one of {sorted(REGISTRIES)}")
-
-    def deco(cls: T) -> T:
-        if name in REGISTRIES[modality]:
-            raise ValueError(f"{modality} extractor {name!r} registered twice")
-        cls.name = name
-        cls.modality = modality
-        REGISTRIES[modality][name] = cls
-        return cls
-
-    return deco
+def names(modality: str) -> list[str]:
+    """The registered model names of ``modality``, sorted (the CLI's choices)."""
+    return sorted(REGISTRIES[modality])
 
 
-def _ensure_builtins_registered() -> None:
-    # The built-in extractors register themselves on import; importing them
-    # is cheap because each one imports torch & co. only when instantiated.
-    from reelsim.extractors import audio, image, panns, text, video  # noqa: F401
-
-
-def get_class(modality: str, name: str) -> type:
+def get_class(modality: str, name: str) -> type[Extractor]:
     """The extractor class registered as ``name`` for ``modality``."""
-    _ensure_builtins_registered()
     table = REGISTRIES.get(modality)
     if table is None:
         raise UsageError(f"unknown modality {modality!r}; expected one of {sorted(REGISTRIES)}")
     if name not in table:
-        raise UsageError(
-            f"unknown {modality} model {name!r}; available: {', '.join(sorted(table))}"
-        )
+        raise UsageError(f"unknown {modality} model {name!r}; available: {', '.join(sorted(table))}")
     return table[name]
 
 
@@ -71,7 +49,7 @@ LOADS: collections.Counter[str] = collections.Counter()
 
 
 @functools.lru_cache(maxsize=None)
-def load(modality: str, name: str, **kwargs) -> object:
+def load(modality: str, name: str, **kwargs) -> Extractor:
     """Instantiate an extractor once per process (per Dask worker).
 
     ``kwargs`` must be hashable (strings, numbers, None); they are passed to
@@ -82,3 +60,19 @@ def load(modality: str, name: str, **kwargs) -> object:
     model = get_class(modality, name)(**kwargs)
     LOADS[f"{modality}/{name}"] += 1
     return model
+
+
+def model_stamps(models: ModelConfig) -> dict[str, ModelStamp]:
+    """The stamp each modality's features will carry in a run with ``models``.
+
+    Resolves each model's weights file (explicit path, torch cache or the
+    shipped file) and hashes it, without loading any model. A missing file
+    raises :class:`~reelsim.errors.WeightsNotFoundError` naming where to get it.
+    """
+    paths = {"visual": models.video_weights, "audio": models.audio_weights}
+    out = {}
+    for modality in MODALITIES:
+        name = getattr(models, modality)
+        weights = get_class(modality, name).weights_file_for(paths.get(modality))
+        out[modality] = ModelStamp(name, sha256_file(weights) if weights else "")
+    return out

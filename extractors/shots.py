@@ -1,107 +1,81 @@
-"""Shot boundary detectors (stateful frame consumers) and scene grouping.
+"""Shot boundaries: the detector protocol, its output type, its registry, and scene grouping.
 
 A detector is fed our own decoded frames, one at a time, in order; it never
-opens the video itself.  Interface (after scenedetect's ``SceneDetector``):
-
-``process(index, rgb) -> list[int]``
-    frames where a new shot begins, found so far (possibly for earlier frames).
-``finish(n_frames) -> list[int]``
-    any cuts still held back at end of stream.
-``latency``
-    upper bound, in frames, on how late a cut at frame ``c`` is reported
-    (it is reported no later than while processing frame ``c + latency``).
+opens the video itself (:class:`ShotDetector`, after scenedetect's
+``SceneDetector``). Detectors register a factory ``(ShotConfig, fps) ->
+detector`` under a name with :func:`register_detector`; the built-in ones
+live in :mod:`reelsim.extractors.transitions` (``reelsim``) and
+:mod:`reelsim.extractors.scenedetect_detectors` (``content``, ``adaptive``),
+and :mod:`reelsim.extractors.detectors` builds one by name.
 
 Scenes group consecutive shots (:func:`group_scenes`).
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, NamedTuple, Protocol
 
 import numpy as np
 
-from reelsim.errors import UsageError
-from reelsim.pipeline.config import ShotConfig
+from reelsim.config import ShotConfig
 
-#: name -> factory(cfg: ShotConfig, fps: float) -> detector
-DETECTORS: dict[str, Callable[[ShotConfig, float], object]] = {}
+#: how a shot was entered
+TRANSITION_KINDS = ("start", "cut", "dissolve", "fade")
+
+
+class Boundary(NamedTuple):
+    """A shot boundary reported by a detector.
+
+    frame : first frame of the new shot (for a gradual transition, a frame
+        inside it: the darkest frame of a fade, the middle of a dissolve).
+    kind : ``"cut"``, ``"dissolve"`` or ``"fade"``.
+    start, end : the transition's frames ``[start, end)``; for a cut
+        ``start == end == frame``.
+    """
+
+    frame: int
+    kind: str = "cut"
+    start: int = -1
+    end: int = -1
+
+    @classmethod
+    def of(cls, b) -> "Boundary":
+        """A Boundary from a detector's output: an int frame is a hard cut."""
+        if isinstance(b, Boundary):
+            return b
+        f = int(b)
+        return cls(f, "cut", f, f)
+
+
+class ShotDetector(Protocol):
+    """What the clip sampler (:class:`reelsim.pipeline.segment.ShotClipSampler`) needs of a detector.
+
+    latency : upper bound, in frames, on how late a boundary at frame ``c`` is
+        reported (no later than while processing frame ``c + latency``).
+    """
+
+    latency: int
+
+    def process(self, index: int, rgb: np.ndarray) -> list[Boundary | int]:
+        """Consume frame ``index`` (uint8 (H, W, 3)); boundaries found so far (an int is a hard cut)."""
+
+    def finish(self, n_frames: int) -> list[Boundary | int]:
+        """Boundaries still held back at the end of a stream of ``n_frames`` frames."""
+
+
+#: name -> factory(cfg: ShotConfig, fps: float) -> ShotDetector
+DETECTORS: dict[str, Callable[[ShotConfig, float], ShotDetector]] = {}
 
 
 def register_detector(name: str):
+    """Decorator: register a detector factory ``(cfg: ShotConfig, fps: float) -> ShotDetector`` as ``name``."""
     def deco(factory):
+        if name in DETECTORS:
+            raise ValueError(f"shot detector {name!r} registered twice")
         DETECTORS[name] = factory
         return factory
 
     return deco
-
-
-def make_detector(cfg: ShotConfig, fps: float):
-    """Build the detector named by ``cfg.detector`` for a stream at ``fps`` frames/s."""
-    try:
-        factory = DETECTORS[cfg.detector]
-    except KeyError:
-        raise UsageError(f"unknown shot detector {cfg.detector!r}; available: {', '.join(sorted(DETECTORS))}") from None
-    return factory(cfg, fps)
-
-
-class SceneDetectAdapter:
-    """Feeds our RGB frames to a PySceneDetect detector and returns cut frame indices."""
-
-    def __init__(self, detector, fps: float, latency: int):
-        self._detector = detector
-        self._fps = fps if fps and np.isfinite(fps) and fps > 0 else 25.0
-        self.latency = latency
-
-    def _timecode(self, index: int):
-        from scenedetect import FrameTimecode
-
-        return FrameTimecode(timecode=index, fps=self._fps)
-
-    def process(self, index: int, rgb: np.ndarray) -> list[int]:
-        import cv2
-
-        bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)  # scenedetect expects BGR; 5x cheaper than a numpy flip copy
-        cuts = self._detector.process_frame(self._timecode(index), bgr)
-        return [int(c.frame_num) for c in cuts]
-
-    def finish(self, n_frames: int) -> list[int]:
-        if n_frames == 0:
-            return []
-        cuts = self._detector.post_process(self._timecode(n_frames - 1))
-        return [int(c.frame_num) for c in cuts]
-
-
-@register_detector("content")
-def _content(cfg: ShotConfig, fps: float) -> SceneDetectAdapter:
-    """scenedetect ContentDetector: HSV frame differences, good at hard cuts."""
-    from scenedetect.detectors import ContentDetector
-
-    det = ContentDetector(threshold=cfg.threshold, min_scene_len=cfg.min_shot_frames)
-    return SceneDetectAdapter(det, fps, latency=cfg.min_shot_frames + 1)
-
-
-@register_detector("adaptive")
-def _adaptive(cfg: ShotConfig, fps: float) -> SceneDetectAdapter:
-    """scenedetect AdaptiveDetector: content score relative to a rolling average.
-
-    ``threshold`` maps to its ``adaptive_threshold`` divided by 9 (so the
-    default 27 gives scenedetect's default 3.0).
-    """
-    from scenedetect.detectors import AdaptiveDetector
-
-    window = 2
-    det = AdaptiveDetector(
-        adaptive_threshold=cfg.threshold / 9.0, min_scene_len=cfg.min_shot_frames, window_width=window
-    )
-    return SceneDetectAdapter(det, fps, latency=cfg.min_shot_frames + window + 1)
-
-
-@register_detector("reelsim")
-def _reelsim(cfg: ShotConfig, fps: float):
-    """reelsim's detector: frame-exact cuts, dissolves and fades as one boundary, flashes ignored."""
-    from reelsim.extractors.transitions import TransitionDetector, TransitionParams
-
-    return TransitionDetector(TransitionParams.from_config(cfg))
 
 
 def colour_signature(rgb: np.ndarray, *, bins: int = 8) -> np.ndarray:

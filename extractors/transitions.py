@@ -47,8 +47,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from reelsim.pipeline.config import ShotConfig
-from reelsim.pipeline.segment import Boundary
+from reelsim.config import ShotConfig
+from reelsim.extractors.shots import Boundary, register_detector
 
 
 @dataclass(frozen=True)
@@ -412,3 +412,9 @@ class TransitionDetector:
             out.append(b)
             self._last_emitted = b.frame
         return out
+
+
+@register_detector("reelsim")
+def _reelsim(cfg: ShotConfig, fps: float):
+    """reelsim's detector: frame-exact cuts, dissolves and fades as one boundary, flashes ignored."""
+    return TransitionDetector(TransitionParams.from_config(cfg))

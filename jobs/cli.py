@@ -13,7 +13,20 @@ import sys
 from pathlib import Path
 
 from reelsim import __version__
+from reelsim.config import LIST_FORMATS, Config, ModelConfig, parse_weights
 from reelsim.errors import ReelsimError, StoreError, UsageError, WeightsNotFoundError
+from reelsim.extractors import detectors, registry
+from reelsim.extractors.device import check_amp, resolve_device
+from reelsim.jobs.demo import run_demo
+from reelsim.jobs.report import write_html_report
+from reelsim.jobs.runner import run_catalog
+from reelsim.jobs.tables import neighbors_json, neighbors_text
+from reelsim.similarity.catalog import load_catalog
+from reelsim.similarity.lookup import Lookup
+from reelsim.similarity.rebuild import index_and_lists
+from reelsim.storage.export import export
+from reelsim.storage.layout import StoreLayout
+from reelsim.storage.shards import read_shots
 
 EXAMPLES = """\
 examples:
@@ -50,11 +63,13 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    "fp16 on GPUs without bf16, fp32 on CPU)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     m = p.add_argument_group("models (see `reelsim models`)")
-    m.add_argument("--video-model", metavar="NAME", help="3D-CNN for shot clips (default: effnet-lite0-inflated)")
+    m.add_argument("--video-model", metavar="NAME", choices=registry.names("visual"),
+                   help="3D-CNN for shot clips: %(choices)s (default: effnet-lite0-inflated)")
     m.add_argument("--video-weights", metavar="PATH", help="weights file for a Kinetics video model")
     sh = p.add_argument_group("shots and scenes (see docs/shots.md)")
-    sh.add_argument("--shot-detector", choices=("reelsim", "content", "adaptive"),
-                    help="reelsim (default: cuts, dissolves, fades, flash-proof) or scenedetect's content/adaptive")
+    sh.add_argument("--shot-detector", choices=detectors.names(),
+                    help="%(choices)s; reelsim (default): cuts, dissolves, fades, flash-proof; content/adaptive: "
+                    "scenedetect's")
     sh.add_argument("--cut-min", type=float, metavar="D", help="reelsim detector: smallest frame difference "
                     "(0-255) that can be a cut (default: 12)")
     sh.add_argument("--cut-ratio", type=float, metavar="R", help="reelsim detector: a cut must exceed the local "
@@ -76,8 +91,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     m.add_argument("--thumbnail-size", type=int, metavar="PX",
                    help="longest side of the JPEG keyframe/product thumbnails stored for `reelsim report` "
                    "(default: 160; 0: store none)")
-    m.add_argument("--audio-model", metavar="NAME", help="audio features (default: logmel-stats; "
-                   "cnn14-16k = PANNs CNN14 embeddings, needs --audio-weights)")
+    m.add_argument("--audio-model", metavar="NAME", choices=registry.names("audio"),
+                   help="audio features: %(choices)s (default: logmel-stats; cnn14-16k = PANNs CNN14 "
+                   "embeddings, needs --audio-weights)")
     m.add_argument("--audio-weights", metavar="PATH", help="weights file for a pretrained audio model, "
                    "e.g. Cnn14_16k_mAP=0.438.pth")
     m.add_argument("--re-extract", action="store_true", help="allow a model or weights change against the "
@@ -119,25 +135,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"reelsim {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = sub.add_parser("run", help="process a catalog into a store and write neighbour lists",
-                       description="Decode each video once, detect shots and scenes, extract features per shot, "
-                       "write one HDF5 shard per item, then fuse and write every item's top-k list. "
-                       "Unchanged items are skipped on a re-run. Writes STORE/report.json. "
-                       "Exit 0: all items ok; 3: some failed (see report.json), the rest completed.",
-                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="folder of media, .jsonl/.csv manifest, or video file")
-    p.add_argument("--store", required=True, type=Path, metavar="DIR", help="feature store folder (created)")
-    _add_run_options(p)
-
-    p = sub.add_parser("add", help="analyse new items and add them to an existing store's index and lists",
-                       description="Embed the new items (like `run`), normalise them with the catalog's stored "
-                       "transform, add them to the FAISS index, compute their lists and update only the lists "
-                       "they enter; nothing is rebuilt. Items already in the catalog are skipped. "
-                       "Exit 0: all items ok; 3: some failed, the rest were added.",
-                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="folder of media, .jsonl/.csv manifest, or video file")
-    p.add_argument("--store", required=True, type=Path, metavar="DIR", help="store made by `reelsim run`")
-    _add_run_options(p)
+    for name, help_, description, store_help in (
+            ("run", "process a catalog into a store and write neighbour lists",
+             "Decode each video once, detect shots and scenes, extract features per shot, "
+             "write one HDF5 shard per item, then fuse and write every item's top-k list. "
+             "Unchanged items are skipped on a re-run. Writes STORE/report.json. "
+             "Exit 0: all items ok; 3: some failed (see report.json), the rest completed.",
+             "feature store folder (created)"),
+            ("add", "analyse new items and add them to an existing store's index and lists",
+             "Embed the new items (like `run`), normalise them with the catalog's stored "
+             "transform, add them to the FAISS index, compute their lists and update only the lists "
+             "they enter; nothing is rebuilt. Items already in the catalog are skipped. "
+             "Exit 0: all items ok; 3: some failed, the rest were added.",
+             "store made by `reelsim run`")):
+        p = sub.add_parser(name, help=help_, description=description, epilog=EXAMPLES,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.add_argument("inputs", nargs="+", metavar="INPUT",
+                       help="folder of media, .jsonl/.csv manifest, or video file")
+        p.add_argument("--store", required=True, type=Path, metavar="DIR", help=store_help)
+        _add_run_options(p)
 
     p = sub.add_parser("lists", help="rebuild the index and every list from the store's catalog (resumable)",
                        description="Choose and build the FAISS index for the stored catalog, then compute every "
@@ -204,49 +220,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def fusion_overrides(args: argparse.Namespace) -> dict:
-    """FusionConfig overrides from the similarity flags (None = not given)."""
-    from reelsim.pipeline.config import parse_weights
-
+    """FusionConfig overrides from the similarity flags (None = not given; values are checked by the config)."""
     get = lambda name: getattr(args, name, None)
     fusion = {"k": get("k"), "pca_dim": get("pca"), "whiten": get("whiten"), "index": get("index"),
               "memory_budget_gb": get("memory_budget"), "knn_batch": get("knn_batch"), "dedup": get("dedup"),
               "mmr": get("mmr"), "blocklist_threshold": get("blocklist_threshold")}
     if get("weights"):
         fusion["weights"] = parse_weights(args.weights)
-    for name, flag in (("k", "-k"), ("pca", "--pca"), ("knn_batch", "--knn-batch")):
-        if get(name) is not None and get(name) < 1:
-            raise UsageError(f"{flag} must be at least 1")
-    if get("memory_budget") is not None and not get("memory_budget") > 0:
-        raise UsageError("--memory-budget must be positive")
-    if get("dedup") is not None and not -1 <= args.dedup <= 1:
-        raise UsageError("--dedup must be in [-1, 1]")
-    if get("mmr") is not None and not 0 <= args.mmr <= 1:
-        raise UsageError("--mmr must be in [0, 1]")
     if get("blocklist"):
         fusion["blocklist"] = tuple(p.strip() for p in args.blocklist if p.strip())
     if get("lists_format"):
-        from reelsim.similarity.lists import LIST_FILES
-
         formats = tuple(f.strip() for f in args.lists_format.split(",") if f.strip())
-        bad = [f for f in formats if f not in LIST_FILES]
-        if bad or not formats:
-            raise UsageError(f"--lists-format: expected some of {', '.join(LIST_FILES)}, got {args.lists_format!r}")
+        if not formats or not set(formats) <= set(LIST_FORMATS):
+            raise UsageError(f"--lists-format: expected some of {', '.join(LIST_FORMATS)}, got {args.lists_format!r}")
         fusion["lists_formats"] = formats
     return fusion
 
 
-def config_from_args(args: argparse.Namespace):
-    from reelsim.pipeline.config import Config
-
-    cfg = Config()
-    fusion = fusion_overrides(args)
+def config_from_args(args: argparse.Namespace) -> Config:
+    """The run's :class:`Config` from the flags and ``--set``; every value is checked as it is built."""
     if args.workers is not None and args.workers < 1:
         raise UsageError("--workers must be at least 1")
-    if args.thumbnail_size is not None and args.thumbnail_size < 0:
-        raise UsageError("--thumbnail-size must be 0 (none) or a positive number of pixels")
-    if args.item_timeout is not None and not args.item_timeout >= 0:
-        raise UsageError("--item-timeout must be >= 0 seconds (0 = no limit)")
-    return cfg.with_overrides(
+    return Config().with_overrides(
         models={"device": args.device, "batch_size": args.batch_size, "visual": args.video_model,
                 "video_weights": str(Path(args.video_weights).resolve()) if args.video_weights else None,
                 "audio": args.audio_model, "precision": args.precision,
@@ -255,33 +250,31 @@ def config_from_args(args: argparse.Namespace):
                "cut_ratio": args.cut_ratio, "gradual_min": args.gradual_min, "min_shot_frames": args.min_shot_frames,
                "scene_similarity": args.scene_similarity, "scene_window": args.scene_window,
                "scene_audio_db": args.scene_audio_db},
-        fusion=fusion,
+        fusion=fusion_overrides(args),
         thumbnails={"max_side": args.thumbnail_size},
         jobs={"item_timeout_s": args.item_timeout},
     ).with_settings(args.settings)
 
 
-def _check_models(cfg) -> None:
-    """Fail fast, before starting a cluster, on a model that cannot run here."""
-    from reelsim.extractors.device import resolve_device
-    from reelsim.extractors.registry import get_class
-    from reelsim.extractors.weights import resolve_weights
+def check_runnable(cfg: Config) -> None:
+    """Fail fast, before starting a cluster: the device, the detector and every model must exist here.
 
+    Raises UsageError (unknown name, no CUDA) or WeightsNotFoundError (a weights file that is not here).
+    """
     resolve_device(cfg.models.device)
-    for modality, path in (("visual", cfg.models.video_weights), ("audio", cfg.models.audio_weights)):
-        cls = get_class(modality, getattr(cfg.models, modality))
-        if hasattr(cls, "weights_spec"):  # models with downloaded weights: is the file here?
-            resolve_weights(cls.weights_spec(), path)
+    if cfg.shots.detector not in detectors.names():
+        raise UsageError(f"unknown shot detector {cfg.shots.detector!r}; available: {', '.join(detectors.names())}")
+    paths = {"visual": cfg.models.video_weights, "audio": cfg.models.audio_weights}
+    for modality in ("visual", "audio", "image", "text"):
+        registry.get_class(modality, getattr(cfg.models, modality)).weights_file_for(paths.get(modality))
 
 
 def _run_catalog(args, lists: str) -> int:
     """``run`` (lists="rebuild") and ``add`` (lists="add": the store must have an index)."""
-    from reelsim.jobs.runner import run_catalog
-
     cfg = config_from_args(args)
-    if lists == "add" and not (Path(args.store) / "index" / "catalog.h5").is_file():
-        raise StoreError(f"no index in {args.store}: run `reelsim run INPUT --store {args.store}` first")
-    _check_models(cfg)
+    if lists == "add":
+        StoreLayout(args.store).require_catalog()
+    check_runnable(cfg)
     report = run_catalog(args.inputs, args.store, cfg, scheduler=args.scheduler, workers=args.workers,
                          progress=not args.no_progress, re_extract=args.re_extract, lists=lists)
     print(report.describe(args.store))
@@ -297,15 +290,8 @@ def cmd_add(args) -> int:
 
 
 def cmd_lists(args) -> int:
-    from reelsim.jobs.lists import index_and_lists
-    from reelsim.pipeline.config import Config
-    from reelsim.similarity import load_catalog
-
     fusion = fusion_overrides(args)
-    cat, stored_w = load_catalog(Path(args.store) / "index" / "catalog.h5") if (
-        Path(args.store) / "index" / "catalog.h5").is_file() else (None, None)
-    if cat is None:
-        raise StoreError(f"no index in {args.store}: run `reelsim run INPUT --store {args.store}` first")
+    cat, stored_w = load_catalog(StoreLayout(args.store).require_catalog())
     fusion.setdefault("weights", stored_w)
     cfg = Config().with_overrides(fusion=fusion)
     summary = index_and_lists(args.store, cfg.fusion, cat_norm=cat, progress=not args.no_progress,
@@ -315,8 +301,6 @@ def cmd_lists(args) -> int:
 
 
 def cmd_shots(args) -> int:
-    from reelsim.storage.shards import read_shots
-
     rec = read_shots(args.store, args.item)
     if args.json:
         print(json.dumps(rec, ensure_ascii=False))
@@ -333,34 +317,7 @@ def cmd_shots(args) -> int:
     return 0
 
 
-def neighbors_json(item: str, neighbors) -> dict:
-    return {"item": item, "neighbors": [
-        {"item": n.item, "score": float(n.score), "modalities": {m: float(v) for m, v in n.modalities.items()}}
-        for n in neighbors]}
-
-
-def item_labels(store: Path, ids) -> dict[str, dict[str, str]]:
-    """{id: {kind, title, name}} read from the shards (name: the title, else the file name)."""
-    from reelsim.storage.cards import read_card
-
-    out = {}
-    for i in dict.fromkeys(ids):
-        card = read_card(store, i, pictures=False)
-        out[i] = {"kind": card.kind, "title": card.title, "name": card.name}
-    return out
-
-
-def format_table(item: str, neighbors, labels: dict) -> str:
-    """The readable neighbour table (see :func:`reelsim.jobs.tables.neighbor_table`)."""
-    from reelsim.jobs.tables import neighbor_table
-
-    return neighbor_table(item, neighbors, labels)
-
-
 def cmd_similar(args) -> int:
-    from reelsim.jobs.lists import Lookup
-    from reelsim.pipeline.config import parse_weights
-
     if args.k < 1:
         raise UsageError("-k must be at least 1")
     lookup = Lookup(args.store, parse_weights(args.weights) if args.weights else None)
@@ -368,16 +325,13 @@ def cmd_similar(args) -> int:
     if args.json:
         print(json.dumps(neighbors_json(args.item, neighbors), ensure_ascii=False))
     else:
-        print(format_table(args.item, neighbors, item_labels(args.store, [args.item, *(n.item for n in neighbors)])))
+        print(neighbors_text(args.store, args.item, neighbors))
     return 0
 
 
 def cmd_report(args) -> int:
-    from reelsim.jobs.report import write_report
-    from reelsim.pipeline.config import parse_weights
-
     items = [i.strip() for i in args.items.split(",") if i.strip()] if args.items else None
-    got = write_report(args.store, args.to, sample=args.sample, seed=args.seed, items=items, k=args.k,
+    got = write_html_report(args.store, args.to, sample=args.sample, seed=args.seed, items=items, k=args.k,
                        weights=parse_weights(args.weights) if args.weights else None, progress=not args.no_progress)
     print(f"wrote {args.to}: {got['items']} items, {got['neighbours']} neighbours, {got['images']} pictures, "
           f"{got['bytes'] / 1e6:.2f} MB")
@@ -385,39 +339,28 @@ def cmd_report(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from reelsim.storage.export import export
-
     n = export(args.store, args.format, args.to)
     print(f"exported {n} {'items' if args.format == 'hdf5' else 'rows'} to {args.to}")
     return 0
 
 
 def cmd_demo(args) -> int:
-    from reelsim.jobs.demo import run_demo
-
     cfg = config_from_args(args)
-    _check_models(cfg)
+    check_runnable(cfg)
     return run_demo(args.store, cfg, workers=args.workers, scheduler=args.scheduler, progress=not args.no_progress,
                     re_extract=args.re_extract)
 
 
 def cmd_models(args) -> int:
-    from reelsim.extractors.registry import REGISTRIES, _ensure_builtins_registered
-
-    _ensure_builtins_registered()
     print(f"{'modality':<8} {'name':<24} {'dim':>5}  usable here")
-    for modality, table in REGISTRIES.items():
+    for modality, table in registry.REGISTRIES.items():
         for name, cls in sorted(table.items()):
             ok, why = cls.usable()
             print(f"{modality:<8} {name:<24} {getattr(cls, 'dim', '?'):>5}  {'yes' if ok else 'no'}: {why}")
     if args.check_amp:
         import numpy as np
 
-        from reelsim.extractors.device import check_amp
-        from reelsim.extractors.registry import load
-        from reelsim.pipeline.config import ModelConfig
-
-        model = load("visual", ModelConfig.visual, device=args.device, batch_size=4)
+        model = registry.load("visual", ModelConfig.visual, device=args.device, batch_size=4)
         clips = np.random.default_rng(0).integers(0, 256, (4, model.clip_len, 160, 160, 3), dtype=np.uint8)
         print(f"AMP check, {model.name}: {check_amp(model, clips).describe()}")
     return 0

@@ -11,8 +11,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from reelsim.pipeline.config import Config
+from reelsim.config import Config
+from reelsim.jobs.runner import run_catalog
+from reelsim.jobs.tables import neighbors_text
 from reelsim.pipeline.synth import Segment, edit_copy, make_image, make_video
+from reelsim.similarity.lookup import Lookup
 
 # id -> (title, shots as (lavfi source, frames, audio source))
 DEMO_VIDEOS = {
@@ -87,10 +90,6 @@ def run_demo(store: Path, cfg: Config, *, workers: int | None = None, scheduler:
     """Make the sample catalog, run it, print a few lists.  Returns the run's exit code."""
     import time
 
-    from reelsim.jobs.cli import format_table, item_labels
-    from reelsim.jobs.lists import Lookup
-    from reelsim.jobs.runner import run_catalog
-
     store = Path(store)
     t0 = time.perf_counter()
     manifest = make_sample_catalog(store / "sample-media")
@@ -103,7 +102,6 @@ def run_demo(store: Path, cfg: Config, *, workers: int | None = None, scheduler:
         for item in ("deep-zoom", "banana-bunch", "anc-headphones"):
             if item in lookup.meta:
                 print()
-                nbs = lookup.neighbors(item, 3)
-                print(format_table(item, nbs, item_labels(store, [item, *(n.item for n in nbs)])))
+                print(neighbors_text(store, item, lookup.neighbors(item, 3)))
     print(f"\nnext: reelsim similar life-lab --store {store}   |   reelsim shots deep-zoom --store {store}")
     return report.exit_code

@@ -24,10 +24,12 @@ from html import escape
 from pathlib import Path
 
 from reelsim import __version__
+from reelsim.config import MODALITIES
 from reelsim.errors import UnknownItemError, UsageError
-from reelsim.pipeline.config import MODALITIES
+from reelsim.similarity.lookup import Lookup
 from reelsim.storage.atomic import write_text_atomic
 from reelsim.storage.cards import ItemCard, read_card
+from reelsim.storage.thumbnails import jpeg_size
 
 #: Keyframes shown per strip: the items the page is about, and each neighbour.
 MAX_SHOTS_ITEM = 24
@@ -114,8 +116,6 @@ def data_uri(jpeg: bytes) -> str:
 
 
 def _img(jpeg: bytes, alt: str) -> str:
-    from reelsim.storage.thumbnails import jpeg_size
-
     w, h = jpeg_size(jpeg)
     return f'<img src="{data_uri(jpeg)}" width="{w}" height="{h}" alt="{escape(alt)}" loading="eager">'
 
@@ -221,12 +221,10 @@ def render_html(entries: list[ReportEntry], *, store_name: str, k: int, weights:
         "</body></html>\n")
 
 
-def write_report(store: Path, to: Path, *, sample: int = 12, seed: int = 0, items: list[str] | None = None,
+def write_html_report(store: Path, to: Path, *, sample: int = 12, seed: int = 0, items: list[str] | None = None,
                  k: int = 5, weights: dict[str, float] | None = None, progress: bool = True) -> dict:
     """Write the page for ``store`` to ``to`` atomically.  Returns {items, neighbours, images, bytes}."""
     from tqdm import tqdm
-
-    from reelsim.jobs.lists import Lookup
 
     if k < 1:
         raise UsageError("-k must be at least 1")

@@ -8,6 +8,7 @@ embeddings, builds the FAISS index and writes the neighbour lists.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import logging
@@ -18,10 +19,18 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reelsim.pipeline.config import Config
+from reelsim.config import Config
+from reelsim.extractors.registry import model_stamps
+from reelsim.jobs.tasks import START_TOPIC, process_item, status_row
+from reelsim.jobs.watch import ItemWatch
+from reelsim.similarity.incremental import add_items
+from reelsim.similarity.rebuild import build_lists
 from reelsim.storage.atomic import write_text_atomic
-from reelsim.storage.catalog import read_inputs
+from reelsim.storage.layout import StoreLayout, item_key
+from reelsim.storage.lock import StoreLock
+from reelsim.storage.manifest import read_inputs
 from reelsim.storage.provenance import guard_model_change
+from reelsim.storage.shards import remove_stale_temp_files
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -69,10 +78,6 @@ class RunReport:
         return "\n".join(lines)
 
 
-#: A local cluster's scratch space, inside the store (nothing is written outside it).
-SCRATCH_DIR = ".dask-scratch"
-
-
 def default_workers() -> int:
     """Worker processes for a LocalCluster: one per two cores, at least 1, at most 4."""
     return max(1, min(4, (os.cpu_count() or 2) // 2))
@@ -90,7 +95,7 @@ def _client(scheduler: str | None, workers: int, store: Path, cfg: Config):
     with dask.config.set({"distributed.scheduler.allowed-failures": cfg.jobs.max_worker_deaths}):
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                dashboard_address=":0", silence_logs=logging.ERROR,
-                               local_directory=str(store / SCRATCH_DIR))
+                               local_directory=str(StoreLayout(store).scratch))
     return Client(cluster)
 
 
@@ -116,9 +121,6 @@ def item_resources(item, cfg: Config, gpu_cluster: bool) -> dict | None:
 
 def submit_items(client, items, cfg: Config, store: Path, threads: int | None, run_id: str) -> dict:
     """``client.map`` the items, one call per resource group.  Returns {future: item}."""
-    from reelsim.jobs.tasks import process_item
-    from reelsim.storage.shards import item_key
-
     gpu_cluster = bool(gpu_workers(client))
     groups: dict[str, tuple[dict | None, list]] = {}
     for item in items:
@@ -137,8 +139,6 @@ def failed_task_row(item, error: BaseException, attempts: int) -> dict:
     """The report row of an item whose task did not return (its worker died too often, or it was lost)."""
     from distributed import KilledWorker
 
-    from reelsim.jobs.tasks import status_row
-
     if isinstance(error, KilledWorker):
         reason = (f"worker process died {max(attempts, 1)} time(s) while running this item "
                   f"(limit: distributed.scheduler.allowed-failures)")
@@ -151,8 +151,6 @@ def failed_task_row(item, error: BaseException, attempts: int) -> dict:
 
 def timed_out_row(item, worker: str, seconds: float, timeout_s: float, attempts: int,
                   restart_error: str | None) -> dict:
-    from reelsim.jobs.tasks import status_row
-
     action = ("its worker was restarted" if restart_error is None
               else f"its worker could not be restarted ({restart_error})")
     row = status_row(item.id, item.kind, "failed",
@@ -230,20 +228,24 @@ def collect(client, by_future: dict, cfg: Config, watch, bar, progress: bool) ->
 
 
 def compute_items(items, store: Path, cfg: Config, scheduler: str | None, workers: int | None,
-                  progress: bool) -> list[dict]:
-    """Run every item on the cluster; one report row per item."""
-    from reelsim.jobs.tasks import START_TOPIC
-    from reelsim.jobs.watch import ItemWatch
+                  progress: bool, client=None) -> list[dict]:
+    """Run every item on the cluster; one report row per item.
 
+    ``client``: an existing ``distributed.Client`` to use (and leave open);
+    otherwise one is made on ``scheduler`` or on a new local cluster of
+    ``workers`` processes, and closed at the end.
+    """
     import dask
 
     workers = workers or default_workers()
-    threads = max(1, (os.cpu_count() or 1) // workers) if not scheduler else None
+    threads = max(1, (os.cpu_count() or 1) // workers) if not (scheduler or client) else None
     run_id = uuid.uuid4().hex
     watch = ItemWatch(run_id)
-    scratch = {"temporary-directory": str(store / SCRATCH_DIR)}  # a local cluster writes only inside the store
-    with dask.config.set(scratch), _client(scheduler, workers, store, cfg) as client, \
-            _progress(len(items), progress) as bar:
+    scratch = {"temporary-directory": str(StoreLayout(store).scratch)}  # a local cluster writes only in the store
+    with dask.config.set(scratch), contextlib.ExitStack() as stack:
+        if client is None:  # made here, inside the scratch setting, and closed on the way out
+            client = stack.enter_context(_client(scheduler, workers, store, cfg))
+        bar = stack.enter_context(_progress(len(items), progress))
         client.subscribe_topic(START_TOPIC, watch.on_event)
         try:
             return collect(client, submit_items(client, items, cfg, store, threads, run_id), cfg, watch,
@@ -260,7 +262,7 @@ def _stage_totals(rows: list[dict]) -> dict[str, float]:
     return totals
 
 
-def write_report(store: Path, report: RunReport, cfg: Config, started: str) -> Path:
+def write_run_report(store: Path, report: RunReport, cfg: Config, started: str) -> Path:
     """Write ``STORE/report.json`` atomically."""
     body = {
         "started_utc": started,
@@ -272,7 +274,7 @@ def write_report(store: Path, report: RunReport, cfg: Config, started: str) -> P
         "lists": report.lists,
         "items": report.items,
     }
-    path = store / "report.json"
+    path = StoreLayout(store).report
     write_text_atomic(path, json.dumps(body, indent=2, ensure_ascii=False))
     return path
 
@@ -285,7 +287,7 @@ def _progress(total: int, enabled: bool):
 
 def run_catalog(inputs: list[str], store: Path, cfg: Config, *, scheduler: str | None = None,
                 workers: int | None = None, progress: bool = True, re_extract: bool = False,
-                lists: str = "rebuild") -> RunReport:
+                lists: str = "rebuild", client=None) -> RunReport:
     """Process every item of ``inputs`` into ``store`` and write lists + report.json.
 
     Refuses (UsageError) a store whose features came from other models,
@@ -297,10 +299,10 @@ def run_catalog(inputs: list[str], store: Path, cfg: Config, *, scheduler: str |
     ``lists``: ``rebuild`` fuses every processed item into a new catalog, index
     and lists (``reelsim run``); ``add`` adds the processed items to the
     store's existing catalog, index and lists (``reelsim add``).
-    """
-    from reelsim.storage.lock import StoreLock
-    from reelsim.storage.shards import remove_stale_temp_files
 
+    ``client``: run the items on this existing ``distributed.Client`` (left
+    open) instead of ``scheduler`` or a new local cluster.
+    """
     t0 = time.perf_counter()
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     items, problems = read_inputs(inputs)
@@ -308,28 +310,24 @@ def run_catalog(inputs: list[str], store: Path, cfg: Config, *, scheduler: str |
     store.mkdir(parents=True, exist_ok=True)
     with StoreLock(store):
         remove_stale_temp_files(store)
-        guard_model_change(store, cfg.models, [i.id for i in items], re_extract=re_extract)
+        guard_model_change(store, model_stamps(cfg.models), [i.id for i in items], re_extract=re_extract)
         report = RunReport(items=[status_row_for_problem(p) for p in problems])
         if items:
-            report.items += compute_items(items, store, cfg, scheduler, workers, progress)
+            report.items += compute_items(items, store, cfg, scheduler, workers, progress, client)
         order = {i.id: n for n, i in enumerate(items)}
         report.items.sort(key=lambda r: (order.get(r["item"], -1), r["item"]))
         report.lists = _lists(store, report, cfg, lists, progress)
         report.wall_s = time.perf_counter() - t0
-        write_report(store, report, cfg, started)
+        write_run_report(store, report, cfg, started)
     return report
 
 
 def status_row_for_problem(problem) -> dict:
-    from reelsim.jobs.tasks import status_row
-
     return status_row(problem.id, None, "failed", problem.reason)
 
 
 def _lists(store: Path, report: RunReport, cfg: Config, mode: str, progress: bool) -> dict:
     """Neighbour lists over the items that have a shard (``mode``: ``rebuild`` or ``add``); a small summary."""
-    from reelsim.jobs.lists import add_items, build_lists
-
     done = [r["item"] for r in report.items if r["status"] in ("ok", "cached")]
     if not done:
         return {}

@@ -1,4 +1,4 @@
-"""Plain-text tables for the terminal: the ``reelsim similar`` neighbour table.
+"""What the CLI prints: the ``reelsim similar`` neighbour table and its JSON, terminal-safe.
 
 Catalog strings (ids, titles) are user data: control characters and
 bidirectional overrides are replaced before printing, so a title cannot
@@ -9,9 +9,12 @@ aligned by display width (East Asian wide characters take two cells).
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 
-from reelsim.pipeline.config import MODALITIES
+from reelsim.config import MODALITIES
+from reelsim.storage.cards import read_card
+from reelsim.storage.lists import Neighbor
 
 #: Invisible characters that reorder text (Trojan Source, CVE-2021-42574).
 _BIDI = set("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
@@ -93,3 +96,24 @@ def neighbor_table(item: str, neighbors: Sequence, labels: Mapping[str, Mapping[
         return top + "\n(no neighbours: this item shares no weighted modality with any other)"
     note = "score: weighted mean of the cosines of the modalities both items have (blank: not shared)"
     return "\n".join([top, line(head), *map(line, rows), note])
+
+
+def item_labels(store: Path, ids: Iterable[str]) -> dict[str, dict[str, str]]:
+    """{id: {kind, title, name}} read from the shards (name: the title, else the file name)."""
+    out = {}
+    for i in dict.fromkeys(ids):
+        card = read_card(store, i, pictures=False)
+        out[i] = {"kind": card.kind, "title": card.title, "name": card.name}
+    return out
+
+
+def neighbors_text(store: Path, item: str, neighbors: Sequence[Neighbor]) -> str:
+    """The readable table of ``item``'s neighbours, labelled from the store's shards."""
+    return neighbor_table(item, neighbors, item_labels(store, [item, *(n.item for n in neighbors)]))
+
+
+def neighbors_json(item: str, neighbors: Sequence[Neighbor]) -> dict:
+    """``reelsim similar --json``: ``{"item", "neighbors": [{"item", "score", "modalities"}]}``."""
+    return {"item": item, "neighbors": [
+        {"item": n.item, "score": float(n.score), "modalities": {m: float(v) for m, v in n.modalities.items()}}
+        for n in neighbors]}

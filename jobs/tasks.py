@@ -12,11 +12,14 @@ import socket
 import time
 import traceback
 
+from reelsim.config import Config
 from reelsim.errors import MediaError, ReelsimError
-from reelsim.pipeline.config import Config
-from reelsim.storage.catalog import Item, input_files
-from reelsim.extractors.weights import sha256_file
-from reelsim.storage.shards import sha256_text, shard_is_current, shard_path, write_shard
+from reelsim.extractors.registry import LOADS
+from reelsim.pipeline.item import Models, analyse_item
+from reelsim.storage.hashing import sha256_file, sha256_text
+from reelsim.storage.layout import StoreLayout
+from reelsim.storage.manifest import Item, input_files
+from reelsim.storage.shards import shard_is_current, write_shard
 
 _THREADS_SET = False
 #: Dask event topic on which every item attempt announces its start (see jobs/watch.py).
@@ -97,8 +100,6 @@ def load_models(item: Item, cfg: Config, run_id: str | None):
     The first load on a worker can take a while; the driver's timeout clock
     for the item is paused meanwhile (``loading-models`` / ``models-loaded``).
     """
-    from reelsim.pipeline.item import Models
-
     models = Models(cfg)
     announce_start(item.id, run_id, phase="loading-models")
     for modality in models_needed(item):
@@ -125,9 +126,6 @@ def process_item(item: Item, cfg: Config, store: str, torch_threads: int | None 
     ``worker`` (where it ran) and ``model_loads`` (models this worker process
     has built so far: each count is 1 when models load once per worker).
     """
-    from reelsim.extractors.registry import LOADS
-    from reelsim.pipeline.item import analyse_item
-
     t0 = time.perf_counter()
     result = status_row(item.id, item.kind, "failed")
     result.update(attempts=1, worker=worker_name())
@@ -136,7 +134,7 @@ def process_item(item: Item, cfg: Config, store: str, torch_threads: int | None 
     try:
         hashes = input_hashes(item)
         config_hash = cfg.feature_hash()
-        path = shard_path(store, item.id)
+        path = StoreLayout(store).shard(item.id)
         if shard_is_current(path, config_hash=config_hash, input_sha256=hashes):
             result["status"] = "cached"
         else:

@@ -152,7 +152,7 @@ def iter_frames(path: str, *, short_side: int, skip_loop_filter: bool = False) -
     stream carries rotation metadata (phone videos), as ffmpeg's autorotate does.
     ``skip_loop_filter`` skips the codec's deblocking filter (libavcodec
     ``skip_loop_filter=all``): cheaper, slightly blockier frames (see
-    :class:`reelsim.pipeline.config.DecodeConfig`).
+    :class:`reelsim.config.DecodeConfig`).
 
     Raises
     ------

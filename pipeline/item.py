@@ -10,78 +10,21 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import dataclass, field
 
 import numpy as np
 
+from reelsim.config import Config, ThumbnailConfig
 from reelsim.errors import MediaError
 from reelsim.extractors import registry
-from reelsim.extractors.shots import audio_continuous, colour_signature, group_scenes, make_detector
+from reelsim.extractors.device import resolve_device
+from reelsim.extractors.shots import audio_continuous, colour_signature, group_scenes
+from reelsim.extractors.video import sample_frames
 from reelsim.pipeline import decode
-from reelsim.pipeline.config import Config, ThumbnailConfig
 from reelsim.pipeline.prefetch import prefetch
-from reelsim.pipeline.segment import Clip, Keyframe, ShotClipSampler
-from reelsim.storage.catalog import Item
+from reelsim.pipeline.segment import Clip, Keyframe, ShotPass
+from reelsim.storage.manifest import Item
+from reelsim.storage.schema import Embedding, ItemFeatures, VideoStructure
 from reelsim.storage.thumbnails import jpeg_thumbnail
-
-
-@dataclass
-class Embedding:
-    """One modality's features for an item.
-
-    item : float32 (D,) pooled item embedding.
-    shot : float32 (S, D) per-shot embeddings, or None (products, text).
-    provenance : model, weights, weights_sha256, input size, ...
-    """
-
-    item: np.ndarray
-    provenance: dict
-    shot: np.ndarray | None = None
-    extra: dict[str, np.ndarray] = field(default_factory=dict)
-
-
-@dataclass
-class VideoStructure:
-    """Shots and scenes of a video.
-
-    shots : int64 (S, 2) [start_frame, end_frame), end exclusive.
-    shot_times : float64 (S, 2) [start_s, end_s] from presentation timestamps.
-    scenes : int64 (C, 2) [start_shot, end_shot), end exclusive.
-    keyframes : int64 (S,) frame index of each shot's keyframe.
-    transitions : (S,) str, how each shot was entered: ``start`` (the first
-        shot), ``cut``, ``dissolve`` or ``fade``.
-    transition_frames : int64 (S, 2) the entering transition's frames
-        [start, end), end exclusive (``start == end`` for a cut).
-    params : the shot detector and scene-grouping settings that produced them.
-    keyframe_jpegs : S JPEG thumbnails of the keyframes, in shot order
-        (empty when thumbnails are off, ``ThumbnailConfig.max_side == 0``).
-    """
-
-    fps: float
-    n_frames: int
-    width: int
-    height: int
-    duration_s: float
-    shots: np.ndarray
-    shot_times: np.ndarray
-    scenes: np.ndarray
-    keyframes: np.ndarray
-    transitions: np.ndarray
-    transition_frames: np.ndarray
-    params: dict = field(default_factory=dict)
-    keyframe_jpegs: list[bytes] = field(default_factory=list)
-
-
-@dataclass
-class ItemFeatures:
-    """Everything analysed for one item; ``image_jpeg`` is a thumbnail of the product image (or None)."""
-
-    item: Item
-    embeddings: dict[str, Embedding]
-    video: VideoStructure | None = None
-    image_jpeg: bytes | None = None
-    warnings: list[str] = field(default_factory=list)
-    timings: dict[str, float] = field(default_factory=dict)
 
 
 class Models:
@@ -94,8 +37,6 @@ class Models:
     @property
     def device(self) -> str:
         if self._device is None:
-            from reelsim.extractors.device import resolve_device
-
             self._device = str(resolve_device(self._cfg.device))
         return self._device
 
@@ -141,8 +82,6 @@ class ClipBatcher:
             self._pending = []
 
     def _run(self, clips: list[Clip]) -> None:
-        from reelsim.extractors.video import sample_frames
-
         T = self._model.clip_len  # short-shot clips are looped to it, so a batch stacks
         batch = np.stack([c.frames[sample_frames(len(c.frames), T)] for c in clips])
         self.embeddings.append(self._model.extract(batch))
@@ -150,44 +89,35 @@ class ClipBatcher:
         self.clip_start += [c.start_frame for c in clips]
 
 
-def _segment_and_embed(path: str, info: decode.VideoInfo, cfg: Config, models: Models, warnings: list[str]):
-    """The single frame pass: shots, clip embeddings, keyframes, frame times.
+def _segment_and_embed(path: str, cfg: Config, models: Models, warnings: list[str]):
+    """The single frame pass (:class:`ShotPass`): shots, clip embeddings, keyframes, frame times.
 
     Decoding and segmentation run in a producer thread (:func:`prefetch`) at
     most ``prefetch_batches`` batches of clips ahead of the model.
     """
-    detector = make_detector(cfg.shots, info.fps)
     model = models.get("visual")
-    clips = cfg.clips if cfg.clips.clip_len else dataclasses.replace(cfg.clips, clip_len=model.clip_len)
-    sampler = ShotClipSampler(detector, clips, info.fps)
+    shot_pass = ShotPass(path, cfg, clip_len=model.clip_len)
     batcher = ClipBatcher(model, cfg.models.batch_size)
     keyframes: list[Keyframe] = []
-    times: list[float] = []
 
     def take(out):
         batcher.add(out[0])
         keyframes.extend(out[1])
 
-    def segmented():  # runs in the producer thread; only outputs with clips or keyframes are queued
-        for frame in decode.iter_frames(path, short_side=cfg.decode.analysis_short_side,
-                                        skip_loop_filter=cfg.decode.skip_loop_filter):
-            times.append(frame.time_s)
-            out = sampler.push(frame.index, frame.rgb)
-            if out[0] or out[1]:
-                yield out
-
     try:
-        for out in prefetch(segmented(), maxsize=max(1, cfg.models.prefetch_batches * cfg.models.batch_size)):
+        for out in prefetch(iter(shot_pass), maxsize=max(1, cfg.models.prefetch_batches * cfg.models.batch_size)):
             take(out)
     except decode.TruncatedStream as e:  # the producer has stopped: the sampler is ours again
         warnings.append(f"video truncated: decoding stopped after {e.n_frames} frames ({e})")
-    if not times:
+    if not shot_pass.times:
         raise MediaError(f"no decodable video frames: {path}")
-    take(sampler.finish())
+    take(shot_pass.finish())
     batcher.flush()
+    sampler = shot_pass.sampler
     if sampler.late_cuts:
         warnings.append(f"detector reported cuts later than its latency: {sampler.late_cuts}")
-    return sampler.shots, batcher, keyframes, np.asarray(times, dtype=np.float64), sampler.boundaries
+    times = np.asarray(shot_pass.times, dtype=np.float64)
+    return shot_pass.info, sampler.shots, batcher, keyframes, times, sampler.boundaries
 
 
 def _shot_times(shots: list[tuple[int, int]], times: np.ndarray, fps: float) -> np.ndarray:
@@ -232,8 +162,7 @@ def analyse_video(item: Item, cfg: Config, models: Models) -> tuple[VideoStructu
     warnings: list[str] = []
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    info = decode.probe(item.video)
-    shots, batcher, keyframes, times, boundaries = _segment_and_embed(item.video, info, cfg, models, warnings)
+    info, shots, batcher, keyframes, times, boundaries = _segment_and_embed(item.video, cfg, models, warnings)
     timings["decode_segment_visual_s"] = time.perf_counter() - t0
     n_frames = len(times)
     fps = info.fps if np.isfinite(info.fps) and info.fps > 0 else (n_frames - 1) / max(times[-1] - times[0], 1e-6)

@@ -17,12 +17,17 @@ all its frames (at ``frame_stride``); the model loops it in time to its
 
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import numpy as np
 
-from reelsim.pipeline.config import ClipConfig
+from reelsim.config import ClipConfig, Config
+from reelsim.extractors.detectors import make_detector
+from reelsim.extractors.shots import Boundary, ShotDetector
+from reelsim.pipeline import decode
 
 
 class Clip(NamedTuple):
@@ -44,34 +49,6 @@ class Keyframe(NamedTuple):
     rgb: np.ndarray
 
 
-#: how a shot was entered
-TRANSITION_KINDS = ("start", "cut", "dissolve", "fade")
-
-
-class Boundary(NamedTuple):
-    """A shot boundary reported by a detector.
-
-    frame : first frame of the new shot (for a gradual transition, a frame
-        inside it: the darkest frame of a fade, the middle of a dissolve).
-    kind : ``"cut"``, ``"dissolve"`` or ``"fade"``.
-    start, end : the transition's frames ``[start, end)``; for a cut
-        ``start == end == frame``.
-    """
-
-    frame: int
-    kind: str = "cut"
-    start: int = -1
-    end: int = -1
-
-    @classmethod
-    def of(cls, b) -> "Boundary":
-        """A Boundary from a detector's output: an int frame is a hard cut."""
-        if isinstance(b, Boundary):
-            return b
-        f = int(b)
-        return cls(f, "cut", f, f)
-
-
 def centre_square(rgb: np.ndarray) -> np.ndarray:
     """Centre square crop of an (H, W, 3) frame (side = min(H, W))."""
     h, w = rgb.shape[:2]
@@ -85,13 +62,13 @@ class ShotClipSampler:
 
     Parameters
     ----------
-    detector : object with ``process(index, rgb)``, ``finish(n)``, ``latency``
-        (see :mod:`reelsim.extractors.shots`).
+    detector : ShotDetector
+        ``process(index, rgb)``, ``finish(n)``, ``latency`` (:class:`reelsim.extractors.shots.ShotDetector`).
     clips : ClipConfig
     fps : frames per second, to turn ``hop_s`` into frames.
     """
 
-    def __init__(self, detector, clips: ClipConfig, fps: float):
+    def __init__(self, detector: ShotDetector, clips: ClipConfig, fps: float):
         if not clips.clip_len or clips.clip_len < 1:
             raise ValueError("ShotClipSampler needs a clip length (ClipConfig.clip_len >= 1)")
         self._detector = detector
@@ -213,6 +190,54 @@ class ShotClipSampler:
         return clips, keys
 
 
+class ShotPass:
+    """The one decode -> detect -> sample pass over a video: the run, the tests and the benchmarks use it.
+
+    Iterating yields ``(clips, keyframes)`` as the sampler settles them
+    (frames whose shot is fixed), only when one of them is non-empty;
+    :meth:`finish` then flushes the end of the stream. Frame presentation
+    times are collected in :attr:`times`. If decoding stops early
+    (:class:`reelsim.pipeline.decode.TruncatedStream`), what was sampled so far
+    stays valid and :meth:`finish` still closes the last shot.
+
+    Parameters
+    ----------
+    path : str
+        The video.
+    cfg : Config
+        ``decode`` (analysis size, loop filter), ``shots`` (the detector) and ``clips``.
+    clip_len : int
+        Frames per clip when ``cfg.clips.clip_len`` is unset (a run takes it from the video model).
+    detector : ShotDetector, optional
+        Instead of the one ``cfg.shots`` names (e.g. known cuts replayed by a benchmark).
+
+    Examples
+    --------
+    >>> p = ShotPass("clip.mp4", Config(), clip_len=8)    # doctest: +SKIP
+    >>> n_clips = sum(len(clips) for clips, _ in p) + len(p.finish()[0])
+    """
+
+    def __init__(self, path: str, cfg: Config, *, clip_len: int, detector: ShotDetector | None = None):
+        self.path, self._decode = path, cfg.decode
+        self.info = decode.probe(path)
+        clips = cfg.clips if cfg.clips.clip_len else dataclasses.replace(cfg.clips, clip_len=clip_len)
+        detector = detector if detector is not None else make_detector(cfg.shots, self.info.fps)
+        self.sampler = ShotClipSampler(detector, clips, self.info.fps)
+        self.times: list[float] = []
+
+    def __iter__(self) -> Iterator[tuple[list[Clip], list[Keyframe]]]:
+        for frame in decode.iter_frames(self.path, short_side=self._decode.analysis_short_side,
+                                        skip_loop_filter=self._decode.skip_loop_filter):
+            self.times.append(frame.time_s)
+            out = self.sampler.push(frame.index, frame.rgb)
+            if out[0] or out[1]:
+                yield out
+
+    def finish(self) -> tuple[list[Clip], list[Keyframe]]:
+        """The clips and keyframes of the end of the stream; the sampler's shots are then final."""
+        return self.sampler.finish()
+
+
 class Segmentation(NamedTuple):
     """What one frame pass over a video found (no model run).
 
@@ -230,24 +255,12 @@ class Segmentation(NamedTuple):
     fps: float
 
 
-def segment_video(path: str, cfg, *, clip_len: int = 8) -> Segmentation:
+def segment_video(path: str, cfg: Config, *, clip_len: int = 8) -> Segmentation:
     """Decode ``path`` once, detect shots and sample clips exactly as a run does, without a model.
 
-    ``cfg`` is a :class:`reelsim.pipeline.config.Config`; ``clip_len`` is used
-    when ``cfg.clips.clip_len`` is unset (a run takes it from the video model).
-    Used by ``reelsim shots`` benchmarks and tests.
+    ``clip_len`` is used when ``cfg.clips.clip_len`` is unset (a run takes it
+    from the video model). Used by benchmarks and tests.
     """
-    import dataclasses
-
-    from reelsim.extractors.shots import make_detector
-    from reelsim.pipeline import decode
-
-    info = decode.probe(path)
-    clips = cfg.clips if cfg.clips.clip_len else dataclasses.replace(cfg.clips, clip_len=clip_len)
-    sampler = ShotClipSampler(make_detector(cfg.shots, info.fps), clips, info.fps)
-    n_clips = 0
-    for frame in decode.iter_frames(path, short_side=cfg.decode.analysis_short_side,
-                                     skip_loop_filter=cfg.decode.skip_loop_filter):
-        n_clips += len(sampler.push(frame.index, frame.rgb)[0])
-    n_clips += len(sampler.finish()[0])
-    return Segmentation(sampler.shots, sampler.boundaries, sampler.n_frames, n_clips, info.fps)
+    p = ShotPass(path, cfg, clip_len=clip_len)
+    n_clips = sum(len(clips) for clips, _ in p) + len(p.finish()[0])
+    return Segmentation(p.sampler.shots, p.sampler.boundaries, p.sampler.n_frames, n_clips, p.info.fps)

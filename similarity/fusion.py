@@ -1,4 +1,4 @@
-"""Catalog embeddings, catalog centering and weighted fusion of modalities.
+"""Normalisation and fusion: the one score rule of reelsim, and the vectors FAISS searches.
 
 Two items are compared on the modalities they share (see docs/similarity.md)::
 
@@ -7,158 +7,33 @@ Two items are compared on the modalities they share (see docs/similarity.md)::
 where ``shared(a, b)`` holds the modalities with ``w_m > 0`` that both items
 have. :func:`fuse` concatenates ``sqrt(w_m) * u_m`` so that the inner product
 of two fused rows is the numerator; FAISS uses it to find candidates, and
-:mod:`reelsim.similarity.neighbors` divides by the denominator when it
-re-scores them.
+:mod:`reelsim.similarity.search` divides by the denominator when it
+re-scores them. :func:`shared_score` is that rule, and every exact score in
+reelsim (lists, pair scores of list hygiene, incremental adds) is computed by it.
 """
 
 from __future__ import annotations
 
 import math
-from collections import Counter
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-from reelsim.errors import ReelsimError, UsageError
-from reelsim.pipeline.config import MODALITIES
+from reelsim.config import MODALITIES, check_weights
+from reelsim.errors import UsageError
+from reelsim.similarity.catalog import (
+    CatalogEmbeddings,
+    EmbeddingError,
+    check_matrix,
+    require_normalised,
+)
 
+#: Scores and cosines are rounded to this many decimals, so that ties (and
+#: hence the id tie-break) do not depend on floating-point summation order.
+DECIMALS = 6
 #: A centred row shorter than this fraction of its raw norm equals the catalog
 #: mean up to float32 rounding: it has no direction, so it counts as missing.
 _REL_EPS = 1e-5
-
-
-class EmbeddingError(ReelsimError):
-    """Embeddings with inconsistent shapes, a bad dtype or non-finite values."""
-
-
-@dataclass
-class CatalogEmbeddings:
-    """Per-modality embeddings of a catalog of N items.
-
-    Parameters
-    ----------
-    ids : list of str, length N
-        Unique item ids. They are data (any unicode, ``/``, ``..``), never paths.
-    vectors : dict of str to np.ndarray, float32, shape (N, d_m)
-        Modality -> embeddings. Rows of items that lack the modality are zeros.
-        Keys are modalities from ``MODALITIES``; a modality no item has can be left out.
-    masks : dict of str to np.ndarray, bool, shape (N,)
-        Modality -> which items have it. Same keys as ``vectors``.
-    means : dict of str to np.ndarray, float32, shape (d_m,)
-        Set by :func:`normalise`: the catalog mean subtracted from each
-        modality. Empty for raw embeddings, otherwise the same keys as ``vectors``.
-        With a projection, ``d_m`` is the raw dimension (the projection's input).
-    projections : dict of str to np.ndarray, float32, shape (d_m, r_m)
-        Set by :func:`normalise` with ``pca_dim``: modality -> PCA (or PCA
-        whitening) matrix applied after centring; ``vectors[m]`` then has
-        ``r_m`` columns. Modalities not reduced have no entry.
-
-    Raises
-    ------
-    EmbeddingError
-        Duplicate or non-str ids, unknown modality, wrong shape or dtype,
-        non-finite values, or a non-zero row for an item lacking the modality.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> cat = CatalogEmbeddings(["a", "b"], {"text": np.eye(2, dtype=np.float32)},
-    ...                         {"text": np.array([True, True])})
-    >>> cat.n, cat.normalised
-    (2, False)
-    """
-
-    ids: list[str]
-    vectors: dict[str, np.ndarray]
-    masks: dict[str, np.ndarray]
-    means: dict[str, np.ndarray] = field(default_factory=dict)
-    projections: dict[str, np.ndarray] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.ids = _check_ids(self.ids)
-        n = len(self.ids)
-        unknown = set(self.vectors) - set(MODALITIES)
-        if unknown:
-            raise EmbeddingError(f"unknown modalities {sorted(unknown)}; expected some of {MODALITIES}")
-        if set(self.masks) != set(self.vectors):
-            raise EmbeddingError(f"masks {sorted(self.masks)} and vectors {sorted(self.vectors)} name different modalities")
-        if self.means and set(self.means) != set(self.vectors):
-            raise EmbeddingError(f"means {sorted(self.means)} and vectors {sorted(self.vectors)} name different modalities")
-        order = [m for m in MODALITIES if m in self.vectors]
-        self.vectors = {m: _check_matrix(self.vectors[m], f"{m} vectors", n) for m in order}
-        self.masks = {m: _check_mask(self.masks[m], m, n) for m in order}
-        for m in order:
-            stray = np.flatnonzero(~self.masks[m] & self.vectors[m].any(axis=1))
-            if stray.size:
-                raise EmbeddingError(f"{m} vectors: row {stray[0]} (item {self.ids[stray[0]]!r}) "
-                                     f"is not zero but its mask says it lacks {m}")
-        if set(self.projections) - set(order):
-            raise EmbeddingError(f"projections for modalities without vectors: {sorted(set(self.projections) - set(order))}")
-        self.projections = {m: _check_projection(self.projections[m], m, self.vectors[m].shape[1])
-                            for m in order if m in self.projections}
-        if self.means:
-            self.means = {m: _check_mean(self.means[m], m, self.raw_dim(m)) for m in order}
-
-    def raw_dim(self, m: str) -> int:
-        """Dimension of modality ``m`` before any projection."""
-        return self.projections[m].shape[0] if m in self.projections else self.vectors[m].shape[1]
-
-    @property
-    def n(self) -> int:
-        """Number of items N."""
-        return len(self.ids)
-
-    @property
-    def normalised(self) -> bool:
-        """True for the output of :func:`normalise` (``means`` set for every modality)."""
-        return set(self.means) == set(self.vectors)
-
-
-def _check_ids(ids) -> list[str]:
-    if isinstance(ids, str) or not all(isinstance(i, str) for i in ids):
-        raise EmbeddingError("ids must be a list of str")
-    ids = list(ids)
-    if len(set(ids)) != len(ids):
-        dup = next(i for i, count in Counter(ids).items() if count > 1)
-        raise EmbeddingError(f"duplicate item id {dup!r}")
-    return ids
-
-
-def _check_matrix(x, what: str, n: int | None) -> np.ndarray:
-    x = np.asarray(x)
-    if x.dtype.kind not in "fiu":
-        raise EmbeddingError(f"{what}: expected float32, got dtype {x.dtype}")
-    if x.ndim != 2 or (n is not None and x.shape[0] != n) or x.shape[1] == 0:
-        raise EmbeddingError(f"{what}: expected shape ({'N' if n is None else n}, d) with d > 0, got {x.shape}")
-    with np.errstate(over="ignore"):  # float64 beyond float32 range becomes inf, reported below
-        x = np.ascontiguousarray(x, dtype=np.float32)
-    bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
-    if bad.size:
-        raise EmbeddingError(f"{what}: non-finite values in row {bad[0]} ({bad.size} rows in all)")
-    return x
-
-
-def _check_mask(mask, m: str, n: int) -> np.ndarray:
-    mask = np.asarray(mask)
-    if mask.dtype != bool or mask.shape != (n,):
-        raise EmbeddingError(f"{m} mask: expected bool shape ({n},), got {mask.dtype} {mask.shape}")
-    return mask
-
-
-def _check_projection(p, m: str, r: int) -> np.ndarray:
-    p = np.asarray(p, dtype=np.float32)
-    if p.ndim != 2 or p.shape[1] != r or not np.isfinite(p).all():
-        raise EmbeddingError(f"{m} projection: expected finite float32 shape (d, {r}), got {p.shape}")
-    return p
-
-
-def _check_mean(mean, m: str, d: int) -> np.ndarray:
-    mean = np.asarray(mean, dtype=np.float32)
-    if mean.shape != (d,) or not np.isfinite(mean).all():
-        raise EmbeddingError(f"{m} mean: expected finite float32 shape ({d},), got {mean.shape}")
-    return mean
-
 
 #: pseudo-count that shrinks a modality's catalog mean towards 0 (see :func:`normalise`)
 CENTRE_PRIOR = 10
@@ -300,11 +175,11 @@ def normalise_queries(cat_norm: CatalogEmbeddings, xq: Mapping[str, np.ndarray])
     mq : dict of str to np.ndarray, bool, shape (B,)
         One entry per catalog modality (zeros / False where ``xq`` has none).
     """
-    _require_normalised(cat_norm)
+    require_normalised(cat_norm)
     unknown = set(xq) - set(MODALITIES)
     if unknown:
         raise EmbeddingError(f"unknown query modalities {sorted(unknown)}")
-    xq = {m: _check_matrix(x, f"query {m}", None) for m, x in xq.items()}
+    xq = {m: check_matrix(x, f"query {m}", None) for m, x in xq.items()}
     sizes = {x.shape[0] for x in xq.values()}
     if len(sizes) != 1:
         raise EmbeddingError(f"queries need one or more modalities with the same number of rows, got {sorted(sizes)}")
@@ -322,29 +197,6 @@ def normalise_queries(cat_norm: CatalogEmbeddings, xq: Mapping[str, np.ndarray])
             d = cat_norm.vectors[m].shape[1]
             uq[m], mq[m] = np.zeros((b, d), np.float32), np.zeros(b, bool)
     return uq, mq
-
-
-def check_weights(weights: Mapping[str, float]) -> dict[str, float]:
-    """Validate modality weights; modalities not named get weight 0.
-
-    Raises
-    ------
-    UsageError
-        Unknown modality, or a weight that is negative or not finite.
-
-    Examples
-    --------
-    >>> check_weights({"text": 2})
-    {'visual': 0.0, 'audio': 0.0, 'image': 0.0, 'text': 2.0}
-    """
-    unknown = set(weights) - set(MODALITIES)
-    if unknown:
-        raise UsageError(f"unknown modalities in weights: {sorted(unknown)}; expected some of {MODALITIES}")
-    w = {m: float(weights.get(m, 0.0)) for m in MODALITIES}
-    bad = {m: v for m, v in w.items() if not (math.isfinite(v) and v >= 0)}
-    if bad:
-        raise UsageError(f"weights must be finite and >= 0, got {bad}")
-    return w
 
 
 def active_modalities(cat: CatalogEmbeddings, w: Mapping[str, float]) -> tuple[str, ...]:
@@ -384,11 +236,60 @@ def fuse(cat_norm: CatalogEmbeddings, weights: Mapping[str, float]) -> np.ndarra
     xb : np.ndarray, float32, shape (N, D)
         ``D`` is the sum of ``d_m`` over the active modalities, in ``MODALITIES`` order.
     """
-    _require_normalised(cat_norm)
+    require_normalised(cat_norm)
     w = check_weights(weights)
     return fuse_parts(cat_norm.vectors, w, active_modalities(cat_norm, w))
 
 
-def _require_normalised(cat: CatalogEmbeddings) -> None:
-    if not cat.normalised:
-        raise UsageError("catalog embeddings are not normalised; call normalise() first")
+def signature_codes(masks: Mapping[str, np.ndarray], active: tuple[str, ...]) -> np.ndarray:
+    """Modality signature of each item: bit ``i`` set where the item has ``active[i]``; int64 (n,).
+
+    Examples
+    --------
+    >>> signature_codes({"image": np.array([1, 0, 1], bool), "text": np.array([1, 1, 0], bool)}, ("image", "text"))
+    array([3, 2, 1])
+    """
+    return sum(masks[m].astype(np.int64) << i for i, m in enumerate(active))
+
+
+def shared_score(terms: Iterable[tuple[str, np.ndarray, np.ndarray]], w: Mapping[str, float], *,
+                 decimals: int | None = DECIMALS) -> np.ndarray:
+    """The fused score: weighted mean of per-modality cosines over the modalities both items have.
+
+    ``score = sum_m w_m cos_m [shared_m] / sum_m w_m [shared_m]``, ``-inf``
+    where no weighted modality is shared.
+
+    Parameters
+    ----------
+    terms : iterable of (modality, cos, shared)
+        ``cos`` float (...) the modality's cosines, ``shared`` bool (...) where
+        both items have it; all of one shape. A generator is fine (each term
+        is used once, so callers can compute cosines one modality at a time).
+    w : dict of str to float
+        Modality weights (:func:`reelsim.config.check_weights`).
+    decimals : int or None
+        Round to this many decimals (default :data:`DECIMALS`, so ties do not
+        depend on summation order); None keeps full precision.
+
+    Returns
+    -------
+    np.ndarray, float64, the common shape of the terms
+
+    Examples
+    --------
+    >>> cos = {"image": np.array([0.5, 0.9]), "text": np.array([1.0, 0.1])}
+    >>> both = {"image": np.array([True, True]), "text": np.array([True, False])}
+    >>> shared_score(((m, cos[m], both[m]) for m in cos), {"image": 1.0, "text": 3.0}).tolist()
+    [0.875, 0.9]
+    """
+    num = den = None
+    for m, cos, shared in terms:
+        part = (w[m] * np.where(shared, cos, 0.0)).astype(np.float64, copy=False)
+        weight = w[m] * shared
+        num = part if num is None else num + part
+        den = weight if den is None else den + weight
+    if num is None:
+        raise UsageError("shared_score needs at least one modality")
+    den = np.broadcast_to(den, num.shape)
+    S = np.divide(num, den, out=np.full(num.shape, -np.inf), where=den > 0)
+    return S if decimals is None else np.round(S, decimals)

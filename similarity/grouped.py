@@ -6,7 +6,7 @@ and any item is constant, so the fused inner product ranks the group exactly
 like the score (docs/similarity.md). :class:`GroupedIndex` keeps one index per
 group, chosen by the group's size (:func:`reelsim.similarity.index_choice.choose_index`):
 small groups are exact ``Flat`` indexes, large ones IVF / HNSW / IVF-PQ. The
-search code (:mod:`reelsim.similarity.neighbors`) asks each group for its best
+search code (:mod:`reelsim.similarity.search`) asks each group for its best
 candidates and re-scores them exactly from the per-modality vectors.
 
 Label ``j`` of a group's index is the ``j``-th catalog row of that group in
@@ -29,18 +29,20 @@ from pathlib import Path
 
 import numpy as np
 
+from reelsim.config import check_weights
 from reelsim.errors import StoreError
-from reelsim.similarity.fusion import CatalogEmbeddings, active_modalities, check_weights, fuse_parts
-from reelsim.similarity.index_choice import IndexPlan, apply_params, build_ann, choose_index
+from reelsim.similarity.catalog import CatalogEmbeddings
+from reelsim.similarity.fusion import active_modalities, fuse_parts, signature_codes
+from reelsim.similarity.index_choice import (
+    IndexPlan,
+    apply_params,
+    build_ann,
+    choose_index,
+)
 from reelsim.storage.atomic import atomic_path, write_text_atomic
 
 MANIFEST = "index.json"
 FORMAT = "reelsim.grouped-index/1"
-
-
-def signature_codes(masks: Mapping[str, np.ndarray], active: tuple[str, ...]) -> np.ndarray:
-    """Bit ``i`` set where the item has ``active[i]``: int64 (n,)."""
-    return sum(masks[m].astype(np.int64) << i for i, m in enumerate(active))
 
 
 def fused_blocks(cat: CatalogEmbeddings, w: Mapping[str, float], active: tuple[str, ...], G: np.ndarray,
@@ -144,15 +146,12 @@ class GroupedIndex:
         Index files of groups no longer present are removed after the manifest
         is written; the manifest names the files that belong to it.
         """
-        import faiss
-
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         files = {}
         for c, index in self.indexes.items():
             name = f"group-{c}-{self.build_id[:8]}.faiss"
-            with atomic_path(folder / name) as tmp:
-                faiss.write_index(index, tmp)
+            save_index(index, folder / name)
             files[str(c)] = name
         body = dict(self.describe(), format=FORMAT, files=files)
         write_text_atomic(folder / MANIFEST, json.dumps(body, indent=1))
@@ -169,8 +168,6 @@ class GroupedIndex:
         StoreError
             Missing or unreadable manifest or index file.
         """
-        import faiss
-
         folder = Path(folder)
         try:
             body = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
@@ -180,11 +177,7 @@ class GroupedIndex:
             raise StoreError(f"{folder / MANIFEST} is not a reelsim grouped index")
         indexes, plans = {}, {}
         for c, g in body["groups"].items():
-            path = folder / body["files"][c]
-            try:
-                indexes[int(c)] = faiss.read_index(str(path))
-            except RuntimeError as e:
-                raise StoreError(f"cannot read index {path}: {str(e).strip().splitlines()[-1]}") from e
+            indexes[int(c)] = load_index(folder / body["files"][c])
             plans[int(c)] = IndexPlan(g["factory"], g["params"], g.get("train_size", 0), g.get("kind", "custom"))
             apply_params(indexes[int(c)], plans[int(c)].params)
         return cls(body["active"], body["weights"], indexes, plans, body["build_id"], body.get("extra"))
@@ -193,3 +186,30 @@ class GroupedIndex:
 def exists(folder: str | os.PathLike) -> bool:
     """Whether ``folder`` holds a grouped index manifest."""
     return (Path(folder) / MANIFEST).is_file()
+
+
+def save_index(index, path: str | os.PathLike) -> None:
+    """Write a FAISS index to ``path`` atomically."""
+    import faiss
+
+    with atomic_path(path) as tmp:
+        faiss.write_index(index, tmp)
+
+
+def load_index(path: str | os.PathLike):
+    """Read a FAISS index written by :func:`save_index`.
+
+    Raises
+    ------
+    StoreError
+        Missing or unreadable file.
+    """
+    import faiss
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise StoreError(f"no index file at {path!r}")
+    try:
+        return faiss.read_index(path)
+    except RuntimeError as e:
+        raise StoreError(f"cannot read index {path!r}: {str(e).splitlines()[0] if str(e) else e!r}") from e

@@ -1,7 +1,7 @@
 """List hygiene, off by default: near-duplicate collapse, MMR diversification, a text blocklist.
 
 Each works on a query's *pool*, its best candidates scored exactly
-(:class:`reelsim.similarity.neighbors.Scored`, ``oversample * k`` of them),
+(:class:`reelsim.similarity.search.Scored`, ``oversample * k`` of them),
 and returns ``k``:
 
 - **collapse** (``dedup``): walk the pool best first and drop a candidate
@@ -26,8 +26,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from reelsim.errors import UsageError
-from reelsim.similarity.fusion import CatalogEmbeddings
+from reelsim.config import check_range
+from reelsim.similarity.catalog import CatalogEmbeddings
+from reelsim.similarity.fusion import shared_score
+from reelsim.similarity.search import Scored
 
 
 @dataclass(frozen=True)
@@ -38,10 +40,8 @@ class Hygiene:
     mmr: float | None = None
 
     def __post_init__(self):
-        if self.dedup is not None and not -1 <= self.dedup <= 1:
-            raise UsageError(f"dedup threshold must be in [-1, 1], got {self.dedup}")
-        if self.mmr is not None and not 0 <= self.mmr <= 1:
-            raise UsageError(f"MMR lambda must be in [0, 1], got {self.mmr}")
+        check_range("dedup threshold", self.dedup, -1, 1)
+        check_range("MMR lambda", self.mmr, 0, 1)
 
     @property
     def on(self) -> bool:
@@ -54,15 +54,14 @@ def pair_scores(cat: CatalogEmbeddings, w: Mapping[str, float], active, I: np.nd
     ``I`` int64 (B, C) catalog rows, -1 for none.
     """
     rows = np.maximum(I, 0)
-    num = np.zeros(I.shape + (I.shape[1],))
-    den = np.zeros_like(num)
-    for m in active:
-        has = cat.masks[m][rows] & (I >= 0)
-        both = has[:, :, None] & has[:, None, :]
-        u = cat.vectors[m][rows]
-        num += w[m] * np.where(both, np.einsum("bid,bjd->bij", u, u), 0.0)
-        den += w[m] * both
-    return np.divide(num, den, out=np.full(num.shape, -np.inf), where=den > 0)
+
+    def terms():
+        for m in active:
+            has = cat.masks[m][rows] & (I >= 0)
+            u = cat.vectors[m][rows]
+            yield m, np.einsum("bid,bjd->bij", u, u), has[:, :, None] & has[:, None, :]
+
+    return shared_score(terms(), w, decimals=None)
 
 
 def collapse(valid: np.ndarray, pair: np.ndarray, threshold: float) -> np.ndarray:
@@ -97,8 +96,6 @@ def mmr_order(rel: np.ndarray, valid: np.ndarray, pair: np.ndarray, lam: float, 
 
 def select(scored, k: int, cat: CatalogEmbeddings, w: Mapping[str, float], active, hygiene: Hygiene):
     """Apply ``hygiene`` to a pool (:class:`Scored` (B, C), best first); returns :class:`Scored` (B, k)."""
-    from reelsim.similarity.neighbors import Scored
-
     I, S = scored.I, scored.S
     valid = I >= 0
     pair = pair_scores(cat, w, active, I)

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from reelsim.errors import UsageError
+from reelsim.similarity.catalog import check_matrix
 
 #: Below this many vectors in a group the exact ``Flat`` index is used:
 #: measured with ``benchmarks/knn.py --threshold`` (docs/similarity.md): the
@@ -240,4 +241,28 @@ def build_ann(plan: IndexPlan, d: int, blocks: Callable[[np.ndarray | None], Ite
     for xb in blocks(None):
         index.add(xb)
     apply_params(index, plan.params)
+    return index
+
+
+def build_index(xb: np.ndarray, *, block: int = 65536):
+    """Build an exact inner-product index (``faiss.IndexFlatIP``) over ``xb``.
+
+    Parameters
+    ----------
+    xb : np.ndarray, float32, shape (N, D)
+        Fused catalog vectors (:func:`reelsim.similarity.fusion.fuse`).
+    block : int
+        Rows added per call.
+
+    Returns
+    -------
+    faiss.IndexFlatIP
+        ``ntotal == N``, ``d == D``; FAISS label ``i`` is row ``i`` of ``xb``.
+    """
+    import faiss
+
+    xb = check_matrix(xb, "xb", None)
+    index = faiss.IndexFlatIP(xb.shape[1])
+    for i0 in range(0, xb.shape[0], block):
+        index.add(xb[i0:i0 + block])
     return index

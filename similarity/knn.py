@@ -20,57 +20,14 @@ import json
 import shutil
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from reelsim.similarity.hygiene import Hygiene, select
-from reelsim.similarity.neighbors import Scored, _Plan
-from reelsim.storage.atomic import atomic_path, write_text_atomic
-
-
-@dataclass
-class KnnLists:
-    """Top-k lists of a set of query rows, as arrays.
-
-    rows : int64 (B,), the query rows (catalog order).
-    I : int64 (B, k), neighbour rows, -1 padding.
-    S : float64 (B, k), scores, -inf padding.
-    cos : dict of str to float64 (B, k), per-modality cosines, NaN where not shared.
-    floor : float64 (B,), the lowest score an item must reach to change the
-        row's list (the last score of its candidate pool; -inf when the pool
-        was not full). Incremental adds use it (``reelsim add``).
-    """
-
-    rows: np.ndarray
-    I: np.ndarray
-    S: np.ndarray
-    cos: dict
-    floor: np.ndarray
-
-    @classmethod
-    def concat(cls, parts: list["KnnLists"], k: int, active) -> "KnnLists":
-        if not parts:
-            e = np.zeros((0, k))
-            return cls(np.zeros(0, np.int64), e.astype(np.int64), e, {m: e for m in active}, np.zeros(0))
-        return cls(np.concatenate([p.rows for p in parts]), np.concatenate([p.I for p in parts]),
-                   np.concatenate([p.S for p in parts]),
-                   {m: np.concatenate([p.cos[m] for p in parts]) for m in parts[0].cos},
-                   np.concatenate([p.floor for p in parts]))
-
-    def save(self, path) -> None:
-        """Write atomically as ``.npz`` (used for checkpoint batches)."""
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as f:
-                np.savez(f, rows=self.rows, I=self.I, S=self.S, floor=self.floor,
-                         **{f"cos_{m}": c for m, c in self.cos.items()})
-
-    @classmethod
-    def load(cls, path) -> "KnnLists":
-        with np.load(path) as z:
-            cos = {name[4:]: z[name] for name in z.files if name.startswith("cos_")}
-            return cls(z["rows"], z["I"], z["S"], cos, z["floor"])
+from reelsim.similarity.search import Scored, SearchPlan
+from reelsim.storage.atomic import write_text_atomic
+from reelsim.storage.lists import NeighborLists
 
 
 class Checkpoint:
@@ -86,19 +43,24 @@ class Checkpoint:
         self.folder = Path(folder)
         self.fingerprint = json.loads(json.dumps(dict(fingerprint), sort_keys=True))
 
+    @property
+    def manifest(self) -> Path:
+        return self.folder / "manifest.json"
+
+    def matches(self) -> bool:
+        """Whether the folder holds a job with exactly this fingerprint (so its batches can be reused)."""
+        try:
+            return json.loads(self.manifest.read_text(encoding="utf-8")) == self.fingerprint
+        except (OSError, json.JSONDecodeError):
+            return False
+
     def open(self) -> int:
         """Prepare the folder; returns how many finished batches it already holds."""
-        manifest = self.folder / "manifest.json"
-        if manifest.is_file():
-            try:
-                same = json.loads(manifest.read_text(encoding="utf-8")) == self.fingerprint
-            except (OSError, json.JSONDecodeError):
-                same = False
-            if same:
-                return len(list(self.folder.glob("batch-*.npz")))
+        if self.matches():
+            return len(list(self.folder.glob("batch-*.npz")))
         self.clear()
         self.folder.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(manifest, json.dumps(self.fingerprint, sort_keys=True))
+        write_text_atomic(self.manifest, json.dumps(self.fingerprint, sort_keys=True))
         return 0
 
     def path(self, b: int) -> Path:
@@ -111,7 +73,7 @@ class Checkpoint:
 def knn_graph(cat, index, weights: Mapping[str, float], k: int, *, rows: np.ndarray | None = None,
               oversample: int = 5, batch_size: int = 16384, hygiene: Hygiene | None = None,
               blocked: np.ndarray | None = None, checkpoint: Checkpoint | None = None,
-              progress: bool = False) -> KnnLists:
+              progress: bool = False) -> NeighborLists:
     """Top-``k`` lists of catalog ``rows`` (default: every item).
 
     Parameters
@@ -142,13 +104,13 @@ def knn_graph(cat, index, weights: Mapping[str, float], k: int, *, rows: np.ndar
 
     Returns
     -------
-    KnnLists
+    NeighborLists
     """
     from tqdm import tqdm
 
     hygiene = hygiene or Hygiene()
     rows = np.arange(cat.n, dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
-    plan = _Plan(cat, index, weights, k, oversample, batch_size, blocked=blocked)
+    plan = SearchPlan(cat, index, weights, k, oversample, batch_size, blocked=blocked)
     pool = plan.kc - 1 if hygiene.on else plan.k
     if checkpoint is not None:
         checkpoint.open()
@@ -158,24 +120,24 @@ def knn_graph(cat, index, weights: Mapping[str, float], k: int, *, rows: np.ndar
         for b, r in enumerate(plan.batches(rows.size)):
             q = rows[r]
             if checkpoint is not None and checkpoint.path(b).is_file():
-                part = KnnLists.load(checkpoint.path(b))
+                part = NeighborLists.load(checkpoint.path(b))
             else:
                 part = _batch(plan, cat, q, pool, k, hygiene)
                 if checkpoint is not None:
                     part.save(checkpoint.path(b))
             parts.append(part)
             bar.update(q.size)
-    return KnnLists.concat(parts, k, plan.active)
+    return NeighborLists.concat(parts, k, plan.active)
 
 
-def _batch(plan: _Plan, cat, q: np.ndarray, pool: int, k: int, hygiene: Hygiene) -> KnnLists:
+def _batch(plan: SearchPlan, cat, q: np.ndarray, pool: int, k: int, hygiene: Hygiene) -> NeighborLists:
     """Lists of query rows ``q``: exact re-scored pool, its floor, then hygiene."""
     sc = plan.run_arrays({m: cat.vectors[m][q] for m in plan.active}, {m: cat.masks[m][q] for m in plan.active},
                          q, pool)
     floor = np.where(sc.I[:, -1] >= 0, sc.S[:, -1], -np.inf) if pool else np.full(q.size, -np.inf)
     if hygiene.on:
         sc = select(sc, k, cat, plan.w, plan.active, hygiene)
-    return KnnLists(q, sc.I, sc.S, sc.cos, floor)
+    return NeighborLists(q, sc.I, sc.S, sc.cos, floor)
 
 
 def recall_at(I: np.ndarray, I_true: np.ndarray, k: int) -> float:
@@ -185,5 +147,5 @@ def recall_at(I: np.ndarray, I_true: np.ndarray, k: int) -> float:
     return float(np.mean(hits)) if hits else float("nan")
 
 
-def scored_of(lists: KnnLists) -> Scored:
+def scored_of(lists: NeighborLists) -> Scored:
     return Scored(lists.I, lists.S, lists.cos)

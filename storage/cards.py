@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from reelsim.errors import UnknownItemError
+from reelsim.storage.layout import StoreLayout
+from reelsim.storage.thumbnails import read_thumbnails
 
 
 @dataclass(frozen=True)
@@ -67,10 +69,7 @@ def read_card(store: Path, item_id: str, *, pictures: bool = True) -> ItemCard:
     """
     import h5py
 
-    from reelsim.storage.shards import shard_path
-    from reelsim.storage.thumbnails import read_thumbnails
-
-    path = shard_path(store, item_id)
+    path = StoreLayout(store).shard(item_id)
     if not path.is_file():
         raise UnknownItemError(f"unknown item id {item_id!r}: no results for it in {store}")
     with h5py.File(path, "r") as f:

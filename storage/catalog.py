@@ -1,188 +1,90 @@
-"""Catalog input: media folders and manifests (``.jsonl`` / ``.csv``) into items.
+"""The catalog file (``STORE/index/catalog.h5``): every item's normalised embeddings, as plain arrays.
 
-A manifest row has any subset of ``id, video, image, title, description``;
-relative paths resolve against the manifest's folder.  A folder gives one
-item per video file (id = file stem) and one product per image file.  A bad
-row never stops the others: it comes back as a :class:`Problem` that the
-runner reports as a failed item.
+The catalog is what the lists are computed from: per modality, one unit row
+per item (zeros where the item lacks the modality), the item's mask, the
+catalog mean subtracted before normalising and, with PCA, the projection.
+:class:`reelsim.similarity.catalog.CatalogEmbeddings` is the checked in-memory
+form; this module only reads and writes the file.
+
+Layout (HDF5, readable with plain h5py): dataset ``ids`` (N,) variable-length
+UTF-8; one group per modality with ``vectors`` float32 (N, d), ``mask`` bool
+(N,), ``mean`` float32 (d_raw,) and, with PCA, ``projection`` float32
+(d_raw, d); root attributes ``format`` (:data:`CATALOG_FORMAT`) and
+``weights`` (JSON: modality -> weight the catalog was fused with).
 """
 
 from __future__ import annotations
 
-import csv
 import json
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Iterable
+import os
+from collections.abc import Mapping
+from typing import NamedTuple
 
-from reelsim.errors import ManifestError, UsageError
+import numpy as np
 
-VIDEO_EXTENSIONS = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv"}
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
-FIELDS = ("id", "video", "image", "title", "description")
+from reelsim.config import MODALITIES
+from reelsim.errors import StoreError
+from reelsim.storage.atomic import atomic_path
 
-
-@dataclass(frozen=True)
-class Item:
-    """One catalog entry: a video, a product, or both.
-
-    Paths are absolute.  ``kind`` is ``video`` when the item has a video,
-    otherwise ``product``.  ``source`` says where the entry came from
-    (``catalog.jsonl:7``, a folder, a file); it is not part of the item's identity.
-    """
-
-    id: str
-    video: str | None = None
-    image: str | None = None
-    title: str | None = None
-    description: str | None = None
-    source: str | None = field(default=None, compare=False)
-
-    @property
-    def kind(self) -> str:
-        return "video" if self.video else "product"
-
-    @property
-    def text(self) -> str:
-        """Title and description joined; empty when the item has neither."""
-        return ". ".join(t.strip() for t in (self.title, self.description) if t and t.strip())
+CATALOG_FORMAT = "reelsim.catalog/1"
 
 
-@dataclass(frozen=True)
-class Problem:
-    """A catalog entry that could not become an item (reported, not fatal)."""
+class CatalogArrays(NamedTuple):
+    """The contents of a catalog file (modality keys in :data:`MODALITIES` order)."""
 
-    id: str
-    reason: str
-
-
-def item_from_row(row: dict, base: Path, where: str) -> Item:
-    """Validate one manifest row (``where`` names it in messages)."""
-    if not isinstance(row, dict):
-        raise ManifestError(f"{where}: expected an object with fields {', '.join(FIELDS)}")
-    unknown = set(row) - set(FIELDS)
-    if unknown:
-        raise ManifestError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}; expected {', '.join(FIELDS)}")
-    values = {}
-    for key in FIELDS:
-        v = row.get(key)
-        if v is None or (isinstance(v, str) and not v.strip()):
-            continue
-        if not isinstance(v, str):
-            raise ManifestError(f"{where}: field {key!r} must be a string, got {type(v).__name__}")
-        values[key] = v.strip() if key in ("id", "video", "image") else v
-    for key in ("video", "image"):
-        if key in values:
-            values[key] = str((base / values[key]).resolve())
-    if not ({"video", "image", "title", "description"} & set(values)):
-        raise ManifestError(f"{where}: row has no video, image, title or description")
-    if "id" not in values:
-        source = values.get("video") or values.get("image")
-        if not source:
-            raise ManifestError(f"{where}: row without id needs a video or image to name it")
-        values["id"] = Path(source).stem
-    return Item(**values, source=where)
+    ids: list[str]
+    vectors: dict[str, np.ndarray]
+    masks: dict[str, np.ndarray]
+    means: dict[str, np.ndarray]
+    projections: dict[str, np.ndarray]
+    weights: dict[str, float]
 
 
-def _manifest_rows(path: Path) -> Iterable[tuple[str, object]]:
-    """(where, row) pairs; a row that cannot be parsed yields its error message as the row."""
-    if path.suffix.lower() == ".jsonl":
-        with open(path, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                where = f"{path.name}:{n}"
-                try:
-                    yield where, json.loads(line)
-                except json.JSONDecodeError as e:
-                    yield where, ManifestError(f"{where}: not valid JSON ({e.msg})")
-    elif path.suffix.lower() == ".csv":
-        with open(path, encoding="utf-8", newline="") as f:
-            reader = csv.DictReader(f)
-            for n, row in enumerate(reader, 2):
-                where = f"{path.name}:{n}"
-                if None in row:
-                    yield where, ManifestError(f"{where}: more columns than the header")
-                else:
-                    yield where, {k: v for k, v in row.items() if k is not None}
-    else:
-        raise UsageError(f"manifest must be .jsonl or .csv: {path}")
+def write_catalog(path: str | os.PathLike, arrays: CatalogArrays) -> None:
+    """Write ``arrays`` to ``path`` atomically (HDF5 layout in the module docstring)."""
+    import h5py
+
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["format"] = CATALOG_FORMAT
+            f.attrs["weights"] = json.dumps(dict(arrays.weights))
+            f.create_dataset("ids", data=np.array(arrays.ids, dtype=object), dtype=h5py.string_dtype("utf-8"))
+            for m, x in arrays.vectors.items():
+                g = f.create_group(m)
+                g.create_dataset("vectors", data=x)
+                g.create_dataset("mask", data=arrays.masks[m])
+                g.create_dataset("mean", data=arrays.means[m])
+                if m in arrays.projections:
+                    g.create_dataset("projection", data=arrays.projections[m])
 
 
-def read_manifest(path: Path) -> tuple[list[Item], list[Problem]]:
-    items, problems = [], []
-    for where, row in _manifest_rows(path):
-        try:
-            if isinstance(row, Exception):
-                raise row
-            items.append(item_from_row(row, path.parent, where))
-        except ManifestError as e:
-            problems.append(Problem(id=where, reason=str(e)))
-    return items, problems
-
-
-def read_folder(path: Path) -> list[Item]:
-    """One item per video or image file directly in ``path`` (sorted by name)."""
-    items = []
-    for p in sorted(path.iterdir()):
-        ext = p.suffix.lower()
-        if p.is_file() and ext in VIDEO_EXTENSIONS:
-            items.append(Item(id=p.stem, video=str(p.resolve()), source=str(p)))
-        elif p.is_file() and ext in IMAGE_EXTENSIONS:
-            items.append(Item(id=p.stem, image=str(p.resolve()), source=str(p)))
-    return items
-
-
-def read_inputs(inputs: Iterable[str]) -> tuple[list[Item], list[Problem]]:
-    """Items from folders, manifests and single video files; duplicate ids become problems.
+def read_catalog(path: str | os.PathLike) -> CatalogArrays:
+    """Read a file written by :func:`write_catalog`.
 
     Raises
     ------
-    UsageError
-        An input path that does not exist or is of an unknown kind.
+    StoreError
+        Missing, unreadable or not a reelsim catalog; the message names the file.
     """
-    items: list[Item] = []
-    problems: list[Problem] = []
-    for raw in inputs:
-        p = Path(raw)
-        if p.is_dir():
-            items += read_folder(p)
-        elif p.is_file() and p.suffix.lower() in (".jsonl", ".csv"):
-            got, bad = read_manifest(p)
-            items += got
-            problems += bad
-        elif p.suffix.lower() in VIDEO_EXTENSIONS:
-            # A single video path: kept even when missing, so it is reported per item.
-            items.append(Item(id=p.stem, video=str(p.resolve()), source=str(p)))
-        elif not p.exists():
-            raise UsageError(f"input not found: {raw}")
-        else:
-            raise UsageError(f"input must be a folder, a .jsonl/.csv manifest or a video file: {raw}")
-    unique, duplicates = drop_duplicate_ids(items)
-    return unique, problems + duplicates
+    import h5py
 
-
-def drop_duplicate_ids(items: list[Item]) -> tuple[list[Item], list[Problem]]:
-    """The rule for duplicate ids: the first entry (in input order) wins; each later one is a problem.
-
-    A later entry is reported under its own location (``catalog.jsonl:9``),
-    so report.json keeps one row per id for the item that ran.
-    """
-    first: dict[str, Item] = {}
-    unique: list[Item] = []
-    problems: list[Problem] = []
-    for item in items:
-        if item.id in first:
-            where = first[item.id].source or "an earlier entry"
-            problems.append(Problem(id=item.source or f"{item.id} (duplicate)",
-                                    reason=f"duplicate id {item.id!r}: already used by {where}; this entry "
-                                    "is skipped (ids must be unique; the first entry wins)"))
-            continue
-        first[item.id] = item
-        unique.append(item)
-    return unique, problems
-
-
-def input_files(item: Item) -> dict[str, str]:
-    """Modality -> path of the files whose content an item's features depend on."""
-    return {k: v for k, v in (("video", item.video), ("image", item.image)) if v}
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise StoreError(f"no catalog file at {path!r}")
+    try:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("format") != CATALOG_FORMAT:
+                raise StoreError(f"{path!r} is not a reelsim catalog (format {f.attrs.get('format')!r})")
+            weights: Mapping = json.loads(f.attrs["weights"])
+            ids = [str(s) for s in f["ids"].asstr()[()]]
+            groups = [m for m in MODALITIES if m in f]
+            return CatalogArrays(
+                ids=ids,
+                vectors={m: f[m]["vectors"][()] for m in groups},
+                masks={m: f[m]["mask"][()] for m in groups},
+                means={m: f[m]["mean"][()] for m in groups},
+                projections={m: f[m]["projection"][()] for m in groups if "projection" in f[m]},
+                weights=dict(weights),
+            )
+    except (OSError, KeyError, ValueError) as e:
+        raise StoreError(f"cannot read catalog {path!r}: {e}") from e

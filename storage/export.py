@@ -16,7 +16,9 @@ import numpy as np
 
 from reelsim import __version__
 from reelsim.errors import StoreError, UsageError
-from reelsim.storage.shards import atomic_h5, item_key, iter_shards
+from reelsim.storage.layout import StoreLayout, item_key
+from reelsim.storage.lists import read_parquet, write_jsonl, write_parquet
+from reelsim.storage.shards import atomic_h5, iter_shards
 
 EXPORT_FORMATS = ("hdf5", "parquet", "jsonl")
 
@@ -48,13 +50,11 @@ def export_hdf5(store: Path, to: Path) -> int:
 
 def export_lists(store: Path, to: Path, fmt: str) -> int:
     """Write the similarity lists as Parquet or JSONL.  Returns the number of rows."""
-    from reelsim import similarity as sim
-
-    src = Path(store) / "lists" / "neighbors.parquet"
+    src = StoreLayout(store).list_file("parquet")
     if not src.is_file():
         raise StoreError(f"no similarity lists in {store}: run `reelsim run INPUT --store {store}` first")
-    rows = sim.read_parquet(src)
-    (sim.write_parquet if fmt == "parquet" else sim.write_jsonl)(rows, Path(to))
+    rows = read_parquet(src)
+    (write_parquet if fmt == "parquet" else write_jsonl)(rows, Path(to))
     return len(rows)
 
 

@@ -1,4 +1,4 @@
-"""One run per store: a lock file ``STORE/run.lock`` naming its owner.
+"""One writer per store: a lock file (``STORE/run.lock``, :attr:`StoreLayout.lock`) naming its owner.
 
 The file is created with ``O_CREAT | O_EXCL`` (atomic, also on NFS v3+ and
 other shared filesystems), and holds JSON ``{"host", "pid", "started_utc",
@@ -27,9 +27,7 @@ from pathlib import Path
 from typing import Callable
 
 from reelsim.errors import StoreError
-
-LOCK_NAME = "run.lock"
-
+from reelsim.storage.layout import StoreLayout
 
 class StoreLockedError(StoreError):
     """Another run holds the store's lock."""
@@ -92,7 +90,7 @@ class StoreLock:
     """
 
     def __init__(self, store: str | os.PathLike, warn: Callable[[str], None] = _warn):
-        self.path = Path(store) / LOCK_NAME
+        self.path = StoreLayout(store).lock
         self.record = lock_record()
         self._warn = warn
 

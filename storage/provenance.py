@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reelsim.errors import UsageError
-from reelsim.pipeline.config import MODALITIES, ModelConfig
+from reelsim.storage.layout import StoreLayout
 
 
 @dataclass(frozen=True)
@@ -32,24 +32,6 @@ class ModelStamp:
 
     def describe(self) -> str:
         return f"{self.model} (weights sha256 {self.weights_sha256[:12]}...)" if self.weights_sha256 else self.model
-
-
-def run_stamps(models: ModelConfig) -> dict[str, ModelStamp]:
-    """The stamp each modality's features will carry in a run with ``models``.
-
-    Resolves each model's weights file (explicit path, torch cache or the
-    shipped file) and hashes it, without loading any model.
-    """
-    from reelsim.extractors.registry import get_class
-    from reelsim.extractors.weights import sha256_file
-
-    paths = {"visual": models.video_weights, "audio": models.audio_weights}
-    out = {}
-    for modality in MODALITIES:
-        name = getattr(models, modality)
-        weights = get_class(modality, name).weights_file_for(paths.get(modality))
-        out[modality] = ModelStamp(name, sha256_file(weights) if weights else "")
-    return out
 
 
 def shard_stamps(path: Path) -> tuple[str, dict[str, ModelStamp]]:
@@ -75,8 +57,7 @@ def model_conflicts(store: Path, expected: dict[str, ModelStamp]) -> dict[tuple[
     dict mapping (modality, stored stamp) -> [(item id, shard path), ...]
     """
     conflicts: dict[tuple[str, ModelStamp], list[tuple[str, Path]]] = defaultdict(list)
-    root = Path(store) / "shards"
-    for path in sorted(root.glob("*/*.h5")) if root.is_dir() else []:
+    for path in StoreLayout(store).shard_files():
         item_id, stamps = shard_stamps(path)
         for modality, stamp in stamps.items():
             if modality in expected and stamp != expected[modality]:
@@ -84,13 +65,15 @@ def model_conflicts(store: Path, expected: dict[str, ModelStamp]) -> dict[tuple[
     return dict(conflicts)
 
 
-def guard_model_change(store: Path, models: ModelConfig, item_ids: list[str], *, re_extract: bool) -> list[str]:
+def guard_model_change(store: Path, expected: dict[str, ModelStamp], item_ids: list[str], *,
+                       re_extract: bool) -> list[str]:
     """Refuse to mix models in one store, or (``re_extract``) clear this run's stale shards.
 
     Parameters
     ----------
     store : the feature store folder
-    models : this run's model configuration
+    expected : modality -> the stamp this run's features will carry
+        (:func:`reelsim.extractors.registry.model_stamps`)
     item_ids : the items this run processes
     re_extract : when True, the shards of ``item_ids`` made by another model
         are removed so the run recomputes them (shards of other items stay).
@@ -106,7 +89,6 @@ def guard_model_change(store: Path, models: ModelConfig, item_ids: list[str], *,
         Without ``re_extract``, when any shard in the store came from another
         model or weights file; the message names both and the way out.
     """
-    expected = run_stamps(models)
     conflicts = model_conflicts(store, expected)
     if not conflicts:
         return []

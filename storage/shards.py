@@ -1,15 +1,6 @@
 """Per-item HDF5 shards: written atomically by the task that computed them.
 
-Layout of a store directory::
-
-    STORE/
-      shards/<2 hex>/<sha256(item id)[:32]>.h5   one file per item (schema below)
-      report.json                                 last run's per-item status
-      index/catalog.h5, index/index.json, index/group-*.faiss
-                                                  normalised embeddings + one FAISS index per
-                                                  modality signature (jobs/lists.py)
-      lists/neighbors.parquet, lists/neighbors.jsonl (, lists/neighbors.h5)
-
+Where they live: :meth:`reelsim.storage.layout.StoreLayout.shard`.
 The shard file name is a hash of the item id, so ids are data and can never
 name a path outside the store.  Schema of one shard (see README "HDF5 schema"):
 
@@ -38,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import hashlib
 import json
 from pathlib import Path
 from typing import Iterator
@@ -46,26 +36,15 @@ from typing import Iterator
 import numpy as np
 
 from reelsim import __version__
-from reelsim.errors import StoreError
+from reelsim.errors import StoreError, UnknownItemError
 from reelsim.storage.atomic import atomic_path
+from reelsim.storage.layout import StoreLayout
+from reelsim.storage.schema import ItemFeatures
+from reelsim.storage.thumbnails import write_thumbnails
 
 SCHEMA_VERSION = 1
 #: Root attribute written last into every shard; a shard without it is incomplete.
 COMPLETE_ATTR = "complete"
-
-
-def item_key(item_id: str) -> str:
-    """Stable file-system-safe key for an item id (32 hex chars)."""
-    return hashlib.sha256(item_id.encode("utf-8")).hexdigest()[:32]
-
-
-def shard_path(store: Path, item_id: str) -> Path:
-    key = item_key(item_id)
-    return Path(store) / "shards" / key[:2] / f"{key}.h5"
-
-
-def sha256_text(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _attr(v):
@@ -90,10 +69,10 @@ def atomic_h5(path: Path):
         yield f
 
 
-def write_shard(store: Path, features, *, config_hash: str, input_sha256: dict[str, str]) -> Path:
-    """Write one item's :class:`~reelsim.pipeline.item.ItemFeatures` atomically."""
+def write_shard(store: Path, features: ItemFeatures, *, config_hash: str, input_sha256: dict[str, str]) -> Path:
+    """Write one item's :class:`~reelsim.storage.schema.ItemFeatures` atomically."""
     item = features.item
-    path = shard_path(store, item.id)
+    path = StoreLayout(store).shard(item.id)
     with atomic_h5(path) as f:
         f.attrs.update({
             "item_id": item.id,
@@ -131,9 +110,7 @@ def write_shard(store: Path, features, *, config_hash: str, input_sha256: dict[s
     return path
 
 
-def _write_thumbnails(f, features) -> None:
-    from reelsim.storage.thumbnails import write_thumbnails
-
+def _write_thumbnails(f, features: ItemFeatures) -> None:
     keyframes = features.video.keyframe_jpegs if features.video is not None else []
     write_thumbnails(f, {"keyframes": keyframes, "image": [features.image_jpeg] if features.image_jpeg else []})
 
@@ -164,7 +141,7 @@ def shard_is_current(path: Path, *, config_hash: str, input_sha256: dict[str, st
 def remove_stale_temp_files(store: Path) -> list[Path]:
     """Delete temp files that killed writers left under ``STORE/shards`` (call only under the store lock)."""
     removed = []
-    for tmp in Path(store).glob("shards/*/.*.tmp"):
+    for tmp in StoreLayout(store).shard_temp_files():
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
             removed.append(tmp)
@@ -184,10 +161,10 @@ def shard_is_complete(path: Path) -> bool:
 
 def iter_shards(store: Path) -> Iterator[Path]:
     """Every complete shard of ``store`` (incomplete ones are skipped: the next run redoes them)."""
-    root = Path(store) / "shards"
-    if not root.is_dir():
+    layout = StoreLayout(store)
+    if not layout.shards_dir.is_dir():
         raise StoreError(f"no feature store at {store} (no shards/ folder): run `reelsim run ... --store {store}` first")
-    yield from (p for p in sorted(root.glob("*/*.h5")) if shard_is_complete(p))
+    yield from (p for p in layout.shard_files() if shard_is_complete(p))
 
 
 def read_item_vectors(path: Path) -> tuple[str, dict, dict[str, np.ndarray]]:
@@ -210,9 +187,7 @@ def read_shots(store: Path, item_id: str) -> dict:
     """
     import h5py
 
-    from reelsim.errors import UnknownItemError
-
-    path = shard_path(store, item_id)
+    path = StoreLayout(store).shard(item_id)
     if not path.is_file():
         raise UnknownItemError(f"unknown item id {item_id!r}: no results for it in {store}")
     with h5py.File(path, "r") as f:

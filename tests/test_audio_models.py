@@ -129,7 +129,8 @@ def test_windows_stream_equals_one_shot():
 
 
 def test_model_change_is_refused_and_re_extract_clears_this_runs_stale_shards(cnn14_store, clip_video, tmp_path):
-    from reelsim.pipeline.config import ModelConfig
+    from reelsim.config import ModelConfig
+    from reelsim.extractors.registry import model_stamps
     from reelsim.storage.provenance import guard_model_change
     from reelsim.storage.shards import read_item_vectors
 
@@ -144,18 +145,19 @@ def test_model_change_is_refused_and_re_extract_clears_this_runs_stale_shards(cn
     assert shard.read_bytes() == before  # nothing touched
 
     item_id = read_item_vectors(shard)[0]
-    assert guard_model_change(store, ModelConfig(), ["another-item"], re_extract=True) == []
+    assert guard_model_change(store, model_stamps(ModelConfig()), ["another-item"], re_extract=True) == []
     assert shard.is_file()  # shards of items outside this run stay
-    assert guard_model_change(store, ModelConfig(), [item_id], re_extract=True) == [item_id]
+    assert guard_model_change(store, model_stamps(ModelConfig()), [item_id], re_extract=True) == [item_id]
     assert not shard.exists()  # so the run recomputes it with this run's models
 
 
 def test_other_weights_for_the_same_model_are_a_conflict(cnn14_store, cnn14_file):
-    from reelsim.pipeline.config import ModelConfig
-    from reelsim.storage.provenance import ModelStamp, model_conflicts, run_stamps
+    from reelsim.config import ModelConfig
+    from reelsim.extractors.registry import model_stamps
+    from reelsim.storage.provenance import ModelStamp, model_conflicts
 
     models = ModelConfig(audio="cnn14-16k", audio_weights=str(cnn14_file))
-    expected = run_stamps(models)
+    expected = model_stamps(models)
     assert expected["audio"] == ModelStamp("cnn14-16k", hashlib.sha256(cnn14_file.read_bytes()).hexdigest())
     assert model_conflicts(cnn14_store, expected) == {}
     other = {**expected, "audio": ModelStamp("cnn14-16k", "0" * 64)}

@@ -20,7 +20,8 @@ import pytest
 from conftest import reelsim
 from reelsim.pipeline import synth
 from reelsim.pipeline.decode import iter_frames
-from reelsim.storage.shards import read_shots, shard_path
+from reelsim.storage.layout import StoreLayout
+from reelsim.storage.shards import read_shots
 
 pytestmark = pytest.mark.slow
 
@@ -65,7 +66,7 @@ class Case:
 
 
 def _no_audio(store, row, media):
-    with h5py.File(shard_path(store, row["item"]), "r") as f:
+    with h5py.File(StoreLayout(store).shard(row["item"]), "r") as f:
         assert "audio" not in f["features"] and {"visual", "image"} <= set(f["features"])
 
 
@@ -84,7 +85,7 @@ def _vfr_times(store, row, media):
 
 
 def _upright(store, row, media):
-    with h5py.File(shard_path(store, row["item"]), "r") as f:
+    with h5py.File(StoreLayout(store).shard(row["item"]), "r") as f:
         assert (f["video"].attrs["width"], f["video"].attrs["height"]) == (SIZE[1], SIZE[0])
     # Our first frame equals what ffmpeg's own autorotate shows.
     ref = subprocess.run([synth.ffmpeg_exe(), "-v", "error", "-i", str(media / "rotated.mp4"), "-frames:v", "1",
@@ -96,14 +97,14 @@ def _upright(store, row, media):
 
 def _dims(w, h):
     def check(store, row, media):
-        with h5py.File(shard_path(store, row["item"]), "r") as f:
+        with h5py.File(StoreLayout(store).shard(row["item"]), "r") as f:
             assert (f["video"].attrs["width"], f["video"].attrs["height"]) == (w, h)
             assert np.isfinite(f["features/visual/item"][()]).all()
     return check
 
 
 def _inside_store(store, row, media):
-    path = shard_path(store, row["item"])
+    path = StoreLayout(store).shard(row["item"])
     assert path.is_file() and store in path.parents
     assert not (store.parent / "outside").exists() and not (media.parent / "outside").exists()
 

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from reelsim.errors import UsageError
-from reelsim.storage.catalog import read_inputs
-from reelsim.storage.shards import shard_path
+from reelsim.storage.manifest import read_inputs
+from reelsim.storage.layout import StoreLayout
 
 
 def test_jsonl_manifest_resolves_paths_and_reports_bad_rows(tmp_path):
@@ -52,6 +52,6 @@ def test_unknown_input_is_a_usage_error(tmp_path):
 
 @pytest.mark.parametrize("item_id", ["../../etc/passwd", "a/b", "/abs", "..", "é 東京"])
 def test_ids_never_make_paths_outside_the_store(tmp_path, item_id):
-    p = shard_path(tmp_path, item_id).resolve()
+    p = StoreLayout(tmp_path).shard(item_id).resolve()
     assert p.is_relative_to(tmp_path.resolve() / "shards")
     assert p.name.endswith(".h5") and len(p.name) == 35

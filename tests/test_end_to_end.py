@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import PRODUCTS, VIDEOS, cut_frames, reelsim
-from reelsim.storage.shards import shard_path
+from reelsim.storage.layout import StoreLayout
 
 pytestmark = pytest.mark.slow
 
@@ -62,7 +62,7 @@ def test_shots_json_contract_and_cut_frames(run_store, report, vid):
 
 def test_hdf5_shard_shapes_and_provenance(run_store, report):
     store, _ = run_store
-    with h5py.File(shard_path(store, "fractal"), "r") as f:
+    with h5py.File(StoreLayout(store).shard("fractal"), "r") as f:
         assert f.attrs["item_id"] == "fractal" and f.attrs["kind"] == "video"
         assert len(f.attrs["config_hash"]) == 16
         assert set(json.loads(f.attrs["input_sha256"])) == {"video"}
@@ -83,9 +83,9 @@ def test_hdf5_shard_shapes_and_provenance(run_store, report):
             assert key in prov
         assert v.attrs["shots_detector"] == "reelsim"
         assert np.isfinite(feats["visual/item"][()]).all()
-    with h5py.File(shard_path(store, "silent"), "r") as f:
+    with h5py.File(StoreLayout(store).shard("silent"), "r") as f:
         assert "audio" not in f["features"]  # no audio track: no audio features, not an error
-    with h5py.File(shard_path(store, "banana"), "r") as f:
+    with h5py.File(StoreLayout(store).shard("banana"), "r") as f:
         assert set(f["features"]) == {"image", "text"} and f["features/text/item"].shape == (384,)
 
 
@@ -183,7 +183,7 @@ def test_kinetics_model_needs_weights_and_runs_from_a_file(media, tmp_path):
     torch.save(torchvision.models.video.r3d_18(weights=None).state_dict(), weights)
     reelsim("run", media / "carpet.mp4", "--store", store, "--video-model", "r3d_18",
             "--video-weights", weights, "--workers", 1, "--no-progress", check=0)
-    with h5py.File(shard_path(store, "carpet"), "r") as f:
+    with h5py.File(StoreLayout(store).shard("carpet"), "r") as f:
         prov = dict(f["features/visual"].attrs)
         assert prov["model"] == "r3d_18"
         assert prov["weights_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()

@@ -20,8 +20,9 @@ import pytest
 
 from conftest import reelsim
 from reelsim.pipeline.synth import make_image, make_pattern_video
-from reelsim.storage.lock import LOCK_NAME, StoreLock, StoreLockedError
-from reelsim.storage.shards import shard_is_complete, shard_path
+from reelsim.storage.lock import StoreLock, StoreLockedError
+from reelsim.storage.layout import StoreLayout
+from reelsim.storage.shards import shard_is_complete
 
 pytestmark = pytest.mark.slow
 
@@ -86,7 +87,7 @@ def test_driver_killed_then_rerun_resumes_with_identical_lists(clips, clean_run,
             time.sleep(3)
             os.killpg(driver.pid, signal.SIGKILL)
     done_before = len(list(store.glob("shards/*/*.h5")))
-    assert (store / LOCK_NAME).is_file() and not (store / "lists").exists()
+    assert StoreLayout(store).lock.is_file() and not (store / "lists").exists()
 
     proc = reelsim("run", clips, "--store", store, "--workers", 2, "--no-progress", check=0)
     assert "taking over the lock" in proc.stderr and "no longer runs" in proc.stderr
@@ -94,11 +95,11 @@ def test_driver_killed_then_rerun_resumes_with_identical_lists(clips, clean_run,
     assert list(status.values()).count("cached") == done_before < len(status)
     assert set(status.values()) == {"cached", "ok"}
     assert lists_of(store) == lists_of(clean_run)  # identical to a clean, uninterrupted run
-    assert not (store / LOCK_NAME).exists()
+    assert not StoreLayout(store).lock.exists()
 
     # A shard half-written by a killed process, one without its completion marker, a stale temp file:
     # the first two are detected and redone, the temp file removed, the lists unchanged.
-    half, unmarked = shard_path(store, "c0"), shard_path(store, "c1")
+    half, unmarked = StoreLayout(store).shard("c0"), StoreLayout(store).shard("c1")
     half.write_bytes(half.read_bytes()[: half.stat().st_size // 2])
     with h5py.File(unmarked, "a") as f:
         del f.attrs["complete"]
@@ -130,7 +131,7 @@ def test_lock_rules(tmp_path):
             StoreLock(tmp_path).acquire()
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    lock = tmp_path / LOCK_NAME
+    lock = StoreLayout(tmp_path).lock
     lock.write_text(json.dumps({"host": socket.gethostname(), "pid": dead.pid, "started_utc": "x"}))
     with StoreLock(tmp_path, warn=warned.append) as held:  # a dead process on this host: taken over
         assert json.loads(lock.read_text())["pid"] == os.getpid() == held.record["pid"]

@@ -16,11 +16,11 @@ from PIL import Image
 
 from reelsim.jobs.report import ReportEntry, choose_items, render_html
 from reelsim.jobs.tables import display_width, fit, neighbor_table, terminal_safe
-from reelsim.pipeline.config import ThumbnailConfig
+from reelsim.config import ThumbnailConfig
 from reelsim.pipeline.item import thumbnail
-from reelsim.similarity import Neighbor
+from reelsim.storage.lists import Neighbor
 from reelsim.storage.cards import ItemCard, read_card
-from reelsim.storage.shards import shard_path
+from reelsim.storage.layout import StoreLayout
 from reelsim.storage.thumbnails import jpeg_thumbnail
 
 from conftest import reelsim
@@ -101,7 +101,7 @@ def _jpeg(data: bytes) -> Image.Image:
 
 def test_shards_hold_jpeg_thumbnails_readable_with_h5py(run_store):
     store, _ = run_store
-    with h5py.File(shard_path(store, "fractal"), "r") as f:
+    with h5py.File(StoreLayout(store).shard("fractal"), "r") as f:
         n_shots = f["video/shots"].shape[0]
         kf = f["thumbnails/keyframes"]
         assert kf.shape == (n_shots,) == (3,) and f["thumbnails"].attrs["format"] == "jpeg"
@@ -109,7 +109,7 @@ def test_shards_hold_jpeg_thumbnails_readable_with_h5py(run_store):
     assert all(max(p.size) == 160 for p in pics)  # 320x240 source -> 160x120
     means = [np.asarray(p.convert("RGB")).mean(axis=(0, 1)) for p in pics]
     assert np.abs(means[0] - means[1]).max() > 10  # different shots, different pictures
-    with h5py.File(shard_path(store, "banana"), "r") as f:
+    with h5py.File(StoreLayout(store).shard("banana"), "r") as f:
         (image,) = f["thumbnails/image"][()]
         assert "keyframes" not in f["thumbnails"] and f.attrs["image_path"].endswith("banana.png")
     banana = np.asarray(_jpeg(bytes(image)).convert("RGB")).astype(int)
@@ -128,9 +128,9 @@ def test_thumbnail_size_and_off_switch():
 def test_cards_tolerate_shards_written_before_thumbnails(run_store, tmp_path):
     store, _ = run_store
     for item in ("fractal", "banana"):
-        old = shard_path(tmp_path, item)
+        old = StoreLayout(tmp_path).shard(item)
         old.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(shard_path(store, item), old)
+        shutil.copy(StoreLayout(store).shard(item), old)
         with h5py.File(old, "a") as f:
             del f["thumbnails"]
             del f.attrs["image_path"]

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from reelsim.errors import MediaError
-from reelsim.pipeline.config import Config
+from reelsim.config import Config
 from reelsim.pipeline.item import Models, analyse_item
 from reelsim.pipeline.synth import Segment, ffmpeg_exe, make_video
-from reelsim.storage.catalog import Item
+from reelsim.storage.manifest import Item
 
 CFG = Config()
 
@@ -81,9 +81,9 @@ def test_one_and_three_frame_shots(short_shots_video):
 
 _DUMP = """
 import sys, numpy as np
-from reelsim.pipeline.config import Config
+from reelsim.config import Config
 from reelsim.pipeline.item import Models, analyse_item
-from reelsim.storage.catalog import Item
+from reelsim.storage.manifest import Item
 cfg = Config().with_overrides(models={"device": "cpu"})
 f = analyse_item(Item(id="v", video=sys.argv[1]), cfg, Models(cfg))
 np.savez(sys.argv[2], **{f"{m}_{k}": getattr(e, k) for m, e in f.embeddings.items() for k in ("item", "shot")},

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from reelsim.jobs.runner import item_resources
 from reelsim.jobs.watch import ItemWatch
-from reelsim.pipeline.config import Config
-from reelsim.storage.catalog import Item
+from reelsim.config import Config
+from reelsim.storage.manifest import Item
 
 VIDEO, PRODUCT = Item(id="v", video="/m/v.mp4"), Item(id="p", image="/m/p.png", title="shoe")
 

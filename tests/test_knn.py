@@ -16,12 +16,15 @@ import pytest
 
 from conftest import reelsim
 from reelsim.errors import UsageError
-from reelsim.jobs.lists import Lookup, add_vectors, index_and_lists
-from reelsim.pipeline.config import FusionConfig
+from reelsim.config import FusionConfig
 from reelsim.similarity import (
     CatalogEmbeddings, GroupedIndex, Hygiene, build_index, choose_index, fuse, knn_graph, load_catalog, normalise,
-    normalise_queries, read_parquet, save_catalog, search,
+    normalise_queries, save_catalog, search,
 )
+from reelsim.similarity.incremental import add_vectors
+from reelsim.similarity.lookup import Lookup
+from reelsim.similarity.rebuild import index_and_lists
+from reelsim.storage.lists import read_parquet
 from reelsim.similarity.hygiene import blocked_rows, pair_scores
 from reelsim.similarity.knn import recall_at
 from test_similarity import W, make_catalog

@@ -6,22 +6,16 @@ import numpy as np
 import pytest
 
 from conftest import BIKES_CUTS, VIDEOS, cut_frames
-from reelsim.extractors.shots import colour_signature, group_scenes, make_detector
-from reelsim.pipeline.config import ClipConfig, ShotConfig
-from reelsim.pipeline.decode import iter_frames, probe
-from reelsim.pipeline.segment import ShotClipSampler
+from reelsim.config import ClipConfig, Config, ShotConfig
+from reelsim.extractors.shots import colour_signature, group_scenes
+from reelsim.pipeline.segment import ShotClipSampler, ShotPass
 
 
 def segment(path, clips=ClipConfig(clip_len=8), shots=ShotConfig()):
-    info = probe(str(path))
-    sampler = ShotClipSampler(make_detector(shots, info.fps), clips, info.fps)
-    got_clips, got_keys = [], []
-    for f in iter_frames(str(path), short_side=160):
-        c, k = sampler.push(f.index, f.rgb)
-        got_clips += c
-        got_keys += k
-    c, k = sampler.finish()
-    return sampler, got_clips + c, got_keys + k
+    """(sampler, clips, keyframes) of one pass over ``path`` (analysis frames of 160 px)."""
+    shot_pass = ShotPass(str(path), Config(shots=shots, clips=clips), clip_len=clips.clip_len)
+    outs = [*shot_pass, shot_pass.finish()]
+    return shot_pass.sampler, [c for cs, _ in outs for c in cs], [k for _, ks in outs for k in ks]
 
 
 def starts(shots):

@@ -8,7 +8,7 @@ import pytest
 from test_shots import segment
 
 from reelsim.extractors.shots import colour_signature, group_scenes
-from reelsim.pipeline.config import ClipConfig, Config
+from reelsim.config import ClipConfig, Config
 from reelsim.pipeline.segment import segment_video
 from reelsim.pipeline.synth import Join, Segment, make_edited_video
 

@@ -5,8 +5,16 @@ override a field only when given (:func:`Config.with_overrides`).  Stages
 receive the sub-config they need (``cfg.shots``, ``cfg.clips`` ...), never
 the whole object.
 
+Every section checks its values when it is built (``__post_init__``), so a
+bad value from a flag, ``--set`` or a file is a :class:`UsageError` before
+any work starts. (Which model and detector names exist is checked against
+their registries by the CLI, also before any work.)
+
 ``Config.feature_hash()`` covers every field that changes stored features;
 a shard whose recorded hash differs is recomputed on the next run.
+
+This module is the root of reelsim's layers (with ``errors.py``): it imports
+nothing of reelsim but the errors, and :data:`MODALITIES` is defined here.
 """
 
 from __future__ import annotations
@@ -14,11 +22,35 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from reelsim.errors import UsageError
 
+#: The modalities an item can have, in the order they are fused and listed.
 MODALITIES = ("visual", "audio", "image", "text")
+#: List file formats (``--lists-format``); file names: :data:`reelsim.storage.layout.LIST_FILES`.
+LIST_FORMATS = ("parquet", "jsonl", "hdf5")
+#: ``--device`` values besides ``cuda:N``.
+DEVICES = ("auto", "cpu", "cuda")
+#: ``--precision`` values.
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def _require(section: str, name: str, value, ok: bool, expected: str) -> None:
+    """Raise :class:`UsageError` naming ``section.name`` unless ``ok``."""
+    if not ok:
+        raise UsageError(f"{section}.{name} must be {expected}, got {value!r}")
+
+
+def _at_least(section: str, obj, minimum: float, *names: str, optional: bool = False) -> None:
+    for name in names:
+        v = getattr(obj, name)
+        if optional and v is None:
+            continue
+        _require(section, name, v, isinstance(v, (int, float)) and not isinstance(v, bool) and v >= minimum,
+                 f">= {minimum:g}")
 
 
 @dataclass(frozen=True)
@@ -38,6 +70,10 @@ class DecodeConfig:
     analysis_short_side: int = 160
     audio_rate: int = 16000
     skip_loop_filter: bool = False
+
+    def __post_init__(self):
+        _at_least("decode", self, 16, "analysis_short_side")
+        _at_least("decode", self, 1000, "audio_rate")
 
 
 @dataclass(frozen=True)
@@ -77,6 +113,14 @@ class ShotConfig:
     scene_window: int = 3
     scene_audio_db: float = 3.0
 
+    def __post_init__(self):
+        _require("shots", "detector", self.detector, isinstance(self.detector, str) and bool(self.detector),
+                 "a detector name")
+        _at_least("shots", self, 0, "threshold", "cut_min", "gradual_min", "scene_audio_db")
+        _at_least("shots", self, 1e-9, "cut_ratio", "gradual_blend_max")
+        _at_least("shots", self, 1, "min_shot_frames", "scene_window")
+        _require("shots", "scene_similarity", self.scene_similarity, 0 <= self.scene_similarity <= 1, "in [0, 1]")
+
 
 @dataclass(frozen=True)
 class ClipConfig:
@@ -93,6 +137,11 @@ class ClipConfig:
     frame_stride: int = 2
     hop_s: float = 2.0
     max_clips_per_shot: int = 16
+
+    def __post_init__(self):
+        _at_least("clips", self, 1, "clip_len", optional=True)
+        _at_least("clips", self, 1, "frame_stride", "max_clips_per_shot")
+        _at_least("clips", self, 1e-3, "hop_s")
 
 
 @dataclass(frozen=True)
@@ -121,6 +170,15 @@ class ModelConfig:
     precision: str = "auto"
     prefetch_batches: int = 2
 
+    def __post_init__(self):
+        for name in ("visual", "audio", "image", "text"):
+            v = getattr(self, name)
+            _require("models", name, v, isinstance(v, str) and bool(v), "a model name (see `reelsim models`)")
+        _require("models", "device", self.device, self.device in DEVICES or str(self.device).startswith("cuda:"),
+                 "auto, cpu, cuda or cuda:N")
+        _require("models", "precision", self.precision, self.precision in PRECISIONS, " or ".join(PRECISIONS))
+        _at_least("models", self, 1, "batch_size", "prefetch_batches")
+
 
 @dataclass(frozen=True)
 class ThumbnailConfig:
@@ -133,6 +191,11 @@ class ThumbnailConfig:
 
     max_side: int = 160
     quality: int = 80
+
+    def __post_init__(self):
+        _at_least("thumbnails", self, 0, "max_side")
+        _require("thumbnails", "quality", self.quality, isinstance(self.quality, int) and 1 <= self.quality <= 95,
+                 "an integer in 1..95")
 
 
 def _default_weights() -> dict[str, float]:
@@ -181,6 +244,25 @@ class FusionConfig:
     blocklist_threshold: float = 0.5
     lists_formats: tuple[str, ...] = ("parquet", "jsonl")
 
+    def __post_init__(self):
+        w = check_weights(self.weights)
+        if not any(w.values()):
+            raise UsageError("fusion.weights: at least one modality needs a positive weight")
+        object.__setattr__(self, "weights", w)
+        _at_least("fusion", self, 1, "k", "oversample", "knn_batch")
+        _at_least("fusion", self, 1, "pca_dim", optional=True)
+        _require("fusion", "memory_budget_gb", self.memory_budget_gb, self.memory_budget_gb > 0, "positive")
+        _require("fusion", "index", self.index, isinstance(self.index, str) and bool(self.index.strip()),
+                 "auto, a kind or a FAISS factory string")
+        check_range("fusion.dedup", self.dedup, -1, 1)
+        check_range("fusion.mmr", self.mmr, 0, 1)
+        check_range("fusion.blocklist_threshold", self.blocklist_threshold, -1, 1)
+        object.__setattr__(self, "blocklist", tuple(self.blocklist))
+        formats = tuple(self.lists_formats)
+        _require("fusion", "lists_formats", self.lists_formats, bool(formats) and set(formats) <= set(LIST_FORMATS),
+                 f"some of {', '.join(LIST_FORMATS)}")
+        object.__setattr__(self, "lists_formats", formats)
+
 
 @dataclass(frozen=True)
 class JobConfig:
@@ -198,6 +280,10 @@ class JobConfig:
 
     item_timeout_s: float = 3600.0
     max_worker_deaths: int = 3
+
+    def __post_init__(self):
+        _at_least("jobs", self, 0, "item_timeout_s")
+        _at_least("jobs", self, 1, "max_worker_deaths")
 
 
 @dataclass(frozen=True)
@@ -324,3 +410,40 @@ def parse_weights(text: str) -> dict[str, float]:
     if not any(weights.values()):
         raise UsageError("--weights: at least one modality needs a positive weight")
     return weights
+
+
+def check_weights(weights: Mapping[str, float]) -> dict[str, float]:
+    """Validate modality weights; modalities not named get weight 0.
+
+    Raises
+    ------
+    UsageError
+        Unknown modality, or a weight that is negative or not finite.
+
+    Examples
+    --------
+    >>> check_weights({"text": 2})
+    {'visual': 0.0, 'audio': 0.0, 'image': 0.0, 'text': 2.0}
+    """
+    unknown = set(weights) - set(MODALITIES)
+    if unknown:
+        raise UsageError(f"unknown modalities in weights: {sorted(unknown)}; expected some of {MODALITIES}")
+    w = {m: float(weights.get(m, 0.0)) for m in MODALITIES}
+    bad = {m: v for m, v in w.items() if not (math.isfinite(v) and v >= 0)}
+    if bad:
+        raise UsageError(f"weights must be finite and >= 0, got {bad}")
+    return w
+
+
+def check_range(name: str, value: float | None, lo: float, hi: float) -> None:
+    """Raise :class:`UsageError` unless ``value`` is None or ``lo <= value <= hi``.
+
+    Examples
+    --------
+    >>> check_range("MMR lambda", 0.5, 0, 1)
+    >>> check_range("MMR lambda", 2, 0, 1)
+    Traceback (most recent call last):
+    reelsim.errors.UsageError: MMR lambda must be in [0, 1], got 2
+    """
+    if value is not None and not lo <= value <= hi:
+        raise UsageError(f"{name} must be in [{lo:g}, {hi:g}], got {value:g}")

@@ -1,8 +1,15 @@
-"""Neighbour lists as flat rows, written to Parquet or JSON Lines atomically.
+"""Neighbour lists: their in-memory types and their files (Parquet, JSON Lines, HDF5), written atomically.
 
-One row per (item, neighbour) with the keys in :data:`COLUMNS`:
-``item, neighbor, rank`` (1-based), ``score`` and ``score_<modality>``, the
-plain cosine of each modality, or None where the two items do not share it.
+Words used throughout reelsim:
+
+- a **neighbour** (:class:`Neighbor`) is one entry of an item's list: another
+  item, its fused score and the cosine of each shared modality;
+- the **lists** (:class:`NeighborLists`) are the top-k neighbours of many items
+  at once, as arrays over catalog rows, as the kNN-graph job makes them;
+- on disk, one row per (item, neighbour) with the keys in :data:`COLUMNS`:
+  ``item, neighbor, rank`` (1-based), ``score`` and ``score_<modality>``, the
+  plain cosine of each modality, or None where the two items do not share it.
+  The file names per format are in :data:`reelsim.storage.layout.LIST_FILES`.
 """
 
 from __future__ import annotations
@@ -10,11 +17,72 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
 
+import numpy as np
+
+from reelsim.config import MODALITIES
 from reelsim.errors import StoreError, UsageError
-from reelsim.pipeline.config import MODALITIES
 from reelsim.storage.atomic import atomic_path
-from reelsim.similarity.neighbors import Neighbor
+from reelsim.storage.layout import LIST_FILES
+
+
+class Neighbor(NamedTuple):
+    """One neighbour of a query item.
+
+    item : its id.
+    score : the weighted mean of ``modalities`` (weights of the shared modalities).
+    modalities : modality -> plain cosine, for the shared modalities only.
+    """
+
+    item: str
+    score: float
+    modalities: dict[str, float]
+
+
+@dataclass
+class NeighborLists:
+    """The top-k neighbour lists of a set of query rows, as arrays (the kNN-graph job's output).
+
+    rows : int64 (B,), the query rows (catalog order).
+    I : int64 (B, k), neighbour rows, -1 padding.
+    S : float64 (B, k), scores, -inf padding.
+    cos : dict of str to float64 (B, k), per-modality cosines, NaN where not shared.
+    floor : float64 (B,), the lowest score an item must reach to change the
+        row's list (the last score of its candidate pool; -inf when the pool
+        was not full). Incremental adds use it (``reelsim add``).
+    """
+
+    rows: np.ndarray
+    I: np.ndarray
+    S: np.ndarray
+    cos: dict
+    floor: np.ndarray
+
+    @classmethod
+    def concat(cls, parts: list["NeighborLists"], k: int, active) -> "NeighborLists":
+        if not parts:
+            e = np.zeros((0, k))
+            return cls(np.zeros(0, np.int64), e.astype(np.int64), e, {m: e for m in active}, np.zeros(0))
+        return cls(np.concatenate([p.rows for p in parts]), np.concatenate([p.I for p in parts]),
+                   np.concatenate([p.S for p in parts]),
+                   {m: np.concatenate([p.cos[m] for p in parts]) for m in parts[0].cos},
+                   np.concatenate([p.floor for p in parts]))
+
+    def save(self, path) -> None:
+        """Write atomically as ``.npz`` (used for checkpoint batches)."""
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, rows=self.rows, I=self.I, S=self.S, floor=self.floor,
+                         **{f"cos_{m}": c for m, c in self.cos.items()})
+
+    @classmethod
+    def load(cls, path) -> "NeighborLists":
+        with np.load(path) as z:
+            cos = {name[4:]: z[name] for name in z.files if name.startswith("cos_")}
+            return cls(z["rows"], z["I"], z["S"], cos, z["floor"])
+
 
 COLUMNS = ("item", "neighbor", "rank", "score") + tuple(f"score_{m}" for m in MODALITIES)
 
@@ -27,7 +95,7 @@ def neighbor_rows(ids: Sequence[str], results: Sequence[Sequence[Neighbor]]) -> 
     ids : sequence of str, length B
         The query items, in the order of ``results``.
     results : sequence of list of Neighbor, length B
-        Output of :func:`reelsim.similarity.neighbors.search`.
+        Output of :func:`reelsim.similarity.search.search`.
 
     Returns
     -------
@@ -124,17 +192,12 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
             raise StoreError(f"cannot read neighbour list {os.fspath(path)!r}: {e}") from e
 
 
-#: ``--lists-format`` values -> file name under ``STORE/lists/``
-LIST_FILES = {"parquet": "neighbors.parquet", "jsonl": "neighbors.jsonl", "hdf5": "neighbors.h5"}
-
-
 def lists_table(ids: Sequence[str], lists):
-    """Neighbour rows of :class:`reelsim.similarity.knn.KnnLists` as a pyarrow Table (columns :data:`COLUMNS`).
+    """Neighbour rows of :class:`NeighborLists` as a pyarrow Table (columns :data:`COLUMNS`).
 
     Built column by column (no Python object per row), so 10^7 rows take seconds.
     Same rows as :func:`neighbor_rows` of the same results.
     """
-    import numpy as np
     import pyarrow as pa
 
     ok = lists.I >= 0
@@ -188,7 +251,6 @@ def write_lists(ids: Sequence[str], lists, folder: str | os.PathLike, formats: S
 
 def _write_h5(path: str, ids: Sequence[str], lists) -> None:
     import h5py
-    import numpy as np
 
     with h5py.File(path, "w") as f:
         f.attrs["format"] = "reelsim.lists/1"
@@ -201,17 +263,14 @@ def _write_h5(path: str, ids: Sequence[str], lists) -> None:
 
 
 def read_lists(path: str | os.PathLike, ids: Sequence[str], k: int, active: Sequence[str]):
-    """Read a Parquet list file back into :class:`reelsim.similarity.knn.KnnLists` over catalog ``ids``.
+    """Read a Parquet list file back into :class:`NeighborLists` over catalog ``ids``.
 
     Rows of items not in ``ids`` are ignored; ``floor`` comes back as -inf
     (the caller loads the stored floors).
     """
-    import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
-
-    from reelsim.similarity.knn import KnnLists
 
     if not os.path.isfile(path):
         raise StoreError(f"no neighbour list at {os.fspath(path)!r}")
@@ -232,4 +291,4 @@ def read_lists(path: str | os.PathLike, ids: Sequence[str], k: int, active: Sequ
         c = np.full((n, k), np.nan)
         c[item, rank] = t[f"score_{m}"].to_numpy(zero_copy_only=False)[keep].astype(np.float64)
         cos[m] = c
-    return KnnLists(np.arange(n, dtype=np.int64), I, S, cos, np.full(n, -np.inf))
+    return NeighborLists(np.arange(n, dtype=np.int64), I, S, cos, np.full(n, -np.inf))

@@ -22,27 +22,19 @@ from typing import NamedTuple
 
 import numpy as np
 
+from reelsim.config import check_weights
 from reelsim.errors import StoreError, UnknownItemError, UsageError
+from reelsim.similarity.catalog import CatalogEmbeddings, require_normalised
 from reelsim.similarity.fusion import (
-    CatalogEmbeddings, _require_normalised, active_modalities, check_weights, fuse_parts, normalise_queries,
+    DECIMALS,
+    active_modalities,
+    fuse_parts,
+    normalise_queries,
+    shared_score,
+    signature_codes,
 )
-
-#: Scores and cosines are rounded to this many decimals, so that ties (and
-#: hence the id tie-break) do not depend on floating-point summation order.
-DECIMALS = 6
-
-
-class Neighbor(NamedTuple):
-    """One neighbour of a query item.
-
-    item : its id.
-    score : the weighted mean of ``modalities`` (weights of the shared modalities).
-    modalities : modality -> plain cosine, for the shared modalities only.
-    """
-
-    item: str
-    score: float
-    modalities: dict[str, float]
+from reelsim.similarity.grouped import GroupedIndex
+from reelsim.storage.lists import Neighbor
 
 
 def rows_of(cat: CatalogEmbeddings, items: Sequence[str]) -> np.ndarray:
@@ -99,7 +91,7 @@ def search(cat_norm: CatalogEmbeddings, index, weights: Mapping[str, float], row
     rows = rows.astype(np.int64)
     if rows.size and (rows.min() < 0 or rows.max() >= cat_norm.n):
         raise UsageError(f"query rows must be in [0, {cat_norm.n}), got {rows.min()}..{rows.max()}")
-    plan = _Plan(cat_norm, index, weights, k, oversample, batch_size)
+    plan = SearchPlan(cat_norm, index, weights, k, oversample, batch_size)
     out: list[list[Neighbor]] = []
     for r in plan.batches(rows.size):
         q = rows[r]
@@ -120,7 +112,7 @@ def search_vectors(cat_norm: CatalogEmbeddings, index, weights: Mapping[str, flo
 
     The other parameters and the result are as in :func:`search`; no item is excluded.
     """
-    plan = _Plan(cat_norm, index, weights, k, oversample, batch_size)
+    plan = SearchPlan(cat_norm, index, weights, k, oversample, batch_size)
     uq, mq = normalise_queries(cat_norm, xq)
     b = next(iter(uq.values())).shape[0] if uq else 0
     out: list[list[Neighbor]] = []
@@ -170,7 +162,7 @@ class _FlatGroups:
         return faiss.knn(xq, block, min(G.size, k), metric=faiss.METRIC_INNER_PRODUCT)
 
 
-class _Plan:
+class SearchPlan:
     """Checked arguments and the modality groups shared by every batch of one search.
 
     ``index`` is the exact ``IndexFlatIP`` of :func:`reelsim.similarity.index.build_index`
@@ -181,9 +173,7 @@ class _Plan:
     def __init__(self, cat, index, weights, k, oversample, batch_size, blocked=None):
         import faiss
 
-        from reelsim.similarity.grouped import GroupedIndex
-
-        _require_normalised(cat)
+        require_normalised(cat)
         for name, v in (("k", k), ("oversample", oversample), ("batch_size", batch_size)):
             if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
                 raise UsageError(f"{name} must be a positive integer, got {v!r}")
@@ -192,7 +182,7 @@ class _Plan:
         self.w = check_weights(weights)
         self.active = active_modalities(cat, self.w)
         d = sum(cat.vectors[m].shape[1] for m in self.active)
-        code = _codes(cat.masks, self.active)
+        code = signature_codes(cat.masks, self.active)
         self.groups = [(c, np.flatnonzero(code == c)) for c in np.unique(code) if c]
         if isinstance(index, GroupedIndex):
             sizes = {c: int(ix.ntotal) for c, ix in index.indexes.items()}
@@ -241,7 +231,7 @@ class _Plan:
 
     def run_arrays(self, uq: dict, mq: dict, self_rows: np.ndarray | None, keep: int) -> Scored:
         """Like :meth:`run`, as :class:`Scored` arrays with the best ``keep`` (<= oversample * k + 1) per query."""
-        I, approx = self.candidates(fuse_parts(uq, self.w, self.active), _codes(mq, self.active))
+        I, approx = self.candidates(fuse_parts(uq, self.w, self.active), signature_codes(mq, self.active))
         if self_rows is not None:
             approx[I == self_rows[:, None]] = -np.inf
         if self.blocked is not None:
@@ -266,14 +256,11 @@ class _Plan:
 
     def rescore(self, uq: dict, mq: dict, I: np.ndarray, valid: np.ndarray, keep: int) -> Scored:
         """Exact scores of candidates ``I`` int64 (B, C) where ``valid``; the best ``keep`` per query."""
-        num, den = np.zeros(I.shape), np.zeros(I.shape)
         cos, shared = {}, {}
         for m in self.active:
             shared[m] = valid & mq[m][:, None] & self.cat.masks[m][I]
             cos[m] = np.einsum("bd,bkd->bk", uq[m], self.cat.vectors[m][I]).astype(np.float64)
-            num += self.w[m] * np.where(shared[m], cos[m], 0.0)
-            den += self.w[m] * shared[m]
-        S = np.round(np.divide(num, den, out=np.full(I.shape, -np.inf), where=den > 0), DECIMALS)
+        S = shared_score(((m, cos[m], shared[m]) for m in self.active), self.w)
         order = np.lexsort((self.id_rank[I], -S), axis=-1)[:, :keep]
         ok = np.take_along_axis(S, order, axis=1) > -np.inf
         pad = keep - order.shape[1]
@@ -281,8 +268,3 @@ class _Plan:
                                      constant_values=fill)
         cos = {m: top(np.where(shared[m], np.round(cos[m], DECIMALS), np.nan), np.nan) for m in self.active}
         return Scored(top(I, -1), top(S, -np.inf), cos)
-
-
-def _codes(masks: Mapping[str, np.ndarray], active: tuple[str, ...]) -> np.ndarray:
-    """Bit ``i`` set where the item has ``active[i]``: int64 (n,)."""
-    return sum(masks[m].astype(np.int64) << i for i, m in enumerate(active))
