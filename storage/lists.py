@@ -144,13 +144,13 @@ def write_parquet(rows: Iterable[dict], path: str | os.PathLike) -> None:
         pq.write_table(table, tmp)
 
 
-def read_parquet(path: str | os.PathLike) -> list[dict]:
-    """Read rows written by :func:`write_parquet`.
+def read_parquet_table(path: str | os.PathLike):
+    """A list file written by :func:`write_parquet` or :func:`write_lists`, as a ``pyarrow.Table``.
 
     Raises
     ------
     StoreError
-        Missing or unreadable file, or other columns.
+        Missing or unreadable file, or other columns; the message names the file.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -163,7 +163,12 @@ def read_parquet(path: str | os.PathLike) -> list[dict]:
         raise StoreError(f"cannot read neighbour list {os.fspath(path)!r}: {e}") from e
     if tuple(table.column_names) != COLUMNS:
         raise StoreError(f"{os.fspath(path)!r} has columns {table.column_names}, expected {list(COLUMNS)}")
-    return table.to_pylist()
+    return table
+
+
+def read_parquet(path: str | os.PathLike) -> list[dict]:
+    """Rows (dicts with keys :data:`COLUMNS`) of a list file (:func:`read_parquet_table`)."""
+    return read_parquet_table(path).to_pylist()
 
 
 def write_jsonl(rows: Iterable[dict], path: str | os.PathLike) -> None:

@@ -177,6 +177,28 @@ def read_item_vectors(path: Path) -> tuple[str, dict, dict[str, np.ndarray]]:
         return str(attrs["item_id"]), attrs, vecs
 
 
+def read_item_features(store: Path, item_id: str, *, level: str = "item") -> dict[str, np.ndarray]:
+    """Modality -> the item's stored embedding: float32 (D,) for ``level="item"``, (S, D) for ``"shot"``.
+
+    At shot level, modalities without per-shot rows (product images, text) are left out.
+
+    Raises
+    ------
+    UnknownItemError
+        No shard for ``item_id``.
+    """
+    import h5py
+
+    if level not in ("item", "shot"):
+        raise ValueError(f"level must be 'item' or 'shot', got {level!r}")
+    path = StoreLayout(store).shard(item_id)
+    if not path.is_file():
+        raise UnknownItemError(f"unknown item id {item_id!r}: no results for it in {store}")
+    with h5py.File(path, "r") as f:
+        feats = f["features"]
+        return {m: feats[m][level][()] for m in feats if level in feats[m]}
+
+
 def read_shots(store: Path, item_id: str) -> dict:
     """The shots/scenes record of one video item, as in ``reelsim shots --json``.
 

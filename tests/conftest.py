@@ -1,19 +1,31 @@
-"""Shared fixtures: media made with ffmpeg at known cut frames, and one real run.
+"""Shared fixtures: media made with ffmpeg at known cut frames, one Dask cluster, and one real run.
 
-The end-to-end store is built once per session by the real CLI on a real
-multi-process Dask LocalCluster; many tests then read it.
+``dask_client`` is one in-process Dask cluster for the whole session: the
+tests that do not test the CLI's own cluster or process isolation run their
+items there (``reelsim.run(..., client=dask_client)``), so models load once.
+The end-to-end store (``run_store``) is built once per session that way; many
+tests then read it. Tests of ``reelsim run``'s own local cluster, of killed
+workers and of timeouts start real worker processes and are marked ``slow``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
+import socket
+import time
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 
 import pytest
 
+import reelsim as api
+from reelsim.config import Config
+from reelsim.jobs.cli import main
 from reelsim.pipeline.synth import Segment, edit_copy, make_image, make_video
 
 FPS = 25
@@ -83,18 +95,126 @@ def manifest(media) -> Path:
     return path
 
 
-def reelsim(*args, check=None) -> subprocess.CompletedProcess:
-    """Run the real console entry point in a subprocess."""
-    proc = subprocess.run([sys.executable, "-m", "reelsim.jobs.cli", *map(str, args)],
-                          capture_output=True, text=True, timeout=900)
+#: commands that start a Dask cluster: always run in a subprocess (their own processes, as a user runs them)
+CLUSTER_COMMANDS = {"run", "add", "demo"}
+
+
+def reelsim(*args, check=None, subprocess_: bool | None = None) -> subprocess.CompletedProcess:
+    """Run the real CLI: ``run``/``add``/``demo`` in a subprocess, other commands in this process.
+
+    In-process runs call the same ``main(argv)`` as the console script and
+    capture what it prints (an uncaught exception is exit code 1 with its
+    traceback on stderr, as in a subprocess). ``subprocess_`` overrides the
+    choice (an early usage error of ``run`` needs no subprocess).
+    """
+    argv = list(map(str, args))
+    if subprocess_ if subprocess_ is not None else argv[0] in CLUSTER_COMMANDS:
+        proc = subprocess.run([sys.executable, "-m", "reelsim.jobs.cli", *argv],
+                              capture_output=True, text=True, timeout=900)
+    else:
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(argv)
+            except SystemExit as e:  # argparse errors
+                code = e.code if isinstance(e.code, int) else 2
+            except Exception:  # noqa: BLE001  (reported like a crashed subprocess)
+                traceback.print_exc()
+                code = 1
+        proc = subprocess.CompletedProcess(["reelsim", *argv], code, out.getvalue(), err.getvalue())
     if check is not None and proc.returncode != check:
         raise AssertionError(f"exit {proc.returncode} != {check}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
     return proc
 
 
 @pytest.fixture(scope="session")
-def run_store(manifest, tmp_path_factory):
-    """One real run over the test catalog on a 2-process LocalCluster: (store, CompletedProcess)."""
+def dask_client(tmp_path_factory):
+    """One in-process Dask cluster (2 threads) for the session: items run in this process, models load once."""
+    import logging
+
+    from distributed import Client, LocalCluster
+
+    scratch = tmp_path_factory.mktemp("dask-scratch")
+    cluster = LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None,
+                           silence_logs=logging.ERROR, local_directory=str(scratch))
+    client = Client(cluster)
+    yield client
+    client.close()
+    cluster.close()
+
+
+def run_items(inputs, store, dask_client, cfg: Config | None = None, **kw):
+    """``reelsim.run`` on the session's in-process cluster: the RunReport."""
+    return api.run([str(i) for i in inputs], store, cfg or Config(), client=dask_client, **kw)
+
+
+@pytest.fixture(scope="session")
+def run_store(manifest, tmp_path_factory, dask_client):
+    """One real run over the test catalog on the session cluster: (store, RunReport)."""
     store = tmp_path_factory.mktemp("store")
-    proc = reelsim("run", manifest, "--store", store, "--workers", 2, "--no-progress", "-k", 5)
-    return store, proc
+    report = run_items([manifest], store, dask_client, Config().with_overrides(fusion={"k": 5}))
+    return store, report
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class DaskCLICluster:
+    """A scheduler and worker processes on loopback, started with the `dask` CLI as a user would."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.address = f"tcp://127.0.0.1:{free_port()}"
+        self.log = open(folder / "dask.log", "w")
+        self.procs: list[subprocess.Popen] = []
+        self._start("scheduler", "--host", "127.0.0.1", "--port", self.address.rsplit(":", 1)[1],
+                    "--dashboard-address", ":0")
+
+    def _start(self, *args) -> subprocess.Popen:
+        proc = subprocess.Popen([sys.executable, "-m", "dask", *args], stdout=self.log, stderr=self.log)
+        self.procs.append(proc)
+        return proc
+
+    def add_worker(self, *extra: str) -> subprocess.Popen:
+        """One worker process without a nanny, so SIGKILL on it loses the worker for good."""
+        n = len(self.procs)
+        return self._start("worker", self.address, "--nthreads", "1", "--no-nanny", "--name", f"w{n}",
+                           "--local-directory", str(self.folder / f"w{n}"), *extra)
+
+    def wait_for(self, n: int) -> None:
+        from dask.distributed import Client
+
+        deadline = time.time() + 120
+        while True:
+            try:
+                with Client(self.address, timeout="5s") as c:
+                    c.wait_for_workers(n, timeout=120)
+                return
+            except OSError:
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.5)
+
+    def close(self) -> None:
+        for p in reversed(self.procs):
+            p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        self.log.close()
+
+
+@pytest.fixture
+def dask_cli_cluster(tmp_path_factory):
+    """A fresh scheduler per test (each test starts the workers it needs): no test depends on another's workers."""
+    cluster = DaskCLICluster(tmp_path_factory.mktemp("dask-cli"))
+    try:
+        yield cluster
+    finally:
+        cluster.close()

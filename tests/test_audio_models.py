@@ -17,7 +17,8 @@ from reelsim.errors import ReelsimError
 from reelsim.extractors import panns
 from reelsim.pipeline.synth import Segment, make_video
 
-from conftest import reelsim
+from conftest import reelsim, run_items
+from reelsim.config import Config
 
 torch = pytest.importorskip("torch")
 
@@ -43,10 +44,10 @@ def clip_video(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def cnn14_store(tmp_path_factory, clip_video, cnn14_file):
+def cnn14_store(tmp_path_factory, clip_video, cnn14_file, dask_client):
     store = tmp_path_factory.mktemp("cnn14-store")
-    reelsim("run", clip_video, "--store", store, "--workers", 1, "--no-progress",
-            "--audio-model", "cnn14-16k", "--audio-weights", cnn14_file, check=0)
+    cfg = Config().with_overrides(models={"audio": "cnn14-16k", "audio_weights": str(cnn14_file)})
+    assert run_items([clip_video], store, dask_client, cfg).exit_code == 0
     return store
 
 
@@ -73,7 +74,7 @@ def test_cnn14_run_stores_2048_d_audio_with_weights_sha(cnn14_store, cnn14_file)
 def test_missing_audio_weights_exit_2_with_how_to_get_them(clip_video, tmp_path):
     missing = tmp_path / "nowhere" / "Cnn14_16k_mAP=0.438.pth"
     proc = reelsim("run", clip_video, "--store", tmp_path / "s", "--no-progress",
-                   "--audio-model", "cnn14-16k", "--audio-weights", missing)
+                   "--audio-model", "cnn14-16k", "--audio-weights", missing, subprocess_=False)
     assert proc.returncode == 2, proc.stderr
     assert str(missing) in proc.stderr and panns.CNN14_16K_WEIGHTS.url in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
@@ -139,7 +140,8 @@ def test_model_change_is_refused_and_re_extract_clears_this_runs_stale_shards(cn
     shard = only_shard(store)
     before = shard.read_bytes()
 
-    proc = reelsim("run", clip_video, "--store", store, "--workers", 1, "--no-progress")  # default audio model
+    proc = reelsim("run", clip_video, "--store", store, "--workers", 1, "--no-progress",
+                   subprocess_=False)  # the default audio model: refused before any cluster starts
     assert proc.returncode == 2, proc.stderr
     assert "cnn14-16k" in proc.stderr and "logmel-stats" in proc.stderr and "--re-extract" in proc.stderr
     assert shard.read_bytes() == before  # nothing touched

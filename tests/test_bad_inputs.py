@@ -1,8 +1,9 @@
-"""Every kind of bad or awkward input in one catalog, through the real CLI on a 2-process cluster.
+"""Every kind of bad or awkward input in one catalog, in one real run on the session's Dask cluster.
 
 One run over all of them must complete with exit code 3; then one
 parametrised test checks, input by input, the status and the one-line reason
-(or warning) that report.json and the console give for it.
+(or warning) that report.json and the console summary (what `reelsim run`
+prints) give for it.
 """
 
 from __future__ import annotations
@@ -17,13 +18,11 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import reelsim
+from conftest import run_items
 from reelsim.pipeline import synth
 from reelsim.pipeline.decode import iter_frames
 from reelsim.storage.layout import StoreLayout
 from reelsim.storage.shards import read_shots
-
-pytestmark = pytest.mark.slow
 
 SIZE = (160, 120)
 AT_LINE = "@line"
@@ -163,7 +162,7 @@ CASES = [
 
 
 @pytest.fixture(scope="module")
-def bad_run(tmp_path_factory):
+def bad_run(tmp_path_factory, dask_client):
     """(store, media folder, CompletedProcess, report rows by id, case -> report id) of one run over all cases."""
     media = tmp_path_factory.mktemp("bad-media")
     lines, row_of = [], {}
@@ -176,7 +175,8 @@ def bad_run(tmp_path_factory):
             or f"catalog.jsonl:{len(lines)}"
     (media / "catalog.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     store = tmp_path_factory.mktemp("bad-store") / "store"
-    proc = reelsim("run", media / "catalog.jsonl", "--store", store, "--workers", 2, "--no-progress")
+    run = run_items([media / "catalog.jsonl"], store, dask_client)
+    proc = subprocess.CompletedProcess(["reelsim", "run"], run.exit_code, run.describe(store), "")  # as the CLI ends
     report = json.loads((store / "report.json").read_text(encoding="utf-8"))
     return store, media, proc, {r["item"]: r for r in report["items"]}, row_of
 

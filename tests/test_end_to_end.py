@@ -1,6 +1,8 @@
-"""The whole pipeline through the real CLI on a real 2-process Dask LocalCluster.
+"""The whole pipeline end to end: one real run, then the CLI's commands and contracts on its store.
 
-`run_store` (conftest) runs once per session; these tests read what it wrote.
+`run_store` (conftest) runs the catalog once per session on the session's
+Dask cluster; these tests read what it wrote through the real CLI. The tests
+that run `reelsim run` itself (its own cluster of worker processes) are slow.
 """
 
 from __future__ import annotations
@@ -11,18 +13,17 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import PRODUCTS, VIDEOS, cut_frames, reelsim
+from conftest import PRODUCTS, VIDEOS, cut_frames, reelsim, run_items
+from reelsim.config import Config
 from reelsim.storage.layout import StoreLayout
-
-pytestmark = pytest.mark.slow
 
 FAILED = {"corrupt", "ghost", "no-image", "catalog.jsonl:14"}
 
 
 @pytest.fixture(scope="module")
 def report(run_store):
-    store, proc = run_store
-    assert proc.returncode == 3, proc.stdout + proc.stderr
+    store, run = run_store
+    assert run.exit_code == 3, run.describe(store)
     return json.loads((store / "report.json").read_text(encoding="utf-8"))
 
 
@@ -36,7 +37,7 @@ def test_bad_items_are_reported_and_the_rest_complete(report, run_store):
     ok = {i for i, r in status.items() if r["status"] == "ok"}
     assert ok == {*VIDEOS, "fractal-edit", "silent", "../../escape/attempt", *PRODUCTS}
     assert report["summary"] == {"total": len(status), "ok": len(ok), "cached": 0, "failed": len(FAILED)}
-    out = run_store[1].stdout
+    out = run_store[1].describe(run_store[0])  # what `reelsim run` prints
     assert "FAILED corrupt" in out and "FAILED ghost" in out
 
 
@@ -157,32 +158,35 @@ def test_lists_and_exports(run_store, report, tmp_path):
         assert f[f"items/{key}"].attrs["item_id"] == "fractal"
 
 
+@pytest.mark.slow
 def test_rerun_does_no_work_for_unchanged_items(run_store, report, manifest):
+    """`reelsim run` itself (its own local cluster), again on the store: nothing recomputed, exit 3, failures listed."""
     store, _ = run_store
     before = {p: p.stat().st_mtime_ns for p in (store / "shards").glob("*/*.h5")}
     proc = reelsim("run", manifest, "--store", store, "--workers", 1, "--no-progress", "-k", 5)
-    assert proc.returncode == 3
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert "FAILED corrupt" in proc.stdout and "FAILED ghost" in proc.stdout
     again = json.loads((store / "report.json").read_text(encoding="utf-8"))
     status = {r["item"]: r["status"] for r in again["items"]}
     assert {i for i, s in status.items() if s == "cached"} == {i for i, s in status.items() if s != "failed"}
     assert {p: p.stat().st_mtime_ns for p in (store / "shards").glob("*/*.h5")} == before
 
 
-def test_kinetics_model_needs_weights_and_runs_from_a_file(media, tmp_path):
+def test_kinetics_model_needs_weights_and_runs_from_a_file(media, tmp_path, dask_client):
     import hashlib
 
     import torch
     import torchvision
 
     store = tmp_path / "store"
-    proc = reelsim("run", media / "carpet.mp4", "--store", store, "--video-model", "r3d_18")
-    assert proc.returncode == 2
+    proc = reelsim("run", media / "carpet.mp4", "--store", store, "--video-model", "r3d_18", subprocess_=False)
+    assert proc.returncode == 2  # refused before any cluster starts
     assert "r3d_18" in proc.stderr and "--video-weights" in proc.stderr
     # A randomly initialised state dict proves the load-by-path route (no download here).
     weights = tmp_path / "r3d_18-random.pth"
     torch.save(torchvision.models.video.r3d_18(weights=None).state_dict(), weights)
-    reelsim("run", media / "carpet.mp4", "--store", store, "--video-model", "r3d_18",
-            "--video-weights", weights, "--workers", 1, "--no-progress", check=0)
+    cfg = Config().with_overrides(models={"visual": "r3d_18", "video_weights": str(weights)})
+    assert run_items([media / "carpet.mp4"], store, dask_client, cfg).exit_code == 0
     with h5py.File(StoreLayout(store).shard("carpet"), "r") as f:
         prov = dict(f["features/visual"].attrs)
         assert prov["model"] == "r3d_18"

@@ -91,7 +91,9 @@ np.savez(sys.argv[2], **{f"{m}_{k}": getattr(e, k) for m, e in f.embeddings.item
 """
 
 
+@pytest.mark.slow
 def test_fp32_cpu_features_are_identical_run_to_run(short_shots_video, tmp_path):
+    """Two separate processes (fresh models, fresh threads) give bit-identical fp32 features."""
     import sys
 
     outs = [tmp_path / f"run{i}.npz" for i in range(2)]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -14,12 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import reelsim
+import reelsim as api
+from conftest import reelsim, run_items
+from reelsim.config import Config
 from reelsim.errors import UsageError
 from reelsim.config import FusionConfig
 from reelsim.similarity import (
     CatalogEmbeddings, GroupedIndex, Hygiene, build_index, choose_index, fuse, knn_graph, load_catalog, normalise,
-    normalise_queries, save_catalog, search,
+    normalise_queries, save_catalog,
 )
 from reelsim.similarity.incremental import add_vectors
 from reelsim.similarity.lookup import Lookup
@@ -256,7 +257,7 @@ def test_pca_is_stored_and_applied_to_queries(tmp_path, whiten):
         assert var.max() / var.min() < 3
 
 
-def test_add_command_embeds_new_items_and_updates_lists(tmp_path):
+def test_add_embeds_new_items_and_updates_lists(tmp_path, dask_client):
     """`reelsim add` on real text items, against `reelsim lists` rebuilding everything."""
     titles = ["Organic bananas, bunch of 6", "Crisp red apples, 1 kg", "Fresh orchard pears", "Seedless grapes",
               "Wireless noise-cancelling headphones", "True wireless earbuds", "Bluetooth speaker",
@@ -267,9 +268,9 @@ def test_add_command_embeds_new_items_and_updates_lists(tmp_path):
     more.write_text(json.dumps({"id": "new-fruit", "title": "Ripe yellow bananas and mangoes"}) + "\n"
                     + json.dumps({"id": "p0", "title": titles[0]}) + "\n")
     store = tmp_path / "store"
-    reelsim("run", first, "--store", store, "--workers", 1, "--no-progress", "-k", 3, check=0)
-    proc = reelsim("add", more, "--store", store, "--workers", 1, "--no-progress", check=0)
-    assert "added 1 items (1 already indexed)" in proc.stdout
+    assert run_items([first], store, dask_client, Config().with_overrides(fusion={"k": 3})).exit_code == 0
+    added = api.add([str(more)], store, client=dask_client)
+    assert "added 1 items (1 already indexed)" in added.describe(store)  # what `reelsim add` prints
     rows = read_parquet(store / "lists" / "neighbors.parquet")
     mine = [r for r in rows if r["item"] == "new-fruit"]
     assert len(mine) == 3 and mine[0]["neighbor"] in {"p0", "p1", "p2", "p3"}
