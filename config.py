@@ -447,3 +447,29 @@ def check_range(name: str, value: float | None, lo: float, hi: float) -> None:
     """
     if value is not None and not lo <= value <= hi:
         raise UsageError(f"{name} must be in [{lo:g}, {hi:g}], got {value:g}")
+
+
+def field_help(section: type, name: str) -> str:
+    """A config field's description from its section's docstring, with its default: the CLI's help text.
+
+    The docstring lists fields as ``name : text`` (continuation lines indented
+    deeper); defaults come from the dataclass, so help never repeats them by hand.
+
+    Examples
+    --------
+    >>> field_help(ShotConfig, "min_shot_frames")
+    'no shot shorter than this many frames (except at the end). (default: 8)'
+    """
+    lines = (section.__doc__ or "").splitlines()
+    text: list[str] = []
+    for i, line in enumerate(lines):
+        head, sep, rest = line.strip().partition(" : ")
+        if sep and name in (n.strip() for n in head.split("/")):
+            text = [rest.strip()]
+            for more in lines[i + 1:]:
+                if not more.startswith(" " * 8):
+                    break
+                text.append(more.strip())
+            break
+    default = {f.name: f.default for f in dataclasses.fields(section)}.get(name)
+    return f"{' '.join(text).replace('``', '')} (default: {default})"

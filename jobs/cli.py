@@ -8,12 +8,13 @@ other error.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
 
 from reelsim import __version__
-from reelsim.config import LIST_FORMATS, Config, ModelConfig, parse_weights
+from reelsim.config import LIST_FORMATS, Config, ModelConfig, ShotConfig, field_help, parse_weights
 from reelsim.errors import ReelsimError, StoreError, UsageError, WeightsNotFoundError
 from reelsim.extractors import detectors, registry
 from reelsim.extractors.device import check_amp, resolve_device
@@ -48,6 +49,13 @@ relative paths resolve against the manifest's folder.
 """
 
 
+#: Shot and scene flags -> the ShotConfig field each sets (help and default: the config's docstring and defaults).
+SHOT_FLAGS = {"--cut-min": "cut_min", "--cut-ratio": "cut_ratio", "--gradual-min": "gradual_min",
+              "--shot-threshold": "threshold", "--min-shot-frames": "min_shot_frames",
+              "--scene-similarity": "scene_similarity", "--scene-window": "scene_window",
+              "--scene-audio-db": "scene_audio_db"}
+
+
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("execution")
     g.add_argument("--scheduler", metavar="ADDR", help="existing Dask scheduler, e.g. tcp://host:8786 "
@@ -70,24 +78,13 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     sh.add_argument("--shot-detector", choices=detectors.names(),
                     help="%(choices)s; reelsim (default): cuts, dissolves, fades, flash-proof; content/adaptive: "
                     "scenedetect's")
-    sh.add_argument("--cut-min", type=float, metavar="D", help="reelsim detector: smallest frame difference "
-                    "(0-255) that can be a cut (default: 12)")
-    sh.add_argument("--cut-ratio", type=float, metavar="R", help="reelsim detector: a cut must exceed the local "
-                    "motion level this many times (default: 2)")
-    sh.add_argument("--gradual-min", type=float, metavar="D", help="reelsim detector: smallest difference "
-                    "between the two ends of a dissolve or fade (default: 12)")
-    sh.add_argument("--shot-threshold", type=float, metavar="T", help="content/adaptive detectors' threshold "
-                    "(default: 27)")
-    sh.add_argument("--min-shot-frames", type=int, metavar="N", help="shortest shot, in frames (default: 8)")
-    sh.add_argument("--scene-similarity", type=float, metavar="S", help="keyframe colour-histogram "
-                    "intersection that joins shots into a scene (default: 0.8)")
-    sh.add_argument("--scene-window", type=int, metavar="N", help="a shot joins a scene when it matches one of "
-                    "the N shots before it, e.g. A-B-A-B dialogue (default: 3)")
-    sh.add_argument("--scene-audio-db", type=float, metavar="DB", help="consecutive shots whose mean log-mel "
-                    "spectra differ by at most DB share a scene (continuous sound); 0 = off (default: 3)")
+    for flag, dest in SHOT_FLAGS.items():
+        kind = type(getattr(ShotConfig(), dest))
+        sh.add_argument(flag, dest=dest, type=kind, metavar="N" if kind is int else "X",
+                        help=field_help(ShotConfig, dest))
     p.add_argument("--set", dest="settings", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="any other setting of the typed config, e.g. --set clips.hop_s=1.5 (repeatable; "
-                   "sections: decode, shots, clips, models, fusion, thumbnails)")
+                   f"sections: {', '.join(f.name for f in dataclasses.fields(Config))}; see reelsim/config.py)")
     m.add_argument("--thumbnail-size", type=int, metavar="PX",
                    help="longest side of the JPEG keyframe/product thumbnails stored for `reelsim report` "
                    "(default: 160; 0: store none)")
@@ -246,10 +243,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
                 "video_weights": str(Path(args.video_weights).resolve()) if args.video_weights else None,
                 "audio": args.audio_model, "precision": args.precision,
                 "audio_weights": str(Path(args.audio_weights).resolve()) if args.audio_weights else None},
-        shots={"threshold": args.shot_threshold, "detector": args.shot_detector, "cut_min": args.cut_min,
-               "cut_ratio": args.cut_ratio, "gradual_min": args.gradual_min, "min_shot_frames": args.min_shot_frames,
-               "scene_similarity": args.scene_similarity, "scene_window": args.scene_window,
-               "scene_audio_db": args.scene_audio_db},
+        shots={"detector": args.shot_detector, **{dest: getattr(args, dest) for dest in SHOT_FLAGS.values()}},
         fusion=fusion_overrides(args),
         thumbnails={"max_side": args.thumbnail_size},
         jobs={"item_timeout_s": args.item_timeout},

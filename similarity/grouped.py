@@ -39,7 +39,7 @@ from reelsim.similarity.index_choice import (
     build_ann,
     choose_index,
 )
-from reelsim.storage.atomic import atomic_path, write_text_atomic
+from reelsim.storage.atomic import atomic_path, read_checked, write_text_atomic
 
 MANIFEST = "index.json"
 FORMAT = "reelsim.grouped-index/1"
@@ -197,19 +197,7 @@ def save_index(index, path: str | os.PathLike) -> None:
 
 
 def load_index(path: str | os.PathLike):
-    """Read a FAISS index written by :func:`save_index`.
-
-    Raises
-    ------
-    StoreError
-        Missing or unreadable file.
-    """
+    """Read a FAISS index written by :func:`save_index` (:class:`StoreError` naming a missing or damaged file)."""
     import faiss
 
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise StoreError(f"no index file at {path!r}")
-    try:
-        return faiss.read_index(path)
-    except RuntimeError as e:
-        raise StoreError(f"cannot read index {path!r}: {str(e).splitlines()[0] if str(e) else e!r}") from e
+    return read_checked(path, faiss.read_index, "index file", (RuntimeError,))

@@ -1,8 +1,12 @@
-"""Atomic file writes: a temp file beside the target, moved onto it with ``os.replace``.
+"""Store files: atomic writes, and reads that name the damaged file.
 
-Readers see the old file or the new one, never half of one (as faiss
-``contrib/big_batch_search.py::write_checkpoint`` does).  Every file reelsim
-writes into a store goes through :func:`atomic_path`.
+Writes go to a temp file beside the target, moved onto it with
+``os.replace``: readers see the old file or the new one, never half of one
+(as faiss ``contrib/big_batch_search.py::write_checkpoint`` does). Every file
+reelsim writes into a store goes through :func:`atomic_path`.
+
+Reads go through :func:`read_checked`, so a missing or damaged file is a
+:class:`StoreError` naming it, never a traceback.
 """
 
 from __future__ import annotations
@@ -10,7 +14,8 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 from reelsim.errors import StoreError
 
@@ -42,3 +47,28 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
+
+
+T = TypeVar("T")
+
+
+def read_checked(path: str | os.PathLike, read: Callable[[str], T], what: str,
+                 errors: tuple[type[BaseException], ...] = (OSError, ValueError)) -> T:
+    """``read(path)``, with a missing file, or one ``read`` fails on with ``errors``, a :class:`StoreError`.
+
+    The message names ``what`` and the file, and gives the reader's first line of complaint.
+
+    Examples
+    --------
+    >>> read_checked("/nonexistent/x.json", open, "index manifest")
+    Traceback (most recent call last):
+    reelsim.errors.StoreError: no index manifest at '/nonexistent/x.json'
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise StoreError(f"no {what} at {path!r}")
+    try:
+        return read(path)
+    except errors as e:
+        detail = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
+        raise StoreError(f"cannot read {what} {path!r}: {detail}") from e

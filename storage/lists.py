@@ -24,7 +24,7 @@ import numpy as np
 
 from reelsim.config import MODALITIES
 from reelsim.errors import StoreError, UsageError
-from reelsim.storage.atomic import atomic_path
+from reelsim.storage.atomic import atomic_path, read_checked
 from reelsim.storage.layout import LIST_FILES
 
 
@@ -155,12 +155,7 @@ def read_parquet_table(path: str | os.PathLike):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    if not os.path.isfile(path):
-        raise StoreError(f"no neighbour list at {os.fspath(path)!r}")
-    try:
-        table = pq.read_table(path)
-    except (OSError, pa.ArrowException) as e:
-        raise StoreError(f"cannot read neighbour list {os.fspath(path)!r}: {e}") from e
+    table = read_checked(path, pq.read_table, "neighbour list", (OSError, pa.ArrowException))
     if tuple(table.column_names) != COLUMNS:
         raise StoreError(f"{os.fspath(path)!r} has columns {table.column_names}, expected {list(COLUMNS)}")
     return table

@@ -29,6 +29,7 @@ from typing import Callable
 from reelsim.errors import StoreError
 from reelsim.storage.layout import StoreLayout
 
+
 class StoreLockedError(StoreError):
     """Another run holds the store's lock."""
 

@@ -15,9 +15,9 @@ import io
 import json
 import os
 import socket
-import time
 import subprocess
 import sys
+import time
 import traceback
 from pathlib import Path
 

@@ -12,13 +12,12 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import reelsim, run_items
 
+from reelsim.config import Config
 from reelsim.errors import ReelsimError
 from reelsim.extractors import panns
 from reelsim.pipeline.synth import Segment, make_video
-
-from conftest import reelsim, run_items
-from reelsim.config import Config
 
 torch = pytest.importorskip("torch")
 

@@ -17,8 +17,8 @@ from typing import Callable
 import h5py
 import numpy as np
 import pytest
-
 from conftest import run_items
+
 from reelsim.pipeline import synth
 from reelsim.pipeline.decode import iter_frames
 from reelsim.storage.layout import StoreLayout

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from reelsim.errors import UsageError
-from reelsim.storage.manifest import read_inputs
 from reelsim.storage.layout import StoreLayout
+from reelsim.storage.manifest import read_inputs
 
 
 def test_jsonl_manifest_resolves_paths_and_reports_bad_rows(tmp_path):

@@ -12,8 +12,8 @@ import json
 import h5py
 import numpy as np
 import pytest
-
 from conftest import PRODUCTS, VIDEOS, cut_frames, reelsim, run_items
+
 from reelsim.config import Config
 from reelsim.storage.layout import StoreLayout
 

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import h5py
 import pytest
-
 from conftest import reelsim
+
 from reelsim.pipeline.synth import make_image, make_pattern_video
-from reelsim.storage.lock import StoreLock, StoreLockedError
 from reelsim.storage.layout import StoreLayout
+from reelsim.storage.lock import StoreLock, StoreLockedError
 from reelsim.storage.shards import shard_is_complete
 
 pytestmark = pytest.mark.slow

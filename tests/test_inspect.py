@@ -12,18 +12,17 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from conftest import reelsim
 from PIL import Image
 
+from reelsim.config import ThumbnailConfig
 from reelsim.jobs.report import ReportEntry, choose_items, render_html
 from reelsim.jobs.tables import display_width, fit, neighbor_table, terminal_safe
-from reelsim.config import ThumbnailConfig
 from reelsim.pipeline.item import thumbnail
-from reelsim.storage.lists import Neighbor
 from reelsim.storage.cards import ItemCard, read_card
 from reelsim.storage.layout import StoreLayout
+from reelsim.storage.lists import Neighbor
 from reelsim.storage.thumbnails import jpeg_thumbnail
-
-from conftest import reelsim
 
 CHROMIUM = Path("/usr/bin/chromium")
 HOSTILE = '<script>alert(1)</script>"><img src=x onerror=alert(2)>'

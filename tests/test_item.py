@@ -7,8 +7,8 @@ import subprocess
 import numpy as np
 import pytest
 
-from reelsim.errors import MediaError
 from reelsim.config import Config
+from reelsim.errors import MediaError
 from reelsim.pipeline.item import Models, analyse_item
 from reelsim.pipeline.synth import Segment, ffmpeg_exe, make_video
 from reelsim.storage.manifest import Item

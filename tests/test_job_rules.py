@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from reelsim.config import Config
 from reelsim.jobs.runner import item_resources
 from reelsim.jobs.watch import ItemWatch
-from reelsim.config import Config
 from reelsim.storage.manifest import Item
 
 VIDEO, PRODUCT = Item(id="v", video="/m/v.mp4"), Item(id="p", image="/m/p.png", title="shoe")

@@ -12,23 +12,31 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import reelsim, run_items
+from test_similarity import W, make_catalog
 
 import reelsim as api
-from conftest import reelsim, run_items
-from reelsim.config import Config
+from reelsim.config import Config, FusionConfig
 from reelsim.errors import UsageError
-from reelsim.config import FusionConfig
 from reelsim.similarity import (
-    CatalogEmbeddings, GroupedIndex, Hygiene, build_index, choose_index, fuse, knn_graph, load_catalog, normalise,
-    normalise_queries, save_catalog,
+    CatalogEmbeddings,
+    GroupedIndex,
+    Hygiene,
+    build_index,
+    choose_index,
+    fuse,
+    knn_graph,
+    load_catalog,
+    normalise,
+    normalise_queries,
+    save_catalog,
 )
+from reelsim.similarity.hygiene import blocked_rows, pair_scores
 from reelsim.similarity.incremental import add_vectors
+from reelsim.similarity.knn import recall_at
 from reelsim.similarity.lookup import Lookup
 from reelsim.similarity.rebuild import index_and_lists
 from reelsim.storage.lists import read_parquet
-from reelsim.similarity.hygiene import blocked_rows, pair_scores
-from reelsim.similarity.knn import recall_at
-from test_similarity import W, make_catalog
 
 
 def exact_lists(cat, k=10):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import BIKES_CUTS, VIDEOS, cut_frames
+
 from reelsim.config import ClipConfig, Config, ShotConfig
 from reelsim.extractors.shots import colour_signature, group_scenes
 from reelsim.pipeline.segment import ShotClipSampler, ShotPass

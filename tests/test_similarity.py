@@ -10,11 +10,23 @@ import pytest
 
 from reelsim.errors import ReelsimError, StoreError, UnknownItemError, UsageError
 from reelsim.similarity import (
-    CatalogEmbeddings, EmbeddingError, build_index, check_weights, fuse, load_catalog, load_index, normalise,
-    normalise_queries, rows_of, save_catalog, save_index, search, search_vectors,
+    CatalogEmbeddings,
+    EmbeddingError,
+    build_index,
+    check_weights,
+    fuse,
+    load_catalog,
+    load_index,
+    normalise,
+    normalise_queries,
+    rows_of,
+    save_catalog,
+    save_index,
+    search,
+    search_vectors,
 )
-from reelsim.storage.lists import COLUMNS, neighbor_rows, read_jsonl, read_parquet, write_jsonl, write_parquet
 from reelsim.similarity.fusion import CENTRE_PRIOR
+from reelsim.storage.lists import COLUMNS, neighbor_rows, read_jsonl, read_parquet, write_jsonl, write_parquet
 
 W = {"visual": 1.0, "audio": 0.5, "image": 1.0, "text": 1.0}
 DIMS = {"visual": 24, "audio": 12, "image": 16, "text": 20}

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from test_shots import segment
 
-from reelsim.extractors.shots import colour_signature, group_scenes
 from reelsim.config import ClipConfig, Config
+from reelsim.extractors.shots import colour_signature, group_scenes
 from reelsim.pipeline.segment import segment_video
 from reelsim.pipeline.synth import Join, Segment, make_edited_video
 
