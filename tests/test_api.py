@@ -64,3 +64,16 @@ def test_bad_settings_fail_before_any_work(media, tmp_path, setting, says):
     assert not store.exists()
     with pytest.raises(reelsim.UsageError, match=says.split(" must")[0]):
         reelsim.Config().with_settings([setting])
+
+
+def test_cli_choices_are_the_registries():
+    """--shot-detector, --video-model and --audio-model accept exactly what the registries hold."""
+    from reelsim.extractors import detectors, registry
+    from reelsim.jobs.cli import build_parser
+
+    actions = {a.dest: a for a in build_parser()._subparsers._group_actions[0].choices["run"]._actions}
+    assert list(actions["shot_detector"].choices) == detectors.names() and "reelsim" in detectors.names()
+    assert list(actions["video_model"].choices) == registry.names("visual")
+    assert list(actions["audio_model"].choices) == registry.names("audio")
+    proc = cli("run", "x.mp4", "--store", "s", "--shot-detector", "no-such-detector", subprocess_=False)
+    assert proc.returncode == 2 and "invalid choice" in proc.stderr

@@ -65,7 +65,7 @@ def test_each_registered_model_loads_or_says_how_to_get_its_weights(modality, na
     assert prov["weights_sha256"] == (sha256_file(model.weights_file) if model.weights_file else "")
 
 
-def test_registry_round_trip_through_the_cli_listing():
+def test_models_command_lists_every_registered_model():
     import contextlib
     import io
 
