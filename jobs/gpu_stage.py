@@ -250,8 +250,10 @@ def embed_task(cfg: Config, run_id: str, batch_id: int, *staged: Staged):
     models = Models(cfg)
     visual, image = models.get("visual"), models.get("image")
     load_s = time.perf_counter() - t0
+    started = time.time()
     result = embed_batch([s.prepared for s in staged], visual, image, batch=cfg.jobs.gpu_batch)
-    result.stats.update(batch=batch_id, worker=worker_name(), load_s=round(load_s, 3), device=str(visual.device))
+    result.stats.update(batch=batch_id, worker=worker_name(), load_s=round(load_s, 3), device=str(visual.device),
+                        started=started, ended=time.time(), model_loads=dict(sorted(LOADS.items())))
     return result
 
 
@@ -269,7 +271,7 @@ def finish_task(staged: Staged, result, cfg: Config, store: str) -> dict:
         row["timings"] = {**row["timings"], "gpu_batch_share_s": round(share, 4),
                           "finish_s": round(time.perf_counter() - t0, 4)}
         row["batch"] = {k: stats[k] for k in ("batch", "items", "clips", "images", "batches", "seconds", "fill_s",
-                                             "load_s", "worker", "device")}
+                                             "load_s", "worker", "device", "started", "ended", "model_loads")}
     except Exception as e:  # noqa: BLE001  one bad item never aborts the batch
         row["reason"] = failure_reason(e)
     row["seconds"] = round(staged.row["seconds"] + time.perf_counter() - t0, 3)
