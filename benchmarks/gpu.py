@@ -214,16 +214,24 @@ def timed_rate(fn, n_rows: int, seconds: float, cuda: bool) -> float:
     return round(calls * n_rows / (time.perf_counter() - t0), 1)
 
 
+def usable(name: str) -> bool:
+    """Whether visual model ``name`` has its weights here (False too when its package is missing)."""
+    try:
+        return registry.get_class("visual", name).usable()[0]
+    except ImportError:  # e.g. pytorchvideo (X3D) is not on the GPU machine
+        return False
+
+
 def model_only(sizes: Sizes, work: Path) -> dict:
     import torch
 
     cuda = sizes.device == "cuda"
     out: dict = {}
-    names = [n for n in registry.names("visual") if registry.get_class("visual", n).usable()[0]]
+    names = [n for n in registry.names("visual") if usable(n)]
     names += [n for n in sizes.speed_only if n not in names]
     for name in names:
         cls = registry.get_class("visual", name)
-        weights = None if cls.usable()[0] else str(random_weights_file(name, work))
+        weights = None if usable(name) else str(random_weights_file(name, work))
         label = name if weights is None else f"{name} (RANDOM weights, speed only)"
         for precision in ("fp32", "bf16"):
             model = cls(device=sizes.device, precision=precision, weights_path=weights)

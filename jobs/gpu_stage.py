@@ -129,8 +129,9 @@ def choose_transport(cfg: Config, client) -> str:
     return "shm" if workers_are_local(client) else "dask"
 
 
+@contextlib.contextmanager
 def local_client(cpu_workers: int | None, store, cfg: Config):
-    """A ``distributed.Client`` on a new machine-local cluster for the GPU path.
+    """A ``distributed.Client`` on a new machine-local cluster for the GPU path; both closed on exit.
 
     ``cpu_workers`` worker processes (default: cores - 2, at least 1) with one
     thread and the ``DECODE`` resource, and one GPU worker per CUDA device
@@ -156,9 +157,9 @@ def local_client(cpu_workers: int | None, store, cfg: Config):
     scheduler = {"cls": Scheduler, "options": {"dashboard_address": ":0", "host": "127.0.0.1"}}
     with dask.config.set({"distributed.scheduler.allowed-failures": cfg.jobs.max_worker_deaths}):
         cluster = SpecCluster(workers=workers, scheduler=scheduler, silence_logs=logging.ERROR)
-    client = Client(cluster)
-    client.wait_for_workers(len(workers), timeout=300)
-    return client
+    with cluster, Client(cluster) as client:
+        client.wait_for_workers(len(workers), timeout=300)
+        yield client
 
 
 # ------------------------------------------------------------------ tasks (run on workers)
