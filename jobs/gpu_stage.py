@@ -169,9 +169,10 @@ def local_client(cpu_workers: int | None, store, cfg: Config):
 class Staged:
     """What ``prepare`` returns: the prepared item, or the item's final row when nothing is left to do.
 
-    prepared : None when ``row`` is set (a current shard: ``cached``; or ``failed``).
+    prepared : the item for the GPU stage; None when ``done``.
     hashes : the inputs' sha256 (stored with the shard).
-    row : the report row so far (worker, seconds, timings of this stage).
+    row : the report row so far (worker, seconds, model loads of this stage); final when ``done``.
+    done : nothing is left to do: the shard is current (``cached``) or the item ``failed``.
     """
 
     item: Item
@@ -211,7 +212,7 @@ def prepare_task(item: Item, cfg: Config, store: str, torch_threads: int | None 
         if shard_is_current(StoreLayout(store).shard(item.id), config_hash=cfg.feature_hash(), input_sha256=hashes):
             row["status"] = "cached"
             return Staged(item, None, hashes, _timed(row, t0), done=True)
-        cpu_side = tuple(m for m in ("audio", "text") if (m == "audio" and item.video) or (m == "text" and item.text))
+        cpu_side = (("audio",) if item.video else ()) + (("text",) if item.text else ())
         models = load_models(item, cfg, run_id, device="cpu", modalities=cpu_side)
         prepared = prepare_item(item, cfg, models, clip_len=clip_len_of(cfg))
         if shared_dir:
