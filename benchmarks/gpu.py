@@ -11,7 +11,9 @@ on its own and reported even if another fails:
     weights are not here run with RANDOM weights saved to a file (speed only);
     the image model (keyframes, product images) likewise, images/s;
 (b) decode floor: frames/s of reelsim's PyAV decoder at the analysis size,
-    one process per core over the catalog's videos (decoding only);
+    one process per core over the catalog's videos (decoding only); and, in
+    one process, decoding alone against the GPU path's whole CPU stage (decode,
+    shot detection, clips, keyframes, audio): the most (c) can reach;
 (c) end to end: ``reelsim run --device cuda`` on the generated catalog
     (30 videos of 30 s at 640x360, 3 minutes of 1280x720, 6 products): cold
     (a fresh process and cluster, as a user runs it) and warm (the GPU path's
@@ -258,17 +260,35 @@ def count_frames(path: str) -> tuple[int, float]:
     return n, time.perf_counter() - t0
 
 
+def prepare_rate(path: str) -> tuple[int, float]:
+    """Frames and seconds of the GPU path's CPU stage on one video (decode, shots, clips, keyframes, audio),
+    in this process, after one warm-up run (library imports)."""
+    from reelsim.pipeline.batcher import prepare_item
+
+    cfg = Config()
+    models = Models(cfg, device="cpu")
+    item = Item(id=Path(path).stem, video=path)
+    prepare_item(item, cfg, models, clip_len=8)
+    t0 = time.perf_counter()
+    prep = prepare_item(item, cfg, models, clip_len=8)
+    return prep.features.video.n_frames, time.perf_counter() - t0
+
+
 def decode_floor(videos: list[str]) -> dict:
-    """One process per core, each decoding whole videos (largest first), at the analysis size."""
+    """One process per core, each decoding whole videos (largest first), at the analysis size; and, in one
+    process, decode alone against the whole CPU stage of the GPU path on one video (the bound of (c)'s ratio)."""
     order = sorted(videos, key=lambda p: -os.path.getsize(p))
-    single = count_frames(order[-1])
     t0 = time.perf_counter()
     with cf.ProcessPoolExecutor(os.cpu_count()) as ex:
         counts = list(ex.map(count_frames, order))
     wall = time.perf_counter() - t0
     frames = sum(n for n, _ in counts)
+    count_frames(videos[0])  # warm-up: library start-up is not decoding
+    n, dt = count_frames(videos[0])
+    n2, dt2 = prepare_rate(videos[0])
     return {"processes": os.cpu_count(), "frames": frames, "wall_s": round(wall, 2), "fps": round(frames / wall),
-            "one_process_fps_640x360": round(single[0] / single[1])}
+            "one_process_decode_fps": round(n / dt), "one_process_prepare_fps": round(n2 / dt2),
+            "prepare_over_decode": round((n2 / dt2) / (n / dt), 2)}
 
 
 # ---------------------------------------------------------------- (c) end to end

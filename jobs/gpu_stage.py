@@ -30,7 +30,7 @@ four batches per GPU worker, so memory stays bounded by the batch size,
 never by the catalog.
 
 :func:`local_client` starts the machine-local cluster of this path (``reelsim
-run --device cuda``): one CPU worker per core but two, plus one GPU worker per
+run --device cuda``): one CPU worker per core but one, plus one GPU worker per
 CUDA device (two threads, so one batch is read and staged while the other
 computes).
 """
@@ -133,7 +133,7 @@ def choose_transport(cfg: Config, client) -> str:
 def local_client(cpu_workers: int | None, store, cfg: Config):
     """A ``distributed.Client`` on a new machine-local cluster for the GPU path; both closed on exit.
 
-    ``cpu_workers`` worker processes (default: cores - 2, at least 1) with one
+    ``cpu_workers`` worker processes (default: cores - 1, at least 1) with one
     thread and the ``DECODE`` resource, and one GPU worker per CUDA device
     (``CUDA_VISIBLE_DEVICES`` set to it; one on a machine without CUDA, which
     then runs the same stages on CPU) with :data:`GPU_WORKER_THREADS` threads and
@@ -143,7 +143,7 @@ def local_client(cpu_workers: int | None, store, cfg: Config):
     import torch
     from distributed import Client, Nanny, Scheduler, SpecCluster
 
-    n_cpu = cpu_workers or max(1, (os.cpu_count() or 2) - 2)
+    n_cpu = cpu_workers or max(1, (os.cpu_count() or 2) - 1)
     n_gpu = torch.cuda.device_count() if resolve_device(cfg.models.device).type == "cuda" else 1
     scratch = str(StoreLayout(store).scratch)
     common = {"local_directory": scratch, "silence_logs": logging.ERROR}
