@@ -87,7 +87,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                     "spectra differ by at most DB share a scene (continuous sound); 0 = off (default: 3)")
     p.add_argument("--set", dest="settings", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="any other setting of the typed config, e.g. --set clips.hop_s=1.5 (repeatable; "
-                   "sections: decode, shots, clips, models, fusion, thumbnails)")
+                   "sections: decode, shots, clips, models, fusion, thumbnails, jobs; e.g. --set jobs.cross_item=on)")
     m.add_argument("--thumbnail-size", type=int, metavar="PX",
                    help="longest side of the JPEG keyframe/product thumbnails stored for `reelsim report` "
                    "(default: 160; 0: store none)")
