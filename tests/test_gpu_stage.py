@@ -24,8 +24,8 @@ from reelsim.storage.layout import StoreLayout
 from reelsim.storage.shards import shard_is_complete
 from reelsim.storage.shm import SHM_ROOT, SharedArray
 
-#: Largest difference allowed between a feature computed in a batch of 8 clips of one video (per-item path)
-#: and in a batch of 16 rows mixing videos (GPU path). Each row of a batch is computed independently, but
+#: Largest difference allowed between a feature computed in a batch of the clips of one video (per-item path)
+#: and in a batch mixing videos (GPU path). Each row of a batch is computed independently, but
 #: oneDNN picks its convolution algorithm by batch shape, which reorders float sums: measured on the
 #: development machine, max abs difference 9.5e-7 (features are O(1)); shots, clips and thumbnails are identical.
 FEATURE_ATOL = 1e-5
@@ -56,16 +56,16 @@ def same(x, y) -> bool:
 @pytest.fixture(scope="module")
 def cross_store(manifest, run_store, tmp_path_factory, dask_client):
     """Part of the session's catalog (videos with and without sound, a corrupt file, products with text) run
-    again through the GPU path on CPU: batches of 16 rows mix items; clips travel through shared memory (the
+    again through the GPU path on CPU: batches of 8 rows mix items; clips travel through shared memory (the
     killed-worker test below uses Dask's worker-to-worker transfer)."""
     store = tmp_path_factory.mktemp("cross")
-    keep = {"fractal", "carpet", "silent", "corrupt", "banana", "headphones"}
+    keep = {"fractal", "silent", "corrupt", "banana", "headphones"}
     rows = [line for line in manifest.read_text(encoding="utf-8").splitlines() if any(
         f'"id": "{i}"' in line for i in keep)]
     subset = manifest.parent / "cross-subset.jsonl"
     subset.write_text("\n".join(rows) + "\n", encoding="utf-8")
     cfg = Config().with_overrides(fusion={"k": 5}).with_settings(
-        ["jobs.cross_item=on", "jobs.gpu_batch=16", "jobs.clip_transport=shm"])
+        ["jobs.cross_item=on", "jobs.gpu_batch=8", "jobs.clip_transport=shm"])
     before = set(SHM_ROOT.glob("reelsim-*"))
     report = run_items([subset], store, dask_client, cfg)
     assert set(SHM_ROOT.glob("reelsim-*")) <= before  # the run's shared-memory folder is gone
@@ -75,13 +75,13 @@ def cross_store(manifest, run_store, tmp_path_factory, dask_client):
 def test_cross_item_batches_give_the_per_item_shards(run_store, cross_store):
     (per_item, base), (cross, report) = run_store, cross_store
     ran = {r["item"] for r in report.items}
-    assert len(ran) == 6 and [(r["item"], r["status"], r["reason"]) for r in report.items] == \
+    assert len(ran) == 5 and [(r["item"], r["status"], r["reason"]) for r in report.items] == \
         [(r["item"], r["status"], r["reason"]) for r in base.items if r["item"] in ran]  # same failures, reasons
     ok = [r for r in report.items if r["status"] == "ok"]
-    assert len(ok) == 5
+    assert len(ok) == 4
     batches = {r["batch"]["batch"]: r["batch"] for r in ok}
     assert max(b["items"] for b in batches.values()) >= 2  # clips of several items shared a batch
-    assert all(batches[k]["clips"] + batches[k]["images"] >= 16 for k in sorted(batches)[:-1])  # full but the last
+    assert all(batches[k]["clips"] + batches[k]["images"] >= 8 for k in sorted(batches)[:-1])  # full but the last
     worst = 0.0
     for r in ok:
         a = shard_datasets(StoreLayout(per_item).shard(r["item"]))
