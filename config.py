@@ -36,6 +36,10 @@ LIST_FORMATS = ("parquet", "jsonl", "hdf5")
 DEVICES = ("auto", "cpu", "cuda")
 #: ``--precision`` values.
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+#: ``jobs.cross_item`` values (the GPU path: cross-item batches).
+CROSS_ITEM = ("auto", "on", "off")
+#: ``jobs.clip_transport`` values.
+CLIP_TRANSPORTS = ("auto", "shm", "dask")
 
 
 def _require(section: str, name: str, value, ok: bool, expected: str) -> None:
@@ -276,14 +280,32 @@ class JobConfig:
         while running it is reported as failed instead of retried again
         (local clusters; an existing scheduler applies its own
         ``distributed.scheduler.allowed-failures``).
+    cross_item : the GPU path (``jobs/gpu_stage.py``, docs/models.md): CPU
+        workers decode, detect shots and cut clips; GPU workers embed the
+        clips and keyframes of many items in large batches. ``auto`` = on when
+        the models run on CUDA (``--device cuda``, or ``auto`` where the driver
+        sees CUDA or the cluster has ``GPU`` workers), ``on`` (also on CPU: the
+        same code, e.g. in tests), ``off`` (one task per item, as on CPU).
+    gpu_batch : clips (or images) per forward pass on the GPU path, and the
+        size the driver fills each cross-item batch to.
+    clip_transport : how clips reach the GPU worker: ``shm`` (files in
+        ``/dev/shm``, memory-mapped; workers on the driver's machine only),
+        ``dask`` (Dask's worker-to-worker transfer), ``auto`` (shm when every
+        worker runs on the driver's machine, else dask).
     """
 
     item_timeout_s: float = 3600.0
     max_worker_deaths: int = 3
+    cross_item: str = "auto"
+    gpu_batch: int = 256
+    clip_transport: str = "auto"
 
     def __post_init__(self):
         _at_least("jobs", self, 0, "item_timeout_s")
-        _at_least("jobs", self, 1, "max_worker_deaths")
+        _at_least("jobs", self, 1, "max_worker_deaths", "gpu_batch")
+        _require("jobs", "cross_item", self.cross_item, self.cross_item in CROSS_ITEM, " or ".join(CROSS_ITEM))
+        _require("jobs", "clip_transport", self.clip_transport, self.clip_transport in CLIP_TRANSPORTS,
+                 " or ".join(CLIP_TRANSPORTS))
 
 
 @dataclass(frozen=True)

@@ -212,6 +212,8 @@ class EfficientNetLite0Image(Extractor):
         model = build_effnet_lite0(weights_file=self.weights_file, image_size=self.input_size)
         self._memory_format = torch.channels_last
         self.model = model.to(self.device, memory_format=self._memory_format)
+        self._mean_t = torch.tensor(self.mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+        self._std_t = torch.tensor(self.std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
 
     @classmethod
     def usable(cls) -> tuple[bool, str]:
@@ -223,13 +225,15 @@ class EfficientNetLite0Image(Extractor):
         """The weights file it loads for ``weights_path`` (default: the shipped one)."""
         return resolve_weights(EFFNET_LITE0_WEIGHTS, weights_path or shipped_effnet_lite0_file())
 
-    def extract(self, images: list[np.ndarray]) -> np.ndarray:
+    def extract(self, images: list[np.ndarray], *, batch_size: int | None = None) -> np.ndarray:
         """Features of a list of images.
 
         Parameters
         ----------
         images : list of np.ndarray [shape=(H, W, 3)], uint8 RGB
-            Any sizes; each may differ.
+            Any sizes; each may differ (each is scaled and cropped on its own).
+        batch_size : int, optional
+            Images per forward pass (default: the extractor's ``batch_size``).
 
         Returns
         -------
@@ -240,15 +244,40 @@ class EfficientNetLite0Image(Extractor):
         for image in images:
             check_image(image)
         out = np.empty((len(images), self.dim), np.float32)
-        mean = torch.tensor(self.mean, device=self.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, device=self.device).view(1, 3, 1, 1)
-        with torch.inference_mode(), autocast(self.device):
-            for start in range(0, len(images), self.batch_size):
-                batch = [self._crop(im) for im in images[start : start + self.batch_size]]
-                x = ((torch.cat(batch) - mean) / std).contiguous(memory_format=self._memory_format)
-                feats = self.model(x).mean(dim=(2, 3))
-                out[start : start + len(batch)] = feats.float().cpu().numpy()
+        step = batch_size or self.batch_size
+        with torch.inference_mode(), autocast(self.device):  # crops under autocast as in embed()
+            for start in range(0, len(images), step):
+                batch = [self._crop(im) for im in images[start : start + step]]
+                out[start : start + len(batch)] = self._forward(torch.cat(batch)).cpu().numpy()
         return out
+
+    def embed(self, x: "torch.Tensor") -> "torch.Tensor":
+        """Features of equal-sized images already on the model's device, left there.
+
+        Scaled and cropped as :meth:`extract` does (bilinear resampling acts
+        on each image of a batch separately), so the two agree on the same pixels.
+
+        Parameters
+        ----------
+        x : torch.Tensor [shape=(N, H, W, 3)], uint8 RGB on ``self.device``
+
+        Returns
+        -------
+        torch.Tensor [shape=(N, dim)], float32 on ``self.device``
+        """
+        import torch
+
+        with torch.inference_mode(), autocast(self.device):
+            x = x.permute(0, 3, 1, 2).float() / 255.0
+            return self._forward(resize_center_crop(x, short_side=self.input_size, crop=self.input_size))
+
+    def _forward(self, x: "torch.Tensor") -> "torch.Tensor":
+        # (N, 3, 224, 224) float in [0, 1] on the device -> (N, dim) float32 on the device
+        import torch
+
+        with torch.inference_mode(), autocast(self.device):
+            x = ((x - self._mean_t) / self._std_t).contiguous(memory_format=self._memory_format)
+            return self.model(x).mean(dim=(2, 3)).float()
 
     def _crop(self, image: np.ndarray) -> "torch.Tensor":
         # (H, W, 3) uint8 -> (1, 3, 224, 224) float in [0, 1]

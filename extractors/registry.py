@@ -62,16 +62,17 @@ def load(modality: str, name: str, **kwargs) -> Extractor:
     return model
 
 
-def model_stamps(models: ModelConfig) -> dict[str, ModelStamp]:
-    """The stamp each modality's features will carry in a run with ``models``.
+def model_stamps(models: ModelConfig, modalities=MODALITIES) -> dict[str, ModelStamp]:
+    """The stamp each of ``modalities``' features will carry in a run with ``models``.
 
     Resolves each model's weights file (explicit path, torch cache or the
     shipped file) and hashes it, without loading any model. A missing file
     raises :class:`~reelsim.errors.WeightsNotFoundError` naming where to get it.
+    (A run passes the modalities its items have: a catalog without text needs no text model.)
     """
     paths = {"visual": models.video_weights, "audio": models.audio_weights}
     out = {}
-    for modality in MODALITIES:
+    for modality in modalities:
         name = getattr(models, modality)
         weights = get_class(modality, name).weights_file_for(paths.get(modality))
         out[modality] = ModelStamp(name, sha256_file(weights) if weights else "")

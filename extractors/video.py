@@ -98,7 +98,7 @@ def clip_to_input(
     short_side, crop : int
         Scale each frame so its shorter side is ``short_side`` px, then centre-crop
         ``crop`` x ``crop`` (see :func:`reelsim.extractors.image.resize_center_crop`).
-    mean, std : sequence of 3 floats
+    mean, std : sequence of 3 floats, or (3,) tensors on ``x``'s device
         Per-channel normalisation on the 0-1 scale.
     antialias : bool
         Low-pass filter when shrinking.
@@ -112,7 +112,10 @@ def clip_to_input(
     n, t = x.shape[:2]
     x = x.flatten(0, 1).permute(0, 3, 1, 2).float() / 255.0
     x = resize_center_crop(x, short_side=short_side, crop=crop, antialias=antialias)
-    x = (x - torch.tensor(mean, device=x.device).view(1, 3, 1, 1)) / torch.tensor(std, device=x.device).view(1, 3, 1, 1)
+    # as_tensor: no copy for tensors already on the device (a list is copied, which waits for the GPU)
+    mean = torch.as_tensor(mean, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+    std = torch.as_tensor(std, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+    x = (x - mean) / std
     return x.unflatten(0, (n, t)).transpose(1, 2)
 
 
@@ -237,6 +240,30 @@ class ClipExtractor(Extractor):
         self._memory_format = torch.channels_last_3d
         model = self._build().eval()
         self.model = model.to(self.device, memory_format=self._memory_format)
+        # the normalisation constants live on the device: no host->device copy (a GPU sync) per batch
+        self._mean_t = torch.tensor(self.mean, dtype=torch.float32, device=self.device)
+        self._std_t = torch.tensor(self.std, dtype=torch.float32, device=self.device)
+
+    def embed(self, x: "torch.Tensor") -> "torch.Tensor":
+        """Features of clips already on the model's device, left there.
+
+        The one forward pass every path uses (:meth:`extract`, and the
+        cross-item batches of :mod:`reelsim.extractors.feed`): preprocessing on
+        the device, then the network, under this extractor's precision.
+
+        Parameters
+        ----------
+        x : torch.Tensor [shape=(N, clip_len, H, W, 3)], uint8 RGB on ``self.device``
+
+        Returns
+        -------
+        torch.Tensor [shape=(N, dim)], float32 on ``self.device``
+        """
+        import torch
+
+        with torch.inference_mode(), autocast(self.device, self.precision):
+            x = self._preprocess(x).contiguous(memory_format=self._memory_format)
+            return self.model(x).float()
 
     def extract(self, clips: np.ndarray) -> np.ndarray:
         """Features of a batch of clips.
@@ -256,12 +283,9 @@ class ClipExtractor(Extractor):
         check_clips(clips)
         idx = sample_frames(clips.shape[1], self.clip_len)
         out = np.empty((len(clips), self.dim), np.float32)
-        with torch.inference_mode(), autocast(self.device, self.precision):
-            for start in range(0, len(clips), self.batch_size):
-                batch = np.ascontiguousarray(clips[start : start + self.batch_size][:, idx])
-                x = torch.from_numpy(batch).to(self.device)
-                x = self._preprocess(x).contiguous(memory_format=self._memory_format)
-                out[start : start + len(x)] = self.model(x).float().cpu().numpy()
+        for start in range(0, len(clips), self.batch_size):
+            batch = np.ascontiguousarray(clips[start : start + self.batch_size][:, idx])
+            out[start : start + len(batch)] = self.embed(torch.from_numpy(batch).to(self.device)).cpu().numpy()
         return out
 
     def _provenance(self) -> dict:
@@ -322,7 +346,7 @@ class EfficientNetLite0Inflated(ClipExtractor):
         return resolve_weights(spec, weights_path or shipped_effnet_lite0_file())
 
     def _preprocess(self, x):
-        return clip_to_input(x, short_side=self.input_size, crop=self.input_size, mean=self.mean, std=self.std)
+        return clip_to_input(x, short_side=self.input_size, crop=self.input_size, mean=self._mean_t, std=self._std_t)
 
     @classmethod
     def usable(cls) -> tuple[bool, str]:
@@ -473,7 +497,7 @@ class _PytorchvideoX3D(ClipExtractor):
 
     def _preprocess(self, x):
         return clip_to_input(x, short_side=self.side_size, crop=self.input_size,
-                             mean=self.mean, std=self.std, antialias=False)
+                             mean=self._mean_t, std=self._std_t, antialias=False)
 
 
 @register("visual", "x3d_xs")

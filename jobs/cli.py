@@ -84,7 +84,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                         help=field_help(ShotConfig, dest))
     p.add_argument("--set", dest="settings", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="any other setting of the typed config, e.g. --set clips.hop_s=1.5 (repeatable; "
-                   f"sections: {', '.join(f.name for f in dataclasses.fields(Config))}; see reelsim/config.py)")
+                   f"sections: {', '.join(f.name for f in dataclasses.fields(Config))}; "
+                   "e.g. --set jobs.cross_item=on; see reelsim/config.py)")
     m.add_argument("--thumbnail-size", type=int, metavar="PX",
                    help="longest side of the JPEG keyframe/product thumbnails stored for `reelsim report` "
                    "(default: 160; 0: store none)")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import functools
 import json
 import logging
 import os
@@ -19,9 +20,10 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reelsim.config import Config
+from reelsim.config import MODALITIES, Config
 from reelsim.extractors.registry import model_stamps
-from reelsim.jobs.tasks import START_TOPIC, process_item, status_row
+from reelsim.jobs.gpu_stage import CrossItemRun, local_client, wants_cross_item
+from reelsim.jobs.tasks import START_TOPIC, models_needed, process_item, status_row
 from reelsim.jobs.watch import ItemWatch
 from reelsim.similarity.incremental import add_items
 from reelsim.similarity.rebuild import build_lists
@@ -191,20 +193,23 @@ def _restart_workers(client, workers: list[str]) -> str | None:
         return f"{e.__class__.__name__}: {e}".splitlines()[0][:200]
 
 
+def report_row(rows: list[dict], bar, progress: bool, row: dict) -> None:
+    """Record one item's final row: append it, note failures and retries on the bar, advance the bar."""
+    rows.append(row)
+    if row["status"] == "failed" and progress:  # without a bar the summary lists failures
+        bar.write(f"failed: {row['item']}: {row['reason']}")
+    elif row.get("attempts", 1) > 1 and progress:
+        bar.write(f"retried: {row['item']} ran {row['attempts']} times (a worker was lost)")
+    bar.update(1)
+
+
 def collect(client, by_future: dict, cfg: Config, watch, bar, progress: bool) -> list[dict]:
     """Report rows as tasks finish; enforces the per-item timeout; records attempts."""
     from distributed import wait
 
     rows: list[dict] = []
     pending = set(by_future)
-
-    def add(row: dict) -> None:
-        rows.append(row)
-        if row["status"] == "failed" and progress:  # without a bar the summary lists failures
-            bar.write(f"failed: {row['item']}: {row['reason']}")
-        elif row.get("attempts", 1) > 1 and progress:
-            bar.write(f"retried: {row['item']} ran {row['attempts']} times (a worker was lost)")
-        bar.update(1)
+    add = functools.partial(report_row, rows, bar, progress)
 
     while pending:
         try:
@@ -237,17 +242,25 @@ def compute_items(items, store: Path, cfg: Config, scheduler: str | None, worker
     """
     import dask
 
-    workers = workers or default_workers()
-    threads = max(1, (os.cpu_count() or 1) // workers) if not (scheduler or client) else None
+    cross_local = client is None and not scheduler and wants_cross_item(cfg)  # the GPU path's own local cluster
+    n_workers = workers or default_workers()
+    threads = max(1, (os.cpu_count() or 1) // n_workers) if not (scheduler or client) else None
     run_id = uuid.uuid4().hex
     watch = ItemWatch(run_id)
     scratch = {"temporary-directory": str(StoreLayout(store).scratch)}  # a local cluster writes only in the store
     with dask.config.set(scratch), contextlib.ExitStack() as stack:
         if client is None:  # made here, inside the scratch setting, and closed on the way out
-            client = stack.enter_context(_client(scheduler, workers, store, cfg))
+            client = stack.enter_context(local_client(workers, store, cfg) if cross_local
+                                         else _client(scheduler, n_workers, store, cfg))
         bar = stack.enter_context(_progress(len(items), progress))
         client.subscribe_topic(START_TOPIC, watch.on_event)
         try:
+            if cross_local or wants_cross_item(cfg, client):  # GPU path: see jobs/gpu_stage.py
+                rows: list[dict] = []
+                CrossItemRun(client, items, cfg, store, run_id=run_id, watch=watch,
+                             add_row=functools.partial(report_row, rows, bar, progress), failed_row=failed_task_row,
+                             stop_overdue=stop_overdue, torch_threads=1 if cross_local else threads).run()
+                return rows
             return collect(client, submit_items(client, items, cfg, store, threads, run_id), cfg, watch,
                            bar, progress)
         finally:
@@ -298,7 +311,8 @@ def run_catalog(inputs: list[str], store: Path, cfg: Config, *, scheduler: str |
 
     ``lists``: ``rebuild`` fuses every processed item into a new catalog, index
     and lists (``reelsim run``); ``add`` adds the processed items to the
-    store's existing catalog, index and lists (``reelsim add``).
+    store's existing catalog, index and lists (``reelsim add``); ``none``
+    writes the shards only (e.g. GPU nodes without FAISS; benchmarks/gpu.py).
 
     ``client``: run the items on this existing ``distributed.Client`` (left
     open) instead of ``scheduler`` or a new local cluster.
@@ -310,7 +324,8 @@ def run_catalog(inputs: list[str], store: Path, cfg: Config, *, scheduler: str |
     store.mkdir(parents=True, exist_ok=True)
     with StoreLock(store):
         remove_stale_temp_files(store)
-        guard_model_change(store, model_stamps(cfg.models), [i.id for i in items], re_extract=re_extract)
+        needed = [m for m in MODALITIES if any(m in models_needed(i) for i in items)]
+        guard_model_change(store, model_stamps(cfg.models, needed), [i.id for i in items], re_extract=re_extract)
         report = RunReport(items=[status_row_for_problem(p) for p in problems])
         if items:
             report.items += compute_items(items, store, cfg, scheduler, workers, progress, client)
@@ -329,7 +344,7 @@ def status_row_for_problem(problem) -> dict:
 def _lists(store: Path, report: RunReport, cfg: Config, mode: str, progress: bool) -> dict:
     """Neighbour lists over the items that have a shard (``mode``: ``rebuild`` or ``add``); a small summary."""
     done = [r["item"] for r in report.items if r["status"] in ("ok", "cached")]
-    if not done:
+    if not done or mode == "none":
         return {}
     t1 = time.perf_counter()
     make = add_items if mode == "add" else build_lists

@@ -26,7 +26,7 @@ _THREADS_SET = False
 START_TOPIC = "reelsim-item-start"
 
 
-def _limit_threads(n: int | None) -> None:
+def limit_threads(n: int | None) -> None:
     """Give torch ``n`` intra-op threads in this worker process (once).
 
     A fixed thread count makes CPU features bit-for-bit repeatable from run
@@ -94,15 +94,18 @@ def models_needed(item: Item) -> tuple[str, ...]:
     return needed + (("text",) if item.text else ())
 
 
-def load_models(item: Item, cfg: Config, run_id: str | None):
+def load_models(item: Item, cfg: Config, run_id: str | None, *, device: str | None = None,
+                modalities: tuple[str, ...] | None = None):
     """The item's models, loaded once per worker process (registry cache).
 
     The first load on a worker can take a while; the driver's timeout clock
     for the item is paused meanwhile (``loading-models`` / ``models-loaded``).
+    ``device`` overrides the configured one; ``modalities`` (default: all the
+    item needs, :func:`models_needed`) limits which are loaded now.
     """
-    models = Models(cfg)
+    models = Models(cfg, device=device)
     announce_start(item.id, run_id, phase="loading-models")
-    for modality in models_needed(item):
+    for modality in models_needed(item) if modalities is None else modalities:
         models.get(modality)
     announce_start(item.id, run_id, phase="models-loaded")
     return models
@@ -129,7 +132,7 @@ def process_item(item: Item, cfg: Config, store: str, torch_threads: int | None 
     t0 = time.perf_counter()
     result = status_row(item.id, item.kind, "failed")
     result.update(attempts=1, worker=worker_name())
-    _limit_threads(torch_threads)  # imports torch: slow on a fresh worker, so before the item's clock starts
+    limit_threads(torch_threads)  # imports torch: slow on a fresh worker, so before the item's clock starts
     announce_start(item.id, run_id)
     try:
         hashes = input_hashes(item)
@@ -141,15 +144,27 @@ def process_item(item: Item, cfg: Config, store: str, torch_threads: int | None 
             models = load_models(item, cfg, run_id)
             features = analyse_item(item, cfg, models)
             write_shard(store, features, config_hash=config_hash, input_sha256=hashes)
-            result.update(status="ok", warnings=features.warnings, timings=features.timings,
-                          n_shots=len(features.video.shots) if features.video else None)
-    except ReelsimError as e:
-        result["reason"] = str(e)
-    except Exception as e:  # an unexpected bug must not abort the batch: report it with its location
-        where = traceback.extract_tb(e.__traceback__)[-1]
-        result["reason"] = f"internal error {e.__class__.__name__}: {e} (at {os.path.basename(where.filename)}:{where.lineno})"
+            result.update(ok_fields(features))
+    except Exception as e:  # noqa: BLE001  one item's failure never aborts the batch (see failure_reason)
+        result["reason"] = failure_reason(e)
     result["seconds"] = round(time.perf_counter() - t0, 3)
     result["model_loads"] = dict(sorted(LOADS.items()))
-    if result["status"] == "ok" and item.video and result["n_shots"] and "audio" not in features.embeddings:
-        result["warnings"] = [*result["warnings"], "no audio track (or no decodable audio): no audio features, not an error"]
     return result
+
+
+def ok_fields(features) -> dict:
+    """The report-row fields of an item whose shard was written: status, warnings, timings, shots."""
+    warnings = list(features.warnings)
+    n_shots = len(features.video.shots) if features.video else None
+    if features.item.video and n_shots and "audio" not in features.embeddings:
+        warnings.append("no audio track (or no decodable audio): no audio features, not an error")
+    return {"status": "ok", "warnings": warnings, "timings": features.timings, "n_shots": n_shots}
+
+
+def failure_reason(e: Exception) -> str:
+    """One line for a failed item: the message of a :class:`ReelsimError` (bad media, weights ...),
+    else ``internal error`` with the exception and where it was raised (an unexpected bug)."""
+    if isinstance(e, ReelsimError):
+        return str(e)
+    where = traceback.extract_tb(e.__traceback__)[-1]
+    return f"internal error {e.__class__.__name__}: {e} (at {os.path.basename(where.filename)}:{where.lineno})"

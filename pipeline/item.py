@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 
@@ -28,11 +30,15 @@ from reelsim.storage.thumbnails import jpeg_thumbnail
 
 
 class Models:
-    """The configured extractors, loaded on first use, once per process."""
+    """The configured extractors, loaded on first use, once per process.
 
-    def __init__(self, cfg: Config):
+    ``device`` overrides ``cfg.models.device`` (the GPU path's CPU workers
+    run the audio and text models on ``cpu`` whatever the run's device).
+    """
+
+    def __init__(self, cfg: Config, device: str | None = None):
         self._cfg = cfg.models
-        self._device: str | None = None
+        self._device: str | None = str(resolve_device(device)) if device else None
 
     @property
     def device(self) -> str:
@@ -89,35 +95,109 @@ class ClipBatcher:
         self.clip_start += [c.start_frame for c in clips]
 
 
-def _segment_and_embed(path: str, cfg: Config, models: Models, warnings: list[str]):
-    """The single frame pass (:class:`ShotPass`): shots, clip embeddings, keyframes, frame times.
+class SegmentedVideo(NamedTuple):
+    """What the one frame pass over a video found (clips went to the pass's ``on_clips``).
 
-    Decoding and segmentation run in a producer thread (:func:`prefetch`) at
-    most ``prefetch_batches`` batches of clips ahead of the model.
+    info : the container's :class:`~reelsim.pipeline.decode.VideoInfo`.
+    shots : [(start_frame, end_frame)], end exclusive.
+    keyframes : one :class:`Keyframe` per shot, in shot order.
+    times : float64 (F,) presentation time of every decoded frame, in seconds.
+    boundaries : how each shot was entered (:class:`~reelsim.extractors.shots.Boundary`).
     """
-    model = models.get("visual")
-    shot_pass = ShotPass(path, cfg, clip_len=model.clip_len)
-    batcher = ClipBatcher(model, cfg.models.batch_size)
+
+    info: decode.VideoInfo
+    shots: list[tuple[int, int]]
+    keyframes: list[Keyframe]
+    times: np.ndarray
+    boundaries: list
+
+
+def segment_pass(path: str, cfg: Config, *, clip_len: int, on_clips: Callable[[list[Clip]], None],
+                 warnings: list[str], prefetch_size: int | None = None) -> SegmentedVideo:
+    """The single frame pass (:class:`ShotPass`): shots, keyframes, frame times; clips to ``on_clips``.
+
+    ``on_clips`` receives the clips as the sampler settles them (the per-item
+    path embeds them there, the GPU path keeps them for a cross-item batch).
+    With ``prefetch_size``, decoding and segmentation run in a producer thread
+    (:func:`prefetch`) at most that many clip groups ahead of ``on_clips``.
+    A truncated stream keeps what decoded and adds a warning; no frame at all
+    is a :class:`MediaError`.
+    """
+    shot_pass = ShotPass(path, cfg, clip_len=clip_len)
     keyframes: list[Keyframe] = []
 
     def take(out):
-        batcher.add(out[0])
+        on_clips(out[0])
         keyframes.extend(out[1])
 
+    source = iter(shot_pass)
+    if prefetch_size:
+        source = prefetch(source, maxsize=prefetch_size)
     try:
-        for out in prefetch(iter(shot_pass), maxsize=max(1, cfg.models.prefetch_batches * cfg.models.batch_size)):
+        for out in source:
             take(out)
     except decode.TruncatedStream as e:  # the producer has stopped: the sampler is ours again
         warnings.append(f"video truncated: decoding stopped after {e.n_frames} frames ({e})")
     if not shot_pass.times:
         raise MediaError(f"no decodable video frames: {path}")
     take(shot_pass.finish())
-    batcher.flush()
     sampler = shot_pass.sampler
     if sampler.late_cuts:
         warnings.append(f"detector reported cuts later than its latency: {sampler.late_cuts}")
-    times = np.asarray(shot_pass.times, dtype=np.float64)
-    return shot_pass.info, sampler.shots, batcher, keyframes, times, sampler.boundaries
+    keyframes.sort(key=lambda k: k.shot)
+    return SegmentedVideo(shot_pass.info, sampler.shots, keyframes, np.asarray(shot_pass.times, dtype=np.float64),
+                          sampler.boundaries)
+
+
+def shot_lengths(shots: list[tuple[int, int]]) -> np.ndarray:
+    """float64 (S,) shot lengths in frames (the pooling weights)."""
+    return np.array([e - s for s, e in shots], dtype=np.float64)
+
+
+def visual_embedding(clip_emb: np.ndarray, clip_shot: np.ndarray, clip_start: np.ndarray, lengths: np.ndarray,
+                     provenance: dict, cfg: Config) -> Embedding:
+    """The visual modality of a video from its clip embeddings.
+
+    Parameters
+    ----------
+    clip_emb : float32 (N, D) clip embeddings, in clip order.
+    clip_shot : int (N,) shot of each clip; clip_start : int (N,) first frame of each clip.
+    lengths : float64 (S,) shot lengths in frames.
+    provenance : the video model's provenance.
+
+    Returns
+    -------
+    Embedding
+        shot = mean of the shot's clips; item = mean of shots weighted by length;
+        the clips themselves in ``extra``.
+    """
+    clip_shot = np.asarray(clip_shot)
+    shot = np.stack([clip_emb[clip_shot == i].mean(0) for i in range(len(lengths))]).astype(np.float32)
+    return Embedding(
+        item=weighted_mean(shot, lengths),
+        shot=shot,
+        provenance={**provenance, "clip_frame_stride": cfg.clips.frame_stride,
+                    "clip_hop_s": cfg.clips.hop_s, "max_clips_per_shot": cfg.clips.max_clips_per_shot,
+                    "analysis_short_side": cfg.decode.analysis_short_side,
+                    "pooling": "shot = mean of its clips; item = mean of shots weighted by length"},
+        extra={"clips": clip_emb.astype(np.float32), "clip_shot": clip_shot.astype(np.int32),
+               "clip_start": np.asarray(clip_start, dtype=np.int64)},
+    )
+
+
+def keyframe_embedding(key_emb: np.ndarray, lengths: np.ndarray, provenance: dict) -> Embedding:
+    """The image modality of a video: float32 (S, D) keyframe embeddings, item = length-weighted mean."""
+    return Embedding(item=weighted_mean(key_emb, lengths), shot=key_emb.astype(np.float32),
+                     provenance={**provenance, "source": "video keyframes"})
+
+
+def product_embedding(vec: np.ndarray, keyframes: Embedding | None, provenance: dict) -> Embedding:
+    """The image modality of an item with a product image: the image's (D,) embedding is the item's.
+
+    A video's keyframe rows (``keyframes``), if any, stay as its per-shot rows.
+    """
+    return Embedding(item=np.asarray(vec, dtype=np.float32), shot=keyframes.shot if keyframes else None,
+                     provenance={**provenance, "source": "product image"})
 
 
 def _shot_times(shots: list[tuple[int, int]], times: np.ndarray, fps: float) -> np.ndarray:
@@ -162,37 +242,39 @@ def analyse_video(item: Item, cfg: Config, models: Models) -> tuple[VideoStructu
     warnings: list[str] = []
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    info, shots, batcher, keyframes, times, boundaries = _segment_and_embed(item.video, cfg, models, warnings)
+    visual_model = models.get("visual")
+    batcher = ClipBatcher(visual_model, cfg.models.batch_size)
+    seg = segment_pass(item.video, cfg, clip_len=visual_model.clip_len, on_clips=batcher.add, warnings=warnings,
+                       prefetch_size=max(1, cfg.models.prefetch_batches * cfg.models.batch_size))
+    batcher.flush()
     timings["decode_segment_visual_s"] = time.perf_counter() - t0
+    lengths = shot_lengths(seg.shots)
+    emb = {"visual": visual_embedding(np.concatenate(batcher.embeddings), batcher.shot_of_clip, batcher.clip_start,
+                                      lengths, visual_model.provenance(), cfg)}
+    t1 = time.perf_counter()
+    image_model = models.get("image")
+    emb["image"] = keyframe_embedding(image_model.extract([k.rgb for k in seg.keyframes]), lengths,
+                                      image_model.provenance())
+    timings["keyframes_scenes_s"] = time.perf_counter() - t1
+    structure, audio = describe_video(item, cfg, seg, models, warnings, timings)
+    if audio is not None:
+        emb["audio"] = audio
+    return structure, emb, warnings, timings
+
+
+def describe_video(item: Item, cfg: Config, seg: SegmentedVideo, models: Models, warnings: list[str],
+                   timings: dict[str, float]) -> tuple[VideoStructure, Embedding | None]:
+    """Everything about a segmented video but its visual and image embeddings: structure, scenes, audio.
+
+    Adds ``audio_s`` to ``timings`` and the scene grouping's time to
+    ``keyframes_scenes_s``; the audio model comes from ``models``.
+    """
+    t1 = time.perf_counter()
+    info, shots, keyframes, times = seg.info, seg.shots, seg.keyframes, seg.times
     n_frames = len(times)
     fps = info.fps if np.isfinite(info.fps) and info.fps > 0 else (n_frames - 1) / max(times[-1] - times[0], 1e-6)
-    lengths = np.array([e - s for s, e in shots], dtype=np.float64)
-
-    clip_emb = np.concatenate(batcher.embeddings)
-    clip_shot = np.asarray(batcher.shot_of_clip)
-    visual_shot = np.stack([clip_emb[clip_shot == i].mean(0) for i in range(len(shots))]).astype(np.float32)
-    visual_model = models.get("visual")
-    emb = {
-        "visual": Embedding(
-            item=weighted_mean(visual_shot, lengths),
-            shot=visual_shot,
-            provenance={**visual_model.provenance(), "clip_frame_stride": cfg.clips.frame_stride,
-                        "clip_hop_s": cfg.clips.hop_s, "max_clips_per_shot": cfg.clips.max_clips_per_shot,
-                        "analysis_short_side": cfg.decode.analysis_short_side,
-                        "pooling": "shot = mean of its clips; item = mean of shots weighted by length"},
-            extra={"clips": clip_emb.astype(np.float32), "clip_shot": clip_shot.astype(np.int32),
-                   "clip_start": np.asarray(batcher.clip_start, dtype=np.int64)},
-        )
-    }
-
-    t1 = time.perf_counter()
-    keyframes.sort(key=lambda k: k.shot)
-    image_model = models.get("image")
-    key_emb = image_model.extract([k.rgb for k in keyframes])
-    emb["image"] = Embedding(item=weighted_mean(key_emb, lengths), shot=key_emb.astype(np.float32),
-                             provenance={**image_model.provenance(), "source": "video keyframes"})
     signatures = np.stack([colour_signature(k.rgb) for k in keyframes])
-    timings["keyframes_scenes_s"] = time.perf_counter() - t1
+    timings["keyframes_scenes_s"] = timings.get("keyframes_scenes_s", 0.0) + time.perf_counter() - t1
 
     t2 = time.perf_counter()
     shot_times = _shot_times(shots, times, fps)
@@ -200,8 +282,6 @@ def analyse_video(item: Item, cfg: Config, models: Models) -> tuple[VideoStructu
     if np.isfinite(declared) and decoded < declared - max(1.0, 0.05 * declared):
         warnings.append(f"decoded {decoded:.1f} s of the {declared:.1f} s the container declares: truncated file?")
     audio = _pool_audio(item.video, shot_times, cfg, models, warnings) if info.has_audio else None
-    if audio is not None:
-        emb["audio"] = audio
     timings["audio_s"] = time.perf_counter() - t2
     scenes = group_scenes(signatures, similarity=cfg.shots.scene_similarity, window=cfg.shots.scene_window,
                           audio_joins=_audio_joins(audio, cfg))
@@ -213,12 +293,12 @@ def analyse_video(item: Item, cfg: Config, models: Models) -> tuple[VideoStructu
         shot_times=shot_times,
         scenes=np.asarray(scenes, dtype=np.int64).reshape(-1, 2),
         keyframes=np.asarray([k.frame for k in keyframes], dtype=np.int64),
-        transitions=np.asarray([b.kind for b in boundaries], dtype="S8"),
-        transition_frames=np.asarray([(b.start, b.end) for b in boundaries], dtype=np.int64).reshape(-1, 2),
+        transitions=np.asarray([b.kind for b in seg.boundaries], dtype="S8"),
+        transition_frames=np.asarray([(b.start, b.end) for b in seg.boundaries], dtype=np.int64).reshape(-1, 2),
         params={f"shots_{k}": v for k, v in dataclasses.asdict(cfg.shots).items()},
         keyframe_jpegs=[j for j in (thumbnail(k.rgb, cfg.thumbnails) for k in keyframes) if j is not None],
     )
-    return structure, emb, warnings, timings
+    return structure, audio
 
 
 def thumbnail(rgb: np.ndarray, cfg: ThumbnailConfig) -> bytes | None:
@@ -253,17 +333,19 @@ def analyse_item(item: Item, cfg: Config, models: Models) -> ItemFeatures:
         t = time.perf_counter()
         model = models.get("image")
         rgb = load_image(item.image)
-        vec = model.extract([rgb])[0]
         out.image_jpeg = thumbnail(rgb, cfg.thumbnails)
-        keyframes = out.embeddings.get("image")  # a video's keyframes stay as per-shot rows
-        out.embeddings["image"] = Embedding(item=vec.astype(np.float32),
-                                            shot=keyframes.shot if keyframes else None,
-                                            provenance={**model.provenance(), "source": "product image"})
+        out.embeddings["image"] = product_embedding(model.extract([rgb])[0], out.embeddings.get("image"),
+                                                    model.provenance())
         out.timings["image_s"] = time.perf_counter() - t
+    add_text(item, out, models)
+    return out
+
+
+def add_text(item: Item, out: ItemFeatures, models: Models) -> None:
+    """The text modality of ``item`` (title and description), when it has any, into ``out``."""
     if item.text:
         t = time.perf_counter()
         model = models.get("text")
         out.embeddings["text"] = Embedding(item=model.extract([item.text])[0].astype(np.float32),
                                            provenance=model.provenance())
         out.timings["text_s"] = time.perf_counter() - t
-    return out
