@@ -20,6 +20,8 @@ from reelsim.extractors.device import resolve_device
 from reelsim.extractors.shots import audio_continuous, colour_signature, group_scenes
 from reelsim.extractors.video import sample_frames
 from reelsim.pipeline import decode
+from reelsim.pipeline.images import load_image
+from reelsim.pipeline.timeline import checked_times, describe_jumps
 from reelsim.pipeline.prefetch import prefetch
 from reelsim.pipeline.segment import Clip, Keyframe, ShotPass
 from reelsim.storage.manifest import Item
@@ -89,14 +91,15 @@ class ClipBatcher:
         self.clip_start += [c.start_frame for c in clips]
 
 
-def _segment_and_embed(path: str, cfg: Config, models: Models, warnings: list[str]):
+def _segment_and_embed(path: str, cfg: Config, models: Models, warnings: list[str], errors: decode.PacketErrors):
     """The single frame pass (:class:`ShotPass`): shots, clip embeddings, keyframes, frame times.
 
     Decoding and segmentation run in a producer thread (:func:`prefetch`) at
-    most ``prefetch_batches`` batches of clips ahead of the model.
+    most ``prefetch_batches`` batches of clips ahead of the model. Corrupt
+    packets are counted in ``errors``.
     """
     model = models.get("visual")
-    shot_pass = ShotPass(path, cfg, clip_len=model.clip_len)
+    shot_pass = ShotPass(path, cfg, clip_len=model.clip_len, errors=errors)
     batcher = ClipBatcher(model, cfg.models.batch_size)
     keyframes: list[Keyframe] = []
 
@@ -129,7 +132,8 @@ def _shot_times(shots: list[tuple[int, int]], times: np.ndarray, fps: float) -> 
     return np.array([[times[s], ends[e - 1]] for s, e in shots], dtype=np.float64)
 
 
-def _pool_audio(path: str, shot_times: np.ndarray, cfg: Config, models: Models, warnings: list[str]):
+def _pool_audio(path: str, shot_times: np.ndarray, cfg: Config, models: Models, warnings: list[str],
+                errors: decode.PacketErrors):
     """Per-shot and item audio features from a streamed audio decode, or None without audio.
 
     The audio model's ``span_pooler`` receives the chunks; shot spans are in
@@ -138,7 +142,7 @@ def _pool_audio(path: str, shot_times: np.ndarray, cfg: Config, models: Models, 
     model = models.get("audio")
     pooler = model.span_pooler(shot_times - shot_times[0, 0], cfg.decode.audio_rate)
     try:
-        for chunk in decode.iter_audio(path, rate=cfg.decode.audio_rate):
+        for chunk in decode.iter_audio(path, rate=cfg.decode.audio_rate, errors=errors):
             pooler.push(chunk)
     except decode.TruncatedStream as e:
         warnings.append(f"audio truncated after {e.n_frames} samples ({e})")
@@ -161,9 +165,13 @@ def analyse_video(item: Item, cfg: Config, models: Models) -> tuple[VideoStructu
     """Shots, scenes and visual / audio / keyframe-image embeddings of ``item.video``."""
     warnings: list[str] = []
     timings: dict[str, float] = {}
+    errors = decode.PacketErrors(cfg.limits.max_decode_errors, item.video)
     t0 = time.perf_counter()
-    info, shots, batcher, keyframes, times, boundaries = _segment_and_embed(item.video, cfg, models, warnings)
+    info, shots, batcher, keyframes, times, boundaries = _segment_and_embed(item.video, cfg, models, warnings, errors)
     timings["decode_segment_visual_s"] = time.perf_counter() - t0
+    times, jumps = checked_times(times, info.fps, max_gap_s=cfg.limits.max_frame_gap_s)
+    if jumps:
+        warnings.append(describe_jumps(jumps))
     n_frames = len(times)
     fps = info.fps if np.isfinite(info.fps) and info.fps > 0 else (n_frames - 1) / max(times[-1] - times[0], 1e-6)
     lengths = np.array([e - s for s, e in shots], dtype=np.float64)
@@ -196,10 +204,11 @@ def analyse_video(item: Item, cfg: Config, models: Models) -> tuple[VideoStructu
 
     t2 = time.perf_counter()
     shot_times = _shot_times(shots, times, fps)
-    declared, decoded = info.duration_s, float(shot_times[-1, 1])
+    declared, decoded = info.duration_s - sum(j.removed_s for j in jumps), float(shot_times[-1, 1])
     if np.isfinite(declared) and decoded < declared - max(1.0, 0.05 * declared):
         warnings.append(f"decoded {decoded:.1f} s of the {declared:.1f} s the container declares: truncated file?")
-    audio = _pool_audio(item.video, shot_times, cfg, models, warnings) if info.has_audio else None
+    audio = _pool_audio(item.video, shot_times, cfg, models, warnings, errors) if info.has_audio else None
+    warnings += errors.warnings()
     if audio is not None:
         emb["audio"] = audio
     timings["audio_s"] = time.perf_counter() - t2
@@ -208,7 +217,7 @@ def analyse_video(item: Item, cfg: Config, models: Models) -> tuple[VideoStructu
 
     structure = VideoStructure(
         fps=float(fps), n_frames=n_frames, width=info.width, height=info.height,
-        duration_s=float(shot_times[-1, 1]),
+        duration_s=float(shot_times[-1, 1]), decode_errors=errors.total,
         shots=np.asarray(shots, dtype=np.int64).reshape(-1, 2),
         shot_times=shot_times,
         scenes=np.asarray(scenes, dtype=np.int64).reshape(-1, 2),
@@ -228,21 +237,6 @@ def thumbnail(rgb: np.ndarray, cfg: ThumbnailConfig) -> bytes | None:
     return jpeg_thumbnail(rgb, max_side=cfg.max_side, quality=cfg.quality)
 
 
-def load_image(path: str) -> np.ndarray:
-    """uint8 RGB (H, W, 3) of an image file; MediaError when missing or unreadable."""
-    import os
-
-    from PIL import Image, UnidentifiedImageError
-
-    if not os.path.isfile(path):
-        raise MediaError(f"image not found: {path}")
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as e:
-        raise MediaError(f"unreadable image ({e.__class__.__name__}): {path}") from None
-
-
 def analyse_item(item: Item, cfg: Config, models: Models) -> ItemFeatures:
     """Every modality the item has.  Raises MediaError for unusable media."""
     out = ItemFeatures(item=item, embeddings={})
@@ -252,7 +246,7 @@ def analyse_item(item: Item, cfg: Config, models: Models) -> ItemFeatures:
     if item.image:
         t = time.perf_counter()
         model = models.get("image")
-        rgb = load_image(item.image)
+        rgb = load_image(item.image, max_pixels=cfg.limits.max_image_pixels)
         vec = model.extract([rgb])[0]
         out.image_jpeg = thumbnail(rgb, cfg.thumbnails)
         keyframes = out.embeddings.get("image")  # a video's keyframes stay as per-shot rows

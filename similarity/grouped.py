@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from reelsim.config import check_weights
-from reelsim.errors import StoreError
+from reelsim.errors import DamagedStoreError, StoreError
 from reelsim.similarity.catalog import CatalogEmbeddings
 from reelsim.similarity.fusion import active_modalities, fuse_parts, signature_codes
 from reelsim.similarity.index_choice import (
@@ -171,16 +171,20 @@ class GroupedIndex:
         folder = Path(folder)
         try:
             body = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as e:
-            raise StoreError(f"cannot read index manifest {folder / MANIFEST}: {e}") from e
-        if body.get("format") != FORMAT:
-            raise StoreError(f"{folder / MANIFEST} is not a reelsim grouped index")
+        except (OSError, ValueError) as e:  # ValueError: bad JSON, or bytes that are not UTF-8
+            raise DamagedStoreError(folder / MANIFEST, f"cannot be read as JSON ({e})", "lists") from None
+        if not isinstance(body, dict) or body.get("format") != FORMAT:
+            raise DamagedStoreError(folder / MANIFEST, "not a reelsim grouped index", "lists")
         indexes, plans = {}, {}
-        for c, g in body["groups"].items():
-            indexes[int(c)] = load_index(folder / body["files"][c])
-            plans[int(c)] = IndexPlan(g["factory"], g["params"], g.get("train_size", 0), g.get("kind", "custom"))
-            apply_params(indexes[int(c)], plans[int(c)].params)
-        return cls(body["active"], body["weights"], indexes, plans, body["build_id"], body.get("extra"))
+        try:
+            for c, g in body["groups"].items():
+                indexes[int(c)] = load_index(folder / body["files"][c])
+                plans[int(c)] = IndexPlan(g["factory"], g["params"], g.get("train_size", 0), g.get("kind", "custom"))
+                apply_params(indexes[int(c)], plans[int(c)].params)
+            return cls(body["active"], body["weights"], indexes, plans, body["build_id"], body.get("extra"))
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise DamagedStoreError(folder / MANIFEST, f"inconsistent index manifest ({e.__class__.__name__}: {e})",
+                                    "lists") from None
 
 
 def exists(folder: str | os.PathLike) -> bool:
@@ -212,4 +216,5 @@ def load_index(path: str | os.PathLike):
     try:
         return faiss.read_index(path)
     except RuntimeError as e:
-        raise StoreError(f"cannot read index {path!r}: {str(e).splitlines()[0] if str(e) else e!r}") from e
+        raise DamagedStoreError(path, f"cannot be read as a FAISS index ({str(e).splitlines()[0] if str(e) else e!r})",
+                                "lists") from None

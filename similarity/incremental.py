@@ -17,7 +17,7 @@ import numpy as np
 
 from reelsim.config import FusionConfig, check_weights
 from reelsim.errors import StoreError, UsageError
-from reelsim.similarity.catalog import CatalogEmbeddings, load_catalog, save_catalog
+from reelsim.similarity.catalog import CatalogEmbeddings, load_catalog, load_items_meta, save_catalog
 from reelsim.similarity.fusion import (
     fuse_parts,
     normalise_queries,
@@ -37,7 +37,26 @@ from reelsim.similarity.rebuild import (
 )
 from reelsim.storage.atomic import write_text_atomic
 from reelsim.storage.layout import StoreLayout
-from reelsim.storage.lists import read_lists, write_lists
+from reelsim.storage.lists import read_lists, read_parquet_table, write_lists
+
+
+def check_can_add(store: Path) -> None:
+    """Before any item is analysed: the store has a readable catalog, items.json, index and list state.
+
+    Raises
+    ------
+    StoreError
+        Something ``reelsim add`` needs is missing or damaged (the message names it).
+    """
+    layout = StoreLayout(store)
+    load_catalog(layout.require_catalog())
+    load_items_meta(layout.items_meta)
+    if not grouped_index_exists(layout.index_dir):
+        raise StoreError(f"{layout.root} has no per-group index (made by an older reelsim): "
+                         f"run `reelsim lists --store {layout.root}` once, then add")
+    GroupedIndex.load(layout.index_dir)
+    load_state(layout)
+    read_parquet_table(layout.list_file("parquet"))
 
 
 def add_items(store: Path, new_ids: list[str], fusion: FusionConfig, *, progress: bool = False,
@@ -74,7 +93,7 @@ def add_vectors(store: Path, raw: CatalogEmbeddings, new_meta: dict, fusion: Fus
     if dup:
         raise UsageError(f"{len(dup)} item(s) already in the catalog, e.g. {sorted(dup)[0]!r}")
     fresh = raw.ids
-    meta = json.loads(layout.items_meta.read_text(encoding="utf-8"))
+    meta = load_items_meta(layout.items_meta)
     extra = set(raw.vectors) - set(cat.vectors)
     if any(raw.masks[m].any() and stored_w.get(m, 0) > 0 for m in extra):
         raise UsageError(f"new items have modalities {sorted(extra)} that the catalog lacks: "

@@ -23,7 +23,7 @@ from typing import NamedTuple
 import numpy as np
 
 from reelsim.config import MODALITIES
-from reelsim.errors import StoreError
+from reelsim.errors import DamagedStoreError, StoreError
 from reelsim.storage.atomic import atomic_path
 
 CATALOG_FORMAT = "reelsim.catalog/1"
@@ -74,7 +74,7 @@ def read_catalog(path: str | os.PathLike) -> CatalogArrays:
     try:
         with h5py.File(path, "r") as f:
             if f.attrs.get("format") != CATALOG_FORMAT:
-                raise StoreError(f"{path!r} is not a reelsim catalog (format {f.attrs.get('format')!r})")
+                raise DamagedStoreError(path, f"not a reelsim catalog (format {f.attrs.get('format')!r})", "run")
             weights: Mapping = json.loads(f.attrs["weights"])
             ids = [str(s) for s in f["ids"].asstr()[()]]
             groups = [m for m in MODALITIES if m in f]
@@ -86,5 +86,5 @@ def read_catalog(path: str | os.PathLike) -> CatalogArrays:
                 projections={m: f[m]["projection"][()] for m in groups if "projection" in f[m]},
                 weights=dict(weights),
             )
-    except (OSError, KeyError, ValueError) as e:
-        raise StoreError(f"cannot read catalog {path!r}: {e}") from e
+    except (OSError, KeyError, ValueError, TypeError) as e:
+        raise DamagedStoreError(path, f"cannot be read as a catalog ({e.__class__.__name__}: {e})", "run") from None

@@ -23,7 +23,7 @@ from typing import NamedTuple
 import numpy as np
 
 from reelsim.config import MODALITIES
-from reelsim.errors import StoreError, UsageError
+from reelsim.errors import DamagedStoreError, StoreError, UsageError
 from reelsim.storage.atomic import atomic_path
 from reelsim.storage.layout import LIST_FILES
 
@@ -160,9 +160,10 @@ def read_parquet_table(path: str | os.PathLike):
     try:
         table = pq.read_table(path)
     except (OSError, pa.ArrowException) as e:
-        raise StoreError(f"cannot read neighbour list {os.fspath(path)!r}: {e}") from e
+        raise DamagedStoreError(os.fspath(path), f"cannot be read as a list file ({e})", "lists") from None
     if tuple(table.column_names) != COLUMNS:
-        raise StoreError(f"{os.fspath(path)!r} has columns {table.column_names}, expected {list(COLUMNS)}")
+        raise DamagedStoreError(os.fspath(path), f"has columns {table.column_names}, expected {list(COLUMNS)}",
+                                "lists")
     return table
 
 
@@ -193,7 +194,7 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
     with open(path, encoding="utf-8") as f:
         try:
             return [json.loads(line) for line in f if line.strip()]
-        except json.JSONDecodeError as e:
+        except ValueError as e:  # bad JSON, or bytes that are not UTF-8
             raise StoreError(f"cannot read neighbour list {os.fspath(path)!r}: {e}") from e
 
 
@@ -275,11 +276,8 @@ def read_lists(path: str | os.PathLike, ids: Sequence[str], k: int, active: Sequ
     """
     import pyarrow as pa
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
-    if not os.path.isfile(path):
-        raise StoreError(f"no neighbour list at {os.fspath(path)!r}")
-    t = pq.read_table(path)
+    t = read_parquet_table(path)
     id_set = pa.array(list(ids), type=pa.string())
     item = pc.index_in(t["item"], value_set=id_set).to_numpy(zero_copy_only=False)
     nb = pc.index_in(t["neighbor"], value_set=id_set).to_numpy(zero_copy_only=False)
