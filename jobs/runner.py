@@ -31,8 +31,8 @@ from reelsim.storage.atomic import write_text_atomic
 from reelsim.storage.layout import StoreLayout, item_key
 from reelsim.storage.lock import StoreLock
 from reelsim.storage.manifest import read_inputs
-from reelsim.storage.provenance import guard_model_change
-from reelsim.storage.shards import remove_stale_temp_files, stored_items
+from reelsim.storage.provenance import guard_model_change, usable_shards
+from reelsim.storage.shards import remove_stale_temp_files
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -368,13 +368,13 @@ def _lists(store: Path, report: RunReport, cfg: Config, mode: str, progress: boo
     """Neighbour lists over the items that have a shard (``mode``: ``rebuild`` or ``add``); a small summary.
 
     ``rebuild`` lists this run's items and every other item with a complete
-    shard in the store (e.g. added by ``reelsim add``); an item that failed in
-    this run is left out, even if an older shard of it exists.
+    shard of this run's models in the store (e.g. added by ``reelsim add``);
+    an item that failed in this run is left out, even if an older shard of it exists.
     """
     done = [r["item"] for r in report.items if r["status"] in ("ok", "cached")]
     if mode != "add":
         seen = {r["item"] for r in report.items}
-        done += sorted(i for i in stored_items(store) if i not in seen)
+        done += sorted(i for i in usable_shards(store, model_stamps(cfg.models)) if i not in seen)
     if not done:
         return {}
     t1 = time.perf_counter()

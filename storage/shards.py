@@ -195,26 +195,6 @@ def open_shard(path: Path, item_id: str | None = None):
             raise damaged_shard(path, f"a record cannot be read ({e.__class__.__name__}: {e})", item_id) from None
 
 
-def shard_item_id(path: Path) -> str | None:
-    """The item id a complete shard records, or None when it cannot be read or is incomplete."""
-    try:
-        with open_shard(path) as f:
-            return str(f.attrs["item_id"])
-    except DamagedStoreError:
-        return None
-
-
-def stored_items(store: Path) -> dict[str, Path]:
-    """{item id: shard} of every complete shard of ``store`` that sits where its id says (damaged ones are left out)."""
-    layout = StoreLayout(store)
-    out = {}
-    for path in layout.shard_files():
-        item_id = shard_item_id(path)
-        if item_id is not None and layout.shard(item_id) == path:
-            out[item_id] = path
-    return out
-
-
 def _shard_records(f) -> str | None:
     """What is wrong inside an open, complete shard (None: nothing): features and shot tables agree."""
     feats = f.get("features")
