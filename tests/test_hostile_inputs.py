@@ -342,3 +342,15 @@ def test_local_dashboard_binds_to_loopback(tmp_path):
     assert local_cluster_options(Config(), tmp_path, workers=1)["dashboard_address"] == "127.0.0.1:0"
     opened = Config().with_settings(["jobs.dashboard_address=:8787"])
     assert local_cluster_options(opened, tmp_path, workers=1)["dashboard_address"] == ":8787"
+
+
+@pytest.mark.slow
+def test_local_dashboard_listens_on_loopback_only(tmp_path):
+    import psutil
+    from distributed import LocalCluster
+
+    with LocalCluster(**local_cluster_options(Config(), tmp_path, workers=0)) as cluster:
+        port = int(cluster.dashboard_link.split(":")[2].split("/")[0])
+        listening = {c.laddr.ip for c in psutil.net_connections("tcp")
+                     if c.status == psutil.CONN_LISTEN and c.laddr.port == port}
+    assert listening == {"127.0.0.1"}

@@ -10,6 +10,7 @@ would redo.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -188,6 +189,14 @@ def test_run_after_add_keeps_every_item_with_a_shard(store, manifest, dask_clien
     ids = api.open_store(store).ids()
     assert "added-later" in ids and len(ids) == 11
     assert [n.item for n in api.open_store(store).similar("added-later", k=1)] == ["earbuds"]
+
+
+def test_add_refuses_a_damaged_store_before_any_work(store, dask_client, tmp_path):
+    bad = garbage(StoreLayout(store).lists_state)
+    (tmp_path / "new.jsonl").write_text(json.dumps({"id": "added-later", "title": "Wireless earbuds"}) + "\n")
+    with pytest.raises(StoreError, match=re.escape(str(bad))):
+        api.add([tmp_path / "new.jsonl"], store, client=dask_client)
+    assert not StoreLayout(store).shard("added-later").exists()  # nothing was analysed
 
 
 def test_lists_failure_still_writes_report(store, manifest, dask_client):
