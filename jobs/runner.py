@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from reelsim.config import Config
-from reelsim.errors import ReelsimError, StoreError
+from reelsim.errors import ReelsimError, StoreError, UsageError, WeightsNotFoundError
 from reelsim.extractors.registry import model_stamps
 from reelsim.jobs.tables import terminal_safe
 from reelsim.jobs.tasks import START_TOPIC, process_item, status_row
@@ -347,13 +347,14 @@ def lists_error(e: BaseException) -> str:
 
 
 def raise_lists_failure(e: BaseException, report: RunReport) -> None:
-    """Raise for a failed lists stage: the cause's class (2 for usage and store errors), with ``.report``.
+    """Raise for a failed lists stage: a usage, store or weights error stays one (exit 2), with ``.report``.
 
     A bug (not a :class:`ReelsimError` or ``OSError``) is re-raised as it is.
     """
     if not isinstance(e, (ReelsimError, OSError)):
         raise e
-    cls = StoreError if isinstance(e, OSError) else type(e)
+    cls = next((c for c in (UsageError, StoreError, WeightsNotFoundError) if isinstance(e, c)),
+               StoreError if isinstance(e, OSError) else ReelsimError)
     out = cls(f"the lists stage failed after every item was processed: {report.lists['error']}; report.json has "
               "each item's status; fix the cause and run again (finished items are kept)")
     out.report = report

@@ -88,7 +88,7 @@ def _first_frame_rotation(container, stream) -> int:
     errors = PacketErrors(LimitConfig().max_decode_errors, "")
     try:
         for frame in _decoded(container, stream, "video", errors):
-            if not isinstance(frame, float):
+            if not isinstance(frame, Skipped):
                 return quarter_turns(frame.rotation) * 90
     except (_ContainerDamaged, MediaError):
         pass
@@ -166,12 +166,18 @@ class _ContainerDamaged(Exception):
     """The demuxer itself failed: nothing after this point of the file can be found."""
 
 
+class Skipped(NamedTuple):
+    """In place of the frames of a packet the decoder rejected: how long they would have lasted (s, 0 if unknown)."""
+
+    seconds: float
+
+
 def _decoded(container, stream, kind: str, errors: PacketErrors):
     """Frames of ``stream``, decoded packet by packet.
 
     A packet the decoder rejects is skipped and counted in ``errors``; in its
-    place the seconds it would have lasted are yielded (a float; 0.0 when
-    unknown). Raises :class:`_ContainerDamaged` when demuxing fails.
+    place a :class:`Skipped` is yielded. Raises :class:`_ContainerDamaged`
+    when demuxing fails.
     """
     import av
 
@@ -187,7 +193,7 @@ def _decoded(container, stream, kind: str, errors: PacketErrors):
             frames = packet.decode()
         except av.error.FFmpegError as e:
             errors.skip(kind, e)
-            yield float(packet.duration * packet.time_base) if packet.duration and packet.time_base else 0.0
+            yield Skipped(float(packet.duration * packet.time_base) if packet.duration and packet.time_base else 0.0)
             continue
         yield from frames
 
@@ -266,7 +272,7 @@ def iter_frames(path: str, *, short_side: int, skip_loop_filter: bool = False,
         index = 0
         try:
             for frame in _decoded(container, stream, "video", errors):
-                if isinstance(frame, float):  # a skipped packet
+                if isinstance(frame, Skipped):
                     continue
                 t = frame.time if frame.time is not None else math.nan
                 rgb = frame.to_ndarray(width=w, height=h, format="rgb24")
@@ -324,7 +330,7 @@ def iter_audio(path: str, *, rate: int, chunk_s: float = 10.0,
 
         try:
             for frame in _decoded(container, stream, "audio", errors):
-                got = [np.zeros(int(round(frame * rate)), np.float32)] if isinstance(frame, float) \
+                got = [np.zeros(int(round(frame.seconds * rate)), np.float32)] if isinstance(frame, Skipped) \
                     else converted(resampler.resample(frame))
                 for samples in got:
                     parts.append(samples)

@@ -19,9 +19,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from reelsim.errors import DamagedStoreError, UsageError
+from reelsim.errors import UsageError
 from reelsim.storage.layout import StoreLayout
-from reelsim.storage.shards import open_shard
+from reelsim.storage.shards import check_shard
 
 
 @dataclass(frozen=True)
@@ -41,31 +41,23 @@ def shard_stamps(path: Path) -> tuple[str, dict[str, ModelStamp]]:
 
     try:
         with h5py.File(path, "r") as f:
-            return str(f.attrs.get("item_id", "")), _stamps(f)
+            feats = f.get("features", {})
+            return str(f.attrs.get("item_id", "")), {
+                m: ModelStamp(str(feats[m].attrs.get("model", "")), str(feats[m].attrs.get("weights_sha256", "")))
+                for m in feats
+            }
     except OSError:  # half-written or damaged: it is recomputed like any stale shard
         return "", {}
 
 
-def _stamps(f) -> dict[str, ModelStamp]:
-    """Modality -> stamp of an open shard."""
-    feats = f.get("features", {})
-    return {m: ModelStamp(str(feats[m].attrs.get("model", "")), str(feats[m].attrs.get("weights_sha256", "")))
-            for m in feats}
-
-
 def usable_shards(store: Path, expected: dict[str, ModelStamp]) -> dict[str, Path]:
-    """{item id: shard} of every complete shard that sits where its id says and whose features all come
-    from the ``expected`` models (a damaged shard, or one of another model, is left out)."""
+    """{item id: shard} of every sound shard (:func:`~reelsim.storage.shards.check_shard`) whose features
+    all come from the ``expected`` models (a damaged shard, or one of another model, is left out)."""
     layout = StoreLayout(store)
     out = {}
     for path in layout.shard_files():
-        try:
-            with open_shard(path) as f:
-                item_id = str(f.attrs["item_id"])
-                stamps = _stamps(f)
-        except DamagedStoreError:
-            continue
-        if layout.shard(item_id) == path and all(expected.get(m, s) == s for m, s in stamps.items()):
+        item_id, wrong = check_shard(layout, path)
+        if wrong is None and all(expected.get(m, s) == s for m, s in shard_stamps(path)[1].items()):
             out[item_id] = path
     return out
 

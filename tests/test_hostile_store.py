@@ -199,14 +199,26 @@ def test_add_refuses_a_damaged_store_before_any_work(store, dask_client, tmp_pat
     assert not StoreLayout(store).shard("added-later").exists()  # nothing was analysed
 
 
-def test_lists_failure_still_writes_report(store, manifest, dask_client):
+def lists_is_a_file(store: Path) -> str:
+    shutil.rmtree(StoreLayout(store).lists_dir)
+    StoreLayout(store).lists_dir.write_text("not a folder")
+    return str(StoreLayout(store).lists_dir)
+
+
+@pytest.mark.parametrize("cause,error,says", [
+    ("index-for-another-dimension", UsageError, lambda s: "PQ7"),  # valid FAISS syntax, not for this dimension
+    ("lists-is-a-file", StoreError, lists_is_a_file),
+])
+def test_lists_failure_still_writes_report(store, manifest, dask_client, cause, error, says):
     StoreLayout(store).report.unlink()
-    cfg = Config().with_overrides(fusion={"k": 5, "index": "PQ7"})  # valid FAISS syntax, not for this dimension
-    with pytest.raises(UsageError, match="the lists stage failed.*PQ7"):
+    cfg = Config().with_overrides(fusion={"k": 5, "index": "PQ7" if cause.startswith("index") else "auto"})
+    said = says(store)
+    with pytest.raises(error, match="the lists stage failed after every item was processed") as e:
         run_items([manifest], store, dask_client, cfg)
     report = json.loads(StoreLayout(store).report.read_text(encoding="utf-8"))
-    assert "PQ7" in report["lists"]["error"]
+    assert said in report["lists"]["error"] and said in str(e.value)
     assert report["summary"]["cached"] == 10 and report["summary"]["total"] == len(report["items"])
+    assert e.value.report.lists == report["lists"]
 
 
 def _as_unprivileged(argv: list[str]) -> list[str]:
