@@ -47,3 +47,6 @@ class DamagedStoreError(StoreError):
     def __init__(self, path, what: str, redo: str, message: str | None = None):
         super().__init__(message or f"damaged store file {path}: {what}; {self.REMEDY[redo]}")
         self.path, self.what, self.redo = str(path), what, redo
+
+    def __reduce__(self):  # pickled with its fields (e.g. between Dask processes)
+        return type(self), (self.path, self.what, self.redo, str(self))

@@ -169,12 +169,7 @@ class GroupedIndex:
             Missing or unreadable manifest or index file.
         """
         folder = Path(folder)
-        try:
-            body = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:  # ValueError: bad JSON, or bytes that are not UTF-8
-            raise DamagedStoreError(folder / MANIFEST, f"cannot be read as JSON ({e})", "lists") from None
-        if not isinstance(body, dict) or body.get("format") != FORMAT:
-            raise DamagedStoreError(folder / MANIFEST, "not a reelsim grouped index", "lists")
+        body = read_manifest(folder)
         indexes, plans = {}, {}
         try:
             for c, g in body["groups"].items():
@@ -185,6 +180,27 @@ class GroupedIndex:
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise DamagedStoreError(folder / MANIFEST, f"inconsistent index manifest ({e.__class__.__name__}: {e})",
                                     "lists") from None
+
+
+def read_manifest(folder: str | os.PathLike) -> dict:
+    """The index manifest (``index.json``) of ``folder``, after checking that every index file it names exists.
+
+    Raises
+    ------
+    DamagedStoreError
+        Unreadable, not a grouped-index manifest, or naming a missing file.
+    """
+    path = Path(folder) / MANIFEST
+    try:
+        body = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:  # ValueError: bad JSON, or bytes that are not UTF-8
+        raise DamagedStoreError(path, f"cannot be read as JSON ({e})", "lists") from None
+    if not isinstance(body, dict) or body.get("format") != FORMAT or not isinstance(body.get("files"), dict):
+        raise DamagedStoreError(path, "not a reelsim grouped index", "lists")
+    missing = [f for f in body["files"].values() if not (Path(folder) / str(f)).is_file()]
+    if missing:
+        raise DamagedStoreError(path, f"names index file {missing[0]!r}, which is not there", "lists")
+    return body
 
 
 def exists(folder: str | os.PathLike) -> bool:

@@ -26,6 +26,7 @@ from reelsim.similarity.fusion import (
 )
 from reelsim.similarity.grouped import GroupedIndex
 from reelsim.similarity.grouped import exists as grouped_index_exists
+from reelsim.similarity.grouped import read_manifest
 from reelsim.similarity.hygiene import Hygiene
 from reelsim.similarity.knn import knn_graph
 from reelsim.similarity.rebuild import (
@@ -37,11 +38,13 @@ from reelsim.similarity.rebuild import (
 )
 from reelsim.storage.atomic import write_text_atomic
 from reelsim.storage.layout import StoreLayout
-from reelsim.storage.lists import read_lists, read_parquet_table, write_lists
+from reelsim.storage.catalog import read_catalog
+from reelsim.storage.lists import check_parquet, read_lists, write_lists
 
 
 def check_can_add(store: Path) -> None:
-    """Before any item is analysed: the store has a readable catalog, items.json, index and list state.
+    """Before any item is analysed, quickly: the store's catalog, items.json, index manifest, list state and
+    lists are there and read (headers only where a file is large).
 
     Raises
     ------
@@ -49,14 +52,14 @@ def check_can_add(store: Path) -> None:
         Something ``reelsim add`` needs is missing or damaged (the message names it).
     """
     layout = StoreLayout(store)
-    load_catalog(layout.require_catalog())
+    read_catalog(layout.require_catalog(), vectors=False)
     load_items_meta(layout.items_meta)
     if not grouped_index_exists(layout.index_dir):
         raise StoreError(f"{layout.root} has no per-group index (made by an older reelsim): "
                          f"run `reelsim lists --store {layout.root}` once, then add")
-    GroupedIndex.load(layout.index_dir)
+    read_manifest(layout.index_dir)
     load_state(layout)
-    read_parquet_table(layout.list_file("parquet"))
+    check_parquet(layout.list_file("parquet"))
 
 
 def add_items(store: Path, new_ids: list[str], fusion: FusionConfig, *, progress: bool = False,

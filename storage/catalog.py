@@ -58,8 +58,8 @@ def write_catalog(path: str | os.PathLike, arrays: CatalogArrays) -> None:
                     g.create_dataset("projection", data=arrays.projections[m])
 
 
-def read_catalog(path: str | os.PathLike) -> CatalogArrays:
-    """Read a file written by :func:`write_catalog`.
+def read_catalog(path: str | os.PathLike, *, vectors: bool = True) -> CatalogArrays:
+    """Read a file written by :func:`write_catalog` (``vectors=False``: only its ids and weights, a quick check).
 
     Raises
     ------
@@ -77,7 +77,7 @@ def read_catalog(path: str | os.PathLike) -> CatalogArrays:
                 raise DamagedStoreError(path, f"not a reelsim catalog (format {f.attrs.get('format')!r})", "run")
             weights: Mapping = json.loads(f.attrs["weights"])
             ids = [str(s) for s in f["ids"].asstr()[()]]
-            groups = [m for m in MODALITIES if m in f]
+            groups = [m for m in MODALITIES if m in f] if vectors else []
             return CatalogArrays(
                 ids=ids,
                 vectors={m: f[m]["vectors"][()] for m in groups},

@@ -167,6 +167,27 @@ def read_parquet_table(path: str | os.PathLike):
     return table
 
 
+def check_parquet(path: str | os.PathLike) -> None:
+    """A quick check that a list file is there and its Parquet footer and columns read (no rows are read).
+
+    Raises
+    ------
+    StoreError
+        Missing, or :class:`DamagedStoreError` naming it.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not os.path.isfile(path):
+        raise StoreError(f"no neighbour list at {os.fspath(path)!r}")
+    try:
+        names = pq.read_schema(path).names
+    except (OSError, pa.ArrowException) as e:
+        raise DamagedStoreError(os.fspath(path), f"cannot be read as a list file ({e})", "lists") from None
+    if tuple(names) != COLUMNS:
+        raise DamagedStoreError(os.fspath(path), f"has columns {names}, expected {list(COLUMNS)}", "lists")
+
+
 def read_parquet(path: str | os.PathLike) -> list[dict]:
     """Rows (dicts with keys :data:`COLUMNS`) of a list file (:func:`read_parquet_table`)."""
     return read_parquet_table(path).to_pylist()
