@@ -42,8 +42,17 @@ def nominal_step(fps: float) -> float:
     return 1.0 / fps if np.isfinite(fps) and fps > 0 else 1.0 / 25.0
 
 
+#: Frames a decoder may deliver out of timestamp order (B-frames in an AVI, whose packets carry no
+#: presentation time): a step back within this many frame durations is reordering, not a jump.
+REORDER_FRAMES = 16
+
+
 def checked_times(times, fps: float, *, max_gap_s: float) -> tuple[np.ndarray, list[TimestampJump]]:
-    """Frame presentation times from 0, with every jump re-based.
+    """Frame presentation times from 0, in order, with every jump re-based.
+
+    A step back by at most :data:`REORDER_FRAMES` frame durations is local
+    reordering (the times are sorted within their run, no warning); a step
+    back by more, or forward by more than ``max_gap_s``, is a jump.
 
     Parameters
     ----------
@@ -57,23 +66,29 @@ def checked_times(times, fps: float, *, max_gap_s: float) -> tuple[np.ndarray, l
     Returns
     -------
     times : float64 (N,)
-        Starting at 0.0; equal to ``times - times[0]`` when there is no jump.
-        Without timestamps (any NaN), frames at the nominal rate.
+        Non-decreasing, starting at 0.0; equal to ``times - times[0]`` when
+        they were in order without a jump. Without timestamps (any NaN),
+        frames at the nominal rate.
     jumps : list of TimestampJump
-        The steps that were replaced by the median of the others.
+        The steps that were replaced by the typical step (the median of the others).
     """
     t = np.asarray(times, dtype=np.float64)
     if t.size == 0 or np.isnan(t).any():
         return np.arange(t.size) * nominal_step(fps), []
     d = np.diff(t)
-    bad = (d <= 0) | (d > max_gap_s)
-    if not bad.any():
-        return t - t[0], []
-    typical = float(np.median(d[~bad])) if (~bad).any() else nominal_step(fps)
-    removed = np.where(bad, d - typical, 0.0)
-    out = t - t[0] - np.concatenate([[0.0], np.cumsum(removed)])
-    jumps = [TimestampJump(int(i) + 1, float(d[i]), float(removed[i])) for i in np.flatnonzero(bad)]
-    return out, jumps
+    back = -REORDER_FRAMES * min(nominal_step(fps), max_gap_s)
+    cuts = np.flatnonzero((d > max_gap_s) | (d < back))
+    runs = np.split(t, cuts + 1)
+    runs = [np.sort(r) for r in runs]  # local reordering within a run
+    steps = np.concatenate([np.diff(r) for r in runs])
+    positive = steps[steps > 0]
+    typical = float(np.median(positive)) if positive.size else nominal_step(fps)
+    out, jumps = [runs[0] - runs[0][0]], []
+    for n in range(1, len(runs)):  # each run follows on from the one before, one typical step later
+        i = int(cuts[n - 1])
+        jumps.append(TimestampJump(i + 1, float(d[i]), float(runs[n][0] - runs[n - 1][-1] - typical)))
+        out.append(runs[n] - runs[n][0] + out[-1][-1] + typical)
+    return np.concatenate(out), jumps
 
 
 def describe_jumps(jumps: list[TimestampJump]) -> str:

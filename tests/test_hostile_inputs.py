@@ -312,11 +312,15 @@ def test_timestamps_are_checked_and_rebased():
     t[50:] += 3600  # a PTS discontinuity
     times, jumps = checked_times(t, fps, max_gap_s=10.0)
     assert times[0] == 0.0 and np.allclose(np.diff(times), 1 / fps)
-    assert [(j.frame, round(j.step_s, 2)) for j in jumps] == [(50, 3600.04)]
+    assert [(j.frame, round(j.step_s, 2), round(j.removed_s, 2)) for j in jumps] == [(50, 3600.04, 3600.0)]
     wrapped = np.arange(100) / fps + 95442.0
     wrapped[60:] -= 2**33 / 90000  # a 33-bit MPEG-TS wraparound that the demuxer did not correct
     times, jumps = checked_times(wrapped, fps, max_gap_s=10.0)
     assert np.allclose(times, np.arange(100) / fps) and jumps[0].frame == 60 and jumps[0].step_s < 0
+    avi = np.arange(12) / fps
+    avi[[4, 5]], avi[[7, 8]] = avi[[5, 4]], avi[[8, 7]]  # B-frames out of timestamp order (an AVI): no jump
+    times, jumps = checked_times(avi, fps, max_gap_s=10.0)
+    assert not jumps and np.allclose(times, np.arange(12) / fps)
     vfr = np.concatenate([np.arange(25) / 25, 1 + np.arange(20) / 10])  # real rate changes are no jump
     times, jumps = checked_times(vfr, fps, max_gap_s=10.0)
     assert not jumps and np.allclose(times, vfr)
