@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -406,7 +407,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if getattr(args, "store", None) is not None:
             StoreLayout(args.store).check_root()
-        return COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)
+        sys.stdout.flush()  # a reader that has gone shows here, not as an error at exit
+        return code
     except (UsageError, StoreError, WeightsNotFoundError) as e:
         print(f"reelsim {args.command}: error: {terminal_safe(e)}", file=sys.stderr)
         return 2
@@ -416,6 +419,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; re-run the same command to resume (finished items are kept)", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `reelsim shots X | head`: the reader has gone, that is all
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -246,3 +246,13 @@ def test_read_only_store(store, manifest, command):
             p.chmod(p.stat().st_mode | 0o200)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr and "cannot write" in proc.stderr and str(store) in proc.stderr
+
+
+@pytest.mark.slow
+def test_output_into_a_closed_pipe_is_no_traceback(run_store):
+    """`reelsim shots ITEM | head -0`: the reader has gone."""
+    proc = subprocess.Popen([sys.executable, "-m", "reelsim.jobs.cli", "shots", "fractal", "--store",
+                             str(run_store[0])], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # gone before anything was written
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 0 and b"Error" not in err, err
