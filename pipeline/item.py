@@ -21,9 +21,9 @@ from reelsim.extractors.shots import audio_continuous, colour_signature, group_s
 from reelsim.extractors.video import sample_frames
 from reelsim.pipeline import decode
 from reelsim.pipeline.images import load_image
-from reelsim.pipeline.timeline import checked_times, describe_jumps
 from reelsim.pipeline.prefetch import prefetch
 from reelsim.pipeline.segment import Clip, Keyframe, ShotPass
+from reelsim.pipeline.timeline import checked_times, describe_jumps
 from reelsim.storage.manifest import Item
 from reelsim.storage.schema import Embedding, ItemFeatures, VideoStructure
 from reelsim.storage.thumbnails import jpeg_thumbnail
