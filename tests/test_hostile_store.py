@@ -10,6 +10,7 @@ would redo.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -223,8 +224,6 @@ def test_lists_failure_still_writes_report(store, manifest, dask_client, cause, 
 
 def _as_unprivileged(argv: list[str]) -> list[str]:
     """``argv`` run so that file permissions apply (root without the capabilities that bypass them)."""
-    import os
-
     if os.geteuid() != 0:
         return argv
     if not shutil.which("setpriv"):
