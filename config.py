@@ -269,6 +269,35 @@ class FusionConfig:
 
 
 @dataclass(frozen=True)
+class LimitConfig:
+    """How much broken or oversized input reelsim accepts, and how it repairs what it accepts.
+
+    These settings decide whether an input is used, not what is computed from
+    one that is: they are left out of :meth:`Config.feature_hash`.
+
+    max_image_pixels : an image larger than this (width x height) is refused
+        before it is decoded (a 20 KB PNG can hold 13000 x 13000 pixels, about
+        4 GB of worker memory); 50 megapixels is larger than any product photo.
+    max_decode_errors : corrupt packets skipped in one item's video and audio
+        streams together (each is counted, reported as ``decode_errors`` and
+        warned about); one more and the item fails.
+    max_frame_gap_s : two consecutive video frames whose timestamps step
+        backwards, or forwards by more than this, are a timestamp jump (a PTS
+        discontinuity or wraparound): a warning, and later frames are re-based
+        to follow on at the stream's frame rate.
+    """
+
+    max_image_pixels: int = 50_000_000
+    max_decode_errors: int = 100
+    max_frame_gap_s: float = 10.0
+
+    def __post_init__(self):
+        _at_least("limits", self, 1, "max_image_pixels")
+        _at_least("limits", self, 0, "max_decode_errors")
+        _at_least("limits", self, 1e-3, "max_frame_gap_s")
+
+
+@dataclass(frozen=True)
 class JobConfig:
     """How the batch runs on the cluster (never changes stored features).
 
@@ -292,6 +321,10 @@ class JobConfig:
         ``/dev/shm``, memory-mapped; workers on the driver's machine only),
         ``dask`` (Dask's worker-to-worker transfer), ``auto`` (shm when every
         worker runs on the driver's machine, else dask).
+    dashboard_address : where a local cluster's Dask dashboard listens.  It
+        has no authentication and shows file paths and item ids, so the
+        default is this machine only (``127.0.0.1``, a free port); ``:8787``
+        opens it to the network (``--dashboard-address``).
     """
 
     item_timeout_s: float = 3600.0
@@ -299,6 +332,7 @@ class JobConfig:
     cross_item: str = "auto"
     gpu_batch: int = 256
     clip_transport: str = "auto"
+    dashboard_address: str = "127.0.0.1:0"
 
     def __post_init__(self):
         _at_least("jobs", self, 0, "item_timeout_s")
@@ -306,6 +340,8 @@ class JobConfig:
         _require("jobs", "cross_item", self.cross_item, self.cross_item in CROSS_ITEM, " or ".join(CROSS_ITEM))
         _require("jobs", "clip_transport", self.clip_transport, self.clip_transport in CLIP_TRANSPORTS,
                  " or ".join(CLIP_TRANSPORTS))
+        _require("jobs", "dashboard_address", self.dashboard_address,
+                 isinstance(self.dashboard_address, str) and ":" in self.dashboard_address, "HOST:PORT or :PORT")
 
 
 @dataclass(frozen=True)
@@ -317,6 +353,7 @@ class Config:
     fusion: FusionConfig = field(default_factory=FusionConfig)
     thumbnails: ThumbnailConfig = field(default_factory=ThumbnailConfig)
     jobs: JobConfig = field(default_factory=JobConfig)
+    limits: LimitConfig = field(default_factory=LimitConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -329,11 +366,12 @@ class Config:
 
         Device, batch size, precision and prefetch depth are excluded: they
         change speed, not results beyond floating-point noise (precision is
-        recorded in each modality's provenance); so are the fusion and job settings.
+        recorded in each modality's provenance); so are the fusion, job and
+        input-limit settings.
         """
         d = self.to_dict()
-        d.pop("fusion")
-        d.pop("jobs")
+        for section in ("fusion", "jobs", "limits"):
+            d.pop(section)
         for speed_only in ("device", "batch_size", "precision", "prefetch_batches"):
             d["models"].pop(speed_only)
         blob = json.dumps(d, sort_keys=True).encode()

@@ -32,3 +32,21 @@ class WeightsNotFoundError(ReelsimError):
 
 class StoreError(ReelsimError):
     """The feature store is missing, locked or inconsistent."""
+
+
+class DamagedStoreError(StoreError):
+    """A file of the store that cannot be read as what reelsim wrote (truncated, overwritten, incomplete).
+
+    ``path`` names the file, ``what`` says what is wrong with it and ``redo``
+    which command rewrites it: ``run`` (shards, the catalog, items.json) or
+    ``lists`` (indexes, list state, lists). The message says all three.
+    """
+
+    REMEDY = {"run": "`reelsim run` over the catalog's inputs rebuilds it", "lists": "`reelsim lists` rebuilds it"}
+
+    def __init__(self, path, what: str, redo: str, message: str | None = None):
+        super().__init__(message or f"damaged store file {path}: {what}; {self.REMEDY[redo]}")
+        self.path, self.what, self.redo = str(path), what, redo
+
+    def __reduce__(self):  # pickled with its fields (e.g. between Dask processes)
+        return type(self), (self.path, self.what, self.redo, str(self))

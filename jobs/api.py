@@ -24,6 +24,7 @@ builds (checked when built)::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Sequence
@@ -36,7 +37,8 @@ from reelsim.errors import StoreError, UnknownItemError
 from reelsim.jobs.runner import RunReport, run_catalog
 from reelsim.similarity.catalog import load_catalog
 from reelsim.similarity.lookup import Lookup
-from reelsim.similarity.rebuild import index_and_lists
+from reelsim.similarity.incremental import check_can_add
+from reelsim.similarity.rebuild import relist
 from reelsim.storage.layout import StoreLayout
 from reelsim.storage.lists import Neighbor, read_parquet_table
 from reelsim.storage.shards import read_item_features, read_shots
@@ -74,7 +76,7 @@ def run(inputs: str | os.PathLike | Sequence[str | os.PathLike], store: str | os
 def add(inputs: str | os.PathLike | Sequence[str | os.PathLike], store: str | os.PathLike, config: Config | None = None,
         *, workers: int | None = None, scheduler: str | None = None, client=None, progress: bool = False) -> RunReport:
     """Analyse new items and add them to an existing store's index and lists (``reelsim add``)."""
-    StoreLayout(store).require_catalog()
+    check_can_add(Path(store))
     return run_catalog(_paths(inputs), Path(store), config or Config(), scheduler=scheduler, workers=workers,
                        progress=progress, lists="add", client=client)
 
@@ -143,11 +145,12 @@ class Store:
             raise StoreError(f"cannot read {self.layout.report}: {e}") from e
 
     def rebuild_lists(self, fusion: FusionConfig | None = None, *, progress: bool = False) -> dict:
-        """Rebuild the indexes and every list from the stored catalog (``reelsim lists``); a summary."""
-        cat, stored_w = load_catalog(self.layout.require_catalog())
-        fusion = fusion or FusionConfig(weights=stored_w)
+        """Rebuild the indexes and every list from the stored catalog (``reelsim lists``); a summary.
+
+        Holds the store's lock meanwhile (:class:`~reelsim.storage.lock.StoreLockedError` when a run holds it).
+        """
         self._lookups.clear()
-        return index_and_lists(self.path, fusion, cat_norm=cat, progress=progress)
+        return relist(self.path, dataclasses.asdict(fusion) if fusion else None, progress=progress)
 
 
 def open_store(path: str | os.PathLike) -> Store:

@@ -1,8 +1,11 @@
 """``reelsim``: a thin command line over the runner, the store and the registries.
 
 Exit codes: 0 success; 2 usage errors (bad flags, unknown item id, missing
-store, a model's weights file not found); 3 a batch where some items failed and the rest completed; 1 any
-other error.
+store, a model's weights file not found) and store errors (a store in use by
+another command, one that cannot be written, a damaged file: the message names
+it); 3 a batch where some items failed and the rest completed, an export that
+left out damaged shards, or ``verify`` finding damage; 1 any other error.
+Text that comes from the inputs (ids, titles, paths) is printed terminal-safe.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -20,11 +24,13 @@ from reelsim.extractors import detectors, registry
 from reelsim.extractors.device import check_amp, resolve_device
 from reelsim.jobs.demo import run_demo
 from reelsim.jobs.report import write_html_report
-from reelsim.jobs.runner import run_catalog
-from reelsim.jobs.tables import neighbors_json, neighbors_text
-from reelsim.similarity.catalog import load_catalog
+from reelsim.jobs.runner import EXIT_PARTIAL, run_catalog
+from reelsim.jobs.tables import neighbors_json, neighbors_text, terminal_safe
+from reelsim.similarity.incremental import check_can_add
+from reelsim.similarity.index_choice import check_index_spec
 from reelsim.similarity.lookup import Lookup
-from reelsim.similarity.rebuild import index_and_lists
+from reelsim.similarity.rebuild import relist
+from reelsim.similarity.verify import verify_store
 from reelsim.storage.export import export
 from reelsim.storage.layout import StoreLayout
 from reelsim.storage.shards import read_shots
@@ -42,6 +48,7 @@ examples:
   reelsim lists --store out/ --dedup 0.95 --blocklist "lottery" --blocklist-threshold 0.6
   reelsim report --store out/ --to report.html --sample 20
   reelsim export --store out/ --format hdf5 --to features.h5
+  reelsim verify --store out/                      # is every file whole? what would run/lists redo?
   reelsim models                                   # which models this machine can run
 
 manifest rows (.jsonl or .csv) have any of: id, video, image, title, description;
@@ -70,6 +77,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    help="video/audio model arithmetic (default: auto = bf16 autocast on CUDA, "
                    "fp16 on GPUs without bf16, fp32 on CPU)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.add_argument("--dashboard-address", metavar="HOST:PORT", help="where a local cluster's Dask dashboard "
+                   "listens (default: 127.0.0.1:0, this machine only; it has no authentication: ':8787' opens it "
+                   "to the network)")
     m = p.add_argument_group("models (see `reelsim models`)")
     m.add_argument("--video-model", metavar="NAME", choices=registry.names("visual"),
                    help="3D-CNN for shot clips: %(choices)s (default: effnet-lite0-inflated)")
@@ -205,6 +215,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", required=True, choices=("hdf5", "parquet", "jsonl"))
     p.add_argument("--to", required=True, type=Path, metavar="PATH")
 
+    p = sub.add_parser("verify", help="check every file of a store and their consistency",
+                       description="Read every shard, the catalog, items.json, the FAISS indexes, the list state "
+                       "and the list files the way the commands read them, and check them against each other. "
+                       "Names each damaged or inconsistent file and whether `reelsim run` (items, catalog) or "
+                       "`reelsim lists` (index, lists) redoes it; changes nothing. Exit 0: clean; 3: damaged; "
+                       "2: not a store.")
+    p.add_argument("--store", required=True, type=Path, metavar="DIR")
+    p.add_argument("--json", action="store_true", help="machine-readable JSON")
+
     p = sub.add_parser("demo", help="generate a sample catalog with ffmpeg and run everything on it")
     p.add_argument("--store", type=Path, default=Path("reelsim-demo"), metavar="DIR",
                    help="where sample media and results go (default: ./reelsim-demo)")
@@ -247,7 +266,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         shots={"detector": args.shot_detector, **{dest: getattr(args, dest) for dest in SHOT_FLAGS.values()}},
         fusion=fusion_overrides(args),
         thumbnails={"max_side": args.thumbnail_size},
-        jobs={"item_timeout_s": args.item_timeout},
+        jobs={"item_timeout_s": args.item_timeout, "dashboard_address": args.dashboard_address},
     ).with_settings(args.settings)
 
 
@@ -257,6 +276,7 @@ def check_runnable(cfg: Config) -> None:
     Raises UsageError (unknown name, no CUDA) or WeightsNotFoundError (a weights file that is not here).
     """
     resolve_device(cfg.models.device)
+    check_index_spec(cfg.fusion.index)
     if cfg.shots.detector not in detectors.names():
         raise UsageError(f"unknown shot detector {cfg.shots.detector!r}; available: {', '.join(detectors.names())}")
     paths = {"visual": cfg.models.video_weights, "audio": cfg.models.audio_weights}
@@ -268,10 +288,15 @@ def _run_catalog(args, lists: str) -> int:
     """``run`` (lists="rebuild") and ``add`` (lists="add": the store must have an index)."""
     cfg = config_from_args(args)
     if lists == "add":
-        StoreLayout(args.store).require_catalog()
+        check_can_add(args.store)
     check_runnable(cfg)
-    report = run_catalog(args.inputs, args.store, cfg, scheduler=args.scheduler, workers=args.workers,
-                         progress=not args.no_progress, re_extract=args.re_extract, lists=lists)
+    try:
+        report = run_catalog(args.inputs, args.store, cfg, scheduler=args.scheduler, workers=args.workers,
+                             progress=not args.no_progress, re_extract=args.re_extract, lists=lists)
+    except ReelsimError as e:  # the lists stage failed: the items' summary first, then the error
+        if getattr(e, "report", None) is not None:
+            print(e.report.describe(args.store))
+        raise
     print(report.describe(args.store))
     return report.exit_code
 
@@ -285,12 +310,8 @@ def cmd_add(args) -> int:
 
 
 def cmd_lists(args) -> int:
-    fusion = fusion_overrides(args)
-    cat, stored_w = load_catalog(StoreLayout(args.store).require_catalog())
-    fusion.setdefault("weights", stored_w)
-    cfg = Config().with_overrides(fusion=fusion)
-    summary = index_and_lists(args.store, cfg.fusion, cat_norm=cat, progress=not args.no_progress,
-                              text_model=cfg.models.text)
+    summary = relist(args.store, fusion_overrides(args), progress=not args.no_progress,
+                     text_model=ModelConfig.text)
     print(json.dumps(summary))
     return 0
 
@@ -300,7 +321,7 @@ def cmd_shots(args) -> int:
     if args.json:
         print(json.dumps(rec, ensure_ascii=False))
         return 0
-    print(f"{rec['item']}: {len(rec['shots'])} shots, {len(rec['scenes'])} scenes, "
+    print(f"{terminal_safe(rec['item'])}: {len(rec['shots'])} shots, {len(rec['scenes'])} scenes, "
           f"{rec['n_frames']} frames at {rec['fps']:.3f} fps")
     scene_of = {i: n for n, sc in enumerate(rec["scenes"]) for i in range(sc["start_shot"], sc["end_shot"])}
     print(f"{'shot':>5} {'scene':>5} {'frames':>15} {'seconds':>17}  entered by")
@@ -334,9 +355,20 @@ def cmd_report(args) -> int:
 
 
 def cmd_export(args) -> int:
-    n = export(args.store, args.format, args.to)
+    n, skipped = export(args.store, args.format, args.to)
     print(f"exported {n} {'items' if args.format == 'hdf5' else 'rows'} to {args.to}")
-    return 0
+    for why in skipped:
+        print(f"reelsim export: left out: {terminal_safe(why)}", file=sys.stderr)
+    return EXIT_PARTIAL if skipped else 0
+
+
+def cmd_verify(args) -> int:
+    verdict = verify_store(args.store)
+    if args.json:
+        print(json.dumps(verdict.to_json(), ensure_ascii=False))
+    else:
+        print("\n".join(terminal_safe(line) for line in verdict.describe()))
+    return 0 if verdict.ok else EXIT_PARTIAL
 
 
 def cmd_demo(args) -> int:
@@ -361,23 +393,30 @@ def cmd_models(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "add": cmd_add, "lists": cmd_lists, "shots": cmd_shots, "similar": cmd_similar, "report": cmd_report, "export": cmd_export,
-            "demo": cmd_demo, "models": cmd_models}
+COMMANDS = {"run": cmd_run, "add": cmd_add, "lists": cmd_lists, "shots": cmd_shots, "similar": cmd_similar,
+            "report": cmd_report, "export": cmd_export, "verify": cmd_verify, "demo": cmd_demo, "models": cmd_models}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        if getattr(args, "store", None) is not None:
+            StoreLayout(args.store).check_root()
+        code = COMMANDS[args.command](args)
+        sys.stdout.flush()  # a reader that has gone shows here, not as an error at exit
+        return code
     except (UsageError, StoreError, WeightsNotFoundError) as e:
-        print(f"reelsim {args.command}: error: {e}", file=sys.stderr)
+        print(f"reelsim {args.command}: error: {terminal_safe(e)}", file=sys.stderr)
         return 2
     except ReelsimError as e:
-        print(f"reelsim {args.command}: error: {e}", file=sys.stderr)
+        print(f"reelsim {args.command}: error: {terminal_safe(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted; re-run the same command to resume (finished items are kept)", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `reelsim shots X | head`: the reader has gone, that is all
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -21,8 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from reelsim.config import MODALITIES, Config
+from reelsim.errors import ReelsimError, StoreError, UsageError, WeightsNotFoundError
 from reelsim.extractors.registry import model_stamps
 from reelsim.jobs.gpu_stage import CrossItemRun, local_client, wants_cross_item
+from reelsim.jobs.tables import terminal_safe
 from reelsim.jobs.tasks import START_TOPIC, models_needed, process_item, status_row
 from reelsim.jobs.watch import ItemWatch
 from reelsim.similarity.incremental import add_items
@@ -31,7 +33,7 @@ from reelsim.storage.atomic import write_text_atomic
 from reelsim.storage.layout import StoreLayout, item_key
 from reelsim.storage.lock import StoreLock
 from reelsim.storage.manifest import read_inputs
-from reelsim.storage.provenance import guard_model_change
+from reelsim.storage.provenance import guard_model_change, usable_shards
 from reelsim.storage.shards import remove_stale_temp_files
 
 EXIT_OK = 0
@@ -67,11 +69,14 @@ class RunReport:
         s = self.summary()
         lines = [f"{s['total']} items: {s['ok']} processed, {s['cached']} unchanged, {s['failed']} failed "
                  f"in {self.wall_s:.1f} s; store: {store}"]
-        lines += [f"  FAILED {r['item']}: {r['reason']}" for r in self.failed]
-        lines += [f"  retried {r['item']}: ran {r['attempts']} times (a worker was lost), {r['status']}"
+        safe = terminal_safe  # ids, paths and reasons come from the inputs: no control characters reach the terminal
+        lines += [f"  FAILED {safe(r['item'])}: {safe(r['reason'])}" for r in self.failed]
+        lines += [f"  retried {safe(r['item'])}: ran {r['attempts']} times (a worker was lost), {r['status']}"
                   for r in self.retried]
-        lines += [f"  warning {r['item']}: {w}" for r in self.items for w in r.get("warnings") or []]
-        if self.lists and "added" in self.lists:
+        lines += [f"  warning {safe(r['item'])}: {safe(w)}" for r in self.items for w in r.get("warnings") or []]
+        if self.lists and "error" in self.lists:
+            lines.append(f"lists: FAILED: {safe(self.lists['error'])}")
+        elif self.lists and "added" in self.lists:
             lines.append(f"added {self.lists['added']} items ({self.lists['skipped']} already indexed), "
                          f"updated {self.lists['updated_lists']} existing lists; catalog: {self.lists['items']} "
                          f"items -> {Path(store) / 'lists'}")
@@ -95,10 +100,16 @@ def _client(scheduler: str | None, workers: int, store: Path, cfg: Config):
     # Dask's INFO chatter (worker start/stop) is not for reelsim's users; errors still show.
     logging.getLogger("distributed").setLevel(logging.ERROR)
     with dask.config.set({"distributed.scheduler.allowed-failures": cfg.jobs.max_worker_deaths}):
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                               dashboard_address=":0", silence_logs=logging.ERROR,
-                               local_directory=str(StoreLayout(store).scratch))
+        cluster = LocalCluster(**local_cluster_options(cfg, store, workers))
     return Client(cluster)
+
+
+def local_cluster_options(cfg: Config, store: Path, workers: int) -> dict:
+    """Keyword arguments of the local cluster: worker processes, scratch inside the store, and a
+    dashboard on ``cfg.jobs.dashboard_address`` (this machine only unless opened: it has no authentication)."""
+    return {"n_workers": workers, "threads_per_worker": 1, "processes": True,
+            "dashboard_address": cfg.jobs.dashboard_address, "silence_logs": logging.ERROR,
+            "local_directory": str(StoreLayout(store).scratch)}
 
 
 def gpu_workers(client) -> list[str]:
@@ -197,9 +208,9 @@ def report_row(rows: list[dict], bar, progress: bool, row: dict) -> None:
     """Record one item's final row: append it, note failures and retries on the bar, advance the bar."""
     rows.append(row)
     if row["status"] == "failed" and progress:  # without a bar the summary lists failures
-        bar.write(f"failed: {row['item']}: {row['reason']}")
+        bar.write(f"failed: {terminal_safe(row['item'])}: {terminal_safe(row['reason'])}")
     elif row.get("attempts", 1) > 1 and progress:
-        bar.write(f"retried: {row['item']} ran {row['attempts']} times (a worker was lost)")
+        bar.write(f"retried: {terminal_safe(row['item'])} ran {row['attempts']} times (a worker was lost)")
     bar.update(1)
 
 
@@ -320,8 +331,7 @@ def run_catalog(inputs: list[str], store: Path, cfg: Config, *, scheduler: str |
     t0 = time.perf_counter()
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     items, problems = read_inputs(inputs)
-    store = Path(store)
-    store.mkdir(parents=True, exist_ok=True)
+    store = StoreLayout(store).make_root()
     with StoreLock(store):
         remove_stale_temp_files(store)
         needed = [m for m in MODALITIES if any(m in models_needed(i) for i in items)]
@@ -331,10 +341,39 @@ def run_catalog(inputs: list[str], store: Path, cfg: Config, *, scheduler: str |
             report.items += compute_items(items, store, cfg, scheduler, workers, progress, client)
         order = {i.id: n for n, i in enumerate(items)}
         report.items.sort(key=lambda r: (order.get(r["item"], -1), r["item"]))
-        report.lists = _lists(store, report, cfg, lists, progress)
+        failure = None
+        try:
+            report.lists = _lists(store, report, cfg, lists, progress)
+        except Exception as e:  # the items are done: report them, and why there are no new lists
+            failure, report.lists = e, {"error": lists_error(e)}
         report.wall_s = time.perf_counter() - t0
         write_run_report(store, report, cfg, started)
+        if failure is not None:
+            raise_lists_failure(failure, report)
     return report
+
+
+def lists_error(e: BaseException) -> str:
+    """One line saying why the lists stage failed (a file it could not write is named)."""
+    if isinstance(e, OSError) and e.filename:
+        return f"cannot write {e.filename}: {e.strerror}"
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return text if isinstance(e, ReelsimError) else f"internal error {e.__class__.__name__}: {text}"
+
+
+def raise_lists_failure(e: BaseException, report: RunReport) -> None:
+    """Raise for a failed lists stage: a usage, store or weights error stays one (exit 2), with ``.report``.
+
+    A bug (not a :class:`ReelsimError` or ``OSError``) is re-raised as it is.
+    """
+    if not isinstance(e, (ReelsimError, OSError)):
+        raise e
+    cls = next((c for c in (UsageError, StoreError, WeightsNotFoundError) if isinstance(e, c)),
+               StoreError if isinstance(e, OSError) else ReelsimError)
+    out = cls(f"the lists stage failed after every item was processed: {report.lists['error']}; report.json has "
+              "each item's status; fix the cause and run again (finished items are kept)")
+    out.report = report
+    raise out from e
 
 
 def status_row_for_problem(problem) -> dict:
@@ -342,9 +381,19 @@ def status_row_for_problem(problem) -> dict:
 
 
 def _lists(store: Path, report: RunReport, cfg: Config, mode: str, progress: bool) -> dict:
-    """Neighbour lists over the items that have a shard (``mode``: ``rebuild`` or ``add``); a small summary."""
+    """Neighbour lists over the items that have a shard (``mode``: ``rebuild`` or ``add``); a small summary.
+
+    ``rebuild`` lists this run's items and every other item with a complete
+    shard of this run's models in the store (e.g. added by ``reelsim add``);
+    an item that failed in this run is left out, even if an older shard of it exists.
+    """
     done = [r["item"] for r in report.items if r["status"] in ("ok", "cached")]
-    if not done or mode == "none":
+    if mode == "none":
+        return {}
+    if mode != "add":
+        seen = {r["item"] for r in report.items}
+        done += sorted(i for i in usable_shards(store, model_stamps(cfg.models)) if i not in seen)
+    if not done:
         return {}
     t1 = time.perf_counter()
     make = add_items if mode == "add" else build_lists

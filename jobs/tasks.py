@@ -18,7 +18,7 @@ from reelsim.extractors.registry import LOADS
 from reelsim.pipeline.item import Models, analyse_item
 from reelsim.storage.hashing import sha256_file, sha256_text
 from reelsim.storage.layout import StoreLayout
-from reelsim.storage.manifest import Item, input_files
+from reelsim.storage.manifest import Item, check_input_file, input_files
 from reelsim.storage.shards import shard_is_current, write_shard
 
 _THREADS_SET = False
@@ -77,11 +77,11 @@ def input_hashes(item: Item) -> dict[str, str]:
     """sha256 of every input the item's features depend on (files and text)."""
     out = {}
     for modality, path in input_files(item).items():
-        if not os.path.exists(path):
-            raise MediaError(f"{modality} file not found: {path}")
-        if os.path.isdir(path):
-            raise MediaError(f"{modality} path is a folder, not a file: {path}")
-        out[modality] = sha256_file(path)
+        check_input_file(modality, path)  # before reading: a device or a FIFO would be read for ever
+        try:
+            out[modality] = sha256_file(path)
+        except OSError as e:
+            raise MediaError(f"{modality} file cannot be read ({e.strerror}): {path}") from None
     if item.text:
         out["text"] = sha256_text(item.text)
     return out
@@ -114,7 +114,7 @@ def load_models(item: Item, cfg: Config, run_id: str | None, *, device: str | No
 def status_row(item_id: str, kind: str | None, status: str, reason: str | None = None) -> dict:
     """One item's line in report.json (the fields every status has)."""
     return {"item": item_id, "kind": kind, "status": status, "reason": reason,
-            "seconds": 0.0, "n_shots": None, "warnings": [], "timings": {},
+            "seconds": 0.0, "n_shots": None, "decode_errors": None, "warnings": [], "timings": {},
             "attempts": 0 if status == "failed" else 1, "worker": None, "model_loads": {}}
 
 
@@ -125,7 +125,8 @@ def process_item(item: Item, cfg: Config, store: str, torch_threads: int | None 
     Returns
     -------
     dict with ``item``, ``status`` (``ok`` | ``cached`` | ``failed``),
-    ``reason`` (failures), ``seconds``, ``n_shots``, ``warnings``, ``timings``,
+    ``reason`` (failures), ``seconds``, ``n_shots``, ``decode_errors`` (corrupt
+    packets skipped in a video item decoded in this run), ``warnings``, ``timings``,
     ``worker`` (where it ran) and ``model_loads`` (models this worker process
     has built so far: each count is 1 when models load once per worker).
     """
@@ -158,7 +159,8 @@ def ok_fields(features) -> dict:
     n_shots = len(features.video.shots) if features.video else None
     if features.item.video and n_shots and "audio" not in features.embeddings:
         warnings.append("no audio track (or no decodable audio): no audio features, not an error")
-    return {"status": "ok", "warnings": warnings, "timings": features.timings, "n_shots": n_shots}
+    return {"status": "ok", "warnings": warnings, "timings": features.timings, "n_shots": n_shots,
+            "decode_errors": features.video.decode_errors if features.video else None}
 
 
 def failure_reason(e: Exception) -> str:

@@ -33,12 +33,12 @@ import numpy as np
 from reelsim.config import MODALITIES, Config
 from reelsim.extractors.feed import FeedStats, feeder
 from reelsim.extractors.video import sample_frames
+from reelsim.pipeline.images import load_image
 from reelsim.pipeline.item import (
     Models,
     add_text,
     describe_video,
     keyframe_embedding,
-    load_image,
     product_embedding,
     segment_pass,
     shot_lengths,
@@ -162,7 +162,7 @@ def prepare_item(item: Item, cfg: Config, models: Models, *, clip_len: int) -> P
         if audio is not None:
             out.embeddings["audio"] = audio
     if item.image:
-        rgb = load_image(item.image)
+        rgb = load_image(item.image, max_pixels=cfg.limits.max_image_pixels)
         out.image_jpeg = thumbnail(rgb, cfg.thumbnails)
         prep.arrays["product"] = rgb[None]
     add_text(item, out, models)

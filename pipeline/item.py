@@ -22,8 +22,10 @@ from reelsim.extractors.device import resolve_device
 from reelsim.extractors.shots import audio_continuous, colour_signature, group_scenes
 from reelsim.extractors.video import sample_frames
 from reelsim.pipeline import decode
+from reelsim.pipeline.images import load_image
 from reelsim.pipeline.prefetch import prefetch
 from reelsim.pipeline.segment import Clip, Keyframe, ShotPass
+from reelsim.pipeline.timeline import checked_times, describe_jumps
 from reelsim.storage.manifest import Item
 from reelsim.storage.schema import Embedding, ItemFeatures, VideoStructure
 from reelsim.storage.thumbnails import jpeg_thumbnail
@@ -103,6 +105,7 @@ class SegmentedVideo(NamedTuple):
     keyframes : one :class:`Keyframe` per shot, in shot order.
     times : float64 (F,) presentation time of every decoded frame, in seconds.
     boundaries : how each shot was entered (:class:`~reelsim.extractors.shots.Boundary`).
+    errors : the corrupt packets skipped so far (the audio decode adds its own).
     """
 
     info: decode.VideoInfo
@@ -110,6 +113,7 @@ class SegmentedVideo(NamedTuple):
     keyframes: list[Keyframe]
     times: np.ndarray
     boundaries: list
+    errors: decode.PacketErrors
 
 
 def segment_pass(path: str, cfg: Config, *, clip_len: int, on_clips: Callable[[list[Clip]], None],
@@ -121,9 +125,11 @@ def segment_pass(path: str, cfg: Config, *, clip_len: int, on_clips: Callable[[l
     With ``prefetch_size``, decoding and segmentation run in a producer thread
     (:func:`prefetch`) at most that many clip groups ahead of ``on_clips``.
     A truncated stream keeps what decoded and adds a warning; no frame at all
-    is a :class:`MediaError`.
+    is a :class:`MediaError`. Corrupt packets are skipped and counted (past
+    ``cfg.limits.max_decode_errors`` the item fails).
     """
-    shot_pass = ShotPass(path, cfg, clip_len=clip_len)
+    errors = decode.PacketErrors(cfg.limits.max_decode_errors, path)
+    shot_pass = ShotPass(path, cfg, clip_len=clip_len, errors=errors)
     keyframes: list[Keyframe] = []
 
     def take(out):
@@ -146,7 +152,7 @@ def segment_pass(path: str, cfg: Config, *, clip_len: int, on_clips: Callable[[l
         warnings.append(f"detector reported cuts later than its latency: {sampler.late_cuts}")
     keyframes.sort(key=lambda k: k.shot)
     return SegmentedVideo(shot_pass.info, sampler.shots, keyframes, np.asarray(shot_pass.times, dtype=np.float64),
-                          sampler.boundaries)
+                          sampler.boundaries, errors)
 
 
 def shot_lengths(shots: list[tuple[int, int]]) -> np.ndarray:
@@ -209,7 +215,8 @@ def _shot_times(shots: list[tuple[int, int]], times: np.ndarray, fps: float) -> 
     return np.array([[times[s], ends[e - 1]] for s, e in shots], dtype=np.float64)
 
 
-def _pool_audio(path: str, shot_times: np.ndarray, cfg: Config, models: Models, warnings: list[str]):
+def _pool_audio(path: str, shot_times: np.ndarray, cfg: Config, models: Models, warnings: list[str],
+                errors: decode.PacketErrors):
     """Per-shot and item audio features from a streamed audio decode, or None without audio.
 
     The audio model's ``span_pooler`` receives the chunks; shot spans are in
@@ -218,7 +225,7 @@ def _pool_audio(path: str, shot_times: np.ndarray, cfg: Config, models: Models, 
     model = models.get("audio")
     pooler = model.span_pooler(shot_times - shot_times[0, 0], cfg.decode.audio_rate)
     try:
-        for chunk in decode.iter_audio(path, rate=cfg.decode.audio_rate):
+        for chunk in decode.iter_audio(path, rate=cfg.decode.audio_rate, errors=errors):
             pooler.push(chunk)
     except decode.TruncatedStream as e:
         warnings.append(f"audio truncated after {e.n_frames} samples ({e})")
@@ -270,7 +277,10 @@ def describe_video(item: Item, cfg: Config, seg: SegmentedVideo, models: Models,
     ``keyframes_scenes_s``; the audio model comes from ``models``.
     """
     t1 = time.perf_counter()
-    info, shots, keyframes, times = seg.info, seg.shots, seg.keyframes, seg.times
+    info, shots, keyframes = seg.info, seg.shots, seg.keyframes
+    times, jumps = checked_times(seg.times, info.fps, max_gap_s=cfg.limits.max_frame_gap_s)
+    if jumps:
+        warnings.append(describe_jumps(jumps))
     n_frames = len(times)
     fps = info.fps if np.isfinite(info.fps) and info.fps > 0 else (n_frames - 1) / max(times[-1] - times[0], 1e-6)
     signatures = np.stack([colour_signature(k.rgb) for k in keyframes])
@@ -278,17 +288,18 @@ def describe_video(item: Item, cfg: Config, seg: SegmentedVideo, models: Models,
 
     t2 = time.perf_counter()
     shot_times = _shot_times(shots, times, fps)
-    declared, decoded = info.duration_s, float(shot_times[-1, 1])
+    declared, decoded = info.duration_s - sum(j.removed_s for j in jumps), float(shot_times[-1, 1])
     if np.isfinite(declared) and decoded < declared - max(1.0, 0.05 * declared):
         warnings.append(f"decoded {decoded:.1f} s of the {declared:.1f} s the container declares: truncated file?")
-    audio = _pool_audio(item.video, shot_times, cfg, models, warnings) if info.has_audio else None
+    audio = _pool_audio(item.video, shot_times, cfg, models, warnings, seg.errors) if info.has_audio else None
+    warnings += seg.errors.warnings()
     timings["audio_s"] = time.perf_counter() - t2
     scenes = group_scenes(signatures, similarity=cfg.shots.scene_similarity, window=cfg.shots.scene_window,
                           audio_joins=_audio_joins(audio, cfg))
 
     structure = VideoStructure(
         fps=float(fps), n_frames=n_frames, width=info.width, height=info.height,
-        duration_s=float(shot_times[-1, 1]),
+        duration_s=float(shot_times[-1, 1]), decode_errors=seg.errors.total,
         shots=np.asarray(shots, dtype=np.int64).reshape(-1, 2),
         shot_times=shot_times,
         scenes=np.asarray(scenes, dtype=np.int64).reshape(-1, 2),
@@ -308,21 +319,6 @@ def thumbnail(rgb: np.ndarray, cfg: ThumbnailConfig) -> bytes | None:
     return jpeg_thumbnail(rgb, max_side=cfg.max_side, quality=cfg.quality)
 
 
-def load_image(path: str) -> np.ndarray:
-    """uint8 RGB (H, W, 3) of an image file; MediaError when missing or unreadable."""
-    import os
-
-    from PIL import Image, UnidentifiedImageError
-
-    if not os.path.isfile(path):
-        raise MediaError(f"image not found: {path}")
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as e:
-        raise MediaError(f"unreadable image ({e.__class__.__name__}): {path}") from None
-
-
 def analyse_item(item: Item, cfg: Config, models: Models) -> ItemFeatures:
     """Every modality the item has.  Raises MediaError for unusable media."""
     out = ItemFeatures(item=item, embeddings={})
@@ -332,7 +328,7 @@ def analyse_item(item: Item, cfg: Config, models: Models) -> ItemFeatures:
     if item.image:
         t = time.perf_counter()
         model = models.get("image")
-        rgb = load_image(item.image)
+        rgb = load_image(item.image, max_pixels=cfg.limits.max_image_pixels)
         out.image_jpeg = thumbnail(rgb, cfg.thumbnails)
         out.embeddings["image"] = product_embedding(model.extract([rgb])[0], out.embeddings.get("image"),
                                                     model.provenance())

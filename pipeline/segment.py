@@ -210,6 +210,8 @@ class ShotPass:
         Frames per clip when ``cfg.clips.clip_len`` is unset (a run takes it from the video model).
     detector : ShotDetector, optional
         Instead of the one ``cfg.shots`` names (e.g. known cuts replayed by a benchmark).
+    errors : PacketErrors, optional
+        Counts the corrupt packets skipped (default: a new one with ``cfg.limits``'s limit).
 
     Examples
     --------
@@ -217,8 +219,10 @@ class ShotPass:
     >>> n_clips = sum(len(clips) for clips, _ in p) + len(p.finish()[0])
     """
 
-    def __init__(self, path: str, cfg: Config, *, clip_len: int, detector: ShotDetector | None = None):
+    def __init__(self, path: str, cfg: Config, *, clip_len: int, detector: ShotDetector | None = None,
+                 errors: decode.PacketErrors | None = None):
         self.path, self._decode = path, cfg.decode
+        self.errors = errors if errors is not None else decode.PacketErrors(cfg.limits.max_decode_errors, path)
         self.info = decode.probe(path)
         clips = cfg.clips if cfg.clips.clip_len else dataclasses.replace(cfg.clips, clip_len=clip_len)
         detector = detector if detector is not None else make_detector(cfg.shots, self.info.fps)
@@ -227,7 +231,7 @@ class ShotPass:
 
     def __iter__(self) -> Iterator[tuple[list[Clip], list[Keyframe]]]:
         for frame in decode.iter_frames(self.path, short_side=self._decode.analysis_short_side,
-                                        skip_loop_filter=self._decode.skip_loop_filter):
+                                        skip_loop_filter=self._decode.skip_loop_filter, errors=self.errors):
             self.times.append(frame.time_s)
             out = self.sampler.push(frame.index, frame.rgb)
             if out[0] or out[1]:

@@ -135,12 +135,20 @@ def _ffmpeg(path: Path, *args: str) -> Path:
 
 
 def make_pattern_video(path: Path, *, size: tuple[int, int], frames: int, fps: int = 25,
-                       source: str = "testsrc2", audio: bool = False) -> Path:
-    """A single-shot H.264 clip of ``frames`` frames at ``size`` (``audio``: a 440 Hz tone)."""
+                       source: str = "testsrc2", audio: bool = False, audio_codec: str = "aac",
+                       gop: int | None = None, extra: tuple[str, ...] = ()) -> Path:
+    """A single-shot H.264 clip of ``frames`` frames at ``size`` (``audio``: a 440 Hz tone).
+
+    ``audio_codec``: e.g. ``aac`` or ``ac3``; ``gop``: a keyframe every ``gop``
+    frames (default: x264's, one in 250); ``extra``: more output options
+    (e.g. ``("-output_ts_offset", "3600")``).
+    """
     args = ["-f", "lavfi", "-i", _video_source(source, size, fps)]
     if audio:
-        args += ["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100", "-c:a", "aac", "-shortest"]
-    return _ffmpeg(path, *args, "-frames:v", str(frames), "-c:v", "libx264", "-preset", "ultrafast",
+        args += ["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100", "-c:a", audio_codec, "-shortest"]
+    if gop:
+        args += ["-g", str(gop)]
+    return _ffmpeg(path, *args, *extra, "-frames:v", str(frames), "-c:v", "libx264", "-preset", "ultrafast",
                    "-pix_fmt", "yuv420p")
 
 
@@ -232,3 +240,85 @@ def make_edited_video(path: Path, segments: list[Segment], joins: list[Join], *,
     _ffmpeg(path, "-filter_complex", ";".join(parts), "-map", "[out]", "-c:v", "libx264", "-preset", "veryfast",
             "-crf", str(crf), "-pix_fmt", "yuv420p", "-r", str(fps))
     return truth
+
+
+# ------------------------------------------------------------- hostile inputs
+# Damaged files as they arrive from the field (tests/test_hostile_inputs.py).
+
+
+def overwrite_bytes(path: Path, offset: int, n: int, *, seed: int = 0) -> Path:
+    """Overwrite ``n`` bytes of ``path`` from ``offset`` with seeded random bytes (a damaged download)."""
+    import numpy as np
+
+    data = bytearray(Path(path).read_bytes())
+    data[offset:offset + n] = np.random.default_rng(seed).integers(0, 256, n, dtype=np.uint8).tobytes()
+    Path(path).write_bytes(bytes(data))
+    return Path(path)
+
+
+def damage_packets(path: Path, kind: str, packets: list[int], *, nbytes: int = 8) -> list[int]:
+    """Zero the first ``nbytes`` bytes of the given packets of the first ``kind`` (video/audio) stream.
+
+    A zeroed header (an AC-3 sync word, an H.264 NAL header) makes the
+    decoder reject exactly those packets.  Returns the byte offsets damaged.
+    """
+    import av
+
+    with av.open(str(path)) as c:
+        stream = (c.streams.video if kind == "video" else c.streams.audio)[0]
+        found = [(p.pos, p.size) for p in c.demux(stream) if p.size]
+    data = bytearray(Path(path).read_bytes())
+    offsets = []
+    for i in packets:
+        pos, size = found[i]
+        data[pos:pos + min(nbytes, size)] = bytes(min(nbytes, size))
+        offsets.append(pos)
+    Path(path).write_bytes(bytes(data))
+    return offsets
+
+
+def make_ts_with_jump(path: Path, *, jump_s: float, size: tuple[int, int] = (160, 120), seconds: float = 2.0) -> Path:
+    """An MPEG-TS of two ``seconds``-long shots whose timestamps jump by ``jump_s`` at the join.
+
+    Made as a broadcast capture is: two TS files joined byte for byte, the
+    second stamped ``jump_s`` later (a PTS discontinuity).  Both have a tone.
+    """
+    frames = int(seconds * 25)
+    parts = []
+    for n, (source, offset) in enumerate((("testsrc2", 0.0), ("mandelbrot", jump_s))):
+        part = Path(path).with_name(f".{Path(path).name}.{n}.ts")
+        make_pattern_video(part, size=size, frames=frames, source=source, audio=True,
+                           extra=("-output_ts_offset", str(offset)))
+        parts.append(part.read_bytes())
+        part.unlink()
+    Path(path).write_bytes(b"".join(parts))
+    return Path(path)
+
+
+def make_cover_art_only(path: Path, image: Path, *, seconds: float = 2.0) -> Path:
+    """An mp4 holding an AAC tone and ``image`` as cover art (an attached picture): no real video."""
+    return _ffmpeg(path, "-f", "lavfi", "-t", str(seconds), "-i", "sine=frequency=440", "-i", str(image),
+                   "-map", "0", "-map", "1", "-c:a", "aac", "-c:v", "png", "-disposition:v", "attached_pic")
+
+
+def write_blank_png(path: Path, width: int, height: int) -> Path:
+    """A black 8-bit greyscale PNG of ``width`` x ``height``: tiny on disk, huge when decoded.
+
+    Written without holding the picture: one row, deflated and fully flushed
+    (so each copy is the same bytes), repeated ``height`` times; the zlib
+    checksum of all-zero data is ``(n % 65521) << 16 | 1``.
+    """
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    row = bytes(width + 1)  # filter byte 0, then zero pixels
+    z = zlib.compressobj(9, zlib.DEFLATED, -15)
+    deflated_row = z.compress(row) + z.flush(zlib.Z_FULL_FLUSH)
+    n = len(row) * height
+    idat = b"\x78\xda" + deflated_row * height + z.flush() + struct.pack(">I", (n % 65521) << 16 | 1)
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    Path(path).write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+    return Path(path)

@@ -9,15 +9,17 @@ store it as ``STORE/index/catalog.h5`` (format: :mod:`reelsim.storage.catalog`).
 
 from __future__ import annotations
 
+import json
 import os
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from reelsim.config import MODALITIES, check_weights
-from reelsim.errors import ReelsimError, StoreError, UsageError
+from reelsim.errors import DamagedStoreError, ReelsimError, UsageError
 from reelsim.storage.catalog import CatalogArrays, read_catalog, write_catalog
 
 
@@ -178,4 +180,21 @@ def load_catalog(path: str | os.PathLike) -> tuple[CatalogEmbeddings, dict[str, 
     try:
         return CatalogEmbeddings(a.ids, a.vectors, a.masks, a.means, a.projections), check_weights(a.weights)
     except (EmbeddingError, UsageError) as e:
-        raise StoreError(f"cannot read catalog {os.fspath(path)!r}: {e}") from e
+        raise DamagedStoreError(os.fspath(path), f"inconsistent catalog ({e})", "run") from None
+
+
+def load_items_meta(path: str | os.PathLike) -> dict[str, dict]:
+    """``STORE/index/items.json``: item id -> ``{"kind", "title"}`` of every indexed item.
+
+    Raises
+    ------
+    DamagedStoreError
+        Missing, not UTF-8 JSON, or not a map of ids to records; the message names the file.
+    """
+    try:
+        meta = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:  # ValueError: bad JSON, or bytes that are not UTF-8
+        raise DamagedStoreError(os.fspath(path), f"cannot be read as JSON ({e})", "run") from None
+    if not isinstance(meta, dict) or not all(isinstance(v, dict) for v in meta.values()):
+        raise DamagedStoreError(os.fspath(path), "not a map of item ids to records", "run")
+    return meta

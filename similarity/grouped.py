@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from reelsim.config import check_weights
-from reelsim.errors import StoreError
+from reelsim.errors import DamagedStoreError
 from reelsim.similarity.catalog import CatalogEmbeddings
 from reelsim.similarity.fusion import active_modalities, fuse_parts, signature_codes
 from reelsim.similarity.index_choice import (
@@ -169,18 +169,38 @@ class GroupedIndex:
             Missing or unreadable manifest or index file.
         """
         folder = Path(folder)
-        try:
-            body = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as e:
-            raise StoreError(f"cannot read index manifest {folder / MANIFEST}: {e}") from e
-        if body.get("format") != FORMAT:
-            raise StoreError(f"{folder / MANIFEST} is not a reelsim grouped index")
+        body = read_manifest(folder)
         indexes, plans = {}, {}
-        for c, g in body["groups"].items():
-            indexes[int(c)] = load_index(folder / body["files"][c])
-            plans[int(c)] = IndexPlan(g["factory"], g["params"], g.get("train_size", 0), g.get("kind", "custom"))
-            apply_params(indexes[int(c)], plans[int(c)].params)
-        return cls(body["active"], body["weights"], indexes, plans, body["build_id"], body.get("extra"))
+        try:
+            for c, g in body["groups"].items():
+                indexes[int(c)] = load_index(folder / body["files"][c])
+                plans[int(c)] = IndexPlan(g["factory"], g["params"], g.get("train_size", 0), g.get("kind", "custom"))
+                apply_params(indexes[int(c)], plans[int(c)].params)
+            return cls(body["active"], body["weights"], indexes, plans, body["build_id"], body.get("extra"))
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise DamagedStoreError(folder / MANIFEST, f"inconsistent index manifest ({e.__class__.__name__}: {e})",
+                                    "lists") from None
+
+
+def read_manifest(folder: str | os.PathLike) -> dict:
+    """The index manifest (``index.json``) of ``folder``, after checking that every index file it names exists.
+
+    Raises
+    ------
+    DamagedStoreError
+        Unreadable, not a grouped-index manifest, or naming a missing file.
+    """
+    path = Path(folder) / MANIFEST
+    try:
+        body = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:  # ValueError: bad JSON, or bytes that are not UTF-8
+        raise DamagedStoreError(path, f"cannot be read as JSON ({e})", "lists") from None
+    if not isinstance(body, dict) or body.get("format") != FORMAT or not isinstance(body.get("files"), dict):
+        raise DamagedStoreError(path, "not a reelsim grouped index", "lists")
+    missing = [f for f in body["files"].values() if not (Path(folder) / str(f)).is_file()]
+    if missing:
+        raise DamagedStoreError(path, f"names index file {missing[0]!r}, which is not there", "lists")
+    return body
 
 
 def exists(folder: str | os.PathLike) -> bool:
@@ -200,4 +220,4 @@ def load_index(path: str | os.PathLike):
     """Read a FAISS index written by :func:`save_index` (:class:`StoreError` naming a missing or damaged file)."""
     import faiss
 
-    return read_checked(path, faiss.read_index, "index file", (RuntimeError,))
+    return read_checked(path, faiss.read_index, "a FAISS index", (RuntimeError,), redo="lists")

@@ -17,7 +17,7 @@ import numpy as np
 
 from reelsim.config import FusionConfig, check_weights
 from reelsim.errors import StoreError, UsageError
-from reelsim.similarity.catalog import CatalogEmbeddings, load_catalog, save_catalog
+from reelsim.similarity.catalog import CatalogEmbeddings, load_catalog, load_items_meta, save_catalog
 from reelsim.similarity.fusion import (
     fuse_parts,
     normalise_queries,
@@ -26,6 +26,7 @@ from reelsim.similarity.fusion import (
 )
 from reelsim.similarity.grouped import GroupedIndex
 from reelsim.similarity.grouped import exists as grouped_index_exists
+from reelsim.similarity.grouped import read_manifest
 from reelsim.similarity.hygiene import Hygiene
 from reelsim.similarity.knn import knn_graph
 from reelsim.similarity.rebuild import (
@@ -37,7 +38,28 @@ from reelsim.similarity.rebuild import (
 )
 from reelsim.storage.atomic import write_text_atomic
 from reelsim.storage.layout import StoreLayout
-from reelsim.storage.lists import read_lists, write_lists
+from reelsim.storage.catalog import read_catalog
+from reelsim.storage.lists import check_parquet, read_lists, write_lists
+
+
+def check_can_add(store: Path) -> None:
+    """Before any item is analysed, quickly: the store's catalog, items.json, index manifest, list state and
+    lists are there and read (headers only where a file is large).
+
+    Raises
+    ------
+    StoreError
+        Something ``reelsim add`` needs is missing or damaged (the message names it).
+    """
+    layout = StoreLayout(store)
+    read_catalog(layout.require_catalog(), vectors=False)
+    load_items_meta(layout.items_meta)
+    if not grouped_index_exists(layout.index_dir):
+        raise StoreError(f"{layout.root} has no per-group index (made by an older reelsim): "
+                         f"run `reelsim lists --store {layout.root}` once, then add")
+    read_manifest(layout.index_dir)
+    load_state(layout)
+    check_parquet(layout.list_file("parquet"))
 
 
 def add_items(store: Path, new_ids: list[str], fusion: FusionConfig, *, progress: bool = False,
@@ -74,7 +96,7 @@ def add_vectors(store: Path, raw: CatalogEmbeddings, new_meta: dict, fusion: Fus
     if dup:
         raise UsageError(f"{len(dup)} item(s) already in the catalog, e.g. {sorted(dup)[0]!r}")
     fresh = raw.ids
-    meta = json.loads(layout.items_meta.read_text(encoding="utf-8"))
+    meta = load_items_meta(layout.items_meta)
     extra = set(raw.vectors) - set(cat.vectors)
     if any(raw.masks[m].any() and stored_w.get(m, 0) > 0 for m in extra):
         raise UsageError(f"new items have modalities {sorted(extra)} that the catalog lacks: "

@@ -169,6 +169,35 @@ def choose_index(n: int, d: int, *, memory_budget_bytes: int | None = None, over
     return ivf_plan(n, d, budget)
 
 
+#: A dimension divisible by every common PQ / OPQ size (1-10, 12, 14-16, 18, 20, 21, 24, 28, 30, 32, 35, 36,
+#: 40, 42, 45, 48, 56, 60, 63, 64 ...): :func:`check_index_spec` parses a factory string at it.
+SYNTAX_CHECK_DIM = 2**6 * 3**2 * 5 * 7
+
+
+def check_index_spec(spec: str) -> None:
+    """Before any work: ``spec`` is ``auto``, a kind, or a factory string FAISS can parse.
+
+    Whether a factory string suits the catalog's dimension is known only when
+    the index is built; this catches typing mistakes before items are analysed.
+
+    Raises
+    ------
+    UsageError
+        A factory string FAISS cannot parse.
+    """
+    if spec == "auto" or spec in INDEX_KINDS:
+        return
+    import faiss
+
+    try:
+        faiss.index_factory(SYNTAX_CHECK_DIM, spec, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as e:
+        last = str(e).strip().splitlines()[-1] if str(e).strip() else repr(e)
+        last = re.sub(r"^Error in .*? at \S+:\d+: ", "", last)  # FAISS's C++ location
+        raise UsageError(f"--index {spec!r}: not an index kind ({', '.join(INDEX_KINDS)}) and FAISS cannot parse "
+                         f"it as a factory string: {last}") from None
+
+
 def custom_plan(factory: str, n: int, d: int) -> IndexPlan:
     """Plan for a user's factory string; checks that FAISS can build it for ``d``."""
     import faiss

@@ -66,6 +66,15 @@ class Checkpoint:
     def path(self, b: int) -> Path:
         return self.folder / f"batch-{b:06d}.npz"
 
+    def finished(self, b: int) -> NeighborLists | None:
+        """Batch ``b`` as saved, or None when it is not there or cannot be read (then it is computed again)."""
+        if not self.path(b).is_file():
+            return None
+        try:
+            return NeighborLists.load(self.path(b))
+        except Exception:  # noqa: BLE001  (np.load of a damaged file: OSError, ValueError, BadZipFile, KeyError)
+            return None
+
     def clear(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
 
@@ -119,9 +128,8 @@ def knn_graph(cat, index, weights: Mapping[str, float], k: int, *, rows: np.ndar
               dynamic_ncols=True, smoothing=0.1) as bar:
         for b, r in enumerate(plan.batches(rows.size)):
             q = rows[r]
-            if checkpoint is not None and checkpoint.path(b).is_file():
-                part = NeighborLists.load(checkpoint.path(b))
-            else:
+            part = checkpoint.finished(b) if checkpoint is not None else None
+            if part is None:
                 part = _batch(plan, cat, q, pool, k, hygiene)
                 if checkpoint is not None:
                     part.save(checkpoint.path(b))

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from reelsim.errors import StoreError, UnknownItemError
-from reelsim.similarity.catalog import load_catalog
+from reelsim.errors import UnknownItemError
+from reelsim.similarity.catalog import load_catalog, load_items_meta
 from reelsim.similarity.fusion import fuse
 from reelsim.similarity.grouped import GroupedIndex, load_index
 from reelsim.similarity.grouped import exists as grouped_index_exists
@@ -29,7 +28,8 @@ class Lookup:
     Raises
     ------
     StoreError
-        The store has no catalog, or its index files cannot be read.
+        The store has no catalog, or its index files cannot be read
+        (:class:`~reelsim.errors.DamagedStoreError`, naming the file).
     """
 
     def __init__(self, store: Path, weights: dict[str, float] | None = None):
@@ -42,10 +42,7 @@ class Lookup:
             self.index = GroupedIndex.load(layout.index_dir)
         else:
             self.index = load_index(layout.legacy_index)
-        try:
-            self.meta = json.loads(layout.items_meta.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as e:
-            raise StoreError(f"cannot read {layout.items_meta}: {e}") from e
+        self.meta = load_items_meta(layout.items_meta)
 
     def neighbors(self, item: str, k: int, oversample: int = 5) -> list[Neighbor]:
         """The ``k`` best neighbours of ``item``, best first (:class:`UnknownItemError` if it is not indexed)."""

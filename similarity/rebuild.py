@@ -4,7 +4,8 @@ Two entry points:
 
 - :func:`build_lists` (``reelsim run``): read every item's embeddings from
   its shard, normalise them into the catalog, then :func:`index_and_lists`;
-- :func:`index_and_lists` (``reelsim lists``): choose and build the indexes of
+- :func:`index_and_lists` (``reelsim lists``, through :func:`relist`, which
+  holds the store's lock): choose and build the indexes of
   the stored catalog, run the kNN-graph job (:mod:`reelsim.similarity.knn`)
   and write the list files. When an unfinished job over the same catalog,
   index and settings left a checkpoint, the saved index is reused and finished
@@ -26,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from reelsim.config import MODALITIES, FusionConfig, check_weights
-from reelsim.errors import StoreError, UsageError
+from reelsim.config import MODALITIES, Config, FusionConfig, check_weights
+from reelsim.errors import DamagedStoreError, StoreError, UsageError
 from reelsim.extractors.registry import load
 from reelsim.similarity.catalog import CatalogEmbeddings, load_catalog, save_catalog
 from reelsim.similarity.fusion import normalise
@@ -38,6 +39,7 @@ from reelsim.similarity.knn import Checkpoint, knn_graph
 from reelsim.storage.atomic import atomic_path, write_text_atomic
 from reelsim.storage.layout import StoreLayout
 from reelsim.storage.lists import write_lists
+from reelsim.storage.lock import StoreLock
 from reelsim.storage.shards import read_item_vectors
 
 
@@ -47,7 +49,7 @@ def catalog_from_shards(store: Path, ids: list[str]) -> tuple[CatalogEmbeddings,
     vecs: dict[str, list] = {m: [] for m in MODALITIES}
     meta = {}
     for item_id in ids:
-        got_id, attrs, item_vecs = read_item_vectors(layout.shard(item_id))
+        got_id, attrs, item_vecs = read_item_vectors(layout.shard(item_id), item_id)
         if got_id != item_id:
             raise StoreError(f"shard for {item_id!r} holds {got_id!r}: the store is inconsistent")
         meta[item_id] = {"kind": str(attrs["kind"]), "title": str(attrs["title"])}
@@ -98,6 +100,25 @@ def build_lists(store: Path, ids: list[str], fusion: FusionConfig, *, progress: 
     return out
 
 
+def relist(store: Path, overrides: dict | None = None, *, progress: bool = False,
+           text_model: str = "minilm-l6-v2") -> dict:
+    """``reelsim lists``: under the store's lock, rebuild the indexes and every list from the stored catalog.
+
+    ``overrides``: :class:`FusionConfig` fields (None values ignored); the
+    weights default to those the catalog was built with.
+
+    Raises
+    ------
+    StoreLockedError
+        Another command holds the store (a run writing it).
+    """
+    layout = StoreLayout(store)
+    with StoreLock(layout.root):
+        cat, stored_w = load_catalog(layout.require_catalog())
+        fusion = Config().with_overrides(fusion={"weights": stored_w, **(overrides or {})}).fusion
+        return index_and_lists(layout.root, fusion, cat_norm=cat, progress=progress, text_model=text_model)
+
+
 def index_request(fusion: FusionConfig) -> dict:
     """The settings an index build depends on (besides the catalog)."""
     return {"index": fusion.index, "memory_budget_gb": fusion.memory_budget_gb,
@@ -115,7 +136,10 @@ def _resumable_index(layout: StoreLayout, cat_sha: str, fusion: FusionConfig, n:
     """The saved index when an unfinished kNN job over it, with these settings, left a checkpoint."""
     if not (Checkpoint(layout.knn_checkpoint, {}).manifest.is_file() and grouped_index_exists(layout.index_dir)):
         return None
-    gi = GroupedIndex.load(layout.index_dir)
+    try:
+        gi = GroupedIndex.load(layout.index_dir)
+    except StoreError:  # damaged: built again
+        return None
     if gi.extra != {"catalog": cat_sha, "request": index_request(fusion)}:
         return None
     return gi if Checkpoint(layout.knn_checkpoint, job_fingerprint(gi, n, fusion)).matches() else None
@@ -187,8 +211,11 @@ def load_state(layout: StoreLayout) -> tuple[np.ndarray, np.ndarray, dict]:
     """(floor, blocked, settings) written by :func:`save_state`."""
     if not layout.lists_state.is_file():
         raise StoreError(f"no list state in {layout.root}: run `reelsim lists --store {layout.root}` once first")
-    with np.load(layout.lists_state) as z:
-        return z["floor"], z["blocked"], json.loads(str(z["settings"]))
+    try:
+        with np.load(layout.lists_state) as z:
+            return z["floor"], z["blocked"], json.loads(str(z["settings"]))
+    except Exception as e:  # noqa: BLE001  (np.load: OSError, ValueError, KeyError, zipfile.BadZipFile ...)
+        raise DamagedStoreError(layout.lists_state, f"cannot be read ({e.__class__.__name__}: {e})", "lists") from None
 
 
 def blocked_rows_of(store: Path, ids: list[str], fusion: FusionConfig, text_model: str,
@@ -213,7 +240,7 @@ def blocked_rows_of(store: Path, ids: list[str], fusion: FusionConfig, text_mode
         path = layout.shard(item_id)
         if not path.is_file():
             raise UsageError(f"--blocklist needs each item's text embedding from its shard; none for {item_id!r}")
-        _, _, vecs = read_item_vectors(path)
+        _, _, vecs = read_item_vectors(path, item_id)
         if "text" in vecs and vecs["text"].shape == (phrases.shape[1],):
             text[i], has[i] = vecs["text"], True
     return blocked_rows(text, has, phrases, fusion.blocklist_threshold)

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
-from reelsim.errors import StoreError
+from reelsim.errors import DamagedStoreError, StoreError
 
 
 @contextlib.contextmanager
@@ -53,16 +53,17 @@ T = TypeVar("T")
 
 
 def read_checked(path: str | os.PathLike, read: Callable[[str], T], what: str,
-                 errors: tuple[type[BaseException], ...] = (OSError, ValueError)) -> T:
-    """``read(path)``, with a missing file, or one ``read`` fails on with ``errors``, a :class:`StoreError`.
+                 errors: tuple[type[BaseException], ...] = (OSError, ValueError), *, redo: str = "run") -> T:
+    """``read(path)``, with a missing file a :class:`StoreError` and a damaged one a :class:`DamagedStoreError`.
 
-    The message names ``what`` and the file, and gives the reader's first line of complaint.
+    ``what`` says what the file should be (``"a FAISS index"``); ``redo`` which
+    command rewrites it (``run`` or ``lists``). Either message names the file.
 
     Examples
     --------
-    >>> read_checked("/nonexistent/x.json", open, "index manifest")
+    >>> read_checked("/nonexistent/x.json", open, "an index manifest")
     Traceback (most recent call last):
-    reelsim.errors.StoreError: no index manifest at '/nonexistent/x.json'
+    reelsim.errors.StoreError: no an index manifest at '/nonexistent/x.json'
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -71,4 +72,4 @@ def read_checked(path: str | os.PathLike, read: Callable[[str], T], what: str,
         return read(path)
     except errors as e:
         detail = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
-        raise StoreError(f"cannot read {what} {path!r}: {detail}") from e
+        raise DamagedStoreError(path, f"cannot be read as {what} ({detail})", redo) from None

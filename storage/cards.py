@@ -12,8 +12,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reelsim.errors import UnknownItemError
-from reelsim.storage.layout import StoreLayout
+from reelsim.storage.shards import existing_shard, open_shard
 from reelsim.storage.thumbnails import read_thumbnails
 
 
@@ -66,13 +65,10 @@ def read_card(store: Path, item_id: str, *, pictures: bool = True) -> ItemCard:
     ------
     UnknownItemError
         No shard for ``item_id`` in ``store``.
+    DamagedStoreError
+        Its shard cannot be read (:func:`reelsim.storage.shards.open_shard`).
     """
-    import h5py
-
-    path = StoreLayout(store).shard(item_id)
-    if not path.is_file():
-        raise UnknownItemError(f"unknown item id {item_id!r}: no results for it in {store}")
-    with h5py.File(path, "r") as f:
+    with open_shard(existing_shard(store, item_id), item_id) as f:
         title = _text(f.attrs, "title")
         video = f["video"] if "video" in f else None
         source = _text(video.attrs, "source_path") if video is not None else _text(f.attrs, "image_path")

@@ -23,7 +23,7 @@ from typing import NamedTuple
 import numpy as np
 
 from reelsim.config import MODALITIES
-from reelsim.errors import StoreError
+from reelsim.errors import DamagedStoreError, StoreError
 from reelsim.storage.atomic import atomic_path
 
 CATALOG_FORMAT = "reelsim.catalog/1"
@@ -58,8 +58,8 @@ def write_catalog(path: str | os.PathLike, arrays: CatalogArrays) -> None:
                     g.create_dataset("projection", data=arrays.projections[m])
 
 
-def read_catalog(path: str | os.PathLike) -> CatalogArrays:
-    """Read a file written by :func:`write_catalog`.
+def read_catalog(path: str | os.PathLike, *, vectors: bool = True) -> CatalogArrays:
+    """Read a file written by :func:`write_catalog` (``vectors=False``: only its ids and weights, a quick check).
 
     Raises
     ------
@@ -74,10 +74,10 @@ def read_catalog(path: str | os.PathLike) -> CatalogArrays:
     try:
         with h5py.File(path, "r") as f:
             if f.attrs.get("format") != CATALOG_FORMAT:
-                raise StoreError(f"{path!r} is not a reelsim catalog (format {f.attrs.get('format')!r})")
+                raise DamagedStoreError(path, f"not a reelsim catalog (format {f.attrs.get('format')!r})", "run")
             weights: Mapping = json.loads(f.attrs["weights"])
             ids = [str(s) for s in f["ids"].asstr()[()]]
-            groups = [m for m in MODALITIES if m in f]
+            groups = [m for m in MODALITIES if m in f] if vectors else []
             return CatalogArrays(
                 ids=ids,
                 vectors={m: f[m]["vectors"][()] for m in groups},
@@ -86,5 +86,5 @@ def read_catalog(path: str | os.PathLike) -> CatalogArrays:
                 projections={m: f[m]["projection"][()] for m in groups if "projection" in f[m]},
                 weights=dict(weights),
             )
-    except (OSError, KeyError, ValueError) as e:
-        raise StoreError(f"cannot read catalog {path!r}: {e}") from e
+    except (OSError, KeyError, ValueError, TypeError) as e:
+        raise DamagedStoreError(path, f"cannot be read as a catalog ({e.__class__.__name__}: {e})", "run") from None

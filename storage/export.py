@@ -11,41 +11,59 @@ Consolidated HDF5 layout (read it with plain h5py)::
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from reelsim import __version__
-from reelsim.errors import StoreError, UsageError
+from reelsim.errors import DamagedStoreError, StoreError, UsageError
 from reelsim.storage.layout import StoreLayout, item_key
 from reelsim.storage.lists import read_parquet, write_jsonl, write_parquet
-from reelsim.storage.shards import atomic_h5, iter_shards
+from reelsim.storage.shards import atomic_h5, iter_shards, open_shard
 
 EXPORT_FORMATS = ("hdf5", "parquet", "jsonl")
 
 
-def export_hdf5(store: Path, to: Path) -> int:
-    """Copy every shard of ``store`` into one HDF5 file at ``to``.  Returns N."""
+class ExportResult(NamedTuple):
+    """What an export wrote: ``n`` items or rows, and the damaged shards it left out (one message each)."""
+
+    n: int
+    skipped: list[str]
+
+
+def export_hdf5(store: Path, to: Path) -> ExportResult:
+    """Copy every readable shard of ``store`` into one HDF5 file at ``to``.
+
+    A damaged shard is left out and named in ``skipped``; the others are exported.
+    """
     import h5py
 
-    ids, keys = [], []
+    ids, keys, skipped = [], [], []
     with atomic_h5(Path(to)) as out:
         items = out.create_group("items")
         for path in iter_shards(store):
-            with h5py.File(path, "r") as shard:
-                item_id = str(shard.attrs["item_id"])
-                key = item_key(item_id)
-                g = items.create_group(key)
-                for name, value in shard.attrs.items():
-                    g.attrs[name] = value
-                for name in shard:
-                    shard.copy(shard[name], g, name=name)
+            key = None
+            try:
+                with open_shard(path) as shard:
+                    item_id = str(shard.attrs["item_id"])
+                    key = item_key(item_id)
+                    g = items.create_group(key)
+                    for name, value in shard.attrs.items():
+                        g.attrs[name] = value
+                    for name in shard:
+                        shard.copy(shard[name], g, name=name)
+            except DamagedStoreError as e:
+                if key is not None and key in items:
+                    del items[key]  # copied in part before the damage showed
+                skipped.append(str(e))
+                continue
             ids.append(item_id)
             keys.append(key)
         string = h5py.string_dtype("utf-8")
         out.create_dataset("ids", data=np.array(ids, dtype=object), dtype=string)
         out.create_dataset("keys", data=np.array(keys, dtype=object), dtype=string)
         out.attrs.update({"format": "reelsim-export/1", "code_version": __version__, "n_items": len(ids)})
-    return len(ids)
+    return ExportResult(len(ids), skipped)
 
 
 def export_lists(store: Path, to: Path, fmt: str) -> int:
@@ -58,8 +76,10 @@ def export_lists(store: Path, to: Path, fmt: str) -> int:
     return len(rows)
 
 
-def export(store: Path, fmt: str, to: Path) -> int:
+def export(store: Path, fmt: str, to: Path) -> ExportResult:
+    """Export ``store`` as ``fmt`` to ``to``: features (``hdf5``) or lists (``parquet``, ``jsonl``)."""
     if fmt not in EXPORT_FORMATS:
         raise UsageError(f"unknown export format {fmt!r}; expected one of {', '.join(EXPORT_FORMATS)}")
+    StoreLayout(store).check_root()
     Path(to).parent.mkdir(parents=True, exist_ok=True)
-    return export_hdf5(store, to) if fmt == "hdf5" else export_lists(store, to, fmt)
+    return export_hdf5(store, to) if fmt == "hdf5" else ExportResult(export_lists(store, to, fmt), [])

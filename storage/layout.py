@@ -142,8 +142,23 @@ class StoreLayout:
         return self.lists_dir / ".knn-checkpoint"
 
     # -- checks --------------------------------------------------------------
+    def check_root(self) -> None:
+        """:class:`StoreError` when the store's path exists but is not a folder."""
+        if self.root.exists() and not self.root.is_dir():
+            raise StoreError(f"the store path {self.root} is a file, not a folder")
+
+    def make_root(self) -> Path:
+        """Create the store folder (and its parents) if needed; :class:`StoreError` naming why it cannot be."""
+        self.check_root()
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"cannot write to store {self.root}: cannot create it ({e.strerror})") from None
+        return self.root
+
     def require_catalog(self) -> Path:
         """The catalog path; :class:`StoreError` telling how to make one when it is missing."""
+        self.check_root()
         if not self.catalog.is_file():
             raise StoreError(f"no index in {self.root}: run `reelsim run INPUT --store {self.root}` first")
         return self.catalog

@@ -23,7 +23,7 @@ from typing import NamedTuple
 import numpy as np
 
 from reelsim.config import MODALITIES
-from reelsim.errors import StoreError, UsageError
+from reelsim.errors import DamagedStoreError, StoreError, UsageError
 from reelsim.storage.atomic import atomic_path, read_checked
 from reelsim.storage.layout import LIST_FILES
 
@@ -150,15 +150,32 @@ def read_parquet_table(path: str | os.PathLike):
     Raises
     ------
     StoreError
-        Missing or unreadable file, or other columns; the message names the file.
+        Missing, or :class:`~reelsim.errors.DamagedStoreError` (unreadable, or
+        other columns) naming the file.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = read_checked(path, pq.read_table, "neighbour list", (OSError, pa.ArrowException))
-    if tuple(table.column_names) != COLUMNS:
-        raise StoreError(f"{os.fspath(path)!r} has columns {table.column_names}, expected {list(COLUMNS)}")
+    table = read_checked(path, pq.read_table, "a list file", (OSError, pa.ArrowException), redo="lists")
+    _check_columns(path, table.column_names)
     return table
+
+
+def check_parquet(path: str | os.PathLike) -> None:
+    """A quick check that a list file is there and its Parquet footer and columns read (no rows are read).
+
+    Raises as :func:`read_parquet_table`.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    _check_columns(path, read_checked(path, pq.read_schema, "a list file", (OSError, pa.ArrowException),
+                                      redo="lists").names)
+
+
+def _check_columns(path, names) -> None:
+    if tuple(names) != COLUMNS:
+        raise DamagedStoreError(os.fspath(path), f"has columns {list(names)}, expected {list(COLUMNS)}", "lists")
 
 
 def read_parquet(path: str | os.PathLike) -> list[dict]:
@@ -188,7 +205,7 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
     with open(path, encoding="utf-8") as f:
         try:
             return [json.loads(line) for line in f if line.strip()]
-        except json.JSONDecodeError as e:
+        except ValueError as e:  # bad JSON, or bytes that are not UTF-8
             raise StoreError(f"cannot read neighbour list {os.fspath(path)!r}: {e}") from e
 
 
@@ -270,11 +287,8 @@ def read_lists(path: str | os.PathLike, ids: Sequence[str], k: int, active: Sequ
     """
     import pyarrow as pa
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
-    if not os.path.isfile(path):
-        raise StoreError(f"no neighbour list at {os.fspath(path)!r}")
-    t = pq.read_table(path)
+    t = read_parquet_table(path)
     id_set = pa.array(list(ids), type=pa.string())
     item = pc.index_in(t["item"], value_set=id_set).to_numpy(zero_copy_only=False)
     nb = pc.index_in(t["neighbor"], value_set=id_set).to_numpy(zero_copy_only=False)

@@ -100,12 +100,15 @@ class StoreLock:
             fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             return False
+        except OSError as e:  # a read-only store (permissions, a read-only mount), a full disk
+            raise StoreError(f"cannot write to store {self.path.parent} ({e.strerror}): its lock file "
+                             f"{self.path.name} cannot be created") from None
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(self.record, f)
         return True
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        StoreLayout(self.path.parent).make_root()
         if self._try_create():
             return
         rec = read_lock(self.path)

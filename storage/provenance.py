@@ -21,6 +21,7 @@ from pathlib import Path
 
 from reelsim.errors import UsageError
 from reelsim.storage.layout import StoreLayout
+from reelsim.storage.shards import check_shard
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,18 @@ def shard_stamps(path: Path) -> tuple[str, dict[str, ModelStamp]]:
             }
     except OSError:  # half-written or damaged: it is recomputed like any stale shard
         return "", {}
+
+
+def usable_shards(store: Path, expected: dict[str, ModelStamp]) -> dict[str, Path]:
+    """{item id: shard} of every sound shard (:func:`~reelsim.storage.shards.check_shard`) whose features
+    all come from the ``expected`` models (a damaged shard, or one of another model, is left out)."""
+    layout = StoreLayout(store)
+    out = {}
+    for path in layout.shard_files():
+        item_id, wrong = check_shard(layout, path)
+        if wrong is None and all(expected.get(m, s) == s for m, s in shard_stamps(path)[1].items()):
+            out[item_id] = path
+    return out
 
 
 def model_conflicts(store: Path, expected: dict[str, ModelStamp]) -> dict[tuple[str, ModelStamp], list[tuple[str, Path]]]:

@@ -41,6 +41,7 @@ class VideoStructure:
     transition_frames : int64 (S, 2) the entering transition's frames
         [start, end), end exclusive (``start == end`` for a cut).
     params : the shot detector and scene-grouping settings that produced them.
+    decode_errors : corrupt packets skipped while decoding the video and its audio.
     keyframe_jpegs : S JPEG thumbnails of the keyframes, in shot order
         (empty when thumbnails are off, ``ThumbnailConfig.max_side == 0``).
     """
@@ -58,6 +59,7 @@ class VideoStructure:
     transition_frames: np.ndarray
     params: dict = field(default_factory=dict)
     keyframe_jpegs: list[bytes] = field(default_factory=list)
+    decode_errors: int = 0
 
 
 @dataclass

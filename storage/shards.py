@@ -10,7 +10,8 @@ name a path outside the store.  Schema of one shard (see README "HDF5 schema"):
   (JSON: modality -> sha256), ``warnings`` (JSON list), ``created_utc``,
   and ``complete`` (1), written last: a shard without it is not trusted.
 - ``/video`` (videos only): attrs ``fps``, ``n_frames``, ``width``,
-  ``height``, ``duration_s``, ``source_path``; datasets ``shots`` int64 (S, 2),
+  ``height``, ``duration_s``, ``decode_errors`` (corrupt packets skipped; absent
+  in older shards), ``source_path``; datasets ``shots`` int64 (S, 2),
   ``shot_times`` float64 (S, 2), ``scenes`` int64 (C, 2), ``keyframes`` int64 (S,),
   ``transitions`` bytes (S,) how each shot was entered (``start``, ``cut``,
   ``dissolve``, ``fade``), ``transition_frames`` int64 (S, 2) that transition's
@@ -36,7 +37,7 @@ from typing import Iterator
 import numpy as np
 
 from reelsim import __version__
-from reelsim.errors import StoreError, UnknownItemError
+from reelsim.errors import DamagedStoreError, StoreError, UnknownItemError
 from reelsim.storage.atomic import atomic_path
 from reelsim.storage.layout import StoreLayout
 from reelsim.storage.schema import ItemFeatures
@@ -92,7 +93,8 @@ def write_shard(store: Path, features: ItemFeatures, *, config_hash: str, input_
         if v is not None:
             g = f.create_group("video")
             g.attrs.update({"fps": v.fps, "n_frames": v.n_frames, "width": v.width, "height": v.height,
-                            "duration_s": v.duration_s, "source_path": _attr(item.video), **v.params})
+                            "duration_s": v.duration_s, "decode_errors": v.decode_errors,
+                            "source_path": _attr(item.video), **v.params})
             for name in ("shots", "shot_times", "scenes", "keyframes", "transitions", "transition_frames"):
                 g.create_dataset(name, data=getattr(v, name))
         feats = f.create_group("features")
@@ -159,22 +161,104 @@ def shard_is_complete(path: Path) -> bool:
         return False
 
 
-def iter_shards(store: Path) -> Iterator[Path]:
-    """Every complete shard of ``store`` (incomplete ones are skipped: the next run redoes them)."""
-    layout = StoreLayout(store)
-    if not layout.shards_dir.is_dir():
-        raise StoreError(f"no feature store at {store} (no shards/ folder): run `reelsim run ... --store {store}` first")
-    yield from (p for p in layout.shard_files() if shard_is_complete(p))
+def damaged_shard(path: Path, what: str, item_id: str | None = None) -> DamagedStoreError:
+    """The error for a shard that cannot be used: names the file, the item, and what redoes it."""
+    item = f" of item {item_id!r}" if item_id is not None else ""
+    return DamagedStoreError(path, what, "run", f"damaged shard {path}{item}: {what}; run `reelsim run` on the "
+                             "item's input again to recompute it (`reelsim verify` lists every damaged file)")
 
 
-def read_item_vectors(path: Path) -> tuple[str, dict, dict[str, np.ndarray]]:
-    """(item id, item attrs, modality -> float32 (D,) item embedding) of one shard."""
+@contextlib.contextmanager
+def open_shard(path: Path, item_id: str | None = None):
+    """The complete shard at ``path``, open for reading (an ``h5py.File``).
+
+    Raises
+    ------
+    DamagedStoreError
+        The file does not open as HDF5 (truncated, overwritten), lacks the
+        ``complete`` mark written last, or a record the block reads is missing
+        or unreadable; the message names the file.
+    """
     import h5py
 
-    with h5py.File(path, "r") as f:
+    try:
+        f = h5py.File(path, "r")
+    except (OSError, ValueError):
+        raise damaged_shard(path, "it does not open as HDF5 (truncated or overwritten?)", item_id) from None
+    with f:
+        if f.attrs.get(COMPLETE_ATTR) != 1:
+            raise damaged_shard(path, "it is incomplete (no 'complete' mark: its writer was killed, or it was "
+                                "copied in part)", item_id)
+        try:
+            yield f
+        except (KeyError, OSError, ValueError, TypeError) as e:
+            raise damaged_shard(path, f"a record cannot be read ({e.__class__.__name__}: {e})", item_id) from None
+
+
+def _shard_records(f) -> str | None:
+    """What is wrong inside an open, complete shard (None: nothing): features and shot tables agree."""
+    feats = f.get("features")
+    if feats is None or not len(feats):
+        return "it has no features"
+    for m in feats:
+        v = feats[m]["item"][()]
+        if v.ndim != 1 or not v.size or not np.isfinite(v).all():
+            return f"its {m} item embedding is not a finite vector (shape {v.shape})"
+    if "video" in f:
+        v = f["video"]
+        n = v["shots"].shape[0]
+        expect = {"shots": (n, 2), "shot_times": (n, 2), "keyframes": (n,)}
+        expect.update({name: (n, 2) if name == "transition_frames" else (n,)
+                       for name in ("transitions", "transition_frames") if name in v})
+        for name, shape in expect.items():
+            if v[name].shape != shape:
+                return f"video/{name} has shape {v[name].shape}, expected {shape} for {n} shots"
+        for m in feats:
+            if "shot" in feats[m] and feats[m]["shot"].shape[0] != n:
+                return f"{m} has {feats[m]['shot'].shape[0]} shot rows for {n} shots"
+    return None
+
+
+def check_shard(layout: StoreLayout, path: Path) -> tuple[str | None, str | None]:
+    """(item id, what is wrong) of one shard file: opened, complete, in its place, records consistent.
+
+    ``item id`` is None when the shard cannot be read; ``what`` is None when nothing is wrong.
+    """
+    try:
+        with open_shard(path) as f:
+            item_id = str(f.attrs["item_id"])
+            if layout.shard(item_id) != path:
+                return item_id, f"it holds item {item_id!r}, whose shard belongs at {layout.shard(item_id)}"
+            return item_id, _shard_records(f)
+    except DamagedStoreError as e:
+        return None, e.what
+
+
+def iter_shards(store: Path) -> Iterator[Path]:
+    """Every shard file of ``store``, complete or not (open each with :func:`open_shard`)."""
+    layout = StoreLayout(store)
+    layout.check_root()
+    if not layout.shards_dir.is_dir():
+        raise StoreError(f"no feature store at {store} (no shards/ folder): run `reelsim run ... --store {store}` first")
+    yield from layout.shard_files()
+
+
+def read_item_vectors(path: Path, item_id: str | None = None) -> tuple[str, dict, dict[str, np.ndarray]]:
+    """(item id, item attrs, modality -> float32 (D,) item embedding) of one shard (:func:`open_shard`)."""
+    with open_shard(path, item_id) as f:
         attrs = {k: f.attrs[k] for k in ("item_id", "kind", "title", "description")}
         vecs = {m: f["features"][m]["item"][()] for m in f["features"]}
         return str(attrs["item_id"]), attrs, vecs
+
+
+def existing_shard(store: Path, item_id: str) -> Path:
+    """The shard path of ``item_id``; :class:`UnknownItemError` when the store has none."""
+    layout = StoreLayout(store)
+    layout.check_root()
+    path = layout.shard(item_id)
+    if not path.is_file():
+        raise UnknownItemError(f"unknown item id {item_id!r}: no results for it in {store}")
+    return path
 
 
 def read_item_features(store: Path, item_id: str, *, level: str = "item") -> dict[str, np.ndarray]:
@@ -187,14 +271,9 @@ def read_item_features(store: Path, item_id: str, *, level: str = "item") -> dic
     UnknownItemError
         No shard for ``item_id``.
     """
-    import h5py
-
     if level not in ("item", "shot"):
         raise ValueError(f"level must be 'item' or 'shot', got {level!r}")
-    path = StoreLayout(store).shard(item_id)
-    if not path.is_file():
-        raise UnknownItemError(f"unknown item id {item_id!r}: no results for it in {store}")
-    with h5py.File(path, "r") as f:
+    with open_shard(existing_shard(store, item_id), item_id) as f:
         feats = f["features"]
         return {m: feats[m][level][()] for m in feats if level in feats[m]}
 
@@ -207,12 +286,7 @@ def read_shots(store: Path, item_id: str) -> dict:
     UnknownItemError
         No shard for ``item_id``, or the item has no video.
     """
-    import h5py
-
-    path = StoreLayout(store).shard(item_id)
-    if not path.is_file():
-        raise UnknownItemError(f"unknown item id {item_id!r}: no results for it in {store}")
-    with h5py.File(path, "r") as f:
+    with open_shard(existing_shard(store, item_id), item_id) as f:
         if "video" not in f:
             raise UnknownItemError(f"item {item_id!r} has no video, so no shots")
         v = f["video"]

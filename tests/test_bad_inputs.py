@@ -8,24 +8,20 @@ prints) give for it.
 
 from __future__ import annotations
 
-import json
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import h5py
 import numpy as np
 import pytest
-from conftest import run_items
 
+from catalogue import AT_LINE, Case, check_case, run_catalogue
 from reelsim.pipeline import synth
 from reelsim.pipeline.decode import iter_frames
 from reelsim.storage.layout import StoreLayout
 from reelsim.storage.shards import read_shots
 
 SIZE = (160, 120)
-AT_LINE = "@line"
 # VFR clip: (source, frames, fps) per shot -> cuts at frames 25 and 45, at 1.0 s and 3.0 s.
 VFR_SHOTS = [("testsrc2", 25, 25), ("mandelbrot", 20, 10), ("smptebars", 25, 25)]
 
@@ -43,25 +39,6 @@ def vfr_time(frame: int) -> float:
 def clip(d: Path, name: str, **kw) -> str:
     synth.make_pattern_video(d / name, size=kw.pop("size", SIZE), frames=kw.pop("frames", 20), **kw)
     return name
-
-
-@dataclass(frozen=True)
-class Case:
-    """One awkward input: ``rows(d)`` writes its media under ``d`` and returns its manifest rows.
-
-    ``item`` is the report row to check (``None``: the id of the case's last
-    row, or its manifest location when it has none; ``AT_LINE``: its manifest
-    location), ``status`` and ``says`` (a substring of the reason for
-    failures, of a warning for successes; None: no warning); ``check(store,
-    row, media)`` asserts more.
-    """
-
-    name: str
-    rows: Callable[[Path], list]
-    status: str
-    says: str | None = None
-    item: str | None = None
-    check: Callable | None = None
 
 
 def _no_audio(store, row, media):
@@ -163,46 +140,21 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def bad_run(tmp_path_factory, dask_client):
-    """(store, media folder, CompletedProcess, report rows by id, case -> report id) of one run over all cases."""
-    media = tmp_path_factory.mktemp("bad-media")
-    lines, row_of = [], {}
-    for case in CASES:
-        rows = case.rows(media)
-        lines += [row if isinstance(row, str) else json.dumps(row, ensure_ascii=False) for row in rows]
-        last = rows[-1] if rows else None
-        own_id = last.get("id") if isinstance(last, dict) and case.item != AT_LINE else None
-        row_of[case.name] = (case.item if case.item not in (None, AT_LINE) else None) or own_id \
-            or f"catalog.jsonl:{len(lines)}"
-    (media / "catalog.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    """One run over all cases (:class:`catalogue.CatalogueRun`)."""
     store = tmp_path_factory.mktemp("bad-store") / "store"
-    run = run_items([media / "catalog.jsonl"], store, dask_client)
-    proc = subprocess.CompletedProcess(["reelsim", "run"], run.exit_code, run.describe(store), "")  # as the CLI ends
-    report = json.loads((store / "report.json").read_text(encoding="utf-8"))
-    return store, media, proc, {r["item"]: r for r in report["items"]}, row_of
+    return run_catalogue(CASES, tmp_path_factory.mktemp("bad-media"), store, dask_client)
 
 
 def test_all_bad_inputs_together_complete_with_exit_3(bad_run):
-    store, _, proc, rows, _ = bad_run
-    assert proc.returncode == 3, proc.stdout + proc.stderr
+    rows = bad_run.rows
+    assert bad_run.proc.returncode == 3, bad_run.proc.stdout
     failed = {c.name for c in CASES if c.status == "failed"}
     assert sum(r["status"] == "failed" for r in rows.values()) == len(failed)
     assert sum(r["status"] == "ok" for r in rows.values()) == len(CASES) - len(failed)
-    assert (store / "lists" / "neighbors.parquet").is_file()
+    assert (bad_run.store / "lists" / "neighbors.parquet").is_file()
     assert all(r["reason"] and "\n" not in r["reason"] for r in rows.values() if r["status"] == "failed")
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_bad_input_is_reported(bad_run, case):
-    store, media, proc, rows, row_of = bad_run
-    row = rows[row_of[case.name]]
-    assert row["status"] == case.status, row
-    if case.status == "failed":
-        assert case.says in row["reason"]
-        assert f"FAILED {row['item']}: {row['reason']}" in proc.stdout  # the same one line on the console
-    elif case.says is None:
-        assert not row["warnings"], row["warnings"]
-    else:
-        warning = next(w for w in row["warnings"] if case.says in w)
-        assert f"warning {row['item']}: {warning}" in proc.stdout
-    if case.check:
-        case.check(store, row, media)
+    check_case(bad_run, case)

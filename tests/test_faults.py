@@ -1,4 +1,4 @@
-"""Faults: a killed driver, a half-written shard, a concurrent run, a hanging input.
+"""Faults: a killed driver, a half-written shard, a concurrent run, an input that runs too long.
 
 Everything runs through the real CLI in subprocesses on real Dask clusters;
 the killed processes are killed with real signals.
@@ -141,11 +141,16 @@ def test_lock_rules(tmp_path):
         StoreLock(tmp_path).acquire()
 
 
-def test_item_hanging_on_a_blocking_read_times_out(tmp_path):
-    """A named pipe nobody writes to: opening it blocks for ever, as on a stalled network mount."""
+def test_item_running_too_long_times_out(tmp_path):
+    """A 1 TB sparse file: reading it (to hash it) takes far longer than the item timeout.
+
+    (A named pipe or a device, which would block or be read for ever, is refused before it is opened:
+    tests/test_hostile_inputs.py.)
+    """
     media = tmp_path / "media"
     media.mkdir()
-    os.mkfifo(media / "stalled.mp4")
+    with open(media / "stalled.mp4", "wb") as f:
+        f.truncate(2**40)
     make_image(media / "p.png", "testsrc2")
     (media / "catalog.jsonl").write_text(
         json.dumps({"id": "stalled", "video": "stalled.mp4"}) + "\n" + json.dumps({"id": "p", "image": "p.png"}) + "\n")
@@ -161,6 +166,7 @@ def test_item_hanging_on_a_blocking_read_times_out(tmp_path):
     assert hung["reason"].startswith("timed out: still running after") and "worker was restarted" in hung["reason"]
     assert f"FAILED stalled: {hung['reason']}" in proc.stdout
     assert time.time() - t < 240
+    (media / "stalled.mp4").unlink()
 
 
 def test_worker_killed_mid_item_is_retried_on_the_other(dask_cli_cluster, clips, tmp_path):
