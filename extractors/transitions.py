@@ -60,6 +60,11 @@ class TransitionParams:
     cut_hist: float = 0.2
     flash_return: float = 0.5
     lookahead: int = 3
+    light_max: float = 0.3
+    return_horizon: int = 12
+    return_z_max: float = 0.75
+    flash_abrupt: float = 0.7
+    motion_after: int = 3
     grad_min: float = 12.0
     grad_blend_max: float = 0.22
     grad_hist_min: float = 0.25
@@ -74,6 +79,11 @@ class TransitionParams:
     def max_half(self) -> int:
         return max(self.half_widths)
 
+    @property
+    def cut_delay(self) -> int:
+        """Frames after ``t`` the cut test at ``t`` needs."""
+        return max(self.lookahead, self.return_horizon, self.motion_after)
+
     @classmethod
     def from_config(cls, cfg: ShotConfig) -> "TransitionParams":
         return cls(cut_min=cfg.cut_min, cut_ratio=cfg.cut_ratio, grad_min=cfg.gradual_min,
@@ -86,10 +96,12 @@ class SmallFrame:
     rgb : float32 (h, w, 3), 0-255.
     gray : float32 (h, w) luma, 0-255.
     contrast : spatial std of luma, 0-255.
+    z : float32 (h, w) luma standardised (mean 0, std 1; std floored at 4):
+        the picture's structure, blind to brightness and contrast.
     hist : float32 (64,) joint RGB histogram (4 bins a channel), sums to 1.
     """
 
-    __slots__ = ("rgb", "gray", "contrast", "hist")
+    __slots__ = ("rgb", "gray", "contrast", "z", "hist")
 
     def __init__(self, rgb_uint8: np.ndarray, size: tuple[int, int]):
         import cv2
@@ -97,7 +109,9 @@ class SmallFrame:
         small = cv2.resize(rgb_uint8, size, interpolation=cv2.INTER_AREA)
         self.rgb = small.astype(np.float32)
         self.gray = self.rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-        self.contrast = float(self.gray.std())
+        mean, std = cv2.meanStdDev(self.gray)
+        self.contrast = float(std[0, 0])
+        self.z = (self.gray - np.float32(mean[0, 0])) * np.float32(1.0 / max(self.contrast, 4.0))
         q = small >> 6
         codes = (q[..., 0].astype(np.int32) * 4 + q[..., 1]) * 4 + q[..., 2]
         hist = np.bincount(codes.ravel(), minlength=64).astype(np.float32)
@@ -252,8 +266,9 @@ class TransitionDetector:
     def __init__(self, params: TransitionParams):
         self.p = params
         h = params.max_half
-        self._frames: deque[SmallFrame] = deque(maxlen=4 * h + params.lookahead + 2)
-        self._steps: deque[float] = deque(maxlen=4 * h + params.lookahead + 12)
+        self._frames: deque[SmallFrame] = deque(maxlen=4 * h + params.cut_delay + 2)
+        self._steps: deque[float] = deque(maxlen=4 * h + params.cut_delay + 12)
+        self._zsteps: deque[float] = deque(maxlen=4 * h + params.cut_delay + 12)
         self._n = 0
         self._run: _Run | None = None
         self._pending: list[Boundary] = []
@@ -261,7 +276,7 @@ class TransitionDetector:
         self._motion: dict[int, tuple[float, float]] = {}  # frame -> translation from the previous frame
         self._window = None
         # a run ends one miss after its last centre; centres lag the newest frame by max_half
-        self.latency = 5 * h + params.lookahead + 4
+        self.latency = 5 * h + params.cut_delay + 4
 
     # -- ring access --------------------------------------------------------
     def _frame(self, i: int) -> SmallFrame:
@@ -270,6 +285,14 @@ class TransitionDetector:
     def _step(self, i: int) -> float:
         """mad(f[i-1], f[i])."""
         return self._steps[i - (self._n - len(self._steps))]
+
+    def _zstep(self, i: int) -> float:
+        """mad(z[i-1], z[i]): how much the picture's structure changed at frame i."""
+        return self._zsteps[i - (self._n - len(self._zsteps))]
+
+    def _motion_step(self, i: int) -> float:
+        """The step at frame i as motion: a lighting change (structure kept) counts in proportion to its zstep."""
+        return self._step(i) * min(1.0, self._zstep(i) / self.p.light_max)
 
     def _translation(self, lo: int, hi: int) -> tuple[float, float]:
         """Global camera translation (dx, dy), in small-frame pixels, from frame lo to frame hi."""
@@ -298,13 +321,16 @@ class TransitionDetector:
         f = SmallFrame(rgb, self.p.small_size)
         self._frames.append(f)
         self._steps.append(mad(f.rgb, self._frames[-2].rgb) if len(self._frames) > 1 else 0.0)
+        self._zsteps.append(mad(f.z, self._frames[-2].z) if len(self._frames) > 1 else 0.0)
         self._n += 1
         self._motion.pop(self._n - len(self._frames) - 1, None)  # its frame has left the ring
-        self._test_cut(self._n - 1 - self.p.lookahead)
+        self._test_cut(self._n - 1 - self.p.cut_delay)
         self._test_gradual(self._n - 1 - 2 * self.p.max_half)
         return self._release(self._n - 1 - self.latency)
 
     def finish(self, n_frames: int) -> list[Boundary]:
+        for t in range(max(1, self._n - self.p.cut_delay), self._n):  # cuts too near the end to test before
+            self._test_cut(t)
         self._close_run()
         return self._release(n_frames)
 
@@ -316,17 +342,21 @@ class TransitionDetector:
         step = self._step(t)
         if step < p.cut_min:
             return
+        zstep = self._zstep(t)
+        if zstep < p.light_max:
+            return  # the same picture in another light: flicker, strobe, a colour-cycling lamp
         lo = max(1, t - 8, self._n - len(self._steps) + 1)
-        before = [self._step(i) for i in range(lo, t)]
-        after = [self._step(i) for i in range(t + 1, self._n)]
+        before = [self._motion_step(i) for i in range(lo, t)]
+        after = [self._motion_step(i) for i in range(t + 1, min(self._n, t + 1 + p.motion_after))]
         jump = hist_distance(self._frame(t - 1).hist, self._frame(t).hist)
         motion = (float(np.median(before)) if before else 0.0, float(np.median(after)))
         if not cut_score(step, jump, *motion, returned=step, p=p):  # the flash rule costs more: only now
             return
         prev, cur = self._frame(t - 1).rgb, self._frame(t).rgb
         oldest = self._n - len(self._frames)
-        returned = min([mad(prev, self._frame(k).rgb) for k in range(t + 1, self._n)]
-                       + [mad(self._frame(k).rgb, cur) for k in range(max(oldest, t - 1 - p.lookahead), t - 1)])
+        horizon = p.return_horizon if zstep < p.return_z_max else p.lookahead
+        returned = min([mad(prev, self._frame(k).rgb) for k in range(t + 1, min(self._n, t + 1 + horizon))]
+                       + [mad(self._frame(k).rgb, cur) for k in range(max(oldest, t - 1 - horizon), t - 1)])
         if cut_score(step, jump, *motion, returned=returned, p=p):
             self._pending.append(Boundary(t, "cut", t, t))
 
@@ -380,9 +410,30 @@ class TransitionDetector:
         d_ab = mad(a.rgb, b.rgb)
         return d_ab >= p.grad_min and max_step <= p.grad_step_max * d_ab
 
+    def _is_flash(self, m: int) -> bool:
+        """Is the uniform frame m part of a flash (at most 3 uniform frames, entered and left in one step)?
+
+        A fade through black or white may be fast on one side, never on both;
+        a flash right after a cut would otherwise pass for a fade and replace the cut.
+        """
+        p, oldest = self.p, self._n - len(self._frames)
+        flat = lambda i: oldest <= i < self._n and self._frame(i).contrast <= p.fade_flat  # noqa: E731
+        u0, u1 = m, m
+        while u1 - u0 < 3 and flat(u0 - 1):
+            u0 -= 1
+        while u1 - u0 < 3 and flat(u1 + 1):
+            u1 += 1
+        if u1 - u0 >= 3 or u0 - 4 < max(oldest, 0) or u1 + 4 >= self._n:
+            return False
+        into = self._step(u0) >= p.flash_abrupt * mad(self._frame(u0 - 4).rgb, self._frame(u0).rgb)
+        out = self._step(u1 + 1) >= p.flash_abrupt * mad(self._frame(u1).rgb, self._frame(u1 + 4).rgb)
+        return into and out
+
     def _close_run(self) -> None:
         run, self._run = self._run, None
         if run is None:
+            return
+        if run.kind == "fade" and self._is_flash(run.best):
             return
         start = max(0, min(run.first, run.best - run.best_half))
         end = max(run.last, run.best + run.best_half) + 1

@@ -229,11 +229,15 @@ class Shot:
         subject, a third of the frame high, swings across it at up to
         ``speed`` px/frame: a head moving fast in a close-up).
     look : extra ffmpeg filters after the source (``"format=gray"``, ``"noise=alls=8:allf=t"``).
-    flashes : ((offset, n_frames), ...): near-white frames, offset from the shot's first frame.
+    flashes : ((offset, n_frames[, keep]), ...): near-white frames, offset
+        from the shot's first frame; ``keep`` is the fraction of the picture
+        left visible (default 0.15; 0 gives a uniform white frame).
     strobe : (offset, count, period): ``count`` single white frames every ``period`` frames.
     flicker : (offset, n_frames, period): a flickering light; for ``n_frames``
         from ``offset`` the picture is dimmed to 45 % in the first half of
-        every ``period`` frames.
+        every ``period`` frames; a negative period gives an irregular flicker
+        (runs of dim and bright frames of random length, ``-period / 2`` on
+        average, from the video's seed).
     cycle : (offset, n_frames, period): a colour-cycling light; the hue turns
         by 120 degrees every ``period`` frames (content returns every 3 periods).
     """
@@ -305,9 +309,10 @@ class Trap(NamedTuple):
 class Layout(NamedTuple):
     """Where everything lands in the encoded video (frame indices).
 
-    painted : {trap kind: frames}: frames turned white (flash, strobe), dimmed
-        (flicker) or hue-turned by (cycle) ``120 * phase`` degrees, as
-        ``{"cycle": {frame: phase}}``.
+    painted : how traps change frames: ``{"flash": {frame: keep}}`` (turned
+        white, keeping ``keep`` of the picture), ``{"flicker": [frame, ...]}``
+        (dimmed), ``{"cycle": {frame: phase}}`` (hue turned by ``120 * phase``
+        degrees).
     """
 
     n_frames: int
@@ -433,7 +438,7 @@ def photo_file(folder: Path, name: str, w: int, h: int, seed: int = 0) -> Path:
         else:
             img = cv2.cvtColor(make_photo(name, w, h, seed), cv2.COLOR_RGB2BGR)
         tmp = path.with_name(f".{path.stem}.tmp.{ext}")
-        if not cv2.imwrite(str(tmp), img, [cv2.IMWRITE_JPEG_QUALITY, 93]):
+        if not cv2.imwrite(str(tmp), img, [cv2.IMWRITE_JPEG_QUALITY, 93] if ext == "jpg" else []):
             raise OSError(f"could not write {tmp}")
         tmp.replace(path)
     return path
@@ -442,10 +447,21 @@ def photo_file(folder: Path, name: str, w: int, h: int, seed: int = 0) -> Path:
 # -- layout: ground truth from the specification
 
 
-def _periodic_frames(start: int, n: int, period: int) -> list[int]:
-    """Frames of ``[start, start + n)`` in the first half of each ``period`` (at least one frame)."""
-    on = max(1, period // 2)
-    return [f for f in range(start, start + n) if (f - start) % period < on]
+def _flicker_frames(start: int, n: int, period: int, seed: int) -> list[int]:
+    """Dimmed frames of ``[start, start + n)``: the first half of each ``period``, or random runs when negative."""
+    if period > 0:
+        on = max(1, period // 2)
+        return [f for f in range(start, start + n) if (f - start) % period < on]
+    import numpy as np
+
+    rng = np.random.default_rng([start, seed])
+    out, f, dim = [], start, True
+    while f < start + n:
+        run = int(rng.integers(1, -period))
+        if dim:
+            out += range(f, min(f + run, start + n))
+        f, dim = f + run, not dim
+    return out
 
 
 def layout(spec: VideoSpec, tolerance: int = 2) -> Layout:
@@ -481,20 +497,20 @@ def layout(spec: VideoSpec, tolerance: int = 2) -> Layout:
             transitions.append(Transition(kind, s + d // 2, s, length, join.style, join.tag))
             starts.append(length - d - 1)
             length = length - d - 1 + shot.frames
-    traps, painted = [], {"flash": [], "flicker": [], "cycle": {}}
+    traps, painted = [], {"flash": {}, "flicker": [], "cycle": {}}
     for i, (shot, s) in enumerate(zip(spec.shots, starts)):
-        for off, n in shot.flashes:
+        for off, n, *keep in shot.flashes:
             traps.append(Trap("flash", s + off, s + off + n))
-            painted["flash"] += range(s + off, s + off + n)
+            painted["flash"].update({f: keep[0] if keep else 0.15 for f in range(s + off, s + off + n)})
         if shot.strobe:
             off, count, period = shot.strobe
             frames = [s + off + period * k for k in range(count)]
             traps.append(Trap("strobe", frames[0], frames[-1] + 1))
-            painted["flash"] += frames
+            painted["flash"].update({f: 0.15 for f in frames})
         if shot.flicker:
             off, n, period = shot.flicker
             traps.append(Trap("flicker", s + off, s + off + n))
-            painted["flicker"] += _periodic_frames(s + off, n, period)
+            painted["flicker"] += _flicker_frames(s + off, n, period, spec.seed)
         if shot.cycle:
             off, n, period = shot.cycle
             traps.append(Trap("cycle", s + off, s + off + n))
@@ -504,9 +520,8 @@ def layout(spec: VideoSpec, tolerance: int = 2) -> Layout:
             hi = transitions[i].start if i < len(transitions) else length
             if hi - lo > 2 * (tolerance + 1):
                 traps.append(Trap(shot.motion, lo + tolerance + 1, hi - tolerance - 1))
-    painted["flash"] = sorted(painted["flash"])
     painted["flicker"] = sorted(painted["flicker"])
-    return Layout(length, starts, transitions, traps, painted["flash"], painted)
+    return Layout(length, starts, transitions, traps, sorted(painted["flash"]), painted)
 
 
 # -- building: one ffmpeg filter graph per video
@@ -597,9 +612,11 @@ def _enable(frames) -> str:
 def _paint(acc: str, lay: Layout) -> list[str]:
     """Filters that paint the traps over the assembled stream ``[acc]``, ending at ``[out]``."""
     chains, steps = [], []
-    if lay.painted["flash"]:
-        white = "val*0.15+215"
-        steps.append(f"lutrgb=r='{white}':g='{white}':b='{white}':enable='{_enable(lay.painted['flash'])}'")
+    flash = lay.painted["flash"]
+    for keep in sorted(set(flash.values())):
+        white = f"val*{keep:.3f}+{(1 - keep) * 253:.1f}"
+        frames = [f for f, k in flash.items() if k == keep]
+        steps.append(f"lutrgb=r='{white}':g='{white}':b='{white}':enable='{_enable(frames)}'")
     if lay.painted["flicker"]:
         dim = "val*0.45"
         steps.append(f"lutrgb=r='{dim}':g='{dim}':b='{dim}':enable='{_enable(lay.painted['flicker'])}'")

@@ -54,7 +54,7 @@ def test_false_positives_on_traps_are_splits_by_kind():
 def test_layout_places_transitions_traps_and_lengths():
     spec = VideoSpec("t", (Shot(40, "testsrc2"), Shot(40, "mandelbrot", flashes=((20, 2),)),
                            Shot(40, "life"), Shot(40, "cellauto", strobe=(10, 3, 3))),
-                     (Join("fade", 10), Join("cut"), Join("outin", 6)), size=(160, 90))
+                     (Join("dissolve", 10), Join("cut"), Join("outin", 6)), size=(160, 90))
     lay = shotset.layout(spec)
     assert [(t.kind, t.start, t.end) for t in lay.transitions] == [
         ("dissolve", 30, 40), ("cut", 69, 69), ("fade", 103, 115)]
@@ -66,7 +66,7 @@ def test_layout_places_transitions_traps_and_lengths():
 def test_built_video_matches_its_labels_and_a_wrong_label_is_caught(tmp_path):
     spec = VideoSpec("tiny", (Shot(30, "testsrc2"), Shot(30, "mandelbrot=maxiter=200", flashes=((12, 1),)),
                               Shot(30, "life=seed=3:ratio=0.3:mold=10"), Shot(30, "cellauto=rule=110")),
-                     (Join("fadeblack", 8), Join("cut"), Join("fade", 10)), size=(160, 90))
+                     (Join("fadeblack", 8), Join("cut"), Join("dissolve", 10)), size=(160, 90))
     lay = shotset.build_video(spec, tmp_path / "tiny.mp4", tmp_path / "photos")
     labels = shotset.labels_of(spec, lay, "tiny.mp4")
     assert shotset.verify(tmp_path / "tiny.mp4", labels) == []
