@@ -64,7 +64,8 @@ class TransitionParams:
     return_horizon: int = 12
     return_z_max: float = 0.75
     flash_abrupt: float = 0.7
-    motion_after: int = 3
+    light_scale: float = 1.5
+    motion_after: int = 7
     grad_min: float = 12.0
     grad_blend_max: float = 0.22
     grad_hist_min: float = 0.25
@@ -273,6 +274,7 @@ class TransitionDetector:
         self._run: _Run | None = None
         self._pending: list[Boundary] = []
         self._last_emitted = 0
+        self._emitted: list[Boundary] = []  # the last gradual boundary emitted (a cut inside it is dropped)
         self._motion: dict[int, tuple[float, float]] = {}  # frame -> translation from the previous frame
         self._window = None
         # a run ends one miss after its last centre; centres lag the newest frame by max_half
@@ -291,8 +293,15 @@ class TransitionDetector:
         return self._zsteps[i - (self._n - len(self._zsteps))]
 
     def _motion_step(self, i: int) -> float:
-        """The step at frame i as motion: a lighting change (structure kept) counts in proportion to its zstep."""
-        return self._step(i) * min(1.0, self._zstep(i) / self.p.light_max)
+        """The part of the step at frame i that the picture's structure explains (its motion).
+
+        A change of structure ``zstep`` (in luma std units) on frames of luma
+        contrast ``s`` moves pixels by about ``zstep * s``; the rest of the
+        step is light (flicker, a flash, a colour-cycling lamp), which must
+        not raise the local motion level that a cut is compared against.
+        """
+        s = max(self._frame(i - 1).contrast, self._frame(i).contrast, 4.0)
+        return min(self._step(i), self.p.light_scale * self._zstep(i) * s)
 
     def _translation(self, lo: int, hi: int) -> tuple[float, float]:
         """Global camera translation (dx, dy), in small-frame pixels, from frame lo to frame hi."""
@@ -452,7 +461,7 @@ class TransitionDetector:
         if not ready:
             return []
         self._pending = [b for b in self._pending if b.frame > upto]
-        gradual = [b for b in ready + self._pending if b.kind != "cut"]
+        gradual = [b for b in ready + self._pending + self._emitted[-1:] if b.kind != "cut"]
         out: list[Boundary] = []
         m = self.p.min_shot_frames
         for b in ready:
@@ -462,4 +471,6 @@ class TransitionDetector:
                 continue
             out.append(b)
             self._last_emitted = b.frame
+            if b.kind != "cut":
+                self._emitted = [b]
         return out
