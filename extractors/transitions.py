@@ -65,6 +65,8 @@ class TransitionParams:
     return_z_max: float = 0.75
     flash_abrupt: float = 0.7
     light_scale: float = 1.5
+    grad_keep: float = 0.7
+    grad_concentrated: float = 0.5
     motion_after: int = 7
     grad_min: float = 12.0
     grad_blend_max: float = 0.22
@@ -166,6 +168,39 @@ def blend_score(a0: SmallFrame, a: SmallFrame, m: SmallFrame, b: SmallFrame, b1:
     residual = mad(m.rgb, 0.5 * (a.rgb + b.rgb)) / d_ab
     if residual > p.grad_blend_max:
         return 0.0
+    return d_ab * (1.0 - residual / p.grad_blend_max)
+
+
+def trimmed_mad(a: np.ndarray, b: np.ndarray, keep: float) -> float:
+    """Mean absolute difference over the ``keep`` fraction of pixels that differ least.
+
+    a, b : float32 (h, w, 3).  Blind to a moving object covering less than
+    ``1 - keep`` of the frame (a head in a close-up, a passer-by).
+    """
+    d = np.abs(a - b).mean(axis=2).ravel()
+    k = max(1, int(keep * d.size))
+    return float(np.partition(d, k - 1)[:k].mean())
+
+
+def robust_blend(a0: SmallFrame, a: SmallFrame, m: SmallFrame, b: SmallFrame, b1: SmallFrame,
+                 p: TransitionParams) -> float:
+    """:func:`blend_score` on the pixels that differ least, for shots with a fast-moving subject.
+
+    The blend residual and the localisation test use :func:`trimmed_mad`
+    (``grad_keep`` of the pixels), so a subject moving over a steady
+    background does not veto the dissolve; a cut inside the window still
+    leaves half of ``A - B`` on every pixel and is rejected.
+    """
+    d_ab = trimmed_mad(a.rgb, b.rgb, p.grad_keep)
+    if d_ab < p.grad_min:
+        return 0.0
+    local = max(trimmed_mad(a0.rgb, a.rgb, p.grad_keep), trimmed_mad(b.rgb, b1.rgb, p.grad_keep))
+    if local > p.grad_local_max * d_ab:
+        return 0.0
+    mix = 0.5 * (a.rgb + b.rgb)
+    residual = trimmed_mad(m.rgb, mix, p.grad_keep) / d_ab
+    if residual > p.grad_blend_max or residual * d_ab > p.grad_concentrated * mad(m.rgb, mix):
+        return 0.0  # the misfit must sit on a few pixels (a moving subject), not everywhere (a morph)
     return d_ab * (1.0 - residual / p.grad_blend_max)
 
 
@@ -394,6 +429,8 @@ class TransitionDetector:
                 lo = max(c - 2 * h, oldest, 0)
                 score = compensated_blend(a0, a, m, b, b1, self._translation(lo, c - h),
                                           self._translation(c + h, c + 2 * h), p)
+                if not score:
+                    score = robust_blend(a0, a, m, b, b1, p)
             if score > best_score:
                 best_kind, best_score, best_h = "dissolve", score, h
         run = self._run
