@@ -58,6 +58,7 @@ class TransitionParams:
     cut_min: float = 12.0
     cut_ratio: float = 2.0
     cut_hist: float = 0.2
+    cut_hist_z: float = 0.8
     flash_return: float = 0.5
     lookahead: int = 3
     light_max: float = 0.3
@@ -305,6 +306,7 @@ class TransitionDetector:
         self._frames: deque[SmallFrame] = deque(maxlen=4 * h + params.cut_delay + 2)
         self._steps: deque[float] = deque(maxlen=4 * h + params.cut_delay + 12)
         self._zsteps: deque[float] = deque(maxlen=4 * h + params.cut_delay + 12)
+        self._hsteps: deque[float] = deque(maxlen=4 * h + params.cut_delay + 12)
         self._n = 0
         self._run: _Run | None = None
         self._pending: list[Boundary] = []
@@ -366,6 +368,7 @@ class TransitionDetector:
         self._frames.append(f)
         self._steps.append(mad(f.rgb, self._frames[-2].rgb) if len(self._frames) > 1 else 0.0)
         self._zsteps.append(mad(f.z, self._frames[-2].z) if len(self._frames) > 1 else 0.0)
+        self._hsteps.append(hist_distance(f.hist, self._frames[-2].hist) if len(self._frames) > 1 else 0.0)
         self._n += 1
         self._motion.pop(self._n - len(self._frames) - 1, None)  # its frame has left the ring
         self._test_cut(self._n - 1 - self.p.cut_delay)
@@ -379,6 +382,23 @@ class TransitionDetector:
         return self._release(n_frames)
 
     # -- tests --------------------------------------------------------------
+    def _cut_context(self, t: int) -> tuple[float, float, float]:
+        """What the cut test at t compares against: (palette jump, motion before, motion after).
+
+        The palette jump (histogram distance of f[t-1] and f[t]) counts only
+        where the picture's structure is wholly new (``zstep >= cut_hist_z``):
+        fast motion (a whip pan, a head turning in a close-up) also moves the
+        palette but keeps part of the structure.  The motion levels are
+        medians of :meth:`_motion_step` over 8 frames before and
+        ``motion_after`` after.
+        """
+        p = self.p
+        lo = max(1, t - 8, self._n - len(self._steps) + 1)
+        before = [self._motion_step(i) for i in range(lo, t)]
+        after = [self._motion_step(i) for i in range(t + 1, min(self._n, t + 1 + p.motion_after))]
+        jump = self._hsteps[t - (self._n - len(self._hsteps))] if self._zstep(t) >= p.cut_hist_z else 0.0
+        return jump, float(np.median(before)) if before else 0.0, float(np.median(after)) if after else 0.0
+
     def _test_cut(self, t: int) -> None:
         p = self.p
         if t < 1:
@@ -389,11 +409,7 @@ class TransitionDetector:
         zstep = self._zstep(t)
         if zstep < p.light_max:
             return  # the same picture in another light: flicker, strobe, a colour-cycling lamp
-        lo = max(1, t - 8, self._n - len(self._steps) + 1)
-        before = [self._motion_step(i) for i in range(lo, t)]
-        after = [self._motion_step(i) for i in range(t + 1, min(self._n, t + 1 + p.motion_after))]
-        jump = hist_distance(self._frame(t - 1).hist, self._frame(t).hist)
-        motion = (float(np.median(before)) if before else 0.0, float(np.median(after)))
+        jump, *motion = self._cut_context(t)
         if not cut_score(step, jump, *motion, returned=step, p=p):  # the flash rule costs more: only now
             return
         prev, cur = self._frame(t - 1).rgb, self._frame(t).rgb
