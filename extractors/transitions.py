@@ -76,6 +76,7 @@ class TransitionParams:
     grad_local_max: float = 0.35
     half_widths: tuple[int, ...] = (4, 6, 8, 11, 15)
     fade_flat: float = 10.0
+    fade_local_max: float = 0.7
     min_shot_frames: int = 8
     small_size: tuple[int, int] = (64, 36)
 
@@ -258,14 +259,18 @@ def compensated_blend(a0: SmallFrame, a: SmallFrame, m: SmallFrame, b: SmallFram
     return d_ab * (1.0 - residual / p.grad_blend_max)
 
 
-def is_localised(a0: SmallFrame, a: SmallFrame, b: SmallFrame, b1: SmallFrame, p: TransitionParams) -> bool:
+def is_localised(a0: SmallFrame, a: SmallFrame, b: SmallFrame, b1: SmallFrame, p: TransitionParams,
+                 limit: float | None = None) -> bool:
     """Is the change from ``a`` to ``b`` (2h frames) a transition, not a steady change?
 
     ``a0`` is h frames before ``a``, ``b1`` h frames after ``b``: across a
     transition the content settles on both sides, whereas a morphing texture
-    or a long camera move keeps changing as much outside the window.
+    or a long camera move keeps changing as much outside the window.  The
+    change outside may be at most ``limit`` (default ``grad_local_max``)
+    times the change across.
     """
-    return max(mad(a0.rgb, a.rgb), mad(b.rgb, b1.rgb)) <= p.grad_local_max * mad(a.rgb, b.rgb)
+    limit = p.grad_local_max if limit is None else limit
+    return max(mad(a0.rgb, a.rgb), mad(b.rgb, b1.rgb)) <= limit * mad(a.rgb, b.rgb)
 
 
 def merge_gradual(a: Boundary, b: Boundary) -> Boundary:
@@ -432,12 +437,12 @@ class TransitionDetector:
                 continue  # every gradual test needs the two ends' colours to differ: the cheap test first
             a0, b1 = self._frame(max(c - 2 * h, oldest, 0)), self._frame(c + 2 * h)
             inside = self._steps_between(c - h, c + h)
-            if is_localised(a0, a, b, b1, p):
-                fade = fade_score(a, m, b, p)
-                if fade:  # a uniform middle frame decides the kind
-                    if best_kind != "fade" or fade > best_score:
-                        best_kind, best_score, best_h = "fade", fade, h
-                    continue
+            fade = fade_score(a, m, b, p)
+            # a uniform middle frame is strong evidence: the shots around it may move more than a dissolve's
+            if fade and is_localised(a0, a, b, b1, p, p.fade_local_max):
+                if best_kind != "fade" or fade > best_score:  # a uniform middle frame decides the kind
+                    best_kind, best_score, best_h = "fade", fade, h
+                continue
             if best_kind == "fade":
                 continue
             score = blend_score(a0, a, m, b, b1, max(inside), p)
