@@ -16,7 +16,8 @@ import numpy as np
 
 from reelsim.errors import MediaError
 from reelsim.extractors import registry
-from reelsim.extractors.shots import audio_continuous, colour_signature, group_scenes, make_detector
+from reelsim.extractors.shots import (audio_continuous, colour_signature, detector_provenance, group_scenes,
+                                     make_detector)
 from reelsim.pipeline import decode
 from reelsim.pipeline.config import Config, ThumbnailConfig
 from reelsim.pipeline.prefetch import prefetch
@@ -286,7 +287,7 @@ def analyse_video(item: Item, cfg: Config, models: Models) -> tuple[VideoStructu
         keyframes=np.asarray([k.frame for k in keyframes], dtype=np.int64),
         transitions=np.asarray([b.kind for b in boundaries], dtype="S8"),
         transition_frames=np.asarray([(b.start, b.end) for b in boundaries], dtype=np.int64).reshape(-1, 2),
-        params={f"shots_{k}": v for k, v in dataclasses.asdict(cfg.shots).items()},
+        params={**{f"shots_{k}": v for k, v in dataclasses.asdict(cfg.shots).items()}, **detector_provenance(cfg.shots)},
         keyframe_jpegs=[j for j in (thumbnail(k.rgb, cfg.thumbnails) for k in keyframes) if j is not None],
     )
     return structure, emb, warnings, timings
