@@ -80,3 +80,24 @@ def test_built_video_matches_its_labels_and_a_wrong_label_is_caught(tmp_path):
 def test_unknown_join_style_is_rejected():
     with pytest.raises(ValueError, match="unknown join style"):
         VideoSpec("x", (Shot(10, "testsrc2"), Shot(10, "life")), (Join("wipe", 5),))
+
+
+def test_flicker_cycle_and_white_flash_traps_are_laid_out_and_painted():
+    spec = VideoSpec("t", (Shot(30, "testsrc2", flicker=(2, 8, 4), cycle=(12, 6, 2)),
+                           Shot(20, "mandelbrot", flashes=((0, 1, 0.0),))), (Join("cut"),), size=(160, 90))
+    lay = shotset.layout(spec)
+    assert [(t.kind, t.start, t.end) for t in lay.traps] == [("flicker", 2, 10), ("cycle", 12, 18), ("flash", 30, 31)]
+    assert lay.painted["flicker"] == [2, 3, 6, 7]
+    assert lay.painted["cycle"] == {12: 0, 13: 0, 14: 1, 15: 1, 16: 2, 17: 2}
+    assert lay.painted["flash"] == {30: 0.0}
+    irregular = shotset.layout(VideoSpec("i", (Shot(40, "testsrc2", flicker=(0, 40, -8)),), (), seed=3))
+    assert 0 < len(irregular.painted["flicker"]) < 40
+
+
+def test_heldout_copies_shift_every_seed_and_keep_the_labels():
+    base, held = shotset.labelled_specs()[0], shotset.labelled_specs(seed=100)[0]
+    assert held.name == f"{base.name}-s100" and held.seed == 100
+    assert shotset.layout(held).transitions == shotset.layout(base).transitions
+    from reelsim.pipeline.synth import _reseed
+
+    assert _reseed("life=seed=7:ratio=0.25", 100) == "life=seed=107:ratio=0.25"
