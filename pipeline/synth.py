@@ -687,9 +687,10 @@ def build_video(spec: VideoSpec, path: Path, photos: Path | None = None, fps: in
 
     Examples
     --------
+    >>> import tempfile
     >>> spec = VideoSpec("t", (Shot(30, "testsrc2"), Shot(30, "mandelbrot", flashes=((2, 1),))),
     ...                  (Join("cut"),), size=(160, 90))
-    >>> lay = build_video(spec, Path(tmp) / "t.mp4")  # doctest: +SKIP
+    >>> lay = build_video(spec, Path(tempfile.mkdtemp()) / "t.mp4")
     >>> lay.transitions[0].frame, lay.flash_frames
     (30, [32])
     """
