@@ -1,18 +1,26 @@
-"""reelsim's own shot-boundary detector: hard cuts, dissolves and fades, flash-proof.
+"""reelsim's own shot-boundary detector: hard cuts, dissolves and fades, flash- and flicker-proof.
 
 It works on tiny copies of the analysis frames (``small_size``, 64x36 by
-default) and keeps a ring of ``2 * max_half + lookahead + 2`` of them, so its
+default) and keeps a ring of ``4 * max_half + cut_delay + 2`` of them, so its
 cost and memory do not depend on video length.  Three tests, each a small pure
 function over that ring:
 
 **Hard cut at frame t** (:func:`cut_score`).  ``d = mad(f[t-1], f[t])`` (mean
 absolute RGB difference, 0-255) must be at least ``cut_min`` and at least
-``cut_ratio`` times the local motion level (median step difference in the
-frames before *and* after ``t``, whichever is larger, plus 1), so the onset of
-a fast pan or a shaky shot is not a cut.  Flash rule: if some frame within
-``lookahead`` frames after ``t`` is back close to ``f[t-1]``
-(``mad < flash_return * d``), the jump was a flash (photo flash, strobe,
-one or two bright frames) and not a cut.
+``cut_ratio`` times the local motion level (median over 8 frames before and
+``motion_after`` after ``t``, whichever is larger, plus 1), so the onset of a
+fast pan or a shaky shot is not a cut.  Each step counts as motion only as far
+as the picture's *structure* explains it (``z``, luma standardised per frame,
+is blind to brightness and contrast): flickering light next to a cut does not
+hide it.  A palette jump lowers the ratio only where the structure is wholly
+new (``zstep >= cut_hist_z``; fast motion moves the palette too).
+Light rule: a jump that keeps the structure (``zstep < light_max``) is the
+same picture in another light (flicker, strobe, a colour-cycling lamp).
+Flash rule: if some frame within ``lookahead`` frames after ``t`` is back
+close to ``f[t-1]`` (``mad < flash_return * d``), or ``f[t]`` close to one
+before, the jump was a flash; with the structure partly kept
+(``zstep < return_z_max``) a return within ``return_horizon`` frames counts
+too (periodic or returning content: flicker, colour cycling).
 
 **Dissolve centred at c** (:func:`blend_score`), for half-widths ``h`` in
 ``half_widths``: ``A = f[c-h]``, ``B = f[c+h]``, ``M = f[c]``.  A dissolve makes
@@ -53,7 +61,23 @@ from reelsim.pipeline.segment import Boundary
 
 @dataclass(frozen=True)
 class TransitionParams:
-    """Thresholds of :class:`TransitionDetector` (all mean absolute differences on a 0-255 scale)."""
+    """Thresholds of :class:`TransitionDetector` (differences are mean absolute ones on a 0-255 scale).
+
+    Structure steps (``z``, luma standardised per frame) are in units of the
+    frame's luma std.  cut_hist_z : a palette jump lowers the cut ratio only
+    where the structure step reaches this.  light_max : a jump with a smaller
+    structure step is light, not a cut.  return_horizon, return_z_max : a
+    jump with a structure step below ``return_z_max`` whose picture returns
+    within ``return_horizon`` frames is flicker.  flash_abrupt : a uniform
+    run of at most 3 frames entered and left with steps of at least this
+    share of the change over 4 frames is a flash, not a fade.  light_scale :
+    a step counts as motion up to ``light_scale * zstep * contrast``.
+    grad_keep, grad_concentrated : the moving-subject dissolve test uses the
+    ``grad_keep`` share of least-changed pixels and needs its residual to be
+    at most ``grad_concentrated`` of the full one.  fade_local_max : the
+    localisation limit of a fade (a dissolve's is ``grad_local_max``).
+    motion_after : frames after ``t`` in the motion level.
+    """
 
     cut_min: float = 12.0
     cut_ratio: float = 2.0
