@@ -244,6 +244,13 @@ class TransNetV2Detector:
 
     See the module docstring.  ``rgb`` is a uint8 (H, W, 3) analysis frame;
     frames must arrive in order starting at 0.
+
+    Parameters
+    ----------
+    params : TransNetParams
+    model : (torch.nn.Module, torch.device), optional
+        An already loaded :func:`load_model` result, to share one model
+        between detectors; loaded from the package when omitted.
     """
 
     def __init__(self, params: TransNetParams = TransNetParams(), model=None):
