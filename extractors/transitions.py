@@ -72,6 +72,9 @@ class TransitionParams:
     run of at most 3 frames entered and left with steps of at least this
     share of the change over 4 frames is a flash, not a fade.  light_scale :
     a step counts as motion up to ``light_scale * zstep * contrast``.
+    flat_contrast : below this luma std a frame has no structure to compare:
+        the light rule does not apply, a return within ``return_horizon``
+        counts, and a palette jump lowers the cut ratio.
     grad_keep, grad_concentrated : the moving-subject dissolve test uses the
     ``grad_keep`` share of least-changed pixels and needs its residual to be
     at most ``grad_concentrated`` of the full one.  fade_local_max : the
@@ -90,6 +93,7 @@ class TransitionParams:
     return_z_max: float = 0.75
     flash_abrupt: float = 0.7
     light_scale: float = 1.5
+    flat_contrast: float = 4.0
     grad_keep: float = 0.7
     grad_concentrated: float = 0.5
     motion_after: int = 7
@@ -361,6 +365,14 @@ class TransitionDetector:
         """mad(z[i-1], z[i]): how much the picture's structure changed at frame i."""
         return self._zsteps[i - (self._n - len(self._zsteps))]
 
+    def _is_flat(self, i: int) -> bool:
+        """Is frame i or i-1 too flat (luma std below ``flat_contrast``) for its structure to mean anything?
+
+        A flat frame's standardised luma is noise: a cut between two plain
+        colours changes no structure but is no lighting change either.
+        """
+        return min(self._frame(i - 1).contrast, self._frame(i).contrast) < self.p.flat_contrast
+
     def _motion_step(self, i: int) -> float:
         """The part of the step at frame i that the picture's structure explains (its motion).
 
@@ -428,7 +440,8 @@ class TransitionDetector:
         lo = max(1, t - 8, self._n - len(self._steps) + 1)
         before = [self._motion_step(i) for i in range(lo, t)]
         after = [self._motion_step(i) for i in range(t + 1, min(self._n, t + 1 + p.motion_after))]
-        jump = self._hsteps[t - (self._n - len(self._hsteps))] if self._zstep(t) >= p.cut_hist_z else 0.0
+        new = self._zstep(t) >= p.cut_hist_z or self._is_flat(t)
+        jump = self._hsteps[t - (self._n - len(self._hsteps))] if new else 0.0
         return jump, float(np.median(before)) if before else 0.0, float(np.median(after)) if after else 0.0
 
     def _test_cut(self, t: int) -> None:
@@ -438,15 +451,15 @@ class TransitionDetector:
         step = self._step(t)
         if step < p.cut_min:
             return
-        zstep = self._zstep(t)
-        if zstep < p.light_max:
+        zstep, flat = self._zstep(t), self._is_flat(t)
+        if zstep < p.light_max and not flat:
             return  # the same picture in another light: flicker, strobe, a colour-cycling lamp
         jump, *motion = self._cut_context(t)
         if not cut_score(step, jump, *motion, returned=step, p=p):  # the flash rule costs more: only now
             return
         prev, cur = self._frame(t - 1).rgb, self._frame(t).rgb
         oldest = self._n - len(self._frames)
-        horizon = p.return_horizon if zstep < p.return_z_max else p.lookahead
+        horizon = p.return_horizon if zstep < p.return_z_max or flat else p.lookahead
         returned = min([mad(prev, self._frame(k).rgb) for k in range(t + 1, min(self._n, t + 1 + horizon))]
                        + [mad(self._frame(k).rgb, cur) for k in range(max(oldest, t - 1 - horizon), t - 1)])
         if cut_score(step, jump, *motion, returned=returned, p=p):

@@ -39,6 +39,9 @@ TRAPS = {
                          Shot(40, "colorspectrum=type=all", cycle=(0, 40, 2)),
                          Shot(40, photo="desert1", flicker=(0, 40, 3))), (Join("cut"),) * 3),
     "closeup": ((Shot(75, photo="city2", motion="closeup", speed=35),), ()),
+    # flat pictures have no structure to keep: a change of plain colour is a cut, not light
+    "plain-colour-cuts": ((Shot(20, "color=c=red"), Shot(12, "color=c=blue"), Shot(20, "color=c=0x208020")),
+                          (Join("cut"), Join("cut"))),
 }
 
 
@@ -63,7 +66,7 @@ def test_flicker_and_fast_closeup_do_not_split_a_shot(traps, name):
     assert lay.traps and found(path) == []
 
 
-@pytest.mark.parametrize("name", ["flash-after-cut", "white-frame-cut", "flickering-cuts"])
+@pytest.mark.parametrize("name", ["flash-after-cut", "white-frame-cut", "flickering-cuts", "plain-colour-cuts"])
 def test_cuts_next_to_flashes_and_flicker_stay_frame_exact(traps, name):
     path, lay = traps[name]
     truth = [(t.frame, "cut") for t in lay.transitions]
