@@ -239,7 +239,7 @@ def model_only(sizes: Sizes, work: Path) -> dict:
             model = cls(device=sizes.device, precision=precision, weights_path=weights)
             for b in sizes.batches:
                 x = torch.randint(0, 256, (b, model.clip_len, 160, 160, 3), dtype=torch.uint8, device=model.device)
-                out[f"{label} {precision} b{b}"] = timed_rate(lambda: model.embed(x), b, sizes.model_s, cuda)
+                out[f"{label} {precision} b{b}"] = timed_rate(lambda m=model, x=x: m.embed(x), b, sizes.model_s, cuda)
             del model
             if cuda:
                 torch.cuda.empty_cache()

@@ -8,14 +8,14 @@ registers itself (:func:`reelsim.extractors.shots.register_detector`), so
 Examples
 --------
 >>> names()
-['adaptive', 'content', 'reelsim']
+['adaptive', 'content', 'ensemble', 'reelsim', 'transnetv2']
 """
 
 from __future__ import annotations
 
 from reelsim.config import ShotConfig
 from reelsim.errors import UsageError
-from reelsim.extractors import scenedetect_detectors, transitions  # noqa: F401  (they register themselves)
+from reelsim.extractors import scenedetect_detectors, transitions, transnet  # noqa: F401  (they register themselves)
 from reelsim.extractors.shots import DETECTORS, ShotDetector
 
 

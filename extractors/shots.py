@@ -8,6 +8,10 @@ live in :mod:`reelsim.extractors.transitions` (``reelsim``) and
 :mod:`reelsim.extractors.scenedetect_detectors` (``content``, ``adaptive``),
 and :mod:`reelsim.extractors.detectors` builds one by name.
 
+A detector that runs a model registers a ``provenance() -> dict`` with it
+(model, weights file, weights sha256); :func:`detector_provenance` gives it
+for a configuration without building the detector.
+
 Scenes group consecutive shots (:func:`group_scenes`).
 """
 
@@ -65,17 +69,37 @@ class ShotDetector(Protocol):
 
 #: name -> factory(cfg: ShotConfig, fps: float) -> ShotDetector
 DETECTORS: dict[str, Callable[[ShotConfig, float], ShotDetector]] = {}
+#: name -> provenance() -> dict, for detectors that run a model (weights file, sha256)
+PROVENANCE: dict[str, Callable[[], dict]] = {}
 
 
-def register_detector(name: str):
-    """Decorator: register a detector factory ``(cfg: ShotConfig, fps: float) -> ShotDetector`` as ``name``."""
+def register_detector(name: str, *, provenance: Callable[[], dict] | None = None):
+    """Decorator: register a detector factory ``(cfg: ShotConfig, fps: float) -> ShotDetector`` as ``name``.
+
+    ``provenance``: for a detector that runs a model, a function giving what
+    the shard records about it (:func:`detector_provenance`).
+    """
     def deco(factory):
         if name in DETECTORS:
             raise ValueError(f"shot detector {name!r} registered twice")
         DETECTORS[name] = factory
+        if provenance is not None:
+            PROVENANCE[name] = provenance
         return factory
 
     return deco
+
+
+def detector_provenance(cfg: ShotConfig) -> dict:
+    """``{"shots_<key>": value}`` describing the model behind ``cfg.detector`` ({} for rule-based detectors).
+
+    Examples
+    --------
+    >>> detector_provenance(ShotConfig(detector="reelsim"))
+    {}
+    """
+    fn = PROVENANCE.get(cfg.detector)
+    return {f"shots_{k}": v for k, v in fn().items()} if fn is not None else {}
 
 
 def colour_signature(rgb: np.ndarray, *, bins: int = 8) -> np.ndarray:

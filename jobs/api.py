@@ -36,8 +36,8 @@ from reelsim.config import Config, FusionConfig, parse_weights
 from reelsim.errors import StoreError, UnknownItemError
 from reelsim.jobs.runner import RunReport, run_catalog
 from reelsim.similarity.catalog import load_catalog
-from reelsim.similarity.lookup import Lookup
 from reelsim.similarity.incremental import check_can_add
+from reelsim.similarity.lookup import Lookup
 from reelsim.similarity.rebuild import relist
 from reelsim.storage.layout import StoreLayout
 from reelsim.storage.lists import Neighbor, read_parquet_table

@@ -19,7 +19,7 @@ from reelsim.config import Config, ThumbnailConfig
 from reelsim.errors import MediaError
 from reelsim.extractors import registry
 from reelsim.extractors.device import resolve_device
-from reelsim.extractors.shots import audio_continuous, colour_signature, group_scenes
+from reelsim.extractors.shots import audio_continuous, colour_signature, detector_provenance, group_scenes
 from reelsim.extractors.video import sample_frames
 from reelsim.pipeline import decode
 from reelsim.pipeline.images import load_image
@@ -306,7 +306,8 @@ def describe_video(item: Item, cfg: Config, seg: SegmentedVideo, models: Models,
         keyframes=np.asarray([k.frame for k in keyframes], dtype=np.int64),
         transitions=np.asarray([b.kind for b in seg.boundaries], dtype="S8"),
         transition_frames=np.asarray([(b.start, b.end) for b in seg.boundaries], dtype=np.int64).reshape(-1, 2),
-        params={f"shots_{k}": v for k, v in dataclasses.asdict(cfg.shots).items()},
+        params={**{f"shots_{k}": v for k, v in dataclasses.asdict(cfg.shots).items()},
+                **detector_provenance(cfg.shots)},
         keyframe_jpegs=[j for j in (thumbnail(k.rgb, cfg.thumbnails) for k in keyframes) if j is not None],
     )
     return structure, audio

@@ -5,12 +5,20 @@ binary shipped by the ``imageio-ffmpeg`` wheel, driven through
 ``ffmpeg-python``; lavfi sources (fractals, cellular automata, noise, test
 patterns) become shots joined by hard cuts at known frames, each with its own
 tone or noise on the audio track.
+
+Labelled shot-boundary videos (:func:`build_video` of a :class:`VideoSpec`):
+lavfi sources or numpy "photos" moved like camera footage, joined by cuts,
+dissolves and fades, with traps painted over them (flashes, strobes,
+flickering and colour-cycling light, a fast close-up); :func:`layout` gives
+the ground truth.  The tests build small ones, ``benchmarks/shotset.py`` the
+labelled set.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from reelsim.errors import MediaError
 
@@ -188,58 +196,520 @@ def truncated_copy(src: Path, dst: Path, *, keep: float = 1 / 3) -> Path:
     return Path(dst)
 
 
-#: transition name -> ffmpeg xfade transition
-XFADE = {"dissolve": "fade", "fade": "fadeblack", "fadewhite": "fadewhite"}
+# ------------------------------------------------------- labelled transitions
+# One generator of videos with known shot boundaries and known traps, used by
+# the tests (small, fast clips) and by benchmarks/shotset.py (the labelled set).
+#
+# Frame conventions (0-based decode order, end exclusive): a cut at frame f
+# means f is the first frame of the new shot; a gradual transition
+# [start, end) covers the frames that mix the two shots (or a shot and
+# black/white); a trap [start, end) covers frames where no boundary belongs.
+
+#: join style -> (transition class in the labels, ffmpeg xfade transition or None)
+JOIN_STYLES = {
+    "cut": ("cut", None),
+    "dissolve": ("dissolve", "fade"),  # cross-dissolve
+    "pixels": ("dissolve", "dissolve"),  # pixel-random dissolve
+    "fadeblack": ("fade", "fadeblack"),
+    "fadewhite": ("fade", "fadewhite"),
+    "outin": ("fade", None),  # fade out to black, then fade in from black
+    "outin-white": ("fade", None),
+}
+#: motions that are traps (a boundary inside such a shot is a false split)
+TRAP_MOTIONS = ("pan", "tilt", "zoom", "zoomout", "whip", "scroll", "move", "closeup")
+#: trap kinds painted over the assembled stream (flash-like: the content comes back)
+FLASH_TRAPS = ("flash", "strobe", "flicker", "cycle")
+
+
+@dataclass(frozen=True)
+class Shot:
+    """One shot of ``frames`` frames, and the traps inside it.
+
+    source : lavfi source without size/rate (``"mandelbrot"``, ``"life=seed=3"``),
+        or ``""`` when ``photo`` is set.
+    photo : name in :data:`PHOTOS`; moved by ``motion``.
+    motion : ``still``, ``pan`` (x moves ``speed`` px/frame at 640 px width),
+        ``tilt`` (y moves), ``whip`` (fast pan with motion blur), ``zoom``
+        (zoom factor grows ``speed`` per frame), ``zoomout``, ``scroll``
+        (``speed`` = fraction of the width per frame, wrapping), ``move``
+        (a long wandering zoom-and-pan, ``speed`` times faster than a slow
+        drift), ``closeup`` (the photo stays still and a large textured
+        subject, a third of the frame high, swings across it at up to
+        ``speed`` px/frame: a head moving fast in a close-up).
+    look : extra ffmpeg filters after the source (``"format=gray"``, ``"noise=alls=8:allf=t"``).
+    flashes : ((offset, n_frames[, keep]), ...): near-white frames, offset
+        from the shot's first frame; ``keep`` is the fraction of the picture
+        left visible (default 0.15; 0 gives a uniform white frame).
+    strobe : (offset, count, period): ``count`` single white frames every ``period`` frames.
+    flicker : (offset, n_frames, period): a flickering light; for ``n_frames``
+        from ``offset`` the picture is dimmed to 45 % in the first half of
+        every ``period`` frames; a negative period gives an irregular flicker
+        (runs of dim and bright frames of random length, ``-period / 2`` on
+        average, from the video's seed).
+    cycle : (offset, n_frames, period): a colour-cycling light; the hue turns
+        by 120 degrees every ``period`` frames (content returns every 3 periods).
+    """
+
+    frames: int
+    source: str = ""
+    photo: str = ""
+    motion: str = "still"
+    speed: float = 0.0
+    look: str = ""
+    flashes: tuple = ()
+    strobe: tuple = ()
+    flicker: tuple = ()
+    cycle: tuple = ()
 
 
 @dataclass(frozen=True)
 class Join:
-    """How segment ``i`` follows segment ``i - 1``: ``kind`` is ``cut`` or a key
-    of :data:`XFADE`; ``frames`` is the transition's length (0 for a cut)."""
+    """How two consecutive shots are joined.
 
-    kind: str = "cut"
-    frames: int = 0
-
-
-def make_edited_video(path: Path, segments: list[Segment], joins: list[Join], *, size: tuple[int, int] = (320, 180),
-                      fps: int = 25, flashes: tuple[int, ...] = (), crf: int = 20) -> list[dict]:
-    """Encode ``segments`` joined by cuts, dissolves and fades (no audio); return the true transitions.
-
-    ``joins[i - 1]`` joins segment ``i`` to what came before.  A gradual join of
-    ``L`` frames overlaps the two segments by ``L`` frames (ffmpeg ``xfade``).
-    ``flashes`` are output frames turned near-white (a photo flash) that must
-    not split a shot.
-
-    Returns
-    -------
-    list of ``{"kind", "start", "end"}``: frames ``[start, end)`` of each
-    transition in the output (``start == end`` = first frame of the new shot
-    for a cut).
+    style : key of :data:`JOIN_STYLES`.
+    frames : the transition's length (for ``outin``: frames of fade on each side; 0 for a cut).
+    tag : marks special cases in the labels (``grey``, ``similar``, ``motion``, ``flash``, ``flicker``).
     """
-    if len(joins) != len(segments) - 1:
-        raise ValueError("need one join per segment after the first")
-    parts = [f"{_video_source(s.source, size, fps)},trim=end_frame={s.frames},setpts=PTS-STARTPTS,"
-             f"settb=1/{fps},format=yuv420p[s0{i}]" for i, s in enumerate(segments)]
-    current, length, truth = "s00", segments[0].frames, []
-    for i, (seg, join) in enumerate(zip(segments[1:], joins), start=1):
-        out = f"j{i}"
-        if join.kind == "cut":
-            parts.append(f"[{current}][s0{i}]concat=n=2:v=1:a=0,settb=1/{fps}[{out}]")
-            truth.append({"kind": "cut", "start": length, "end": length})
-            length += seg.frames
+
+    style: str = "cut"
+    frames: int = 0
+    tag: str = ""
+
+
+@dataclass(frozen=True)
+class VideoSpec:
+    """A labelled video: ``shots`` joined by ``joins`` (one fewer), at ``size``.
+
+    seed : added to every lavfi ``seed=`` and every photo's seed, for held-out
+        copies of the same structure with other content.
+    """
+
+    name: str
+    shots: tuple
+    joins: tuple
+    size: tuple = (640, 360)
+    crf: int = 18
+    seed: int = 0
+
+    def __post_init__(self):
+        if len(self.joins) != len(self.shots) - 1:
+            raise ValueError(f"{self.name}: {len(self.shots)} shots need {len(self.shots) - 1} joins")
+        for j in self.joins:
+            if j.style not in JOIN_STYLES:
+                raise ValueError(f"{self.name}: unknown join style {j.style!r}; known: {', '.join(JOIN_STYLES)}")
+
+
+class Transition(NamedTuple):
+    kind: str  # cut | dissolve | fade
+    frame: int
+    start: int
+    end: int
+    style: str = "cut"
+    tag: str = ""
+
+
+class Trap(NamedTuple):
+    kind: str  # flash | strobe | flicker | cycle | one of TRAP_MOTIONS
+    start: int
+    end: int
+
+
+class Layout(NamedTuple):
+    """Where everything lands in the encoded video (frame indices).
+
+    painted : how traps change frames: ``{"flash": {frame: keep}}`` (turned
+        white, keeping ``keep`` of the picture), ``{"flicker": [frame, ...]}``
+        (dimmed), ``{"cycle": {frame: phase}}`` (hue turned by ``120 * phase``
+        degrees).
+    """
+
+    n_frames: int
+    shot_starts: list  # output index of each shot's own frame 0
+    transitions: list  # [Transition]
+    traps: list  # [Trap]
+    flash_frames: list  # frames painted near white
+    painted: dict
+
+
+# -- photos: numpy images that pan and zoom like camera footage
+
+PALETTES = {
+    "city": [(40, 50, 70), (120, 130, 140), (200, 190, 170), (150, 110, 80), (235, 225, 200)],
+    "forest": [(10, 40, 15), (40, 90, 30), (90, 140, 50), (60, 70, 30), (170, 190, 90)],
+    "desert": [(120, 70, 30), (190, 130, 70), (230, 180, 120), (160, 100, 50), (250, 220, 170)],
+    "sea": [(10, 30, 70), (20, 70, 130), (60, 120, 170), (30, 90, 140), (170, 200, 220)],
+    "sunset": [(40, 10, 50), (140, 40, 70), (230, 110, 50), (250, 190, 90), (90, 30, 90)],
+    "skin": [(70, 40, 30), (150, 100, 80), (200, 150, 120), (120, 70, 50), (230, 190, 160)],
+}
+#: name -> (palette, seed, structures): "structures" draws buildings/trees over the texture
+PHOTOS = {
+    "city": ("city", 1, "blocks"),
+    "city2": ("city", 2, "blocks"),
+    "forest1": ("forest", 3, "blobs"),
+    "forest2": ("forest", 4, "blobs"),
+    "desert1": ("desert", 5, "dunes"),
+    "desert2": ("desert", 6, "dunes"),
+    "sea1": ("sea", 7, "waves"),
+    "sea2": ("sea", 8, "waves"),
+    "sea3": ("sea", 9, "waves"),
+    "sunset": ("sunset", 10, "blobs"),
+    "face": ("skin", 11, "blobs"),
+}
+
+
+def smooth_field(rng, w: int, h: int, cells=(96, 24, 6), amps=(1.0, 0.45, 0.2)):
+    """Multi-scale value noise in [0, 1], float32 (h, w): large smooth forms plus fine texture."""
+    import cv2
+    import numpy as np
+
+    out = np.zeros((h, w), np.float32)
+    for cell, amp in zip(cells, amps):
+        small = rng.random((h // cell + 3, w // cell + 3)).astype(np.float32)
+        big = cv2.resize(small, ((w // cell + 3) * cell, (h // cell + 3) * cell), interpolation=cv2.INTER_CUBIC)
+        out += amp * big[cell : cell + h, cell : cell + w]
+    out -= out.min()
+    return out / max(float(out.max()), 1e-6)
+
+
+def palette_map(values, palette):
+    """Map values in [0, 1] (h, w) through colour stops -> float32 (h, w, 3) in 0..255."""
+    import numpy as np
+
+    stops = np.linspace(0.0, 1.0, len(palette))
+    pal = np.asarray(palette, np.float32)
+    return np.stack([np.interp(values, stops, pal[:, c]) for c in range(3)], axis=-1).astype(np.float32)
+
+
+def make_photo(name: str, w: int, h: int, seed: int = 0):
+    """A photo-like uint8 RGB (h, w, 3) image: textured palette field, a horizon, structures, grain.
+
+    ``seed`` is added to the photo's own seed (held-out copies).
+    """
+    import cv2
+    import numpy as np
+
+    palette_name, own_seed, structures = PHOTOS[name]
+    palette = PALETTES[palette_name]
+    rng = np.random.default_rng(own_seed + seed)
+    scale = h / 540.0
+    img = palette_map(smooth_field(rng, w, h), palette)
+    sky = np.linspace(1.0, 0.0, h, dtype=np.float32)[:, None, None]
+    horizon = 0.45 + 0.1 * rng.random()
+    top = np.clip((sky - (1 - horizon)) * 4, 0, 1)
+    img = img * (1 - 0.6 * top) + 0.6 * top * np.asarray(palette[-1], np.float32)
+    n = int(w * h / (60000 * scale * scale)) + 10
+    for _ in range(n):
+        colour = tuple(float(c) * (0.6 + 0.6 * rng.random()) for c in palette[rng.integers(len(palette))])
+        x, y = int(rng.integers(w)), int(h * (1 - horizon) + rng.random() * h * horizon)
+        s = int((20 + 90 * rng.random()) * scale) + 2
+        if structures == "blocks":
+            cv2.rectangle(img, (x, y - 3 * s), (x + s, h), colour, -1)
+            for wy in range(y - 3 * s + 6, h, max(4, s // 4)):
+                cv2.line(img, (x + 3, wy), (x + s - 3, wy), tuple(c * 0.5 for c in colour), 1)
+        elif structures == "blobs":
+            cv2.ellipse(img, (x, y), (s, int(s * 1.6)), float(rng.integers(180)), 0, 360, colour, -1)
+        elif structures == "dunes":
+            cv2.ellipse(img, (x, y + s), (4 * s, s), 0, 180, 360, colour, -1)
+        else:  # waves
+            cv2.ellipse(img, (x, y), (5 * s, max(2, s // 5)), 0, 0, 360, colour, 2)
+    img = cv2.GaussianBlur(img, (0, 0), 0.8 * max(scale, 0.5))
+    img += rng.normal(0.0, 5.0, img.shape).astype(np.float32)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def make_subject(w: int, h: int, seed: int = 0):
+    """A close-up subject: uint8 RGBA (h, w, 4), a textured oval (a head) with darker features, alpha outside 0."""
+    import cv2
+    import numpy as np
+
+    rgb = make_photo("face", w, h, seed).astype(np.float32)
+    rng = np.random.default_rng(1000 + seed)
+    for fx, fy, r in ((0.35, 0.4, 0.08), (0.65, 0.4, 0.08), (0.5, 0.72, 0.12)):
+        axes = (int(r * w), max(2, int(r * h * (0.5 if fy > 0.6 else 0.7))))
+        cv2.ellipse(rgb, (int(fx * w), int(fy * h)), axes, 0, 0, 360, tuple(float(c) for c in rng.integers(20, 70, 3)),
+                    -1)
+    alpha = np.zeros((h, w), np.uint8)
+    cv2.ellipse(alpha, (w // 2, h // 2), (w // 2 - 1, h // 2 - 1), 0, 0, 360, 255, -1)
+    return np.dstack([np.clip(rgb, 0, 255).astype(np.uint8), alpha])
+
+
+def photo_file(folder: Path, name: str, w: int, h: int, seed: int = 0) -> Path:
+    """The photo ``name`` (or ``"subject"``, RGBA) at ``w`` x ``h`` as an image file in ``folder`` (made once)."""
+    import cv2
+
+    ext = "png" if name == "subject" else "jpg"
+    path = Path(folder) / f"photo-{name}-{w}x{h}-s{seed}.{ext}"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if name == "subject":
+            img = cv2.cvtColor(make_subject(w, h, seed), cv2.COLOR_RGBA2BGRA)
         else:
-            offset = (length - join.frames) / fps
-            parts.append(f"[{current}][s0{i}]xfade=transition={XFADE[join.kind]}:duration={join.frames / fps}"
-                         f":offset={offset}[{out}]")
-            truth.append({"kind": join.kind, "start": length - join.frames, "end": length})
-            length += seg.frames - join.frames
-        current = out
-    flash = "+".join(f"eq(n,{f})" for f in flashes)
-    last = f"[{current}]eq=brightness=0.6:enable='{flash}'[out]" if flashes else f"[{current}]null[out]"
-    parts.append(last)
-    _ffmpeg(path, "-filter_complex", ";".join(parts), "-map", "[out]", "-c:v", "libx264", "-preset", "veryfast",
-            "-crf", str(crf), "-pix_fmt", "yuv420p", "-r", str(fps))
-    return truth
+            img = cv2.cvtColor(make_photo(name, w, h, seed), cv2.COLOR_RGB2BGR)
+        tmp = path.with_name(f".{path.stem}.tmp.{ext}")
+        if not cv2.imwrite(str(tmp), img, [cv2.IMWRITE_JPEG_QUALITY, 93] if ext == "jpg" else []):
+            raise OSError(f"could not write {tmp}")
+        tmp.replace(path)
+    return path
+
+
+# -- layout: ground truth from the specification
+
+
+def _flicker_frames(start: int, n: int, period: int, seed: int) -> list[int]:
+    """Dimmed frames of ``[start, start + n)``: the first half of each ``period``, or random runs when negative."""
+    if period > 0:
+        on = max(1, period // 2)
+        return [f for f in range(start, start + n) if (f - start) % period < on]
+    import numpy as np
+
+    rng = np.random.default_rng([start, seed])
+    out, f, dim = [], start, True
+    while f < start + n:
+        run = int(rng.integers(1, -period))
+        if dim:
+            out += range(f, min(f + run, start + n))
+        f, dim = f + run, not dim
+    return out
+
+
+def layout(spec: VideoSpec, tolerance: int = 2) -> Layout:
+    """Frame positions of shots, transitions and traps in the encoded video.
+
+    xfade of ``d`` frames is run with duration ``d + 1`` frames at offset
+    ``L - d - 1`` (``L`` = frames so far): output frames ``[L - d, L)`` are
+    mixed, the next shot's frame ``j`` lands at ``L - d - 1 + j``.  A motion
+    trap keeps ``tolerance + 1`` frames away from the transitions around it.
+
+    Examples
+    --------
+    >>> v = VideoSpec("t", (Shot(30, "testsrc2"), Shot(30, "mandelbrot")), (Join("fadeblack", 10),))
+    >>> [(t.kind, t.start, t.end) for t in layout(v).transitions]
+    [('fade', 20, 30)]
+    """
+    starts, transitions = [0], []
+    length = spec.shots[0].frames
+    for join, shot in zip(spec.joins, spec.shots[1:]):
+        kind = JOIN_STYLES[join.style][0]
+        if join.style == "cut":
+            transitions.append(Transition("cut", length, length, length, "cut", join.tag))
+            starts.append(length)
+            length += shot.frames
+        elif join.style.startswith("outin"):
+            k = join.frames
+            transitions.append(Transition(kind, length, length - k, length + k, join.style, join.tag))
+            starts.append(length)
+            length += shot.frames
+        else:
+            d = join.frames
+            s = length - d
+            transitions.append(Transition(kind, s + d // 2, s, length, join.style, join.tag))
+            starts.append(length - d - 1)
+            length = length - d - 1 + shot.frames
+    traps, painted = [], {"flash": {}, "flicker": [], "cycle": {}}
+    for i, (shot, s) in enumerate(zip(spec.shots, starts)):
+        for off, n, *keep in shot.flashes:
+            traps.append(Trap("flash", s + off, s + off + n))
+            painted["flash"].update({f: keep[0] if keep else 0.15 for f in range(s + off, s + off + n)})
+        if shot.strobe:
+            off, count, period = shot.strobe
+            frames = [s + off + period * k for k in range(count)]
+            traps.append(Trap("strobe", frames[0], frames[-1] + 1))
+            painted["flash"].update({f: 0.15 for f in frames})
+        if shot.flicker:
+            off, n, period = shot.flicker
+            traps.append(Trap("flicker", s + off, s + off + n))
+            painted["flicker"] += _flicker_frames(s + off, n, period, spec.seed)
+        if shot.cycle:
+            off, n, period = shot.cycle
+            traps.append(Trap("cycle", s + off, s + off + n))
+            painted["cycle"].update({f: ((f - s - off) // period) % 3 for f in range(s + off, s + off + n)})
+        if shot.motion in TRAP_MOTIONS:
+            lo = transitions[i - 1].end if i else 0
+            hi = transitions[i].start if i < len(transitions) else length
+            if hi - lo > 2 * (tolerance + 1):
+                traps.append(Trap(shot.motion, lo + tolerance + 1, hi - tolerance - 1))
+    painted["flicker"] = sorted(painted["flicker"])
+    return Layout(length, starts, transitions, traps, sorted(painted["flash"]), painted)
+
+
+# -- building: one ffmpeg filter graph per video
+
+
+def _reseed(expr: str, shift: int) -> str:
+    """A lavfi source expression with every ``seed=K`` turned into ``seed=K+shift``."""
+    import re
+
+    return re.sub(r"\bseed=(\d+)", lambda m: f"seed={int(m.group(1)) + shift}", expr) if shift else expr
+
+
+def _photo_size(shot: Shot, size) -> tuple[int, int]:
+    w, h = size
+    if shot.motion in ("pan", "whip"):
+        return 5 * w, (3 * h) // 2
+    if shot.motion == "tilt":
+        return (3 * w) // 2, 4 * h
+    if shot.motion in ("scroll", "still", "closeup"):
+        return w, h
+    return 3 * w, 3 * h  # zoom, zoomout, move: same aspect as the output
+
+
+def _shot_input(shot: Shot, size, fps: int, photos: Path, seed: int) -> tuple[list[list[str]], str]:
+    """ffmpeg inputs (each a list of arguments) and the filter chain that makes the shot.
+
+    The chain uses ``{in0}``, ``{in1}`` for the input labels.
+    """
+    w, h = size
+    k = w / 640.0  # speeds are given at 640 px width
+    n = shot.frames
+    if shot.source:
+        return [], _video_source(_reseed(shot.source, seed), size, fps)
+    path = photo_file(photos, shot.photo, *_photo_size(shot, size), seed=seed)
+    loop = ["-loop", "1", "-framerate", str(fps), "-i", str(path)]
+    single = ["-i", str(path)]
+    v = shot.speed * k
+    if shot.motion == "still":
+        return [loop], "{in0}null"
+    if shot.motion in ("pan", "whip"):
+        x0 = "0" if v >= 0 else "iw-ow"
+        chain = f"{{in0}}crop=w={w}:h={h}:x='max(0,min(iw-ow,{x0}+{v:.3f}*n))':y='(ih-oh)/2+{h // 8}*sin(n/40)'"
+        if shot.motion == "whip":
+            chain += ",tmix=frames=3"
+        return [loop], chain
+    if shot.motion == "tilt":
+        y0 = "0" if v >= 0 else "ih-oh"
+        return [loop], f"{{in0}}crop=w={w}:h={h}:x='(iw-ow)/2':y='max(0,min(ih-oh,{y0}+{v:.3f}*n))'"
+    if shot.motion == "scroll":
+        return [loop], f"{{in0}}scroll=horizontal={shot.speed:.4f}"
+    if shot.motion == "closeup":
+        sw, sh = (w * 2 // 5) // 2 * 2, (h * 3 // 5) // 2 * 2
+        face = photo_file(photos, "subject", sw, sh, seed=seed)
+        r = w / 4  # swing radius; peak speed = v px/frame
+        x = f"{(w - sw) / 2:.1f}+{r:.1f}*sin(n*{v / r:.4f})"
+        y = f"{(h - sh) / 2:.1f}+{r / 4:.1f}*sin(n*{1.7 * v / r:.4f})"
+        face_in = ["-loop", "1", "-framerate", str(fps), "-i", str(face)]
+        return [loop, face_in], f"{{in0}}format=rgb24[bg{{i}}];[bg{{i}}]{{in1}}overlay=x='{x}':y='{y}'"
+    centre = "x='iw/2-(iw/zoom/2)':y='ih/2-(ih/zoom/2)'"
+    if shot.motion == "zoom":
+        return [single], f"{{in0}}zoompan=z='1+{shot.speed:.4f}*on':{centre}:d={n}:s={w}x{h}:fps={fps}"
+    if shot.motion == "zoomout":
+        z0 = 1 + shot.speed * n
+        return [single], f"{{in0}}zoompan=z='max(1,{z0:.4f}-{shot.speed:.4f}*on)':{centre}:d={n}:s={w}x{h}:fps={fps}"
+    if shot.motion == "move":
+        r = shot.speed or 1.0  # how fast the camera wanders (1 = slow drift)
+        z = f"1.7+0.6*sin(on*{r:.3f}/97)"
+        x = f"(iw-iw/zoom)*(0.5+0.5*sin(on*{r:.3f}/61))"
+        y = f"(ih-ih/zoom)*(0.5+0.45*sin(on*{r:.3f}/83+1))"
+        return [single], f"{{in0}}zoompan=z='{z}':x='{x}':y='{y}':d={n}:s={w}x{h}:fps={fps}"
+    raise ValueError(f"unknown motion {shot.motion!r}")
+
+
+def _enable(frames) -> str:
+    """An ffmpeg ``enable`` expression true on exactly ``frames`` (runs joined into ``between``)."""
+    frames = sorted(frames)
+    runs, parts = [], []
+    for f in frames:
+        if runs and f == runs[-1][1] + 1:
+            runs[-1][1] = f
+        else:
+            runs.append([f, f])
+    for a, b in runs:
+        parts.append(f"eq(n,{a})" if a == b else f"between(n,{a},{b})")
+    return "+".join(parts)
+
+
+def _paint(acc: str, lay: Layout) -> list[str]:
+    """Filters that paint the traps over the assembled stream ``[acc]``, ending at ``[out]``."""
+    chains, steps = [], []
+    flash = lay.painted["flash"]
+    for keep in sorted(set(flash.values())):
+        white = f"val*{keep:.3f}+{(1 - keep) * 253:.1f}"
+        frames = [f for f, k in flash.items() if k == keep]
+        steps.append(f"lutrgb=r='{white}':g='{white}':b='{white}':enable='{_enable(frames)}'")
+    if lay.painted["flicker"]:
+        dim = "val*0.45"
+        steps.append(f"lutrgb=r='{dim}':g='{dim}':b='{dim}':enable='{_enable(lay.painted['flicker'])}'")
+    cycle = lay.painted["cycle"]
+    for phase in (1, 2):
+        frames = [f for f, p in cycle.items() if p == phase]
+        if frames:
+            steps.append(f"hue=h={120 * phase}:s=1.3:enable='{_enable(frames)}'")
+    if not steps:
+        return [f"[{acc}]null[out]"]
+    chains.append(f"[{acc}]" + ",".join(steps) + ",format=yuv420p[out]")
+    return chains
+
+
+def filter_graph(spec: VideoSpec, photos: Path, fps: int = 25) -> tuple[list[str], str, Layout]:
+    """ffmpeg input arguments, the ``-filter_complex`` text (output label ``[out]``) and the layout."""
+    lay = layout(spec)
+    args: list[str] = []
+    chains: list[str] = []
+    n_inputs = 0
+    regular = f"settb=1/{fps},setpts=N"
+    for i, shot in enumerate(spec.shots):
+        inputs, chain = _shot_input(shot, spec.size, fps, photos, spec.seed)
+        for j, inp in enumerate(inputs):
+            chain = chain.replace(f"{{in{j}}}", f"[{n_inputs}:v]")
+            args += inp
+            n_inputs += 1
+        chain = chain.replace("{in0}", "").replace("{i}", str(i))
+        look = f",{shot.look}" if shot.look else ""
+        fades = []
+        if i > 0 and spec.joins[i - 1].style.startswith("outin"):
+            j = spec.joins[i - 1]
+            colour = "white" if j.style.endswith("white") else "black"
+            fades.append(f"fade=t=in:start_frame=0:nb_frames={j.frames}:color={colour}")
+        if i < len(spec.joins) and spec.joins[i].style.startswith("outin"):
+            j = spec.joins[i]
+            colour = "white" if j.style.endswith("white") else "black"
+            fades.append(f"fade=t=out:start_frame={shot.frames - j.frames}:nb_frames={j.frames}:color={colour}")
+        fade = "".join("," + f for f in fades)
+        chains.append(
+            f"{chain}{look},scale={spec.size[0]}:{spec.size[1]},setsar=1,format=yuv420p,"
+            f"trim=end_frame={shot.frames},{regular}{fade}[s{i}]"
+        )
+    acc, length = "s0", spec.shots[0].frames
+    for i, (join, shot) in enumerate(zip(spec.joins, spec.shots[1:]), start=1):
+        out = f"a{i}"
+        xfade = JOIN_STYLES[join.style][1]
+        if xfade is None:
+            chains.append(f"[{acc}][s{i}]concat=n=2:v=1:a=0,{regular}[{out}]")
+            length += shot.frames
+        else:
+            d = join.frames
+            offset = (length - d - 1) / fps
+            chains.append(
+                f"[{acc}][s{i}]xfade=transition={xfade}:duration={(d + 1) / fps:.6f}:offset={offset:.6f},"
+                f"{regular}[{out}]"
+            )
+            length = length - d - 1 + shot.frames
+        acc = out
+    chains += _paint(acc, lay)
+    return args, ";".join(chains), lay
+
+
+def build_video(spec: VideoSpec, path: Path, photos: Path | None = None, fps: int = 25) -> Layout:
+    """Encode ``spec`` to ``path`` (H.264, yuv420p, no audio); return its layout (the ground truth).
+
+    ``photos`` is where photo images are cached (default: ``photos/`` next to ``path``).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> spec = VideoSpec("t", (Shot(30, "testsrc2"), Shot(30, "mandelbrot", flashes=((2, 1),))),
+    ...                  (Join("cut"),), size=(160, 90))
+    >>> lay = build_video(spec, Path(tempfile.mkdtemp()) / "t.mp4")
+    >>> lay.transitions[0].frame, lay.flash_frames
+    (30, [32])
+    """
+    path = Path(path)
+    args, graph, lay = filter_graph(spec, photos if photos is not None else path.parent / "photos", fps)
+    tmp = path.with_name(f".{path.stem}.tmp.mp4")
+    _ffmpeg(tmp, *args, "-filter_complex", graph, "-map", "[out]", "-frames:v", str(lay.n_frames),
+            "-c:v", "libx264", "-preset", "veryfast", "-crf", str(spec.crf), "-pix_fmt", "yuv420p", "-r", str(fps),
+            "-an")
+    tmp.replace(path)
+    return lay
 
 
 # ------------------------------------------------------------- hostile inputs

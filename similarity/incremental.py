@@ -24,9 +24,8 @@ from reelsim.similarity.fusion import (
     shared_score,
     signature_codes,
 )
-from reelsim.similarity.grouped import GroupedIndex
+from reelsim.similarity.grouped import GroupedIndex, read_manifest
 from reelsim.similarity.grouped import exists as grouped_index_exists
-from reelsim.similarity.grouped import read_manifest
 from reelsim.similarity.hygiene import Hygiene
 from reelsim.similarity.knn import knn_graph
 from reelsim.similarity.rebuild import (
@@ -37,8 +36,8 @@ from reelsim.similarity.rebuild import (
     save_state,
 )
 from reelsim.storage.atomic import write_text_atomic
-from reelsim.storage.layout import StoreLayout
 from reelsim.storage.catalog import read_catalog
+from reelsim.storage.layout import StoreLayout
 from reelsim.storage.lists import check_parquet, read_lists, write_lists
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from conftest import run_items
+
 from reelsim.jobs.tables import terminal_safe
 
 #: ``Case.item`` meaning: the case's manifest location (``catalog.jsonl:N``).

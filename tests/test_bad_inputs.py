@@ -14,8 +14,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-
 from catalogue import AT_LINE, Case, check_case, run_catalogue
+
 from reelsim.pipeline import synth
 from reelsim.pipeline.decode import iter_frames
 from reelsim.storage.layout import StoreLayout

@@ -15,8 +15,8 @@ import time
 import h5py
 import numpy as np
 import pytest
-
 from conftest import run_items
+
 from reelsim.config import Config
 from reelsim.extractors.feed import DeviceFeeder, plan_batches
 from reelsim.pipeline.batcher import take_batch

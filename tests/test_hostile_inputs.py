@@ -16,10 +16,10 @@ import os
 import h5py
 import numpy as np
 import pytest
-from PIL import Image
-
 from catalogue import AT_LINE, Case, check_case, run_catalogue
 from conftest import reelsim
+from PIL import Image
+
 from reelsim.config import Config, LimitConfig
 from reelsim.errors import MediaError, UsageError
 from reelsim.jobs.runner import local_cluster_options

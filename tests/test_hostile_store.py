@@ -19,9 +19,9 @@ from pathlib import Path
 
 import h5py
 import pytest
+from conftest import reelsim, run_items
 
 import reelsim as api
-from conftest import reelsim, run_items
 from reelsim.config import Config
 from reelsim.errors import StoreError, UsageError
 from reelsim.storage.layout import StoreLayout

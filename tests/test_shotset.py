@@ -54,7 +54,7 @@ def test_false_positives_on_traps_are_splits_by_kind():
 def test_layout_places_transitions_traps_and_lengths():
     spec = VideoSpec("t", (Shot(40, "testsrc2"), Shot(40, "mandelbrot", flashes=((20, 2),)),
                            Shot(40, "life"), Shot(40, "cellauto", strobe=(10, 3, 3))),
-                     (Join("fade", 10), Join("cut"), Join("outin", 6)), size=(160, 90))
+                     (Join("dissolve", 10), Join("cut"), Join("outin", 6)), size=(160, 90))
     lay = shotset.layout(spec)
     assert [(t.kind, t.start, t.end) for t in lay.transitions] == [
         ("dissolve", 30, 40), ("cut", 69, 69), ("fade", 103, 115)]
@@ -66,7 +66,7 @@ def test_layout_places_transitions_traps_and_lengths():
 def test_built_video_matches_its_labels_and_a_wrong_label_is_caught(tmp_path):
     spec = VideoSpec("tiny", (Shot(30, "testsrc2"), Shot(30, "mandelbrot=maxiter=200", flashes=((12, 1),)),
                               Shot(30, "life=seed=3:ratio=0.3:mold=10"), Shot(30, "cellauto=rule=110")),
-                     (Join("fadeblack", 8), Join("cut"), Join("fade", 10)), size=(160, 90))
+                     (Join("fadeblack", 8), Join("cut"), Join("dissolve", 10)), size=(160, 90))
     lay = shotset.build_video(spec, tmp_path / "tiny.mp4", tmp_path / "photos")
     labels = shotset.labels_of(spec, lay, "tiny.mp4")
     assert shotset.verify(tmp_path / "tiny.mp4", labels) == []
@@ -80,3 +80,24 @@ def test_built_video_matches_its_labels_and_a_wrong_label_is_caught(tmp_path):
 def test_unknown_join_style_is_rejected():
     with pytest.raises(ValueError, match="unknown join style"):
         VideoSpec("x", (Shot(10, "testsrc2"), Shot(10, "life")), (Join("wipe", 5),))
+
+
+def test_flicker_cycle_and_white_flash_traps_are_laid_out_and_painted():
+    spec = VideoSpec("t", (Shot(30, "testsrc2", flicker=(2, 8, 4), cycle=(12, 6, 2)),
+                           Shot(20, "mandelbrot", flashes=((0, 1, 0.0),))), (Join("cut"),), size=(160, 90))
+    lay = shotset.layout(spec)
+    assert [(t.kind, t.start, t.end) for t in lay.traps] == [("flicker", 2, 10), ("cycle", 12, 18), ("flash", 30, 31)]
+    assert lay.painted["flicker"] == [2, 3, 6, 7]
+    assert lay.painted["cycle"] == {12: 0, 13: 0, 14: 1, 15: 1, 16: 2, 17: 2}
+    assert lay.painted["flash"] == {30: 0.0}
+    irregular = shotset.layout(VideoSpec("i", (Shot(40, "testsrc2", flicker=(0, 40, -8)),), (), seed=3))
+    assert 0 < len(irregular.painted["flicker"]) < 40
+
+
+def test_heldout_copies_shift_every_seed_and_keep_the_labels():
+    base, held = shotset.labelled_specs()[0], shotset.labelled_specs(seed=100)[0]
+    assert held.name == f"{base.name}-s100" and held.seed == 100
+    assert shotset.layout(held).transitions == shotset.layout(base).transitions
+    from reelsim.pipeline.synth import _reseed
+
+    assert _reseed("life=seed=7:ratio=0.25", 100) == "life=seed=107:ratio=0.25"

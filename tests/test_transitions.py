@@ -9,9 +9,15 @@ from test_shots import segment
 from reelsim.config import ClipConfig, Config
 from reelsim.extractors.shots import colour_signature, group_scenes
 from reelsim.pipeline.segment import segment_video
-from reelsim.pipeline.synth import Join, Segment, make_edited_video
+from reelsim.pipeline.synth import Join, Shot, VideoSpec, build_video
 
 CFG = Config()
+
+
+def make(path, shots, joins=(), size=(320, 180)):
+    """Encode a small labelled video; returns its true transitions as dicts (kind, frame, start, end)."""
+    spec = VideoSpec(path.stem, tuple(shots), tuple(joins), size=size, crf=20)
+    return [t._asdict() for t in build_video(spec, path).transitions]
 
 
 def boundaries(path):
@@ -24,18 +30,19 @@ def clips(tmp_path_factory):
     """name -> (path, true transitions)."""
     d = tmp_path_factory.mktemp("transitions")
     specs = {
-        "dissolve": ([Segment("mandelbrot", 45), Segment("testsrc2", 45)], [Join("dissolve", 20)], ()),
-        "fade": ([Segment("testsrc2", 45), Segment("cellauto=rule=110:seed=3", 45)], [Join("fade", 16)], ()),
-        "flash": ([Segment("mandelbrot", 40), Segment("smptehdbars", 40)], [Join("cut")], (12, 20, 21, 52)),
-        "grey-cut": ([Segment("perlin=random_mode=seed:seed=4", 30), Segment("cellauto=rule=30:seed=8", 30),
-                      Segment("life=seed=3:ratio=0.3:mold=10", 30)], [Join("cut"), Join("cut")], ()),
-        "mixed": ([Segment("mandelbrot", 40), Segment("testsrc2", 40), Segment("cellauto=rule=110:seed=3", 40),
-                   Segment("smptehdbars", 40)], [Join("dissolve", 12), Join("cut"), Join("fade", 24)], ()),
+        "dissolve": ([Shot(45, "mandelbrot"), Shot(45, "testsrc2")], [Join("dissolve", 20)]),
+        "fade": ([Shot(45, "testsrc2"), Shot(45, "cellauto=rule=110:seed=3")], [Join("fadeblack", 16)]),
+        "flash": ([Shot(40, "mandelbrot", flashes=((12, 1), (20, 2))), Shot(40, "smptehdbars", flashes=((12, 1),))],
+                  [Join("cut")]),
+        "grey-cut": ([Shot(30, "perlin=random_mode=seed:seed=4"), Shot(30, "cellauto=rule=30:seed=8"),
+                      Shot(30, "life=seed=3:ratio=0.3:mold=10")], [Join("cut"), Join("cut")]),
+        "mixed": ([Shot(40, "mandelbrot"), Shot(40, "testsrc2"), Shot(40, "cellauto=rule=110:seed=3"),
+                   Shot(40, "smptehdbars")], [Join("dissolve", 12), Join("cut"), Join("fadeblack", 24)]),
     }
     out = {}
-    for name, (segs, joins, flashes) in specs.items():
+    for name, (shots, joins) in specs.items():
         path = d / f"{name}.mp4"
-        out[name] = (path, make_edited_video(path, segs, joins, flashes=flashes))
+        out[name] = (path, make(path, shots, joins))
     return out
 
 
@@ -51,12 +58,12 @@ def test_gradual_transition_is_one_boundary_inside_it(clips, kind):
 def test_flashes_do_not_split_shots_and_cut_stays_frame_exact(clips):
     path, truth = clips["flash"]
     found = boundaries(path)
-    assert [(b.frame, b.kind) for b in found] == [(truth[0]["start"], "cut")]
+    assert [(b.frame, b.kind) for b in found] == [(truth[0]["frame"], "cut")]
 
 
 def test_cuts_between_greyscale_shots_are_frame_exact(clips):
     path, truth = clips["grey-cut"]
-    assert [b.frame for b in boundaries(path)] == [t["start"] for t in truth] == [30, 60]
+    assert [b.frame for b in boundaries(path)] == [t["frame"] for t in truth] == [30, 60]
 
 
 def test_cut_dissolve_and_fade_in_one_video(clips):
@@ -65,7 +72,7 @@ def test_cut_dissolve_and_fade_in_one_video(clips):
     assert [b.kind for b in found] == ["dissolve", "cut", "fade"]
     for b, t in zip(found, truth):
         if t["kind"] == "cut":
-            assert b.frame == t["start"]
+            assert b.frame == t["frame"]
         else:
             assert t["start"] <= b.frame < t["end"] and b.start < b.end
 
@@ -84,7 +91,7 @@ def test_transition_kind_reaches_the_shots(clips):
 ])
 def test_one_continuous_shot_is_not_split(tmp_path, source):
     path = tmp_path / "one.mp4"
-    make_edited_video(path, [Segment(source, 90)], [])
+    make(path, [Shot(90, source)])
     assert boundaries(path) == []
 
 
@@ -107,7 +114,7 @@ def test_fast_pan_is_not_a_cut(tmp_path):
 def test_very_short_videos(tmp_path):
     for n in (1, 3, 9):
         path = tmp_path / f"short{n}.mp4"
-        make_edited_video(path, [Segment("testsrc2", n)], [])
+        make(path, [Shot(n, "testsrc2")])
         seg = segment_video(str(path), CFG)
         assert seg.shots == [(0, n)] and seg.n_frames == n and seg.n_clips == 1
 
@@ -121,11 +128,10 @@ def test_detector_never_reports_later_than_its_latency(clips):
 def test_abab_dialogue_is_one_scene_and_a_new_place_starts_another(tmp_path):
     a, b = "smptehdbars", "testsrc2"
     c, d = "cellauto=rule=110:seed=3", "life=seed=3:ratio=0.3:mold=10"
-    segs = [Segment(s, 30) for s in (a, b, a, b, c, d, c)]
     path = tmp_path / "dialogue.mp4"
-    truth = make_edited_video(path, segs, [Join("cut")] * 6)
+    truth = make(path, [Shot(30, s) for s in (a, b, a, b, c, d, c)], [Join("cut")] * 6)
     sampler, _, keys = segment(path)
-    assert [s for s, _ in sampler.shots[1:]] == [t["start"] for t in truth]
+    assert [s for s, _ in sampler.shots[1:]] == [t["frame"] for t in truth]
     signatures = np.stack([colour_signature(k.rgb) for k in sorted(keys, key=lambda k: k.shot)])
     scenes = group_scenes(signatures, similarity=CFG.shots.scene_similarity, window=CFG.shots.scene_window)
     assert scenes == [(0, 4), (4, 7)]
