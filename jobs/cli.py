@@ -22,6 +22,7 @@ from reelsim.config import LIST_FORMATS, Config, ModelConfig, ShotConfig, field_
 from reelsim.errors import ReelsimError, StoreError, UsageError, WeightsNotFoundError
 from reelsim.extractors import detectors, registry
 from reelsim.extractors.device import check_amp, resolve_device
+from reelsim.extractors.shots import detector_provenance
 from reelsim.jobs.demo import run_demo
 from reelsim.jobs.report import write_html_report
 from reelsim.jobs.runner import EXIT_PARTIAL, run_catalog
@@ -279,6 +280,7 @@ def check_runnable(cfg: Config) -> None:
     check_index_spec(cfg.fusion.index)
     if cfg.shots.detector not in detectors.names():
         raise UsageError(f"unknown shot detector {cfg.shots.detector!r}; available: {', '.join(detectors.names())}")
+    detector_provenance(cfg.shots)  # a model-based detector whose package or weights are missing says so here
     paths = {"visual": cfg.models.video_weights, "audio": cfg.models.audio_weights}
     for modality in ("visual", "audio", "image", "text"):
         registry.get_class(modality, getattr(cfg.models, modality)).weights_file_for(paths.get(modality))
