@@ -32,3 +32,7 @@ class WeightsNotFoundError(ReelsimError):
 
 class StoreError(ReelsimError):
     """The feature store is missing, locked or inconsistent."""
+
+
+class BannedQueryError(ReelsimError):
+    """A search query too close to a banned phrase (CLI exit code 4)."""

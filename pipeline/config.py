@@ -231,8 +231,8 @@ class LearnConfig:
     hard_negative_pool : raw content neighbours searched per anchor for hard negatives.
     quality_events : ``event`` values that mark high-quality engagement (step 2).
     quality_weight : rows with ``weight`` at least this are high quality too (None: off).
-    blend_shrink : in the blend space an item's ELSA share is n / (n + blend_shrink), n its
-        interaction count; a pair mixes ELSA and tower cosines by the product of the shares.
+    blend_shrink : in the blend space a query item's ELSA share is n / (n + blend_shrink), n its
+        number of users in training; its scores mix ELSA and tower cosines by that share.
     cold_fraction : ``evaluate``: share of items held out (with all their interactions) as cold.
     test_users : ``evaluate``: share of users held out; their co-engagement is the ground truth
         for warm items.
@@ -263,7 +263,7 @@ class LearnConfig:
     hard_negative_pool: int = 20
     quality_events: tuple[str, ...] = ("purchase",)
     quality_weight: float | None = None
-    blend_shrink: float = 20.0
+    blend_shrink: float = 5.0
     cold_fraction: float = 0.2
     test_users: float = 0.2
     eval_queries: int = 2000
