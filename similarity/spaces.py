@@ -44,7 +44,9 @@ from reelsim.similarity.index import load_catalog
 from reelsim.similarity.knn import KnnLists
 from reelsim.similarity.lists import read_lists, write_lists
 from reelsim.similarity.neighbors import DECIMALS, Neighbor, neighbors_of, Scored
-from reelsim.similarity.towers import TowerModel, TrainingPairs, co_engagement_pairs, mine_hard_negatives, train_tower
+from reelsim.similarity.towers import (
+    TowerModel, TrainingPairs, co_engagement_pairs, mine_hard_negatives, torch_threads, train_tower,
+)
 from reelsim.storage.atomic import atomic_path, write_text_atomic
 from reelsim.storage.interactions import Interactions, read_interactions
 
@@ -115,6 +117,11 @@ def fit_model(cat: CatalogEmbeddings, log: Interactions, cfg: LearnConfig, *, ro
     LearnedModel
         ``provenance["metrics"]`` holds the training metrics; the caller adds the rest.
     """
+    with torch_threads(cfg.threads):
+        return _fit(cat, log, cfg, rows, progress, reuse_elsa)
+
+
+def _fit(cat, log, cfg, rows, progress, reuse_elsa) -> LearnedModel:
     import time
 
     say = progress or (lambda s: None)
@@ -426,7 +433,7 @@ def space_neighbors(store: str | Path, item: str, k: int, space: str, *, device:
     sv = space_vectors(cat, load_model(store), space, device=device)
     row = np.array([cat.ids.index(item)], np.int64)
     lists = space_lists(cat, sv, k, row)
-    return neighbors_of(cat.ids, Scored(lists.I, lists.S, lists.cos))
+    return neighbors_of(cat.ids, Scored(lists.I, lists.S, lists.cos))[0]
 
 
 def add_to_space(store: str | Path, space: str, formats: list[str], *, k: int = 10, device: str = "cpu") -> dict:

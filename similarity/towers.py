@@ -35,7 +35,8 @@ On CPU, two runs with the same seed and thread count give the same weights.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -105,6 +106,20 @@ class TowerModel:
         none = ~np.any(np.stack([mask[m] for m in mask]), axis=0) if mask else np.ones(n, bool)
         out[none] = 0
         return out
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` torch CPU threads (0: leave torch's setting), then restore it."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def tower_inputs(vectors: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarray],
@@ -309,10 +324,12 @@ def train_tower(vectors: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarra
     steps = [("step1", pairs.a, pairs.b, cfg.tower_epochs, cfg.tower_lr)]
     if cfg.finetune_epochs and pairs.quality_a.size >= 2:
         steps.append(("step2", pairs.quality_a, pairs.quality_b, cfg.finetune_epochs, cfg.finetune_lr))
+    n_items = next(iter(masks.values())).shape[0]
+    known = np.unique(pairs.a * n_items + pairs.b) if cfg.mask_false_negatives else None
     for name, a, b, epochs, lr in steps:
         opt = torch.optim.Adam(net.parameters(), lr=lr)
         for epoch in range(epochs):
-            loss = _epoch(net, opt, X, M, a, b, cfg, rng, hard, dev)
+            loss = _epoch(net, opt, X, M, a, b, cfg, rng, hard, dev, known, n_items)
             history[f"{name}_loss"].append(round(loss, 6))
             if progress:
                 progress(f"tower {name} epoch {epoch + 1}/{epochs}: loss {loss:.4f}")
@@ -321,8 +338,17 @@ def train_tower(vectors: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarra
     return model
 
 
-def _epoch(net, opt, X, M, a, b, cfg: LearnConfig, rng, hard, dev) -> float:
-    """One pass over (a sample of at most ``max_pairs`` of) the pairs; returns the mean loss."""
+def _is_pair(keys: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """bool, shape of ``q``: which of the keys ``a * N + b`` in ``q`` are in sorted ``keys``."""
+    pos = np.minimum(np.searchsorted(keys, q), keys.size - 1)
+    return keys[pos] == q
+
+
+def _epoch(net, opt, X, M, a, b, cfg: LearnConfig, rng, hard, dev, known: np.ndarray | None, n_items: int) -> float:
+    """One pass over (a sample of at most ``max_pairs`` of) the pairs; returns the mean loss.
+
+    ``known``: sorted keys ``a * n_items + b`` of all co-engaged pairs (not used as negatives), or None.
+    """
     import torch
 
     order = rng.permutation(a.size)[:cfg.max_pairs]
@@ -345,6 +371,8 @@ def _epoch(net, opt, X, M, a, b, cfg: LearnConfig, rng, hard, dev) -> float:
         p = net({m: X[m][tc] for m in X}, {m: M[m][tc] for m in M})
         S = q @ p.T
         valid = (tc[None, :] != ta[:, None]) & (tc[None, :] != tc[:qa.size, None])
+        if known is not None:  # a negative the log shows co-engaged with the anchor is a false negative
+            valid &= torch.from_numpy(~_is_pair(known, qa[:, None] * n_items + cols[None, :])).to(dev)
         valid[torch.arange(qa.size), torch.arange(qa.size)] = False
         loss = loss_fn(S, valid, cfg)
         opt.zero_grad()
