@@ -11,8 +11,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from reelsim.pipeline.config import Config
+import numpy as np
+
+from reelsim.pipeline.config import Config, LearnConfig
 from reelsim.pipeline.synth import Segment, edit_copy, make_image, make_video
+from reelsim.similarity.evaluate import evaluate_store
+from reelsim.similarity.evaluate import format_table as eval_table
+from reelsim.similarity.spaces import space_neighbors, train_store
+from reelsim.similarity.synthetic import sample_log
 
 # id -> (title, shots as (lavfi source, frames, audio source))
 DEMO_VIDEOS = {
@@ -56,6 +62,35 @@ DEMO_PRODUCTS = {
     "cutting-board": ("perlin=octaves=3:seed=8", "Oak cutting board",
                       "Solid wood chopping board for the kitchen, with juice groove."),
 }
+
+
+# what people use together: item -> group (the demo log's users each like one to three groups)
+DEMO_GROUPS = {"banana-bunch": 0, "apple-crate": 0, "orange-bag": 0, "anc-headphones": 1, "earbuds": 1,
+               "chef-knife": 2, "cutting-board": 2, "deep-zoom": 3, "deep-zoom-mobile": 3, "sierpinski-suite": 3,
+               "life-lab": 4, "life-lab-mobile": 4, "test-card": 5, "colour-fields": 5}
+#: small and quick settings for a 14-item catalog
+DEMO_LEARN = LearnConfig(elsa_dim=4, warm_min_interactions=2, tower_hidden=32, tower_dim=16, tower_epochs=20,
+                         tower_batch=64, finetune_epochs=2, cold_fraction=0.25, eval_queries=50)
+
+
+def make_sample_interactions(media: Path) -> Path:
+    """Write ``interactions.csv`` (user, item, timestamp, event) for the sample catalog: 80 users, ~900 rows."""
+    ids = list(DEMO_GROUPS)
+    log = sample_log(np.array([DEMO_GROUPS[i] for i in ids]), np.ones(len(ids)), n_users=80, n_interactions=800,
+                     seed=7)
+    return log.write(media / "interactions.csv", ids)
+
+
+def show_learning(store: Path, interactions: Path) -> None:
+    """Print the evaluate table for the demo log, train on all of it and print one blend list."""
+    from reelsim.jobs.cli import format_table, item_labels
+
+    print(f"\nlearning from {interactions.name} (reelsim evaluate; 14 items is far too few for stable figures):")
+    print(eval_table(evaluate_store(store, interactions, DEMO_LEARN)))
+    train_store(store, interactions, DEMO_LEARN)
+    nbs = space_neighbors(store, "banana-bunch", 3, "blend")
+    print("\nreelsim similar banana-bunch --space blend (after reelsim train):")
+    print(format_table("banana-bunch", nbs, item_labels(store, ["banana-bunch", *(n.item for n in nbs)])))
 
 
 def make_sample_catalog(media: Path) -> Path:
@@ -105,5 +140,7 @@ def run_demo(store: Path, cfg: Config, *, workers: int | None = None, scheduler:
                 print()
                 nbs = lookup.neighbors(item, 3)
                 print(format_table(item, nbs, item_labels(store, [item, *(n.item for n in nbs)])))
-    print(f"\nnext: reelsim similar life-lab --store {store}   |   reelsim shots deep-zoom --store {store}")
+        show_learning(store, make_sample_interactions(store / "sample-media"))
+    print(f"\nnext: reelsim similar life-lab --store {store}   |   reelsim shots deep-zoom --store {store}   |   "
+          f"reelsim search \"fresh fruit\" --store {store}")
     return report.exit_code
