@@ -85,14 +85,17 @@ def main(argv=None) -> int:
     t1 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     train_s = time.perf_counter() - t1
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20  # KiB -> GiB
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    peak = usage.ru_maxrss / 2**20  # KiB -> GiB
+    cpu_s = usage.ru_utime + usage.ru_stime
     if proc.returncode:
         print(proc.stderr[-3000:], file=sys.stderr)
         return proc.returncode
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
-    out["train"] = summary | {"wall_s": round(train_s, 1), "peak_rss_gb": round(peak, 2), "load_after": _load()}
-    print(f"reelsim train: {train_s:.1f} s wall (ELSA {summary['elsa_s']} s, tower {summary['tower_s']} s), "
-          f"peak RSS {peak:.2f} GB, load average {_load()}")
+    out["train"] = summary | {"wall_s": round(train_s, 1), "cpu_s": round(cpu_s, 1), "peak_rss_gb": round(peak, 2),
+                              "load_after": _load()}
+    print(f"reelsim train: {train_s:.1f} s wall, {cpu_s:.1f} s CPU (ELSA {summary['elsa_s']} s, tower "
+          f"{summary['tower_s']} s wall), peak RSS {peak:.2f} GB, load average {_load()}")
 
     # evaluation
     cat, weights = load_catalog(store / "index" / "catalog.h5")
@@ -123,7 +126,8 @@ def main(argv=None) -> int:
         "warm blend >= max(ELSA, content)": (r(warm, "blend") / max(r(warm, "elsa"), r(warm, "content"), 1e-9), 1.0),
         "self-adversarial >= in-batch (cold learned)": (
             out["variants"]["self-adversarial"]["recall@10"] / max(out["variants"]["in-batch"]["recall@10"], 1e-9), 1.0),
-        "training under 5 min": (300.0 / max(train_s, 1e-9), 1.0),
+        "training under 5 min (wall)": (300.0 / max(train_s, 1e-9), 1.0),
+        "training under 5 min (CPU time, 1 thread)": (300.0 / max(cpu_s, 1e-9), 1.0),
         "training peak RSS under 4 GB": (4.0 / max(peak, 1e-9), 1.0),
     }
     out["goals"] = {k: {"ratio": round(v, 3), "needed": need, "met": v >= need} for k, (v, need) in goals.items()}

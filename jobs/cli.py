@@ -217,29 +217,31 @@ def _add_space_option(p, text: str) -> None:
     p.add_argument("--space", choices=("content", "learned", "blend"), default="content", help=text)
 
 
+def _add_log_options(p, json_help: str) -> None:
+    """--interactions, --store, --set and --json of ``train`` and ``evaluate``."""
+    p.add_argument("--interactions", required=True, type=Path, metavar="FILE")
+    p.add_argument("--store", required=True, type=Path, metavar="DIR")
+    p.add_argument("--set", dest="settings", action="append", default=[], metavar="learn.SETTING=VALUE",
+                   help="learn.SETTING=VALUE, e.g. --set learn.tower_epochs=8 --set learn.loss=in-batch "
+                   "(repeatable; see LearnConfig in docs/learning.md)")
+    p.add_argument("--json", action="store_true", help=json_help)
+
+
 def _add_learn_parsers(sub) -> None:
     """``train``, ``evaluate`` and ``search`` (docs/learning.md)."""
-    learn = ("learn.SETTING=VALUE, e.g. --set learn.tower_epochs=8 --set learn.loss=in-batch (repeatable; "
-             "see LearnConfig in docs/learning.md)")
     p = sub.add_parser("train", help="learn from interactions: ELSA for warm items, a content tower for all",
                        description="Read an interactions file (.csv, .jsonl or .parquet: user, item, and optional "
                        "weight, timestamp, event), train ELSA item embeddings for warm items and a content tower "
                        "on co-engagement, and save both with provenance in STORE/learned/. Rows of items not in "
                        "the store are counted and skipped.")
-    p.add_argument("--interactions", required=True, type=Path, metavar="FILE")
-    p.add_argument("--store", required=True, type=Path, metavar="DIR")
-    p.add_argument("--set", dest="settings", action="append", default=[], metavar="learn.SETTING=VALUE", help=learn)
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    _add_log_options(p, "print the summary as JSON")
     p = sub.add_parser("evaluate", help="held-out recall@10 and NDCG@10 of the content, learned and blend spaces",
                        description="Hold out a share of the items (with all their interactions) as cold and a "
                        "share of the users, train on the rest, and score each space's top 10 against held-out "
                        "co-engagement: cold items (content vs learned), warm items (content vs ELSA vs blend), "
                        "and a popularity baseline. Nothing is saved.")
-    p.add_argument("--interactions", required=True, type=Path, metavar="FILE")
-    p.add_argument("--store", required=True, type=Path, metavar="DIR")
+    _add_log_options(p, "print the result as JSON")
     p.add_argument("--cold-fraction", type=float, metavar="F", help="share of items held out as cold (default 0.2)")
-    p.add_argument("--set", dest="settings", action="append", default=[], metavar="learn.SETTING=VALUE", help=learn)
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
     p = sub.add_parser("search", help="rank items for a text query (with a banned-query list)",
                        description="Embed QUERY with the text model and rank items by cosine with their text "
                        "embeddings (--space learned: through the trained content tower). With --banned FILE (one "
