@@ -419,11 +419,17 @@ def item_labels(store: Path, ids) -> dict[str, dict[str, str]]:
     return out
 
 
-def format_table(item: str, neighbors, labels: dict) -> str:
-    """The readable neighbour table (see :func:`reelsim.jobs.tables.neighbor_table`)."""
-    from reelsim.jobs.tables import neighbor_table
+#: the table's last line for scores of the learned and blend spaces
+SPACE_NOTE = ("score: {space}-space score (docs/learning.md); modality columns: content cosines "
+              "(blank: not shared)")
 
-    return neighbor_table(item, neighbors, labels)
+
+def format_table(item: str, neighbors, labels: dict, space: str = "content") -> str:
+    """The readable neighbour table (see :func:`reelsim.jobs.tables.neighbor_table`)."""
+    from reelsim.jobs.tables import FUSED_NOTE, neighbor_table
+
+    note = FUSED_NOTE if space == "content" else SPACE_NOTE.format(space=space)
+    return neighbor_table(item, neighbors, labels, note=note)
 
 
 def cmd_similar(args) -> int:
@@ -442,7 +448,8 @@ def cmd_similar(args) -> int:
     if args.json:
         print(json.dumps(neighbors_json(args.item, neighbors), ensure_ascii=False))
     else:
-        print(format_table(args.item, neighbors, item_labels(args.store, [args.item, *(n.item for n in neighbors)])))
+        print(format_table(args.item, neighbors, item_labels(args.store, [args.item, *(n.item for n in neighbors)]),
+                           args.space))
     return 0
 
 

@@ -69,15 +69,15 @@ DEMO_GROUPS = {"banana-bunch": 0, "apple-crate": 0, "orange-bag": 0, "anc-headph
                "chef-knife": 2, "cutting-board": 2, "deep-zoom": 3, "deep-zoom-mobile": 3, "sierpinski-suite": 3,
                "life-lab": 4, "life-lab-mobile": 4, "test-card": 5, "colour-fields": 5}
 #: small and quick settings for a 14-item catalog
-DEMO_LEARN = LearnConfig(elsa_dim=4, warm_min_interactions=2, tower_hidden=32, tower_dim=16, tower_epochs=20,
+DEMO_LEARN = LearnConfig(elsa_dim=6, elsa_epochs=40, elsa_batch=32, warm_min_interactions=2, tower_hidden=32, tower_dim=16, tower_epochs=20,
                          tower_batch=64, finetune_epochs=2, cold_fraction=0.25, eval_queries=50)
 
 
 def make_sample_interactions(media: Path) -> Path:
-    """Write ``interactions.csv`` (user, item, timestamp, event) for the sample catalog: 80 users, ~900 rows."""
+    """Write ``interactions.csv`` (user, item, timestamp, event) for the sample catalog: 150 users, ~1800 rows."""
     ids = list(DEMO_GROUPS)
-    log = sample_log(np.array([DEMO_GROUPS[i] for i in ids]), np.ones(len(ids)), n_users=80, n_interactions=800,
-                     seed=7)
+    log = sample_log(np.array([DEMO_GROUPS[i] for i in ids]), np.ones(len(ids)), n_users=150, n_interactions=1500,
+                     noise=0.05, seed=7)
     return log.write(media / "interactions.csv", ids)
 
 
@@ -85,12 +85,12 @@ def show_learning(store: Path, interactions: Path) -> None:
     """Print the evaluate table for the demo log, train on all of it and print one blend list."""
     from reelsim.jobs.cli import format_table, item_labels
 
-    print(f"\nlearning from {interactions.name} (reelsim evaluate; 14 items is far too few for stable figures):")
-    print(eval_table(evaluate_store(store, interactions, DEMO_LEARN)))
+    print(f"\nlearning from {interactions.name} (reelsim evaluate at k = 3; 14 items are far too few for stable figures):")
+    print(eval_table(evaluate_store(store, interactions, DEMO_LEARN, k=3)))
     train_store(store, interactions, DEMO_LEARN)
     nbs = space_neighbors(store, "banana-bunch", 3, "blend")
     print("\nreelsim similar banana-bunch --space blend (after reelsim train):")
-    print(format_table("banana-bunch", nbs, item_labels(store, ["banana-bunch", *(n.item for n in nbs)])))
+    print(format_table("banana-bunch", nbs, item_labels(store, ["banana-bunch", *(n.item for n in nbs)]), "blend"))
 
 
 def make_sample_catalog(media: Path) -> Path:

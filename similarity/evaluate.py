@@ -124,7 +124,7 @@ def _queries(candidates: np.ndarray, relevant_of: Callable, n: int, seed: int):
 
 def evaluate(cat: CatalogEmbeddings, log: Interactions, cfg: LearnConfig, weights: Mapping[str, float], *,
              progress: Callable[[str], None] | None = None, reuse_elsa: LearnedModel | None = None,
-             split: Split | None = None) -> tuple[dict, LearnedModel]:
+             split: Split | None = None, k: int = K) -> tuple[dict, LearnedModel]:
     """Split, train on the training part, and score every space on held-out co-engagement.
 
     Parameters
@@ -139,6 +139,8 @@ def evaluate(cat: CatalogEmbeddings, log: Interactions, cfg: LearnConfig, weight
         Content fusion weights (the catalog's).
     reuse_elsa, split : optional
         A model whose ELSA part to keep, and the split it was trained on (to compare towers).
+    k : int
+        Length of the ranked lists scored (recall@k, NDCG@k).
 
     Returns
     -------
@@ -167,9 +169,9 @@ def evaluate(cat: CatalogEmbeddings, log: Interactions, cfg: LearnConfig, weight
     for group, ((queries, relevant), names) in groups.items():
         result[group] = {}
         for name in names:
-            I, _ = space_knn(spaces[name], queries, K, rank)
-            result[group][name] = ranking_metrics(I, relevant)
-        result[group]["popularity"] = ranking_metrics(popularity_ranking(model.counts, queries), relevant)
+            I, _ = space_knn(spaces[name], queries, k, rank)
+            result[group][name] = ranking_metrics(I, relevant, k)
+        result[group]["popularity"] = ranking_metrics(popularity_ranking(model.counts, queries, k), relevant, k)
     result["split"] = {"items": cat.n, "cold_items": int(split.cold.sum()), "test_users": int(split.test_user.sum()),
                        "users": len(log.users), "train_rows": int(split.train.sum()), "log_rows": log.n,
                        "warm_items": int(warm_items.size)}
@@ -179,10 +181,11 @@ def evaluate(cat: CatalogEmbeddings, log: Interactions, cfg: LearnConfig, weight
 
 def format_table(result: dict) -> str:
     """The evaluation as a readable table."""
-    lines = [f"{'items':<6} {'space':<11} {'recall@10':>9} {'NDCG@10':>8} {'queries':>8}"]
+    k = next(int(key.split("@")[1]) for m in result["cold"].values() for key in m if key.startswith("recall@"))
+    lines = [f"{'items':<6} {'space':<11} {f'recall@{k}':>9} {f'NDCG@{k}':>8} {'queries':>8}"]
     for group in ("cold", "warm"):
         for name, m in result.get(group, {}).items():
-            r, g = m[f"recall@{K}"], m[f"ndcg@{K}"]
+            r, g = m[f"recall@{k}"], m[f"ndcg@{k}"]
             lines.append(f"{group:<6} {name:<11} {'-' if r is None else f'{r:.4f}':>9} "
                          f"{'-' if g is None else f'{g:.4f}':>8} {m['queries']:>8}")
     s = result.get("split", {})
@@ -196,7 +199,8 @@ def to_json(result: dict) -> str:
     return json.dumps(result, ensure_ascii=False)
 
 
-def evaluate_store(store, interactions, cfg: LearnConfig, *, progress: Callable[[str], None] | None = None) -> dict:
+def evaluate_store(store, interactions, cfg: LearnConfig, *, progress: Callable[[str], None] | None = None,
+                   k: int = K) -> dict:
     """``reelsim evaluate``: read the log against the store's catalog and :func:`evaluate`; nothing is saved."""
     path = Path(store) / "index" / "catalog.h5"
     if not path.is_file():
@@ -205,7 +209,7 @@ def evaluate_store(store, interactions, cfg: LearnConfig, *, progress: Callable[
     log = read_interactions(interactions, known_items=cat.ids)
     if progress:
         progress(log.describe())
-    result, _ = evaluate(cat, log, cfg, weights, progress=progress)
+    result, _ = evaluate(cat, log, cfg, weights, progress=progress, k=k)
     result["interactions"] = {"path": str(interactions), "sha256": log.sha256, "rows": log.n,
                               "unknown_rows": log.unknown_rows, "unknown_items": log.unknown_item_count}
     return result

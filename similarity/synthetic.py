@@ -206,9 +206,9 @@ def sample_log(topic: np.ndarray, popularity: np.ndarray, *, n_users: int, n_int
     user = np.repeat(np.arange(n_users), counts)
     r = user.size
     # sessions: a run of about ``session_length`` views on one of the user's topics
-    start = np.r_[True, user[1:] != user[:-1]] | (rng.random(r) < 1.0 / session_length)
-    session = np.cumsum(start) - 1
-    choice = (rng.random(int(session[-1]) + 1) * k[user[start]]).astype(np.int64)
+    new_session = np.r_[True, user[1:] != user[:-1]] | (rng.random(r) < 1.0 / session_length)
+    session = np.cumsum(new_session) - 1
+    choice = (rng.random(int(session[-1]) + 1) * k[user[new_session]]).astype(np.int64)
     pick = user_topics[user, choice[session]]
     u = base[pick] + rng.random(r) * mass[pick]
     item = order[np.clip(np.searchsorted(cum, u, side="right"), start[pick], end[pick] - 1)]

@@ -46,6 +46,8 @@ from reelsim.extractors.device import resolve_device
 from reelsim.pipeline.config import MODALITIES, LearnConfig
 from reelsim.similarity.fusion import learn_projection
 
+#: rows (a seeded sample) that the fixed input PCA is learned on
+PCA_ROWS = 20_000
 #: embedding forward passes are done in blocks of this many items
 EMBED_BLOCK = 8192
 
@@ -309,7 +311,10 @@ def train_tower(vectors: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarra
     projections = {}
     for m in active:
         if cfg.tower_input_dim is not None and vectors[m].shape[1] > cfg.tower_input_dim:
-            projections[m] = learn_projection(vectors[m][masks[m]], cfg.tower_input_dim, False, seed=cfg.seed)
+            rows = np.flatnonzero(masks[m])
+            if rows.size > PCA_ROWS:  # a seeded sample, taken before copying rows (memory)
+                rows = np.sort(np.random.default_rng(cfg.seed).choice(rows, PCA_ROWS, replace=False))
+            projections[m] = learn_projection(vectors[m][rows], cfg.tower_input_dim, False)
     model = TowerModel({m: (projections[m].shape[1] if m in projections else vectors[m].shape[1]) for m in active},
                        projections, {}, cfg.tower_hidden, cfg.tower_dim)
     x, mask = tower_inputs({m: vectors[m] for m in active}, {m: masks[m] for m in active}, model)
