@@ -247,14 +247,14 @@ class LearnConfig:
     """
 
     elsa_dim: int = 64
-    elsa_epochs: int = 5
+    elsa_epochs: int = 3
     elsa_batch: int = 256
     elsa_lr: float = 0.1
     warm_min_interactions: int = 3
     tower_dim: int = 64
     tower_hidden: int = 256
     tower_input_dim: int | None = 128
-    tower_epochs: int = 4
+    tower_epochs: int = 3
     tower_batch: int = 512
     tower_lr: float = 2e-3
     finetune_epochs: int = 2
