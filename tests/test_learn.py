@@ -22,7 +22,7 @@ from reelsim.similarity.spaces import (
     add_to_space, fit_model, load_model, save_model, space_neighbors, train_store, write_space_lists,
 )
 from reelsim.similarity.synthetic import make_catalog, sample_log, save_store
-from reelsim.similarity.towers import torch_threads
+from reelsim.similarity.towers import mine_hard_negatives, torch_threads
 from reelsim.storage.interactions import InteractionsError, read_interactions
 
 DIMS = {"visual": 24, "image": 24, "text": 16}
@@ -131,6 +131,18 @@ def test_tower_beats_raw_content_on_held_out_cold_items(synth):
     assert cold["learned"]["recall@10"] >= 1.5 * cold["content"]["recall@10"] + 0.005
     assert warm["elsa"]["recall@10"] >= 1.5 * warm["content"]["recall@10"]
     assert model.provenance["metrics"]["tower"]["step2_loss"]  # purchases: the cascade's second step ran
+
+
+def test_hard_negatives_are_content_neighbours_never_co_engaged():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 8)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    a = np.array([0, 0, 1]), np.array([1, 2, 0])
+    nearest = np.argsort(-(x @ x[0]))[1:6]  # item 0's five nearest by content
+    keys = np.unique(np.r_[0 * 60 + nearest[:2], a[0] * 60 + a[1]])  # its two nearest are co-engaged with it
+    hard = mine_hard_negatives(x, np.array([0, 1]), keys, 60, pool=5, per_anchor=3, seed=0)
+    assert set(hard) == {0, 1} and hard[0].size == 3
+    assert set(hard[0].tolist()) <= set(nearest[2:].tolist())  # never a co-engaged item, never itself
 
 
 def test_trained_store_gives_the_same_lists_twice(synth, tmp_path):
