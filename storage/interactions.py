@@ -197,7 +197,7 @@ def _read_csv(path: str):
         return "error"
 
     try:
-        header = pcsv.read_csv(path, read_options=pcsv.ReadOptions(block_size=1 << 16, use_threads=False),
+        header = pcsv.open_csv(path, read_options=pcsv.ReadOptions(block_size=1 << 16, use_threads=False),
                                parse_options=pcsv.ParseOptions(invalid_row_handler=lambda r: "skip")).schema.names
     except pa.ArrowInvalid as e:
         raise InteractionsError(f"{name}:1: cannot read the header line: {_short(e)}") from None
