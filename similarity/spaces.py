@@ -365,13 +365,16 @@ def space_knn(sv: SpaceVectors, rows: np.ndarray, k: int, id_rank: np.ndarray, *
 
 def content_cosines(cat: CatalogEmbeddings, rows: np.ndarray, I: np.ndarray) -> dict[str, np.ndarray]:
     """Per-modality content cosines float64 (B, k) of rows vs their neighbours ``I``; NaN where not shared."""
-    out = {}
-    ok = I >= 0
-    J = np.where(ok, I, 0)
-    for m, v in cat.vectors.items():
-        shared = ok & cat.masks[m][rows][:, None] & cat.masks[m][J]
-        c = np.einsum("bd,bkd->bk", v[rows], v[J]).astype(np.float64)
-        out[m] = np.where(shared, np.round(c, DECIMALS), np.nan)
+    out = {m: np.full(I.shape, np.nan) for m in cat.vectors}
+    step = max(1, 2**24 // max(1, I.shape[1] * max(v.shape[1] for v in cat.vectors.values())))  # ~64 MB gathered
+    for i0 in range(0, rows.size, step):
+        r, Ib = rows[i0:i0 + step], I[i0:i0 + step]
+        ok = Ib >= 0
+        J = np.where(ok, Ib, 0)
+        for m, v in cat.vectors.items():
+            shared = ok & cat.masks[m][r][:, None] & cat.masks[m][J]
+            c = np.einsum("bd,bkd->bk", v[r], v[J]).astype(np.float64)
+            out[m][i0:i0 + step] = np.where(shared, np.round(c, DECIMALS), np.nan)
     return out
 
 
