@@ -34,7 +34,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
 from reelsim.pipeline.config import TOWER_LOSSES, Config
 from reelsim.similarity.evaluate import evaluate, format_table, make_split

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -14,12 +13,12 @@ from conftest import reelsim
 from reelsim.errors import BannedQueryError, UsageError
 from reelsim.jobs.lists import add_vectors, index_and_lists
 from reelsim.pipeline.config import Config, FusionConfig, LearnConfig
-from reelsim.similarity import CatalogEmbeddings, load_catalog, normalise
+from reelsim.similarity import CatalogEmbeddings, load_catalog
 from reelsim.similarity.elsa import interaction_matrix, train_elsa
 from reelsim.similarity.evaluate import evaluate
 from reelsim.similarity.search import search
 from reelsim.similarity.spaces import (
-    add_to_space, fit_model, load_model, save_model, space_neighbors, train_store, write_space_lists,
+    add_to_space, fit_model, save_model, space_neighbors, train_store, write_space_lists,
 )
 from reelsim.similarity.synthetic import make_catalog, sample_log, save_store
 from reelsim.similarity.towers import mine_hard_negatives, torch_threads
