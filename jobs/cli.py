@@ -534,7 +534,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_search(args) -> int:
-    from reelsim.similarity.search import search
+    from reelsim.similarity.textsearch import search
 
     hits = search(args.store, args.query, args.k, space=args.space, banned=args.banned,
                   threshold=args.banned_threshold)

@@ -16,7 +16,7 @@ from reelsim.pipeline.config import Config, FusionConfig, LearnConfig
 from reelsim.similarity import CatalogEmbeddings, load_catalog
 from reelsim.similarity.elsa import interaction_matrix, train_elsa
 from reelsim.similarity.evaluate import evaluate
-from reelsim.similarity.search import search
+from reelsim.similarity.textsearch import search
 from reelsim.similarity.spaces import (
     add_to_space, fit_model, save_model, space_neighbors, train_store, write_space_lists,
 )
