@@ -344,6 +344,123 @@ class JobConfig:
                  isinstance(self.dashboard_address, str) and ":" in self.dashboard_address, "HOST:PORT or :PORT")
 
 
+#: loss functions of the content tower (:data:`reelsim.similarity.towers.LOSSES`)
+TOWER_LOSSES = ("self-adversarial", "in-batch", "softmax")
+
+
+@dataclass(frozen=True)
+class LearnConfig:
+    """Learning from interactions: ELSA for warm items, a content tower for all (docs/learning.md).
+
+    elsa_dim : rank r of ELSA's item matrix A (items x r).
+    elsa_epochs, elsa_batch, elsa_lr : ELSA training (users per batch; NAdam learning rate).
+    warm_min_interactions : an item needs at least this many interactions (distinct users)
+        to get an ELSA embedding; items with fewer are cold (tower only).
+    tower_dim : dimension of the learned space (the tower's output, L2-normalised).
+    tower_hidden : width of each per-modality projection and of the MLP.
+    tower_input_dim : a modality with more dimensions is first reduced to this many
+        by a fixed PCA learned on the catalog (speed; None: off).
+    tower_epochs, tower_batch, tower_lr : step 1 of the cascade (all engagement); pairs per batch.
+    finetune_epochs, finetune_lr : step 2 (high-quality engagement only; 0 epochs: off).
+    max_pairs : co-engagement pairs drawn per epoch (a seeded sample when there are more).
+    pair_window : two items a user engaged with at most this many positions apart
+        (in timestamp order, else file order) form a co-engagement pair.
+    loss : ``self-adversarial`` (in-batch negatives re-weighted by the softmax of their
+        scores), ``in-batch`` (the same loss, negatives weighted equally) or ``softmax``
+        (in-batch sampled softmax, InfoNCE).
+    temperature : scores (cosines) are divided by this in the loss.
+    adversarial_temperature : negatives are re-weighted by softmax(score / this).
+    mask_false_negatives : an in-batch negative that the training log shows co-engaged with
+        the anchor (a pair of the training set) is not used as a negative.
+    hard_negatives : per anchor, this many hard negatives mined from its raw content
+        neighbours that are not co-engaged with it (0: off).
+    hard_negative_pool : raw content neighbours searched per anchor for hard negatives.
+    quality_events : ``event`` values that mark high-quality engagement (step 2).
+    quality_weight : rows with ``weight`` at least this are high quality too (None: off).
+    blend_shrink : in the blend space a query item's ELSA share is n / (n + blend_shrink), n its
+        number of users in training; its scores mix ELSA and tower cosines by that share.
+    cold_fraction : ``evaluate``: share of items held out (with all their interactions) as cold.
+    test_users : ``evaluate``: share of users held out; their co-engagement is the ground truth
+        for warm items.
+    eval_queries : ``evaluate``: at most this many query items per group (seeded sample).
+    seed : every random choice (splits, sampling, initialisation).
+    device : ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
+    threads : torch CPU threads while training (0: torch's default, one per core). On the
+        shared 2-core development machine one thread trained ELSA 4.5x and the tower 3x
+        faster than two (docs/learning.md); results depend on it only in float rounding.
+    """
+
+    elsa_dim: int = 64
+    elsa_epochs: int = 3
+    elsa_batch: int = 256
+    elsa_lr: float = 0.1
+    warm_min_interactions: int = 3
+    tower_dim: int = 64
+    tower_hidden: int = 256
+    tower_input_dim: int | None = 128
+    tower_epochs: int = 3
+    tower_batch: int = 512
+    tower_lr: float = 2e-3
+    finetune_epochs: int = 2
+    finetune_lr: float = 5e-4
+    max_pairs: int = 400_000
+    pair_window: int = 2
+    loss: str = "softmax"
+    temperature: float = 0.1
+    adversarial_temperature: float = 1.0
+    mask_false_negatives: bool = False
+    hard_negatives: int = 0
+    hard_negative_pool: int = 20
+    quality_events: tuple[str, ...] = ("purchase",)
+    quality_weight: float | None = None
+    blend_shrink: float = 5.0
+    cold_fraction: float = 0.2
+    test_users: float = 0.2
+    eval_queries: int = 2000
+    seed: int = 0
+    device: str = "auto"
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        positive = ("elsa_dim", "elsa_epochs", "elsa_batch", "warm_min_interactions", "tower_dim", "tower_hidden",
+                    "tower_epochs", "tower_batch", "max_pairs", "pair_window", "hard_negative_pool", "eval_queries")
+        for name in positive:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise UsageError(f"learn.{name} must be a positive integer, got {v!r}")
+        for name in ("finetune_epochs", "hard_negatives", "seed", "threads"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise UsageError(f"learn.{name} must be an integer >= 0, got {v!r}")
+        if self.tower_input_dim is not None and (not isinstance(self.tower_input_dim, int)
+                                                 or self.tower_input_dim < 1):
+            raise UsageError(f"learn.tower_input_dim must be a positive integer or None, got {self.tower_input_dim!r}")
+        for name in ("elsa_lr", "tower_lr", "finetune_lr", "temperature", "adversarial_temperature", "blend_shrink"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 < v < float("inf"):
+                raise UsageError(f"learn.{name} must be a positive number, got {v!r}")
+        for name in ("cold_fraction", "test_users"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not 0 < v < 1:
+                raise UsageError(f"learn.{name} must be in (0, 1), got {v!r}")
+        if self.loss not in TOWER_LOSSES:
+            raise UsageError(f"learn.loss must be one of {', '.join(TOWER_LOSSES)}, got {self.loss!r}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise UsageError(f"learn.device must be auto, cpu or cuda, got {self.device!r}")
+        if isinstance(self.quality_events, str) or not all(isinstance(e, str) for e in self.quality_events):
+            raise UsageError(f"learn.quality_events must be a tuple of str, got {self.quality_events!r}")
+        if self.quality_weight is not None and not (isinstance(self.quality_weight, (int, float))
+                                                    and abs(self.quality_weight) < float("inf")):
+            raise UsageError(f"learn.quality_weight must be a finite number or None, got {self.quality_weight!r}")
+
+    def training_hash(self) -> str:
+        """sha256 (16 hex) of the settings that change a trained model (not the evaluation split or device)."""
+        d = dataclasses.asdict(self)
+        for name in ("cold_fraction", "test_users", "eval_queries", "device"):
+            d.pop(name)
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
 @dataclass(frozen=True)
 class Config:
     decode: DecodeConfig = field(default_factory=DecodeConfig)
@@ -354,6 +471,7 @@ class Config:
     thumbnails: ThumbnailConfig = field(default_factory=ThumbnailConfig)
     jobs: JobConfig = field(default_factory=JobConfig)
     limits: LimitConfig = field(default_factory=LimitConfig)
+    learn: LearnConfig = field(default_factory=LearnConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -370,7 +488,7 @@ class Config:
         input-limit settings.
         """
         d = self.to_dict()
-        for section in ("fusion", "jobs", "limits"):
+        for section in ("fusion", "jobs", "limits", "learn"):
             d.pop(section)
         for speed_only in ("device", "batch_size", "precision", "prefetch_batches"):
             d["models"].pop(speed_only)
@@ -427,6 +545,8 @@ def _parse_value(text: str, current):
         if text.lower() in ("0", "false", "no", "off"):
             return False
         raise ValueError(f"expected true/false, got {text!r}")
+    if isinstance(current, tuple):  # e.g. learn.quality_events=purchase,add_to_cart
+        return tuple(p.strip() for p in text.split(",") if p.strip())
     if text.lower() in ("none", "null", ""):
         return None
     if isinstance(current, int):

@@ -50,3 +50,5 @@ class DamagedStoreError(StoreError):
 
     def __reduce__(self):  # pickled with its fields (e.g. between Dask processes)
         return type(self), (self.path, self.what, self.redo, str(self))
+class BannedQueryError(ReelsimError):
+    """A search query too close to a banned phrase (CLI exit code 4)."""

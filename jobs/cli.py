@@ -1,10 +1,10 @@
 """``reelsim``: a thin command line over the runner, the store and the registries.
 
 Exit codes: 0 success; 2 usage errors (bad flags, unknown item id, missing
-store, a model's weights file not found) and store errors (a store in use by
-another command, one that cannot be written, a damaged file: the message names
-it); 3 a batch where some items failed and the rest completed, an export that
-left out damaged shards, or ``verify`` finding damage; 1 any other error.
+store, a model's weights file not found, a malformed interactions file) and store errors (a store in use by
+another command, one that cannot be written, a damaged file: the message names it); 3 a batch where some items
+failed and the rest completed, an export that left out damaged shards, or ``verify`` finding damage; 4 a search
+query refused by the banned-query list; 1 any other error.
 Text that comes from the inputs (ids, titles, paths) is printed terminal-safe.
 """
 
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from reelsim import __version__
 from reelsim.config import LIST_FORMATS, Config, ModelConfig, ShotConfig, field_help, parse_weights
-from reelsim.errors import ReelsimError, StoreError, UsageError, WeightsNotFoundError
+from reelsim.errors import BannedQueryError, ReelsimError, StoreError, UsageError, WeightsNotFoundError
 from reelsim.extractors import detectors, registry
 from reelsim.extractors.device import check_amp, resolve_device
 from reelsim.extractors.shots import detector_provenance
@@ -27,10 +27,14 @@ from reelsim.jobs.demo import run_demo
 from reelsim.jobs.report import write_html_report
 from reelsim.jobs.runner import EXIT_PARTIAL, run_catalog
 from reelsim.jobs.tables import neighbors_json, neighbors_text, terminal_safe
+from reelsim.similarity.evaluate import evaluate_store
+from reelsim.similarity.evaluate import format_table as evaluation_table
 from reelsim.similarity.incremental import check_can_add
 from reelsim.similarity.index_choice import check_index_spec
 from reelsim.similarity.lookup import Lookup
-from reelsim.similarity.rebuild import relist
+from reelsim.similarity.rebuild import list_formats, relist
+from reelsim.similarity.spaces import add_to_space, space_neighbors, train_store, write_space_lists
+from reelsim.similarity.textsearch import search as search_text
 from reelsim.similarity.verify import verify_store
 from reelsim.storage.export import export
 from reelsim.storage.layout import StoreLayout
@@ -51,6 +55,10 @@ examples:
   reelsim export --store out/ --format hdf5 --to features.h5
   reelsim verify --store out/                      # is every file whole? what would run/lists redo?
   reelsim models                                   # which models this machine can run
+  reelsim train --interactions events.csv --store out/     # ELSA + content tower (docs/learning.md)
+  reelsim evaluate --interactions events.csv --store out/  # held-out recall@10 / NDCG@10 per space
+  reelsim lists --store out/ --space blend
+  reelsim search "wireless headphones" --store out/ -k 5 --banned banned.txt
 
 manifest rows (.jsonl or .csv) have any of: id, video, image, title, description;
 relative paths resolve against the manifest's folder.
@@ -163,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="folder of media, .jsonl/.csv manifest, or video file")
         p.add_argument("--store", required=True, type=Path, metavar="DIR", help=store_help)
         _add_run_options(p)
+        if name == "add":
+            _add_space_option(p, "also update this space's lists (learned/blend: the new items get learned vectors "
+                              "from their content at once)")
 
     p = sub.add_parser("lists", help="rebuild the index and every list from the store's catalog (resumable)",
                        description="Choose and build the FAISS index for the stored catalog, then compute every "
@@ -175,6 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, metavar="N", help="neighbours per item (default: 10)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_list_options(p.add_argument_group("index and lists"))
+    _add_space_option(p, "content: the fused index and lists (default); learned/blend: exact lists in that space, "
+                      "written to STORE/lists/<space>/ (needs `reelsim train`)")
 
     p = sub.add_parser("shots", help="shots and scenes of one video item")
     p.add_argument("item", metavar="ITEM")
@@ -191,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, default=10, metavar="N", help="number of neighbours (default: 10)")
     p.add_argument("--weights", metavar="SPEC", help="re-weight modalities for this query, e.g. text=0")
     p.add_argument("--json", action="store_true", help="machine-readable JSON")
+    _add_space_option(p, "score by content fusion (default), the learned tower, or the ELSA/tower blend")
 
     p = sub.add_parser("report", help="a static HTML page of items, their shots or images, and their neighbours",
                        description="Write one self-contained HTML page (pictures embedded) showing, for a sample\n"
@@ -234,7 +248,53 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check-amp", action="store_true", help="also compare the default video model's mixed-"
                    "precision features with fp32 on a random batch (cosine >= 0.999 passes; bf16 on CPU)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="device for --check-amp")
+    _add_learn_parsers(sub)
     return parser
+
+
+def _add_space_option(p, text: str) -> None:
+    p.add_argument("--space", choices=("content", "learned", "blend"), default="content", help=text)
+
+
+def _add_log_options(p, json_help: str) -> None:
+    """--interactions, --store, --set and --json of ``train`` and ``evaluate``."""
+    p.add_argument("--interactions", required=True, type=Path, metavar="FILE")
+    p.add_argument("--store", required=True, type=Path, metavar="DIR")
+    p.add_argument("--set", dest="settings", action="append", default=[], metavar="learn.SETTING=VALUE",
+                   help="learn.SETTING=VALUE, e.g. --set learn.tower_epochs=8 --set learn.loss=in-batch "
+                   "(repeatable; see LearnConfig in docs/learning.md)")
+    p.add_argument("--json", action="store_true", help=json_help)
+
+
+def _add_learn_parsers(sub) -> None:
+    """``train``, ``evaluate`` and ``search`` (docs/learning.md)."""
+    p = sub.add_parser("train", help="learn from interactions: ELSA for warm items, a content tower for all",
+                       description="Read an interactions file (.csv, .jsonl or .parquet: user, item, and optional "
+                       "weight, timestamp, event), train ELSA item embeddings for warm items and a content tower "
+                       "on co-engagement, and save both with provenance in STORE/learned/. Rows of items not in "
+                       "the store are counted and skipped.")
+    _add_log_options(p, "print the summary as JSON")
+    p = sub.add_parser("evaluate", help="held-out recall@10 and NDCG@10 of the content, learned and blend spaces",
+                       description="Hold out a share of the items (with all their interactions) as cold and a "
+                       "share of the users, train on the rest, and score each space's top 10 against held-out "
+                       "co-engagement: cold items (content vs learned), warm items (content vs ELSA vs blend), "
+                       "and a popularity baseline. Nothing is saved.")
+    _add_log_options(p, "print the result as JSON")
+    p.add_argument("--cold-fraction", type=float, metavar="F", help="share of items held out as cold (default 0.2)")
+    p = sub.add_parser("search", help="rank items for a text query (with a banned-query list)",
+                       description="Embed QUERY with the text model and rank items by cosine with their text "
+                       "embeddings (--space learned: through the trained content tower). With --banned FILE (one "
+                       "phrase a line), a query whose text similarity to a phrase is >= --banned-threshold, or "
+                       "that contains a phrase, is refused with exit code 4.")
+    p.add_argument("query", metavar="QUERY")
+    p.add_argument("--store", required=True, type=Path, metavar="DIR")
+    p.add_argument("-k", type=int, default=10, metavar="N", help="results (default: 10)")
+    p.add_argument("--space", choices=("content", "learned"), default="content",
+                   help="text cosine (default) or the learned space")
+    p.add_argument("--banned", type=Path, metavar="FILE", help="banned phrases, one a line")
+    p.add_argument("--banned-threshold", type=float, default=0.6, metavar="T",
+                   help="MiniLM cosine at which a query matches a banned phrase (default: 0.6)")
+    p.add_argument("--json", action="store_true", help="machine-readable JSON")
 
 
 def fusion_overrides(args: argparse.Namespace) -> dict:
@@ -308,10 +368,18 @@ def cmd_run(args) -> int:
 
 
 def cmd_add(args) -> int:
-    return _run_catalog(args, "add")
+    code = _run_catalog(args, "add")
+    if args.space != "content" and code in (0, 3):
+        fusion = config_from_args(args).fusion
+        print(json.dumps(add_to_space(args.store, args.space, list_formats(fusion), k=fusion.k)))
+    return code
 
 
 def cmd_lists(args) -> int:
+    if args.space != "content":
+        fusion = Config().with_overrides(fusion=fusion_overrides(args)).fusion
+        print(json.dumps(write_space_lists(args.store, args.space, fusion.k, list_formats(fusion))))
+        return 0
     summary = relist(args.store, fusion_overrides(args), progress=not args.no_progress,
                      text_model=ModelConfig.text)
     print(json.dumps(summary))
@@ -338,12 +406,15 @@ def cmd_shots(args) -> int:
 def cmd_similar(args) -> int:
     if args.k < 1:
         raise UsageError("-k must be at least 1")
-    lookup = Lookup(args.store, parse_weights(args.weights) if args.weights else None)
-    neighbors = lookup.neighbors(args.item, args.k)
+    if args.space != "content":
+        neighbors = space_neighbors(args.store, args.item, args.k, args.space)
+    else:
+        neighbors = Lookup(args.store, parse_weights(args.weights) if args.weights else None).neighbors(
+            args.item, args.k)
     if args.json:
         print(json.dumps(neighbors_json(args.item, neighbors), ensure_ascii=False))
     else:
-        print(neighbors_text(args.store, args.item, neighbors))
+        print(neighbors_text(args.store, args.item, neighbors, space=args.space))
     return 0
 
 
@@ -395,8 +466,45 @@ def cmd_models(args) -> int:
     return 0
 
 
+def _learn_config(args):
+    cfg = Config().with_settings(args.settings)
+    if getattr(args, "cold_fraction", None) is not None:
+        cfg = cfg.with_overrides(learn={"cold_fraction": args.cold_fraction})
+    return cfg.learn
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr)
+
+
+def cmd_train(args) -> int:
+    summary = train_store(args.store, args.interactions, _learn_config(args), progress=_say)
+    print(json.dumps(summary) if args.json else "\n".join(f"{k}: {v}" for k, v in summary.items()))
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    result = evaluate_store(args.store, args.interactions, _learn_config(args), progress=_say)
+    print(json.dumps(result) if args.json else evaluation_table(result))
+    return 0
+
+
+def cmd_search(args) -> int:
+    hits = search_text(args.store, args.query, args.k, space=args.space, banned=args.banned,
+                  threshold=args.banned_threshold)
+    if args.json:
+        print(json.dumps({"query": args.query, "space": args.space,
+                          "results": [{"item": h.item, "score": h.score, "title": h.title} for h in hits]},
+                         ensure_ascii=False))
+    else:
+        for rank, h in enumerate(hits, start=1):
+            print(f"{rank:>3} {h.score:>7.3f}  {terminal_safe(h.item)}  {terminal_safe(h.title)}")
+    return 0
+
+
 COMMANDS = {"run": cmd_run, "add": cmd_add, "lists": cmd_lists, "shots": cmd_shots, "similar": cmd_similar,
-            "report": cmd_report, "export": cmd_export, "verify": cmd_verify, "demo": cmd_demo, "models": cmd_models}
+            "report": cmd_report, "export": cmd_export, "verify": cmd_verify, "demo": cmd_demo, "models": cmd_models,
+            "train": cmd_train, "evaluate": cmd_evaluate, "search": cmd_search}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -407,6 +515,9 @@ def main(argv: list[str] | None = None) -> int:
         code = COMMANDS[args.command](args)
         sys.stdout.flush()  # a reader that has gone shows here, not as an error at exit
         return code
+    except BannedQueryError as e:
+        print(f"reelsim {args.command}: {e}", file=sys.stderr)
+        return 4
     except (UsageError, StoreError, WeightsNotFoundError) as e:
         print(f"reelsim {args.command}: error: {terminal_safe(e)}", file=sys.stderr)
         return 2

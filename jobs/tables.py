@@ -64,14 +64,17 @@ def _score(v: float | None) -> str:
     return "" if v is None else f"{v:.3f}"
 
 
+FUSED_NOTE = "score: weighted mean of the cosines of the modalities both items have (blank: not shared)"
+
+
 def neighbor_table(item: str, neighbors: Sequence, labels: Mapping[str, Mapping[str, str]], *,
-                   max_id: int = 28, max_title: int = 40) -> str:
+                   max_id: int = 28, max_title: int = 40, note: str = FUSED_NOTE) -> str:
     """An aligned table of ``neighbors`` (``Neighbor`` tuples, best first) of ``item``.
 
     ``labels`` maps an id to ``{"kind", "title", "name"}`` (``name``: the title,
     else the file name; see :func:`reelsim.storage.cards.display_name`).
     Columns: rank, id, title, kind, fused score, then the cosine of each
-    modality, blank where the two items do not share it.
+    modality, blank where the two items do not share it; ``note`` is the last line.
     """
     def label(i: str, key: str) -> str:
         info = labels.get(i, {})
@@ -94,7 +97,6 @@ def neighbor_table(item: str, neighbors: Sequence, labels: Mapping[str, Mapping[
     top = f"neighbours of {terminal_safe(item)}: {name} ({kind})" if name else f"neighbours of {terminal_safe(item)}"
     if not rows:
         return top + "\n(no neighbours: this item shares no weighted modality with any other)"
-    note = "score: weighted mean of the cosines of the modalities both items have (blank: not shared)"
     return "\n".join([top, line(head), *map(line, rows), note])
 
 
@@ -107,9 +109,14 @@ def item_labels(store: Path, ids: Iterable[str]) -> dict[str, dict[str, str]]:
     return out
 
 
-def neighbors_text(store: Path, item: str, neighbors: Sequence[Neighbor]) -> str:
-    """The readable table of ``item``'s neighbours, labelled from the store's shards."""
-    return neighbor_table(item, neighbors, item_labels(store, [item, *(n.item for n in neighbors)]))
+#: the table's last line for scores of the learned and blend spaces (docs/learning.md)
+SPACE_NOTE = "score: {space}-space score (docs/learning.md); modality columns: content cosines (blank: not shared)"
+
+
+def neighbors_text(store: Path, item: str, neighbors: Sequence[Neighbor], *, space: str = "content") -> str:
+    """The readable table of ``item``'s neighbours in ``space``, labelled from the store's shards."""
+    note = FUSED_NOTE if space == "content" else SPACE_NOTE.format(space=space)
+    return neighbor_table(item, neighbors, item_labels(store, [item, *(n.item for n in neighbors)]), note=note)
 
 
 def neighbors_json(item: str, neighbors: Sequence[Neighbor]) -> dict:

@@ -14,7 +14,7 @@ Small catalogs::
 
     cat_norm = normalise(cat)                    # centre each modality, L2 rows (optional PCA)
     index = build_index(fuse(cat_norm, weights)) # exact FAISS inner product
-    results = search(cat_norm, index, weights, rows=None, k=10)
+    results = search.search(cat_norm, index, weights, rows=None, k=10)   # reelsim.similarity.search
 
 At catalog scale::
 
@@ -46,5 +46,4 @@ from reelsim.similarity.index_choice import choose_index as choose_index
 from reelsim.similarity.knn import Checkpoint as Checkpoint
 from reelsim.similarity.knn import knn_graph as knn_graph
 from reelsim.similarity.search import rows_of as rows_of
-from reelsim.similarity.search import search as search
 from reelsim.similarity.search import search_vectors as search_vectors

@@ -165,7 +165,7 @@ class _FlatGroups:
 class SearchPlan:
     """Checked arguments and the modality groups shared by every batch of one search.
 
-    ``index`` is the exact ``IndexFlatIP`` of :func:`reelsim.similarity.index.build_index`
+    ``index`` is the exact ``IndexFlatIP`` of :func:`reelsim.similarity.index_choice.build_index`
     or a :class:`reelsim.similarity.grouped.GroupedIndex`; ``blocked`` (bool (N,)
     or None) marks rows that are never returned.
     """

@@ -14,6 +14,8 @@ A store is a folder::
       index/fused.faiss                the single exact index of stores written before grouped indexes
       lists/neighbors.parquet          one row per (item, neighbour); also .jsonl / .h5 when asked for
       lists/.knn-checkpoint/           finished batches of an unfinished kNN-graph job
+      lists/<space>/                   lists of a learned space (learned, blend; docs/learning.md)
+      learned/                         the trained model of ``reelsim train`` (tower, ELSA, provenance)
       .dask-scratch/                   a local Dask cluster's scratch space
 
 Every module asks a :class:`StoreLayout` for these paths instead of joining
@@ -140,6 +142,16 @@ class StoreLayout:
     @property
     def knn_checkpoint(self) -> Path:
         return self.lists_dir / ".knn-checkpoint"
+
+    def space_lists_dir(self, space: str) -> Path:
+        """The lists of a learned space (``learned``, ``blend``): ``lists/<space>/`` (docs/learning.md)."""
+        return self.lists_dir / space
+
+    # -- learned model ---------------------------------------------------------
+    @property
+    def learned_dir(self) -> Path:
+        """The trained model (``reelsim train``): tower, ELSA embeddings, provenance."""
+        return self.root / "learned"
 
     # -- checks --------------------------------------------------------------
     def check_root(self) -> None:

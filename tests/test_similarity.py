@@ -22,10 +22,10 @@ from reelsim.similarity import (
     rows_of,
     save_catalog,
     save_index,
-    search,
     search_vectors,
 )
 from reelsim.similarity.fusion import CENTRE_PRIOR
+from reelsim.similarity.search import search
 from reelsim.storage.lists import COLUMNS, neighbor_rows, read_jsonl, read_parquet, write_jsonl, write_parquet
 
 W = {"visual": 1.0, "audio": 0.5, "image": 1.0, "text": 1.0}

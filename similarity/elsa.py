@@ -1,0 +1,135 @@
+"""ELSA item embeddings for warm items (Vančura et al., RecSys 2022), with the authors' ``elsarec``.
+
+ELSA is a linear autoencoder over users' interaction vectors ``x`` (1 x I):
+the prediction is ``x (A Aᵀ − I)`` with ``A`` (I x r) row-normalised, trained
+with (N)Adam on the normalised MSE between prediction and ``x``. The rows of
+``A`` are item embeddings: two items are similar when their rows point the
+same way, i.e. when the same users engage with both.
+
+We use the authors' implementation (PyPI ``elsarec``, MIT, import name
+``elsa``) as it is; this module only feeds it: a seeded, dense-batch
+DataLoader over the user x item matrix (elsarec's own sparse-row loader
+slices one row at a time), the device, the seed, and the item subset.
+Only *warm* items, those with at least ``warm_min_interactions`` distinct
+users, are columns of the matrix, so ``A`` has no rows for items that
+interactions say nothing about.
+
+Examples
+--------
+>>> import numpy as np
+>>> user = np.array([0, 0, 1, 1, 2, 2, 3, 3]); item = np.array([0, 1, 0, 1, 2, 3, 2, 3])
+>>> X = interaction_matrix(user, item, 4, 4)
+>>> model = train_elsa(X, dim=2, epochs=30, batch=4, lr=0.1, seed=0, device="cpu")
+>>> E = model.embeddings
+>>> bool(E[0] @ E[1] > E[0] @ E[2]), model.losses[-1] < model.losses[0]
+(True, True)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from reelsim.errors import UsageError
+from reelsim.extractors.device import resolve_device
+
+
+@dataclass
+class ElsaModel:
+    """Trained ELSA item embeddings.
+
+    embeddings : float32 (I, r), rows L2-normalised (cosine = dot product).
+    losses : per epoch, elsarec's mean normalised MSE on the training users.
+    """
+
+    embeddings: np.ndarray
+    losses: list[float]
+
+
+def interaction_matrix(user: np.ndarray, item: np.ndarray, n_users: int, n_items: int, weight=None):
+    """Users x items ``scipy.sparse.csr_matrix`` float32; repeated (user, item) rows keep the largest weight.
+
+    Parameters
+    ----------
+    user, item : int (R,)
+        Row and column of each interaction.
+    n_users, n_items : int
+        Matrix shape.
+    weight : float (R,), optional
+        Default 1 (a binary matrix).
+    """
+    import scipy.sparse as sp
+
+    w = np.ones(len(user), np.float32) if weight is None else np.asarray(weight, np.float32)
+    key = np.asarray(user, np.int64) * n_items + np.asarray(item, np.int64)
+    order = np.lexsort((-w, key))
+    first = np.r_[True, key[order][1:] != key[order][:-1]]
+    pick = order[first]
+    return sp.csr_matrix((w[pick], (np.asarray(user)[pick], np.asarray(item)[pick])), shape=(n_users, n_items),
+                         dtype=np.float32)
+
+
+def _loader(X, batch: int, seed: int, device):
+    """A DataLoader of dense float32 batches of ``batch`` rows of ``X``, in a seeded order each epoch."""
+    import torch
+
+    class _RowBatches(torch.utils.data.Dataset):
+        def __init__(self):
+            rows = np.random.default_rng(seed).permutation(X.shape[0])
+            self.batches = [rows[i:i + batch] for i in range(0, rows.size, batch)]
+
+        def __len__(self):
+            return len(self.batches)
+
+        def __getitem__(self, b):
+            return torch.from_numpy(X[np.sort(self.batches[b])].toarray()).to(device)
+
+    g = torch.Generator()
+    g.manual_seed(seed)
+    return torch.utils.data.DataLoader(_RowBatches(), batch_size=None, shuffle=True, generator=g)
+
+
+def train_elsa(X, *, dim: int, epochs: int, batch: int, lr: float, seed: int, device: str = "auto") -> ElsaModel:
+    """Fit ELSA (``elsarec``) on a users x items matrix.
+
+    Parameters
+    ----------
+    X : scipy.sparse.csr_matrix, float32, shape (U, I)
+        Interactions; users with fewer than two items are dropped (they carry
+        no co-engagement).
+    dim : int
+        Rank r of the item matrix.
+    epochs, batch, lr : int, int, float
+        Passes over the users, users per step, NAdam learning rate.
+    seed : int
+        Seeds the initialisation (torch) and the batch order; on CPU two
+        runs with the same seed give the same embeddings.
+    device : str
+        ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
+
+    Returns
+    -------
+    ElsaModel
+
+    Raises
+    ------
+    UsageError
+        No user with two or more items, or ``dim`` not below the number of items.
+    """
+    import torch
+    from elsa import ELSA
+
+    X = X.tocsr()
+    X = X[np.flatnonzero(np.diff(X.indptr) >= 2)]
+    if X.shape[0] == 0:
+        raise UsageError("ELSA needs users with at least two items; the log has none")
+    if not 1 <= dim < X.shape[1]:
+        raise UsageError(f"ELSA's rank ({dim}) must be below the number of warm items ({X.shape[1]})")
+    dev = resolve_device(device)
+    torch.manual_seed(seed)
+    model = ELSA(n_items=X.shape[1], n_dims=dim, device=dev, lr=lr)
+    losses = model.fit(_loader(X, batch, seed, dev), epochs=epochs, verbose=False)["nmse_train"]
+    A = model.get_items_embeddings(as_numpy=True).astype(np.float32)
+    A /= np.maximum(np.linalg.norm(A, axis=1, keepdims=True), 1e-12)
+    return ElsaModel(A, [float(v) for v in losses])

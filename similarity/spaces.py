@@ -1,0 +1,499 @@
+"""Similarity spaces: ``content`` (fusion), ``learned`` (the tower) and ``blend`` (ELSA + tower).
+
+- ``content``: the fused content score of docs/similarity.md (the default; the
+  code in :mod:`reelsim.similarity.search` and :mod:`reelsim.similarity.rebuild`).
+- ``learned``: the cosine of the content tower's vectors, for every item
+  (:mod:`reelsim.similarity.towers`); an item needs only its content.
+- ``blend``: for a query item ``a`` with ELSA share ``α_a = n_a / (n_a + blend_shrink)``
+  (``n_a`` its number of users in training; 0 for an item without an ELSA
+  vector) and any candidate ``b``::
+
+      score(a, b) = α_a cos_ELSA(a, b) + (1 − α_a) cos_tower(a, b)
+
+  where ``cos_ELSA(a, b)`` is 0 when ``b`` has no ELSA vector. A well-known
+  item is compared mostly by what people did; a cold item (no interactions,
+  or added after training) by the tower alone. The score is an inner product
+  of ``[α_a E_a, (1 − α_a) T_a]`` with ``[E_b, T_b]`` and is not symmetric.
+
+A trained model lives in ``STORE/learned/`` (:func:`save_model`), lists of
+the learned and blend spaces in ``STORE/lists/<space>/neighbors.parquet``
+(and ``.jsonl``/``.h5``), with the same columns as the content lists
+(:data:`reelsim.storage.lists.COLUMNS`): ``score`` is the space's score
+and ``score_<modality>`` the plain content cosine of each shared modality,
+for explanation. Neighbours are found exactly (blocked matrix products);
+ties are broken by item id, as in the content lists.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from reelsim import __version__
+from reelsim.config import LearnConfig, check_weights
+from reelsim.errors import StoreError, UnknownItemError, UsageError
+from reelsim.similarity.catalog import CatalogEmbeddings, load_catalog
+from reelsim.similarity.elsa import interaction_matrix, train_elsa
+from reelsim.similarity.fusion import DECIMALS, fuse
+from reelsim.similarity.search import Scored, neighbors_of
+from reelsim.similarity.towers import (
+    TowerModel,
+    TrainingPairs,
+    co_engagement_pairs,
+    mine_hard_negatives,
+    torch_threads,
+    train_tower,
+)
+from reelsim.storage.atomic import atomic_path, write_text_atomic
+from reelsim.storage.interactions import Interactions, read_interactions
+from reelsim.storage.layout import StoreLayout
+from reelsim.storage.lists import Neighbor, NeighborLists, read_lists, write_lists
+
+SPACES = ("content", "learned", "blend")
+#: query rows per block of the exact search (a block holds 2 x BLOCK x N float32 scores)
+BLOCK = 512
+
+
+@dataclass
+class LearnedModel:
+    """What ``reelsim train`` learns.
+
+    tower : the content tower.
+    elsa : float32 (N, r), unit ELSA rows for warm catalog rows, zero rows for the others.
+    counts : int64 (N,), each catalog row's number of distinct users in the training log.
+    ids : the catalog ids the rows refer to (at training time).
+    provenance : config, config hash, interactions sha256, metrics, code version.
+    """
+
+    tower: TowerModel
+    elsa: np.ndarray
+    counts: np.ndarray
+    ids: list[str]
+    provenance: dict = field(default_factory=dict)
+
+    def elsa_share(self, shrink: float) -> np.ndarray:
+        """α (N,) float64: ``n / (n + shrink)`` for rows with an ELSA vector, else 0."""
+        has = np.any(self.elsa != 0, axis=1)
+        return np.where(has, self.counts / (self.counts + shrink), 0.0)
+
+
+# ---------------------------------------------------------------------------- training
+
+
+def training_pairs(log: Interactions, cfg: LearnConfig, rows: np.ndarray | None = None) -> TrainingPairs:
+    """Co-engagement pairs of all engagement and of high-quality engagement (``rows``: keep only these log rows)."""
+    keep = np.ones(log.n, bool) if rows is None else rows
+    o = log.order()
+    o = o[keep[o]]
+    a, b = co_engagement_pairs(log.user[o], log.item[o], cfg.pair_window)
+    q = o[log.quality(cfg.quality_events, cfg.quality_weight)[o]]
+    qa, qb = co_engagement_pairs(log.user[q], log.item[q], cfg.pair_window)
+    return TrainingPairs(a, b, qa, qb)
+
+
+def fit_model(cat: CatalogEmbeddings, log: Interactions, cfg: LearnConfig, *, rows: np.ndarray | None = None,
+              progress: Callable[[str], None] | None = None, reuse_elsa: LearnedModel | None = None) -> LearnedModel:
+    """Train ELSA on the warm items and the tower on co-engagement pairs.
+
+    Parameters
+    ----------
+    cat : CatalogEmbeddings
+        The store's normalised catalog (``index/catalog.h5``); ``log.item`` indexes its rows.
+    log : Interactions
+        Read with ``known_items=cat.ids``.
+    cfg : LearnConfig
+    rows : bool (R,), optional
+        Train on these log rows only (``evaluate`` holds some out).
+    progress : callable, optional
+        Receives one line per stage/epoch.
+    reuse_elsa : LearnedModel, optional
+        Take ELSA (and the counts) from this model, trained on the same rows;
+        only the tower is trained (comparing tower settings).
+
+    Returns
+    -------
+    LearnedModel
+        ``provenance["metrics"]`` holds the training metrics; the caller adds the rest.
+    """
+    with torch_threads(cfg.threads):
+        return _fit(cat, log, cfg, rows, progress, reuse_elsa)
+
+
+def _fit(cat, log, cfg, rows, progress, reuse_elsa) -> LearnedModel:
+    import time
+
+    say = progress or (lambda s: None)
+    keep = np.ones(log.n, bool) if rows is None else rows
+    n = cat.n
+    t0 = time.perf_counter()
+    key = np.unique(log.user[keep] * n + log.item[keep])
+    counts = np.bincount(key % n, minlength=n).astype(np.int64)
+    warm = np.flatnonzero(counts >= cfg.warm_min_interactions)
+    elsa = np.zeros((n, cfg.elsa_dim), np.float32)
+    metrics: dict = {"warm_items": int(warm.size), "log_rows": int(keep.sum())}
+    if reuse_elsa is not None:
+        elsa[:] = reuse_elsa.elsa
+        metrics["elsa_loss"] = reuse_elsa.provenance["metrics"]["elsa_loss"]
+    elif warm.size > cfg.elsa_dim:
+        col = np.full(n, -1)
+        col[warm] = np.arange(warm.size)
+        w = keep & (col[log.item] >= 0)
+        X = interaction_matrix(log.user[w], col[log.item[w]], len(log.users), warm.size, log.weight[w])
+        say(f"ELSA: {warm.size} warm items (>= {cfg.warm_min_interactions} users), {X.nnz} user-item pairs")
+        model = train_elsa(X, dim=cfg.elsa_dim, epochs=cfg.elsa_epochs, batch=cfg.elsa_batch, lr=cfg.elsa_lr,
+                           seed=cfg.seed, device=cfg.device)
+        elsa[warm] = model.embeddings
+        metrics["elsa_loss"] = [round(v, 9) for v in model.losses]
+    else:
+        say(f"ELSA skipped: {warm.size} warm items is not more than its rank {cfg.elsa_dim}")
+        metrics["elsa_loss"] = []
+    metrics["elsa_s"] = round(time.perf_counter() - t0, 2)
+    t1 = time.perf_counter()
+    pairs = training_pairs(log, cfg, keep)
+    hard = None
+    if cfg.hard_negatives:
+        hard = hard_negatives_for(cat, pairs, cfg)
+        metrics["hard_negative_anchors"] = len(hard)
+    say(f"tower: {pairs.a.size} co-engagement pairs, {pairs.quality_a.size} high-quality pairs")
+    tower = train_tower(cat.vectors, cat.masks, pairs, cfg, hard=hard, progress=progress)
+    metrics["tower"] = tower.history
+    metrics["tower_s"] = round(time.perf_counter() - t1, 2)
+    return LearnedModel(tower, elsa, counts, list(cat.ids), {"metrics": metrics})
+
+
+#: anchors mined for hard negatives (a seeded sample of the anchors when there are more)
+HARD_NEGATIVE_ANCHORS = 20_000
+
+
+def hard_negatives_for(cat: CatalogEmbeddings, pairs: TrainingPairs, cfg: LearnConfig) -> dict:
+    """Hard negatives for (a sample of) the pairs' anchors: raw content neighbours not co-engaged."""
+    x = fuse(cat, {m: 1.0 for m in cat.vectors})
+    keys = np.unique(pairs.a * cat.n + pairs.b)
+    anchors = np.unique(pairs.a)
+    if anchors.size > HARD_NEGATIVE_ANCHORS:
+        anchors = np.sort(np.random.default_rng(cfg.seed).choice(anchors, HARD_NEGATIVE_ANCHORS, replace=False))
+    return mine_hard_negatives(x, anchors, keys, cat.n, pool=cfg.hard_negative_pool, per_anchor=cfg.hard_negatives,
+                               seed=cfg.seed)
+
+
+# ---------------------------------------------------------------------------- storage
+
+
+def model_dir(store: str | Path) -> Path:
+    return StoreLayout(store).learned_dir
+
+
+def has_model(store: str | Path) -> bool:
+    return (model_dir(store) / "provenance.json").is_file()
+
+
+def save_model(store: str | Path, model: LearnedModel, cfg: LearnConfig, log: Interactions) -> Path:
+    """Write ``STORE/learned/{tower.npz, elsa.npz, provenance.json}`` atomically (provenance last).
+
+    Provenance: ``config`` (the LearnConfig), ``config_hash``, ``interactions``
+    (path, sha256, rows read and used, unknown items), ``metrics``,
+    ``code_version``, ``created_utc``, ``catalog_items``.
+    """
+    folder = model_dir(store)
+    folder.mkdir(parents=True, exist_ok=True)
+    t = model.tower
+    arrays = {f"state/{k}": v for k, v in t.state.items()}
+    arrays.update({f"projection/{m}": p for m, p in t.projections.items()})
+    meta = {"in_dims": t.in_dims, "hidden": t.hidden, "out_dim": t.out_dim, "history": t.history}
+    with atomic_path(folder / "tower.npz") as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
+    with atomic_path(folder / "elsa.npz") as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, ids=np.array(model.ids, dtype=object).astype(str), elsa=model.elsa, counts=model.counts)
+    prov = {
+        "config": dataclasses.asdict(cfg), "config_hash": cfg.training_hash(),
+        "interactions": {"path": str(Path(log.path).resolve()), "sha256": log.sha256, "rows_read": log.rows_read,
+                         "rows_used": int(model.provenance.get("metrics", {}).get("log_rows", log.n)),
+                         "unknown_rows": log.unknown_rows, "unknown_items": log.unknown_item_count},
+        "metrics": model.provenance.get("metrics", {}), "code_version": __version__,
+        "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "catalog_items": len(model.ids),
+    }
+    model.provenance = prov
+    write_text_atomic(folder / "provenance.json", json.dumps(prov, indent=1, ensure_ascii=False))
+    return folder
+
+
+def load_model(store: str | Path) -> LearnedModel:
+    """Read a model written by :func:`save_model`.
+
+    Raises
+    ------
+    StoreError
+        No trained model in the store.
+    """
+    folder = model_dir(store)
+    if not has_model(store):
+        raise StoreError(f"no trained model in {store}: run `reelsim train --interactions FILE --store {store}` first")
+    prov = json.loads((folder / "provenance.json").read_text(encoding="utf-8"))
+    with np.load(folder / "tower.npz") as z:
+        meta = json.loads(str(z["meta"]))
+        state = {k[6:]: z[k] for k in z.files if k.startswith("state/")}
+        proj = {k[11:]: z[k] for k in z.files if k.startswith("projection/")}
+    with np.load(folder / "elsa.npz") as z:
+        ids, elsa, counts = [str(i) for i in z["ids"]], z["elsa"], z["counts"]
+    tower = TowerModel(meta["in_dims"], proj, state, meta["hidden"], meta["out_dim"], meta["history"])
+    return LearnedModel(tower, elsa, counts, ids, prov)
+
+
+# ---------------------------------------------------------------------------- vectors and search
+
+
+@dataclass
+class SpaceVectors:
+    """What scores items in one space, for the N catalog items.
+
+    space : ``content``, ``learned``, ``blend`` (or ``elsa``: ELSA alone, for evaluation).
+    T : float32 (N, t), tower (or ELSA) vectors, unit rows; zero rows for items without one.
+    E : float32 (N, r), ELSA vectors aligned with the catalog (blend only).
+    alpha : float64 (N,), ELSA shares (blend only).
+    cat, weights : the normalised catalog and modality weights (content only).
+    """
+
+    space: str
+    T: np.ndarray | None = None
+    E: np.ndarray | None = None
+    alpha: np.ndarray | None = None
+    cat: CatalogEmbeddings | None = None
+    weights: dict | None = None
+
+    def has(self) -> np.ndarray:
+        """bool (N,): items this space can score."""
+        if self.space == "content":
+            return np.any(np.stack([self.cat.masks[m] for m in self._active()]), axis=0)
+        return np.any(self.T != 0, axis=1)
+
+    def _active(self) -> list[str]:
+        return [m for m in self.cat.vectors if self.weights.get(m, 0) > 0]
+
+    def scores(self, q: np.ndarray, cols: slice | np.ndarray = slice(None)) -> np.ndarray:
+        """Scores float32 (B, C) of query rows ``q`` against catalog rows ``cols`` (-inf: nothing shared)."""
+        if self.space == "content":  # the fusion rule: weighted mean of cosines over shared modalities
+            num = den = 0.0
+            for m in self._active():
+                both = self.cat.masks[m][q][:, None] & self.cat.masks[m][cols][None, :]
+                num = num + self.weights[m] * np.where(both, self.cat.vectors[m][q] @ self.cat.vectors[m][cols].T, 0)
+                den = den + self.weights[m] * both
+            return np.divide(num, den, out=np.full(np.shape(num), -np.inf, np.float32), where=den > 0)
+        S = self.T[q] @ self.T[cols].T
+        if self.space == "blend":  # the query's ELSA share; candidates without ELSA add 0 to that part
+            a = self.alpha[q][:, None].astype(np.float32)
+            S = (1 - a) * S + a * (self.E[q] @ self.E[cols].T)
+        return S
+
+
+def content_space(cat: CatalogEmbeddings, weights) -> SpaceVectors:
+    """The content space of a normalised catalog with modality ``weights`` (the fusion score)."""
+    return SpaceVectors("content", cat=cat, weights=check_weights(weights))
+
+
+def space_vectors(cat: CatalogEmbeddings, model: LearnedModel, space: str, cfg: LearnConfig | None = None,
+                  *, device: str = "cpu") -> SpaceVectors:
+    """(a) The vectors of ``learned`` or ``blend`` space for every item of ``cat``.
+
+    Items added to the catalog after training get tower vectors from their content
+    and no ELSA vector (cold).
+    """
+    if space not in ("learned", "blend"):
+        raise UsageError(f"space must be learned or blend here, got {space!r} (content uses the fusion index)")
+    T = model.tower.embed(cat.vectors, cat.masks, device=device)
+    if space == "learned":
+        return SpaceVectors(space, T)
+    shrink = (cfg or _model_cfg(model)).blend_shrink
+    row = {i: r for r, i in enumerate(model.ids)}
+    E = np.zeros((cat.n, model.elsa.shape[1]), np.float32)
+    alpha = np.zeros(cat.n)
+    share = model.elsa_share(shrink)
+    src = np.array([row.get(i, -1) for i in cat.ids])
+    ok = src >= 0
+    E[ok], alpha[ok] = model.elsa[src[ok]], share[src[ok]]
+    return SpaceVectors(space, T, E, alpha)
+
+
+def _model_cfg(model: LearnedModel) -> LearnConfig:
+    c = dict(model.provenance.get("config", {}))
+    c["quality_events"] = tuple(c.get("quality_events", ()))
+    return LearnConfig(**c) if c else LearnConfig()
+
+
+def space_knn(sv: SpaceVectors, rows: np.ndarray, k: int, id_rank: np.ndarray, *,
+              candidates: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-``k`` of ``rows`` in a space, the query itself excluded.
+
+    Parameters
+    ----------
+    rows : int64 (B,)
+    id_rank : int64 (N,), each row's rank in id order (ties are broken by id).
+    candidates : bool (N,), optional
+        Rows that may be returned (default: every item that has a vector).
+
+    Returns
+    -------
+    I : int64 (B, k), -1 padding
+    S : float64 (B, k), rounded to :data:`DECIMALS`, -inf padding
+    """
+    has = sv.has()
+    n = has.size
+    allowed = has if candidates is None else candidates & has
+    I_out = np.full((rows.size, k), -1, np.int64)
+    S_out = np.full((rows.size, k), -np.inf)
+    kk = min(k + 8, n)  # a few spare columns so that the id tie-break at the k-th place is exact
+    for i0 in range(0, rows.size, BLOCK):
+        q = rows[i0:i0 + BLOCK]
+        S = np.round(sv.scores(q).astype(np.float64), DECIMALS)
+        S[:, ~allowed] = -np.inf
+        S[np.arange(q.size), q] = -np.inf
+        S[~has[q]] = -np.inf
+        P = np.argpartition(-S, kk - 1, axis=1)[:, :kk] if kk < n else np.tile(np.arange(n), (q.size, 1))
+        Sp = np.take_along_axis(S, P, axis=1)
+        order = np.lexsort((id_rank[P], -Sp), axis=-1)[:, :k]
+        I = np.take_along_axis(P, order, axis=1)
+        Sk = np.take_along_axis(Sp, order, axis=1)
+        ok = np.isfinite(Sk)
+        I_out[i0:i0 + q.size, :I.shape[1]] = np.where(ok, I, -1)
+        S_out[i0:i0 + q.size, :I.shape[1]] = np.where(ok, Sk, -np.inf)
+    return I_out, S_out
+
+
+def content_cosines(cat: CatalogEmbeddings, rows: np.ndarray, I: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-modality content cosines float64 (B, k) of rows vs their neighbours ``I``; NaN where not shared."""
+    out = {m: np.full(I.shape, np.nan) for m in cat.vectors}
+    step = max(1, 2**24 // max(1, I.shape[1] * max(v.shape[1] for v in cat.vectors.values())))  # ~64 MB gathered
+    for i0 in range(0, rows.size, step):
+        r, Ib = rows[i0:i0 + step], I[i0:i0 + step]
+        ok = Ib >= 0
+        J = np.where(ok, Ib, 0)
+        for m, v in cat.vectors.items():
+            shared = ok & cat.masks[m][r][:, None] & cat.masks[m][J]
+            c = np.einsum("bd,bkd->bk", v[r], v[J]).astype(np.float64)
+            out[m][i0:i0 + step] = np.where(shared, np.round(c, DECIMALS), np.nan)
+    return out
+
+
+def id_rank(ids: list[str]) -> np.ndarray:
+    """int64 (N,): each row's position in id order (for id tie-breaks)."""
+    r = np.empty(len(ids), np.int64)
+    r[sorted(range(len(ids)), key=ids.__getitem__)] = np.arange(len(ids))
+    return r
+
+
+def space_lists(cat: CatalogEmbeddings, sv: SpaceVectors, k: int, rows: np.ndarray | None = None) -> NeighborLists:
+    """Top-k lists of ``rows`` (default all) in a space, with content cosines; floor = the k-th score."""
+    rows = np.arange(cat.n, dtype=np.int64) if rows is None else np.asarray(rows, np.int64)
+    I, S = space_knn(sv, rows, k, id_rank(cat.ids))
+    floor = np.where(I[:, -1] >= 0, S[:, -1], -np.inf) if k else np.full(rows.size, -np.inf)
+    return NeighborLists(rows, I, S, content_cosines(cat, rows, I), floor)
+
+
+def _catalog(store: Path) -> CatalogEmbeddings:
+    return load_catalog(StoreLayout(store).require_catalog())[0]
+
+
+def lists_dir(store: str | Path, space: str) -> Path:
+    return StoreLayout(store).space_lists_dir(space)
+
+
+def write_space_lists(store: str | Path, space: str, k: int, formats: list[str], *,
+                      device: str = "cpu") -> dict:
+    """(b) Write every item's top-k in ``learned`` or ``blend`` space to ``STORE/lists/<space>/``."""
+    import time
+
+    t0 = time.perf_counter()
+    cat = _catalog(store)
+    model = load_model(store)
+    sv = space_vectors(cat, model, space, device=device)
+    lists = space_lists(cat, sv, k)
+    folder = lists_dir(store, space)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = write_lists(cat.ids, lists, folder, formats)
+    _save_floor(folder, cat.ids, lists.floor, k)
+    return {"space": space, "items": cat.n, "k": k, "rows": int((lists.I >= 0).sum()),
+            "files": sorted(paths.values()), "seconds": round(time.perf_counter() - t0, 3)}
+
+
+def _save_floor(folder: Path, ids: list[str], floor: np.ndarray, k: int) -> None:
+    with atomic_path(folder / "state.npz") as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, floor=floor, k=np.array(k), n=np.array(len(ids)))
+
+
+def space_neighbors(store: str | Path, item: str, k: int, space: str, *, device: str = "cpu") -> list[Neighbor]:
+    """(c) Neighbours of one item in ``learned`` or ``blend`` space (computed live, exact)."""
+    cat = _catalog(store)
+    if item not in set(cat.ids):
+        raise UnknownItemError(f"unknown item id {item!r}: not in this store's index")
+    sv = space_vectors(cat, load_model(store), space, device=device)
+    row = np.array([cat.ids.index(item)], np.int64)
+    lists = space_lists(cat, sv, k, row)
+    return neighbors_of(cat.ids, Scored(lists.I, lists.S, lists.cos))[0]
+
+
+def add_to_space(store: str | Path, space: str, formats: list[str], *, k: int = 10, device: str = "cpu") -> dict:
+    """(d) After new items joined the catalog (``reelsim add``): update the lists of a space.
+
+    The new items are the catalog rows after those the space's lists were made for.
+    The new items get tower vectors from their content at once (and no ELSA
+    vector: they are cold). Their own lists are computed, and so are the lists
+    of existing items that a new item enters (its score reaches that item's
+    stored k-th score); all other lists are kept. Without lists of this space
+    in the store, every list is written.
+    """
+    folder = lists_dir(store, space)
+    state = folder / "state.npz"
+    cat = _catalog(store)
+    if not (state.is_file() and (folder / "neighbors.parquet").is_file()):
+        return write_space_lists(store, space, k, formats, device=device) | {"updated_lists": cat.n}
+    with np.load(state) as z:
+        floor_old, k, n_old = z["floor"], int(z["k"]), int(z["n"])
+    new_rows = np.arange(n_old, cat.n, dtype=np.int64)
+    if new_rows.size == 0:
+        return {"space": space, "added": 0, "updated_lists": 0}
+    sv = space_vectors(cat, load_model(store), space, device=device)
+    # existing rows whose list a new item enters
+    hit = np.zeros(n_old, bool)
+    for i0 in range(0, n_old, 8192):
+        r = np.arange(i0, min(n_old, i0 + 8192))
+        S = np.round(sv.scores(r, new_rows).astype(np.float64), DECIMALS)
+        hit[r] = np.any(S >= floor_old[r][:, None], axis=1) & sv.has()[r]
+    rows = np.concatenate([new_rows, np.flatnonzero(hit)])
+    part = space_lists(cat, sv, k, rows)
+    old = read_lists(folder / "neighbors.parquet", cat.ids, k, list(cat.vectors))
+    old.floor = np.concatenate([floor_old, np.full(cat.n - n_old, -np.inf)])
+    for name in ("I", "S", "floor"):
+        getattr(old, name)[rows] = getattr(part, name)
+    for m in old.cos:
+        old.cos[m][rows] = part.cos[m]
+    write_lists(cat.ids, old, folder, formats)
+    _save_floor(folder, cat.ids, old.floor, k)
+    return {"space": space, "added": int(new_rows.size), "updated_lists": int(hit.sum()), "items": cat.n}
+
+
+
+def train_store(store: str | Path, interactions: str | Path, cfg: LearnConfig, *,
+                progress: Callable[[str], None] | None = None) -> dict:
+    """``reelsim train``: read the log against the store's catalog, fit, save; returns a summary."""
+    cat = _catalog(store)
+    log = read_interactions(interactions, known_items=cat.ids)
+    if progress:
+        progress(log.describe())
+    model = fit_model(cat, log, cfg, progress=progress)
+    folder = save_model(store, model, cfg, log)
+    m = model.provenance["metrics"]
+    return {"model": str(folder), "config_hash": model.provenance["config_hash"],
+            "interactions_sha256": log.sha256, "rows": log.n, "unknown_rows": log.unknown_rows,
+            "unknown_items": log.unknown_item_count, "warm_items": m["warm_items"],
+            "pairs": m["tower"]["pairs"], "quality_pairs": m["tower"]["quality_pairs"],
+            "elsa_loss": m["elsa_loss"][-1:] and m["elsa_loss"][-1], "tower_loss": m["tower"]["step1_loss"][-1],
+            "elsa_s": m["elsa_s"], "tower_s": m["tower_s"]}
