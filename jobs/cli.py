@@ -268,18 +268,19 @@ def _add_log_options(p, json_help: str) -> None:
 
 def _add_learn_parsers(sub) -> None:
     """``train``, ``evaluate`` and ``search`` (docs/learning.md)."""
-    p = sub.add_parser("train", help="learn from interactions: ELSA for warm items, a content tower for all",
-                       description="Read an interactions file (.csv, .jsonl or .parquet: user, item, and optional "
-                       "weight, timestamp, event), train ELSA item embeddings for warm items and a content tower "
-                       "on co-engagement, and save both with provenance in STORE/learned/. Rows of items not in "
-                       "the store are counted and skipped.")
-    _add_log_options(p, "print the summary as JSON")
-    p = sub.add_parser("evaluate", help="held-out recall@10 and NDCG@10 of the content, learned and blend spaces",
-                       description="Hold out a share of the items (with all their interactions) as cold and a "
-                       "share of the users, train on the rest, and score each space's top 10 against held-out "
-                       "co-engagement: cold items (content vs learned), warm items (content vs ELSA vs blend), "
-                       "and a popularity baseline. Nothing is saved.")
-    _add_log_options(p, "print the result as JSON")
+    for name, help_, description, json_help in (
+            ("train", "learn from interactions: ELSA for warm items, a content tower for all",
+             "Read an interactions file (.csv, .jsonl or .parquet: user, item, and optional weight, timestamp, "
+             "event), train ELSA item embeddings for warm items and a content tower on co-engagement, and save "
+             "both with provenance in STORE/learned/. Rows of items not in the store are counted and skipped.",
+             "print the summary as JSON"),
+            ("evaluate", "held-out recall@10 and NDCG@10 of the content, learned and blend spaces",
+             "Hold out a share of the items (with all their interactions) as cold and a share of the users, "
+             "train on the rest, and score each space's top 10 against held-out co-engagement: cold items "
+             "(content vs learned), warm items (content vs ELSA vs blend), and a popularity baseline. "
+             "Nothing is saved.", "print the result as JSON")):
+        p = sub.add_parser(name, help=help_, description=description)
+        _add_log_options(p, json_help)
     p.add_argument("--cold-fraction", type=float, metavar="F", help="share of items held out as cold (default 0.2)")
     p = sub.add_parser("search", help="rank items for a text query (with a banned-query list)",
                        description="Embed QUERY with the text model and rank items by cosine with their text "

@@ -21,8 +21,8 @@ phrase as words (case-insensitive). Measured MiniLM cosines with the phrase
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -38,8 +38,7 @@ BANNED_THRESHOLD = 0.6
 SEARCH_SPACES = ("content", "learned")
 
 
-@dataclass(frozen=True)
-class Hit:
+class Hit(NamedTuple):
     """One search result: item id, score (cosine), title."""
 
     item: str
