@@ -97,22 +97,6 @@ def test_driver_killed_then_rerun_resumes_with_identical_lists(clips, clean_run,
     assert lists_of(store) == lists_of(clean_run)  # identical to a clean, uninterrupted run
     assert not StoreLayout(store).lock.exists()
 
-    # A shard half-written by a killed process, one without its completion marker, a stale temp file:
-    # the first two are detected and redone, the temp file removed, the lists unchanged.
-    half, unmarked = StoreLayout(store).shard("c0"), StoreLayout(store).shard("c1")
-    half.write_bytes(half.read_bytes()[: half.stat().st_size // 2])
-    with h5py.File(unmarked, "a") as f:
-        del f.attrs["complete"]
-    assert not shard_is_complete(half) and not shard_is_complete(unmarked)
-    stale_tmp = half.parent / f".{half.name}.deadbeef.tmp"
-    stale_tmp.write_bytes(b"partial")
-    reelsim("run", clips, "--store", store, "--workers", 1, "--no-progress", check=0)
-    status = statuses(store)
-    assert status["c0"] == status["c1"] == "ok"
-    assert {s for i, s in status.items() if i not in ("c0", "c1")} == {"cached"}
-    assert shard_is_complete(half) and not stale_tmp.exists()
-    assert lists_of(store) == lists_of(clean_run)
-
 
 def test_concurrent_run_on_one_store_is_refused(clips, tmp_path):
     store = tmp_path / "store"
@@ -156,7 +140,7 @@ def test_item_running_too_long_times_out(tmp_path):
         json.dumps({"id": "stalled", "video": "stalled.mp4"}) + "\n" + json.dumps({"id": "p", "image": "p.png"}) + "\n")
     t = time.time()
     proc = reelsim("run", media / "catalog.jsonl", "--store", tmp_path / "store", "--workers", 2,
-                   "--item-timeout", 8, "--no-progress")
+                   "--item-timeout", 4, "--no-progress")
     assert proc.returncode == 3, proc.stdout + proc.stderr
     status = json.loads((tmp_path / "store" / "report.json").read_text())
     rows = {r["item"]: r for r in status["items"]}
