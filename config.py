@@ -276,14 +276,20 @@ class JobConfig:
         while running it is reported as failed instead of retried again
         (local clusters; an existing scheduler applies its own
         ``distributed.scheduler.allowed-failures``).
+    group_size : items without video (products, text-only rows) run as tasks
+        of up to this many items, their images and texts embedded as one
+        batch per model (:func:`reelsim.jobs.tasks.process_items`); each item
+        is still written and reported on its own. Fewer per task when the
+        catalog is small, so every worker gets work; 1 = one task per item.
     """
 
     item_timeout_s: float = 3600.0
     max_worker_deaths: int = 3
+    group_size: int = 64
 
     def __post_init__(self):
         _at_least("jobs", self, 0, "item_timeout_s")
-        _at_least("jobs", self, 1, "max_worker_deaths")
+        _at_least("jobs", self, 1, "max_worker_deaths", "group_size")
 
 
 @dataclass(frozen=True)
