@@ -100,16 +100,56 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
+def sample_rows(n: int, queries: int) -> np.ndarray:
+    """The recall sample: ``min(queries, n)`` sorted rows, the same in every child."""
+    return np.sort(np.random.default_rng(1).choice(n, size=min(queries, n), replace=False))
+
+
+def truth_for(xb: np.ndarray, sample: np.ndarray, k: int, workdir: Path) -> np.ndarray:
+    """Exact top-k of the sample queries (self excluded), computed once per N and shared by the children."""
+    path = workdir / f"truth-{xb.shape[0]}-{k}-{sample.size}-{float(xb[:64].sum()):.6g}.npy"  # the data, roughly
+    if path.is_file():
+        return np.load(path)
+    truth = exact_topk(xb[sample], xb, k, sample)
+    np.save(path, truth)
+    return truth
+
+
+def benchmark_catalog(n: int, d: int, add: int):
+    """(catalog of the first ``n`` vectors, catalog of the ``add`` new ones): raw, the same in every child."""
+    from reelsim.similarity import CatalogEmbeddings
+
+    raw = make_catalog(n + add, d)
+    part = lambda s: CatalogEmbeddings(raw.ids[s], {"visual": raw.vectors["visual"][s]},
+                                       {"visual": raw.masks["visual"][s]})
+    return part(slice(0, n)), (part(slice(n, n + add)) if add else None)
+
+
+def normalised_vectors(n: int, d: int, add: int) -> np.ndarray:
+    """The benchmark catalog's vectors normalised as reelsim does it (centre, L2): what every method gets."""
+    from reelsim.similarity import normalise
+
+    return normalise(benchmark_catalog(n, d, add)[0]).vectors["visual"]
+
+
 def one_size(n: int, d: int, k: int, index: str, oversample: int, queries: int, baseline_full: int,
-             workdir: Path, batch: int) -> dict:
-    """The job end to end at one size (run in a child process)."""
-    from reelsim.similarity.rebuild import index_and_lists
+             workdir: Path, batch: int, add: int = 0, numpy_baseline: bool = False) -> dict:
+    """reelsim's kNN-graph job end to end at one size (run in a child process).
+
+    Timed: normalise (centre + L2) and save the catalog, choose, train and
+    build the index, search every item with exact re-scoring, write the
+    Parquet lists. With ``add``: then ``reelsim add``'s similarity part for
+    ``add`` new items (:func:`reelsim.similarity.incremental.add_vectors`).
+    """
     from reelsim.config import FusionConfig
     from reelsim.similarity import normalise, save_catalog
+    from reelsim.similarity.knn import recall_at
+    from reelsim.similarity.rebuild import index_and_lists
     from reelsim.storage.lists import read_lists
 
-    out = {"n": n, "d": d, "k": k, "index_request": index, "oversample": oversample, "load_before": os.getloadavg()}
-    raw = make_catalog(n, d)
+    out = {"method": "reelsim", "n": n, "d": d, "k": k, "index_request": index, "oversample": oversample,
+           "load_before": os.getloadavg()}
+    raw, new = benchmark_catalog(n, d, add)
     store = workdir / f"store-{n}"
     shutil.rmtree(store, ignore_errors=True)
     (store / "index").mkdir(parents=True)
@@ -117,6 +157,7 @@ def one_size(n: int, d: int, k: int, index: str, oversample: int, queries: int, 
     cat = normalise(raw)
     del raw
     save_catalog(cat, {"visual": 1.0}, store / "index" / "catalog.h5")
+    (store / "index" / "items.json").write_text("{}")
     t1 = time.perf_counter()
     fusion = FusionConfig(weights={"visual": 1.0}, k=k, oversample=oversample, index=index, knn_batch=batch,
                           lists_formats=("parquet",))
@@ -125,28 +166,111 @@ def one_size(n: int, d: int, k: int, index: str, oversample: int, queries: int, 
     t2 = time.perf_counter()
     out.update(normalise_s=round(t1 - t0, 2), index_s=summary["index_s"], knn_s=summary["knn_s"],
                write_s=summary["write_s"], total_s=round(t2 - t0, 2), index=summary["index"],
-               peak_rss_gb=round(peak_rss_gb(), 2))
-    # recall@k on a sample of queries against exact search
+               peak_rss_gb=round(peak_rss_gb(), 2), load_after=os.getloadavg())
     xb = cat.vectors["visual"]
-    rng = np.random.default_rng(1)
-    sample = np.sort(rng.choice(n, size=min(queries, n), replace=False))
-    truth = exact_topk(xb[sample], xb, k, sample)
+    sample = sample_rows(n, queries)
+    truth = truth_for(xb, sample, k, workdir)
     lists = read_lists(store / "lists" / "neighbors.parquet", cat.ids, k, ("visual",))
-    from reelsim.similarity.knn import recall_at
-
     out["recall_at_k"] = round(recall_at(lists.I[sample], truth, k), 4)
     out["recall_queries"] = int(sample.size)
-    # NumPy blocked brute force baseline
-    if n <= baseline_full:
-        out["numpy_s"] = round(numpy_bruteforce(xb, np.arange(n), k), 2)
-        out["numpy_extrapolated"] = False
-    else:
-        s = numpy_bruteforce(xb, sample, k)
-        out["numpy_s"] = round(s / sample.size * n, 1)
-        out["numpy_extrapolated"] = True
-    out["speedup_vs_numpy"] = round(out["numpy_s"] / out["total_s"], 2)
-    out["load_after"] = os.getloadavg()
+    if add:
+        out["add"] = measure_add(store, new, fusion, lists, cat.ids)
+    if numpy_baseline:
+        if n <= baseline_full:
+            out["numpy_s"] = round(numpy_bruteforce(xb, np.arange(n), k), 2)
+            out["numpy_extrapolated"] = False
+        else:
+            out["numpy_s"] = round(numpy_bruteforce(xb, sample, k) / sample.size * n, 1)
+            out["numpy_extrapolated"] = True
     shutil.rmtree(store, ignore_errors=True)
+    return out
+
+
+def measure_add(store: Path, new, fusion, before, ids) -> dict:
+    """``reelsim add``'s similarity part for the items of ``new`` (raw vectors): seconds, lists updated."""
+    from reelsim.similarity.incremental import add_vectors
+    from reelsim.storage.lists import read_parquet_table
+
+    t = time.perf_counter()
+    got = add_vectors(store, new, {i: {"kind": "product", "title": i} for i in new.ids}, fusion)
+    seconds = time.perf_counter() - t
+    table = read_parquet_table(store / "lists" / "neighbors.parquet")
+    new_ids = set(new.ids)
+    entered = {r for r, nb in zip(table["item"].to_pylist(), table["neighbor"].to_pylist())
+               if nb in new_ids and r not in new_ids}
+    return {"items": len(new.ids), "seconds": round(seconds, 2), "updated_lists": got["updated_lists"],
+            "existing_lists_with_a_new_item": len(entered), "peak_rss_gb": round(peak_rss_gb(), 2),
+            "load": os.getloadavg()}
+
+
+#: FAISS search-time settings tried on the recall sample, cheapest first: the first that reaches the
+#: target recall is then timed over every item (a user of FAISS would tune it the same way).
+IVF_SETTINGS = [(8, 1), (8, 2), (16, 2), (8, 4), (16, 4), (32, 4), (16, 8), (32, 8), (64, 8)]
+HNSW_EF = [16, 32, 64, 128, 256, 512]
+
+
+def faiss_baseline(method: str, n: int, d: int, k: int, queries: int, workdir: Path, target: float,
+                   batch: int, add: int) -> dict:
+    """FAISS used directly on the same normalised vectors (run in a child process).
+
+    ``ivf-4sqrt`` / ``ivf-sqrt``: ``IVF{nlist},PQ{d/4}x4fs,RFlat`` with nlist about 4 sqrt(N) (FAISS's
+    guidance) or sqrt(N), trained on 40 points per list; ``hnsw``: ``HNSW32``. Timed: train + add +
+    search of every item (batches of ``batch``). The search setting (nprobe and the refinement's
+    k_factor, or efSearch) is the cheapest reaching ``target`` recall@k on the recall sample, chosen
+    before the timed search (not timed).
+    """
+    import faiss
+
+    from reelsim.similarity.index_choice import fastscan_nlist, nlist_for, training_rows
+    from reelsim.similarity.knn import recall_at
+
+    xb = normalised_vectors(n, d, add)
+    sample = sample_rows(n, queries)
+    truth = truth_for(xb, sample, k, workdir)
+    out = {"method": method, "n": n, "d": d, "k": k, "load_before": os.getloadavg()}
+    t0 = time.perf_counter()
+    if method == "hnsw":
+        factory = "HNSW32"
+        index = faiss.index_factory(d, factory, faiss.METRIC_INNER_PRODUCT)
+    else:
+        nlist = nlist_for(n) if method == "ivf-4sqrt" else fastscan_nlist(n)
+        factory = f"IVF{nlist},PQ{d // 4}x4fs,RFlat"
+        index = faiss.index_factory(d, factory, faiss.METRIC_INNER_PRODUCT)
+        index.train(xb[training_rows(n, nlist * 40)])
+    for i0 in range(0, n, 65536):
+        index.add(xb[i0:i0 + 65536])
+    t1 = time.perf_counter()
+
+    def search(xq, setting):
+        if method == "hnsw":
+            faiss.ParameterSpace().set_index_parameter(index, "efSearch", setting)
+        else:
+            faiss.extract_index_ivf(index).nprobe = setting[0]
+            index.k_factor = setting[1]
+        return index.search(xq, k + 1)[1]
+
+    def without_self(I, rows):
+        return np.array([[j for j in row if j != r][:k] for row, r in zip(I, rows)])
+
+    tried = []
+    for setting in (HNSW_EF if method == "hnsw" else IVF_SETTINGS):
+        r = recall_at(without_self(search(xb[sample], setting), sample), truth, k)
+        tried.append((setting, round(r, 4)))
+        if r >= target:
+            break
+    setting = max(tried, key=lambda t: t[1])[0] if tried[-1][1] < target else tried[-1][0]
+    t2 = time.perf_counter()
+    I_sample = None
+    for i0 in range(0, n, batch):
+        I = search(xb[i0:i0 + batch], setting)
+        hit = (sample >= i0) & (sample < i0 + batch)
+        if hit.any():
+            I_sample = I[sample[hit] - i0] if I_sample is None else np.concatenate([I_sample, I[sample[hit] - i0]])
+    t3 = time.perf_counter()
+    out.update(factory=factory, setting=setting, tried=tried, build_s=round(t1 - t0, 2),
+               search_s=round(t3 - t2, 2), total_s=round(t1 - t0 + t3 - t2, 2),
+               recall_at_k=round(recall_at(without_self(I_sample, sample), truth, k), 4),
+               peak_rss_gb=round(peak_rss_gb(), 2), load_after=os.getloadavg())
     return out
 
 
@@ -234,15 +358,55 @@ def parallel_compare(n: int, d: int, k: int, oversample: int, workdir: Path) -> 
     return out
 
 
+def print_table(results: list[dict], k: int) -> None:
+    """reelsim's and the baselines' time, recall and peak memory per N, with reelsim's time over each baseline's."""
+    print(f"\n{'N':>9}  {'method':<44} {'total s':>8} {'recall@' + str(k):>9} {'peak GB':>8} "
+          f"{'reelsim/this':>12}  load avg (before -> after)")
+    for n in dict.fromkeys(r["n"] for r in results):
+        rows = [r for r in results if r["n"] == n]
+        ours = next((r for r in rows if r["method"] == "reelsim"), None)
+        for r in rows:
+            if r["method"] == "reelsim":
+                idx = ";".join(g["factory"] + ("/" + ",".join(f"{a}={b}" for a, b in g["params"].items())
+                                               if g["params"] else "") for g in r["index"].values())
+                name = f"reelsim {idx}"
+                detail = (f"   (normalise+save {r['normalise_s']}, index {r['index_s']}, kNN {r['knn_s']}, "
+                          f"write {r['write_s']})")
+            else:
+                name = f"FAISS {r['factory']} {r['setting']}"
+                detail = f"   (build {r['build_s']}, search {r['search_s']}; tried on the sample: {r['tried']})"
+            ratio = f"{ours['total_s'] / r['total_s']:.2f}" if ours and r is not ours else ""
+            print(f"{n:>9}  {name:<44} {r['total_s']:>8} {r['recall_at_k']:>9} {r['peak_rss_gb']:>8} {ratio:>12}  "
+                  f"{r['load_before'][0]:.1f} -> {r['load_after'][0]:.1f}")
+            print(f"{'':>11}{detail}")
+            if r.get("add"):
+                a = r["add"]
+                print(f"{'':>11}   add {a['items']} items: {a['seconds']} s (similarity part), "
+                      f"{a['updated_lists']} existing lists updated, {a['existing_lists_with_a_new_item']} "
+                      f"list a new item entered; peak {a['peak_rss_gb']} GB; load {a['load'][0]:.1f}")
+            if "numpy_s" in r:
+                print(f"{'':>11}   NumPy blocked brute force: {'~' if r['numpy_extrapolated'] else ''}{r['numpy_s']} s")
+        best = [r for r in rows if r is not ours and r["recall_at_k"] >= 0.95]
+        if ours and best:
+            b = min(best, key=lambda r: r["total_s"])
+            print(f"{'':>11}-> reelsim / best FAISS baseline at recall >= 0.95 ({b['factory']}): "
+                  f"{ours['total_s'] / b['total_s']:.2f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sizes", default="1e4,1e5,1e6", help="comma-separated N (default: 1e4,1e5,1e6)")
+    ap.add_argument("--sizes", default="1e5,1e6", help="comma-separated N (default: 1e5,1e6)")
     ap.add_argument("--d", type=int, default=256)
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--index", default="auto", help="index spec for the job (default: auto)")
     ap.add_argument("--oversample", type=int, default=2, help="candidates = oversample * k + 1 (default: 2)")
     ap.add_argument("--batch", type=int, default=16384, help="queries per kNN batch / checkpoint")
-    ap.add_argument("--queries", type=int, default=2000, help="query sample for recall and the NumPy baseline")
+    ap.add_argument("--queries", type=int, default=2000, help="query sample for recall (and the NumPy baseline)")
+    ap.add_argument("--baselines", default="ivf-4sqrt,ivf-sqrt,hnsw",
+                    help="FAISS baselines: ivf-4sqrt, ivf-sqrt (IVF{nlist},PQ{d/4}x4fs,RFlat), hnsw (HNSW32); "
+                    "'' for none")
+    ap.add_argument("--add", type=int, default=0, help="then time `reelsim add` of this many new items")
+    ap.add_argument("--numpy", action="store_true", help="also the blocked NumPy brute force")
     ap.add_argument("--baseline-full", type=float, default=1e4,
                     help="full NumPy brute force up to this N, query-sample extrapolation above (default: 1e4)")
     ap.add_argument("--workdir", type=Path, default=None)
@@ -251,15 +415,26 @@ def main() -> None:
     ap.add_argument("--parallel", action="store_true", help="FAISS threads vs Dask instead")
     ap.add_argument("--n", type=float, default=1e5, help="N for --parallel")
     ap.add_argument("--child", type=float, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--method", default="reelsim", help=argparse.SUPPRESS)
+    ap.add_argument("--omp-wait", default="PASSIVE", help="OMP_WAIT_POLICY for every child, as the reelsim CLI "
+                    "sets it (default: PASSIVE; '' leaves the environment as it is)")
     args = ap.parse_args()
+    if args.omp_wait and args.child is None:
+        os.environ["OMP_WAIT_POLICY"] = args.omp_wait  # the children (reelsim and FAISS alike) start with it
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="reelsim-knn-"))
     workdir.mkdir(parents=True, exist_ok=True)
 
     if args.child is not None:
-        print(json.dumps(one_size(int(args.child), args.d, args.k, args.index, args.oversample, args.queries,
-                                  int(args.baseline_full), workdir, args.batch)))
+        n = int(args.child)
+        if args.method == "reelsim":
+            r = one_size(n, args.d, args.k, args.index, args.oversample, args.queries, int(args.baseline_full),
+                         workdir, args.batch, add=args.add, numpy_baseline=args.numpy)
+        else:
+            r = faiss_baseline(args.method, n, args.d, args.k, args.queries, workdir, 0.95, args.batch, args.add)
+        print(json.dumps(r))
         return
-    print(f"load average at start: {os.getloadavg()}  cpus: {os.cpu_count()}")
+    print(f"load average at start: {os.getloadavg()}  cpus: {os.cpu_count()}  "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}")
     if args.threshold:
         rows = threshold_sweep([int(float(s)) for s in args.sweep.split(",")], args.d, args.k, workdir)
         print(f"{'N':>9} {'exact s':>9} {'IVF s':>8} {'IVF build s':>11} {'IVF recall':>10}")
@@ -271,22 +446,18 @@ def main() -> None:
         print(json.dumps(parallel_compare(int(args.n), args.d, args.k, args.oversample, workdir)))
         return
     results = []
+    methods = ["reelsim"] + [m for m in args.baselines.split(",") if m]
     for s in args.sizes.split(","):
         n = int(float(s))
-        child = ["--child", str(n), "--d", str(args.d), "--k", str(args.k), "--index", args.index,
-                 "--oversample", str(args.oversample), "--queries", str(args.queries),
-                 "--baseline-full", str(args.baseline_full), "--workdir", str(workdir), "--batch", str(args.batch)]
-        r = run_child(child)
-        results.append(r)
-        print(json.dumps(r), flush=True)
-    print(f"\n{'N':>9} {'index':<22} {'total s':>8} {'index s':>8} {'kNN s':>7} {'write s':>7} {'peak GB':>8} "
-          f"{'recall@' + str(args.k):>9} {'NumPy s':>9} {'speedup':>7}  load avg (before -> after)")
-    for r in results:
-        idx = ";".join(g["factory"] + ("/" + ",".join(f"{a}={b}" for a, b in g["params"].items()) if g["params"] else "")
-                       for g in r["index"].values())
-        print(f"{r['n']:>9} {idx:<22} {r['total_s']:>8} {r['index_s']:>8} {r['knn_s']:>7} {r['write_s']:>7} "
-              f"{r['peak_rss_gb']:>8} {r['recall_at_k']:>9} {('~' if r['numpy_extrapolated'] else '') + str(r['numpy_s']):>9} "
-              f"{r['speedup_vs_numpy']:>7}  {r['load_before'][0]:.1f} -> {r['load_after'][0]:.1f}")
+        for method in methods:
+            child = ["--child", str(n), "--method", method, "--d", str(args.d), "--k", str(args.k),
+                     "--index", args.index, "--oversample", str(args.oversample), "--queries", str(args.queries),
+                     "--baseline-full", str(args.baseline_full), "--workdir", str(workdir), "--batch", str(args.batch),
+                     "--add", str(args.add)] + (["--numpy"] if args.numpy else [])
+            r = run_child(child)
+            results.append(r)
+            print(json.dumps(r), flush=True)
+    print_table(results, args.k)
 
 
 if __name__ == "__main__":

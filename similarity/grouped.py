@@ -115,7 +115,7 @@ class GroupedIndex:
         """JSON-able summary: build id, modalities, and per group its size, factory and parameters."""
         return {"build_id": self.build_id, "active": list(self.active), "weights": self.weights, "extra": self.extra,
                 "groups": {str(c): {"n": int(self.indexes[c].ntotal), "factory": p.factory, "params": p.params,
-                                    "kind": p.kind, "train_size": p.train_size}
+                                    "kind": p.kind, "train_size": p.train_size, "k_factor": p.k_factor}
                            for c, p in sorted(self.plans.items())}}
 
     def search_group(self, code: int, xq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -178,7 +178,8 @@ class GroupedIndex:
         indexes, plans = {}, {}
         for c, g in body["groups"].items():
             indexes[int(c)] = load_index(folder / body["files"][c])
-            plans[int(c)] = IndexPlan(g["factory"], g["params"], g.get("train_size", 0), g.get("kind", "custom"))
+            plans[int(c)] = IndexPlan(g["factory"], g["params"], g.get("train_size", 0), g.get("kind", "custom"),
+                                      g.get("k_factor", 1))
             apply_params(indexes[int(c)], plans[int(c)].params)
         return cls(body["active"], body["weights"], indexes, plans, body["build_id"], body.get("extra"))
 
