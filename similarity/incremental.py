@@ -18,16 +18,12 @@ import numpy as np
 from reelsim.config import FusionConfig, check_weights
 from reelsim.errors import StoreError, UsageError
 from reelsim.similarity.catalog import CatalogEmbeddings, load_catalog, save_catalog
-from reelsim.similarity.fusion import (
-    fuse_parts,
-    normalise_queries,
-    shared_score,
-    signature_codes,
-)
+from reelsim.similarity.fusion import fuse_parts, normalise_queries, signature_codes
 from reelsim.similarity.grouped import GroupedIndex
 from reelsim.similarity.grouped import exists as grouped_index_exists
 from reelsim.similarity.hygiene import Hygiene
 from reelsim.similarity.knn import knn_graph
+from reelsim.similarity.search import exact_scores
 from reelsim.similarity.rebuild import (
     blocked_rows_of,
     catalog_from_shards,
@@ -94,7 +90,7 @@ def add_vectors(store: Path, raw: CatalogEmbeddings, new_meta: dict, fusion: Fus
             gi.add(int(c), xb[codes == c], d)
     new_blocked = blocked_rows_of(layout.root, fresh, fusion, text_model, raw)
     blocked = np.concatenate([blocked, np.zeros(b, bool) if new_blocked is None else new_blocked])
-    affected = rows_entered(cat, w, gi.active, new_rows, floor, blocked)
+    affected = rows_entered(cat, w, gi.active, new_rows, floor, blocked, gi)
     rows = np.concatenate([new_rows, affected])
     hygiene = Hygiene(fusion.dedup, fusion.mmr)
     part = knn_graph(cat, gi, w, fusion.k, rows=rows, oversample=fusion.oversample, batch_size=fusion.knn_batch,
@@ -123,22 +119,85 @@ def fusion_as_built(fusion: FusionConfig, stored_w: dict, settings: dict) -> Fus
     return dataclasses.replace(fusion, weights=stored_w, **keep)
 
 
-def rows_entered(cat: CatalogEmbeddings, w: dict, active, new_rows: np.ndarray, floor: np.ndarray,
-                 blocked: np.ndarray, block: int = 65536) -> np.ndarray:
-    """Existing rows (int64) whose list a new row enters: exact score >= the row's floor.
+#: Candidates per new item that an approximate group's index proposes as rows whose list it may enter.
+REVERSE_CANDIDATES = 256
+#: A pair whose float32 fused score is this close below a row's floor is still checked exactly.
+_MARGIN = 1e-4
 
-    One blocked pass over the catalog's per-modality vectors (N x B scores).
+
+def rows_entered(cat: CatalogEmbeddings, w: dict, active, new_rows: np.ndarray, floor: np.ndarray,
+                 blocked: np.ndarray, index: GroupedIndex | None = None, block: int = 16384) -> np.ndarray:
+    """Existing rows (int64, sorted) whose list a new row enters: exact score >= the row's floor.
+
+    Candidate pairs (existing row, new row) come, per modality group of the
+    existing rows, from a blocked float32 scan of the group's fused vectors
+    against the new ones (exact groups, or without ``index``: every pair
+    whose score comes within :data:`_MARGIN` of the row's floor), or from
+    the group's approximate index (the :data:`REVERSE_CANDIDATES` best rows
+    of each new item: like any approximate search it can miss one). Each
+    candidate pair is then scored exactly, by the same function as the lists
+    (:func:`~reelsim.similarity.search.exact_scores`), so the decision
+    ``score >= floor`` is the one a full rebuild makes.
+
+    Parameters
+    ----------
+    cat : the catalog with the new rows appended (normalised).
+    w, active : weights and fused modalities.
+    new_rows : int64 (B,), the appended rows (after every existing row).
+    floor : float64 (n0,), each existing row's floor (-inf: its list was not full).
+    blocked : bool (N,), rows never listed.
+    index : the grouped index (new rows already added), or None to scan every group.
+    block : existing rows per float32 block of the scan.
     """
-    n0 = new_rows[0] if new_rows.size else cat.n
-    hit = np.zeros(n0, bool)
-    live = ~blocked[new_rows]
-    if not live.any():
+    n0 = int(new_rows[0]) if new_rows.size else cat.n
+    q = new_rows[~blocked[new_rows]]
+    if not q.size:
         return np.zeros(0, np.int64)
-    q = new_rows[live]
-    for i0 in range(0, n0, block):
-        r = slice(i0, min(n0, i0 + block))
-        terms = ((m, cat.vectors[m][r] @ cat.vectors[m][q].T, cat.masks[m][r][:, None] & cat.masks[m][q][None, :])
-                 for m in active)
-        S = shared_score(terms, w)
-        hit[r] = ((S > -np.inf) & (S >= floor[r][:, None])).any(axis=1)
-    return np.flatnonzero(hit).astype(np.int64)
+    codes = signature_codes(cat.masks, active)
+    wsum = np.array([sum(w[m] for i, m in enumerate(active) if c >> i & 1) for c in range(2 ** len(active))])
+    yq = fuse_parts({m: cat.vectors[m][q] for m in active}, w, active)
+    xs, ys = [], []
+    for c in np.unique(codes[:n0]):
+        if not c:
+            continue
+        den = wsum[c & codes[q]].astype(np.float32)  # shared weight with each new row
+        members = np.flatnonzero(codes == c)
+        plan = index.plans.get(int(c)) if index is not None else None
+        if plan is not None and not plan.exact:
+            _, J = index.search_group(int(c), yq, REVERSE_CANDIDATES)
+            x = np.where(J >= 0, members[np.maximum(J, 0)], n0)
+            qi = np.broadcast_to(np.arange(q.size)[:, None], x.shape)
+            keep = (x < n0) & (den[qi] > 0)
+            xs.append(x[keep])
+            ys.append(qi[keep])
+            continue
+        old = members[members < n0]
+        for i0 in range(0, old.size, block):
+            r = old[i0:i0 + block]
+            S = fuse_parts({m: cat.vectors[m][r] for m in active}, w, active) @ yq.T  # (b, B) numerators
+            S = np.divide(S, den, out=np.full(S.shape, -np.inf, np.float32), where=den > 0)
+            i, j = np.nonzero(S >= (floor[r] - _MARGIN)[:, None])
+            xs.append(r[i])
+            ys.append(j)
+    if not xs:
+        return np.zeros(0, np.int64)
+    x, y = np.concatenate(xs), np.concatenate(ys)  # existing rows, positions in q
+    order = np.lexsort((x, y))
+    x, y = x[order], y[order]
+    starts = np.searchsorted(y, np.arange(q.size + 1))
+    hit = np.zeros(x.size, bool)
+    # scored from the new rows' side, a (new rows, candidates) matrix at a time: the inner product is the
+    # same number either way round (FAISS sums the same products in the same order), and nothing is gathered
+    for j0 in range(0, q.size, 256):
+        j1 = min(q.size, j0 + 256)
+        width = int(np.diff(starts[j0:j1 + 1]).max(initial=0))
+        for c0 in range(0, width, 4096):
+            pos = starts[j0:j1, None] + c0 + np.arange(min(4096, width - c0))
+            valid = pos < starts[j0 + 1:j1 + 1, None]
+            I = np.where(valid, x[np.minimum(pos, x.size - 1)], 0)
+            rows = q[j0:j1]
+            S, _, _ = exact_scores(cat, w, active, {m: cat.vectors[m][rows] for m in active},
+                                   {m: cat.masks[m][rows] for m in active}, I, valid)
+            ok = valid & (S > -np.inf) & (S >= floor[I])
+            hit[pos[ok]] = True
+    return np.unique(x[hit]).astype(np.int64)

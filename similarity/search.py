@@ -182,6 +182,35 @@ def gathered_ip(xq: np.ndarray, xb: np.ndarray, I: np.ndarray) -> np.ndarray:
     return D
 
 
+def exact_scores(cat: CatalogEmbeddings, w: Mapping[str, float], active: Sequence[str], uq: Mapping, mq: Mapping,
+                 I: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, dict, dict]:
+    """The exact score of every query with each of its candidates: the one place list scores are computed.
+
+    Parameters
+    ----------
+    cat : CatalogEmbeddings
+        Normalised catalog holding the candidates.
+    w, active : modality weights and the fused modalities.
+    uq, mq : dict of str to float32 (B, d_m) / bool (B,)
+        The queries' normalised vectors and masks per modality.
+    I : int64 (B, C)
+        Candidate rows of ``cat`` (any value where not ``valid``).
+    valid : bool (B, C)
+
+    Returns
+    -------
+    S : float64 (B, C), :func:`~reelsim.similarity.fusion.shared_score` rounded, -inf where not valid or nothing shared.
+    cos : dict of str to float64 (B, C), each modality's cosine (float32 inner product).
+    shared : dict of str to bool (B, C), where both have the modality.
+    """
+    I = np.where(valid, I, 0)
+    cos, shared = {}, {}
+    for m in active:
+        shared[m] = valid & mq[m][:, None] & cat.masks[m][I]
+        cos[m] = gathered_ip(uq[m], cat.vectors[m], I).astype(np.float64)
+    return shared_score(((m, cos[m], shared[m]) for m in active), w), cos, shared
+
+
 class _FlatGroups:
     """Group search over an exact ``IndexFlatIP`` of all fused vectors (the original layout)."""
 
@@ -298,11 +327,7 @@ class SearchPlan:
 
     def rescore(self, uq: dict, mq: dict, I: np.ndarray, valid: np.ndarray, keep: int) -> Scored:
         """Exact scores of candidates ``I`` int64 (B, C) where ``valid``; the best ``keep`` per query."""
-        cos, shared = {}, {}
-        for m in self.active:
-            shared[m] = valid & mq[m][:, None] & self.cat.masks[m][I]
-            cos[m] = gathered_ip(uq[m], self.cat.vectors[m], I).astype(np.float64)
-        S = shared_score(((m, cos[m], shared[m]) for m in self.active), self.w)
+        S, cos, shared = exact_scores(self.cat, self.w, self.active, uq, mq, I, valid)
         order = np.lexsort((self.id_rank[I], -S), axis=-1)[:, :keep]
         ok = np.take_along_axis(S, order, axis=1) > -np.inf
         pad = keep - order.shape[1]
