@@ -17,7 +17,7 @@ import numpy as np
 
 from reelsim.config import FusionConfig, check_weights
 from reelsim.errors import StoreError, UsageError
-from reelsim.similarity.catalog import CatalogEmbeddings, load_catalog, save_catalog
+from reelsim.similarity.catalog import CatalogEmbeddings, append_to_catalog, load_catalog
 from reelsim.similarity.fusion import fuse_parts, normalise_queries, signature_codes
 from reelsim.similarity.grouped import GroupedIndex
 from reelsim.similarity.grouped import exists as grouped_index_exists
@@ -32,8 +32,9 @@ from reelsim.similarity.rebuild import (
     save_state,
 )
 from reelsim.storage.atomic import write_text_atomic
+from reelsim.storage.catalog import read_catalog_ids
 from reelsim.storage.layout import StoreLayout
-from reelsim.storage.lists import read_lists, write_lists
+from reelsim.storage.lists import NeighborLists, read_list_arrays, read_lists, write_lists
 
 
 def add_items(store: Path, new_ids: list[str], fusion: FusionConfig, *, progress: bool = False,
@@ -45,7 +46,7 @@ def add_items(store: Path, new_ids: list[str], fusion: FusionConfig, *, progress
     ``items`` (catalog size after) and ``new_neighbors`` (per new item).
     """
     layout = StoreLayout(store)
-    known = set(load_catalog(layout.require_catalog())[0].ids)
+    known = set(read_catalog_ids(layout.require_catalog()))
     fresh = [i for i in dict.fromkeys(new_ids) if i not in known]
     if not fresh:
         return {"added": 0, "skipped": len(new_ids), "updated_lists": 0, "items": len(known)}
@@ -59,27 +60,26 @@ def add_vectors(store: Path, raw: CatalogEmbeddings, new_meta: dict, fusion: Fus
                 progress: bool = False, text_model: str = "minilm-l6-v2") -> dict:
     """:func:`add_items` for new items given as raw CatalogEmbeddings ``raw`` (ids not in the catalog)."""
     layout = StoreLayout(store)
-    cat, stored_w = load_catalog(layout.require_catalog())
+    head, stored_w = load_catalog(layout.require_catalog(), header=True)
     if not grouped_index_exists(layout.index_dir):
         raise StoreError(f"{layout.root} has no per-group index (made by an older reelsim): "
                          f"run `reelsim lists --store {layout.root}` once, then add")
     gi = GroupedIndex.load(layout.index_dir)
     floor, blocked, settings = load_state(layout)
     fusion = fusion_as_built(fusion, stored_w, settings)
-    dup = set(raw.ids) & set(cat.ids)
-    if dup:
-        raise UsageError(f"{len(dup)} item(s) already in the catalog, e.g. {sorted(dup)[0]!r}")
     fresh = raw.ids
     meta = json.loads(layout.items_meta.read_text(encoding="utf-8"))
-    extra = set(raw.vectors) - set(cat.vectors)
+    extra = set(raw.vectors) - set(head.vectors)
     if any(raw.masks[m].any() and stored_w.get(m, 0) > 0 for m in extra):
         raise UsageError(f"new items have modalities {sorted(extra)} that the catalog lacks: "
                          f"re-run `reelsim run` on the whole catalog to rebuild")
-    uq, mq = normalise_queries(cat, {m: v for m, v in raw.vectors.items() if m in cat.vectors})
-    n0, b = cat.n, len(fresh)
-    cat = CatalogEmbeddings(cat.ids + fresh, {m: np.concatenate([cat.vectors[m], uq[m]]) for m in cat.vectors},
-                            {m: np.concatenate([cat.masks[m], mq[m]]) for m in cat.vectors},
-                            cat.means, cat.projections)
+    uq, mq = normalise_queries(head, {m: v for m, v in raw.vectors.items() if m in head.vectors})
+    added = CatalogEmbeddings(fresh, uq, mq, head.means, head.projections)
+    try:
+        cat, _ = load_catalog(layout.catalog, add=added)
+    except StoreError as e:  # an id already in the catalog (the catalog's own check)
+        raise UsageError(f"cannot add: {e}") from None
+    n0, b = cat.n - len(fresh), len(fresh)
     w = check_weights(fusion.weights)
     new_rows = np.arange(n0, n0 + b)
     codes = signature_codes({m: cat.masks[m][new_rows] for m in gi.active}, gi.active)
@@ -95,20 +95,32 @@ def add_vectors(store: Path, raw: CatalogEmbeddings, new_meta: dict, fusion: Fus
     hygiene = Hygiene(fusion.dedup, fusion.mmr)
     part = knn_graph(cat, gi, w, fusion.k, rows=rows, oversample=fusion.oversample, batch_size=fusion.knn_batch,
                      hygiene=hygiene, blocked=blocked, progress=progress)
-    old = read_lists(layout.list_file("parquet"), cat.ids, fusion.k, gi.active)
+    old = read_list_arrays(layout.list_arrays, settings.get("lists_arrays"))
+    if old is None or old.I.shape != (n0, fusion.k) or set(old.cos) != set(gi.active):  # a store made before
+        old = read_lists(layout.list_file("parquet"), cat.ids[:n0], fusion.k, gi.active)
+    old = extended(old, b)
     old.floor = np.concatenate([floor, np.full(b, -np.inf)])
     for name in ("I", "S", "floor"):
         getattr(old, name)[rows] = getattr(part, name)
     for m in old.cos:
         old.cos[m][rows] = part.cos[m]
-    save_catalog(cat, stored_w, layout.catalog)
+    append_to_catalog(layout.catalog, added)
     gi.save(layout.index_dir)
     write_lists(cat.ids, old, layout.lists_dir, list_formats(fusion))
-    save_state(layout, gi, old.floor, blocked, fusion)
+    save_state(layout, gi, old.floor, blocked, fusion, old)
     meta.update(new_meta)
     write_text_atomic(layout.items_meta, json.dumps(meta, ensure_ascii=False))
     return {"added": b, "skipped": 0, "updated_lists": int(affected.size), "items": cat.n,
             "new_neighbors": {cat.ids[r]: int((part.I[i] >= 0).sum()) for i, r in enumerate(new_rows)}}
+
+
+def extended(lists: NeighborLists, b: int) -> NeighborLists:
+    """``lists`` of rows 0..n-1 with ``b`` empty rows appended (the new items' rows, filled next)."""
+    n, k = lists.I.shape
+    return NeighborLists(np.arange(n + b, dtype=np.int64), np.concatenate([lists.I, np.full((b, k), -1)]),
+                         np.concatenate([lists.S, np.full((b, k), -np.inf)]),
+                         {m: np.concatenate([c, np.full((b, k), np.nan)]) for m, c in lists.cos.items()},
+                         np.concatenate([lists.floor, np.full(b, -np.inf)]))
 
 
 def fusion_as_built(fusion: FusionConfig, stored_w: dict, settings: dict) -> FusionConfig:

@@ -37,7 +37,7 @@ from reelsim.similarity.hygiene import Hygiene, blocked_rows
 from reelsim.similarity.knn import Checkpoint, knn_graph
 from reelsim.storage.atomic import atomic_path, write_text_atomic
 from reelsim.storage.layout import StoreLayout
-from reelsim.storage.lists import write_lists
+from reelsim.storage.lists import NeighborLists, write_list_arrays, write_lists
 from reelsim.storage.shards import read_item_vectors
 
 
@@ -162,7 +162,7 @@ def index_and_lists(store: Path, fusion: FusionConfig, *, cat_norm: CatalogEmbed
     t2 = time.perf_counter()
     layout.lists_dir.mkdir(exist_ok=True)
     write_lists(cat_norm.ids, lists, layout.lists_dir, list_formats(fusion))
-    save_state(layout, gi, lists.floor, blocked, fusion)
+    save_state(layout, gi, lists.floor, blocked, fusion, lists)
     ckpt.clear()
     return {"items": cat_norm.n, "k": fusion.k, "rows": int((lists.I >= 0).sum()), "resumed": resumed,
             "index": gi.describe()["groups"], "blocked": int(blocked.sum()) if blocked is not None else 0,
@@ -175,12 +175,20 @@ def list_formats(fusion: FusionConfig) -> list[str]:
 
 
 def save_state(layout: StoreLayout, gi: GroupedIndex, floor: np.ndarray, blocked: np.ndarray | None,
-               fusion: FusionConfig) -> None:
-    """Write ``lists-state.npz``: each row's floor (float64 (N,)), the blocklist mask and the list settings."""
+               fusion: FusionConfig, lists: NeighborLists | None = None) -> None:
+    """Write ``lists-state.npz``: each row's floor (float64 (N,)), the blocklist mask and the list settings.
+
+    With ``lists`` (every row's list, in catalog order), also their arrays
+    (:func:`reelsim.storage.lists.write_list_arrays`), which ``reelsim add``
+    reads instead of the Parquet file.
+    """
+    settings = job_fingerprint(gi, floor.size, fusion) | {"build_id": ""}
+    if lists is not None:
+        settings["lists_arrays"] = write_list_arrays(layout.list_arrays, lists)
     with atomic_path(layout.lists_state) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, floor=floor, blocked=np.zeros(floor.size, bool) if blocked is None else blocked,
-                     settings=np.array(json.dumps(job_fingerprint(gi, floor.size, fusion) | {"build_id": ""})))
+                     settings=np.array(json.dumps(settings)))
 
 
 def load_state(layout: StoreLayout) -> tuple[np.ndarray, np.ndarray, dict]:
