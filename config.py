@@ -228,6 +228,11 @@ class FusionConfig:
         with one of them never appear as neighbours.
     blocklist_threshold : cosine of the text model (MiniLM) for ``blocklist``.
     lists_formats : files written under STORE/lists/: any of ``parquet``, ``jsonl``, ``hdf5``.
+    device : where the kNN-graph job searches: ``auto`` (a CUDA GPU when
+        present), ``cpu`` or ``cuda`` / ``cuda:N``. On a GPU every modality
+        group below 10^7 items is searched exactly there
+        (:mod:`reelsim.similarity.blocked`); the lists are the same exact
+        re-scored lists.
     """
 
     weights: dict[str, float] = field(default_factory=_default_weights)
@@ -243,6 +248,7 @@ class FusionConfig:
     blocklist: tuple[str, ...] = ()
     blocklist_threshold: float = 0.5
     lists_formats: tuple[str, ...] = ("parquet", "jsonl")
+    device: str = "auto"
 
     def __post_init__(self):
         w = check_weights(self.weights)
@@ -262,6 +268,8 @@ class FusionConfig:
         _require("fusion", "lists_formats", self.lists_formats, bool(formats) and set(formats) <= set(LIST_FORMATS),
                  f"some of {', '.join(LIST_FORMATS)}")
         object.__setattr__(self, "lists_formats", formats)
+        _require("fusion", "device", self.device, self.device in DEVICES or str(self.device).startswith("cuda:"),
+                 "auto, cpu, cuda or cuda:N")
 
 
 @dataclass(frozen=True)

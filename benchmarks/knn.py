@@ -133,7 +133,7 @@ def normalised_vectors(n: int, d: int, add: int) -> np.ndarray:
 
 
 def one_size(n: int, d: int, k: int, index: str, oversample: int, queries: int, baseline_full: int,
-             workdir: Path, batch: int, add: int = 0, numpy_baseline: bool = False) -> dict:
+             workdir: Path, batch: int, add: int = 0, numpy_baseline: bool = False, device: str = "cpu") -> dict:
     """reelsim's kNN-graph job end to end at one size (run in a child process).
 
     Timed: normalise (centre + L2) and save the catalog, choose, train and
@@ -148,7 +148,11 @@ def one_size(n: int, d: int, k: int, index: str, oversample: int, queries: int, 
     from reelsim.storage.lists import read_lists
 
     out = {"method": "reelsim", "n": n, "d": d, "k": k, "index_request": index, "oversample": oversample,
-           "load_before": os.getloadavg()}
+           "device": device, "load_before": os.getloadavg()}
+    if device != "cpu":
+        import torch
+
+        out["gpu"] = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else device
     raw, new = benchmark_catalog(n, d, add)
     store = workdir / f"store-{n}"
     shutil.rmtree(store, ignore_errors=True)
@@ -160,7 +164,7 @@ def one_size(n: int, d: int, k: int, index: str, oversample: int, queries: int, 
     (store / "index" / "items.json").write_text("{}")
     t1 = time.perf_counter()
     fusion = FusionConfig(weights={"visual": 1.0}, k=k, oversample=oversample, index=index, knn_batch=batch,
-                          lists_formats=("parquet",))
+                          lists_formats=("parquet",), device=device)
     print(f"N={n}: catalog normalised and saved in {t1 - t0:.1f} s; building index and lists", file=sys.stderr)
     summary = index_and_lists(store, fusion, cat_norm=cat, progress=True)  # phases and a bar on stderr
     t2 = time.perf_counter()
@@ -369,7 +373,7 @@ def print_table(results: list[dict], k: int) -> None:
             if r["method"] == "reelsim":
                 idx = ";".join(g["factory"] + ("/" + ",".join(f"{a}={b}" for a, b in g["params"].items())
                                                if g["params"] else "") for g in r["index"].values())
-                name = f"reelsim {idx}"
+                name = f"reelsim {idx}" + (f" on {r.get('gpu', r['device'])}" if r.get("device", "cpu") != "cpu" else "")
                 detail = (f"   (normalise+save {r['normalise_s']}, index {r['index_s']}, kNN {r['knn_s']}, "
                           f"write {r['write_s']})")
             else:
@@ -406,6 +410,8 @@ def main() -> None:
                     help="FAISS baselines: ivf-4sqrt, ivf-sqrt (IVF{nlist},PQ{d/4}x4fs,RFlat), hnsw (HNSW32); "
                     "'' for none")
     ap.add_argument("--add", type=int, default=0, help="then time `reelsim add` of this many new items")
+    ap.add_argument("--device", default="cpu", help="where reelsim's kNN search runs: cpu (default), cuda, auto "
+                    "(the FAISS baselines always run on the CPU)")
     ap.add_argument("--numpy", action="store_true", help="also the blocked NumPy brute force")
     ap.add_argument("--baseline-full", type=float, default=1e4,
                     help="full NumPy brute force up to this N, query-sample extrapolation above (default: 1e4)")
@@ -428,7 +434,7 @@ def main() -> None:
         n = int(args.child)
         if args.method == "reelsim":
             r = one_size(n, args.d, args.k, args.index, args.oversample, args.queries, int(args.baseline_full),
-                         workdir, args.batch, add=args.add, numpy_baseline=args.numpy)
+                         workdir, args.batch, add=args.add, numpy_baseline=args.numpy, device=args.device)
         else:
             r = faiss_baseline(args.method, n, args.d, args.k, args.queries, workdir, 0.95, args.batch, args.add)
         print(json.dumps(r))
@@ -453,7 +459,7 @@ def main() -> None:
             child = ["--child", str(n), "--method", method, "--d", str(args.d), "--k", str(args.k),
                      "--index", args.index, "--oversample", str(args.oversample), "--queries", str(args.queries),
                      "--baseline-full", str(args.baseline_full), "--workdir", str(workdir), "--batch", str(args.batch),
-                     "--add", str(args.add)] + (["--numpy"] if args.numpy else [])
+                     "--add", str(args.add), "--device", args.device] + (["--numpy"] if args.numpy else [])
             r = run_child(child)
             results.append(r)
             print(json.dumps(r), flush=True)

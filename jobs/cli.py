@@ -166,6 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", metavar="SPEC", help="modality weights (default: those the catalog was built with)")
     p.add_argument("-k", type=int, metavar="N", help="neighbours per item (default: 10)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where the kNN search runs (default: auto = "
+                   "a CUDA GPU when present: exact search there; else FAISS on the CPU)")
     _add_list_options(p.add_argument_group("index and lists"))
 
     p = sub.add_parser("shots", help="shots and scenes of one video item")
@@ -225,7 +227,7 @@ def fusion_overrides(args: argparse.Namespace) -> dict:
     get = lambda name: getattr(args, name, None)
     fusion = {"k": get("k"), "pca_dim": get("pca"), "whiten": get("whiten"), "index": get("index"),
               "memory_budget_gb": get("memory_budget"), "knn_batch": get("knn_batch"), "dedup": get("dedup"),
-              "mmr": get("mmr"), "blocklist_threshold": get("blocklist_threshold")}
+              "mmr": get("mmr"), "blocklist_threshold": get("blocklist_threshold"), "device": get("device")}
     if get("weights"):
         fusion["weights"] = parse_weights(args.weights)
     if get("blocklist"):

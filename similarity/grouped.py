@@ -56,6 +56,12 @@ def fused_blocks(cat: CatalogEmbeddings, w: Mapping[str, float], active: tuple[s
     return blocks
 
 
+def group_vectors(cat: CatalogEmbeddings, w: Mapping[str, float], active: tuple[str, ...], code: int) -> np.ndarray:
+    """Fused vectors float32 (n_c, D) of the catalog rows of signature ``code``, in catalog order."""
+    G = np.flatnonzero(signature_codes(cat.masks, active) == code)
+    return fuse_parts({m: cat.vectors[m][G] for m in active}, w, active)
+
+
 class GroupedIndex:
     """Fused-vector indexes, one per modality signature.
 

@@ -73,7 +73,7 @@ class Checkpoint:
 def knn_graph(cat, index, weights: Mapping[str, float], k: int, *, rows: np.ndarray | None = None,
               oversample: int = 5, batch_size: int = 16384, hygiene: Hygiene | None = None,
               blocked: np.ndarray | None = None, checkpoint: Checkpoint | None = None,
-              progress: bool = False) -> NeighborLists:
+              progress: bool = False, searcher=None) -> NeighborLists:
     """Top-``k`` lists of catalog ``rows`` (default: every item).
 
     Parameters
@@ -101,6 +101,9 @@ def knn_graph(cat, index, weights: Mapping[str, float], k: int, *, rows: np.ndar
         Where finished batches go; a job that finds batches there skips them.
     progress : bool
         tqdm bar on stderr (queries done).
+    searcher : optional
+        Answers the groups' searches instead of ``index`` (a
+        :class:`reelsim.similarity.blocked.DeviceGroups` on a GPU).
 
     Returns
     -------
@@ -110,7 +113,7 @@ def knn_graph(cat, index, weights: Mapping[str, float], k: int, *, rows: np.ndar
 
     hygiene = hygiene or Hygiene()
     rows = np.arange(cat.n, dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
-    plan = SearchPlan(cat, index, weights, k, oversample, batch_size, blocked=blocked)
+    plan = SearchPlan(cat, index, weights, k, oversample, batch_size, blocked=blocked, searcher=searcher)
     pool = plan.kc - 1 if hygiene.on else plan.k
     if checkpoint is not None:
         checkpoint.open()

@@ -31,7 +31,8 @@ from reelsim.errors import StoreError, UsageError
 from reelsim.extractors.registry import load
 from reelsim.similarity.catalog import CatalogEmbeddings, load_catalog, save_catalog
 from reelsim.similarity.fusion import normalise
-from reelsim.similarity.grouped import GroupedIndex
+from reelsim.similarity.blocked import DeviceGroups, lists_device
+from reelsim.similarity.grouped import GroupedIndex, group_vectors
 from reelsim.similarity.grouped import exists as grouped_index_exists
 from reelsim.similarity.hygiene import Hygiene, blocked_rows
 from reelsim.similarity.knn import Checkpoint, knn_graph
@@ -39,6 +40,11 @@ from reelsim.storage.atomic import atomic_path, write_text_atomic
 from reelsim.storage.layout import StoreLayout
 from reelsim.storage.lists import NeighborLists, write_list_arrays, write_lists
 from reelsim.storage.shards import read_item_vectors
+
+
+#: On a GPU, modality groups below this many items are searched exactly (blocked bf16 top-k, re-scored in
+#: fp32); their FAISS index is then a Flat one. 10^7 x 10^7 x 256 multiply-adds take minutes on an H200.
+GPU_EXACT_BELOW = 10**7
 
 
 def catalog_from_shards(store: Path, ids: list[str]) -> tuple[CatalogEmbeddings, dict]:
@@ -145,26 +151,34 @@ def index_and_lists(store: Path, fusion: FusionConfig, *, cat_norm: CatalogEmbed
     hygiene = Hygiene(fusion.dedup, fusion.mmr)
     t0 = time.perf_counter()
     cat_sha = catalog_fingerprint(cat_norm)
+    device = lists_device(fusion.device)
     gi = _resumable_index(layout, cat_sha, fusion, cat_norm.n)
     resumed = gi is not None
     if gi is None:
         gi = GroupedIndex.build(cat_norm, fusion.weights, override=fusion.index,
                                 memory_budget_bytes=int(fusion.memory_budget_gb * 2**30),
+                                exact_below=None if device == "cpu" else GPU_EXACT_BELOW,
                                 progress=(lambda s: say(progress, s)))
         gi.extra = {"catalog": cat_sha, "request": index_request(fusion)}
         gi.save(layout.index_dir)
     t1 = time.perf_counter()
     blocked = blocked_rows_of(layout.root, cat_norm.ids, fusion, text_model, raw)
     ckpt = Checkpoint(layout.knn_checkpoint, job_fingerprint(gi, cat_norm.n, fusion))
+    searcher = None
+    if device != "cpu":
+        w = check_weights(fusion.weights)
+        searcher = DeviceGroups(gi, lambda c: group_vectors(cat_norm, w, gi.active, c), device)
+        say(progress, f"kNN search of the exact groups on {device} ({searcher.kernel})")
     lists = knn_graph(cat_norm, gi, fusion.weights, fusion.k, oversample=fusion.oversample,
                       batch_size=fusion.knn_batch, hygiene=hygiene, blocked=blocked, checkpoint=ckpt,
-                      progress=progress)
+                      progress=progress, searcher=searcher)
     t2 = time.perf_counter()
     layout.lists_dir.mkdir(exist_ok=True)
     write_lists(cat_norm.ids, lists, layout.lists_dir, list_formats(fusion))
     save_state(layout, gi, lists.floor, blocked, fusion, lists)
     ckpt.clear()
     return {"items": cat_norm.n, "k": fusion.k, "rows": int((lists.I >= 0).sum()), "resumed": resumed,
+            "device": device,
             "index": gi.describe()["groups"], "blocked": int(blocked.sum()) if blocked is not None else 0,
             "index_s": round(t1 - t0, 3), "knn_s": round(t2 - t1, 3), "write_s": round(time.perf_counter() - t2, 3)}
 

@@ -235,10 +235,12 @@ class SearchPlan:
 
     ``index`` is the exact ``IndexFlatIP`` of :func:`reelsim.similarity.index.build_index`
     or a :class:`reelsim.similarity.grouped.GroupedIndex`; ``blocked`` (bool (N,)
-    or None) marks rows that are never returned.
+    or None) marks rows that are never returned. ``searcher`` (with a
+    GroupedIndex): another object whose ``search_group(code, xq, k)`` answers
+    for the index's groups (:class:`reelsim.similarity.blocked.DeviceGroups`: on a GPU).
     """
 
-    def __init__(self, cat, index, weights, k, oversample, batch_size, blocked=None):
+    def __init__(self, cat, index, weights, k, oversample, batch_size, blocked=None, searcher=None):
         import faiss
 
         require_normalised(cat)
@@ -258,7 +260,7 @@ class SearchPlan:
                     or any(ix.d != d for ix in index.indexes.values())):
                 raise StoreError(f"index (modalities {list(index.active)}, groups {sizes}) does not match the "
                                  f"catalog fused with {self.active} (N={cat.n}, D={d}); rebuild it")
-            self.searcher = index
+            self.searcher = searcher or index
         else:
             if not (isinstance(index, faiss.IndexFlat) and index.metric_type == faiss.METRIC_INNER_PRODUCT):
                 raise UsageError(f"expected an IndexFlatIP or a GroupedIndex, got {type(index).__name__}")
