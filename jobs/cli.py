@@ -19,6 +19,7 @@ from reelsim.errors import ReelsimError, StoreError, UsageError, WeightsNotFound
 from reelsim.extractors import detectors, registry
 from reelsim.extractors.device import check_amp, resolve_device
 from reelsim.jobs.demo import run_demo
+from reelsim.jobs.graph import dask_lists
 from reelsim.jobs.report import write_html_report
 from reelsim.jobs.runner import run_catalog
 from reelsim.jobs.tables import neighbors_json, neighbors_text
@@ -40,6 +41,8 @@ examples:
   reelsim add new-titles.jsonl --store out/        # embed, index and list new items only
   reelsim lists --store out/ --index "IVF4096,Flat" --lists-format parquet,hdf5
   reelsim lists --store out/ --dedup 0.95 --blocklist "lottery" --blocklist-threshold 0.6
+  reelsim lists --store /shared/out --scheduler tcp://10.0.0.5:8786   # search blocks on a Dask cluster
+  reelsim lists --store out/ --device cuda         # exact kNN graph on a GPU
   reelsim report --store out/ --to report.html --sample 20
   reelsim export --store out/ --format hdf5 --to features.h5
   reelsim models                                   # which models this machine can run
@@ -168,6 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where the kNN search runs (default: auto = "
                    "a CUDA GPU when present: exact search there; else FAISS on the CPU)")
+    p.add_argument("--scheduler", metavar="ADDR", help="run the search phase as a Dask job on this scheduler, "
+                   "blocks of --knn-batch rows per task (the store must be on a filesystem the workers see)")
+    p.add_argument("--workers", type=int, metavar="N", help="run the search phase as a Dask job on a local "
+                   "cluster of N worker processes (default: in this process, with FAISS's threads)")
     _add_list_options(p.add_argument_group("index and lists"))
 
     p = sub.add_parser("shots", help="shots and scenes of one video item")
@@ -297,8 +304,14 @@ def cmd_lists(args) -> int:
     cat, stored_w = load_catalog(StoreLayout(args.store).require_catalog())
     fusion.setdefault("weights", stored_w)
     cfg = Config().with_overrides(fusion=fusion)
-    summary = index_and_lists(args.store, cfg.fusion, cat_norm=cat, progress=not args.no_progress,
-                              text_model=cfg.models.text)
+    if args.scheduler or args.workers:
+        if args.workers is not None and args.workers < 1:
+            raise UsageError("--workers must be at least 1")
+        summary = dask_lists(args.store, cfg.fusion, scheduler=args.scheduler, workers=args.workers,
+                             progress=not args.no_progress, text_model=cfg.models.text)
+    else:
+        summary = index_and_lists(args.store, cfg.fusion, cat_norm=cat, progress=not args.no_progress,
+                                  text_model=cfg.models.text)
     print(json.dumps(summary))
     return 0
 

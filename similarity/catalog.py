@@ -177,14 +177,16 @@ def append_to_catalog(path: str | os.PathLike, new: CatalogEmbeddings) -> None:
     append_catalog(path, new.ids, new.vectors, new.masks)
 
 
-def load_catalog(path: str | os.PathLike, *, add: CatalogEmbeddings | None = None, header: bool = False
-                 ) -> tuple[CatalogEmbeddings, dict[str, float]]:
+def load_catalog(path: str | os.PathLike, *, add: CatalogEmbeddings | None = None, header: bool = False,
+                 mmap: bool = False) -> tuple[CatalogEmbeddings, dict[str, float]]:
     """(catalog, weights) read from a file written by :func:`save_catalog`.
 
     ``add``: rows to append in memory (normalised, the catalog's modalities),
     read into the same arrays as the stored rows (no second copy of the catalog).
     ``header``: a catalog of no rows with the stored transform (means,
     projections), enough for :func:`~reelsim.similarity.fusion.normalise_queries`.
+    ``mmap``: vectors memory-mapped from the file where it allows
+    (:func:`reelsim.storage.catalog.read_catalog`).
 
     Raises
     ------
@@ -192,7 +194,7 @@ def load_catalog(path: str | os.PathLike, *, add: CatalogEmbeddings | None = Non
         Missing, unreadable or inconsistent file; the message names it.
     """
     b = add.n if add is not None else 0
-    a = read_catalog(path, spare_rows=b, header=header)
+    a = read_catalog(path, spare_rows=b, header=header, mmap=mmap)
     n = len(a.ids)
     try:
         if add is not None:

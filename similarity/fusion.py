@@ -39,6 +39,17 @@ _REL_EPS = 1e-5
 CENTRE_PRIOR = 10
 
 
+def row_norms(x: np.ndarray) -> np.ndarray:
+    """L2 norm of each row of float32 ``x`` (n, d): float32 (n,), without an (n, d) temporary.
+
+    Examples
+    --------
+    >>> row_norms(np.array([[3, 4], [0, 0]], np.float32)).tolist()
+    [5.0, 0.0]
+    """
+    return np.sqrt(np.einsum("ij,ij->i", x, x))
+
+
 def centre_rows(x: np.ndarray, mask: np.ndarray, mean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Subtract ``mean`` from the rows in ``mask`` and L2-normalise them.
 
@@ -58,11 +69,14 @@ def centre_rows(x: np.ndarray, mask: np.ndarray, mean: np.ndarray) -> tuple[np.n
         (they have no direction, so they count as lacking the modality).
     """
     u = x - mean
-    raw = np.linalg.norm(x, axis=1)
-    norm = np.linalg.norm(u, axis=1)
+    raw = row_norms(x)
+    norm = row_norms(u)
     has = mask & (raw > 0) & (norm > _REL_EPS * raw)
-    u[~has] = 0
-    u[has] /= norm[has, None]
+    if has.all():  # the common case, in place (the same numbers, without copying the rows twice)
+        u /= norm[:, None]
+    else:
+        u[~has] = 0
+        u[has] /= norm[has, None]
     return u, has
 
 
@@ -149,7 +163,8 @@ def normalise(cat: CatalogEmbeddings, *, pca_dim: int | None = None, whiten: boo
     vectors, masks, means, projections = {}, {}, {}, {}
     for m, x in cat.vectors.items():
         mask = cat.masks[m] & x.any(axis=1)
-        mean = (x[mask].sum(axis=0, dtype=np.float64) / (int(mask.sum()) + CENTRE_PRIOR)).astype(np.float32)
+        rows = x if mask.all() else x[mask]
+        mean = (rows.sum(axis=0, dtype=np.float64) / (int(mask.sum()) + CENTRE_PRIOR)).astype(np.float32)
         vectors[m], masks[m] = centre_rows(x, mask, mean)
         means[m] = mean
         if pca_dim is not None and x.shape[1] > pca_dim and masks[m].any():

@@ -55,9 +55,9 @@ class Checkpoint:
             return False
 
     def open(self) -> int:
-        """Prepare the folder; returns how many finished batches it already holds."""
+        """Prepare the folder; returns how many finished batches (or parts) it already holds."""
         if self.matches():
-            return len(list(self.folder.glob("batch-*.npz")))
+            return len(list(self.folder.glob("batch-*.npz"))) + len(self.parts())
         self.clear()
         self.folder.mkdir(parents=True, exist_ok=True)
         write_text_atomic(self.manifest, json.dumps(self.fingerprint, sort_keys=True))
@@ -66,6 +66,14 @@ class Checkpoint:
     def path(self, b: int) -> Path:
         return self.folder / f"batch-{b:06d}.npz"
 
+    def part(self, b: int) -> Path:
+        """Block ``b``'s Parquet part file (the Dask job's checkpoint: :mod:`reelsim.similarity.blocks`)."""
+        return self.folder / f"part-{b:06d}.parquet"
+
+    def parts(self) -> list[Path]:
+        """The part files present, in block order."""
+        return sorted(self.folder.glob("part-*.parquet"))
+
     def clear(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
 
@@ -73,7 +81,7 @@ class Checkpoint:
 def knn_graph(cat, index, weights: Mapping[str, float], k: int, *, rows: np.ndarray | None = None,
               oversample: int = 5, batch_size: int = 16384, hygiene: Hygiene | None = None,
               blocked: np.ndarray | None = None, checkpoint: Checkpoint | None = None,
-              progress: bool = False, searcher=None) -> NeighborLists:
+              progress: bool = False, searcher=None, sink=None) -> NeighborLists:
     """Top-``k`` lists of catalog ``rows`` (default: every item).
 
     Parameters
@@ -104,6 +112,9 @@ def knn_graph(cat, index, weights: Mapping[str, float], k: int, *, rows: np.ndar
     searcher : optional
         Answers the groups' searches instead of ``index`` (a
         :class:`reelsim.similarity.blocked.DeviceGroups` on a GPU).
+    sink : callable, optional
+        Called with each batch's :class:`NeighborLists` in order, as soon as
+        it is ready (a :class:`reelsim.storage.lists.ParquetStream` writes it).
 
     Returns
     -------
@@ -128,6 +139,8 @@ def knn_graph(cat, index, weights: Mapping[str, float], k: int, *, rows: np.ndar
                 part = _batch(plan, cat, q, pool, k, hygiene)
                 if checkpoint is not None:
                     part.save(checkpoint.path(b))
+            if sink is not None:
+                sink(part)
             parts.append(part)
             bar.update(q.size)
     return NeighborLists.concat(parts, k, plan.active)

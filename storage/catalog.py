@@ -136,7 +136,7 @@ def _read_added(path, stamp: str):
 
 
 def read_catalog(path: str | os.PathLike, *, with_added: bool = True, spare_rows: int = 0,
-                 header: bool = False) -> CatalogArrays:
+                 header: bool = False, mmap: bool = False) -> CatalogArrays:
     """Read a file written by :func:`write_catalog`, with the rows appended by :func:`append_catalog`.
 
     Each modality's vectors are read straight into one array of all rows
@@ -144,7 +144,9 @@ def read_catalog(path: str | os.PathLike, *, with_added: bool = True, spare_rows
     are allocated at the end of every vectors and mask array (zeros, False),
     and not in ``ids``: room for rows about to be added. ``header``: no
     rows at all (empty ids, (0, d) vectors), only the modalities, means,
-    projections and weights.
+    projections and weights. ``mmap``: the vectors are read-only memory
+    maps of the file (processes that map one file share one copy in the
+    page cache), when the catalog has no added rows; else they are read.
 
     Raises
     ------
@@ -174,6 +176,11 @@ def read_catalog(path: str | os.PathLike, *, with_added: bool = True, spare_rows
             for m in groups:
                 ds = f[m]["vectors"]
                 n = ds.shape[0]
+                offset = ds.id.get_offset()
+                if mmap and not added and not spare_rows and offset is not None and n:
+                    vectors[m] = np.memmap(path, dtype=ds.dtype, mode="r", offset=offset, shape=ds.shape)
+                    masks[m] = f[m]["mask"][()]
+                    continue
                 vectors[m] = np.empty((n + n_add + spare_rows, ds.shape[1]), ds.dtype)
                 if n:
                     ds.read_direct(vectors[m], dest_sel=np.s_[:n])
