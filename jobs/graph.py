@@ -33,6 +33,7 @@ import numpy as np
 from reelsim.config import FusionConfig
 from reelsim.jobs.runner import LOW_LEVEL_LOG_LENGTH
 from reelsim.similarity.blocks import BLOCKED_FILE, job_spec, search_block
+from reelsim.similarity.catalog import load_catalog
 from reelsim.similarity.rebuild import finish_lists, list_formats, prepare_graph, save_state
 from reelsim.storage.atomic import atomic_path
 from reelsim.storage.layout import StoreLayout, item_key
@@ -91,7 +92,8 @@ def dask_lists(store: Path, fusion: FusionConfig, *, client=None, scheduler: str
     from tqdm import tqdm
 
     layout = StoreLayout(store)
-    job = prepare_graph(layout.root, fusion, progress=progress, text_model=text_model)
+    cat, _ = load_catalog(layout.require_catalog(), mmap=True)  # the driver reads it, it does not keep it all
+    job = prepare_graph(layout.root, fusion, cat_norm=cat, progress=progress, text_model=text_model)
     t1 = time.perf_counter()
     ckpt = job.checkpoint
     ckpt.open()

@@ -229,8 +229,19 @@ def active_modalities(cat: CatalogEmbeddings, w: Mapping[str, float]) -> tuple[s
 
 
 def fuse_parts(u: Mapping[str, np.ndarray], w: Mapping[str, float], active: tuple[str, ...]) -> np.ndarray:
-    """Concatenate ``sqrt(w_m) * u[m]`` for ``m`` in ``active``: float32 (n, sum of d_m)."""
-    return np.ascontiguousarray(np.concatenate([math.sqrt(w[m]) * u[m] for m in active], axis=1), dtype=np.float32)
+    """Concatenate ``sqrt(w_m) * u[m]`` for ``m`` in ``active``: float32 (n, sum of d_m).
+
+    Written straight into one new array (no temporary per modality); one
+    modality of weight 1 comes back as a float32 copy of ``u[m]``.
+    """
+    n = next(iter(u[m] for m in active)).shape[0]
+    out = np.empty((n, sum(u[m].shape[1] for m in active)), np.float32)
+    col = 0
+    for m in active:
+        d = u[m].shape[1]
+        np.multiply(u[m], np.float32(math.sqrt(w[m])), out=out[:, col:col + d], casting="same_kind")
+        col += d
+    return out
 
 
 def fuse(cat_norm: CatalogEmbeddings, weights: Mapping[str, float]) -> np.ndarray:

@@ -49,29 +49,33 @@ GPU_EXACT_BELOW = 10**7
 
 
 def catalog_from_shards(store: Path, ids: list[str]) -> tuple[CatalogEmbeddings, dict]:
-    """(raw CatalogEmbeddings of ``ids``' item vectors, {id: {kind, title}}), read from their shards."""
+    """(raw CatalogEmbeddings of ``ids``' item vectors, {id: {kind, title}}), read from their shards.
+
+    Each modality's (N, d) array is allocated when the first item that has
+    it is read and filled row by row, so memory holds the catalog once (not
+    a list of N small arrays and then their stacked copy).
+    """
     layout = StoreLayout(store)
-    vecs: dict[str, list] = {m: [] for m in MODALITIES}
+    n = len(ids)
+    vectors: dict[str, np.ndarray] = {}
+    masks: dict[str, np.ndarray] = {}
     meta = {}
-    for item_id in ids:
+    for row, item_id in enumerate(ids):
         got_id, attrs, item_vecs = read_item_vectors(layout.shard(item_id))
         if got_id != item_id:
             raise StoreError(f"shard for {item_id!r} holds {got_id!r}: the store is inconsistent")
         meta[item_id] = {"kind": str(attrs["kind"]), "title": str(attrs["title"])}
-        for m in MODALITIES:
-            vecs[m].append(item_vecs.get(m))
-    vectors, masks = {}, {}
-    for m, rows in vecs.items():
-        dims = {r.shape[0] for r in rows if r is not None}
-        if not dims:
-            continue
-        if len(dims) > 1:
-            raise StoreError(f"{m} embeddings of different sizes {sorted(dims)} in one store: "
-                             "re-run with one model for this modality")
-        d = dims.pop()
-        masks[m] = np.array([r is not None for r in rows])
-        vectors[m] = np.stack([r if r is not None else np.zeros(d, np.float32) for r in rows]).astype(np.float32)
-    return CatalogEmbeddings(list(ids), vectors, masks), meta
+        for m, v in item_vecs.items():
+            if m not in MODALITIES:
+                continue
+            if m not in vectors:
+                vectors[m], masks[m] = np.zeros((n, v.shape[0]), np.float32), np.zeros(n, bool)
+            if v.shape[0] != vectors[m].shape[1]:
+                raise StoreError(f"{m} embeddings of different sizes {sorted({v.shape[0], vectors[m].shape[1]})} "
+                                 "in one store: re-run with one model for this modality")
+            vectors[m][row], masks[m][row] = v, True
+    order = [m for m in MODALITIES if m in vectors]
+    return CatalogEmbeddings(list(ids), {m: vectors[m] for m in order}, {m: masks[m] for m in order}), meta
 
 
 def catalog_fingerprint(cat: CatalogEmbeddings) -> str:
