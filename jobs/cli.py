@@ -113,11 +113,12 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
 
 def _add_list_options(s) -> None:
     """Index, kNN job and list hygiene flags (run, demo, add, lists)."""
-    s.add_argument("--index", metavar="SPEC", help="auto (by size: exact below 30k items per modality group, "
-                   "else IVF; OPQ+IVF-PQ above --memory-budget), a kind exact|ivf|hnsw|ivfpq, or a FAISS "
-                   "index_factory string such as 'IVF4096,Flat' (default: auto)")
-    s.add_argument("--memory-budget", type=float, metavar="GB", help="fused vectors above this are compressed "
-                   "with OPQ+IVF-PQ by --index auto (default: 4)")
+    s.add_argument("--index", metavar="SPEC", help="auto (by size: exact below 50k items per modality group, "
+                   "else 4-bit fast-scan IVF-PQ whose candidates are re-scored exactly; OPQ+IVF-PQ when even "
+                   "those codes exceed --memory-budget), a kind exact|ivf|ivfpqfs|hnsw|ivfpq, or a FAISS "
+                   "index_factory string such as 'IVF1024,PQ64x4fs' (default: auto)")
+    s.add_argument("--memory-budget", type=float, metavar="GB", help="index codes above this are compressed "
+                   "further (OPQ+IVF-PQ) by --index auto (default: 4)")
     s.add_argument("--knn-batch", type=int, metavar="N", help="queries per kNN batch and checkpoint (default: 16384)")
     s.add_argument("--lists-format", metavar="LIST", help="comma-separated: parquet,jsonl,hdf5 "
                    "(default: parquet,jsonl; parquet is always written)")
