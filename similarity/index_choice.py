@@ -10,7 +10,7 @@ the :data:`INDEX_KINDS` registry, and a user can name a kind (``exact``,
     'Flat'
     >>> plan = choose_index(1_000_000, 256)
     >>> plan.factory, plan.params, plan.k_factor
-    ('IVF1024,PQ64x4fs', {'nprobe': 6}, 6)
+    ('IVF1024,PQ64x4fs', {'nprobe': 4}, 6)
     >>> choose_index(1_000_000, 256, memory_budget_bytes=2**24).factory  # 32 MB of codes do not fit in 16 MiB
     'OPQ8_256,IVF4096,PQ8'
 
@@ -134,7 +134,7 @@ def ivfpq_plan(n: int, d: int, budget: int) -> IndexPlan:
 FASTSCAN_K_FACTOR = 6
 #: Lists a fast-scan index probes per query (a member of the catalog: its own list and the lists of the
 #: nearest centroids, :meth:`reelsim.similarity.grouped.GroupedIndex.search_members`).
-FASTSCAN_NPROBE = 6
+FASTSCAN_NPROBE = 4
 
 
 def fastscan_nlist(n: int) -> int:

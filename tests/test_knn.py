@@ -54,7 +54,7 @@ def big():
 def test_index_choice_by_size_and_override():
     assert choose_index(10_000, 256).factory == "Flat"
     plan = choose_index(1_000_000, 256)
-    assert (plan.factory, plan.params, plan.kind, plan.k_factor) == ("IVF1024,PQ64x4fs", {"nprobe": 6}, "ivfpqfs", 6)
+    assert (plan.factory, plan.params, plan.kind, plan.k_factor) == ("IVF1024,PQ64x4fs", {"nprobe": 4}, "ivfpqfs", 6)
     assert plan.train_size == 1024 * 40
     assert choose_index(100_000, 256).factory == "IVF256,PQ64x4fs"
     assert choose_index(100_000, 100).factory == "IVF1024,Flat"  # 100 dimensions do not split in pairs of 4
