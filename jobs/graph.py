@@ -106,9 +106,9 @@ def dask_lists(store: Path, fusion: FusionConfig, *, client=None, scheduler: str
         if client is None:
             client = stack.enter_context(graph_client(layout.root, scheduler, workers))
         n_workers = max(1, len(client.scheduler_info(n_workers=-1)["workers"]))
-        local = scheduler is None and workers is not None
-        spec = job_spec(ckpt, k=fusion.k, oversample=fusion.oversample, dedup=fusion.dedup, mmr=fusion.mmr,
-                        threads=max(1, (os.cpu_count() or 1) // n_workers) if local else None)
+        local = scheduler is None  # a local cluster (ours, or the caller's client): share the cores among its workers
+        spec = job_spec(ckpt, k=fusion.k, oversample=fusion.oversample, block=fusion.knn_batch, dedup=fusion.dedup,
+                        mmr=fusion.mmr, threads=max(1, (os.cpu_count() or 1) // n_workers) if local else None)
         tag = item_key(ckpt.fingerprint["build_id"])[:8]
         futures = client.map(search_block, [layout.root.as_posix()] * len(todo), [b for b, _, _ in todo],
                              [lo for _, lo, _ in todo], [hi for _, _, hi in todo], job=spec,

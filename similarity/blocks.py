@@ -32,6 +32,7 @@ from reelsim.similarity.catalog import load_catalog
 from reelsim.similarity.grouped import GroupedIndex
 from reelsim.similarity.hygiene import Hygiene
 from reelsim.similarity.knn import Checkpoint, knn_graph
+from reelsim.similarity.search import SearchPlan
 from reelsim.storage.layout import StoreLayout
 from reelsim.storage.lists import write_part
 
@@ -42,15 +43,19 @@ _STATE: dict = {}
 _STATE_LOCK = threading.Lock()
 
 
-def job_spec(checkpoint: Checkpoint, *, k: int, oversample: int, dedup: float | None, mmr: float | None,
-             threads: int | None) -> dict:
+def job_spec(checkpoint: Checkpoint, *, k: int, oversample: int, block: int, dedup: float | None,
+             mmr: float | None, threads: int | None) -> dict:
     """The plain, picklable description of a job that :func:`search_block` takes."""
-    return {"fingerprint": checkpoint.fingerprint, "k": int(k), "oversample": int(oversample), "dedup": dedup,
-            "mmr": mmr, "threads": threads}
+    return {"fingerprint": checkpoint.fingerprint, "k": int(k), "oversample": int(oversample), "block": int(block),
+            "dedup": dedup, "mmr": mmr, "threads": threads}
 
 
 def worker_state(store: str, job: dict):
-    """(catalog, weights, index, blocked) of ``store`` for ``job``, loaded once per worker process and job.
+    """(catalog, search plan) of ``store`` for ``job``, loaded once per worker process and job.
+
+    The plan (:class:`~reelsim.similarity.search.SearchPlan`: modality
+    groups, the id order for ties, the blocklist) costs O(N) to make, so it
+    is made here once, not per block.
 
     Raises
     ------
@@ -79,8 +84,9 @@ def _load(store: str, job: dict):
         raise StoreError(f"the index or checkpoint in {layout.root} is not this job's (build "
                          f"{job['fingerprint']['build_id'][:8]}): another job replaced it")
     path = ckpt.folder / BLOCKED_FILE
-    blocked = np.load(path, mmap_mode="r") if path.is_file() else None
-    return cat, weights, gi, blocked
+    blocked = np.load(path) if path.is_file() else None
+    plan = SearchPlan(cat, gi, weights, job["k"], job["oversample"], job["block"], blocked=blocked)
+    return cat, plan
 
 
 def search_block(store: str, block: int, lo: int, hi: int, job: dict) -> dict:
@@ -95,11 +101,9 @@ def search_block(store: str, block: int, lo: int, hi: int, job: dict) -> dict:
     part = Checkpoint(StoreLayout(store).knn_checkpoint, job["fingerprint"]).part(block)
     if part.is_file():
         return {"block": block, "rows": 0, "skipped": True, "seconds": 0.0, "worker_pid": os.getpid()}
-    cat, weights, gi, blocked = worker_state(store, job)
-    lists = knn_graph(cat, gi, weights, job["k"], rows=np.arange(lo, hi, dtype=np.int64),
-                      oversample=job["oversample"], batch_size=max(1, hi - lo),
-                      hygiene=Hygiene(job["dedup"], job["mmr"]),
-                      blocked=None if blocked is None else np.asarray(blocked))
+    cat, plan = worker_state(store, job)
+    lists = knn_graph(cat, plan.searcher, plan.w, job["k"], rows=np.arange(lo, hi, dtype=np.int64),
+                      hygiene=Hygiene(job["dedup"], job["mmr"]), plan=plan)
     write_part(Path(part), lists)
     return {"block": block, "rows": int((lists.I >= 0).sum()), "skipped": False,
             "seconds": round(time.perf_counter() - t, 3), "worker_pid": os.getpid()}

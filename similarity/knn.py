@@ -81,7 +81,7 @@ class Checkpoint:
 def knn_graph(cat, index, weights: Mapping[str, float], k: int, *, rows: np.ndarray | None = None,
               oversample: int = 5, batch_size: int = 16384, hygiene: Hygiene | None = None,
               blocked: np.ndarray | None = None, checkpoint: Checkpoint | None = None,
-              progress: bool = False, searcher=None, sink=None) -> NeighborLists:
+              progress: bool = False, searcher=None, sink=None, plan: SearchPlan | None = None) -> NeighborLists:
     """Top-``k`` lists of catalog ``rows`` (default: every item).
 
     Parameters
@@ -115,6 +115,10 @@ def knn_graph(cat, index, weights: Mapping[str, float], k: int, *, rows: np.ndar
     sink : callable, optional
         Called with each batch's :class:`NeighborLists` in order, as soon as
         it is ready (a :class:`reelsim.storage.lists.ParquetStream` writes it).
+    plan : SearchPlan, optional
+        A plan made before for this catalog, index, weights, k, oversample,
+        batch size and blocklist (its making is O(N): a worker that searches
+        many blocks makes it once); the arguments it covers are then not used.
 
     Returns
     -------
@@ -124,7 +128,8 @@ def knn_graph(cat, index, weights: Mapping[str, float], k: int, *, rows: np.ndar
 
     hygiene = hygiene or Hygiene()
     rows = np.arange(cat.n, dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
-    plan = SearchPlan(cat, index, weights, k, oversample, batch_size, blocked=blocked, searcher=searcher)
+    if plan is None:
+        plan = SearchPlan(cat, index, weights, k, oversample, batch_size, blocked=blocked, searcher=searcher)
     pool = plan.kc - 1 if hygiene.on else plan.k
     if checkpoint is not None:
         checkpoint.open()
