@@ -37,11 +37,11 @@ from reelsim.storage.provenance import guard_model_change
 from reelsim.storage.shards import remove_stale_temp_files
 
 EXIT_OK = 0
+EXIT_USAGE = 2
+EXIT_PARTIAL = 3
 #: recent messages Dask keeps per connection (``distributed.admin.low-level-log-length``) on the clusters
 #: and clients the runner makes (see :func:`compute_items`)
 LOW_LEVEL_LOG_LENGTH = 16
-EXIT_USAGE = 2
-EXIT_PARTIAL = 3
 
 
 class RunReport:
