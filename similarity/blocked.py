@@ -113,7 +113,7 @@ def blocked_topk(xq: np.ndarray, xb: np.ndarray, k: int, *, device: str = "cpu",
     low = precision == "bf16" or (precision == "auto" and dev.type == "cuda")
     xbd = xb_device if xb_device is not None else to_device(xb, device, low)
     kc = min(n, k + BF16_MARGIN) if low else k
-    xb_norm = float(np.sqrt((xb.astype(np.float64) ** 2).sum(axis=1).max()))
+    xb_norm = xbd["max_norm"]
     Ds, Is = [], []
     with torch.inference_mode():
         for q0 in range(0, xq.shape[0], block_q):
@@ -159,16 +159,18 @@ def _rescore(q, xb32, I, k: int):
 
 
 def to_device(xb: np.ndarray, device: str, low: bool | None = None) -> dict:
-    """``xb`` float32 (N, d) on ``device``: ``{"fp32": tensor, "low": bf16 copy or None}``.
+    """``xb`` float32 (N, d) on ``device``: ``{"fp32": tensor, "low": bf16 copy or None, "max_norm": float}``.
 
-    ``low``: keep a bf16 copy too (default: on CUDA).
+    ``low``: keep a bf16 copy too (default: on CUDA). ``max_norm`` is the
+    largest row norm (the bf16 error bound needs it).
     """
     import torch
 
     dev = torch.device(device)
     t = torch.from_numpy(np.ascontiguousarray(xb, dtype=np.float32)).to(dev)
     low = dev.type == "cuda" if low is None else low
-    return {"fp32": t, "low": t.to(torch.bfloat16) if low else None}
+    max_norm = float(torch.linalg.vector_norm(t, dim=1).max()) if t.shape[0] else 0.0
+    return {"fp32": t, "low": t.to(torch.bfloat16) if low else None, "max_norm": max_norm}
 
 
 def faiss_gpu_topk(xq: np.ndarray, xb: np.ndarray, k: int, *, device: str = "cuda", **_) -> tuple[np.ndarray, np.ndarray]:
