@@ -32,7 +32,7 @@ import numpy as np
 from reelsim.config import check_weights
 from reelsim.errors import StoreError
 from reelsim.similarity.catalog import CatalogEmbeddings
-from reelsim.similarity.fusion import active_modalities, fuse_parts, signature_codes
+from reelsim.similarity.fusion import active_modalities, fuse_parts, gathered_ip, signature_codes
 from reelsim.similarity.index_choice import (
     IndexPlan,
     apply_params,
@@ -152,8 +152,6 @@ class GroupedIndex:
         if probe is None:
             return self.search_group(code, xq, k)
         from faiss.contrib.ivf_tools import search_preassigned
-
-        from reelsim.similarity.search import gathered_ip
 
         ivf, own, neighbours, centroids = probe
         near = neighbours[own[positions]]  # the lists around the member's own list
