@@ -77,3 +77,42 @@ def test_small_items_run_in_groups_with_batched_models_and_fail_alone(tmp_path, 
             np.testing.assert_allclose(got[m], want[m], atol=1e-5)
     again = run_items([media / "cat.jsonl"], tmp_path / "grouped", dask_client)
     assert again.summary() == {"total": 7, "ok": 0, "cached": 6, "failed": 1}
+
+
+@pytest.mark.slow
+def test_worker_killed_mid_group_loses_no_item(dask_cli_cluster, tmp_path):
+    """Scheduler + 2 worker processes, two groups of 12 text items; SIGKILL a worker once its group is under way."""
+    import os
+    import signal
+    import time
+
+    from dask.distributed import Client
+
+    from reelsim.jobs.tasks import START_TOPIC
+
+    manifest = tmp_path / "cat.jsonl"
+    manifest.write_text("\n".join(json.dumps({"id": f"t{i:02d}", "title": f"Organic product number {i}"})
+                                  for i in range(24)) + "\n")
+    workers = [dask_cli_cluster.add_worker(), dask_cli_cluster.add_worker()]
+    dask_cli_cluster.wait_for(2)
+    started: list[dict] = []
+    with Client(dask_cli_cluster.address, timeout="10s") as watcher:
+        watcher.subscribe_topic(START_TOPIC, lambda event: started.append(event[1]))
+        driver = subprocess.Popen([sys.executable, "-m", "reelsim.jobs.cli", "run", str(manifest), "--store",
+                                   str(tmp_path / "store"), "--scheduler", dask_cli_cluster.address, "--no-progress",
+                                   "--set", "jobs.group_size=12"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True)
+        deadline = time.time() + 300
+        while not any(e.get("phase") == "models-loaded" and "items" in e for e in started):
+            assert driver.poll() is None and time.time() < deadline, driver.communicate()
+            time.sleep(0.05)
+        victim = next(e for e in started if e.get("phase") == "models-loaded" and "items" in e)
+        assert victim["pid"] in [w.pid for w in workers] and len(victim["items"]) == 12
+        os.kill(victim["pid"], signal.SIGKILL)
+        out, err = driver.communicate(timeout=600)
+    assert driver.returncode == 0, out + err
+    report = json.loads((tmp_path / "store" / "report.json").read_text(encoding="utf-8"))
+    rows = {r["item"]: r for r in report["items"]}
+    assert len(rows) == 24 and report["summary"]["failed"] == 0  # no item lost
+    assert all(rows[i]["attempts"] == 2 and rows[i]["worker"] != victim["worker"] for i in victim["items"])
+    assert (tmp_path / "store" / "lists" / "neighbors.parquet").is_file()
