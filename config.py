@@ -232,6 +232,11 @@ class FusionConfig:
         with one of them never appear as neighbours.
     blocklist_threshold : cosine of the text model (MiniLM) for ``blocklist``.
     lists_formats : files written under STORE/lists/: any of ``parquet``, ``jsonl``, ``hdf5``.
+    device : where the kNN-graph job searches: ``auto`` (a CUDA GPU when
+        present), ``cpu`` or ``cuda`` / ``cuda:N``. On a GPU every modality
+        group below 10^7 items is searched exactly there
+        (:mod:`reelsim.similarity.blocked`); the lists are the same exact
+        re-scored lists.
     """
 
     weights: dict[str, float] = field(default_factory=_default_weights)
@@ -247,6 +252,7 @@ class FusionConfig:
     blocklist: tuple[str, ...] = ()
     blocklist_threshold: float = 0.5
     lists_formats: tuple[str, ...] = ("parquet", "jsonl")
+    device: str = "auto"
 
     def __post_init__(self):
         w = check_weights(self.weights)
@@ -266,6 +272,8 @@ class FusionConfig:
         _require("fusion", "lists_formats", self.lists_formats, bool(formats) and set(formats) <= set(LIST_FORMATS),
                  f"some of {', '.join(LIST_FORMATS)}")
         object.__setattr__(self, "lists_formats", formats)
+        _require("fusion", "device", self.device, self.device in DEVICES or str(self.device).startswith("cuda:"),
+                 "auto, cpu, cuda or cuda:N")
 
 
 @dataclass(frozen=True)
@@ -325,6 +333,11 @@ class JobConfig:
         has no authentication and shows file paths and item ids, so the
         default is this machine only (``127.0.0.1``, a free port); ``:8787``
         opens it to the network (``--dashboard-address``).
+    group_size : items without video (products, text-only rows) run as tasks
+        of up to this many items, their images and texts embedded as one
+        batch per model (:func:`reelsim.jobs.tasks.process_items`); each item
+        is still written and reported on its own. Fewer per task when the
+        catalog is small, so every worker gets work; 1 = one task per item.
     """
 
     item_timeout_s: float = 3600.0
@@ -333,10 +346,11 @@ class JobConfig:
     gpu_batch: int = 256
     clip_transport: str = "auto"
     dashboard_address: str = "127.0.0.1:0"
+    group_size: int = 64
 
     def __post_init__(self):
         _at_least("jobs", self, 0, "item_timeout_s")
-        _at_least("jobs", self, 1, "max_worker_deaths", "gpu_batch")
+        _at_least("jobs", self, 1, "max_worker_deaths", "gpu_batch", "group_size")
         _require("jobs", "cross_item", self.cross_item, self.cross_item in CROSS_ITEM, " or ".join(CROSS_ITEM))
         _require("jobs", "clip_transport", self.clip_transport, self.clip_transport in CLIP_TRANSPORTS,
                  " or ".join(CLIP_TRANSPORTS))

@@ -15,7 +15,16 @@ Prints, in one run:
 The machine's core count and load average are printed: figures from a
 shared or loaded machine are only comparable within one run.
 
+``--text N`` instead: a catalog of N text-only products (titles made from
+word lists, seeded) end to end as ``reelsim run`` does it (its own local
+cluster, the small items in groups with batched text-model calls, the
+shards, then the lists), with the driver's peak RSS (this process is the
+driver), items/s, and the scheduler's overhead per item (the same catalog
+again, every item cached, through the runner against the task function
+called in-process on the same groups).
+
 Usage: python benchmarks/scale.py [--clips 16] [--workers 1 2 4] [--workdir DIR]
+       python benchmarks/scale.py --text 100000 [--workers 2]
 """
 
 from __future__ import annotations
@@ -99,7 +108,7 @@ def run_on(client, manifest: Path, store: Path, threads: int | None) -> list[dic
     client.subscribe_topic(START_TOPIC, watch.on_event)
     try:
         return collect(client, submit_items(client, items, Config(), store, threads, "bench"), Config(), watch,
-                       _NoBar(), False)
+                       _NoBar(), False, store=store, threads=threads)
     finally:
         client.unsubscribe_topic(START_TOPIC)
 
@@ -133,17 +142,84 @@ def _timed(fn) -> float:
     return time.perf_counter() - t
 
 
+WORDS = ("organic fresh frozen smoked dark milk white whole wheat gluten-free crunchy spicy sweet salted "
+         "roasted vegan creamy sparkling wireless portable steel bamboo cotton leather ceramic classic mini "
+         "family large").split()
+THINGS = ("bananas apples coffee tea chocolate cookies pasta rice salmon cheese yogurt juice water soap shampoo "
+          "headphones earbuds speaker charger cable mug towel pan knife blanket candle notebook backpack").split()
+
+
+def make_text_catalog(path: Path, n: int, seed: int = 0) -> Path:
+    """A manifest of ``n`` text-only products: ``{"id", "title", "description"}`` from word lists."""
+    import json
+    import random
+
+    rng = random.Random(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for i in range(n):
+            words = rng.sample(WORDS, 3)
+            thing = rng.choice(THINGS)
+            f.write(json.dumps({"id": f"sku-{i:07d}", "title": f"{' '.join(words).capitalize()} {thing}",
+                                "description": f"{rng.randint(1, 12) * 50} g, {rng.choice(WORDS)} {thing}"}) + "\n")
+    return path
+
+
+def peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def text_run(n: int, workers: int, work: Path) -> None:
+    """``--text``: N text-only products end to end, driver peak RSS, items/s, scheduler overhead per item."""
+    from reelsim.jobs.runner import plan_tasks
+    from reelsim.jobs.tasks import process_items
+
+    manifest = make_text_catalog(work / "catalog.jsonl", n)
+    store = work / "store"
+    print(f"catalog: {n} text-only products; {load()}; driver peak RSS so far {peak_rss_mb():.0f} MB", flush=True)
+    t = time.perf_counter()
+    report = run_catalog([str(manifest)], store, Config(), workers=workers, progress=True)
+    wall = time.perf_counter() - t
+    s = report.summary()
+    print(f"run: {s} in {wall:.1f} s = {n / wall:.1f} items/s end to end (items, shards, lists); lists "
+          f"{report.lists.get('seconds')} s ({report.lists.get('index')}); driver peak RSS {peak_rss_mb():.0f} MB; "
+          f"{load()}", flush=True)
+    stages = report.spool.stage_totals
+    print(f"  stage seconds summed over items: {stages}", flush=True)
+
+    # scheduler overhead: the same catalog, every item cached now, through the runner vs in-process (the
+    # in-process part imports torch into this process: the driver's peak RSS above is the run's)
+    items, _ = read_inputs([str(manifest)])
+    t = time.perf_counter()
+    again = run_catalog([str(manifest)], store, Config(), workers=workers, progress=False, lists="add")
+    through = time.perf_counter() - t
+    sample = plan_tasks(items, Config().jobs.group_size, workers)[:max(1, 2000 // Config().jobs.group_size)]
+    t = time.perf_counter()
+    for group in sample:
+        process_items(group, Config(), str(store))
+    local = (time.perf_counter() - t) / sum(len(g) for g in sample)
+    print(f"cached re-run through the runner ({again.summary()['cached']} cached): {through:.1f} s = "
+          f"{through / n * 1e3:.2f} ms/item (cluster start included); the task in-process: {local * 1e3:.2f} ms/item "
+          f"-> scheduler overhead about {(through / n - local / workers) * 1e3:.2f} ms/item; {load()}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clips", type=int, default=16)
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
     ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--text", type=int, default=0, help="instead: N text-only products end to end")
     args = ap.parse_args()
     import logging
 
     logging.getLogger("distributed").setLevel(logging.CRITICAL)  # shutdown chatter of the benchmark's clusters
     work = args.workdir or Path(tempfile.mkdtemp(prefix="reelsim-scale-"))
     print(f"machine: {os.cpu_count()} CPU cores; {load()}")
+    if args.text:
+        text_run(args.text, args.workers[0], work)
+        return
     t = time.perf_counter()
     manifest = make_catalog(work / "media", args.clips)
     warmup = make_catalog(work / "warmup", max(args.workers))

@@ -24,6 +24,7 @@ from reelsim.extractors import detectors, registry
 from reelsim.extractors.device import check_amp, resolve_device
 from reelsim.extractors.shots import detector_provenance
 from reelsim.jobs.demo import run_demo
+from reelsim.jobs.graph import dask_lists
 from reelsim.jobs.report import write_html_report
 from reelsim.jobs.runner import EXIT_PARTIAL, run_catalog
 from reelsim.jobs.tables import neighbors_json, neighbors_text, terminal_safe
@@ -32,12 +33,13 @@ from reelsim.similarity.evaluate import format_table as evaluation_table
 from reelsim.similarity.incremental import check_can_add
 from reelsim.similarity.index_choice import check_index_spec
 from reelsim.similarity.lookup import Lookup
-from reelsim.similarity.rebuild import list_formats, relist
+from reelsim.similarity.rebuild import list_formats, relist, stored_fusion
 from reelsim.similarity.spaces import add_to_space, space_neighbors, train_store, write_space_lists
 from reelsim.similarity.textsearch import search as search_text
 from reelsim.similarity.verify import verify_store
 from reelsim.storage.export import export
 from reelsim.storage.layout import StoreLayout
+from reelsim.storage.lock import StoreLock
 from reelsim.storage.shards import read_shots
 
 EXAMPLES = """\
@@ -51,6 +53,8 @@ examples:
   reelsim add new-titles.jsonl --store out/        # embed, index and list new items only
   reelsim lists --store out/ --index "IVF4096,Flat" --lists-format parquet,hdf5
   reelsim lists --store out/ --dedup 0.95 --blocklist "lottery" --blocklist-threshold 0.6
+  reelsim lists --store /shared/out --scheduler tcp://10.0.0.5:8786   # search blocks on a Dask cluster
+  reelsim lists --store out/ --device cuda         # exact kNN graph on a GPU
   reelsim report --store out/ --to report.html --sample 20
   reelsim export --store out/ --format hdf5 --to features.h5
   reelsim verify --store out/                      # is every file whole? what would run/lists redo?
@@ -126,11 +130,12 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
 
 def _add_list_options(s) -> None:
     """Index, kNN job and list hygiene flags (run, demo, add, lists)."""
-    s.add_argument("--index", metavar="SPEC", help="auto (by size: exact below 30k items per modality group, "
-                   "else IVF; OPQ+IVF-PQ above --memory-budget), a kind exact|ivf|hnsw|ivfpq, or a FAISS "
-                   "index_factory string such as 'IVF4096,Flat' (default: auto)")
-    s.add_argument("--memory-budget", type=float, metavar="GB", help="fused vectors above this are compressed "
-                   "with OPQ+IVF-PQ by --index auto (default: 4)")
+    s.add_argument("--index", metavar="SPEC", help="auto (by size: exact below 50k items per modality group, "
+                   "else 4-bit fast-scan IVF-PQ whose candidates are re-scored exactly; OPQ+IVF-PQ when even "
+                   "those codes exceed --memory-budget), a kind exact|ivf|ivfpqfs|hnsw|ivfpq, or a FAISS "
+                   "index_factory string such as 'IVF1024,PQ64x4fs' (default: auto)")
+    s.add_argument("--memory-budget", type=float, metavar="GB", help="index codes above this are compressed "
+                   "further (OPQ+IVF-PQ) by --index auto (default: 4)")
     s.add_argument("--knn-batch", type=int, metavar="N", help="queries per kNN batch and checkpoint (default: 16384)")
     s.add_argument("--lists-format", metavar="LIST", help="comma-separated: parquet,jsonl,hdf5 "
                    "(default: parquet,jsonl; parquet is always written)")
@@ -185,6 +190,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", metavar="SPEC", help="modality weights (default: those the catalog was built with)")
     p.add_argument("-k", type=int, metavar="N", help="neighbours per item (default: 10)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where the kNN search runs (default: auto = "
+                   "a CUDA GPU when present: exact search there; else FAISS on the CPU)")
+    p.add_argument("--scheduler", metavar="ADDR", help="run the search phase as a Dask job on this scheduler, "
+                   "blocks of --knn-batch rows per task (the store must be on a filesystem the workers see)")
+    p.add_argument("--workers", type=int, metavar="N", help="run the search phase as a Dask job on a local "
+                   "cluster of N worker processes (default: in this process, with FAISS's threads)")
     _add_list_options(p.add_argument_group("index and lists"))
     _add_space_option(p, "content: the fused index and lists (default); learned/blend: exact lists in that space, "
                       "written to STORE/lists/<space>/ (needs `reelsim train`)")
@@ -303,7 +314,7 @@ def fusion_overrides(args: argparse.Namespace) -> dict:
     get = lambda name: getattr(args, name, None)
     fusion = {"k": get("k"), "pca_dim": get("pca"), "whiten": get("whiten"), "index": get("index"),
               "memory_budget_gb": get("memory_budget"), "knn_batch": get("knn_batch"), "dedup": get("dedup"),
-              "mmr": get("mmr"), "blocklist_threshold": get("blocklist_threshold")}
+              "mmr": get("mmr"), "blocklist_threshold": get("blocklist_threshold"), "device": get("device")}
     if get("weights"):
         fusion["weights"] = parse_weights(args.weights)
     if get("blocklist"):
@@ -381,8 +392,16 @@ def cmd_lists(args) -> int:
         fusion = Config().with_overrides(fusion=fusion_overrides(args)).fusion
         print(json.dumps(write_space_lists(args.store, args.space, fusion.k, list_formats(fusion))))
         return 0
-    summary = relist(args.store, fusion_overrides(args), progress=not args.no_progress,
-                     text_model=ModelConfig.text)
+    if args.workers is not None and args.workers < 1:
+        raise UsageError("--workers must be at least 1")
+    if args.scheduler or args.workers:
+        with StoreLock(StoreLayout(args.store).root):
+            summary = dask_lists(args.store, stored_fusion(args.store, fusion_overrides(args)),
+                                 scheduler=args.scheduler, workers=args.workers, progress=not args.no_progress,
+                                 text_model=ModelConfig.text)
+    else:
+        summary = relist(args.store, fusion_overrides(args), progress=not args.no_progress,
+                         text_model=ModelConfig.text)
     print(json.dumps(summary))
     return 0
 
@@ -508,7 +527,20 @@ COMMANDS = {"run": cmd_run, "add": cmd_add, "lists": cmd_lists, "shots": cmd_sho
             "train": cmd_train, "evaluate": cmd_evaluate, "search": cmd_search}
 
 
+def quiet_openmp() -> None:
+    """Make OpenMP threads (FAISS, torch) sleep while they wait instead of spinning, unless the user chose.
+
+    Set before FAISS or torch is first imported (they read it once). On a
+    machine shared with other jobs, spinning threads made FAISS's training
+    of an ``IVF256,PQ64x4fs`` index 4-50 times slower than sleeping ones
+    (0.5 s against 2-26 s at 10^5 vectors; docs/similarity.md). Local Dask
+    workers inherit it.
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def main(argv: list[str] | None = None) -> int:
+    quiet_openmp()
     args = build_parser().parse_args(argv)
     try:
         if getattr(args, "store", None) is not None:

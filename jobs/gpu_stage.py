@@ -324,6 +324,7 @@ class CrossItemRun:
         self.batches: dict[int, dict] = {}  # batch id -> {"future", "left", "preps", "shared"}
         self.waiting_rows = 0
         self.n_batches = 0
+        self.done = None  # distributed.as_completed of the summary and finish futures (made in run)
 
     # -- steps ---------------------------------------------------------------
     def top_up(self) -> None:
@@ -335,6 +336,7 @@ class CrossItemRun:
                                       self.shared_dir, key=f"prepare-{key}", pure=False, resources=self.cpu_res)
             summary = self.client.submit(staged_summary, prep, key=f"summary-{key}", pure=False)
             self.preparing[summary] = (item, prep)
+            self.done.add(summary)
 
     def dispatch(self) -> None:
         """Submit full batches (and the last, partial one once nothing is left to prepare)."""
@@ -355,25 +357,27 @@ class CrossItemRun:
         self.batches[bid] = {"future": future, "left": len(taken), "preps": [p for _, p, _ in taken],
                              "shared": [path for _, _, s in taken for path in s["shared"]],
                              "rows": sum(s["rows"] for _, _, s in taken)}
-        for item, prep, _ in taken:
+        for item, prep, s in taken:
             fin = self.client.submit(finish_task, prep, future, self.cfg, self.store,
                                      key=f"finish-{item_key(item.id)}-{self.run_id[:8]}", pure=False,
                                      resources=self.cpu_res)
-            self.finishing[fin] = (item, bid)
+            self.finishing[fin] = (item, bid, s["attempts"])
+            self.done.add(fin)
 
     def on_summary(self, fut) -> None:
         item, prep = self.preparing.pop(fut)
-        self.watch.finish(item.id)
+        attempts = self.watch.finish(item.id)  # the prepare task's attempts (a killed CPU worker's item ran again)
         try:
             summary = fut.result()
         except Exception as e:  # noqa: BLE001  the worker died too often, or the task could not run
-            self.add_row(self.failed_row(item, e, self.watch.attempts(item.id)))
+            self.add_row(self.failed_row(item, e, attempts))
             prep.release()
             return
         finally:
             fut.release()
+        summary["attempts"] = max(1, attempts)
         if summary["done"]:
-            summary["row"]["attempts"] = max(1, self.watch.attempts(item.id))
+            summary["row"]["attempts"] = summary["attempts"]
             self.add_row(summary["row"])
             prep.release()
             return
@@ -381,12 +385,12 @@ class CrossItemRun:
         self.waiting_rows += summary["rows"]
 
     def on_finish(self, fut) -> None:
-        item, bid = self.finishing.pop(fut)
+        item, bid, attempts = self.finishing.pop(fut)
         try:
             row = fut.result()
-            row["attempts"] = max(1, self.watch.attempts(item.id))
+            row["attempts"] = attempts
         except Exception as e:  # noqa: BLE001  e.g. the GPU worker died more often than allowed
-            row = self.failed_row(item, e, self.watch.attempts(item.id))
+            row = self.failed_row(item, e, attempts)
         fut.release()
         self.add_row(row)
         batch = self.batches[bid]
@@ -411,27 +415,27 @@ class CrossItemRun:
                 del self.preparing[summary]
 
     def run(self) -> None:
-        """Until every item has its row."""
-        from distributed import wait
+        """Until every item has its row (futures consumed with ``as_completed``: no per-pass work per pending one)."""
+        from distributed import as_completed
 
+        self.done = as_completed([], raise_errors=False)
+        check = time.monotonic() + 1.0
         try:
             while self.todo or self.preparing or self.ready or self.finishing:
                 self.top_up()
                 self.dispatch()
-                watched = set(self.preparing) | set(self.finishing)
-                if not watched:  # only when the window waits on nothing: never for long
-                    time.sleep(0.05)
-                    continue
-                try:
-                    done = wait(watched, timeout=1.0, return_when="FIRST_COMPLETED").done
-                except TimeoutError:
-                    done = set()
+                done = self.done.next_batch(block=False)
+                if not done:
+                    time.sleep(0.02)
                 for fut in done:
                     if fut in self.preparing:
                         self.on_summary(fut)
-                    else:
+                    elif fut in self.finishing:
                         self.on_finish(fut)
-                self.check_overdue()
+                    # else: a prepare task cancelled for its timeout (its row is in)
+                if time.monotonic() >= check:
+                    self.check_overdue()
+                    check = time.monotonic() + 1.0
         finally:
             if self.shared_dir:
                 remove_transfer_dir(self.shared_dir)

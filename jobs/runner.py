@@ -1,8 +1,10 @@
 """The batch job: catalog in, shards written on Dask workers, lists out.
 
-One task per item (``client.map``), consumed with ``as_completed`` so each
-finished item is counted at once, a failed item is recorded and the rest go
-on; a progress bar shows on stderr.  Then the driver fuses the item
+One task per video, and one per group of small items (products, text-only
+rows: their models embed a batch), submitted with ``client.map`` and
+consumed with ``as_completed``, so each finished item is counted at once, a
+failed item is recorded and the rest go on, and the driver keeps nothing of
+a finished task; a progress bar shows on stderr.  Then the driver fuses the item
 embeddings, builds the FAISS index and writes the neighbour lists.
 """
 
@@ -11,25 +13,27 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import functools
+import itertools
 import json
 import logging
+import math
 import os
 import sys
 import time
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from reelsim.config import MODALITIES, Config
 from reelsim.errors import ReelsimError, StoreError, UsageError, WeightsNotFoundError
 from reelsim.extractors.registry import model_stamps
 from reelsim.jobs.gpu_stage import CrossItemRun, local_client, wants_cross_item
+from reelsim.jobs.rows import RowSpool
 from reelsim.jobs.tables import terminal_safe
-from reelsim.jobs.tasks import START_TOPIC, models_needed, process_item, status_row
+from reelsim.jobs.tasks import START_TOPIC, models_needed, process_item, process_items, status_row
 from reelsim.jobs.watch import ItemWatch
 from reelsim.similarity.incremental import add_items
 from reelsim.similarity.rebuild import build_lists
-from reelsim.storage.atomic import write_text_atomic
+from reelsim.storage.atomic import atomic_path
 from reelsim.storage.layout import StoreLayout, item_key
 from reelsim.storage.lock import StoreLock
 from reelsim.storage.manifest import read_inputs
@@ -39,30 +43,56 @@ from reelsim.storage.shards import remove_stale_temp_files
 EXIT_OK = 0
 EXIT_USAGE = 2
 EXIT_PARTIAL = 3
+#: recent messages Dask keeps per connection (``distributed.admin.low-level-log-length``) on the clusters
+#: and clients the runner makes (see :func:`compute_items`)
+LOW_LEVEL_LOG_LENGTH = 16
 
 
-@dataclass
 class RunReport:
-    items: list[dict] = field(default_factory=list)
-    lists: dict = field(default_factory=dict)
-    wall_s: float = 0.0
+    """One run's outcome: a row per item (in catalog order), the lists summary, the wall time.
+
+    The rows are kept on disk (:class:`~reelsim.jobs.rows.RowSpool`), not in
+    memory, so a run of 10^5 or 10^6 items costs the driver a few bytes per
+    item; ``items``, ``failed`` and ``retried`` read them back when asked.
+
+    Parameters
+    ----------
+    rows : RowSpool
+        Where the rows go (:meth:`add`).
+    """
+
+    def __init__(self, rows: RowSpool):
+        self.spool = rows
+        self.lists: dict = {}
+        self.wall_s = 0.0
+
+    def add(self, row: dict, position: int) -> None:
+        """Record one item's row; ``position`` is its place in the catalog (rows are listed in that order)."""
+        self.spool.append(row, position)
+
+    def rows(self):
+        """Every row in catalog order, one at a time."""
+        return self.spool.rows()
+
+    @property
+    def items(self) -> list[dict]:
+        return list(self.rows())
 
     @property
     def failed(self) -> list[dict]:
-        return [r for r in self.items if r["status"] == "failed"]
+        return [r for r in self.rows() if r["status"] == "failed"]
 
     @property
     def retried(self) -> list[dict]:
         """Items that needed more than one attempt (their worker died mid-task)."""
-        return [r for r in self.items if (r.get("attempts") or 0) > 1]
+        return list(self.spool.retried)
 
     @property
     def exit_code(self) -> int:
-        return EXIT_PARTIAL if self.failed else EXIT_OK
+        return EXIT_PARTIAL if self.spool.counts["failed"] else EXIT_OK
 
     def summary(self) -> dict:
-        counts = {s: sum(r["status"] == s for r in self.items) for s in ("ok", "cached", "failed")}
-        return {"total": len(self.items), **counts}
+        return {"total": len(self.spool), **{s: self.spool.counts[s] for s in ("ok", "cached", "failed")}}
 
     def describe(self, store: Path) -> str:
         """The console summary: counts, each failure with its reason, where the lists are."""
@@ -70,10 +100,14 @@ class RunReport:
         lines = [f"{s['total']} items: {s['ok']} processed, {s['cached']} unchanged, {s['failed']} failed "
                  f"in {self.wall_s:.1f} s; store: {store}"]
         safe = terminal_safe  # ids, paths and reasons come from the inputs: no control characters reach the terminal
-        lines += [f"  FAILED {safe(r['item'])}: {safe(r['reason'])}" for r in self.failed]
+        warnings = []
+        for r in self.rows():
+            if r["status"] == "failed":
+                lines.append(f"  FAILED {safe(r['item'])}: {safe(r['reason'])}")
+            warnings += [f"  warning {safe(r['item'])}: {safe(w)}" for w in r.get("warnings") or []]
         lines += [f"  retried {safe(r['item'])}: ran {r['attempts']} times (a worker was lost), {r['status']}"
                   for r in self.retried]
-        lines += [f"  warning {safe(r['item'])}: {safe(w)}" for r in self.items for w in r.get("warnings") or []]
+        lines += warnings
         if self.lists and "error" in self.lists:
             lines.append(f"lists: FAILED: {safe(self.lists['error'])}")
         elif self.lists and "added" in self.lists:
@@ -112,6 +146,11 @@ def local_cluster_options(cfg: Config, store: Path, workers: int) -> dict:
             "local_directory": str(StoreLayout(store).scratch)}
 
 
+def n_workers(client) -> int:
+    """How many workers the cluster has now (at least 1)."""
+    return max(1, len(client.scheduler_info(n_workers=-1)["workers"]))
+
+
 def gpu_workers(client) -> list[str]:
     """Addresses of the cluster's workers that advertise a ``GPU`` resource (``dask worker --resources GPU=1``)."""
     info = client.scheduler_info(n_workers=-1)["workers"]
@@ -132,18 +171,53 @@ def item_resources(item, cfg: Config, gpu_cluster: bool) -> dict | None:
     return {"GPU": 1} if needs_gpu else None
 
 
-def submit_items(client, items, cfg: Config, store: Path, threads: int | None, run_id: str) -> dict:
-    """``client.map`` the items, one call per resource group.  Returns {future: item}."""
+def plan_tasks(items, group_size: int, n_workers: int) -> list[list]:
+    """The tasks of a catalog: each video on its own, the other items in groups of consecutive items.
+
+    Groups hold at most ``group_size`` items, and fewer when the catalog is
+    small, so that every one of ``n_workers`` workers gets a group. Videos
+    and groups alternate, so that a window of tasks in flight holds both
+    (GPU workers take the videos while CPU workers take the groups).
+
+    Examples
+    --------
+    >>> from reelsim.storage.manifest import Item
+    >>> items = [Item("v", video="/v.mp4")] + [Item(f"p{i}", title="t") for i in range(5)]
+    >>> [[i.id for i in t] for t in plan_tasks(items, group_size=2, n_workers=1)]
+    [['v'], ['p0', 'p1'], ['p2', 'p3'], ['p4']]
+    >>> [len(t) for t in plan_tasks(items, group_size=64, n_workers=2)]
+    [1, 3, 2]
+    """
+    small = [i for i in items if not i.video]
+    size = max(1, min(group_size, math.ceil(len(small) / max(1, n_workers))))
+    videos = [[i] for i in items if i.video]
+    groups = [small[a:a + size] for a in range(0, len(small), size)]
+    both = itertools.zip_longest(videos, groups)
+    return [t for pair in both for t in pair if t is not None]
+
+
+def submit_items(client, items, cfg: Config, store: Path, threads: int | None, run_id: str,
+                 tasks: list[list] | None = None) -> dict:
+    """Submit the items' tasks (:func:`plan_tasks`, or ``tasks``), one ``client.map`` per kind and resource group.
+
+    A task of one item runs :func:`~reelsim.jobs.tasks.process_item`, a group
+    :func:`~reelsim.jobs.tasks.process_items`. Returns {future: list of its items}.
+    """
     gpu_cluster = bool(gpu_workers(client))
-    groups: dict[str, tuple[dict | None, list]] = {}
-    for item in items:
-        res = item_resources(item, cfg, gpu_cluster)
-        groups.setdefault(json.dumps(res, sort_keys=True), (res, []))[1].append(item)
+    if tasks is None:
+        tasks = plan_tasks(items, cfg.jobs.group_size, n_workers(client))
+    calls: dict[str, tuple[dict | None, list]] = {}
+    for task in tasks:
+        res = item_resources(task[0], cfg, gpu_cluster)
+        calls.setdefault(json.dumps([len(task) > 1, res], sort_keys=True), (res, []))[1].append(task)
     by_future = {}
-    for res, group in groups.values():
-        futures = client.map(process_item, group, cfg=cfg, store=str(store), torch_threads=threads,
-                             run_id=run_id, key=[f"item-{item_key(i.id)}-{run_id[:8]}" for i in group],
-                             pure=False, resources=res)
+    for res, group in calls.values():
+        grouped = len(group[0]) > 1
+        keys = [f"{'items' if grouped else 'item'}-{item_key(t[0].id)}-{len(t)}-{run_id[:8]}-{uuid.uuid4().hex[:6]}"
+                for t in group]
+        futures = client.map(process_items if grouped else process_item,
+                             group if grouped else [t[0] for t in group], cfg=cfg, store=str(store),
+                             torch_threads=threads, run_id=run_id, key=keys, pure=False, resources=res)
         by_future.update(zip(futures, group))
     return by_future
 
@@ -173,24 +247,50 @@ def timed_out_row(item, worker: str, seconds: float, timeout_s: float, attempts:
     return row
 
 
-def stop_overdue(client, by_future: dict, pending: set, watch, timeout_s: float) -> list[dict]:
-    """Cancel items running longer than ``timeout_s`` and restart their workers; their report rows."""
+def stop_overdue(client, pending: dict, watch, timeout_s: float) -> tuple[list, str | None]:
+    """Cancel the tasks of items running longer than ``timeout_s`` and restart their workers.
+
+    ``pending`` maps each unfinished item id to its future. Returns the
+    cancelled futures with, per future, the overdue items ``(item id, worker,
+    seconds)``, and the restart error (None when the workers restarted).
+    """
     overdue = watch.overdue(timeout_s)
     if not overdue:
-        return []
-    by_id = {item.id: f for f, item in by_future.items() if f in pending}
-    rows, restart = [], set()
+        return [], None
+    stopped: dict = {}
     for item_id, worker, seconds in overdue:
-        fut = by_id.get(item_id)
-        watch.finish(item_id)
-        if fut is None:
-            continue
+        fut = pending.get(item_id)
+        if fut is not None:
+            stopped.setdefault(fut, []).append((item_id, worker, seconds))
+    for fut in stopped:
         client.cancel(fut)  # before the restart, so the scheduler does not run it again elsewhere
+    error = _restart_workers(client, sorted({w for hits in stopped.values() for _, w, _ in hits}))
+    return list(stopped.items()), error
+
+
+def stop_overdue_items(client, by_future: dict, pending: set, watch, timeout_s: float) -> list[dict]:
+    """:func:`stop_overdue` for tasks of one item each (``by_future``: {future: item}); the timed-out rows.
+
+    Cancelled futures are removed from ``pending``.
+    """
+    items = {item.id: (fut, item) for fut, item in by_future.items() if fut in pending}
+    stopped, error = stop_overdue(client, {i: fut for i, (fut, _) in items.items()}, watch, timeout_s)
+    rows = []
+    for fut, hits in stopped:
         pending.discard(fut)
-        restart.add(worker)
-        rows.append((by_future[fut], worker, seconds))
-    error = _restart_workers(client, sorted(restart))
-    return [timed_out_row(item, w, s, timeout_s, watch.attempts(item.id), error) for item, w, s in rows]
+        for item_id, worker, seconds in hits:
+            rows.append(timed_out_row(items[item_id][1], worker, seconds, timeout_s, watch.finish(item_id), error))
+    return rows
+
+
+def report_row(sink, bar, progress: bool, row: dict) -> None:
+    """Record one item's final row: ``sink(row)``, note failures and retries on the bar, advance the bar."""
+    sink(row)
+    if row["status"] == "failed" and progress:  # without a bar the summary lists failures
+        bar.write(f"failed: {terminal_safe(row['item'])}: {terminal_safe(row['reason'])}")
+    elif row.get("attempts", 1) > 1 and progress:
+        bar.write(f"retried: {terminal_safe(row['item'])} ran {row['attempts']} times (a worker was lost)")
+    bar.update(1)
 
 
 def _restart_workers(client, workers: list[str]) -> str | None:
@@ -204,102 +304,187 @@ def _restart_workers(client, workers: list[str]) -> str | None:
         return f"{e.__class__.__name__}: {e}".splitlines()[0][:200]
 
 
-def report_row(rows: list[dict], bar, progress: bool, row: dict) -> None:
-    """Record one item's final row: append it, note failures and retries on the bar, advance the bar."""
-    rows.append(row)
-    if row["status"] == "failed" and progress:  # without a bar the summary lists failures
-        bar.write(f"failed: {terminal_safe(row['item'])}: {terminal_safe(row['reason'])}")
-    elif row.get("attempts", 1) > 1 and progress:
-        bar.write(f"retried: {terminal_safe(row['item'])} ran {row['attempts']} times (a worker was lost)")
-    bar.update(1)
+class _Collector:
+    """The driver's side of a batch: rows as tasks finish, the timeout, splitting failed groups.
 
+    State is bounded by the tasks still pending: a finished future's entry is
+    dropped and the future released once its rows are written.
+    """
 
-def collect(client, by_future: dict, cfg: Config, watch, bar, progress: bool) -> list[dict]:
-    """Report rows as tasks finish; enforces the per-item timeout; records attempts."""
-    from distributed import wait
+    def __init__(self, client, by_future: dict, cfg: Config, watch, bar, progress: bool, store, threads, sink,
+                 more=(), window: int = 0):
+        from distributed import as_completed
 
-    rows: list[dict] = []
-    pending = set(by_future)
-    add = functools.partial(report_row, rows, bar, progress)
+        self.client, self.cfg, self.watch, self.bar, self.progress = client, cfg, watch, bar, progress
+        self.store, self.threads = store, threads
+        self.more, self.window = iter(more), window  # tasks not submitted yet; how many may be in flight
+        self.tasks: dict = {}  # future -> its items, while pending
+        self.pending: dict = {}  # item id -> future, while pending
+        self.done = as_completed([], with_results=True, raise_errors=False)
+        self.register(by_future)
+        self.rows: list[dict] = []
+        self.add = functools.partial(report_row, sink or self.rows.append, bar, progress)
+        self.earlier: dict[str, int] = {}  # attempts made in a group, for items split out of it
 
-    while pending:
-        try:
-            done = wait(pending, timeout=1.0, return_when="FIRST_COMPLETED").done
-        except TimeoutError:
-            done = set()
-        for fut in done:
-            item = by_future[fut]
-            pending.discard(fut)
-            watch.finish(item.id)
-            try:
-                row = fut.result()
-                row["attempts"] = max(1, watch.attempts(item.id))
-            except Exception as e:  # the worker died too often, or the task could not run
-                row = failed_task_row(item, e, watch.attempts(item.id))
-            add(row)
+    def attempts(self, item_id: str) -> int:
+        """Attempts at a finished item (its group's included); forgets the item."""
+        return self.watch.finish(item_id) + self.earlier.pop(item_id, 0)
+
+    def register(self, by_future: dict) -> None:
+        for f, items in by_future.items():
+            self.tasks[f] = list(items)
+            self.pending.update((i.id, f) for i in items)
+            self.watch.expect(i.id for i in items)
+            self.done.add(f)
+
+    def refill(self) -> None:
+        """Submit more tasks while fewer than ``window`` are in flight."""
+        room = self.window - len(self.tasks)
+        batch = list(itertools.islice(self.more, room)) if room > 0 else []
+        if batch:
+            self.register(submit_items(self.client, None, self.cfg, self.store, self.threads, self.watch.run_id,
+                                       tasks=batch))
+
+    def run(self) -> list[dict]:
+        check = time.monotonic() + 1.0
+        self.refill()
+        while not self.done.is_empty():
+            batch = self.done.next_batch(block=False)
+            if not batch:
+                time.sleep(0.02)
+            for fut, result in batch:
+                self.finished(fut, result)
+            self.refill()
+            if time.monotonic() >= check:
+                self.stop_overdue()
+                check = time.monotonic() + 1.0
+        return self.rows
+
+    def forget(self, fut) -> list:
+        items = self.tasks.pop(fut, [])
+        for item in items:
+            self.pending.pop(item.id, None)
+        return items
+
+    def finished(self, fut, result) -> None:
+        items = self.forget(fut)
+        if not items:  # cancelled for its timeout: already reported
+            return
+        if fut.status == "finished":
+            for item, row in zip(items, result if isinstance(result, list) else [result]):
+                row["attempts"] = max(1, self.attempts(item.id))
+                self.add(row)
+        elif len(items) > 1:  # a group whose worker died too often: run its items one by one
+            self.resubmit(items)
+        else:  # the worker died too often, or the task could not run
+            error = fut.exception() if fut.status == "error" else result
+            self.add(failed_task_row(items[0], error, self.attempts(items[0].id)))
+        fut.release()
+
+    def resubmit(self, items: list) -> None:
+        """Run ``items`` again, one task each, so that whichever item caused the failure fails alone."""
+        for item in items:
+            self.earlier[item.id] = self.attempts(item.id)
+        self.register(submit_items(self.client, items, self.cfg, self.store, self.threads, self.watch.run_id,
+                                   tasks=[[i] for i in items]))
+
+    def stop_overdue(self) -> None:
+        stopped, error = stop_overdue(self.client, self.pending, self.watch, self.cfg.jobs.item_timeout_s)
+        timeout_s = self.cfg.jobs.item_timeout_s
+        for fut, hits in stopped:
+            items = self.forget(fut)
+            if len(items) > 1:  # which item of the group hangs is not known: run each alone
+                self.resubmit(items)
+            else:
+                for item_id, worker, seconds in hits:
+                    self.add(timed_out_row(items[0], worker, seconds, timeout_s, self.attempts(item_id), error))
             fut.release()
-        for row in stop_overdue(client, by_future, pending, watch, cfg.jobs.item_timeout_s):
-            add(row)
-    return rows
+
+
+def collect(client, by_future: dict, cfg: Config, watch, bar, progress: bool, *, store: Path | None = None,
+            threads: int | None = None, sink=None, more=(), window: int = 0) -> list[dict]:
+    """Report rows as tasks finish (``as_completed``); enforces the per-item timeout; records attempts.
+
+    ``by_future``: {future: list of items} from :func:`submit_items`. A group
+    task that times out, or whose worker dies too often, is split: its items
+    run again one per task (``store`` and ``threads`` are needed for that),
+    so a bad item fails alone and the others complete. ``sink(row)``
+    receives each row as it arrives; without one the rows are returned.
+    ``more``: tasks (lists of items) to submit as earlier ones finish, so that
+    at most ``window`` are in flight: the scheduler then holds a window of
+    the catalog, not all of it.
+    """
+    return _Collector(client, by_future, cfg, watch, bar, progress, store, threads, sink, more, window).run()
 
 
 def compute_items(items, store: Path, cfg: Config, scheduler: str | None, workers: int | None,
-                  progress: bool, client=None) -> list[dict]:
+                  progress: bool, client=None, sink=None) -> list[dict]:
     """Run every item on the cluster; one report row per item.
 
     ``client``: an existing ``distributed.Client`` to use (and leave open);
     otherwise one is made on ``scheduler`` or on a new local cluster of
-    ``workers`` processes, and closed at the end.
+    ``workers`` processes, and closed at the end. ``sink(row)``
+    receives each row as it arrives (then nothing is returned); by default
+    the rows are returned as a list.
+
+    Where the models run on a GPU (``jobs.cross_item``, :func:`~reelsim.jobs.gpu_stage.wants_cross_item`)
+    the items go through :class:`~reelsim.jobs.gpu_stage.CrossItemRun` instead: CPU workers decode,
+    GPU workers embed clips of many items per batch.
     """
     import dask
+    import distributed  # noqa: F401  (loads distributed's config defaults before the settings below)
 
     cross_local = client is None and not scheduler and wants_cross_item(cfg)  # the GPU path's own local cluster
-    n_workers = workers or default_workers()
-    threads = max(1, (os.cpu_count() or 1) // n_workers) if not (scheduler or client) else None
+    n_local = workers or default_workers()
+    threads = max(1, (os.cpu_count() or 1) // n_local) if not (scheduler or client) else None
     run_id = uuid.uuid4().hex
     watch = ItemWatch(run_id)
-    scratch = {"temporary-directory": str(StoreLayout(store).scratch)}  # a local cluster writes only in the store
-    with dask.config.set(scratch), contextlib.ExitStack() as stack:
+    settings = {"temporary-directory": str(StoreLayout(store).scratch),  # a local cluster writes only in the store
+                # Dask keeps this many recent messages per connection for debugging, each compute-task message
+                # with its task's items: 1000 (its default) held ~64 000 items' worth in the driver
+                "distributed.admin.low-level-log-length": LOW_LEVEL_LOG_LENGTH}
+    with dask.config.set(settings), contextlib.ExitStack() as stack:
         if client is None:  # made here, inside the scratch setting, and closed on the way out
             client = stack.enter_context(local_client(workers, store, cfg) if cross_local
-                                         else _client(scheduler, n_workers, store, cfg))
+                                         else _client(scheduler, n_local, store, cfg))
         bar = stack.enter_context(_progress(len(items), progress))
         client.subscribe_topic(START_TOPIC, watch.on_event)
         try:
             if cross_local or wants_cross_item(cfg, client):  # GPU path: see jobs/gpu_stage.py
                 rows: list[dict] = []
                 CrossItemRun(client, items, cfg, store, run_id=run_id, watch=watch,
-                             add_row=functools.partial(report_row, rows, bar, progress), failed_row=failed_task_row,
-                             stop_overdue=stop_overdue, torch_threads=1 if cross_local else threads).run()
+                             add_row=functools.partial(report_row, sink or rows.append, bar, progress),
+                             failed_row=failed_task_row, stop_overdue=stop_overdue_items,
+                             torch_threads=1 if cross_local else threads).run()
                 return rows
-            return collect(client, submit_items(client, items, cfg, store, threads, run_id), cfg, watch,
-                           bar, progress)
+            tasks = plan_tasks(items, cfg.jobs.group_size, n_workers(client))
+            window = max(16, 4 * n_workers(client))  # tasks in flight: every worker busy, the rest waits here
+            first = submit_items(client, items, cfg, store, threads, run_id, tasks=tasks[:window])
+            return collect(client, first, cfg, watch, bar, progress, store=store, threads=threads, sink=sink,
+                           more=tasks[window:], window=window)
         finally:
             client.unsubscribe_topic(START_TOPIC)
 
 
-def _stage_totals(rows: list[dict]) -> dict[str, float]:
-    totals: dict[str, float] = {}
-    for r in rows:
-        for k, v in (r.get("timings") or {}).items():
-            totals[k] = round(totals.get(k, 0.0) + v, 3)
-    return totals
-
-
 def write_run_report(store: Path, report: RunReport, cfg: Config, started: str) -> Path:
-    """Write ``STORE/report.json`` atomically."""
-    body = {
+    """Write ``STORE/report.json`` atomically, streaming the rows from the report's spool (catalog order)."""
+    head = {
         "started_utc": started,
         "wall_s": round(report.wall_s, 3),
         "config_hash": cfg.feature_hash(),
         "summary": report.summary(),
-        "retried": [{"item": r["item"], "attempts": r["attempts"], "status": r["status"]} for r in report.retried],
-        "stages_s": _stage_totals(report.items),
+        "retried": report.retried,
+        "stages_s": report.spool.stage_totals,
         "lists": report.lists,
-        "items": report.items,
     }
     path = StoreLayout(store).report
-    write_text_atomic(path, json.dumps(body, indent=2, ensure_ascii=False))
+    text = json.dumps({**head, "items": []}, indent=2, ensure_ascii=False)
+    nested = lambda row: json.dumps(row, indent=2, ensure_ascii=False).replace("\n", "\n    ")
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.write(text[:text.rindex("[]")] + "[")  # the same text as json.dumps(body, indent=2), row by row
+        for n, row in enumerate(report.rows()):
+            f.write(("," if n else "") + "\n    " + nested(row))
+        f.write(("\n  " if len(report.spool) else "") + "]\n}")
     return path
 
 
@@ -336,11 +521,14 @@ def run_catalog(inputs: list[str], store: Path, cfg: Config, *, scheduler: str |
         remove_stale_temp_files(store)
         needed = [m for m in MODALITIES if any(m in models_needed(i) for i in items)]
         guard_model_change(store, model_stamps(cfg.models, needed), [i.id for i in items], re_extract=re_extract)
-        report = RunReport(items=[status_row_for_problem(p) for p in problems])
+        report = RunReport(RowSpool(StoreLayout(store).scratch))
+        for n, p in enumerate(sorted(problems, key=lambda p: p.id)):  # bad rows first, then catalog order
+            report.add(status_row_for_problem(p), n)
         if items:
-            report.items += compute_items(items, store, cfg, scheduler, workers, progress, client)
-        order = {i.id: n for n, i in enumerate(items)}
-        report.items.sort(key=lambda r: (order.get(r["item"], -1), r["item"]))
+            order = {i.id: len(problems) + n for n, i in enumerate(items)}
+            compute_items(items, store, cfg, scheduler, workers, progress, client,
+                          sink=lambda row: report.add(row, order[row["item"]]))
+            del order
         failure = None
         try:
             report.lists = _lists(store, report, cfg, lists, progress)
@@ -381,18 +569,19 @@ def status_row_for_problem(problem) -> dict:
 
 
 def _lists(store: Path, report: RunReport, cfg: Config, mode: str, progress: bool) -> dict:
-    """Neighbour lists over the items that have a shard (``mode``: ``rebuild`` or ``add``); a small summary.
+    """Neighbour lists over the items that have a shard (``mode``: ``rebuild``, ``add`` or ``none``); a summary.
 
     ``rebuild`` lists this run's items and every other item with a complete
     shard of this run's models in the store (e.g. added by ``reelsim add``);
     an item that failed in this run is left out, even if an older shard of it exists.
     """
-    done = [r["item"] for r in report.items if r["status"] in ("ok", "cached")]
     if mode == "none":
         return {}
+    done = [r["item"] for r in report.rows() if r["status"] in ("ok", "cached")]
     if mode != "add":
-        seen = {r["item"] for r in report.items}
+        seen = {r["item"] for r in report.rows()}
         done += sorted(i for i in usable_shards(store, model_stamps(cfg.models)) if i not in seen)
+        del seen
     if not done:
         return {}
     t1 = time.perf_counter()

@@ -15,7 +15,7 @@ import traceback
 from reelsim.config import Config
 from reelsim.errors import MediaError, ReelsimError
 from reelsim.extractors.registry import LOADS
-from reelsim.pipeline.item import Models, analyse_item
+from reelsim.pipeline.item import Models, analyse_item, analyse_products
 from reelsim.storage.hashing import sha256_file, sha256_text
 from reelsim.storage.layout import StoreLayout
 from reelsim.storage.manifest import Item, check_input_file, input_files
@@ -54,12 +54,13 @@ def worker_name() -> str:
         return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def announce_start(item_id: str, run_id: str | None, phase: str = "start") -> None:
+def announce_start(item_id: str | list[str], run_id: str | None, phase: str = "start") -> None:
     """Tell the driver (Dask event log) that an attempt at ``item_id`` starts here, now.
 
-    ``phase`` is ``start`` (a new attempt: the timeout clock starts),
-    ``loading-models`` (clock paused: loading is not the item's fault) or
-    ``models-loaded`` (clock restarts).
+    ``item_id`` is one id, or the list of ids of a group task (one event for
+    the whole group). ``phase`` is ``start`` (a new attempt: the timeout clock
+    starts), ``loading-models`` (clock paused: loading is not the item's
+    fault) or ``models-loaded`` (clock restarts).
     """
     if run_id is None:
         return
@@ -69,7 +70,8 @@ def announce_start(item_id: str, run_id: str | None, phase: str = "start") -> No
         worker = get_worker()
     except (ImportError, ValueError):
         return
-    worker.log_event(START_TOPIC, {"run": run_id, "item": item_id, "phase": phase, "worker": worker.address,
+    key = "items" if isinstance(item_id, list) else "item"
+    worker.log_event(START_TOPIC, {"run": run_id, key: item_id, "phase": phase, "worker": worker.address,
                                    "host": socket.gethostname(), "pid": os.getpid()})
 
 
@@ -94,20 +96,23 @@ def models_needed(item: Item) -> tuple[str, ...]:
     return needed + (("text",) if item.text else ())
 
 
-def load_models(item: Item, cfg: Config, run_id: str | None, *, device: str | None = None,
+def load_models(item: Item | list[Item], cfg: Config, run_id: str | None, *, device: str | None = None,
                 modalities: tuple[str, ...] | None = None):
-    """The item's models, loaded once per worker process (registry cache).
+    """The models of ``item`` (or of every item of a group), loaded once per worker process (registry cache).
 
     The first load on a worker can take a while; the driver's timeout clock
     for the item is paused meanwhile (``loading-models`` / ``models-loaded``).
     ``device`` overrides the configured one; ``modalities`` (default: all the
     item needs, :func:`models_needed`) limits which are loaded now.
     """
+    items = item if isinstance(item, list) else [item]
+    ids = [i.id for i in items] if isinstance(item, list) else item.id
     models = Models(cfg, device=device)
-    announce_start(item.id, run_id, phase="loading-models")
-    for modality in models_needed(item) if modalities is None else modalities:
+    announce_start(ids, run_id, phase="loading-models")
+    needed = dict.fromkeys(m for i in items for m in models_needed(i)) if modalities is None else modalities
+    for modality in needed:
         models.get(modality)
-    announce_start(item.id, run_id, phase="models-loaded")
+    announce_start(ids, run_id, phase="models-loaded")
     return models
 
 
@@ -163,10 +168,70 @@ def ok_fields(features) -> dict:
             "decode_errors": features.video.decode_errors if features.video else None}
 
 
-def failure_reason(e: Exception) -> str:
+def failure_reason(e: BaseException) -> str:
     """One line for a failed item: the message of a :class:`ReelsimError` (bad media, weights ...),
     else ``internal error`` with the exception and where it was raised (an unexpected bug)."""
     if isinstance(e, ReelsimError):
         return str(e)
-    where = traceback.extract_tb(e.__traceback__)[-1]
-    return f"internal error {e.__class__.__name__}: {e} (at {os.path.basename(where.filename)}:{where.lineno})"
+    where = traceback.extract_tb(e.__traceback__)[-1] if e.__traceback__ else None
+    at = f" (at {os.path.basename(where.filename)}:{where.lineno})" if where else ""
+    return f"internal error {e.__class__.__name__}: {e}{at}"
+
+
+def process_items(items: list[Item], cfg: Config, store: str, torch_threads: int | None = None,
+                  run_id: str | None = None) -> list[dict]:
+    """Analyse a group of items without video and write each one's shard: one task, one row per item.
+
+    The small items of a catalog (products, text-only rows) run as tasks of
+    many items (the runner groups them, ``jobs.group_size``) so that the
+    scheduler's cost per task is shared and the image and text models embed
+    a batch instead of one item at a time
+    (:func:`reelsim.pipeline.item.analyse_products`). Each item is still
+    hashed, checked against its shard, written to its own shard and reported
+    on its own row, exactly as :func:`process_item` does; an item that fails
+    (a missing or unreadable image, a failed write) fails alone.
+
+    Returns
+    -------
+    list of dict, one per item in order, with the fields of :func:`process_item`.
+    ``seconds`` is the item's share of the group's time (group seconds / items).
+    """
+    t0 = time.perf_counter()
+    rows = []
+    for item in items:
+        row = status_row(item.id, item.kind, "failed")
+        row.update(attempts=1)
+        rows.append(row)
+    worker = worker_name()
+    limit_threads(torch_threads)
+    announce_start([i.id for i in items], run_id)
+    config_hash = cfg.feature_hash()
+    todo: list[tuple[int, dict]] = []
+    for n, item in enumerate(items):
+        try:
+            hashes = input_hashes(item)
+            if shard_is_current(StoreLayout(store).shard(item.id), config_hash=config_hash, input_sha256=hashes):
+                rows[n]["status"] = "cached"
+            else:
+                todo.append((n, hashes))
+        except Exception as e:  # noqa: BLE001  (this item fails, the others go on)
+            rows[n]["reason"] = failure_reason(e)
+    if todo:
+        try:
+            models = load_models([items[n] for n, _ in todo], cfg, run_id)
+            results = analyse_products([items[n] for n, _ in todo], cfg, models)
+        except Exception as e:  # noqa: BLE001  (e.g. a model that does not load: every item of the group says so)
+            results = [e] * len(todo)
+        for (n, hashes), features in zip(todo, results):
+            try:
+                if isinstance(features, Exception):
+                    raise features
+                write_shard(store, features, config_hash=config_hash, input_sha256=hashes)
+                rows[n].update(ok_fields(features))
+            except Exception as e:  # noqa: BLE001
+                rows[n]["reason"] = failure_reason(e)
+    share = round((time.perf_counter() - t0) / max(1, len(items)), 3)
+    loads = dict(sorted(LOADS.items()))
+    for row in rows:
+        row.update(seconds=share, worker=worker, model_loads=loads)
+    return rows

@@ -16,7 +16,7 @@ from typing import NamedTuple
 import numpy as np
 
 from reelsim.config import Config, ThumbnailConfig
-from reelsim.errors import MediaError
+from reelsim.errors import MediaError, UsageError
 from reelsim.extractors import registry
 from reelsim.extractors.device import resolve_device
 from reelsim.extractors.shots import audio_continuous, colour_signature, detector_provenance, group_scenes
@@ -343,6 +343,92 @@ def add_text(item: Item, out: ItemFeatures, models: Models) -> None:
     if item.text:
         t = time.perf_counter()
         model = models.get("text")
-        out.embeddings["text"] = Embedding(item=model.extract([item.text])[0].astype(np.float32),
-                                           provenance=model.provenance())
+        out.embeddings["text"] = text_embedding(model.extract([item.text])[0], model)
         out.timings["text_s"] = time.perf_counter() - t
+
+
+def text_embedding(vec: np.ndarray, model) -> Embedding:
+    """The ``text`` embedding of an item's title and description: float32 (D,) ``vec``."""
+    return Embedding(item=np.asarray(vec, dtype=np.float32), provenance=model.provenance())
+
+
+def extract_each(model, inputs: list) -> list[np.ndarray | Exception]:
+    """``model.extract`` of many inputs in one call; one row (D,) per input, or the error of that input.
+
+    The batch is tried first. Should it raise, every input is extracted on
+    its own, so one bad input fails alone and the others still get features.
+    """
+    if not inputs:
+        return []
+    try:
+        return list(model.extract(inputs))
+    except Exception:  # noqa: BLE001  (which input failed is found below, one at a time)
+        out: list[np.ndarray | Exception] = []
+        for x in inputs:
+            try:
+                out.append(model.extract([x])[0])
+            except Exception as e:  # noqa: BLE001  (reported as that item's failure)
+                out.append(e)
+        return out
+
+
+def analyse_products(items: list[Item], cfg: Config, models: Models) -> list[ItemFeatures | Exception]:
+    """Image and text features of many items without video, one model call per modality.
+
+    The small items of a catalog (products, text-only rows) are analysed in
+    groups: images are read one by one, then the image model embeds them as
+    one batch, and the text model embeds all the texts as one batch (each
+    model splits a batch into forward passes of its ``batch_size``). The
+    features equal those of :func:`analyse_item` on each item alone.
+
+    Parameters
+    ----------
+    items : list of Item, length B
+        Items without ``video``.
+    cfg, models : the configuration and the per-process model cache.
+
+    Returns
+    -------
+    list, length B
+        Item ``i``'s :class:`ItemFeatures`, or the exception that made it
+        unusable (:class:`MediaError` for an unreadable image); one item's
+        failure never affects the others. ``timings`` hold each item's share
+        of the batch (batch seconds / items in it) plus its own image read.
+    """
+    if any(item.video for item in items):
+        raise UsageError("analyse_products takes items without video; analyse videos with analyse_item")
+    out: dict[int, ItemFeatures | Exception] = {i: ItemFeatures(item=item, embeddings={})
+                                                for i, item in enumerate(items)}
+    with_image = [i for i, item in enumerate(items) if item.image]
+    if with_image:
+        model = models.get("image")
+        rgbs = {}
+        for i in with_image:
+            t = time.perf_counter()
+            try:
+                rgbs[i] = load_image(items[i].image, max_pixels=cfg.limits.max_image_pixels)
+                out[i].image_jpeg = thumbnail(rgbs[i], cfg.thumbnails)
+            except Exception as e:  # noqa: BLE001  (this item fails, the others go on)
+                out[i] = e
+            else:
+                out[i].timings["image_s"] = time.perf_counter() - t
+        _embed_batch(model, rgbs, out, "image", lambda vec: product_embedding(vec, None, model.provenance()))
+    texts = {i: item.text for i, item in enumerate(items) if item.text and not isinstance(out[i], Exception)}
+    if texts:
+        model = models.get("text")
+        _embed_batch(model, texts, out, "text", lambda vec: text_embedding(vec, model))
+    return [out[i] for i in range(len(items))]
+
+
+def _embed_batch(model, inputs: dict, out: dict, modality: str, embedding) -> None:
+    """Embed ``inputs`` {position: input} as one batch into ``out[position]`` (or its error)."""
+    t = time.perf_counter()
+    vecs = extract_each(model, list(inputs.values()))
+    share = (time.perf_counter() - t) / max(1, len(inputs))
+    for i, vec in zip(inputs, vecs):
+        if isinstance(vec, Exception):
+            out[i] = vec
+        else:
+            out[i].embeddings[modality] = embedding(vec)
+            key = f"{modality}_s"
+            out[i].timings[key] = out[i].timings.get(key, 0.0) + share

@@ -39,6 +39,17 @@ _REL_EPS = 1e-5
 CENTRE_PRIOR = 10
 
 
+def row_norms(x: np.ndarray) -> np.ndarray:
+    """L2 norm of each row of float32 ``x`` (n, d): float32 (n,), without an (n, d) temporary.
+
+    Examples
+    --------
+    >>> row_norms(np.array([[3, 4], [0, 0]], np.float32)).tolist()
+    [5.0, 0.0]
+    """
+    return np.sqrt(np.einsum("ij,ij->i", x, x))
+
+
 def centre_rows(x: np.ndarray, mask: np.ndarray, mean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Subtract ``mean`` from the rows in ``mask`` and L2-normalise them.
 
@@ -58,11 +69,14 @@ def centre_rows(x: np.ndarray, mask: np.ndarray, mean: np.ndarray) -> tuple[np.n
         (they have no direction, so they count as lacking the modality).
     """
     u = x - mean
-    raw = np.linalg.norm(x, axis=1)
-    norm = np.linalg.norm(u, axis=1)
+    raw = row_norms(x)
+    norm = row_norms(u)
     has = mask & (raw > 0) & (norm > _REL_EPS * raw)
-    u[~has] = 0
-    u[has] /= norm[has, None]
+    if has.all():  # the common case, in place (the same numbers, without copying the rows twice)
+        u /= norm[:, None]
+    else:
+        u[~has] = 0
+        u[has] /= norm[has, None]
     return u, has
 
 
@@ -149,7 +163,8 @@ def normalise(cat: CatalogEmbeddings, *, pca_dim: int | None = None, whiten: boo
     vectors, masks, means, projections = {}, {}, {}, {}
     for m, x in cat.vectors.items():
         mask = cat.masks[m] & x.any(axis=1)
-        mean = (x[mask].sum(axis=0, dtype=np.float64) / (int(mask.sum()) + CENTRE_PRIOR)).astype(np.float32)
+        rows = x if mask.all() else x[mask]
+        mean = (rows.sum(axis=0, dtype=np.float64) / (int(mask.sum()) + CENTRE_PRIOR)).astype(np.float32)
         vectors[m], masks[m] = centre_rows(x, mask, mean)
         means[m] = mean
         if pca_dim is not None and x.shape[1] > pca_dim and masks[m].any():
@@ -214,8 +229,19 @@ def active_modalities(cat: CatalogEmbeddings, w: Mapping[str, float]) -> tuple[s
 
 
 def fuse_parts(u: Mapping[str, np.ndarray], w: Mapping[str, float], active: tuple[str, ...]) -> np.ndarray:
-    """Concatenate ``sqrt(w_m) * u[m]`` for ``m`` in ``active``: float32 (n, sum of d_m)."""
-    return np.ascontiguousarray(np.concatenate([math.sqrt(w[m]) * u[m] for m in active], axis=1), dtype=np.float32)
+    """Concatenate ``sqrt(w_m) * u[m]`` for ``m`` in ``active``: float32 (n, sum of d_m).
+
+    Written straight into one new array (no temporary per modality); one
+    modality of weight 1 comes back as a float32 copy of ``u[m]``.
+    """
+    n = next(iter(u[m] for m in active)).shape[0]
+    out = np.empty((n, sum(u[m].shape[1] for m in active)), np.float32)
+    col = 0
+    for m in active:
+        d = u[m].shape[1]
+        np.multiply(u[m], np.float32(math.sqrt(w[m])), out=out[:, col:col + d], casting="same_kind")
+        col += d
+    return out
 
 
 def fuse(cat_norm: CatalogEmbeddings, weights: Mapping[str, float]) -> np.ndarray:
@@ -293,3 +319,42 @@ def shared_score(terms: Iterable[tuple[str, np.ndarray, np.ndarray]], w: Mapping
     den = np.broadcast_to(den, num.shape)
     S = np.divide(num, den, out=np.full(num.shape, -np.inf), where=den > 0)
     return S if decimals is None else np.round(S, decimals)
+
+
+def gathered_ip(xq: np.ndarray, xb: np.ndarray, I: np.ndarray) -> np.ndarray:
+    """Inner products of each query with its own candidates: ``D[i, j] = xq[i] . xb[I[i, j]]``.
+
+    Parameters
+    ----------
+    xq : float32 (B, d)
+    xb : float32 (N, d)
+    I : int (B, C), rows of ``xb`` (each in [0, N))
+
+    Returns
+    -------
+    D : float32 (B, C)
+
+    FAISS's ``fvec_inner_products_by_idx`` reads the candidate rows where
+    they are, so no (B, C, d) copy is made (gathering them for ``einsum``
+    cost 20 times more at 10^5 x 40 candidates).
+
+    Examples
+    --------
+    >>> xb = np.eye(3, dtype=np.float32)
+    >>> gathered_ip(xb[:2] * 2, xb, np.array([[0, 1], [2, 1]])).tolist()
+    [[2.0, 0.0], [0.0, 2.0]]
+    """
+    import faiss
+
+    xq = np.ascontiguousarray(xq, dtype=np.float32)
+    xb = np.ascontiguousarray(xb, dtype=np.float32)
+    I = np.ascontiguousarray(I, dtype=np.int64)
+    if xq.shape[0] != I.shape[0] or xq.shape[1] != xb.shape[1]:
+        raise UsageError(f"gathered_ip: queries {xq.shape}, vectors {xb.shape} and candidates {I.shape} do not match")
+    if I.size and (I.min() < 0 or I.max() >= xb.shape[0]):
+        raise UsageError(f"gathered_ip: candidate rows must be in [0, {xb.shape[0]})")
+    D = np.empty(I.shape, np.float32)
+    if I.size:  # (the arrays stay referenced here while FAISS reads them)
+        faiss.fvec_inner_products_by_idx(faiss.swig_ptr(D), faiss.swig_ptr(xq), faiss.swig_ptr(xb),
+                                         faiss.swig_ptr(I), xq.shape[1], I.shape[0], I.shape[1])
+    return D

@@ -32,7 +32,7 @@ import numpy as np
 from reelsim.config import check_weights
 from reelsim.errors import DamagedStoreError
 from reelsim.similarity.catalog import CatalogEmbeddings
-from reelsim.similarity.fusion import active_modalities, fuse_parts, signature_codes
+from reelsim.similarity.fusion import active_modalities, fuse_parts, gathered_ip, signature_codes
 from reelsim.similarity.index_choice import (
     IndexPlan,
     apply_params,
@@ -42,11 +42,13 @@ from reelsim.similarity.index_choice import (
 from reelsim.storage.atomic import atomic_path, read_checked, write_text_atomic
 
 MANIFEST = "index.json"
+#: a catalog member's IVF probes are chosen among this many times nprobe lists around its own list
+MEMBER_PROBE_POOL = 16
 FORMAT = "reelsim.grouped-index/1"
 
 
 def fused_blocks(cat: CatalogEmbeddings, w: Mapping[str, float], active: tuple[str, ...], G: np.ndarray,
-                 block: int = 65536):
+                 block: int = 16384):
     """``blocks(rows)`` for :func:`build_ann`: fused vectors of catalog rows ``G[rows]``, ``block`` at a time."""
     def blocks(rows: np.ndarray | None):
         sel = G if rows is None else G[rows]
@@ -54,6 +56,12 @@ def fused_blocks(cat: CatalogEmbeddings, w: Mapping[str, float], active: tuple[s
             r = sel[i0:i0 + block]
             yield fuse_parts({m: cat.vectors[m][r] for m in active}, w, active)
     return blocks
+
+
+def group_vectors(cat: CatalogEmbeddings, w: Mapping[str, float], active: tuple[str, ...], code: int) -> np.ndarray:
+    """Fused vectors float32 (n_c, D) of the catalog rows of signature ``code``, in catalog order."""
+    G = np.flatnonzero(signature_codes(cat.masks, active) == code)
+    return fuse_parts({m: cat.vectors[m][G] for m in active}, w, active)
 
 
 class GroupedIndex:
@@ -115,7 +123,7 @@ class GroupedIndex:
         """JSON-able summary: build id, modalities, and per group its size, factory and parameters."""
         return {"build_id": self.build_id, "active": list(self.active), "weights": self.weights, "extra": self.extra,
                 "groups": {str(c): {"n": int(self.indexes[c].ntotal), "factory": p.factory, "params": p.params,
-                                    "kind": p.kind, "train_size": p.train_size}
+                                    "kind": p.kind, "train_size": p.train_size, "k_factor": p.k_factor}
                            for c, p in sorted(self.plans.items())}}
 
     def search_group(self, code: int, xq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -125,7 +133,61 @@ class GroupedIndex:
         positions in the group (``-1`` where fewer were found), ``k' = min(k, group size)``.
         """
         index = self.indexes[code]
-        return index.search(xq, min(k, int(index.ntotal)))
+        k = min(k, int(index.ntotal))
+        return _in_blocks(xq, lambda q: index.search(q, k))
+
+    def search_members(self, code: int, xq: np.ndarray, positions: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`search_group` for queries that are members of group ``code`` (``positions`` in it, int64 (B,)).
+
+        With an IVF index, a member's lists to probe are the ``nprobe`` whose
+        centroids are nearest to it among the ``MEMBER_PROBE_POOL * nprobe``
+        lists nearest its own list's centroid (those hold 99-100 % of its true
+        nearest ``nprobe`` on the benchmark's and the tests' data): the coarse
+        quantizer, which compares every query with every centroid
+        (``B * nlist * D`` multiply-adds, a quarter of the kNN graph's time at
+        10^6 items), is not run; a member is compared with ~100 centroids.
+        Other indexes are searched as by :meth:`search_group`.
+        """
+        probe = self._member_probes(code)
+        if probe is None:
+            return self.search_group(code, xq, k)
+        from faiss.contrib.ivf_tools import search_preassigned
+
+        ivf, own, neighbours, centroids = probe
+        near = neighbours[own[positions]]  # the lists around the member's own list
+        coarse = gathered_ip(xq, centroids, near)
+        nprobe = min(ivf.nprobe, near.shape[1])
+        best = np.argpartition(-coarse, nprobe - 1, axis=1)[:, :nprobe]  # the member's nearest among them
+        lists = np.ascontiguousarray(np.take_along_axis(near, best, axis=1))
+        coarse = np.ascontiguousarray(np.take_along_axis(coarse, best, axis=1))
+        xq = np.ascontiguousarray(xq, dtype=np.float32)
+        k = min(k, int(ivf.ntotal))
+        rows = np.arange(xq.shape[0])
+        return _in_blocks(rows, lambda r: search_preassigned(ivf, xq[r], k, lists[r], coarse[r]))
+
+    def _member_probes(self, code: int):
+        """(ivf, own list of each member, probe lists per list, centroids) of an IVF group; None for other indexes."""
+        import faiss
+
+        index = self.indexes[code]
+        cached = getattr(self, "_probes", {}).get(code)
+        if cached is not None and cached[0] == index.ntotal:
+            return cached[1]
+        probes = None
+        if isinstance(faiss.downcast_index(index), faiss.IndexIVF):  # a bare IVF index (no pre-transform, no refine)
+            ivf = faiss.downcast_index(index)
+            own = np.full(ivf.ntotal, -1, np.int64)
+            for lst in range(ivf.nlist):
+                size = ivf.invlists.list_size(lst)
+                if size:
+                    own[faiss.rev_swig_ptr(ivf.invlists.get_ids(lst), size)] = lst
+            centroids = ivf.quantizer.reconstruct_n(0, ivf.nlist)
+            _, neighbours = faiss.knn(centroids, centroids, min(MEMBER_PROBE_POOL * ivf.nprobe, ivf.nlist),
+                                      metric=faiss.METRIC_INNER_PRODUCT)
+            neighbours[:, 0] = np.arange(ivf.nlist)  # its own list first, whatever ties say
+            probes = (ivf, own, np.ascontiguousarray(neighbours), centroids)
+        self._probes = {**getattr(self, "_probes", {}), code: (index.ntotal, probes)}
+        return probes
 
     def add(self, code: int, xb: np.ndarray, d: int) -> None:
         """Append fused vectors ``xb`` float32 (b, D) to group ``code`` (a new group gets a Flat index).
@@ -160,8 +222,8 @@ class GroupedIndex:
                 p.unlink()
 
     @classmethod
-    def load(cls, folder: str | os.PathLike) -> "GroupedIndex":
-        """Read an index written by :meth:`save`.
+    def load(cls, folder: str | os.PathLike, *, mmap: bool = False) -> "GroupedIndex":
+        """Read an index written by :meth:`save` (``mmap``: memory-mapped where FAISS allows, :func:`load_index`).
 
         Raises
         ------
@@ -173,8 +235,9 @@ class GroupedIndex:
         indexes, plans = {}, {}
         try:
             for c, g in body["groups"].items():
-                indexes[int(c)] = load_index(folder / body["files"][c])
-                plans[int(c)] = IndexPlan(g["factory"], g["params"], g.get("train_size", 0), g.get("kind", "custom"))
+                indexes[int(c)] = load_index(folder / body["files"][c], mmap=mmap)
+                plans[int(c)] = IndexPlan(g["factory"], g["params"], g.get("train_size", 0), g.get("kind", "custom"),
+                                          g.get("k_factor", 1))
                 apply_params(indexes[int(c)], plans[int(c)].params)
             return cls(body["active"], body["weights"], indexes, plans, body["build_id"], body.get("extra"))
         except (KeyError, TypeError, ValueError, AttributeError) as e:
@@ -203,6 +266,19 @@ def read_manifest(folder: str | os.PathLike) -> dict:
     return body
 
 
+#: queries per FAISS call: its fast-scan search holds look-up tables for every query of a call
+#: (16 384 queries of 384 dimensions took 300 MB more than 4096 do)
+QUERY_BLOCK = 4096
+
+
+def _in_blocks(q: np.ndarray, search) -> tuple[np.ndarray, np.ndarray]:
+    """``search(q[block])`` for blocks of :data:`QUERY_BLOCK` rows of ``q``, results stacked: (D, I)."""
+    if q.shape[0] <= QUERY_BLOCK:
+        return search(q)
+    parts = [search(q[i0:i0 + QUERY_BLOCK]) for i0 in range(0, q.shape[0], QUERY_BLOCK)]
+    return np.concatenate([d for d, _ in parts]), np.concatenate([i for _, i in parts])
+
+
 def exists(folder: str | os.PathLike) -> bool:
     """Whether ``folder`` holds a grouped index manifest."""
     return (Path(folder) / MANIFEST).is_file()
@@ -216,8 +292,21 @@ def save_index(index, path: str | os.PathLike) -> None:
         faiss.write_index(index, tmp)
 
 
-def load_index(path: str | os.PathLike):
-    """Read a FAISS index written by :func:`save_index` (:class:`StoreError` naming a missing or damaged file)."""
+def load_index(path: str | os.PathLike, *, mmap: bool = False):
+    """Read a FAISS index written by :func:`save_index` (:class:`StoreError` naming a missing or damaged file).
+
+    ``mmap``: map the file read-only instead of reading it
+    (``faiss.IO_FLAG_MMAP``), so processes on one machine share one copy;
+    index types FAISS cannot map are read as usual.
+    """
     import faiss
 
-    return read_checked(path, faiss.read_index, "a FAISS index", (RuntimeError,), redo="lists")
+    def read(name: str):
+        if mmap:
+            try:
+                return faiss.read_index(name, faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
+            except RuntimeError:
+                pass  # this index type cannot be mapped: read below
+        return faiss.read_index(name)
+
+    return read_checked(path, read, "a FAISS index", (RuntimeError,), redo="lists")

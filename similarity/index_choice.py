@@ -3,16 +3,16 @@
 Every choice is a FAISS ``index_factory`` string plus search-time parameters
 (:class:`IndexPlan`). :func:`choose_index` picks one by size, the kinds live in
 the :data:`INDEX_KINDS` registry, and a user can name a kind (``exact``,
-``ivf``, ``hnsw``, ``ivfpq``) or give any factory string (``"IVF4096,Flat"``,
-``"HNSW32"``, ``"OPQ32_128,IVF1024,PQ32"``)::
+``ivf``, ``ivfpqfs``, ``hnsw``, ``ivfpq``) or give any factory string
+(``"IVF4096,Flat"``, ``"HNSW32"``, ``"IVF1024,PQ64x4fs"``)::
 
     >>> choose_index(5_000, 256).factory
     'Flat'
     >>> plan = choose_index(1_000_000, 256)
-    >>> plan.factory, plan.params
-    ('IVF4096,Flat', {'nprobe': 16})
-    >>> choose_index(1_000_000, 256, memory_budget_bytes=2**28).factory
-    'OPQ64_256,IVF4096,PQ64'
+    >>> plan.factory, plan.params, plan.k_factor
+    ('IVF1024,PQ64x4fs', {'nprobe': 4}, 6)
+    >>> choose_index(1_000_000, 256, memory_budget_bytes=2**24).factory  # 32 MB of codes do not fit in 16 MiB
+    'OPQ8_256,IVF4096,PQ8'
 
 The thresholds come from ``benchmarks/knn.py`` on a 2-core machine
 (docs/similarity.md, "Index choice"). Importing this module loads numpy only.
@@ -31,11 +31,11 @@ from reelsim.errors import UsageError
 from reelsim.similarity.catalog import check_matrix
 
 #: Below this many vectors in a group the exact ``Flat`` index is used:
-#: measured with ``benchmarks/knn.py --threshold`` (docs/similarity.md): the
-#: exact whole kNN graph costs at most about twice the IVF graph (build +
-#: search) up to N = 2e4 and 3x at 5e4, 12x at 1e5 (d = 256); below the
-#: threshold exactness is worth its price.
-EXACT_BELOW = 30_000
+#: measured with ``benchmarks/knn.py --threshold`` (docs/similarity.md, d = 256):
+#: the fast-scan IVF-PQ graph's recall@10 is 0.89 at N = 1e4, 0.944 at 3e4 and
+#: 0.954 at 5e4, while the exact graph costs 0.5 s, 2.8 s and 7 s (3.5-6x the
+#: fast-scan graph); below the threshold exactness is worth its price.
+EXACT_BELOW = 50_000
 #: Default memory budget for the fused vectors of one index (bytes); above it
 #: vectors are compressed with OPQ + IVF-PQ.
 DEFAULT_MEMORY_BUDGET = 4 * 2**30
@@ -54,12 +54,17 @@ class IndexPlan:
     train_size : vectors sampled for training (at most the group size); 0 for
         indexes that need none. A group with fewer vectors than this gets ``Flat``.
     kind : registry name, or ``"custom"`` for a user's factory string.
+    k_factor : the index returns ``k_factor * k + 1`` candidates per query
+        (at least the search's own ``oversample * k + 1``), all re-scored
+        exactly: indexes whose codes only approximate the vectors (PQ) need
+        more candidates than they return neighbours, as FAISS's ``RFlat``.
     """
 
     factory: str
     params: dict = field(default_factory=dict)
     train_size: int = 0
     kind: str = "custom"
+    k_factor: int = 1
 
     @property
     def exact(self) -> bool:
@@ -125,10 +130,57 @@ def ivfpq_plan(n: int, d: int, budget: int) -> IndexPlan:
     return IndexPlan(f"OPQ{m}_{d},IVF{nlist},PQ{m}", {"nprobe": nprobe_for(nlist)}, train, "ivfpq")
 
 
+#: Candidates per query of a fast-scan index, as a multiple of k, re-scored exactly (see :class:`IndexPlan`).
+FASTSCAN_K_FACTOR = 6
+#: Lists a fast-scan index probes per query (a member of the catalog: its own list and the lists of the
+#: nearest centroids, :meth:`reelsim.similarity.grouped.GroupedIndex.search_members`).
+FASTSCAN_NPROBE = 4
+
+
+def fastscan_nlist(n: int) -> int:
+    """IVF lists of a fast-scan index for ``n`` vectors: about ``sqrt(n)``, a power of 2 in [16, 65536].
+
+    Fewer lists than :func:`nlist_for`: scanning 4-bit codes is cheap, and
+    assigning every vector to a list (``n * nlist * d`` multiply-adds, once
+    to add and once to search) is what grows. At most ``n / POINTS_PER_CENTROID``.
+
+    Examples
+    --------
+    >>> fastscan_nlist(100_000), fastscan_nlist(1_000_000), fastscan_nlist(10**8)
+    (256, 1024, 8192)
+    """
+    nlist = 2 ** int(round(math.log2(max(math.sqrt(max(n, 1)), 16))))
+    while nlist > 16 and nlist * POINTS_PER_CENTROID > n:
+        nlist //= 2
+    return int(min(max(nlist, 16), 65536))
+
+
+def fastscan_m(d: int) -> int | None:
+    """Sub-quantizers of a 4-bit fast-scan PQ for dimension ``d``: ``d / 4`` (4 dimensions per 4-bit code).
+
+    None when ``d / 4`` is not an even integer (fast-scan packs codes in pairs).
+    """
+    return d // 4 if d % 8 == 0 else None
+
+
+def ivfpqfs_plan(n: int, d: int, budget: int) -> IndexPlan:
+    """``IVF{nlist},PQ{d/4}x4fs``: 4-bit PQ codes scanned with SIMD, candidates re-scored exactly by reelsim.
+
+    Falls back to :func:`ivf_plan` when ``d`` does not split into pairs of 4 dimensions.
+    """
+    m = fastscan_m(d)
+    if m is None:
+        return ivf_plan(n, d, budget)
+    nlist = fastscan_nlist(n)
+    return IndexPlan(f"IVF{nlist},PQ{m}x4fs", {"nprobe": min(nlist, FASTSCAN_NPROBE)}, nlist * POINTS_PER_CENTROID,
+                     "ivfpqfs", FASTSCAN_K_FACTOR)
+
+
 #: kind name -> function (n, d, memory budget in bytes) -> IndexPlan
 INDEX_KINDS: dict[str, Callable[[int, int, int], IndexPlan]] = {
     "exact": exact_plan,
     "ivf": ivf_plan,
+    "ivfpqfs": ivfpqfs_plan,
     "hnsw": hnsw_plan,
     "ivfpq": ivfpq_plan,
 }
@@ -139,8 +191,10 @@ def choose_index(n: int, d: int, *, memory_budget_bytes: int | None = None, over
     """The index for ``n`` fused vectors of dimension ``d``.
 
     Rule (``override`` None or ``"auto"``): exact ``Flat`` below ``exact_below``
-    vectors; ``OPQ,IVF,PQ`` when ``n * d * 4`` bytes exceed the memory budget;
-    otherwise ``IVF{nlist},Flat`` with ``nlist`` and ``nprobe`` from ``n``.
+    vectors; otherwise ``IVF{nlist},PQ{d/4}x4fs`` (:func:`ivfpqfs_plan`:
+    4-bit codes, ``n * d / 8`` bytes, candidates re-scored exactly), or
+    ``OPQ,IVF,PQ`` with fewer bytes per vector when even those codes exceed
+    the memory budget.
 
     Parameters
     ----------
@@ -164,9 +218,9 @@ def choose_index(n: int, d: int, *, memory_budget_bytes: int | None = None, over
         return custom_plan(override, n, d)
     if n < exact_below:
         return exact_plan(n, d, budget)
-    if n * d * 4 > budget:
+    if n * d // 8 > budget:  # even 4-bit codes of d/4 sub-quantizers do not fit: fewer bytes per vector
         return ivfpq_plan(n, d, budget)
-    return ivf_plan(n, d, budget)
+    return ivfpqfs_plan(n, d, budget)
 
 
 #: A dimension divisible by every common PQ / OPQ size (1-10, 12, 14-16, 18, 20, 21, 24, 28, 30, 32, 35, 36,
@@ -214,8 +268,9 @@ def custom_plan(factory: str, n: int, d: int) -> IndexPlan:
     if "HNSW" in factory and not m:
         params["efSearch"] = 128
     train = 0 if index.is_trained else max(int(m.group(1)) * POINTS_PER_CENTROID if m else 0,
-                                          PQ_TRAIN if "PQ" in factory else 0)
-    return IndexPlan(factory, params, train, "custom")
+                                          PQ_TRAIN if "PQ" in factory and "x4fs" not in factory else 0)
+    lossy = re.search(r"PQ|SQ|RQ|LSH", factory) and "RFlat" not in factory and "Refine" not in factory
+    return IndexPlan(factory, params, train, "custom", FASTSCAN_K_FACTOR if lossy else 1)
 
 
 def apply_params(index, params: dict) -> None:

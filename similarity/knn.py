@@ -55,9 +55,9 @@ class Checkpoint:
             return False
 
     def open(self) -> int:
-        """Prepare the folder; returns how many finished batches it already holds."""
+        """Prepare the folder; returns how many finished batches (or parts) it already holds."""
         if self.matches():
-            return len(list(self.folder.glob("batch-*.npz")))
+            return len(list(self.folder.glob("batch-*.npz"))) + len(self.parts())
         self.clear()
         self.folder.mkdir(parents=True, exist_ok=True)
         write_text_atomic(self.manifest, json.dumps(self.fingerprint, sort_keys=True))
@@ -75,6 +75,14 @@ class Checkpoint:
         except Exception:  # noqa: BLE001  (np.load of a damaged file: OSError, ValueError, BadZipFile, KeyError)
             return None
 
+    def part(self, b: int) -> Path:
+        """Block ``b``'s Parquet part file (the Dask job's checkpoint: :mod:`reelsim.similarity.blocks`)."""
+        return self.folder / f"part-{b:06d}.parquet"
+
+    def parts(self) -> list[Path]:
+        """The part files present, in block order."""
+        return sorted(self.folder.glob("part-*.parquet"))
+
     def clear(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
 
@@ -82,7 +90,7 @@ class Checkpoint:
 def knn_graph(cat, index, weights: Mapping[str, float], k: int, *, rows: np.ndarray | None = None,
               oversample: int = 5, batch_size: int = 16384, hygiene: Hygiene | None = None,
               blocked: np.ndarray | None = None, checkpoint: Checkpoint | None = None,
-              progress: bool = False) -> NeighborLists:
+              progress: bool = False, searcher=None, sink=None, plan: SearchPlan | None = None) -> NeighborLists:
     """Top-``k`` lists of catalog ``rows`` (default: every item).
 
     Parameters
@@ -110,6 +118,16 @@ def knn_graph(cat, index, weights: Mapping[str, float], k: int, *, rows: np.ndar
         Where finished batches go; a job that finds batches there skips them.
     progress : bool
         tqdm bar on stderr (queries done).
+    searcher : optional
+        Answers the groups' searches instead of ``index`` (a
+        :class:`reelsim.similarity.blocked.DeviceGroups` on a GPU).
+    sink : callable, optional
+        Called with each batch's :class:`NeighborLists` in order, as soon as
+        it is ready (a :class:`reelsim.storage.lists.ParquetStream` writes it).
+    plan : SearchPlan, optional
+        A plan made before for this catalog, index, weights, k, oversample,
+        batch size and blocklist (its making is O(N): a worker that searches
+        many blocks makes it once); the arguments it covers are then not used.
 
     Returns
     -------
@@ -119,7 +137,8 @@ def knn_graph(cat, index, weights: Mapping[str, float], k: int, *, rows: np.ndar
 
     hygiene = hygiene or Hygiene()
     rows = np.arange(cat.n, dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
-    plan = SearchPlan(cat, index, weights, k, oversample, batch_size, blocked=blocked)
+    if plan is None:
+        plan = SearchPlan(cat, index, weights, k, oversample, batch_size, blocked=blocked, searcher=searcher)
     pool = plan.kc - 1 if hygiene.on else plan.k
     if checkpoint is not None:
         checkpoint.open()
@@ -133,6 +152,8 @@ def knn_graph(cat, index, weights: Mapping[str, float], k: int, *, rows: np.ndar
                 part = _batch(plan, cat, q, pool, k, hygiene)
                 if checkpoint is not None:
                     part.save(checkpoint.path(b))
+            if sink is not None:
+                sink(part)
             parts.append(part)
             bar.update(q.size)
     return NeighborLists.concat(parts, k, plan.active)

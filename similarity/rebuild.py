@@ -23,6 +23,7 @@ import hashlib
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,43 +31,52 @@ import numpy as np
 from reelsim.config import MODALITIES, Config, FusionConfig, check_weights
 from reelsim.errors import DamagedStoreError, StoreError, UsageError
 from reelsim.extractors.registry import load
+from reelsim.similarity.blocked import DeviceGroups, lists_device
 from reelsim.similarity.catalog import CatalogEmbeddings, load_catalog, save_catalog
 from reelsim.similarity.fusion import normalise
-from reelsim.similarity.grouped import GroupedIndex
+from reelsim.similarity.grouped import GroupedIndex, group_vectors
 from reelsim.similarity.grouped import exists as grouped_index_exists
 from reelsim.similarity.hygiene import Hygiene, blocked_rows
 from reelsim.similarity.knn import Checkpoint, knn_graph
 from reelsim.storage.atomic import atomic_path, write_text_atomic
 from reelsim.storage.layout import StoreLayout
-from reelsim.storage.lists import write_lists
+from reelsim.storage.lists import NeighborLists, ParquetStream, write_list_arrays, write_lists
 from reelsim.storage.lock import StoreLock
 from reelsim.storage.shards import read_item_vectors
 
+#: On a GPU, modality groups below this many items are searched exactly (blocked bf16 top-k, re-scored in
+#: fp32); their FAISS index is then a Flat one. 10^7 x 10^7 x 256 multiply-adds take minutes on an H200.
+GPU_EXACT_BELOW = 10**7
+
 
 def catalog_from_shards(store: Path, ids: list[str]) -> tuple[CatalogEmbeddings, dict]:
-    """(raw CatalogEmbeddings of ``ids``' item vectors, {id: {kind, title}}), read from their shards."""
+    """(raw CatalogEmbeddings of ``ids``' item vectors, {id: {kind, title}}), read from their shards.
+
+    Each modality's (N, d) array is allocated when the first item that has
+    it is read and filled row by row, so memory holds the catalog once (not
+    a list of N small arrays and then their stacked copy).
+    """
     layout = StoreLayout(store)
-    vecs: dict[str, list] = {m: [] for m in MODALITIES}
+    n = len(ids)
+    vectors: dict[str, np.ndarray] = {}
+    masks: dict[str, np.ndarray] = {}
     meta = {}
-    for item_id in ids:
+    for row, item_id in enumerate(ids):
         got_id, attrs, item_vecs = read_item_vectors(layout.shard(item_id), item_id)
         if got_id != item_id:
             raise StoreError(f"shard for {item_id!r} holds {got_id!r}: the store is inconsistent")
         meta[item_id] = {"kind": str(attrs["kind"]), "title": str(attrs["title"])}
-        for m in MODALITIES:
-            vecs[m].append(item_vecs.get(m))
-    vectors, masks = {}, {}
-    for m, rows in vecs.items():
-        dims = {r.shape[0] for r in rows if r is not None}
-        if not dims:
-            continue
-        if len(dims) > 1:
-            raise StoreError(f"{m} embeddings of different sizes {sorted(dims)} in one store: "
-                             "re-run with one model for this modality")
-        d = dims.pop()
-        masks[m] = np.array([r is not None for r in rows])
-        vectors[m] = np.stack([r if r is not None else np.zeros(d, np.float32) for r in rows]).astype(np.float32)
-    return CatalogEmbeddings(list(ids), vectors, masks), meta
+        for m, v in item_vecs.items():
+            if m not in MODALITIES:
+                continue
+            if m not in vectors:
+                vectors[m], masks[m] = np.zeros((n, v.shape[0]), np.float32), np.zeros(n, bool)
+            if v.shape[0] != vectors[m].shape[1]:
+                raise StoreError(f"{m} embeddings of different sizes {sorted({v.shape[0], vectors[m].shape[1]})} "
+                                 "in one store: re-run with one model for this modality")
+            vectors[m][row], masks[m][row] = v, True
+    order = [m for m in MODALITIES if m in vectors]
+    return CatalogEmbeddings(list(ids), {m: vectors[m] for m in order}, {m: masks[m] for m in order}), meta
 
 
 def catalog_fingerprint(cat: CatalogEmbeddings) -> str:
@@ -93,9 +103,8 @@ def build_lists(store: Path, ids: list[str], fusion: FusionConfig, *, progress: 
     cat, meta = catalog_from_shards(layout.root, ids)
     cat_norm = normalise(cat, pca_dim=fusion.pca_dim, whiten=fusion.whiten)
     layout.index_dir.mkdir(exist_ok=True)
-    save_catalog(cat_norm, fusion.weights, layout.catalog)
     write_text_atomic(layout.items_meta, json.dumps(meta, ensure_ascii=False))
-    out = index_and_lists(layout.root, fusion, cat_norm=cat_norm, progress=progress, text_model=text_model, raw=cat)
+    out = save_and_list(layout.root, cat_norm, fusion, progress=progress, text_model=text_model, raw=cat)
     out["modalities"] = {m: int(cat.masks[m].sum()) for m in cat.masks}
     return out
 
@@ -119,6 +128,29 @@ def relist(store: Path, overrides: dict | None = None, *, progress: bool = False
         return index_and_lists(layout.root, fusion, cat_norm=cat, progress=progress, text_model=text_model)
 
 
+def stored_fusion(store: Path, overrides: dict | None = None) -> FusionConfig:
+    """The list settings of a ``reelsim lists`` run: ``overrides`` (None values ignored) over the catalog's weights."""
+    _, stored_w = load_catalog(StoreLayout(store).require_catalog(), header=True)
+    return Config().with_overrides(fusion={"weights": stored_w, **(overrides or {})}).fusion
+
+
+def save_and_list(store: Path, cat_norm: CatalogEmbeddings, fusion: FusionConfig, **kw) -> dict:
+    """Save the normalised catalog while the index is built and the lists computed (:func:`index_and_lists`).
+
+    The catalog file is written by a second thread (h5py and FAISS leave
+    the GIL to each other); the lists are returned once both are done, so a
+    store with lists always has its catalog.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    layout = StoreLayout(store)
+    with ThreadPoolExecutor(1, thread_name_prefix="reelsim-catalog") as pool:
+        saving = pool.submit(save_catalog, cat_norm, fusion.weights, layout.catalog)
+        out = index_and_lists(layout.root, fusion, cat_norm=cat_norm, **kw)
+        saving.result()
+    return out
+
+
 def index_request(fusion: FusionConfig) -> dict:
     """The settings an index build depends on (besides the catalog)."""
     return {"index": fusion.index, "memory_budget_gb": fusion.memory_budget_gb,
@@ -132,17 +164,76 @@ def job_fingerprint(gi: GroupedIndex, n: int, fusion: FusionConfig) -> dict:
             "blocklist": list(fusion.blocklist), "blocklist_threshold": fusion.blocklist_threshold}
 
 
-def _resumable_index(layout: StoreLayout, cat_sha: str, fusion: FusionConfig, n: int) -> GroupedIndex | None:
-    """The saved index when an unfinished kNN job over it, with these settings, left a checkpoint."""
+def _resumable_index(layout: StoreLayout, cat_sha, fusion: FusionConfig, n: int) -> GroupedIndex | None:
+    """The saved index when an unfinished kNN job over it, with these settings, left a checkpoint.
+
+    ``cat_sha()`` gives the catalog's fingerprint (called only when there is a checkpoint).
+    """
     if not (Checkpoint(layout.knn_checkpoint, {}).manifest.is_file() and grouped_index_exists(layout.index_dir)):
         return None
     try:
         gi = GroupedIndex.load(layout.index_dir)
     except StoreError:  # damaged: built again
         return None
-    if gi.extra != {"catalog": cat_sha, "request": index_request(fusion)}:
+    if gi.extra != {"catalog": cat_sha(), "request": index_request(fusion)}:
         return None
     return gi if Checkpoint(layout.knn_checkpoint, job_fingerprint(gi, n, fusion)).matches() else None
+
+
+@dataclass
+class GraphJob:
+    """A kNN-graph job ready to search: the catalog, its index, where and with what.
+
+    Made by :func:`prepare_graph`; searched in one process
+    (:func:`index_and_lists`) or block by block on a Dask cluster
+    (:mod:`reelsim.jobs.graph`); finished by :func:`finish_lists`.
+    """
+
+    layout: StoreLayout
+    cat: CatalogEmbeddings
+    gi: GroupedIndex
+    fusion: FusionConfig
+    device: str
+    resumed: bool
+    blocked: np.ndarray | None
+    checkpoint: Checkpoint
+    started: float
+    index_s: float
+
+    @property
+    def hygiene(self) -> Hygiene:
+        return Hygiene(self.fusion.dedup, self.fusion.mmr)
+
+
+def prepare_graph(store: Path, fusion: FusionConfig, *, cat_norm: CatalogEmbeddings | None = None,
+                  progress: bool = False, text_model: str = "minilm-l6-v2",
+                  raw: CatalogEmbeddings | None = None) -> GraphJob:
+    """Choose and build (or, to resume, reload) the index of the store's catalog; the blocklist; the checkpoint.
+
+    Parameters are those of :func:`index_and_lists`.
+    """
+    layout = StoreLayout(store)
+    if cat_norm is None:
+        cat_norm, _ = load_catalog(layout.require_catalog())
+    from concurrent.futures import ThreadPoolExecutor
+
+    t0 = time.perf_counter()
+    device = lists_device(fusion.device)
+    with ThreadPoolExecutor(1, thread_name_prefix="reelsim-sha") as pool:
+        cat_sha = pool.submit(catalog_fingerprint, cat_norm)  # hashed while FAISS trains, when nothing is resumed
+        gi = _resumable_index(layout, cat_sha.result, fusion, cat_norm.n)
+        resumed = gi is not None
+        if gi is None:
+            gi = GroupedIndex.build(cat_norm, fusion.weights, override=fusion.index,
+                                    memory_budget_bytes=int(fusion.memory_budget_gb * 2**30),
+                                    exact_below=None if device == "cpu" else GPU_EXACT_BELOW,
+                                    progress=(lambda s: say(progress, s)))
+            gi.extra = {"catalog": cat_sha.result(), "request": index_request(fusion)}
+            gi.save(layout.index_dir)
+    t1 = time.perf_counter()
+    blocked = blocked_rows_of(layout.root, cat_norm.ids, fusion, text_model, raw)
+    ckpt = Checkpoint(layout.knn_checkpoint, job_fingerprint(gi, cat_norm.n, fusion))
+    return GraphJob(layout, cat_norm, gi, fusion, device, resumed, blocked, ckpt, t0, t1 - t0)
 
 
 def index_and_lists(store: Path, fusion: FusionConfig, *, cat_norm: CatalogEmbeddings | None = None,
@@ -161,36 +252,36 @@ def index_and_lists(store: Path, fusion: FusionConfig, *, cat_norm: CatalogEmbed
 
     Returns
     -------
-    dict: items, k, rows, resumed, index (per group), blocked, and seconds per phase.
+    dict: items, k, rows, resumed, device, index (per group), blocked, and seconds per phase.
     """
-    layout = StoreLayout(store)
-    if cat_norm is None:
-        cat_norm, _ = load_catalog(layout.require_catalog())
-    hygiene = Hygiene(fusion.dedup, fusion.mmr)
-    t0 = time.perf_counter()
-    cat_sha = catalog_fingerprint(cat_norm)
-    gi = _resumable_index(layout, cat_sha, fusion, cat_norm.n)
-    resumed = gi is not None
-    if gi is None:
-        gi = GroupedIndex.build(cat_norm, fusion.weights, override=fusion.index,
-                                memory_budget_bytes=int(fusion.memory_budget_gb * 2**30),
-                                progress=(lambda s: say(progress, s)))
-        gi.extra = {"catalog": cat_sha, "request": index_request(fusion)}
-        gi.save(layout.index_dir)
+    job = prepare_graph(store, fusion, cat_norm=cat_norm, progress=progress, text_model=text_model, raw=raw)
     t1 = time.perf_counter()
-    blocked = blocked_rows_of(layout.root, cat_norm.ids, fusion, text_model, raw)
-    ckpt = Checkpoint(layout.knn_checkpoint, job_fingerprint(gi, cat_norm.n, fusion))
-    lists = knn_graph(cat_norm, gi, fusion.weights, fusion.k, oversample=fusion.oversample,
-                      batch_size=fusion.knn_batch, hygiene=hygiene, blocked=blocked, checkpoint=ckpt,
-                      progress=progress)
-    t2 = time.perf_counter()
-    layout.lists_dir.mkdir(exist_ok=True)
-    write_lists(cat_norm.ids, lists, layout.lists_dir, list_formats(fusion))
-    save_state(layout, gi, lists.floor, blocked, fusion)
-    ckpt.clear()
-    return {"items": cat_norm.n, "k": fusion.k, "rows": int((lists.I >= 0).sum()), "resumed": resumed,
-            "index": gi.describe()["groups"], "blocked": int(blocked.sum()) if blocked is not None else 0,
-            "index_s": round(t1 - t0, 3), "knn_s": round(t2 - t1, 3), "write_s": round(time.perf_counter() - t2, 3)}
+    searcher = None
+    if job.device != "cpu":
+        w = check_weights(fusion.weights)
+        searcher = DeviceGroups(job.gi, lambda c: group_vectors(job.cat, w, job.gi.active, c), job.device)
+        say(progress, f"kNN search of the exact groups on {job.device} ({searcher.kernel})")
+    job.layout.lists_dir.mkdir(exist_ok=True)
+    with atomic_path(job.layout.list_file("parquet")) as tmp:  # written batch by batch while the next is searched
+        stream = ParquetStream(tmp, job.cat.ids)
+        try:
+            lists = knn_graph(job.cat, job.gi, fusion.weights, fusion.k, oversample=fusion.oversample,
+                              batch_size=fusion.knn_batch, hygiene=job.hygiene, blocked=job.blocked,
+                              checkpoint=job.checkpoint, progress=progress, searcher=searcher, sink=stream.put)
+        finally:
+            t2 = time.perf_counter()
+            stream.close()
+    write_lists(job.cat.ids, lists, job.layout.lists_dir, list_formats(fusion)[1:])
+    save_state(job.layout, job.gi, lists.floor, job.blocked, fusion, lists)
+    return finish_lists(job, rows=int((lists.I >= 0).sum()), knn_s=t2 - t1, write_s=time.perf_counter() - t2)
+
+
+def finish_lists(job: GraphJob, *, rows: int, knn_s: float, write_s: float) -> dict:
+    """Remove the job's checkpoint (its lists are written); the job's summary."""
+    job.checkpoint.clear()
+    return {"items": job.cat.n, "k": job.fusion.k, "rows": rows, "resumed": job.resumed, "device": job.device,
+            "index": job.gi.describe()["groups"], "blocked": int(job.blocked.sum()) if job.blocked is not None else 0,
+            "index_s": round(job.index_s, 3), "knn_s": round(knn_s, 3), "write_s": round(write_s, 3)}
 
 
 def list_formats(fusion: FusionConfig) -> list[str]:
@@ -199,12 +290,23 @@ def list_formats(fusion: FusionConfig) -> list[str]:
 
 
 def save_state(layout: StoreLayout, gi: GroupedIndex, floor: np.ndarray, blocked: np.ndarray | None,
-               fusion: FusionConfig) -> None:
-    """Write ``lists-state.npz``: each row's floor (float64 (N,)), the blocklist mask and the list settings."""
+               fusion: FusionConfig, lists: NeighborLists | None = None, arrays_stamp: str | None = None) -> None:
+    """Write ``lists-state.npz``: each row's floor (float64 (N,)), the blocklist mask and the list settings.
+
+    With ``lists`` (every row's list, in catalog order), also their arrays
+    (:func:`reelsim.storage.lists.write_list_arrays`), which ``reelsim add``
+    reads instead of the Parquet file; ``arrays_stamp``: those arrays were
+    written already (:func:`reelsim.storage.lists.assemble_parts`) with this stamp.
+    """
+    settings = job_fingerprint(gi, floor.size, fusion) | {"build_id": ""}
+    if lists is not None:
+        arrays_stamp = write_list_arrays(layout.list_arrays, lists)
+    if arrays_stamp is not None:
+        settings["lists_arrays"] = arrays_stamp
     with atomic_path(layout.lists_state) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, floor=floor, blocked=np.zeros(floor.size, bool) if blocked is None else blocked,
-                     settings=np.array(json.dumps(job_fingerprint(gi, floor.size, fusion) | {"build_id": ""})))
+                     settings=np.array(json.dumps(settings)))
 
 
 def load_state(layout: StoreLayout) -> tuple[np.ndarray, np.ndarray, dict]:

@@ -29,6 +29,7 @@ from reelsim.similarity.fusion import (
     DECIMALS,
     active_modalities,
     fuse_parts,
+    gathered_ip,
     normalise_queries,
     shared_score,
     signature_codes,
@@ -143,6 +144,58 @@ def neighbors_of(ids: Sequence[str], scored: Scored) -> list[list[Neighbor]]:
             for q in range(len(I))]
 
 
+def best_first(S: np.ndarray, rank: np.ndarray, keep: int) -> np.ndarray:
+    """Positions (B, min(keep, C)) of the ``keep`` best of each row: highest score first, equal scores by ``rank``.
+
+    ``S`` float64 (B, C), scores rounded to :data:`DECIMALS` (-inf: none);
+    ``rank`` int64 (B, C), the candidates' id order. The same order as
+    ``np.lexsort((rank, -S))``, with a partition before the sort (the lists
+    keep 10 of 60 candidates).
+
+    Examples
+    --------
+    >>> best_first(np.array([[0.5, 0.9, 0.5, -np.inf]]), np.array([[3, 2, 1, 0]]), 3).tolist()
+    [[1, 2, 0]]
+    """
+    keep = min(keep, S.shape[1])
+    # one integer key per candidate: the score in units of 1e-DECIMALS, then the id rank (unique, exact)
+    steps = np.where(S > -np.inf, np.rint(S * 10**DECIMALS), -(10 ** (DECIMALS + 2)))
+    key = -steps.astype(np.int64) * (int(rank.max(initial=0)) + 1) + rank
+    if keep < S.shape[1]:
+        part = np.argpartition(key, keep - 1, axis=1)[:, :keep]
+        return np.take_along_axis(part, np.argsort(np.take_along_axis(key, part, axis=1), axis=1), axis=1)
+    return np.argsort(key, axis=1)
+
+
+def exact_scores(cat: CatalogEmbeddings, w: Mapping[str, float], active: Sequence[str], uq: Mapping, mq: Mapping,
+                 I: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, dict, dict]:
+    """The exact score of every query with each of its candidates: the one place list scores are computed.
+
+    Parameters
+    ----------
+    cat : CatalogEmbeddings
+        Normalised catalog holding the candidates.
+    w, active : modality weights and the fused modalities.
+    uq, mq : dict of str to float32 (B, d_m) / bool (B,)
+        The queries' normalised vectors and masks per modality.
+    I : int64 (B, C)
+        Candidate rows of ``cat`` (any value where not ``valid``).
+    valid : bool (B, C)
+
+    Returns
+    -------
+    S : float64 (B, C), :func:`~reelsim.similarity.fusion.shared_score` rounded, -inf where not valid or nothing shared.
+    cos : dict of str to float64 (B, C), each modality's cosine (float32 inner product).
+    shared : dict of str to bool (B, C), where both have the modality.
+    """
+    I = np.where(valid, I, 0)
+    cos, shared = {}, {}
+    for m in active:
+        shared[m] = valid & mq[m][:, None] & cat.masks[m][I]
+        cos[m] = gathered_ip(uq[m], cat.vectors[m], I).astype(np.float64)
+    return shared_score(((m, cos[m], shared[m]) for m in active), w), cos, shared
+
+
 class _FlatGroups:
     """Group search over an exact ``IndexFlatIP`` of all fused vectors (the original layout)."""
 
@@ -167,10 +220,12 @@ class SearchPlan:
 
     ``index`` is the exact ``IndexFlatIP`` of :func:`reelsim.similarity.index_choice.build_index`
     or a :class:`reelsim.similarity.grouped.GroupedIndex`; ``blocked`` (bool (N,)
-    or None) marks rows that are never returned.
+    or None) marks rows that are never returned. ``searcher`` (with a
+    GroupedIndex): another object whose ``search_group(code, xq, k)`` answers
+    for the index's groups (:class:`reelsim.similarity.blocked.DeviceGroups`: on a GPU).
     """
 
-    def __init__(self, cat, index, weights, k, oversample, batch_size, blocked=None):
+    def __init__(self, cat, index, weights, k, oversample, batch_size, blocked=None, searcher=None):
         import faiss
 
         require_normalised(cat)
@@ -190,7 +245,7 @@ class SearchPlan:
                     or any(ix.d != d for ix in index.indexes.values())):
                 raise StoreError(f"index (modalities {list(index.active)}, groups {sizes}) does not match the "
                                  f"catalog fused with {self.active} (N={cat.n}, D={d}); rebuild it")
-            self.searcher = index
+            self.searcher = searcher or index
         else:
             if not (isinstance(index, faiss.IndexFlat) and index.metric_type == faiss.METRIC_INNER_PRODUCT):
                 raise UsageError(f"expected an IndexFlatIP or a GroupedIndex, got {type(index).__name__}")
@@ -199,6 +254,10 @@ class SearchPlan:
                                  f"{self.active} (N={cat.n}, D={d}); rebuild it")
             self.searcher = _FlatGroups(index, cat.n, d, self.groups)
         self.groups = [(int(c), G) for c, G in self.groups]
+        # candidates each group returns: oversample * k + 1, more for indexes of approximate codes (k_factor)
+        plans = index.plans if isinstance(index, GroupedIndex) else {}
+        self.group_k = {c: max(self.kc, plans[c].k_factor * self.k + 1 if c in plans else 0) for c, _ in self.groups}
+        self.pool = max(self.group_k.values(), default=self.kc)
         # wsum[c]: total weight of the modalities in bit code c
         self.wsum = np.array([sum(self.w[m] for i, m in enumerate(self.active) if c >> i & 1)
                               for c in range(2 ** len(self.active))])
@@ -209,21 +268,39 @@ class SearchPlan:
     def batches(self, b: int):
         return (slice(i0, i0 + self.batch_size) for i0 in range(0, b, self.batch_size))
 
-    def candidates(self, xq: np.ndarray, qcode: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def candidates(self, xq: np.ndarray, qcode: np.ndarray,
+                   self_rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The best of each group by fused inner product.
 
         Returns ``I`` int64 (B, C), catalog rows (-1: none), and ``approx``
         float64 (B, C): the inner product divided by the shared weight, -inf
-        where nothing is shared.
+        where nothing is shared. ``self_rows`` (the queries' catalog rows):
+        queries search their own group as its members
+        (:meth:`~reelsim.similarity.grouped.GroupedIndex.search_members`).
         """
         Is, approx = [np.full((xq.shape[0], 0), -1)], [np.full((xq.shape[0], 0), -np.inf, np.float32)]
         for c, G in self.groups:
             if np.any(qcode & c):
-                D, J = self.searcher.search_group(c, xq, self.kc)
+                D, J = self._search(c, G, xq, qcode, self_rows)
                 W = self.wsum[qcode & c][:, None]
                 Is.append(np.where(J >= 0, G[np.maximum(J, 0)], -1))
                 approx.append(np.where((J >= 0) & (W > 0), D / np.where(W > 0, W, 1), -np.inf))
         return np.concatenate(Is, axis=1), np.concatenate(approx, axis=1)
+
+    def _search(self, c: int, G: np.ndarray, xq: np.ndarray, qcode: np.ndarray, self_rows: np.ndarray | None):
+        """Group ``c``'s best candidates (D, J) for every query; its own members searched as members."""
+        k = self.group_k[c]
+        members = getattr(self.searcher, "search_members", None)
+        mine = (qcode == c) if self_rows is not None and members is not None else None
+        if mine is None or not mine.any():
+            return self.searcher.search_group(c, xq, k)
+        if mine.all():
+            return members(c, xq, np.searchsorted(G, self_rows), k)
+        D, J = self.searcher.search_group(c, xq[~mine], k)
+        Dm, Jm = members(c, xq[mine], np.searchsorted(G, self_rows[mine]), k)
+        out_d, out_j = np.empty((xq.shape[0], D.shape[1]), D.dtype), np.empty((xq.shape[0], J.shape[1]), J.dtype)
+        out_d[~mine], out_j[~mine], out_d[mine], out_j[mine] = D, J, Dm, Jm
+        return out_d, out_j
 
     def run(self, uq: dict, mq: dict, self_rows: np.ndarray | None) -> list[list[Neighbor]]:
         """Search one batch: ``uq[m]`` float32 (B, d_m), ``mq[m]`` bool (B,), ``self_rows`` int64 (B,) or None."""
@@ -231,18 +308,17 @@ class SearchPlan:
 
     def run_arrays(self, uq: dict, mq: dict, self_rows: np.ndarray | None, keep: int) -> Scored:
         """Like :meth:`run`, as :class:`Scored` arrays with the best ``keep`` (<= oversample * k + 1) per query."""
-        I, approx = self.candidates(fuse_parts(uq, self.w, self.active), signature_codes(mq, self.active))
+        I, approx = self.candidates(fuse_parts(uq, self.w, self.active), signature_codes(mq, self.active), self_rows)
         if self_rows is not None:
             approx[I == self_rows[:, None]] = -np.inf
         if self.blocked is not None:
             approx[(I >= 0) & self.blocked[np.maximum(I, 0)]] = -np.inf
-        if I.shape[1] > self.kc:  # keep the oversample * k + 1 best for exact re-scoring
-            best = np.argpartition(-approx, self.kc - 1, axis=1)[:, :self.kc]
+        if I.shape[1] > self.pool:  # keep the best candidates (by fused inner product) for exact re-scoring
+            best = np.argpartition(-approx, self.pool - 1, axis=1)[:, :self.pool]
             I, approx = np.take_along_axis(I, best, axis=1), np.take_along_axis(approx, best, axis=1)
         valid = approx > -np.inf
         I = np.where(valid, I, 0)
-        # re-score in chunks of queries so that the gathered candidates stay under ~64 MB
-        step = max(1, 2**24 // max(1, I.shape[1] * max(uq[m].shape[1] for m in self.active)))
+        step = 65536  # queries re-scored at a time (a few (B, C) float64 arrays)
         parts = []
         for q0 in range(0, I.shape[0], step):
             r = slice(q0, q0 + step)
@@ -256,12 +332,8 @@ class SearchPlan:
 
     def rescore(self, uq: dict, mq: dict, I: np.ndarray, valid: np.ndarray, keep: int) -> Scored:
         """Exact scores of candidates ``I`` int64 (B, C) where ``valid``; the best ``keep`` per query."""
-        cos, shared = {}, {}
-        for m in self.active:
-            shared[m] = valid & mq[m][:, None] & self.cat.masks[m][I]
-            cos[m] = np.einsum("bd,bkd->bk", uq[m], self.cat.vectors[m][I]).astype(np.float64)
-        S = shared_score(((m, cos[m], shared[m]) for m in self.active), self.w)
-        order = np.lexsort((self.id_rank[I], -S), axis=-1)[:, :keep]
+        S, cos, shared = exact_scores(self.cat, self.w, self.active, uq, mq, I, valid)
+        order = best_first(S, self.id_rank[I], keep)
         ok = np.take_along_axis(S, order, axis=1) > -np.inf
         pad = keep - order.shape[1]
         top = lambda a, fill: np.pad(np.where(ok, np.take_along_axis(a, order, axis=1), fill), ((0, 0), (0, pad)),

@@ -11,6 +11,7 @@ A store is a folder::
       index/index.json                 manifest of the FAISS indexes, one per modality signature
       index/group-<code>-<build>.faiss one FAISS index per modality signature (similarity/grouped.py)
       index/lists-state.npz            per item: the score a new item must reach to enter its list
+      index/lists-arrays/              the lists as .npy arrays (rows into the catalog), for `reelsim add`
       index/fused.faiss                the single exact index of stores written before grouped indexes
       lists/neighbors.parquet          one row per (item, neighbour); also .jsonl / .h5 when asked for
       lists/.knn-checkpoint/           finished batches of an unfinished kNN-graph job
@@ -122,6 +123,11 @@ class StoreLayout:
     @property
     def lists_state(self) -> Path:
         return self.index_dir / "lists-state.npz"
+
+    @property
+    def list_arrays(self) -> Path:
+        """The last lists as arrays (``I.npy``, ``S.npy``, ``cos-<modality>.npy``), read by ``reelsim add``."""
+        return self.index_dir / "lists-arrays"
 
     @property
     def legacy_index(self) -> Path:

@@ -14,6 +14,7 @@ Words used throughout reelsim:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Iterable, Sequence
@@ -209,17 +210,18 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
             raise StoreError(f"cannot read neighbour list {os.fspath(path)!r}: {e}") from e
 
 
-def lists_table(ids: Sequence[str], lists):
+def lists_table(ids: Sequence[str], lists, *, id_array=None):
     """Neighbour rows of :class:`NeighborLists` as a pyarrow Table (columns :data:`COLUMNS`).
 
     Built column by column (no Python object per row), so 10^7 rows take seconds.
-    Same rows as :func:`neighbor_rows` of the same results.
+    Same rows as :func:`neighbor_rows` of the same results. ``id_array``:
+    ``ids`` as a pyarrow string array, when already made.
     """
     import pyarrow as pa
 
     ok = lists.I >= 0
     q, j = np.nonzero(ok)  # row-major: by query, then rank
-    id_array = pa.array(list(ids), type=pa.string())
+    id_array = pa.array(list(ids), type=pa.string()) if id_array is None else id_array
     cols = {
         "item": id_array.take(pa.array(lists.rows[q])),
         "neighbor": id_array.take(pa.array(lists.I[q, j])),
@@ -253,8 +255,8 @@ def write_lists(ids: Sequence[str], lists, folder: str | os.PathLike, formats: S
     for fmt in formats:
         path = os.path.join(os.fspath(folder), LIST_FILES[fmt])
         with atomic_path(path) as tmp:
-            if fmt == "parquet":
-                pq.write_table(table, tmp)
+            if fmt == "parquet":  # without dictionary pages: 2.4x faster to write 10^7 rows, the same size
+                pq.write_table(table, tmp, use_dictionary=False)
             elif fmt == "jsonl":
                 with open(tmp, "w", encoding="utf-8", newline="\n") as f:
                     for batch in table.to_batches(max_chunksize=65536):
@@ -306,3 +308,250 @@ def read_lists(path: str | os.PathLike, ids: Sequence[str], k: int, active: Sequ
         c[item, rank] = t[f"score_{m}"].to_numpy(zero_copy_only=False)[keep].astype(np.float64)
         cos[m] = c
     return NeighborLists(np.arange(n, dtype=np.int64), I, S, cos, np.full(n, -np.inf))
+
+
+def write_list_arrays(folder: str | os.PathLike, lists: NeighborLists) -> str:
+    """Write ``lists`` as ``.npy`` files under ``folder`` (each atomically) and a manifest; returns its stamp.
+
+    Files: ``rows.npy`` int64 (B,), ``I.npy`` int64 (B, k), ``S.npy`` float64
+    (B, k), ``cos-<modality>.npy`` float64 (B, k). The manifest names a new
+    random stamp; whoever keeps the stamp (``lists-state.npz``) reads the
+    arrays back only while it matches, so arrays of another write are never
+    mixed in. Reading them takes a fraction of a second at 10^6 items,
+    against seconds for the Parquet file.
+    """
+    folder = os.fspath(folder)
+    os.makedirs(folder, exist_ok=True)
+    stamp = os.urandom(8).hex()
+    arrays = {"rows": lists.rows, "I": lists.I, "S": lists.S, **{f"cos-{m}": c for m, c in lists.cos.items()}}
+    for name, a in arrays.items():
+        with atomic_path(os.path.join(folder, f"{name}.npy")) as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, a)
+    manifest = {"stamp": stamp, "arrays": sorted(arrays), "shape": list(lists.I.shape)}
+    with atomic_path(os.path.join(folder, "manifest.json")) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(manifest, f)
+    return stamp
+
+
+def read_list_arrays(folder: str | os.PathLike, stamp: str | None) -> NeighborLists | None:
+    """Lists written by :func:`write_list_arrays` with ``stamp``; None when absent, unreadable or of another stamp.
+
+    ``floor`` comes back as -inf (the caller keeps the floors).
+    """
+    folder = os.fspath(folder)
+    try:
+        with open(os.path.join(folder, "manifest.json"), encoding="utf-8") as f:
+            manifest = json.load(f)
+        if stamp is None or manifest.get("stamp") != stamp:
+            return None
+        a = {name: np.load(os.path.join(folder, f"{name}.npy")) for name in manifest["arrays"]}
+    except (OSError, ValueError, KeyError):
+        return None
+    cos = {name[4:]: v for name, v in a.items() if name.startswith("cos-")}
+    return NeighborLists(a["rows"], a["I"], a["S"], cos, np.full(a["rows"].size, -np.inf))
+
+
+# -- part files: one block of rows' lists, written by a worker, assembled by the driver ---------------------------
+
+#: columns of a part file: catalog rows instead of ids (a worker needs no ids), then the list columns
+PART_COLUMNS = ("item_row", "neighbor_row", "rank", "score") + tuple(f"score_{m}" for m in MODALITIES)
+
+
+def _part_schema():
+    import pyarrow as pa
+
+    return pa.schema([("item_row", pa.int64()), ("neighbor_row", pa.int64()), ("rank", pa.int32()),
+                      ("score", pa.float64())] + [(f"score_{m}", pa.float64()) for m in MODALITIES])
+
+
+def write_part(path: str | os.PathLike, lists: NeighborLists) -> None:
+    """Write one block of lists as a Parquet part file, atomically.
+
+    One row per (item, neighbour) with the columns :data:`PART_COLUMNS`
+    (catalog rows, not ids); the block's query rows and floors are in the
+    file's metadata (``reelsim.rows``, ``reelsim.floor``: little-endian int64
+    and float64), so items with an empty list still have their floor.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    ok = lists.I >= 0
+    q, j = np.nonzero(ok)
+    cols = [pa.array(lists.rows[q].astype(np.int64)), pa.array(lists.I[q, j].astype(np.int64)),
+            pa.array((j + 1).astype(np.int32)), pa.array(lists.S[q, j].astype(np.float64))]
+    for m in MODALITIES:
+        if m in lists.cos:
+            v = lists.cos[m][q, j].astype(np.float64)
+            cols.append(pa.array(v, mask=np.isnan(v)))
+        else:
+            cols.append(pa.nulls(q.size, pa.float64()))
+    meta = {b"reelsim.rows": np.asarray(lists.rows, "<i8").tobytes(),
+            b"reelsim.floor": np.asarray(lists.floor, "<f8").tobytes(),
+            b"reelsim.modalities": json.dumps(sorted(lists.cos)).encode()}
+    table = pa.Table.from_arrays(cols, schema=_part_schema().with_metadata(meta))
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, use_dictionary=False)
+
+
+def read_part(path: str | os.PathLike):
+    """(table with :data:`PART_COLUMNS`, query rows int64 (B,), floors float64 (B,)) of a part file.
+
+    Raises
+    ------
+    StoreError
+        A file that is not a complete part file.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+        meta = table.schema.metadata or {}
+        rows = np.frombuffer(meta[b"reelsim.rows"], "<i8").astype(np.int64)
+        floor = np.frombuffer(meta[b"reelsim.floor"], "<f8").astype(np.float64)
+    except (OSError, KeyError, pa.ArrowException) as e:
+        raise StoreError(f"cannot read list part {os.fspath(path)!r}: {e}") from e
+    if tuple(table.column_names) != PART_COLUMNS or rows.size != floor.size:
+        raise StoreError(f"{os.fspath(path)!r} is not a reelsim list part")
+    return table, rows, floor
+
+
+def assemble_parts(paths: Sequence[str | os.PathLike], ids: Sequence[str], k: int, active: Sequence[str],
+                   folder: str | os.PathLike, formats: Sequence[str],
+                   arrays_folder: str | os.PathLike) -> tuple[int, np.ndarray, str]:
+    """Stream part files (in order) into the list files, the lists' arrays and the floors; one part at a time.
+
+    Only the id array, the floors (N,) and one part are in memory: the
+    Parquet and JSON Lines files are written part by part, the HDF5 file and
+    the ``.npy`` arrays (:func:`write_list_arrays`) are filled row block by
+    row block through memory maps. Each output file is written atomically.
+
+    Returns
+    -------
+    (rows written, floor float64 (N,), stamp of the arrays)
+    """
+    import h5py
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    unknown = set(formats) - set(LIST_FILES)
+    if unknown:
+        raise UsageError(f"unknown list format(s) {sorted(unknown)}; expected some of {', '.join(LIST_FILES)}")
+    n = len(ids)
+    id_array = pa.array(list(ids), type=pa.string())
+    floor = np.full(n, -np.inf)
+    folder, arrays_folder = os.fspath(folder), os.fspath(arrays_folder)
+    os.makedirs(arrays_folder, exist_ok=True)
+    stamp = os.urandom(8).hex()
+    names = {"I": (np.int64, -1), "S": (np.float64, -np.inf), **{f"cos-{m}": (np.float64, np.nan) for m in active}}
+    total = 0
+    with contextlib.ExitStack() as stack:
+        tmp = {fmt: stack.enter_context(atomic_path(os.path.join(folder, LIST_FILES[fmt]))) for fmt in formats}
+        arr_tmp = {name: stack.enter_context(atomic_path(os.path.join(arrays_folder, f"{name}.npy")))
+                   for name in ("rows", *names)}
+        arrays = {name: np.lib.format.open_memmap(arr_tmp[name], mode="w+", dtype=dt, shape=(n, k))
+                  for name, (dt, _) in names.items()}
+        for name, (_, fill) in names.items():
+            arrays[name][:] = fill
+        with open(arr_tmp["rows"], "wb") as f:
+            np.save(f, np.arange(n, dtype=np.int64))
+        pq_writer = pq.ParquetWriter(tmp["parquet"], _schema(), use_dictionary=False) if "parquet" in tmp else None
+        jsonl = stack.enter_context(open(tmp["jsonl"], "w", encoding="utf-8", newline="\n")) if "jsonl" in tmp else None
+        h5 = stack.enter_context(h5py.File(tmp["hdf5"], "w")) if "hdf5" in tmp else None
+        for path in paths:
+            part, rows, part_floor = read_part(path)
+            floor[rows] = part_floor
+            item_row = part["item_row"].to_numpy()
+            rank = part["rank"].to_numpy().astype(np.int64) - 1
+            nb = part["neighbor_row"].to_numpy()
+            arrays["I"][item_row, rank] = nb
+            arrays["S"][item_row, rank] = part["score"].to_numpy()
+            for m in active:
+                arrays[f"cos-{m}"][item_row, rank] = part[f"score_{m}"].to_numpy(zero_copy_only=False)
+            table = pa.Table.from_arrays(
+                [id_array.take(part["item_row"].combine_chunks()), id_array.take(part["neighbor_row"].combine_chunks()),
+                 part["rank"], part["score"]]
+                + [part[f"score_{m}"] for m in MODALITIES], schema=_schema())
+            total += table.num_rows
+            if pq_writer is not None:
+                pq_writer.write_table(table)
+            if jsonl is not None:
+                for batch in table.to_batches(max_chunksize=65536):
+                    for row in batch.to_pylist():
+                        jsonl.write(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n")
+        if pq_writer is not None:
+            pq_writer.close()
+        for a in arrays.values():
+            a.flush()
+        if h5 is not None:
+            h5.attrs["format"] = "reelsim.lists/1"
+            h5.create_dataset("ids", data=np.array(list(ids), dtype=object), dtype=h5py.string_dtype("utf-8"))
+            h5.create_dataset("item_row", data=np.arange(n, dtype=np.int64))
+            for name, dataset in (("I", "neighbors"), ("S", "scores"), *((f"cos-{m}", f"score_{m}") for m in active)):
+                h5.create_dataset(dataset, data=arrays[name])
+        del arrays
+    manifest = {"stamp": stamp, "arrays": sorted(["rows", *names]), "shape": [n, k]}
+    with atomic_path(os.path.join(arrays_folder, "manifest.json")) as tmp_manifest:
+        with open(tmp_manifest, "w", encoding="utf-8") as f:
+            json.dump(manifest, f)
+    return total, floor, stamp
+
+
+class ParquetStream:
+    """Writes lists to one Parquet file part by part, in a background thread, while the next part is computed.
+
+    Parameters
+    ----------
+    path : str
+        The file to write (give a temporary path: :func:`reelsim.storage.atomic.atomic_path`).
+    ids : sequence of str
+        The catalog ids the parts' rows refer to.
+
+    The file has the rows :func:`write_lists` would write for the parts
+    concatenated, in the order :meth:`put` received them (one row group per
+    part). :meth:`close` waits for the writer and raises its error, if any.
+    """
+
+    def __init__(self, path: str | os.PathLike, ids: Sequence[str]):
+        import queue
+        import threading
+
+        import pyarrow as pa
+
+        self.path = os.fspath(path)
+        self.ids = list(ids)
+        self.id_array = pa.array(self.ids, type=pa.string())
+        self.queue: queue.Queue = queue.Queue(maxsize=2)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="reelsim-parquet", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        import pyarrow.parquet as pq
+
+        writer = None
+        try:
+            writer = pq.ParquetWriter(self.path, _schema(), use_dictionary=False)
+            while (part := self.queue.get()) is not None:
+                writer.write_table(lists_table(self.ids, part, id_array=self.id_array))
+        except BaseException as e:  # noqa: BLE001  (handed to the caller by close())
+            self.error = e
+            while self.queue.get() is not None:  # let put() and close() go on
+                pass
+        finally:
+            if writer is not None:
+                writer.close()
+
+    def put(self, part: NeighborLists) -> None:
+        """Queue one part (blocks while two are waiting)."""
+        if self.error is None:
+            self.queue.put(part)
+
+    def close(self) -> None:
+        """Finish the file; raises the writer's error."""
+        self.queue.put(None)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error

@@ -15,14 +15,12 @@ import sys
 import time
 from pathlib import Path
 
-import h5py
 import pytest
 from conftest import reelsim
 
 from reelsim.pipeline.synth import make_image, make_pattern_video
 from reelsim.storage.layout import StoreLayout
 from reelsim.storage.lock import StoreLock, StoreLockedError
-from reelsim.storage.shards import shard_is_complete
 
 pytestmark = pytest.mark.slow
 

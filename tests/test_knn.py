@@ -62,12 +62,15 @@ def big():
 def test_index_choice_by_size_and_override():
     assert choose_index(10_000, 256).factory == "Flat"
     plan = choose_index(1_000_000, 256)
-    assert (plan.factory, plan.params, plan.kind) == ("IVF4096,Flat", {"nprobe": 16}, "ivf")
-    assert plan.train_size == 4096 * 40
-    assert choose_index(100_000, 256).factory == "IVF1024,Flat"
-    small_budget = choose_index(1_000_000, 256, memory_budget_bytes=2**28)
+    assert (plan.factory, plan.params, plan.kind, plan.k_factor) == ("IVF1024,PQ64x4fs", {"nprobe": 4}, "ivfpqfs", 6)
+    assert plan.train_size == 1024 * 40
+    assert choose_index(100_000, 256).factory == "IVF256,PQ64x4fs"
+    assert choose_index(100_000, 100).factory == "IVF1024,Flat"  # 100 dimensions do not split in pairs of 4
+    small_budget = choose_index(1_000_000, 256, memory_budget_bytes=2**24)
     assert small_budget.factory.startswith("OPQ") and ",PQ" in small_budget.factory
     assert choose_index(500, 64, override="IVF64,Flat").params == {"nprobe": 16}
+    assert choose_index(500, 64, override="IVF64,PQ16x4fs").k_factor == 6  # approximate codes: more candidates
+    assert choose_index(500, 64, override="IVF64,PQ16x4fs,RFlat").k_factor == 1
     assert choose_index(500, 64, override="hnsw").factory == "HNSW32"
     with pytest.raises(UsageError):
         choose_index(500, 64, override="IVF64,Nonsense")
@@ -91,6 +94,30 @@ def test_exact_and_approximate_paths_agree(big, spec):
                 assert approx.cos["image"][q, j] == exact.cos["image"][q, list(exact.I[q]).index(i)] or \
                     np.isnan(approx.cos["image"][q, j])
         assert list(approx.S[q][approx.I[q] >= 0]) == sorted(approx.S[q][approx.I[q] >= 0], reverse=True)
+
+
+def structured(n: int, d: int, seed: int = 0) -> np.ndarray:
+    """Vectors with neighbourhoods (as real embeddings have): cluster means + a rank-8 local spread + noise."""
+    rng = np.random.default_rng(seed)
+    label = rng.integers(n // 200, size=n)
+    means, spread = rng.normal(size=(n // 200, d)), rng.normal(size=(n // 200, 8, d)) * 0.6
+    z = rng.normal(size=(n, 8))
+    return (means[label] + np.einsum("nr,nrd->nd", z, spread[label]) + 0.1 * rng.normal(size=(n, d))).astype(np.float32)
+
+
+def test_fast_scan_candidates_are_rescored_exactly():
+    """4-bit PQ codes only propose candidates (k_factor * k of them): the lists keep exact scores, recall >= 0.95."""
+    n = 6000
+    cat = normalise(CatalogEmbeddings([f"i{j:05d}" for j in range(n)], {"visual": structured(n, 64)},
+                                      {"visual": np.ones(n, bool)}))
+    w = {"visual": 1.0}
+    exact = knn_graph(cat, build_index(fuse(cat, w)), w, 10)
+    gi = GroupedIndex.build(cat, w, override="ivfpqfs")
+    assert [p.factory for p in gi.plans.values()] == ["IVF64,PQ16x4fs"]
+    approx = knn_graph(cat, gi, w, 10, oversample=2)
+    assert recall_at(approx.I, exact.I, 10) >= 0.95
+    both = approx.I == exact.I
+    assert both.mean() > 0.8 and np.array_equal(approx.S[both], exact.S[both])  # same neighbour, same exact score
 
 
 def test_missing_modality_does_not_change_ranking_with_approximate_index(big):

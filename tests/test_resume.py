@@ -6,8 +6,8 @@ import json
 
 import h5py
 import pytest
-
 from conftest import run_items
+
 from reelsim.pipeline.synth import make_image, make_pattern_video
 from reelsim.storage.layout import StoreLayout
 from reelsim.storage.shards import shard_is_complete
