@@ -371,7 +371,7 @@ def parallel_compare(n: int, d: int, k: int, oversample: int, workdir: Path, wor
     faiss.omp_set_num_threads(os.cpu_count() or 1)
     out["dask"] = []
     for nw in workers:
-        with LocalCluster(n_workers=nw, threads_per_worker=1, processes=True, dashboard_address=":0",
+        with LocalCluster(n_workers=nw, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0",
                           local_directory=str(workdir / "dask-scratch")) as cluster, Client(cluster) as client:
             client.run(lambda: None)
             keep_index(store, fusion)

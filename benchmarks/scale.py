@@ -77,7 +77,7 @@ def warm(manifest: Path, warmup: Path, store: Path, workers: int) -> float:
     from dask.distributed import Client, LocalCluster
 
     threads = max(1, (os.cpu_count() or 1) // workers)
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0",
                       silence_logs=logging.ERROR, local_directory=str(store.parent / ".scratch")) as cluster, \
             Client(cluster) as client:
         # one warm-up item per worker, pinned, so every worker has its models
@@ -123,7 +123,7 @@ def overhead(manifest: Path, cached_store: Path, repeats: int = 3) -> tuple[floa
     n = len(items)
     best_local = min(_timed(lambda: [process_item(i, Config(), str(cached_store)) for i in items])
                      for _ in range(repeats))
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0",
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0",
                       silence_logs=logging.ERROR, local_directory=str(cached_store.parent / ".scratch-oh")) as c, \
             Client(c) as client:
         run_on(client, manifest, cached_store, 1)  # imports on the worker

@@ -53,7 +53,7 @@ def graph_client(store: Path, scheduler: str | None, workers: int | None):
             return Client(scheduler, timeout="30s")
         logging.getLogger("distributed").setLevel(logging.ERROR)
         cluster = LocalCluster(n_workers=workers or 2, threads_per_worker=1, processes=True,
-                               dashboard_address=":0", silence_logs=logging.ERROR,
+                               dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR,
                                local_directory=str(StoreLayout(store).scratch))
         return Client(cluster)
 

@@ -580,7 +580,7 @@ def _lists(store: Path, report: RunReport, cfg: Config, mode: str, progress: boo
     done = [r["item"] for r in report.rows() if r["status"] in ("ok", "cached")]
     if mode != "add":
         seen = {r["item"] for r in report.rows()}
-        done += sorted(i for i in usable_shards(store, model_stamps(cfg.models)) if i not in seen)
+        done += sorted(i for i in usable_shards(store, model_stamps(cfg.models), skip=seen) if i not in seen)
         del seen
     if not done:
         return {}

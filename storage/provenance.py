@@ -50,12 +50,18 @@ def shard_stamps(path: Path) -> tuple[str, dict[str, ModelStamp]]:
         return "", {}
 
 
-def usable_shards(store: Path, expected: dict[str, ModelStamp]) -> dict[str, Path]:
+def usable_shards(store: Path, expected: dict[str, ModelStamp], *, skip: set[str] = frozenset()) -> dict[str, Path]:
     """{item id: shard} of every sound shard (:func:`~reelsim.storage.shards.check_shard`) whose features
-    all come from the ``expected`` models (a damaged shard, or one of another model, is left out)."""
+    all come from the ``expected`` models (a damaged shard, or one of another model, is left out).
+
+    The shards of the items in ``skip`` are not opened (e.g. a run's own items, whose rows say how they are).
+    """
     layout = StoreLayout(store)
+    skipped = {layout.shard(i) for i in skip}
     out = {}
     for path in layout.shard_files():
+        if path in skipped:
+            continue
         item_id, wrong = check_shard(layout, path)
         if wrong is None and all(expected.get(m, s) == s for m, s in shard_stamps(path)[1].items()):
             out[item_id] = path
