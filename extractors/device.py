@@ -16,6 +16,7 @@ device(type='cpu')
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ContextManager
 
@@ -25,6 +26,16 @@ from reelsim.errors import UsageError
 
 if TYPE_CHECKING:
     import torch
+
+
+#: a file that exists on every machine with an NVIDIA driver loaded
+NVIDIA_CONTROL_DEVICE = "/dev/nvidiactl"
+
+
+def cuda_may_be_present() -> bool:
+    """False when this machine surely has no CUDA GPU (no NVIDIA driver device): then ``auto`` is the CPU
+    and torch need not be imported to find out (the driver of a CPU run stays small)."""
+    return os.path.exists(NVIDIA_CONTROL_DEVICE)
 
 
 def resolve_device(name: str) -> "torch.device":
@@ -49,7 +60,7 @@ def resolve_device(name: str) -> "torch.device":
     import torch
 
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device("cuda" if cuda_may_be_present() and torch.cuda.is_available() else "cpu")
     if name == "cpu":
         return torch.device("cpu")
     if name == "cuda" or name.startswith("cuda:"):

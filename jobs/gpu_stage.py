@@ -46,7 +46,7 @@ from dataclasses import dataclass
 
 from reelsim.config import Config
 from reelsim.extractors import registry
-from reelsim.extractors.device import resolve_device
+from reelsim.extractors.device import cuda_may_be_present, resolve_device
 from reelsim.extractors.registry import LOADS
 from reelsim.jobs.tasks import (
     announce_start,
@@ -98,7 +98,8 @@ def wants_cross_item(cfg: Config, client=None) -> bool:
     mode = cfg.jobs.cross_item
     if mode != "auto":
         return mode == "on"
-    if resolve_device(cfg.models.device).type == "cuda":
+    on_driver = cfg.models.device != "cpu" and (cfg.models.device != "auto" or cuda_may_be_present())
+    if on_driver and resolve_device(cfg.models.device).type == "cuda":  # torch imported only where it may be
         return True
     return client is not None and bool(worker_resources(client).get(GPU))
 

@@ -26,13 +26,12 @@ top-k instead (:func:`kernel_for`); it is detected, never required.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 
 import numpy as np
 
 from reelsim.errors import UsageError
-from reelsim.extractors.device import resolve_device
+from reelsim.extractors.device import cuda_may_be_present, resolve_device
 
 #: bf16 keeps 8 bits of mantissa: each product is off by at most 2^-8 of |x_i y_i|, the fp32 sum adds
 #: little, so a dot product is off by less than 2^-7 * |x| |y| (twice the bound, for safety).
@@ -52,7 +51,7 @@ def lists_device(name: str) -> str:
     >>> lists_device("cpu")
     'cpu'
     """
-    if name == "cpu" or (name == "auto" and not os.path.exists("/dev/nvidiactl")):
+    if name == "cpu" or (name == "auto" and not cuda_may_be_present()):
         return "cpu"
     return str(resolve_device(name))
 
