@@ -42,8 +42,39 @@ class Segment:
 
 
 def _video_source(source: str, size: tuple[int, int], fps: int) -> str:
+    source = seeded_colours(source)
     sep = ":" if "=" in source else "="
     return f"{source}{sep}size={size[0]}x{size[1]}:rate={fps}"
+
+
+def seeded_colours(source: str) -> str:
+    """A ``gradients`` source with its colours drawn from its ``seed`` (other sources unchanged).
+
+    ffmpeg draws the colours of ``gradients`` (``c0``..``c7``, default
+    "random") from a fresh random seed whatever its ``seed`` option says, so
+    the same expression made different videos from run to run. The colours
+    are drawn here instead, from ``seed`` (0 when absent), unless the
+    expression names them.
+
+    Examples
+    --------
+    >>> seeded_colours("gradients=seed=3:speed=0.05")
+    'gradients=seed=3:speed=0.05:c0=0xcf152d:c1=0x3c2ecd'
+    >>> seeded_colours("testsrc2")
+    'testsrc2'
+    """
+    import re
+
+    import numpy as np
+
+    if not source.startswith("gradients") or re.search(r"\bc0=", source):
+        return source
+    seed = re.search(r"\bseed=(\d+)", source)
+    count = re.search(r"\b(?:nb_colors|n)=(\d+)", source)
+    rng = np.random.default_rng(int(seed.group(1)) if seed else 0)
+    colours = rng.integers(0, 256, size=(int(count.group(1)) if count else 2, 3))
+    named = ":".join(f"c{i}=0x{r:02x}{g:02x}{b:02x}" for i, (r, g, b) in enumerate(colours))
+    return f"{source}{':' if '=' in source else '='}{named}"
 
 
 def _run(stream, path: Path) -> Path:
