@@ -34,7 +34,6 @@ import tempfile
 import time
 from pathlib import Path
 
-
 from reelsim.config import TOWER_LOSSES, Config
 from reelsim.similarity.evaluate import evaluate, format_table, make_split
 from reelsim.similarity.index import load_catalog

@@ -35,10 +35,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from reelsim.config import Config
 from reelsim.jobs.runner import collect, run_catalog, submit_items
 from reelsim.jobs.tasks import START_TOPIC, process_item
 from reelsim.jobs.watch import ItemWatch
-from reelsim.config import Config
 from reelsim.pipeline.synth import Segment, make_video
 from reelsim.storage.manifest import read_inputs
 

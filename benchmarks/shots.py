@@ -482,9 +482,9 @@ def main(argv=None) -> int:
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
 
+    from reelsim.config import Config
     from reelsim.errors import UsageError
     from reelsim.extractors.detectors import DETECTORS
-    from reelsim.config import Config
 
     try:  # the CLI's own --set parser
         cfg = Config().with_settings(args.sets).with_overrides(shots={"detector": args.detector})

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from reelsim.pipeline import decode
 from reelsim.config import Config
+from reelsim.pipeline import decode
 from reelsim.pipeline.item import Models
 from reelsim.storage.thumbnails import jpeg_thumbnail
 
