@@ -35,10 +35,11 @@ import time
 from pathlib import Path
 
 from reelsim.config import TOWER_LOSSES, Config
+from reelsim.similarity.catalog import load_catalog
 from reelsim.similarity.evaluate import evaluate, format_table, make_split
-from reelsim.similarity.index import load_catalog
 from reelsim.similarity.synthetic import MODEL_DIMS, make_catalog, sample_log, save_store
 from reelsim.storage.interactions import read_interactions
+from reelsim.storage.layout import StoreLayout
 
 
 def _load() -> str:
@@ -96,7 +97,7 @@ def main(argv=None) -> int:
           f"{summary['tower_s']} s wall), peak RSS {peak:.2f} GB, load average {_load()}")
 
     # evaluation
-    cat, weights = load_catalog(store / "index" / "catalog.h5")
+    cat, weights = load_catalog(StoreLayout(store).catalog)
     inter = read_interactions(path, cat.ids)
     split = make_split(inter, cat.n, cfg)
     t2 = time.perf_counter()
