@@ -155,3 +155,29 @@ def test_layer_rule_catches_an_upward_import(tmp_path):
     (line, target, names, inside), = visitor.found
     assert (target, names, inside) == ("reelsim.similarity.search", ["search"], True)
     assert layer_of(target) > layer_of("reelsim.storage.fake")
+
+
+def test_scripts_import_only_names_that_exist():
+    """Benchmarks and tests import reelsim names that exist (a rename must not leave a script behind).
+
+    Reads each file's ``from reelsim.X import name`` statements (in functions too), imports ``reelsim.X``
+    and checks ``name`` on it; importing reelsim's modules is cheap (no heavy work at import time).
+    """
+    import importlib
+
+    scripts = sorted((ROOT / "benchmarks").glob("*.py")) + sorted((ROOT / "tests").glob("*.py"))
+    missing, checked = [], 0
+    for path in scripts:
+        visitor = Imports("script", False)
+        visitor.visit(ast.parse(path.read_text(encoding="utf-8"), filename=str(path)))
+        for line, target, names, _ in visitor.found:
+            try:
+                module = importlib.import_module(target)
+            except ImportError as e:
+                missing.append(f"{path.relative_to(ROOT)}:{line} imports {target}: {e}")
+                continue
+            missing += [f"{path.relative_to(ROOT)}:{line} imports {name} from {target}: no such name"
+                        for name in names if not hasattr(module, name)]
+            checked += 1
+    assert checked > 100, checked  # the scan reads real imports
+    assert not missing, "\n".join(missing)
