@@ -72,8 +72,16 @@ def read_lock(path: Path) -> dict | None:
 
 
 def describe_owner(rec: dict) -> str:
-    return (f"pid {rec.get('pid', '?')} on host {rec.get('host', '?')}, started {rec.get('started_utc', '?')}"
+    """Who holds a lock, in one line fit for a terminal (the lock file's fields are anyone's text).
+
+    Examples
+    --------
+    >>> describe_owner({"pid": 7, "host": "h\x1b[2J", "started_utc": "t", "command": "reelsim run \u202ex"})
+    'pid 7 on host h\ufffd[2J, started t (reelsim run \ufffdx)'
+    """
+    text = (f"pid {rec.get('pid', '?')} on host {rec.get('host', '?')}, started {rec.get('started_utc', '?')}"
             f" ({rec.get('command', '')})")
+    return "".join(ch if ch.isprintable() else "\ufffd" for ch in " ".join(text.split()))
 
 
 def is_stale(rec: dict, host: str) -> bool:

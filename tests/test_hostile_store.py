@@ -255,3 +255,24 @@ def test_output_into_a_closed_pipe_is_no_traceback(run_store):
     proc.stdout.close()  # gone before anything was written
     err = proc.stderr.read()
     assert proc.wait(timeout=120) == 0 and b"Error" not in err, err
+
+
+def test_lock_owner_from_a_hostile_lock_file_reaches_the_terminal_escaped(tmp_path):
+    """A lock file's host and command are anyone's text: the take-over warning and the refusal print no controls."""
+    import socket
+
+    from reelsim.storage.lock import StoreLockedError
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    lock = StoreLayout(tmp_path).lock
+    hostile = "reelsim run \x1b[2J\x1b]0;owned\x07 \u202eevil\nsecond line"
+    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": dead.pid, "started_utc": "x", "command": hostile}))
+    warned: list[str] = []
+    with StoreLock(tmp_path, warn=warned.append):  # a dead owner on this host: taken over, with a warning
+        pass
+    lock.write_text(json.dumps({"host": "far\x1b[31m.example", "pid": 1, "started_utc": "x", "command": hostile}))
+    with pytest.raises(StoreLockedError) as refused:
+        StoreLock(tmp_path).acquire()
+    for text in (warned[0], str(refused.value)):
+        assert "evil" in text and not any(not ch.isprintable() for ch in text), repr(text)
