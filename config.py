@@ -313,6 +313,11 @@ class JobConfig:
         its task, model loading on a fresh worker included) before it is
         reported as timed out and its worker is restarted through its nanny;
         0 = no limit.  The default suits videos up to about an hour on CPU.
+    batch_timeout_s : on the GPU path, seconds one cross-item batch may run
+        on its GPU worker once the worker has its models loaded; a batch still
+        running then is cancelled, the worker restarted through its nanny, and
+        the batch's items reported as timed out (a re-run does them again);
+        0 = no limit.
     max_worker_deaths : an item whose worker process dies this many times
         while running it is reported as failed instead of retried again
         (local clusters; an existing scheduler applies its own
@@ -341,6 +346,7 @@ class JobConfig:
     """
 
     item_timeout_s: float = 3600.0
+    batch_timeout_s: float = 3600.0
     max_worker_deaths: int = 3
     cross_item: str = "auto"
     gpu_batch: int = 256
@@ -349,7 +355,7 @@ class JobConfig:
     group_size: int = 64
 
     def __post_init__(self):
-        _at_least("jobs", self, 0, "item_timeout_s")
+        _at_least("jobs", self, 0, "item_timeout_s", "batch_timeout_s")
         _at_least("jobs", self, 1, "max_worker_deaths", "gpu_batch", "group_size")
         _require("jobs", "cross_item", self.cross_item, self.cross_item in CROSS_ITEM, " or ".join(CROSS_ITEM))
         _require("jobs", "clip_transport", self.clip_transport, self.clip_transport in CLIP_TRANSPORTS,

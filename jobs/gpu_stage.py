@@ -65,7 +65,8 @@ from reelsim.storage.manifest import Item
 from reelsim.storage.shards import shard_is_current, write_shard
 from reelsim.storage.shm import remove_transfer_dir, transfer_dir
 
-#: Dask event topic on which every embed task announces its start (tests and monitoring).
+#: Dask event topic on which every embed task announces its start (``phase`` ``start``), and again once its
+#: worker has the models (``models-loaded``): the driver's clock for ``jobs.batch_timeout_s`` starts then.
 BATCH_TOPIC = "reelsim-gpu-batch"
 #: Worker resource of the CPU workers of a GPU cluster (``dask worker --resources DECODE=1``).
 DECODE = "DECODE"
@@ -236,23 +237,30 @@ def staged_summary(staged: Staged) -> dict:
     return staged.summary()
 
 
-def embed_task(cfg: Config, run_id: str, batch_id: int, *staged: Staged):
-    """Stage 2 on a GPU worker: one cross-item batch (:func:`~reelsim.pipeline.batcher.embed_batch`).
-
-    Announces itself on :data:`BATCH_TOPIC` (run, batch, items, worker, pid).
-    """
+def announce_batch(run_id: str, batch_id: int, staged, phase: str) -> None:
+    """Log a batch's ``phase`` on :data:`BATCH_TOPIC` from the Dask worker running it (nothing elsewhere)."""
     from distributed import get_worker
 
     try:
         worker = get_worker()
-        worker.log_event(BATCH_TOPIC, {"run": run_id, "batch": batch_id, "items": [s.item.id for s in staged],
-                                       "worker": worker.address, "pid": os.getpid()})
     except ValueError:  # not on a Dask worker
-        pass
+        return
+    worker.log_event(BATCH_TOPIC, {"run": run_id, "batch": batch_id, "items": [s.item.id for s in staged],
+                                   "worker": worker.address, "pid": os.getpid(), "phase": phase})
+
+
+def embed_task(cfg: Config, run_id: str, batch_id: int, *staged: Staged):
+    """Stage 2 on a GPU worker: one cross-item batch (:func:`~reelsim.pipeline.batcher.embed_batch`).
+
+    Announces itself on :data:`BATCH_TOPIC` (run, batch, items, worker, pid, phase ``start``), and
+    again once the models are loaded (phase ``models-loaded``).
+    """
+    announce_batch(run_id, batch_id, staged, "start")
     t0 = time.perf_counter()
     models = Models(cfg)
     visual, image = models.get("visual"), models.get("image")
     load_s = time.perf_counter() - t0
+    announce_batch(run_id, batch_id, staged, "models-loaded")
     started = time.time()
     result = embed_batch([s.prepared for s in staged], visual, image, batch=cfg.jobs.gpu_batch)
     result.stats.update(batch=batch_id, worker=worker_name(), load_s=round(load_s, 3), device=str(visual.device),
@@ -299,14 +307,19 @@ class CrossItemRun:
     failed_row : ``(item, exception, attempts) -> row`` for a task that did not return.
     stop_overdue : ``(client, {future: item}, pending set, watch, timeout_s) -> rows``; cancels
         prepare tasks running past ``jobs.item_timeout_s`` and restarts their workers.
+    restart_workers : ``(addresses) -> None or why not`` (one line); restarts the GPU worker of a
+        batch running past ``jobs.batch_timeout_s`` (None: the worker is left as it is).
     torch_threads : torch threads of each CPU worker (None: leave as is).
     """
 
     def __init__(self, client, items: list[Item], cfg: Config, store, *, run_id: str, watch,
                  add_row: Callable[[dict], None], failed_row: Callable, stop_overdue: Callable,
+                 restart_workers: Callable[[list[str]], str | None] | None = None,
                  torch_threads: int | None = None):
         self.client, self.cfg, self.store, self.run_id = client, cfg, str(store), run_id
         self.watch, self.add_row, self.failed_row, self.stop_overdue = watch, add_row, failed_row, stop_overdue
+        self.restart_workers = restart_workers
+        self.batch_clock: dict[int, tuple[str, float | None]] = {}  # batch id -> (worker, running since)
         self.threads = torch_threads
         self.todo = list(reversed(items))
         resources = worker_resources(client)
@@ -355,7 +368,8 @@ class CrossItemRun:
         self.n_batches += 1
         future = self.client.submit(embed_task, self.cfg, self.run_id, bid, *[p for _, p, _ in taken],
                                     key=f"gpu-batch-{bid}-{self.run_id[:8]}", pure=False, resources=self.gpu_res)
-        self.batches[bid] = {"future": future, "left": len(taken), "preps": [p for _, p, _ in taken],
+        self.batches[bid] = {"future": future, "left": len(taken), "items": len(taken),
+                             "preps": [p for _, p, _ in taken],
                              "shared": [path for _, _, s in taken for path in s["shared"]],
                              "rows": sum(s["rows"] for _, _, s in taken)}
         for item, prep, s in taken:
@@ -397,14 +411,53 @@ class CrossItemRun:
         batch = self.batches[bid]
         batch["left"] -= 1
         if batch["left"] == 0:  # the batch and its inputs are no longer needed by anyone
-            self.waiting_rows -= batch["rows"]
-            batch["future"].release()
-            for prep in batch["preps"]:
-                prep.release()
-            for path in batch["shared"]:
-                with contextlib.suppress(FileNotFoundError):
-                    os.remove(path)
-            del self.batches[bid]
+            self.drop_batch(bid)
+
+    def drop_batch(self, bid: int) -> None:
+        """Release batch ``bid``'s future and inputs and remove its shared-memory files."""
+        batch = self.batches.pop(bid)
+        self.batch_clock.pop(bid, None)
+        self.waiting_rows -= batch["rows"]
+        batch["future"].release()
+        for prep in batch["preps"]:
+            prep.release()
+        for path in batch["shared"]:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+
+    def on_batch_event(self, event) -> None:
+        """:data:`BATCH_TOPIC` handler: the batch's clock stops while its worker loads models, then starts."""
+        _, msg = event
+        if not isinstance(msg, dict) or msg.get("run") != self.run_id:
+            return
+        running_since = time.monotonic() if msg.get("phase") == "models-loaded" else None
+        self.batch_clock[msg["batch"]] = (msg.get("worker", "?"), running_since)
+
+    def stop_slow_batches(self) -> None:
+        """Cancel batches running past ``jobs.batch_timeout_s``; restart their workers; their items fail."""
+        timeout_s = self.cfg.jobs.batch_timeout_s
+        now = time.monotonic()
+        slow = {bid: (worker, now - since) for bid, (worker, since) in list(self.batch_clock.items())
+                if since is not None and timeout_s > 0 and now - since > timeout_s and bid in self.batches}
+        if not slow:
+            return
+        finishing = {fin: (item, bid) for fin, (item, bid, _) in self.finishing.items() if bid in slow}
+        self.client.cancel([self.batches[bid]["future"] for bid in slow] + list(finishing))
+        error = self.restart_workers(sorted({w for w, _ in slow.values()})) if self.restart_workers else \
+            "no restart function"
+        action = "its worker was restarted" if error is None else f"its worker could not be restarted ({error})"
+        for fin, (item, bid) in finishing.items():
+            worker, seconds = slow[bid]
+            batch = self.batches[bid]
+            row = status_row(item.id, item.kind, "failed",
+                             f"timed out: GPU batch {bid} ({batch['items']} items, {batch['rows']} clips and "
+                             f"images) still running after {seconds:.0f} s (jobs.batch_timeout_s {timeout_s:g} s) "
+                             f"on {worker}; {action}; run again to redo it")
+            row.update(attempts=self.finishing.pop(fin)[2], worker=worker, timed_out=True)
+            fin.release()
+            self.add_row(row)
+        for bid in slow:
+            self.drop_batch(bid)
 
     def check_overdue(self) -> None:
         by_future = {prep: item for item, prep in self.preparing.values()}
@@ -421,6 +474,7 @@ class CrossItemRun:
 
         self.done = as_completed([], raise_errors=False)
         check = time.monotonic() + 1.0
+        self.client.subscribe_topic(BATCH_TOPIC, self.on_batch_event)
         try:
             while self.todo or self.preparing or self.ready or self.finishing:
                 self.top_up()
@@ -433,10 +487,12 @@ class CrossItemRun:
                         self.on_summary(fut)
                     elif fut in self.finishing:
                         self.on_finish(fut)
-                    # else: a prepare task cancelled for its timeout (its row is in)
+                    # else: a task cancelled for its timeout (its row is in)
                 if time.monotonic() >= check:
                     self.check_overdue()
+                    self.stop_slow_batches()
                     check = time.monotonic() + 1.0
         finally:
+            self.client.unsubscribe_topic(BATCH_TOPIC)
             if self.shared_dir:
                 remove_transfer_dir(self.shared_dir)

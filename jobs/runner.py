@@ -455,6 +455,7 @@ def compute_items(items, store: Path, cfg: Config, scheduler: str | None, worker
                 CrossItemRun(client, items, cfg, store, run_id=run_id, watch=watch,
                              add_row=functools.partial(report_row, sink or rows.append, bar, progress),
                              failed_row=failed_task_row, stop_overdue=stop_overdue_items,
+                             restart_workers=functools.partial(_restart_workers, client),
                              torch_threads=1 if cross_local else threads).run()
                 return rows
             tasks = plan_tasks(items, cfg.jobs.group_size, n_workers(client))

@@ -178,11 +178,12 @@ class DaskCLICluster:
         self.procs.append(proc)
         return proc
 
-    def add_worker(self, *extra: str) -> subprocess.Popen:
-        """One worker process without a nanny, so SIGKILL on it loses the worker for good."""
+    def add_worker(self, *extra: str, nanny: bool = False) -> subprocess.Popen:
+        """One worker process; without a nanny (default) SIGKILL on it loses the worker for good, with one
+        the worker can be restarted (``Client.restart_workers``)."""
         n = len(self.procs)
-        return self._start("worker", self.address, "--nthreads", "1", "--no-nanny", "--name", f"w{n}",
-                           "--local-directory", str(self.folder / f"w{n}"), *extra)
+        return self._start("worker", self.address, "--nthreads", "1", *(() if nanny else ("--no-nanny",)),
+                           "--name", f"w{n}", "--local-directory", str(self.folder / f"w{n}"), *extra)
 
     def wait_for(self, n: int) -> None:
         from dask.distributed import Client

@@ -202,6 +202,35 @@ def test_killed_gpu_worker_loses_no_item(dask_cli_cluster, manifest, tmp_path):
     report = result["report"]
     assert report.summary() == {"total": 4, "ok": 4, "cached": 0, "failed": 0}
     assert sorted(r["item"] for r in report.items) == sorted(r["id"] for r in rows)  # one row each
+    batches = [b for b in batches if b["phase"] == "start"]
     assert len(batches) == 2 and batches[1]["batch"] == batches[0]["batch"]  # the same batch, run again
     assert {r["batch"]["worker"] for r in report.items} == {batches[1]["worker"]} != {batches[0]["worker"]}
     assert all(shard_is_complete(StoreLayout(store).shard(r["id"])) for r in rows)
+
+
+@pytest.mark.slow
+def test_gpu_batch_past_its_timeout_is_cancelled_and_its_items_fail_then_rerun(dask_cli_cluster, manifest, tmp_path):
+    """A batch still running after jobs.batch_timeout_s (clock from its models being loaded): cancelled, its
+    GPU worker restarted, each of its items reported as timed out, the run ends; a re-run completes them."""
+    import reelsim as api
+
+    rows = [{"id": v, "video": f"{v}.mp4"} for v in ("fractal", "carpet")]
+    catalog = manifest.parent / "gpu-timeout.jsonl"
+    catalog.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    cluster = dask_cli_cluster
+    cluster.add_worker("--resources", "DECODE=1")
+    cluster.add_worker("--resources", "GPU=1", nanny=True)  # restartable
+    cluster.wait_for(2)
+    settings = ["jobs.cross_item=on", "jobs.gpu_batch=1000", "jobs.clip_transport=dask"]
+    store = tmp_path / "store"
+    # 3D-CNN clips on a CPU take far longer than 0.2 s
+    report = api.run([catalog], store, Config().with_settings(settings + ["jobs.batch_timeout_s=0.2"]),
+                     scheduler=cluster.address)
+    assert report.summary() == {"total": 2, "ok": 0, "cached": 0, "failed": 2}
+    for row in report.items:
+        assert row["timed_out"] and "timed out: GPU batch 0 (2 items," in row["reason"], row
+        assert "its worker was restarted" in row["reason"], row
+    assert not any(StoreLayout(store).shard(r["id"]).exists() for r in rows)
+    cluster.wait_for(2)  # the restarted GPU worker is back
+    again = api.run([catalog], store, Config().with_settings(settings), scheduler=cluster.address)
+    assert again.summary() == {"total": 2, "ok": 2, "cached": 0, "failed": 0}
