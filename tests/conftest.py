@@ -26,7 +26,7 @@ import pytest
 import reelsim as api
 from reelsim.config import Config
 from reelsim.jobs.cli import main
-from reelsim.pipeline.synth import Segment, edit_copy, make_image, make_video
+from reelsim.pipeline.synth import Segment, edit_copy, make_image, make_pattern_video, make_video
 
 FPS = 25
 # (id, segments); cut frames are the running sums of segment lengths.
@@ -49,6 +49,19 @@ PRODUCTS = {
     "earbuds": ("rgbtestsrc", "True wireless earbuds", "In-ear Bluetooth earbuds with charging case."),
 }
 BIKES_CUTS = [30, 76, 137, 187, 242]
+
+
+def clip_catalog(folder: Path, sources, frames: int) -> Path:
+    """``folder/catalog.jsonl``: one single-shot 160x120 clip with audio per lavfi source (ids c0, c1 ...)
+    and one product image ``p`` (no text, so no text model)."""
+    rows = []
+    for n, src in enumerate(sources):
+        make_pattern_video(folder / f"c{n}.mp4", size=(160, 120), frames=frames, source=src, audio=True)
+        rows.append({"id": f"c{n}", "video": f"c{n}.mp4"})
+    make_image(folder / "p.png", "gradients=seed=3")
+    rows.append({"id": "p", "image": "p.png"})
+    (folder / "catalog.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    return folder / "catalog.jsonl"
 
 
 def cut_frames(segments) -> list[int]:

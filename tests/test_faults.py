@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import reelsim
+from conftest import clip_catalog, reelsim
 
-from reelsim.pipeline.synth import make_image, make_pattern_video
+from reelsim.pipeline.synth import make_image
 from reelsim.storage.layout import StoreLayout
 from reelsim.storage.lock import StoreLock, StoreLockedError
 
@@ -34,15 +34,7 @@ def cli(*args) -> list[str]:
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory) -> Path:
     """A manifest of six short single-shot clips with audio, and one product image (no text: no text model)."""
-    d = tmp_path_factory.mktemp("fault-media")
-    rows = []
-    for n, src in enumerate(SOURCES):
-        make_pattern_video(d / f"c{n}.mp4", size=(160, 120), frames=30, source=src, audio=True)
-        rows.append({"id": f"c{n}", "video": f"c{n}.mp4"})
-    make_image(d / "p.png", "gradients=seed=3")
-    rows.append({"id": "p", "image": "p.png"})
-    (d / "catalog.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
-    return d / "catalog.jsonl"
+    return clip_catalog(tmp_path_factory.mktemp("fault-media"), SOURCES, frames=30)
 
 
 @pytest.fixture(scope="module")

@@ -6,24 +6,15 @@ import json
 
 import h5py
 import pytest
-from conftest import run_items
+from conftest import clip_catalog, run_items
 
-from reelsim.pipeline.synth import make_image, make_pattern_video
 from reelsim.storage.layout import StoreLayout
 from reelsim.storage.shards import shard_is_complete
 
 
 @pytest.fixture(scope="module")
 def catalog(tmp_path_factory):
-    d = tmp_path_factory.mktemp("resume-media")
-    rows = []
-    for n, src in enumerate(("testsrc2", "mandelbrot", "smptebars")):
-        make_pattern_video(d / f"c{n}.mp4", size=(160, 120), frames=20, source=src, audio=True)
-        rows.append({"id": f"c{n}", "video": f"c{n}.mp4"})
-    make_image(d / "p.png", "gradients=seed=3")
-    rows.append({"id": "p", "image": "p.png"})
-    (d / "catalog.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
-    return d / "catalog.jsonl"
+    return clip_catalog(tmp_path_factory.mktemp("resume-media"), ("testsrc2", "mandelbrot", "smptebars"), frames=20)
 
 
 def statuses(store) -> dict[str, str]:
