@@ -37,7 +37,8 @@ from pathlib import Path
 import numpy as np
 from knn import clustered
 
-from reelsim.similarity.blocked import blocked_topk, lists_device, to_device
+from reelsim.extractors.device import device_name
+from reelsim.similarity.blocked import blocked_topk, to_device
 
 
 def normalised(n: int, d: int, seed: int = 0) -> np.ndarray:
@@ -103,7 +104,7 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=1000, help="sampled items for recall (default 1000)")
     ap.add_argument("--out", type=Path, help="write gpu_knn.json here")
     args = ap.parse_args()
-    device = lists_device(args.device)
+    device = device_name(args.device)
     result = measure(int(args.n), args.d, args.k, device, args.precision, args.queries)
     text = json.dumps(result)
     print(text)

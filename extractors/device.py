@@ -38,6 +38,21 @@ def cuda_may_be_present() -> bool:
     return os.path.exists(NVIDIA_CONTROL_DEVICE)
 
 
+def device_name(name: str) -> str:
+    """``resolve_device(name)`` as a string (``cpu``, ``cuda:0`` ...), without importing torch where the
+    answer is the CPU anyway: ``cpu``, or ``auto`` on a machine with no NVIDIA driver
+    (:func:`cuda_may_be_present`). A CPU run's driver then never loads torch.
+
+    Examples
+    --------
+    >>> device_name("cpu")
+    'cpu'
+    """
+    if name == "cpu" or (name == "auto" and not cuda_may_be_present()):
+        return "cpu"
+    return str(resolve_device(name))
+
+
 def resolve_device(name: str) -> "torch.device":
     """Turn a ``--device`` value into a ``torch.device``.
 

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 
 from reelsim.config import Config
 from reelsim.extractors import registry
-from reelsim.extractors.device import cuda_may_be_present, resolve_device
+from reelsim.extractors.device import device_name, resolve_device
 from reelsim.extractors.registry import LOADS
 from reelsim.jobs.tasks import (
     announce_start,
@@ -99,8 +99,7 @@ def wants_cross_item(cfg: Config, client=None) -> bool:
     mode = cfg.jobs.cross_item
     if mode != "auto":
         return mode == "on"
-    on_driver = cfg.models.device != "cpu" and (cfg.models.device != "auto" or cuda_may_be_present())
-    if on_driver and resolve_device(cfg.models.device).type == "cuda":  # torch imported only where it may be
+    if device_name(cfg.models.device).startswith("cuda"):
         return True
     return client is not None and bool(worker_resources(client).get(GPU))
 
@@ -308,13 +307,13 @@ class CrossItemRun:
     stop_overdue : ``(client, {future: item}, pending set, watch, timeout_s) -> rows``; cancels
         prepare tasks running past ``jobs.item_timeout_s`` and restarts their workers.
     restart_workers : ``(addresses) -> None or why not`` (one line); restarts the GPU worker of a
-        batch running past ``jobs.batch_timeout_s`` (None: the worker is left as it is).
+        batch running past ``jobs.batch_timeout_s``.
     torch_threads : torch threads of each CPU worker (None: leave as is).
     """
 
     def __init__(self, client, items: list[Item], cfg: Config, store, *, run_id: str, watch,
                  add_row: Callable[[dict], None], failed_row: Callable, stop_overdue: Callable,
-                 restart_workers: Callable[[list[str]], str | None] | None = None,
+                 restart_workers: Callable[[list[str]], str | None],
                  torch_threads: int | None = None):
         self.client, self.cfg, self.store, self.run_id = client, cfg, str(store), run_id
         self.watch, self.add_row, self.failed_row, self.stop_overdue = watch, add_row, failed_row, stop_overdue
@@ -368,8 +367,7 @@ class CrossItemRun:
         self.n_batches += 1
         future = self.client.submit(embed_task, self.cfg, self.run_id, bid, *[p for _, p, _ in taken],
                                     key=f"gpu-batch-{bid}-{self.run_id[:8]}", pure=False, resources=self.gpu_res)
-        self.batches[bid] = {"future": future, "left": len(taken), "items": len(taken),
-                             "preps": [p for _, p, _ in taken],
+        self.batches[bid] = {"future": future, "left": len(taken), "preps": [p for _, p, _ in taken],
                              "shared": [path for _, _, s in taken for path in s["shared"]],
                              "rows": sum(s["rows"] for _, _, s in taken)}
         for item, prep, s in taken:
@@ -443,14 +441,13 @@ class CrossItemRun:
             return
         finishing = {fin: (item, bid) for fin, (item, bid, _) in self.finishing.items() if bid in slow}
         self.client.cancel([self.batches[bid]["future"] for bid in slow] + list(finishing))
-        error = self.restart_workers(sorted({w for w, _ in slow.values()})) if self.restart_workers else \
-            "no restart function"
+        error = self.restart_workers(sorted({w for w, _ in slow.values()}))
         action = "its worker was restarted" if error is None else f"its worker could not be restarted ({error})"
         for fin, (item, bid) in finishing.items():
             worker, seconds = slow[bid]
             batch = self.batches[bid]
             row = status_row(item.id, item.kind, "failed",
-                             f"timed out: GPU batch {bid} ({batch['items']} items, {batch['rows']} clips and "
+                             f"timed out: GPU batch {bid} ({len(batch['preps'])} items, {batch['rows']} clips and "
                              f"images) still running after {seconds:.0f} s (jobs.batch_timeout_s {timeout_s:g} s) "
                              f"on {worker}; {action}; run again to redo it")
             row.update(attempts=self.finishing.pop(fin)[2], worker=worker, timed_out=True)

@@ -31,29 +31,12 @@ from collections.abc import Callable
 import numpy as np
 
 from reelsim.errors import UsageError
-from reelsim.extractors.device import cuda_may_be_present, resolve_device
 
 #: bf16 keeps 8 bits of mantissa: each product is off by at most 2^-8 of |x_i y_i|, the fp32 sum adds
 #: little, so a dot product is off by less than 2^-7 * |x| |y| (twice the bound, for safety).
 BF16_REL_ERROR = 2.0 ** -7
 #: extra candidates kept beyond k on a bf16 pass, re-scored in fp32
 BF16_MARGIN = 32
-
-
-def lists_device(name: str) -> str:
-    """Where the kNN-graph job runs: ``cpu`` or a CUDA device, from ``auto``/``cpu``/``cuda``/``cuda:N``.
-
-    ``auto`` is CUDA when torch sees a GPU; a machine without NVIDIA device
-    files is CPU without importing torch (the CPU job does not need it).
-
-    Examples
-    --------
-    >>> lists_device("cpu")
-    'cpu'
-    """
-    if name == "cpu" or (name == "auto" and not cuda_may_be_present()):
-        return "cpu"
-    return str(resolve_device(name))
 
 
 def blocked_topk(xq: np.ndarray, xb: np.ndarray, k: int, *, device: str = "cpu", precision: str = "auto",

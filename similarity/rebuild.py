@@ -30,8 +30,9 @@ import numpy as np
 
 from reelsim.config import MODALITIES, Config, FusionConfig, check_weights
 from reelsim.errors import DamagedStoreError, StoreError, UsageError
+from reelsim.extractors.device import device_name
 from reelsim.extractors.registry import load
-from reelsim.similarity.blocked import DeviceGroups, lists_device
+from reelsim.similarity.blocked import DeviceGroups
 from reelsim.similarity.catalog import CatalogEmbeddings, load_catalog, save_catalog
 from reelsim.similarity.fusion import normalise
 from reelsim.similarity.grouped import GroupedIndex, group_vectors
@@ -124,13 +125,18 @@ def relist(store: Path, overrides: dict | None = None, *, progress: bool = False
     layout = StoreLayout(store)
     with StoreLock(layout.root):
         cat, stored_w = load_catalog(layout.require_catalog())
-        fusion = Config().with_overrides(fusion={"weights": stored_w, **(overrides or {})}).fusion
+        fusion = over_stored_weights(stored_w, overrides)
         return index_and_lists(layout.root, fusion, cat_norm=cat, progress=progress, text_model=text_model)
 
 
 def stored_fusion(store: Path, overrides: dict | None = None) -> FusionConfig:
     """The list settings of a ``reelsim lists`` run: ``overrides`` (None values ignored) over the catalog's weights."""
     _, stored_w = load_catalog(StoreLayout(store).require_catalog(), header=True)
+    return over_stored_weights(stored_w, overrides)
+
+
+def over_stored_weights(stored_w: dict[str, float], overrides: dict | None) -> FusionConfig:
+    """:class:`FusionConfig` of ``overrides`` (None values ignored), weights defaulting to the catalog's."""
     return Config().with_overrides(fusion={"weights": stored_w, **(overrides or {})}).fusion
 
 
@@ -218,7 +224,7 @@ def prepare_graph(store: Path, fusion: FusionConfig, *, cat_norm: CatalogEmbeddi
     from concurrent.futures import ThreadPoolExecutor
 
     t0 = time.perf_counter()
-    device = lists_device(fusion.device)
+    device = device_name(fusion.device)
     with ThreadPoolExecutor(1, thread_name_prefix="reelsim-sha") as pool:
         cat_sha = pool.submit(catalog_fingerprint, cat_norm)  # hashed while FAISS trains, when nothing is resumed
         gi = _resumable_index(layout, cat_sha.result, fusion, cat_norm.n)

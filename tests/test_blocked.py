@@ -8,8 +8,9 @@ from test_similarity import W, make_catalog
 
 from reelsim.config import FusionConfig
 from reelsim.errors import UsageError
+from reelsim.extractors.device import device_name
 from reelsim.similarity import GroupedIndex, knn_graph, normalise
-from reelsim.similarity.blocked import DeviceGroups, blocked_topk, lists_device
+from reelsim.similarity.blocked import DeviceGroups, blocked_topk
 from reelsim.similarity.grouped import group_vectors
 
 
@@ -33,7 +34,7 @@ def test_bf16_candidates_rescored_in_fp32_equal_the_exact_top_k():
     assert I.shape == (3, 5)
     with pytest.raises(UsageError):
         blocked_topk(xq, xb[:, :10], 5)
-    assert lists_device("cpu") == "cpu"
+    assert device_name("cpu") == "cpu"
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
