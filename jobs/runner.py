@@ -579,10 +579,10 @@ def _lists(store: Path, report: RunReport, cfg: Config, mode: str, progress: boo
     if mode == "none":
         return {}
     done = [r["item"] for r in report.rows() if r["status"] in ("ok", "cached")]
-    if mode != "add":
-        seen = {r["item"] for r in report.rows()}
-        done += sorted(i for i in usable_shards(store, model_stamps(cfg.models), skip=seen) if i not in seen)
-        del seen
+    if mode != "add" and StoreLayout(store).shard_count() > len(done):  # shards of items outside this run
+        run_keys = {item_key(r["item"]) for r in report.rows()}  # their shards are not opened
+        done += sorted(usable_shards(store, model_stamps(cfg.models), skip_keys=run_keys))
+        del run_keys
     if not done:
         return {}
     t1 = time.perf_counter()

@@ -88,6 +88,10 @@ class StoreLayout:
         """Every ``*.h5`` file under ``shards/``, sorted (complete or not)."""
         return sorted(self.shards_dir.glob("*/*.h5")) if self.shards_dir.is_dir() else []
 
+    def shard_count(self) -> int:
+        """How many ``*.h5`` files are under ``shards/`` (counted, not listed)."""
+        return sum(1 for _ in self.shards_dir.glob("*/*.h5")) if self.shards_dir.is_dir() else 0
+
     def shard_temp_files(self) -> list[Path]:
         """Temporary files that killed shard writers left behind."""
         return sorted(self.shards_dir.glob("*/.*.tmp"))

@@ -50,17 +50,18 @@ def shard_stamps(path: Path) -> tuple[str, dict[str, ModelStamp]]:
         return "", {}
 
 
-def usable_shards(store: Path, expected: dict[str, ModelStamp], *, skip: set[str] = frozenset()) -> dict[str, Path]:
+def usable_shards(store: Path, expected: dict[str, ModelStamp], *,
+                  skip_keys: set[str] = frozenset()) -> dict[str, Path]:
     """{item id: shard} of every sound shard (:func:`~reelsim.storage.shards.check_shard`) whose features
     all come from the ``expected`` models (a damaged shard, or one of another model, is left out).
 
-    The shards of the items in ``skip`` are not opened (e.g. a run's own items, whose rows say how they are).
+    Shards whose file name is one of ``skip_keys`` (:func:`~reelsim.storage.layout.item_key` of their
+    items, e.g. a run's own items, whose rows say how they are) are not opened.
     """
     layout = StoreLayout(store)
-    skipped = {layout.shard(i) for i in skip}
     out = {}
     for path in layout.shard_files():
-        if path in skipped:
+        if path.stem in skip_keys:
             continue
         item_id, wrong = check_shard(layout, path)
         if wrong is None and all(expected.get(m, s) == s for m, s in shard_stamps(path)[1].items()):
