@@ -234,6 +234,82 @@ def floor_cpu(index: dict, workdir: Path, short_side: int) -> float:
     return cpu_seconds() - c
 
 
+def class_rows(cfg) -> list[tuple[str, object]]:
+    """The rows compared on the hard classes: reelsim's configured detector, the model detectors, scenedetect."""
+    from reelsim.extractors.detectors import DETECTORS
+
+    rows = [(f"reelsim {cfg.shots.detector}", lambda p: reelsim_detections(p, cfg)[0])]
+    for name in ("ensemble", "transnetv2"):
+        if name in DETECTORS and transnet_available() and name != cfg.shots.detector:
+            sub = cfg.with_overrides(shots={"detector": name})
+            rows.append((f"reelsim:{name}", lambda p, sub=sub: reelsim_detections(p, sub)[0]))
+    rows.append(("scenedetect Content", lambda p: [Detection(c) for c in scenedetect_cuts(p, "content")]))
+    rows.append(("scenedetect Adaptive", lambda p: [Detection(c) for c in scenedetect_cuts(p, "adaptive")]))
+    return rows
+
+
+def per_class(index: dict, acc: dict) -> dict:
+    """{row: {class: summary}} (and ``"all"``) from the per-video detections of :func:`accuracy`."""
+    out = {}
+    for name, row in acc.items():
+        counts: dict = {}
+        for labels in index["videos"]:
+            dets = [Detection(f, k) for f, k in row["videos"][labels["name"]]["detections"]]
+            c = shotset.score(labels, dets)
+            counts.setdefault(labels["class"], shotset.Counts()).add(c)
+            counts.setdefault("all", shotset.Counts()).add(c)
+        out[name] = {k: shotset.summary(v) for k, v in counts.items()}
+    return out
+
+
+def print_classes(table: dict, index: dict, title: str) -> None:
+    """One line per class: truths, then each row's F1 (tp/fp/fn) and its trap splits."""
+    from reelsim.pipeline.shotclasses import CLASSES
+
+    names = list(table)
+    short = [n.replace("reelsim ", "").replace("reelsim:", "").replace("scenedetect ", "psd ")[:16] for n in names]
+    n_truth, n_traps = {}, {}
+    for v in index["videos"]:
+        n_truth[v["class"]] = n_truth.get(v["class"], 0) + len(v["transitions"])
+        n_traps[v["class"]] = n_traps.get(v["class"], 0) + len(v["traps"])
+    print(f"\nPer class on {title}: {len(index['videos'])} videos, "
+          f"{sum(v['n_frames'] for v in index['videos'])} frames, {sum(n_truth.values())} transitions, "
+          f"{sum(n_traps.values())} trap regions; F1 (tp/fp/fn) [trap splits]")
+    head = f"{'class':16} {'truth':>5} {'traps':>5} | " + " | ".join(f"{s:>22}" for s in short)
+    print(head)
+    print("-" * len(head))
+    for cls in [c for c in CLASSES if c in n_truth] + ["all"]:
+        cells = []
+        for n in names:
+            s = table[n].get(cls)
+            o = s["overall"]
+            splits = sum(s["trap_splits"].values())
+            cells.append(f"{o['f1']:5.3f} ({o['tp']:3d}/{o['fp']:2d}/{o['fn']:2d}) [{splits:2d}]")
+        truth = sum(n_truth.values()) if cls == "all" else n_truth[cls]
+        traps = sum(n_traps.values()) if cls == "all" else n_traps[cls]
+        print(f"{cls:16} {truth:5d} {traps:5d} | " + " | ".join(f"{c:>22}" for c in cells))
+
+
+def class_goals(table: dict, main: str, where: str) -> list[dict]:
+    """Issue 24's accuracy goals for row ``main``: overall F1 >= 0.95, each class >= 0.90 and >= TransNetV2's."""
+    out = []
+    mine = table[main]
+    net = next((v for k, v in table.items() if k.endswith("transnetv2")), None)
+    f1 = mine["all"]["overall"]["f1"]
+    out.append({"goal": f"overall F1 >= 0.95 ({where})", "value": f1, "met": f1 >= 0.95, "text": f"{f1:.3f}"})
+    for cls, s in mine.items():
+        if cls == "all":
+            continue
+        f = s["overall"]["f1"]
+        text = f"{f:.3f}"
+        ok = f >= 0.90
+        if net is not None:
+            text += f" (transnetv2 {net[cls]['overall']['f1']:.3f})"
+            ok = ok and f >= net[cls]["overall"]["f1"]
+        out.append({"goal": f"{cls} F1 >= 0.90 and >= transnetv2 ({where})", "value": f, "met": ok, "text": text})
+    return out
+
+
 def tagged_recall(index: dict, acc: dict) -> dict:
     """Recall on the cuts and dissolves tagged grey / similar / motion, per detector."""
     out = {}
@@ -478,6 +554,12 @@ def main(argv=None) -> int:
                     help="also score on held-out copies of the set with these seed shifts, e.g. 100,200 (the main "
                          "row and the model rows; --heldout-all-rows for every row)")
     ap.add_argument("--heldout-all-rows", action="store_true", help="score every row on the held-out copies")
+    ap.add_argument("--classes", default="", metavar="SEEDS",
+                    help="also score the hard classes of issue 24 (reelsim.pipeline.shotclasses) drawn from these "
+                         "seeds, e.g. 100,200 (held out: tuning used seeds 0-4), per class, for reelsim, the "
+                         "ensemble, TransNetV2 and scenedetect")
+    ap.add_argument("--classes-only", action="store_true",
+                    help="with --classes: skip the labelled set, its held-out copies and the speed part")
     ap.add_argument("--json", type=Path, default=None, help="write every figure to this JSON file")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
@@ -498,11 +580,42 @@ def main(argv=None) -> int:
         seeds = [int(x) for x in args.heldout.split(",") if x.strip()]
     except ValueError:
         ap.error(f"--heldout takes comma-separated integers, got {args.heldout!r}")
+    try:
+        class_seeds = [int(x) for x in args.classes.split(",") if x.strip()]
+    except ValueError:
+        ap.error(f"--classes takes comma-separated integers, got {args.classes!r}")
+    if args.classes_only and not class_seeds:
+        ap.error("--classes-only needs --classes SEEDS")
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="reelsim-shots-"))
     workdir = workdir / ("quick" if args.quick else "full")
     load0 = os.getloadavg()
     print(f"load average at start: {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f} ({os.cpu_count()} CPUs)")
     print(f"reelsim config: shots={dataclasses.asdict(cfg.shots)} decode={dataclasses.asdict(cfg.decode)}")
+
+    classes, class_table, g = {}, {}, []
+    main_class_row = class_rows(cfg)[0][0]
+    for seed in class_seeds:
+        t = time.perf_counter()
+        held = shotset.ensure_classes(workdir / "classes", seed)
+        print(f"hard classes, seed {seed}, ready in {time.perf_counter() - t:.1f} s")
+        classes[seed] = accuracy(held, workdir / "classes", class_rows(cfg), not args.no_progress)
+        class_table[seed] = per_class(held, classes[seed])
+        print_classes(class_table[seed], held, f"the hard classes of issue 24, seed {seed}")
+        g += class_goals(class_table[seed], main_class_row, f"classes seed {seed}")
+    if args.classes_only:
+        print(f"\nGoals (issue 24), for the row '{main_class_row}':")
+        for item in g:
+            print(f"  [{'met' if item['met'] else 'MISSED':6}] {item['goal']:62} {item['text']}")
+        load1 = os.getloadavg()
+        print(f"load average at end: {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}")
+        if args.json:
+            from reelsim.storage.atomic import write_text_atomic
+
+            body = {"config": cfg.to_dict(), "workdir": str(workdir), "load_start": load0, "load_end": load1,
+                    "classes": classes, "class_table": class_table, "goals": g}
+            write_text_atomic(args.json, json.dumps(body, indent=1, default=str))
+            print(f"figures written to {args.json}")
+        return 0
 
     t = time.perf_counter()
     index = shotset.ensure_set(workdir, quick=args.quick,
@@ -543,8 +656,8 @@ def main(argv=None) -> int:
             print_speed(f"labelled set ({len(files)} files, 640x360)", speeds["labelled"])
 
     main_row = acc[rows[0][0]]
-    g = goals(main_row, speeds.get("720p"), {k: v[rows[0][0]] for k, v in heldout.items()})
-    print(f"\nGoals (issues 14 and 3), for the row '{rows[0][0]}':")
+    g = goals(main_row, speeds.get("720p"), {k: v[rows[0][0]] for k, v in heldout.items()}) + g
+    print(f"\nGoals (issues 14, 3 and 24), for the row '{rows[0][0]}':")
     for item in g:
         print(f"  [{'met' if item['met'] else 'MISSED':6}] {item['goal']:62} {item['text']}")
     load1 = os.getloadavg()
@@ -555,7 +668,8 @@ def main(argv=None) -> int:
 
         body = {"config": cfg.to_dict(), "workdir": str(workdir), "quick": args.quick, "load_start": load0,
                 "load_end": load1, "labels_hash": index["hash"], "accuracy": acc, "tagged_recall": tags,
-                "heldout": heldout, "floor_cpu_seconds": floors, "speed": speeds, "goals": g}
+                "heldout": heldout, "floor_cpu_seconds": floors, "speed": speeds, "classes": classes,
+                "class_table": class_table, "goals": g}
         write_text_atomic(args.json, json.dumps(body, indent=1, default=str))
         print(f"figures written to {args.json}")
     return 0

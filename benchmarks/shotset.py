@@ -80,7 +80,8 @@ def labels_of(spec: VideoSpec, lay: Layout, file: str, fps: int = FPS) -> dict:
         "transitions": [t._asdict() for t in lay.transitions],
         "traps": [t._asdict() for t in lay.traps],
         "flash_frames": lay.flash_frames,
-        "painted_frames": sorted(set(lay.flash_frames) | set(lay.painted["flicker"]) | set(lay.painted["cycle"])),
+        "painted_frames": sorted(set(lay.flash_frames) | set(lay.painted["flicker"]) | set(lay.painted["cycle"])
+                                 | set(lay.painted["burst"])),
         "shot_starts": lay.shot_starts,
         "seed": spec.seed,
     }
@@ -151,7 +152,9 @@ def verify(path: Path, labels: dict) -> list[str]:
     for tr in labels["traps"]:
         if tr["kind"] not in ("flash", "strobe"):
             continue
-        around = [means[i] for i in (tr["start"] - 2, tr["end"] + 1) if 0 <= i < n]
+        before = next((i for i in range(tr["start"] - 2, -1, -1) if i not in painted), -1)
+        after = next((i for i in range(tr["end"] + 1, n) if i not in painted), n)
+        around = [means[i] for i in (before, after) if 0 <= i < n]  # unpainted frames (strobes may abut)
         for f in (x for x in labels["flash_frames"] if tr["start"] <= x < tr["end"]):
             if means[f] < 200 or means[f] < max(around) + 20:
                 problems.append(f"{labels['name']}: flash frame {f} mean {means[f]:.0f} (around {around})")
@@ -361,6 +364,25 @@ def ensure_video(spec: VideoSpec, workdir: Path, progress=print) -> dict:
         raise RuntimeError(f"{file} does not match its labels:\n  " + "\n  ".join(problems))
     write_text_atomic(label_path, json.dumps(labels, indent=1))
     return labels
+
+
+def ensure_classes(workdir: Path, seed: int, *, classes=None, progress=print) -> dict:
+    """Build (or reuse) the hard classes of issue 24 drawn from ``seed`` (:mod:`reelsim.pipeline.shotclasses`).
+
+    classes : class names (default: all of :data:`~reelsim.pipeline.shotclasses.CLASSES`).
+    Returns ``{"videos": [labels, ...], "hash": ...}``; each video's labels
+    carry its ``class``.
+    """
+    from reelsim.pipeline.shotclasses import CLASSES, class_specs
+
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    videos = []
+    for name in classes or CLASSES:
+        for spec in class_specs(name, seed):
+            videos.append({**ensure_video(spec, workdir, progress), "class": name})
+    return {"videos": videos, "speed": None, "hash": hashlib.sha256(
+        "".join(v["hash"] for v in videos).encode()).hexdigest()[:16]}
 
 
 def ensure_set(workdir: Path, *, quick: bool = False, speed_seconds: float | None = 60.0, seed: int = 0,

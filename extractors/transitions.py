@@ -50,6 +50,7 @@ Default thresholds were chosen on the labelled set of ``benchmarks/shots.py``
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass
 
@@ -107,15 +108,42 @@ class TransitionParams:
     fade_local_max: float = 0.7
     min_shot_frames: int = 8
     small_size: tuple[int, int] = (64, 36)
+    # -- issue 24: strobes and bursts, passing objects, whip pans, dark footage, long dissolves
+    burst_max: int = 6
+    z_reliable: float = 2.0
+    local_keep: float = 0.7
+    local_share: float = 0.3
+    local_z: float = 0.75
+    iso_max: float = 0.4
+    excursion_horizon: int = 30
+    excursion_return: float = 0.4
+    same_z_max: float = 0.7
+    spike: float = 1.3
+    jump_min: float = 2.5
+    jump_ratio: float = 2.0
+    dark_z_min: float = 0.6
+    dark_ratio: float = 2.5
+    dark_step_min: float = 3.0
+    long_half_widths: tuple[int, ...] = (20, 30)
+    long_min: float = 6.0
+    long_z_min: float = 0.4
+    long_local_max: float = 0.35
+    long_blend_max: float = 0.22
+    motion_cover: float = 0.2
+    motion_fast: float = 1.0
 
     @property
     def max_half(self) -> int:
         return max(self.half_widths)
 
     @property
+    def long_half(self) -> int:
+        return max(self.long_half_widths) if self.long_half_widths else 0
+
+    @property
     def cut_delay(self) -> int:
         """Frames after ``t`` the cut test at ``t`` needs."""
-        return max(self.lookahead, self.return_horizon, self.motion_after)
+        return max(self.lookahead, self.return_horizon, self.motion_after, self.excursion_horizon, self.burst_max)
 
     @classmethod
     def from_config(cls, cfg: ShotConfig) -> "TransitionParams":
@@ -132,9 +160,14 @@ class SmallFrame:
     z : float32 (h, w) luma standardised (mean 0, std 1; std floored at 4):
         the picture's structure, blind to brightness and contrast.
     hist : float32 (64,) joint RGB histogram (4 bins a channel), sums to 1.
+    zc : float32 (h/4, w/4) the structure at quarter size (luma standardised,
+        std floored at 2): sensor noise averaged down, for dark footage.
+    zc_contrast : spatial std of luma at quarter size, 0-255.
+    coarse : float32 (h/4, w/4, 3) RGB at quarter size, for long dissolves
+        (slow camera moves shift it by less than a pixel).
     """
 
-    __slots__ = ("rgb", "gray", "contrast", "z", "hist")
+    __slots__ = ("rgb", "gray", "contrast", "z", "hist", "zc", "zc_contrast", "coarse")
 
     def __init__(self, rgb_uint8: np.ndarray, size: tuple[int, int]):
         import cv2
@@ -149,6 +182,12 @@ class SmallFrame:
         codes = (q[..., 0].astype(np.int32) * 4 + q[..., 1]) * 4 + q[..., 2]
         hist = np.bincount(codes.ravel(), minlength=64).astype(np.float32)
         self.hist = hist / hist.sum()
+        w, h = size
+        self.coarse = cv2.resize(self.rgb, (w // 4, h // 4), interpolation=cv2.INTER_AREA)
+        gray = self.coarse @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+        mean, std = cv2.meanStdDev(gray)
+        self.zc_contrast = float(std[0, 0])
+        self.zc = (gray - np.float32(mean[0, 0])) * np.float32(1.0 / max(self.zc_contrast, 2.0))
 
 
 def mad(a: np.ndarray, b: np.ndarray) -> float:
@@ -180,6 +219,120 @@ def cut_score(step: float, hist_jump: float, motion_before: float, motion_after:
     if step < p.cut_min or step < ratio * (max(motion_before, motion_after) + 1.0):
         return False
     return returned >= p.flash_return * step
+
+
+def came_back(a: SmallFrame, b: SmallFrame, step: float, zstep: float, use_z: bool, share: float,
+              flat_contrast: float, z_slack: float = 0.0) -> bool:
+    """Does ``b`` show the picture of ``a`` again, closer than ``share`` of a jump of ``step``?
+
+    In colour, and, when ``use_z`` and neither frame is flat (quarter-size luma
+    std below ``flat_contrast``), in structure too, at quarter size against a
+    structure jump of ``zstep``: two white strobe frames over two different
+    shots look alike in colour but each keeps its own shot's structure, at
+    a sixth of its contrast.  ``z_slack``: structure differences up to this
+    count as the same (sensor noise in dark footage).
+    """
+    if mad(a.rgb, b.rgb) >= share * step:
+        return False
+    if use_z and min(a.zc_contrast, b.zc_contrast) >= flat_contrast:
+        return mad(a.zc, b.zc) < max(share * zstep, z_slack)
+    return True
+
+
+def compensated_step(a: np.ndarray, b: np.ndarray, reach: int = 2) -> float:
+    """Mean difference of two luma frames left after any motion of up to ``reach`` pixels.
+
+    Each pixel of one frame is compared with the range of values the other
+    takes within ``reach`` pixels around it (a max and a min filter): a
+    pixel inside that range could have moved there and counts 0.  Averaged
+    both ways.  Small motion (a walker's legs, a talking head) leaves little;
+    a subject that jumps to another place (a jump cut) leaves its whole change.
+
+    Parameters
+    ----------
+    a, b : np.ndarray [shape=(h, w), dtype=float32], 0-255.
+
+    Examples
+    --------
+    >>> a = np.zeros((9, 9), np.float32); a[4, 4] = 100
+    >>> compensated_step(a, np.roll(a, 1, axis=1)), compensated_step(a, np.roll(a, 4, axis=1))
+    (0.0, 1.2345679104328156)
+    """
+    import cv2
+
+    kernel = np.ones((2 * reach + 1, 2 * reach + 1), np.uint8)
+    out = 0.0
+    for x, y in ((a, b), (b, a)):
+        outside = cv2.max(cv2.subtract(x, cv2.dilate(y, kernel)), cv2.subtract(cv2.erode(y, kernel), x))
+        out += cv2.sumElems(cv2.threshold(outside, 0, 0, cv2.THRESH_TOZERO)[1])[0]
+    return out / (2 * a.size)
+
+
+def is_local_change(a: SmallFrame, b: SmallFrame, step: float, p: "TransitionParams") -> bool:
+    """Is the change from ``a`` to ``b`` (mean ``step``) a change of part of the picture?
+
+    The ``local_keep`` share of pixels that change least carries less than
+    ``local_share`` of the mean colour change, and the tenth of pixels whose
+    structure changes most changes by ``local_z`` on average: a subject that
+    jumps (a jump cut), a panel, a passer-by.  Light changes the whole
+    picture's colour and keeps its structure everywhere (dimming a bright
+    shape on black changes only the shape, but keeps its structure).
+    """
+    if trimmed_mad(a.rgb, b.rgb, p.local_keep) >= p.local_share * step:
+        return False
+    d = cv2_absdiff_flat(a.z, b.z)
+    k = max(1, d.size // 10)
+    return float(np.partition(d, d.size - k)[d.size - k:].mean()) >= p.local_z
+
+
+def cv2_absdiff_flat(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """|a - b| as a flat float32 array."""
+    import cv2
+
+    return cv2.absdiff(a, b).ravel()
+
+
+def long_blend_score(a0: np.ndarray, a: np.ndarray, q1: np.ndarray, m: np.ndarray, q3: np.ndarray,
+                     b: np.ndarray, b1: np.ndarray, max_step: float, p: "TransitionParams",
+                     motion_a: tuple[float, float] = (0.0, 0.0), motion_b: tuple[float, float] = (0.0, 0.0)) -> float:
+    """How much a 2h-frame stretch looks like a long dissolve, on quarter-size frames; 0 when it does not.
+
+    ``a``, ``m``, ``b`` are the coarse frames at ``c - h``, ``c``, ``c + h``;
+    ``q1``, ``q3`` at ``c - h/2`` and ``c + h/2``; ``a0``, ``b1`` at
+    ``c - 2h`` and ``c + 2h``.  A dissolve is a pixel-wise blend whose weight
+    grows steadily: ``m`` is the mean of ``a`` and ``b``, ``q1`` three parts
+    ``a`` to one ``b``, ``q3`` the reverse, each within ``long_blend_max`` of
+    the change ``d(a, b)``; the content settles outside (``long_local_max``)
+    and no single full-size step carries more than ``grad_step_max`` of it.
+    ``motion_a`` (``a0`` to ``a``) and ``motion_b`` (``b`` to ``b1``) are the
+    two shots' slow camera moves over h frames, in coarse pixels: each image
+    is moved to the time it is compared at (constant speed), and only the
+    part of the frame every moved image covers is compared.
+    """
+    still = not any(motion_a + motion_b)
+    ax, ay = motion_a
+    bx, by = -motion_b[0], -motion_b[1]
+    if still:
+        rows, cols = slice(None), slice(None)
+        moved = lambda img, k, dx, dy: img  # noqa: E731
+    else:
+        rows, cols = overlap(a.shape[:2], (1.5 * ax, 1.5 * ay), (1.5 * bx, 1.5 * by), (ax, ay), (bx, by), margin=0)
+        if rows.stop - rows.start < 3 or cols.stop - cols.start < 4:
+            return 0.0
+        moved = lambda img, k, dx, dy: shift(img, k * dx, k * dy)[rows, cols]  # noqa: E731
+    a_m, b_m = moved(a, 1.0, ax, ay), moved(b, 1.0, bx, by)
+    d_ab = mad(a_m, b_m)
+    if d_ab < p.long_min or max_step > p.grad_step_max * d_ab:
+        return 0.0
+    crop = (lambda img: img) if still else (lambda img: img[rows, cols])  # noqa: E731
+    if max(mad(moved(a0, 1.0, ax, ay), crop(a)), mad(crop(b), moved(b1, 1.0, bx, by))) > p.long_local_max * d_ab:
+        return 0.0
+    residual = max(mad(crop(m), 0.5 * (a_m + b_m)),
+                   mad(crop(q1), 0.75 * moved(a, 0.5, ax, ay) + 0.25 * moved(b, 1.5, bx, by)),
+                   mad(crop(q3), 0.25 * moved(a, 1.5, ax, ay) + 0.75 * moved(b, 0.5, bx, by))) / d_ab
+    if residual > p.long_blend_max:
+        return 0.0
+    return d_ab * (1.0 - residual / p.long_blend_max)
 
 
 def blend_score(a0: SmallFrame, a: SmallFrame, m: SmallFrame, b: SmallFrame, b1: SmallFrame, max_step: float,
@@ -265,6 +418,22 @@ def inner(img: np.ndarray) -> np.ndarray:
     return img[h // 6 : h - h // 6, w // 6 : w - w // 6]
 
 
+def overlap(shape: tuple[int, int], *shifts: tuple[float, float], margin: int = 1) -> tuple[slice, slice]:
+    """Rows and columns of an (h, w) frame that every image moved by one of ``shifts`` still covers.
+
+    Examples
+    --------
+    >>> overlap((36, 64), (10.4, 0.0), (-3.0, 1.5))
+    (slice(3, 35, None), slice(12, 60, None))
+    """
+    h, w = shape
+    x0 = max([0] + [math.ceil(dx) for dx, _ in shifts]) + margin
+    x1 = min([w] + [w + math.floor(dx) for dx, _ in shifts]) - margin
+    y0 = max([0] + [math.ceil(dy) for _, dy in shifts]) + margin
+    y1 = min([h] + [h + math.floor(dy) for _, dy in shifts]) - margin
+    return slice(y0, max(y0, y1)), slice(x0, max(x0, x1))
+
+
 def compensated_blend(a0: SmallFrame, a: SmallFrame, m: SmallFrame, b: SmallFrame, b1: SmallFrame,
                       motion_a: tuple[float, float], motion_b: tuple[float, float], p: TransitionParams) -> float:
     """:func:`blend_score` for shots under camera motion.
@@ -273,18 +442,24 @@ def compensated_blend(a0: SmallFrame, a: SmallFrame, m: SmallFrame, b: SmallFram
     window (from ``a0`` to ``a``), ``motion_b`` shot B's over the h frames after
     it (from ``b`` to ``b1``).  A is moved on by ``motion_a`` and B moved back
     by ``motion_b`` to where they would be at ``m``; the blend and localisation
-    tests then compare the central parts of the frames.
+    tests then compare the part of the frames that all moved images still
+    cover, which must be at least ``motion_cover`` of the frame each way.
     """
-    a_at_m = inner(shift(a.rgb, *motion_a))
-    b_at_m = inner(shift(b.rgb, -motion_b[0], -motion_b[1]))
+    back = (-motion_b[0], -motion_b[1])
+    rows, cols = overlap(a.rgb.shape[:2], motion_a, back)
+    h, w = a.rgb.shape[:2]
+    if (rows.stop - rows.start) < p.motion_cover * h or (cols.stop - cols.start) < p.motion_cover * w:
+        return 0.0
+    a_at_m = shift(a.rgb, *motion_a)[rows, cols]
+    b_at_m = shift(b.rgb, *back)[rows, cols]
     d_ab = mad(a_at_m, b_at_m)
     if d_ab < p.grad_min:
         return 0.0
-    before = mad(inner(shift(a0.rgb, *motion_a)), inner(a.rgb))
-    after = mad(inner(b.rgb), inner(shift(b1.rgb, -motion_b[0], -motion_b[1])))
+    before = mad(shift(a0.rgb, *motion_a)[rows, cols], a.rgb[rows, cols])
+    after = mad(b.rgb[rows, cols], shift(b1.rgb, *back)[rows, cols])
     if max(before, after) > p.grad_local_max * d_ab:
         return 0.0
-    residual = mad(inner(m.rgb), 0.5 * (a_at_m + b_at_m)) / d_ab
+    residual = mad(m.rgb[rows, cols], 0.5 * (a_at_m + b_at_m)) / d_ab
     if residual > p.grad_blend_max:
         return 0.0
     return d_ab * (1.0 - residual / p.grad_blend_max)
@@ -343,6 +518,14 @@ class TransitionDetector:
         self._steps: deque[float] = deque(maxlen=4 * h + params.cut_delay + 12)
         self._zsteps: deque[float] = deque(maxlen=4 * h + params.cut_delay + 12)
         self._hsteps: deque[float] = deque(maxlen=4 * h + params.cut_delay + 12)
+        self._zcsteps: deque[float] = deque(maxlen=4 * h + params.cut_delay + 12)
+        self._csteps: dict[int, float] = {}  # frame -> compensated step, computed only where a cut test needs it
+        big = params.long_half
+        # quarter-size frames (and quarter-size structure) for the long-dissolve test, which looks further
+        self._coarse: deque[tuple[np.ndarray, np.ndarray, np.ndarray]] = deque(maxlen=4 * big + 2)
+        self._half_window = None
+        self._long_steps: deque[float] = deque(maxlen=4 * big + 2)
+        self._long_run: _Run | None = None
         self._n = 0
         self._run: _Run | None = None
         self._pending: list[Boundary] = []
@@ -351,7 +534,7 @@ class TransitionDetector:
         self._motion: dict[int, tuple[float, float]] = {}  # frame -> translation from the previous frame
         self._window = None
         # a run ends one miss after its last centre; centres lag the newest frame by max_half
-        self.latency = 5 * h + params.cut_delay + 4
+        self.latency = max(5 * h + params.cut_delay + 4, 5 * big + 4)
 
     # -- ring access --------------------------------------------------------
     def _frame(self, i: int) -> SmallFrame:
@@ -364,6 +547,10 @@ class TransitionDetector:
     def _zstep(self, i: int) -> float:
         """mad(z[i-1], z[i]): how much the picture's structure changed at frame i."""
         return self._zsteps[i - (self._n - len(self._zsteps))]
+
+    def _zcstep(self, i: int) -> float:
+        """mad(zc[i-1], zc[i]): the structure step at quarter size (less sensor noise)."""
+        return self._zcsteps[i - (self._n - len(self._zcsteps))]
 
     def _is_flat(self, i: int) -> bool:
         """Is frame i or i-1 too flat (luma std below ``flat_contrast``) for its structure to mean anything?
@@ -406,6 +593,8 @@ class TransitionDetector:
 
     # -- interface ----------------------------------------------------------
     def process(self, index: int, rgb: np.ndarray) -> list[Boundary]:
+        import cv2
+
         if index != self._n:
             raise ValueError(f"frames must arrive in order: expected {self._n}, got {index}")
         f = SmallFrame(rgb, self.p.small_size)
@@ -413,16 +602,24 @@ class TransitionDetector:
         self._steps.append(mad(f.rgb, self._frames[-2].rgb) if len(self._frames) > 1 else 0.0)
         self._zsteps.append(mad(f.z, self._frames[-2].z) if len(self._frames) > 1 else 0.0)
         self._hsteps.append(hist_distance(f.hist, self._frames[-2].hist) if len(self._frames) > 1 else 0.0)
+        self._zcsteps.append(mad(f.zc, self._frames[-2].zc) if len(self._frames) > 1 else 0.0)
+        w, h = self.p.small_size
+        self._coarse.append((f.coarse, f.zc, cv2.resize(f.gray, (w // 2, h // 2), interpolation=cv2.INTER_AREA)))
+        self._long_steps.append(self._steps[-1])
         self._n += 1
         self._motion.pop(self._n - len(self._frames) - 1, None)  # its frame has left the ring
+        self._csteps.pop(self._n - len(self._frames), None)
         self._test_cut(self._n - 1 - self.p.cut_delay)
         self._test_gradual(self._n - 1 - 2 * self.p.max_half)
+        if self.p.long_half:
+            self._test_long(self._n - 1 - 2 * self.p.long_half)
         return self._release(self._n - 1 - self.latency)
 
     def finish(self, n_frames: int) -> list[Boundary]:
         for t in range(max(1, self._n - self.p.cut_delay), self._n):  # cuts too near the end to test before
             self._test_cut(t)
         self._close_run()
+        self._close_long_run()
         return self._release(n_frames)
 
     # -- tests --------------------------------------------------------------
@@ -445,25 +642,175 @@ class TransitionDetector:
         return jump, float(np.median(before)) if before else 0.0, float(np.median(after)) if after else 0.0
 
     def _test_cut(self, t: int) -> None:
-        p = self.p
+        """A hard cut at t: a colour cut or a structure cut that is no transient (see the module docstring)."""
         if t < 1:
             return
         step = self._step(t)
-        if step < p.cut_min:
+        if not (self._colour_cut(t, step) or self._structure_cut(t, step)) or not self._stands_out(t, step):
             return
-        zstep, flat = self._zstep(t), self._is_flat(t)
-        if zstep < p.light_max and not flat:
-            return  # the same picture in another light: flicker, strobe, a colour-cycling lamp
-        jump, *motion = self._cut_context(t)
-        if not cut_score(step, jump, *motion, returned=step, p=p):  # the flash rule costs more: only now
-            return
-        prev, cur = self._frame(t - 1).rgb, self._frame(t).rgb
-        oldest = self._n - len(self._frames)
-        horizon = p.return_horizon if zstep < p.return_z_max or flat else p.lookahead
-        returned = min([mad(prev, self._frame(k).rgb) for k in range(t + 1, min(self._n, t + 1 + horizon))]
-                       + [mad(self._frame(k).rgb, cur) for k in range(max(oldest, t - 1 - horizon), t - 1)])
-        if cut_score(step, jump, *motion, returned=returned, p=p):
+        if not self._transient(t, step):
             self._pending.append(Boundary(t, "cut", t, t))
+
+    def _colour_cut(self, t: int, step: float) -> bool:
+        """The colour test: a step large in itself and against the motion around, not light.
+
+        Against the motion around either as the module docstring says, or
+        (a subject moving fast, then jumping: a jump cut) as what is left
+        after small motion (:func:`compensated_step`): at least ``jump_min``
+        and ``jump_ratio`` times its median over 8 frames before and
+        ``motion_after`` after (the larger, plus 0.2).
+        """
+        p = self.p
+        if step < p.cut_min:
+            return False
+        if self._zstep(t) < p.light_max and not self._is_flat(t) and not is_local_change(
+                self._frame(t - 1), self._frame(t), step, p):
+            return False  # the same picture in another light: flicker, strobe, a colour-cycling lamp
+        jump, *motion = self._cut_context(t)
+        if cut_score(step, jump, *motion, returned=step, p=p):
+            return True
+        c = self._cstep(t)
+        if c < p.jump_min:
+            return False
+        first = self._n - len(self._frames) + 1
+        before = [self._cstep(i) for i in range(max(first, t - 8), t)]
+        after = [self._cstep(i) for i in range(t + 1, min(self._n, t + 1 + p.motion_after))]
+        level = max(float(np.median(before)) if before else 0.0, float(np.median(after)) if after else 0.0)
+        return c >= p.jump_ratio * (level + 0.2)
+
+    def _cstep(self, i: int) -> float:
+        """compensated_step(gray[i-1], gray[i]), computed once, when first asked for."""
+        if i not in self._csteps:
+            self._csteps[i] = compensated_step(self._frame(i - 1).gray, self._frame(i).gray)
+        return self._csteps[i]
+
+    def _stands_out(self, t: int, step: float) -> bool:
+        """Is the step at t more than ``spike`` times the motion of the steps next to it?
+
+        Inside a whip pan the picture changes a lot at every frame, rising and
+        falling smoothly; a cut is a spike.  Light (a flash next to a cut)
+        does not count: only :meth:`_motion_step`.
+        """
+        near = [self._motion_step(i) for i in (t - 1, t + 1) if self._n - len(self._steps) < i < self._n]
+        return not near or step >= self.p.spike * max(near)
+
+    def _structure_cut(self, t: int, step: float) -> bool:
+        """The structure test, for dark and noisy footage whose colour steps are small.
+
+        At half size (sensor noise averaged down) the standardised structure
+        must change by ``dark_z_min`` and ``dark_ratio`` times its level
+        around (medians over 8 frames before and ``motion_after`` after, plus
+        0.05), with a colour step of at least ``dark_step_min``; flat frames
+        have no structure to compare.
+        """
+        p = self.p
+        zc = self._zcstep(t)
+        if zc < p.dark_z_min or step < p.dark_step_min or min(self._frame(t - 1).zc_contrast,
+                                                               self._frame(t).zc_contrast) < 1.0:
+            return False
+        first = self._n - len(self._zcsteps) + 1
+        before = [self._zcstep(i) for i in range(max(first, t - 8), t)]
+        after = [self._zcstep(i) for i in range(t + 1, min(self._n, t + 1 + p.motion_after))]
+        level = max(float(np.median(before)) if before else 0.0, float(np.median(after)) if after else 0.0)
+        return zc >= p.dark_ratio * (level + 0.05)
+
+    def _zc_level(self, t: int) -> float:
+        """Median quarter-size structure step around t (8 frames each side, t left out): motion plus noise."""
+        first = self._n - len(self._zcsteps) + 1
+        around = [self._zcstep(i) for i in range(max(first, t - 8), min(self._n, t + 9)) if i != t]
+        return float(np.median(around)) if around else 0.0
+
+    def _transient(self, t: int, step: float) -> bool:
+        """Does the picture come back after the jump at t (a flash, a burst, flicker, something passing)?
+
+        - Flash rule: a frame within ``lookahead`` after t shows ``f[t-1]``
+          again, or ``f[t]`` was shown within ``lookahead`` before; where the
+          structure is partly kept and the change is over the whole frame
+          (light), within ``return_horizon``.
+        - Burst rule: some frame up to ``burst_max`` before t and some up to
+          ``burst_max`` after it, at most ``burst_max + 1`` apart, show the
+          same picture: t is inside a burst of lit frames (lightning with its
+          afterglow, a muzzle flash), wherever in it.
+        - Excursion rule, for a jump that does not stand alone (its
+          neighbours' motion above ``iso_max`` of it: a sweep): the picture
+          from before comes back within ``excursion_horizon`` frames, closer
+          than ``excursion_return`` of how far it went (an object passing in
+          front of the camera).
+
+        "The same picture" is judged in colour and, where the structure step
+        at t stands ``z_reliable`` times above its level around (so is not
+        sensor noise), in structure too, to within three times that level
+        (:func:`came_back`).
+        """
+        p = self.p
+        zstep, flat = self._zstep(t), self._is_flat(t)
+        oldest = self._n - len(self._frames)
+        prev, cur = self._frame(t - 1), self._frame(t)
+        zc, level = self._zcstep(t), self._zc_level(t)
+        use_z = min(prev.zc_contrast, cur.zc_contrast) >= 1.0 and zc >= p.z_reliable * level
+        light = (zstep < p.return_z_max or flat) and not is_local_change(prev, cur, step, p)
+        horizon = p.return_horizon if light else p.lookahead
+
+        def back(i: int, j: int, share: float = p.flash_return) -> bool:
+            return came_back(self._frame(i), self._frame(j), step, zc, use_z, share, 1.0, 3.0 * level)
+
+        if any(back(t - 1, k) for k in range(t + 1, min(self._n, t + 1 + horizon))):
+            return True
+        if any(back(k, t) for k in range(max(oldest, t - 1 - horizon), t - 1)):
+            return True
+        for i in range(max(oldest, t - 1 - p.burst_max), t - 1):
+            for j in range(t + 1, min(self._n, i + p.burst_max + 2)):
+                if back(i, j):
+                    return True
+        near = [self._motion_step(i) for i in (t - 1, t + 1) if oldest < i < self._n]
+        if near and max(near) > p.iso_max * step:
+            return self._excursion(t)
+        return False
+
+    def _moved_mad(self, i: int, j: int) -> float:
+        """mad of frames i and j after moving i by their global translation (phase correlation), on the overlap."""
+        import cv2
+
+        if self._window is None:
+            w, h = self.p.small_size
+            self._window = cv2.createHanningWindow((w, h), cv2.CV_32F)
+        a, b = self._frame(i), self._frame(j)
+        (dx, dy), _ = cv2.phaseCorrelate(a.gray, b.gray, self._window)
+        rows, cols = overlap(a.gray.shape, (dx, dy))
+        h, w = a.gray.shape
+        if rows.stop - rows.start < h // 2 or cols.stop - cols.start < w // 2:
+            return mad(a.rgb, b.rgb)
+        return min(mad(a.rgb, b.rgb), mad(shift(a.rgb, dx, dy)[rows, cols], b.rgb[rows, cols]))
+
+    def _excursion(self, t: int) -> bool:
+        """Does the picture from just before t come back within ``excursion_horizon`` frames?
+
+        Forward from ``f[t-1]``, ``f[t-2]`` and backward from ``f[t]`` ..
+        ``f[t+3]``: a frame closer than ``excursion_return`` times the
+        farthest the picture went in between.
+        """
+        p = self.p
+        oldest, share = self._n - len(self._frames), p.excursion_return
+
+        def returns(i: int, j: int, far: float) -> tuple[bool, float]:
+            d = mad(self._frame(i).rgb, self._frame(j).rgb)
+            return far > 0 and d < far and self._same_picture(i, j, far, d), max(far, d)
+
+        for i in (t - 1, t - 2):
+            if i < oldest:
+                continue
+            far = 0.0
+            for j in range(t, min(self._n, i + 1 + p.excursion_horizon)):
+                back, far = returns(i, j, far)
+                if back:
+                    return True
+        for j in range(t, min(self._n, t + 4)):
+            far = 0.0
+            for i in range(t - 1, max(oldest, j - p.excursion_horizon) - 1, -1):
+                back, far = returns(i, j, far)
+                if back:
+                    return True
+        return False
 
     def _test_gradual(self, c: int) -> None:
         p = self.p
@@ -486,11 +833,15 @@ class TransitionDetector:
             if best_kind == "fade":
                 continue
             score = blend_score(a0, a, m, b, b1, max(inside), p)
-            if not score and self._worth_compensating(a, b, max(inside)):
+            if not score and mad(a.rgb, b.rgb) >= p.grad_min:
+                steady = max(inside) <= p.grad_step_max * mad(a.rgb, b.rgb)
                 lo = max(c - 2 * h, oldest, 0)
-                score = compensated_blend(a0, a, m, b, b1, self._translation(lo, c - h),
-                                          self._translation(c + h, c + 2 * h), p)
-                if not score:
+                motion_a = self._translation(lo, c - h) if steady or self._moving(c - h) else (0.0, 0.0)
+                motion_b = self._translation(c + h, c + 2 * h) if steady or self._moving(c + h + 1) else (0.0, 0.0)
+                if steady or max(map(abs, motion_a + motion_b)) >= p.motion_fast * h:
+                    # under fast camera motion every step is large: the moved images decide
+                    score = compensated_blend(a0, a, m, b, b1, motion_a, motion_b, p)
+                if not score and steady:
                     score = robust_blend(a0, a, m, b, b1, p)
             if score > best_score:
                 best_kind, best_score, best_h = "dissolve", score, h
@@ -508,14 +859,9 @@ class TransitionDetector:
         elif best_kind == run.kind and best_score > run.best_score:
             run.best, run.best_score, run.best_half = c, best_score, best_h
 
-    def _worth_compensating(self, a: SmallFrame, b: SmallFrame, max_step: float) -> bool:
-        """Could a and b be the two ends of a dissolve seen through camera motion?
-
-        (Their histograms already differ: :meth:`_test_gradual` checks that first.)
-        """
-        p = self.p
-        d_ab = mad(a.rgb, b.rgb)
-        return d_ab >= p.grad_min and max_step <= p.grad_step_max * d_ab
+    def _moving(self, i: int) -> bool:
+        """Is the camera moving fast at frame i (the step there at least ``cut_min``: worth measuring)?"""
+        return self._step(i) >= self.p.cut_min
 
     def _is_flash(self, m: int) -> bool:
         """Is the uniform frame m part of a flash (at most 3 uniform frames, entered and left in one step)?
@@ -532,8 +878,10 @@ class TransitionDetector:
             u1 += 1
         if u1 - u0 >= 3 or u0 - 4 < max(oldest, 0) or u1 + 4 >= self._n:
             return False
-        into = self._step(u0) >= p.flash_abrupt * mad(self._frame(u0 - 4).rgb, self._frame(u0).rgb)
-        out = self._step(u1 + 1) >= p.flash_abrupt * mad(self._frame(u1).rgb, self._frame(u1 + 4).rgb)
+        # abrupt: the last step carries most of the change over 2 or 4 frames (2: a cut may lie 3 frames away)
+        into = any(self._step(u0) >= p.flash_abrupt * mad(self._frame(u0 - k).rgb, self._frame(u0).rgb) for k in (2, 4))
+        out = any(self._step(u1 + 1) >= p.flash_abrupt * mad(self._frame(u1).rgb, self._frame(u1 + k).rgb)
+                  for k in (2, 4))
         return into and out
 
     def _close_run(self) -> None:
@@ -544,13 +892,111 @@ class TransitionDetector:
             return
         start = max(0, min(run.first, run.best - run.best_half))
         end = max(run.last, run.best + run.best_half) + 1
-        new = Boundary(run.best, run.kind, start, end)
-        gradual = [i for i, b in enumerate(self._pending) if b.kind != "cut"]
-        # one transition seen as two runs (no shot can lie between them): merge
-        if gradual and start < self._pending[gradual[-1]].end + self.p.min_shot_frames:
-            self._pending[gradual[-1]] = merge_gradual(self._pending[gradual[-1]], new)
-        else:
-            self._pending.append(new)
+        if any(self._same_around(run.best - h, run.best + h + 1) for h in sorted({*self.p.half_widths, run.best_half})
+               if run.best - h >= start):
+            return  # the picture before it comes back after it: something passed in front, or the light dipped
+        self._add_gradual(Boundary(run.best, run.kind, start, end))
+
+    def _add_gradual(self, new: Boundary) -> None:
+        """Hold a gradual boundary, merged with held ones it overlaps (one transition seen as several runs)."""
+        m = self.p.min_shot_frames
+        keep = []
+        for b in self._pending:
+            if b.kind != "cut" and new.start < b.end + m and b.start < new.end + m:
+                new = merge_gradual(b, new) if b.start <= new.start else merge_gradual(new, b)
+            else:
+                keep.append(b)
+        self._pending = keep + [new]
+
+    def _same_around(self, start: int, end: int) -> bool:
+        """Is the picture just before frames [start, end) the one just after them (no transition: something
+        passed in front of the camera, or the light dipped and came back)?
+
+        True when some frame of ``start - 3 .. start - 1`` and some of
+        ``end .. end + 2`` differ by less than ``excursion_return`` times the
+        farthest any frame in between is from the first (the nearest two also
+        after moving one onto the other: the camera may have moved meanwhile).
+        """
+        oldest = self._n - len(self._frames)
+        before = [i for i in range(start - 3, start) if oldest <= i]
+        after = [j for j in range(end, end + 3) if j < self._n]
+        for i in before:
+            a = self._frame(i)
+            far = max((mad(a.rgb, self._frame(k).rgb) for k in range(start, min(end, self._n))), default=0.0)
+            if any(self._same_picture(i, j, far) for j in after):
+                return True
+        return False
+
+    def _same_picture(self, i: int, j: int, far: float, d: float | None = None) -> bool:
+        """Do frames i and j show the same picture, seen against a change of ``far`` in between?
+
+        Closer than ``excursion_return * far`` in colour, as they are or after
+        moving one onto the other (the camera may have moved meanwhile), and,
+        where neither is flat, alike in structure (quarter-size structure
+        closer than ``same_z_max``: a half-faded shot can match another in
+        colour).
+        """
+        p = self.p
+        a, b = self._frame(i), self._frame(j)
+        d = mad(a.rgb, b.rgb) if d is None else d
+        if d >= p.excursion_return * far and not (d < far and self._moved_mad(i, j) < p.excursion_return * far):
+            return False
+        return min(a.zc_contrast, b.zc_contrast) < 1.0 or mad(a.zc, b.zc) < p.same_z_max
+
+    # -- long dissolves -----------------------------------------------------
+    def _coarse_at(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(quarter-size RGB, quarter-size structure, half-size luma) of frame i."""
+        return self._coarse[i - (self._n - len(self._coarse))]
+
+    def _coarse_motion(self, i: int, j: int) -> tuple[float, float]:
+        """Global translation from frame i to frame j, in quarter-size pixels (phase correlation at half size)."""
+        import cv2
+
+        if self._half_window is None:
+            w, h = self.p.small_size
+            self._half_window = cv2.createHanningWindow((w // 2, h // 2), cv2.CV_32F)
+        (x, y), _ = cv2.phaseCorrelate(self._coarse_at(i)[2], self._coarse_at(j)[2], self._half_window)
+        return x / 2, y / 2
+
+    def _test_long(self, c: int) -> None:
+        """Long dissolves (``long_half_widths``, 2-3 s) centred at c, on quarter-size frames."""
+        p = self.p
+        oldest = self._n - len(self._coarse)
+        best_score, best_h = 0.0, 0
+        for h in p.long_half_widths:
+            if c - 2 * h < max(oldest, 0):
+                continue
+            (a, za, _), (b, zb, _) = self._coarse_at(c - h), self._coarse_at(c + h)
+            if mad(za, zb) < p.long_z_min and mad(a, b) < 4 * p.long_min:
+                continue  # the two ends must differ in structure (similar colours) or clearly in colour
+            first = self._n - len(self._long_steps)
+            max_step = max(self._long_steps[i - first] for i in range(c - h + 1, c + h + 1))
+            frames = [self._coarse_at(i)[0] for i in (c - 2 * h, c - h, c - h // 2, c, c + h // 2, c + h, c + 2 * h)]
+            score = long_blend_score(*frames, max_step, p)
+            if not score:  # the same under the two shots' slow camera moves
+                score = long_blend_score(*frames, max_step, p, self._coarse_motion(c - 2 * h, c - h),
+                                         self._coarse_motion(c + h, c + 2 * h))
+            if score > best_score:
+                best_score, best_h = score, h
+        run = self._long_run
+        if not best_score:
+            if run is not None and c - run.last > 1:
+                self._close_long_run()
+            return
+        if run is None:
+            self._long_run = _Run("dissolve", c, c, c, best_score, best_h)
+            return
+        run.last = c
+        if best_score > run.best_score:
+            run.best, run.best_score, run.best_half = c, best_score, best_h
+
+    def _close_long_run(self) -> None:
+        run, self._long_run = self._long_run, None
+        if run is None:
+            return
+        start = max(0, min(run.first, run.best - run.best_half))
+        end = max(run.last, run.best + run.best_half) + 1
+        self._add_gradual(Boundary(run.best, "dissolve", start, end))
 
     # -- output -------------------------------------------------------------
     def _release(self, upto: int) -> list[Boundary]:

