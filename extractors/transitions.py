@@ -106,13 +106,14 @@ class TransitionParams:
     half_widths: tuple[int, ...] = (4, 6, 8, 11, 15)
     fade_flat: float = 10.0
     fade_local_max: float = 0.7
+    fade_grey: float = 70.0
     min_shot_frames: int = 8
     small_size: tuple[int, int] = (64, 36)
     # -- issue 24: strobes and bursts, passing objects, whip pans, dark footage, long dissolves
     burst_max: int = 6
     z_reliable: float = 2.0
     local_keep: float = 0.7
-    local_share: float = 0.3
+    local_share: float = 0.45
     local_z: float = 0.75
     iso_max: float = 0.4
     excursion_horizon: int = 30
@@ -156,6 +157,7 @@ class SmallFrame:
 
     rgb : float32 (h, w, 3), 0-255.
     gray : float32 (h, w) luma, 0-255.
+    mean : mean luma, 0-255.
     contrast : spatial std of luma, 0-255.
     z : float32 (h, w) luma standardised (mean 0, std 1; std floored at 4):
         the picture's structure, blind to brightness and contrast.
@@ -167,7 +169,7 @@ class SmallFrame:
         (slow camera moves shift it by less than a pixel).
     """
 
-    __slots__ = ("rgb", "gray", "contrast", "z", "hist", "zc", "zc_contrast", "coarse")
+    __slots__ = ("rgb", "gray", "mean", "contrast", "z", "hist", "zc", "zc_contrast", "coarse")
 
     def __init__(self, rgb_uint8: np.ndarray, size: tuple[int, int]):
         import cv2
@@ -176,6 +178,7 @@ class SmallFrame:
         self.rgb = small.astype(np.float32)
         self.gray = self.rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
         mean, std = cv2.meanStdDev(self.gray)
+        self.mean = float(mean[0, 0])
         self.contrast = float(std[0, 0])
         self.z = (self.gray - np.float32(mean[0, 0])) * np.float32(1.0 / max(self.contrast, 4.0))
         q = small >> 6
@@ -663,8 +666,8 @@ class TransitionDetector:
         p = self.p
         if step < p.cut_min:
             return False
-        if self._zstep(t) < p.light_max and not self._is_flat(t) and not is_local_change(
-                self._frame(t - 1), self._frame(t), step, p):
+        local = is_local_change(self._frame(t - 1), self._frame(t), step, p)
+        if self._zstep(t) < p.light_max and not self._is_flat(t) and not local:
             return False  # the same picture in another light: flicker, strobe, a colour-cycling lamp
         jump, *motion = self._cut_context(t)
         if cut_score(step, jump, *motion, returned=step, p=p):
@@ -700,8 +703,9 @@ class TransitionDetector:
         At half size (sensor noise averaged down) the standardised structure
         must change by ``dark_z_min`` and ``dark_ratio`` times its level
         around (medians over 8 frames before and ``motion_after`` after, plus
-        0.05), with a colour step of at least ``dark_step_min``; flat frames
-        have no structure to compare.
+        0.05), with a colour step of at least ``dark_step_min``, over the
+        whole picture (:func:`is_local_change`); flat frames have no
+        structure to compare.
         """
         p = self.p
         zc = self._zcstep(t)
@@ -712,7 +716,9 @@ class TransitionDetector:
         before = [self._zcstep(i) for i in range(max(first, t - 8), t)]
         after = [self._zcstep(i) for i in range(t + 1, min(self._n, t + 1 + p.motion_after))]
         level = max(float(np.median(before)) if before else 0.0, float(np.median(after)) if after else 0.0)
-        return zc >= p.dark_ratio * (level + 0.05)
+        if zc < p.dark_ratio * (level + 0.05):
+            return False
+        return not is_local_change(self._frame(t - 1), self._frame(t), step, p)  # a caption on a plain sky
 
     def _zc_level(self, t: int) -> float:
         """Median quarter-size structure step around t (8 frames each side, t left out): motion plus noise."""
@@ -731,11 +737,12 @@ class TransitionDetector:
           ``burst_max`` after it, at most ``burst_max + 1`` apart, show the
           same picture: t is inside a burst of lit frames (lightning with its
           afterglow, a muzzle flash), wherever in it.
-        - Excursion rule, for a jump that does not stand alone (its
-          neighbours' motion above ``iso_max`` of it: a sweep): the picture
-          from before comes back within ``excursion_horizon`` frames, closer
-          than ``excursion_return`` of how far it went (an object passing in
-          front of the camera).
+        - Sweep rule, for a jump that does not stand alone (its neighbours'
+          motion above ``iso_max`` of it): it changes part of the picture
+          (:func:`is_local_change`: an edge sweeping across, something
+          entering the frame), or the picture from before comes back within
+          ``excursion_horizon`` frames, closer than ``excursion_return`` of
+          how far it went (an object passing in front of the camera).
 
         "The same picture" is judged in colour and, where the structure step
         at t stands ``z_reliable`` times above its level around (so is not
@@ -764,7 +771,8 @@ class TransitionDetector:
                     return True
         near = [self._motion_step(i) for i in (t - 1, t + 1) if oldest < i < self._n]
         if near and max(near) > p.iso_max * step:
-            return self._excursion(t)
+            # a change of part of the picture that goes on changing: something sweeping across it
+            return is_local_change(prev, cur, step, p) or self._excursion(t)
         return False
 
     def _moved_mad(self, i: int, j: int) -> float:
@@ -864,25 +872,37 @@ class TransitionDetector:
         return self._step(i) >= self.p.cut_min
 
     def _is_flash(self, m: int) -> bool:
-        """Is the uniform frame m part of a flash (at most 3 uniform frames, entered and left in one step)?
+        """Is the uniform frame m no fade: part of a flash, or a plain grey picture entered or left at once?
 
-        A fade through black or white may be fast on one side, never on both;
-        a flash right after a cut would otherwise pass for a fade and replace the cut.
+        A fade through black or white may be fast on one side, never on both:
+        at most 3 uniform frames entered and left in one step each are a
+        flash (a flash right after a cut would otherwise pass for a fade and
+        replace the cut).  A uniform frame neither dark nor bright (mean luma
+        within ``fade_grey`` of mid-grey) is the middle of a fade only if the
+        picture dissolves into it and out of it: a plain sky entered by a cut
+        is no fade.  Nor is a uniform frame entered or left by a change of
+        part of the picture (:func:`is_local_change`: something dark sweeping
+        across the frame until it fills it).
         """
         p, oldest = self.p, self._n - len(self._frames)
         flat = lambda i: oldest <= i < self._n and self._frame(i).contrast <= p.fade_flat  # noqa: E731
+        grey = abs(self._frame(m).mean - 127.5) < p.fade_grey
+        longest = 2 * p.max_half if grey else 3
         u0, u1 = m, m
-        while u1 - u0 < 3 and flat(u0 - 1):
+        while u1 - u0 < longest and flat(u0 - 1):
             u0 -= 1
-        while u1 - u0 < 3 and flat(u1 + 1):
+        while u1 - u0 < longest and flat(u1 + 1):
             u1 += 1
-        if u1 - u0 >= 3 or u0 - 4 < max(oldest, 0) or u1 + 4 >= self._n:
+        if u1 - u0 >= longest or u0 - 4 < max(oldest, 0) or u1 + 4 >= self._n:
             return False
+        if any(is_local_change(self._frame(i - 1), self._frame(i), self._step(i), p)
+               for i in (u0 - 1, u0, u1 + 1, u1 + 2) if self._step(i) >= p.dark_step_min):
+            return True  # covered and uncovered by something sweeping across, not faded
         # abrupt: the last step carries most of the change over 2 or 4 frames (2: a cut may lie 3 frames away)
         into = any(self._step(u0) >= p.flash_abrupt * mad(self._frame(u0 - k).rgb, self._frame(u0).rgb) for k in (2, 4))
         out = any(self._step(u1 + 1) >= p.flash_abrupt * mad(self._frame(u1).rgb, self._frame(u1 + k).rgb)
                   for k in (2, 4))
-        return into and out
+        return (into or out) if grey else (into and out)
 
     def _close_run(self) -> None:
         run, self._run = self._run, None
