@@ -111,7 +111,7 @@ class TransitionParams:
     small_size: tuple[int, int] = (64, 36)
     # -- issue 24: strobes and bursts, passing objects, whip pans, dark footage, long dissolves
     burst_max: int = 6
-    z_reliable: float = 2.0
+    z_reliable: float = 3.0
     local_keep: float = 0.7
     local_share: float = 0.45
     local_z: float = 0.75
@@ -119,6 +119,7 @@ class TransitionParams:
     excursion_horizon: int = 30
     excursion_return: float = 0.4
     same_z_max: float = 0.7
+    zc_flat: float = 1.0
     spike: float = 1.3
     jump_min: float = 2.5
     jump_ratio: float = 2.0
@@ -744,22 +745,22 @@ class TransitionDetector:
           ``excursion_horizon`` frames, closer than ``excursion_return`` of
           how far it went (an object passing in front of the camera).
 
-        "The same picture" is judged in colour and, where the structure step
-        at t stands ``z_reliable`` times above its level around (so is not
-        sensor noise), in structure too, to within three times that level
-        (:func:`came_back`).
+        "The same picture" is judged in colour and, where the structure
+        changed at t (a quarter-size step of at least ``light_max``, and
+        ``z_reliable`` times its level around, so not sensor noise), in
+        structure too, to within three times that level (:func:`came_back`).
         """
         p = self.p
         zstep, flat = self._zstep(t), self._is_flat(t)
         oldest = self._n - len(self._frames)
         prev, cur = self._frame(t - 1), self._frame(t)
         zc, level = self._zcstep(t), self._zc_level(t)
-        use_z = min(prev.zc_contrast, cur.zc_contrast) >= 1.0 and zc >= p.z_reliable * level
+        use_z = min(prev.zc_contrast, cur.zc_contrast) >= p.zc_flat and zc >= max(p.z_reliable * level, p.light_max)
         light = (zstep < p.return_z_max or flat) and not is_local_change(prev, cur, step, p)
         horizon = p.return_horizon if light else p.lookahead
 
         def back(i: int, j: int, share: float = p.flash_return) -> bool:
-            return came_back(self._frame(i), self._frame(j), step, zc, use_z, share, 1.0, 3.0 * level)
+            return came_back(self._frame(i), self._frame(j), step, zc, use_z, share, p.zc_flat, 3.0 * level)
 
         if any(back(t - 1, k) for k in range(t + 1, min(self._n, t + 1 + horizon))):
             return True
@@ -961,7 +962,7 @@ class TransitionDetector:
         d = mad(a.rgb, b.rgb) if d is None else d
         if d >= p.excursion_return * far and not (d < far and self._moved_mad(i, j) < p.excursion_return * far):
             return False
-        return min(a.zc_contrast, b.zc_contrast) < 1.0 or mad(a.zc, b.zc) < p.same_z_max
+        return min(a.zc_contrast, b.zc_contrast) < p.zc_flat or mad(a.zc, b.zc) < p.same_z_max
 
     # -- long dissolves -----------------------------------------------------
     def _coarse_at(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
