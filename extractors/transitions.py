@@ -50,6 +50,7 @@ Default thresholds were chosen on the labelled set of ``benchmarks/shots.py``
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import deque
 from dataclasses import dataclass
@@ -384,13 +385,13 @@ def robust_blend(a0: SmallFrame, a: SmallFrame, m: SmallFrame, b: SmallFrame, b1
     d_ab = trimmed_mad(a.rgb, b.rgb, p.grad_keep)
     if d_ab < p.grad_min:
         return 0.0
-    local = max(trimmed_mad(a0.rgb, a.rgb, p.grad_keep), trimmed_mad(b.rgb, b1.rgb, p.grad_keep))
-    if local > p.grad_local_max * d_ab:
-        return 0.0
     mix = 0.5 * (a.rgb + b.rgb)
     residual = trimmed_mad(m.rgb, mix, p.grad_keep) / d_ab
     if residual > p.grad_blend_max or residual * d_ab > p.grad_concentrated * mad(m.rgb, mix):
         return 0.0  # the misfit must sit on a few pixels (a moving subject), not everywhere (a morph)
+    local = max(trimmed_mad(a0.rgb, a.rgb, p.grad_keep), trimmed_mad(b.rgb, b1.rgb, p.grad_keep))
+    if local > p.grad_local_max * d_ab:
+        return 0.0
     return d_ab * (1.0 - residual / p.grad_blend_max)
 
 
@@ -459,12 +460,12 @@ def compensated_blend(a0: SmallFrame, a: SmallFrame, m: SmallFrame, b: SmallFram
     d_ab = mad(a_at_m, b_at_m)
     if d_ab < p.grad_min:
         return 0.0
+    residual = mad(m.rgb[rows, cols], 0.5 * (a_at_m + b_at_m)) / d_ab
+    if residual > p.grad_blend_max:
+        return 0.0
     before = mad(shift(a0.rgb, *motion_a)[rows, cols], a.rgb[rows, cols])
     after = mad(b.rgb[rows, cols], shift(b1.rgb, *back)[rows, cols])
     if max(before, after) > p.grad_local_max * d_ab:
-        return 0.0
-    residual = mad(m.rgb[rows, cols], 0.5 * (a_at_m + b_at_m)) / d_ab
-    if residual > p.grad_blend_max:
         return 0.0
     return d_ab * (1.0 - residual / p.grad_blend_max)
 
@@ -667,8 +668,8 @@ class TransitionDetector:
         p = self.p
         if step < p.cut_min:
             return False
-        local = is_local_change(self._frame(t - 1), self._frame(t), step, p)
-        if self._zstep(t) < p.light_max and not self._is_flat(t) and not local:
+        if self._zstep(t) < p.light_max and not self._is_flat(t) and not is_local_change(
+                self._frame(t - 1), self._frame(t), step, p):
             return False  # the same picture in another light: flicker, strobe, a colour-cycling lamp
         jump, *motion = self._cut_context(t)
         if cut_score(step, jump, *motion, returned=step, p=p):
@@ -988,13 +989,17 @@ class TransitionDetector:
             if c - 2 * h < max(oldest, 0):
                 continue
             (a, za, _), (b, zb, _) = self._coarse_at(c - h), self._coarse_at(c + h)
-            if mad(za, zb) < p.long_z_min and mad(a, b) < 4 * p.long_min:
+            d_ab = mad(a, b)
+            if d_ab < p.long_min or (mad(za, zb) < p.long_z_min and d_ab < 4 * p.long_min):
                 continue  # the two ends must differ in structure (similar colours) or clearly in colour
+            m = self._coarse_at(c)[0]
+            if mad(m, 0.5 * (a + b)) > 2 * p.long_blend_max * d_ab:
+                continue  # cheap test first: the middle is nothing like a blend, even with slow motion
             first = self._n - len(self._long_steps)
-            max_step = max(self._long_steps[i - first] for i in range(c - h + 1, c + h + 1))
+            max_step = max(itertools.islice(self._long_steps, c - h + 1 - first, c + h + 1 - first))
             frames = [self._coarse_at(i)[0] for i in (c - 2 * h, c - h, c - h // 2, c, c + h // 2, c + h, c + 2 * h)]
             score = long_blend_score(*frames, max_step, p)
-            if not score:  # the same under the two shots' slow camera moves
+            if not score and max_step <= p.grad_step_max * d_ab:  # the same under the shots' slow camera moves
                 score = long_blend_score(*frames, max_step, p, self._coarse_motion(c - 2 * h, c - h),
                                          self._coarse_motion(c + h, c + 2 * h))
             if score > best_score:
