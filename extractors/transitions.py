@@ -61,6 +61,10 @@ from reelsim.config import ShotConfig
 from reelsim.extractors.shots import Boundary, register_detector
 
 
+#: frames whose cut evidence a detector built with ``evidence=True`` keeps (at most)
+EVIDENCE_KEPT = 2048
+
+
 @dataclass(frozen=True)
 class TransitionParams:
     """Thresholds of :class:`TransitionDetector` (differences are mean absolute ones on a 0-255 scale).
@@ -516,8 +520,9 @@ class TransitionDetector:
     analysis frame.  Frames must arrive in order starting at 0.
     """
 
-    def __init__(self, params: TransitionParams):
+    def __init__(self, params: TransitionParams, *, evidence: bool = False):
         self.p = params
+        self._evidence: dict[int, tuple[float, str]] | None = {} if evidence else None
         h = params.max_half
         self._frames: deque[SmallFrame] = deque(maxlen=4 * h + params.cut_delay + 2)
         self._steps: deque[float] = deque(maxlen=4 * h + params.cut_delay + 12)
@@ -651,10 +656,57 @@ class TransitionDetector:
         if t < 1:
             return
         step = self._step(t)
-        if not (self._colour_cut(t, step) or self._structure_cut(t, step)) or not self._stands_out(t, step):
-            return
-        if not self._transient(t, step):
+        if not (self._colour_cut(t, step) or self._structure_cut(t, step)):
+            self._note(t, step, "light" if self._is_light(t, step) else "weak")
+        elif not self._stands_out(t, step):
+            self._note(t, step, "motion")
+        elif self._transient(t, step):
+            self._note(t, step, "transient")
+        else:
+            self._note(t, step, "cut")
             self._pending.append(Boundary(t, "cut", t, t))
+
+    def _is_light(self, t: int, step: float) -> bool:
+        """Would the light rule call the step at t the same picture in another light?"""
+        p = self.p
+        return (step >= p.cut_min and self._zstep(t) < p.light_max and not self._is_flat(t)
+                and not is_local_change(self._frame(t - 1), self._frame(t), step, p))
+
+    def _note(self, t: int, step: float, verdict: str) -> None:
+        """Keep the cut evidence at t (:meth:`cut_evidence`) when asked to (``evidence=True``)."""
+        if self._evidence is None or (step < self.p.dark_step_min and verdict == "weak"):
+            return
+        self._evidence[t] = (self._cut_strength(t, step), verdict)
+        while len(self._evidence) > EVIDENCE_KEPT:
+            del self._evidence[next(iter(self._evidence))]
+
+    def _cut_strength(self, t: int, step: float) -> float:
+        """How far the step at t goes towards a cut: the larger of step / what the colour test needs and
+        quarter-size structure step / what the structure test needs (1 or more: the test's size and ratio
+        pass)."""
+        p = self.p
+        jump, before, after = self._cut_context(t)
+        ratio = p.cut_ratio * (0.75 if jump >= p.cut_hist else 1.0)
+        colour = step / max(p.cut_min, ratio * (max(before, after) + 1.0))
+        first = self._n - len(self._zcsteps) + 1
+        zb = [self._zcstep(i) for i in range(max(first, t - 8), t)]
+        za = [self._zcstep(i) for i in range(t + 1, min(self._n, t + 1 + p.motion_after))]
+        level = max(float(np.median(zb)) if zb else 0.0, float(np.median(za)) if za else 0.0)
+        structure = self._zcstep(t) / max(p.dark_z_min, p.dark_ratio * (level + 0.05))
+        return max(colour, structure)
+
+    def cut_evidence(self, t: int) -> tuple[float, str]:
+        """(strength, verdict) of the cut test at frame t, kept for the last ``EVIDENCE_KEPT`` frames tested
+        with a step of at least ``dark_step_min`` when the detector was built with ``evidence=True``.
+
+        strength : :meth:`_cut_strength` (1 or more: large enough against the motion around).
+        verdict : ``cut`` (reported), ``light`` (the same picture in another light), ``transient``
+            (the picture came back: a flash, a burst, something passing), ``motion`` (no spike above the
+            steps next to it: a whip pan), ``weak`` (too small), ``none`` (not kept).
+        """
+        if self._evidence is None:
+            raise ValueError("cut_evidence needs TransitionDetector(..., evidence=True)")
+        return self._evidence.get(t, (0.0, "none"))
 
     def _colour_cut(self, t: int, step: float) -> bool:
         """The colour test: a step large in itself and against the motion around, not light.
