@@ -294,6 +294,18 @@ def is_local_change(a: SmallFrame, b: SmallFrame, step: float, p: "TransitionPar
     return float(np.partition(d, d.size - k)[d.size - k:].mean()) >= p.local_z
 
 
+def is_local_structure_change(a: SmallFrame, b: SmallFrame, p: "TransitionParams") -> bool:
+    """Is the change of structure from ``a`` to ``b`` confined to part of the picture (a caption, a panel)?
+
+    The ``local_keep`` share of pixels whose standardised luma changes least
+    carries less than ``local_share`` of the mean change.  Unlike
+    :func:`is_local_change` this holds under light that clips colours.
+    """
+    d = cv2_absdiff_flat(a.z, b.z)
+    k = max(1, int(p.local_keep * d.size))
+    return float(np.partition(d, k - 1)[:k].mean()) < p.local_share * float(d.mean())
+
+
 def cv2_absdiff_flat(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """|a - b| as a flat float32 array."""
     import cv2
@@ -656,15 +668,36 @@ class TransitionDetector:
         if t < 1:
             return
         step = self._step(t)
-        if not (self._colour_cut(t, step) or self._structure_cut(t, step)):
+        spike = self._structure_spike(t)
+        if not (self._colour_cut(t, step) or self._structure_cut(t, step) or spike):
             self._note(t, step, "light" if self._is_light(t, step) else "weak")
-        elif not self._stands_out(t, step):
+        elif not (self._stands_out(t, step) or spike):
             self._note(t, step, "motion")
         elif self._transient(t, step):
             self._note(t, step, "transient")
         else:
             self._note(t, step, "cut")
             self._pending.append(Boundary(t, "cut", t, t))
+
+    def _structure_spike(self, t: int) -> bool:
+        """Does the whole picture's structure change at t, and at least twice as much as next to it?
+
+        The quarter-size structure step at t is at least ``dark_z_min``,
+        twice the steps before and after it and ``dark_ratio`` times its
+        level around (plus 0.05), and the change is not confined to part of
+        the picture (:func:`is_local_structure_change`).  Light leaves the
+        structure alone, so a cut between two lit frames of a burst, whose
+        colour step light has squeezed, stands out here.
+        """
+        p = self.p
+        zc = self._zcstep(t)
+        if zc < p.dark_z_min or t + 1 >= self._n:
+            return False
+        if zc < 2.0 * max(self._zcstep(t - 1) if t - 1 > self._n - len(self._zcsteps) else 0.0, self._zcstep(t + 1)):
+            return False
+        if zc < p.dark_ratio * (self._zc_level(t) + 0.05):
+            return False
+        return not is_local_structure_change(self._frame(t - 1), self._frame(t), p)
 
     def _is_light(self, t: int, step: float) -> bool:
         """Would the light rule call the step at t the same picture in another light?"""
@@ -790,7 +823,10 @@ class TransitionDetector:
         - Burst rule: some frame up to ``burst_max`` before t and some up to
           ``burst_max`` after it, at most ``burst_max + 1`` apart, show the
           same picture: t is inside a burst of lit frames (lightning with its
-          afterglow, a muzzle flash), wherever in it.
+          afterglow, a muzzle flash), wherever in it.  And where the
+          structure jumps twice as much (and by ``dark_z_min``) within
+          ``burst_max`` frames after t, t is where a burst starts and the cut
+          inside it comes later.
         - Sweep rule, for a jump that does not stand alone (its neighbours'
           motion above ``iso_max`` of it): it changes part of the picture
           (:func:`is_local_change`: an edge sweeping across, something
@@ -815,6 +851,8 @@ class TransitionDetector:
         def back(i: int, j: int, share: float = p.flash_return) -> bool:
             return came_back(self._frame(i), self._frame(j), step, zc, use_z, share, p.zc_flat, 3.0 * level)
 
+        if any(self._zcstep(k) >= max(2.0 * zc, p.dark_z_min) for k in range(t + 1, min(self._n, t + 1 + p.burst_max))):
+            return True  # the light jumps here, the structure only a few frames later: the cut is there
         if any(back(t - 1, k) for k in range(t + 1, min(self._n, t + 1 + horizon))):
             return True
         if any(back(k, t) for k in range(max(oldest, t - 1 - horizon), t - 1)):
