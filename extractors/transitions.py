@@ -1,26 +1,48 @@
 """reelsim's own shot-boundary detector: hard cuts, dissolves and fades, flash- and flicker-proof.
 
 It works on tiny copies of the analysis frames (``small_size``, 64x36 by
-default) and keeps a ring of ``4 * max_half + cut_delay + 2`` of them, so its
-cost and memory do not depend on video length.  Three tests, each a small pure
-function over that ring:
+default, with a quarter-size copy for structure and long dissolves) and keeps
+a ring of ``4 * max_half + cut_delay + 2`` of them (and of quarter-size ones
+``4 * long_half + 2``), so its cost and memory do not depend on video length.
+Four tests, each a small pure function over that ring:
 
-**Hard cut at frame t** (:func:`cut_score`).  ``d = mad(f[t-1], f[t])`` (mean
-absolute RGB difference, 0-255) must be at least ``cut_min`` and at least
-``cut_ratio`` times the local motion level (median over 8 frames before and
-``motion_after`` after ``t``, whichever is larger, plus 1), so the onset of a
-fast pan or a shaky shot is not a cut.  Each step counts as motion only as far
-as the picture's *structure* explains it (``z``, luma standardised per frame,
-is blind to brightness and contrast): flickering light next to a cut does not
-hide it.  A palette jump lowers the ratio only where the structure is wholly
-new (``zstep >= cut_hist_z``; fast motion moves the palette too).
-Light rule: a jump that keeps the structure (``zstep < light_max``) is the
-same picture in another light (flicker, strobe, a colour-cycling lamp).
-Flash rule: if some frame within ``lookahead`` frames after ``t`` is back
-close to ``f[t-1]`` (``mad < flash_return * d``), or ``f[t]`` close to one
-before, the jump was a flash; with the structure partly kept
-(``zstep < return_z_max``) a return within ``return_horizon`` frames counts
-too (periodic or returning content: flicker, colour cycling).
+**Hard cut at frame t.**  A candidate is any of:
+
+- *colour cut* (:func:`cut_score`): ``d = mad(f[t-1], f[t])`` (mean absolute
+  RGB difference, 0-255) is at least ``cut_min`` and at least ``cut_ratio``
+  times the local motion level (median over 8 frames before and
+  ``motion_after`` after ``t``, whichever is larger, plus 1), so the onset of
+  a fast pan or a shaky shot is not a cut.  Each step counts as motion only as
+  far as the picture's *structure* explains it (``z``, luma standardised per
+  frame, is blind to brightness and contrast): flickering light next to a cut
+  does not hide it.  A palette jump lowers the ratio only where the structure
+  is wholly new (``zstep >= cut_hist_z``).  Or, for a subject that moves fast
+  and then jumps (a jump cut), the difference left after motion of up to 2
+  pixels (:func:`compensated_step`) against its own level around;
+- *structure cut*, for dark and noisy footage whose colour steps are small:
+  the quarter-size structure (sensor noise averaged down) changes by
+  ``dark_z_min`` and ``dark_ratio`` times its level around, over the whole
+  picture;
+- *structure spike*: the whole picture's structure changes at least twice as
+  much as at the frames next to it, whatever light did to the colour step (a
+  cut between two lit frames of a burst).
+
+Light rule: a jump that keeps the structure (``zstep < light_max``) over the
+whole picture (not a change of part of it, :func:`is_local_change`) is the
+same picture in another light (flicker, strobe, a colour-cycling lamp).  A
+colour or structure cut must also stand out: at least ``spike`` times the
+motion of the steps next to it (inside a whip pan every step is large).
+Then a candidate is dropped as a *transient* when the picture comes back
+(:meth:`TransitionDetector._transient`): within ``lookahead`` frames (a
+flash), ``return_horizon`` (light over the whole picture: flicker, colour
+cycling), on both sides of a burst of up to ``burst_max`` lit frames
+(lightning with its afterglow, a muzzle flash; and a burst's first lit frame
+is no cut when the structure jumps more a few frames later); and, for a jump
+that does not stand alone, when it changes part of the picture (something
+sweeping across) or the picture comes back within ``excursion_horizon``
+frames (something passing in front of the camera).  "Comes back" is judged
+in colour and, where the structure jumped, in structure too: white strobe
+frames over two different shots look alike in colour only.
 
 **Dissolve centred at c** (:func:`blend_score`), for half-widths ``h`` in
 ``half_widths``: ``A = f[c-h]``, ``B = f[c+h]``, ``M = f[c]``.  A dissolve makes
@@ -29,23 +51,40 @@ compared with ``mad(A, B)``; a cut inside the window makes it half of it, camera
 motion makes it large too.  Also required: ``A`` and ``B`` differ
 (``mad >= grad_min``), their colour histograms differ (``>= grad_hist_min``;
 a pan keeps its histogram), and no single step inside the window carries most
-of the change (that is a cut).
+of the change (that is a cut).  Under camera motion A and B are moved to
+where they would be at ``M`` (:func:`compensated_blend`; under fast motion
+every step is large, and only the part of the frame all moved images cover
+is compared); with a fast-moving subject the least-changed pixels decide
+(:func:`robust_blend`).
+
+**Long dissolve centred at c** (:func:`long_blend_score`), for 2-3 s
+dissolves (``long_half_widths``), on quarter-size frames where a slow pan or
+zoom moves the picture by less than a pixel: the ends differ in structure
+(similar colours are allowed), the middle and the quarter points are blends
+of the ends with weights 1/2, 1/4 and 3/4, and the content settles outside;
+again with each shot's slow camera move taken out.
 
 **Fade through black/white centred at c** (:func:`fade_score`): frame ``c`` is
 nearly uniform (spatial luma std ``<= fade_flat``) while frames ``h`` before and
 after are not, and those two differ (so a white flash inside one shot is no
 fade).  ffmpeg's and editors' fades are often fast on one side, so steps are
-not required to be small; a cut detected inside the fade is dropped.
+not required to be small; a cut detected inside the fade is dropped.  A
+uniform run entered and left in one step each is a flash; a plain grey one
+entered or left in one step is a plain picture; one entered or left by a
+change of part of the picture is something dark passing in front.
 
 Candidates of the gradual tests on consecutive centres form one run; a run
 gives ONE boundary, placed at its most uniform frame (fade) or its best blend
 (dissolve), reported as a :class:`Boundary` with the transition's frame range.
-Boundaries closer than ``min_shot_frames`` to the previous one are dropped (a
-cut inside a gradual transition's range is dropped in favour of it).  Every
-decision is final ``latency`` frames after the boundary.
+A run whose picture before is the picture after (:meth:`TransitionDetector._same_around`)
+is no transition.  Overlapping gradual boundaries are merged.  Boundaries
+closer than ``min_shot_frames`` to the previous one are dropped (a cut inside
+a gradual transition's range is dropped in favour of it).  Every decision is
+final ``latency`` frames after the boundary.
 
 Default thresholds were chosen on the labelled set of ``benchmarks/shots.py``
-(see ``docs/shots.md``).
+and on seeds 0-4 of the hard classes (:mod:`reelsim.pipeline.shotclasses`;
+see ``docs/shots.md``).
 """
 
 from __future__ import annotations
@@ -59,7 +98,6 @@ import numpy as np
 
 from reelsim.config import ShotConfig
 from reelsim.extractors.shots import Boundary, register_detector
-
 
 #: frames whose cut evidence a detector built with ``evidence=True`` keeps (at most)
 EVIDENCE_KEPT = 2048
@@ -86,6 +124,44 @@ class TransitionParams:
     at most ``grad_concentrated`` of the full one.  fade_local_max : the
     localisation limit of a fade (a dissolve's is ``grad_local_max``).
     motion_after : frames after ``t`` in the motion level.
+
+    Issue 24 (strobes and bursts, passing objects, whip pans, dark footage,
+    jump cuts, long and moving dissolves); quarter-size structure steps
+    (``zc``) are in units of the quarter-size luma std:
+
+    burst_max : the longest burst of lit frames a cut test looks across.
+    z_reliable : a jump's quarter-size structure step must be this many times
+        its level around (and at least ``light_max``) to be compared in
+        structure at a return.
+    zc_flat : below this quarter-size luma std a frame has no structure to compare.
+    local_keep, local_share, local_z : a change is of part of the picture when
+        the ``local_keep`` least-changed pixels carry less than ``local_share``
+        of the mean change and the tenth most changed move by ``local_z`` in
+        structure (:func:`is_local_change`).
+    iso_max : a jump whose neighbours' motion exceeds this share of it does
+        not stand alone (sweep and excursion rules).
+    excursion_horizon, excursion_return : a picture that comes back within
+        ``excursion_horizon`` frames closer than ``excursion_return`` of how
+        far it went was only covered (something passing in front).
+    same_z_max : two frames are the same picture only if their quarter-size
+        structures differ by less than this.
+    spike : a colour or structure cut must be this many times the motion of
+        the steps next to it.
+    jump_min, jump_ratio : the jump-cut test: the step left after motion of up
+        to 2 pixels is at least ``jump_min`` and ``jump_ratio`` times its level.
+    dark_z_min, dark_ratio, dark_step_min : the structure cut (dark footage):
+        a quarter-size structure step of at least ``dark_z_min`` and
+        ``dark_ratio`` times its level, with a colour step of ``dark_step_min``.
+    long_half_widths, long_min, long_z_min, long_local_max, long_blend_max :
+        the long-dissolve test on quarter-size frames (``long_min``: least
+        change of colour; ``long_z_min``: least change of structure unless
+        the colour changes four times ``long_min``).
+    motion_cover, motion_fast : the moving-dissolve test compares the part of
+        the frame every moved image covers, at least ``motion_cover`` of it
+        each way; it runs whatever the steps inside when the camera moves
+        ``motion_fast`` pixels a frame (64 px wide).
+    fade_grey : a uniform frame within this of mid-grey (mean luma) is a fade's
+        middle only if the picture dissolves into it and out of it.
     """
 
     cut_min: float = 12.0
@@ -264,8 +340,8 @@ def compensated_step(a: np.ndarray, b: np.ndarray, reach: int = 2) -> float:
     Examples
     --------
     >>> a = np.zeros((9, 9), np.float32); a[4, 4] = 100
-    >>> compensated_step(a, np.roll(a, 1, axis=1)), compensated_step(a, np.roll(a, 4, axis=1))
-    (0.0, 1.2345679104328156)
+    >>> compensated_step(a, np.roll(a, 1, axis=1)), round(compensated_step(a, np.roll(a, 4, axis=1)), 3)
+    (0.0, 1.235)
     """
     import cv2
 
@@ -277,7 +353,7 @@ def compensated_step(a: np.ndarray, b: np.ndarray, reach: int = 2) -> float:
     return out / (2 * a.size)
 
 
-def is_local_change(a: SmallFrame, b: SmallFrame, step: float, p: "TransitionParams") -> bool:
+def is_local_change(a: SmallFrame, b: SmallFrame, step: float, p: TransitionParams) -> bool:
     """Is the change from ``a`` to ``b`` (mean ``step``) a change of part of the picture?
 
     The ``local_keep`` share of pixels that change least carries less than
@@ -294,7 +370,7 @@ def is_local_change(a: SmallFrame, b: SmallFrame, step: float, p: "TransitionPar
     return float(np.partition(d, d.size - k)[d.size - k:].mean()) >= p.local_z
 
 
-def is_local_structure_change(a: SmallFrame, b: SmallFrame, p: "TransitionParams") -> bool:
+def is_local_structure_change(a: SmallFrame, b: SmallFrame, p: TransitionParams) -> bool:
     """Is the change of structure from ``a`` to ``b`` confined to part of the picture (a caption, a panel)?
 
     The ``local_keep`` share of pixels whose standardised luma changes least
@@ -314,7 +390,7 @@ def cv2_absdiff_flat(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def long_blend_score(a0: np.ndarray, a: np.ndarray, q1: np.ndarray, m: np.ndarray, q3: np.ndarray,
-                     b: np.ndarray, b1: np.ndarray, max_step: float, p: "TransitionParams",
+                     b: np.ndarray, b1: np.ndarray, max_step: float, p: TransitionParams,
                      motion_a: tuple[float, float] = (0.0, 0.0), motion_b: tuple[float, float] = (0.0, 0.0)) -> float:
     """How much a 2h-frame stretch looks like a long dissolve, on quarter-size frames; 0 when it does not.
 
@@ -335,17 +411,17 @@ def long_blend_score(a0: np.ndarray, a: np.ndarray, q1: np.ndarray, m: np.ndarra
     bx, by = -motion_b[0], -motion_b[1]
     if still:
         rows, cols = slice(None), slice(None)
-        moved = lambda img, k, dx, dy: img  # noqa: E731
+        moved = lambda img, k, dx, dy: img
     else:
         rows, cols = overlap(a.shape[:2], (1.5 * ax, 1.5 * ay), (1.5 * bx, 1.5 * by), (ax, ay), (bx, by), margin=0)
         if rows.stop - rows.start < 3 or cols.stop - cols.start < 4:
             return 0.0
-        moved = lambda img, k, dx, dy: shift(img, k * dx, k * dy)[rows, cols]  # noqa: E731
+        moved = lambda img, k, dx, dy: shift(img, k * dx, k * dy)[rows, cols]
     a_m, b_m = moved(a, 1.0, ax, ay), moved(b, 1.0, bx, by)
     d_ab = mad(a_m, b_m)
     if d_ab < p.long_min or max_step > p.grad_step_max * d_ab:
         return 0.0
-    crop = (lambda img: img) if still else (lambda img: img[rows, cols])  # noqa: E731
+    crop = (lambda img: img) if still else (lambda img: img[rows, cols])
     if max(mad(moved(a0, 1.0, ax, ay), crop(a)), mad(crop(b), moved(b1, 1.0, bx, by))) > p.long_local_max * d_ab:
         return 0.0
     residual = max(mad(crop(m), 0.5 * (a_m + b_m)),
@@ -890,7 +966,7 @@ class TransitionDetector:
         farthest the picture went in between.
         """
         p = self.p
-        oldest, share = self._n - len(self._frames), p.excursion_return
+        oldest = self._n - len(self._frames)
 
         def returns(i: int, j: int, far: float) -> tuple[bool, float]:
             d = mad(self._frame(i).rgb, self._frame(j).rgb)

@@ -37,7 +37,7 @@ Examples
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -216,7 +216,7 @@ def _strobe_pair(rng, a_frames: int, b_frames: int) -> tuple[dict, dict]:
         n_a, n_b = int(rng.integers(12, 20)), int(rng.integers(12, 20))
         return ({"cycle": (a_frames - n_a, n_a, period), "flicker": (a_frames - n_a, n_a, period + 1)},
                 {"cycle": (0, n_b, period), "flicker": (0, n_b, period + 1)})
-    gains = lambda n: tuple(round(float(g), 2) for g in rng.uniform(0.3, 1.0, n))  # noqa: E731
+    gains = lambda n: tuple(round(float(g), 2) for g in rng.uniform(0.3, 1.0, n))
     k = int(rng.integers(1, 4))
     return {"bursts": ((a_frames - k, gains(k)),)}, {"bursts": ((0, gains(int(rng.integers(1, 4)))),)}
 

