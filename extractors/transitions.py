@@ -1057,15 +1057,17 @@ class TransitionDetector:
         grey = abs(self._frame(m).mean - 127.5) < p.fade_grey
         longest = 2 * p.max_half if grey else 3
         u0, u1 = m, m
-        while u1 - u0 < longest and flat(u0 - 1):
+        while u1 - u0 < 2 * p.max_half and flat(u0 - 1):
             u0 -= 1
-        while u1 - u0 < longest and flat(u1 + 1):
+        while u1 - u0 < 2 * p.max_half and flat(u1 + 1):
             u1 += 1
-        if u1 - u0 >= longest or u0 - 4 < max(oldest, 0) or u1 + 4 >= self._n:
+        if u0 - 4 < max(oldest, 0) or u1 + 4 >= self._n:
             return False
         if any(is_local_change(self._frame(i - 1), self._frame(i), self._step(i), p)
                for i in (u0 - 1, u0, u1 + 1, u1 + 2) if self._step(i) >= p.dark_step_min):
             return True  # covered and uncovered by something sweeping across, not faded
+        if u1 - u0 >= longest:
+            return False
         # abrupt: the last step carries most of the change over 2 or 4 frames (2: a cut may lie 3 frames away)
         into = any(self._step(u0) >= p.flash_abrupt * mad(self._frame(u0 - k).rgb, self._frame(u0).rgb) for k in (2, 4))
         out = any(self._step(u1 + 1) >= p.flash_abrupt * mad(self._frame(u1).rgb, self._frame(u1 + k).rgb)

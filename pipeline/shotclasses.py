@@ -292,7 +292,7 @@ def motion_dissolve(seed: int, size: tuple = SIZE) -> list[VideoSpec]:
 
 def _jump_segments(rng, total: int, n: int, frames: tuple, gap: tuple) -> list[tuple[int, int]]:
     """``n`` stretches (start, length) of a ``total``-frame clip in order, with a left-out gap between each."""
-    for _ in range(100):
+    for _ in range(1000):
         lengths = [int(rng.integers(*frames)) for _ in range(n)]
         gaps = [int(rng.integers(*gap)) for _ in range(n - 1)]
         spare = total - sum(lengths) - sum(gaps)
