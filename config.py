@@ -229,7 +229,9 @@ class FusionConfig:
         already listed neighbour is at least this is dropped (None: off).
     mmr : maximal-marginal-relevance lambda in [0, 1] (None: off; 1 = plain ranking).
     blocklist : phrases; items whose text embedding has cosine >= ``blocklist_threshold``
-        with one of them never appear as neighbours.
+        with one of them never appear as neighbours, in any space or output. None (the
+        default): the store's blocklist, as the last lists job set it (none in a new
+        store); ``()`` clears it (``--no-blocklist``).
     blocklist_threshold : cosine of the text model (MiniLM) for ``blocklist``.
     lists_formats : files written under STORE/lists/: any of ``parquet``, ``jsonl``, ``hdf5``.
     device : where the kNN-graph job searches: ``auto`` (a CUDA GPU when
@@ -249,7 +251,7 @@ class FusionConfig:
     knn_batch: int = 16384
     dedup: float | None = None
     mmr: float | None = None
-    blocklist: tuple[str, ...] = ()
+    blocklist: tuple[str, ...] | None = None
     blocklist_threshold: float = 0.5
     lists_formats: tuple[str, ...] = ("parquet", "jsonl")
     device: str = "auto"
@@ -267,7 +269,8 @@ class FusionConfig:
         check_range("fusion.dedup", self.dedup, -1, 1)
         check_range("fusion.mmr", self.mmr, 0, 1)
         check_range("fusion.blocklist_threshold", self.blocklist_threshold, -1, 1)
-        object.__setattr__(self, "blocklist", tuple(self.blocklist))
+        if self.blocklist is not None:
+            object.__setattr__(self, "blocklist", tuple(self.blocklist))
         formats = tuple(self.lists_formats)
         _require("fusion", "lists_formats", self.lists_formats, bool(formats) and set(formats) <= set(LIST_FORMATS),
                  f"some of {', '.join(LIST_FORMATS)}")

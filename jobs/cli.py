@@ -27,19 +27,19 @@ from reelsim.jobs.demo import run_demo
 from reelsim.jobs.graph import dask_lists
 from reelsim.jobs.report import write_html_report
 from reelsim.jobs.runner import EXIT_PARTIAL, run_catalog
-from reelsim.jobs.tables import neighbors_json, neighbors_text, terminal_safe
+from reelsim.jobs.tables import neighbors_text, terminal_safe
+from reelsim.similarity.answer import StoreReader
 from reelsim.similarity.evaluate import evaluate_store
 from reelsim.similarity.evaluate import format_table as evaluation_table
 from reelsim.similarity.incremental import check_can_add
 from reelsim.similarity.index_choice import check_index_spec
-from reelsim.similarity.lookup import Lookup
-from reelsim.similarity.rebuild import list_formats, relist, stored_fusion
-from reelsim.similarity.spaces import add_to_space, space_neighbors, train_store, write_space_lists
+from reelsim.similarity.rebuild import relist, stored_fusion
+from reelsim.similarity.spaces import add_to_space, relist_stale_spaces, train_store, write_space_lists
 from reelsim.similarity.textsearch import search as search_text
 from reelsim.similarity.verify import verify_store
 from reelsim.storage.export import export
 from reelsim.storage.layout import StoreLayout
-from reelsim.storage.lock import StoreLock
+from reelsim.storage.session import writing
 from reelsim.storage.shards import read_shots
 
 EXAMPLES = """\
@@ -144,7 +144,11 @@ def _add_list_options(s) -> None:
     s.add_argument("--mmr", type=float, metavar="LAMBDA", help="diversify lists by maximal marginal relevance, "
                    "LAMBDA in [0, 1], 1 = plain ranking (default: off)")
     s.add_argument("--blocklist", action="append", metavar="PHRASE", help="never list items whose text is close "
-                   "to PHRASE (repeatable; MiniLM cosine >= --blocklist-threshold)")
+                   "to PHRASE, in any space or output (repeatable; MiniLM cosine >= --blocklist-threshold). The "
+                   "store keeps its blocklist: later lists jobs apply it until another --blocklist or "
+                   "--no-blocklist")
+    s.add_argument("--no-blocklist", action="store_true", default=None,
+                   help="clear the store's blocklist (items it kept out are listed again)")
     s.add_argument("--blocklist-threshold", type=float, metavar="T", help="cosine for --blocklist (default: 0.5)")
 
 
@@ -317,8 +321,12 @@ def fusion_overrides(args: argparse.Namespace) -> dict:
               "mmr": get("mmr"), "blocklist_threshold": get("blocklist_threshold"), "device": get("device")}
     if get("weights"):
         fusion["weights"] = parse_weights(args.weights)
+    if get("blocklist") and get("no_blocklist"):
+        raise UsageError("--blocklist and --no-blocklist contradict each other: give one")
     if get("blocklist"):
         fusion["blocklist"] = tuple(p.strip() for p in args.blocklist if p.strip())
+    elif get("no_blocklist"):
+        fusion["blocklist"] = ()
     if get("lists_format"):
         formats = tuple(f.strip() for f in args.lists_format.split(",") if f.strip())
         if not formats or not set(formats) <= set(LIST_FORMATS):
@@ -358,15 +366,19 @@ def check_runnable(cfg: Config) -> None:
         registry.get_class(modality, getattr(cfg.models, modality)).weights_file_for(paths.get(modality))
 
 
-def _run_catalog(args, lists: str) -> int:
-    """``run`` (lists="rebuild") and ``add`` (lists="add": the store must have an index)."""
+def _run_catalog(args, lists: str, then=relist_stale_spaces) -> int:
+    """``run`` (lists="rebuild") and ``add`` (lists="add": the store must have an index).
+
+    ``then(store)``: what updates the learned spaces' lists after the content lists are
+    published (default: rewrite those another blocklist made).
+    """
     cfg = config_from_args(args)
     if lists == "add":
         check_can_add(args.store)
     check_runnable(cfg)
     try:
         report = run_catalog(args.inputs, args.store, cfg, scheduler=args.scheduler, workers=args.workers,
-                             progress=not args.no_progress, re_extract=args.re_extract, lists=lists)
+                             progress=not args.no_progress, re_extract=args.re_extract, lists=lists, then=then)
     except ReelsimError as e:  # the lists stage failed: the items' summary first, then the error
         if getattr(e, "report", None) is not None:
             print(e.report.describe(args.store))
@@ -380,30 +392,61 @@ def cmd_run(args) -> int:
 
 
 def cmd_add(args) -> int:
-    code = _run_catalog(args, "add")
-    if args.space != "content" and code in (0, 3):
-        fusion = config_from_args(args).fusion
-        print(json.dumps(add_to_space(args.store, args.space, list_formats(fusion), k=fusion.k)))
-    return code
+    if args.space == "content":
+        return _run_catalog(args, "add")
+    check_space_flags(args, "add")
+    fusion = config_from_args(args).fusion
+    return _run_catalog(args, "add", then=lambda store: {args.space: add_to_space(store, args.space, fusion)})
+
+
+#: flags of `lists`/`add` that a learned space cannot apply -> why
+SPACE_REFUSED = {
+    "weights": "--weights applies to the content space only: the {space} space scores items with the trained "
+               "model over all their modalities",
+    "index": "--index applies to the content space only: {space} lists are exact",
+    "memory_budget": "--memory-budget applies to the content index only: {space} lists are exact",
+    "knn_batch": "--knn-batch applies to the content kNN job only",
+    "workers": "--workers applies to the content kNN job only: {space} lists are computed in this process",
+    "scheduler": "--scheduler applies to the content kNN job only: {space} lists are computed in this process",
+    "pca": "--pca applies to the content catalog only",
+}
+
+
+def check_space_flags(args, command: str) -> None:
+    """Refuse (exit 2, saying why) a flag given with --space learned|blend that cannot apply to that space."""
+    for name, why in SPACE_REFUSED.items():
+        if getattr(args, name, None) not in (None, False):
+            raise UsageError(f"{command} --space {args.space}: {why.format(space=args.space)}")
 
 
 def cmd_lists(args) -> int:
     if args.space != "content":
+        check_space_flags(args, "lists")
         fusion = Config().with_overrides(fusion=fusion_overrides(args)).fusion
-        print(json.dumps(write_space_lists(args.store, args.space, fusion.k, list_formats(fusion))))
+        print(json.dumps(write_space_lists(args.store, args.space, fusion, device=_space_device(args))))
         return 0
     if args.workers is not None and args.workers < 1:
         raise UsageError("--workers must be at least 1")
     if args.scheduler or args.workers:
-        with StoreLock(StoreLayout(args.store).root):
+        with writing(StoreLayout(args.store).root, "lists"):
             summary = dask_lists(args.store, stored_fusion(args.store, fusion_overrides(args)),
                                  scheduler=args.scheduler, workers=args.workers, progress=not args.no_progress,
                                  text_model=ModelConfig.text)
+            summary["spaces"] = relist_stale_spaces(args.store)
     else:
-        summary = relist(args.store, fusion_overrides(args), progress=not args.no_progress,
-                         text_model=ModelConfig.text)
+        with writing(StoreLayout(args.store).root, "lists"):
+            summary = relist(args.store, fusion_overrides(args), progress=not args.no_progress,
+                             text_model=ModelConfig.text)
+            summary["spaces"] = relist_stale_spaces(args.store)
+    if not summary["spaces"]:
+        del summary["spaces"]
     print(json.dumps(summary))
     return 0
+
+
+def _space_device(args) -> str:
+    """Where a learned space's lists are computed: ``--device`` (auto: CUDA when present)."""
+    return str(resolve_device(args.device or "auto"))
 
 
 def cmd_shots(args) -> int:
@@ -426,15 +469,12 @@ def cmd_shots(args) -> int:
 def cmd_similar(args) -> int:
     if args.k < 1:
         raise UsageError("-k must be at least 1")
-    if args.space != "content":
-        neighbors = space_neighbors(args.store, args.item, args.k, args.space)
-    else:
-        neighbors = Lookup(args.store, parse_weights(args.weights) if args.weights else None).neighbors(
-            args.item, args.k)
+    answer = StoreReader(args.store).similar(args.item, args.k, space=args.space,
+                                             weights=parse_weights(args.weights) if args.weights else None)
     if args.json:
-        print(json.dumps(neighbors_json(args.item, neighbors), ensure_ascii=False))
+        print(json.dumps(answer.to_json(), ensure_ascii=False))
     else:
-        print(neighbors_text(args.store, args.item, neighbors, space=args.space))
+        print(neighbors_text(args.store, args.item, answer.neighbors, space=args.space))
     return 0
 
 

@@ -34,10 +34,11 @@ from reelsim.config import FusionConfig
 from reelsim.jobs.runner import LOW_LEVEL_LOG_LENGTH
 from reelsim.similarity.blocks import BLOCKED_FILE, job_spec, search_block
 from reelsim.similarity.catalog import load_catalog
-from reelsim.similarity.rebuild import finish_lists, list_formats, prepare_graph, save_state
+from reelsim.similarity.rebuild import finish_lists, list_formats, prepare_graph, publish_content_lists
 from reelsim.storage.atomic import atomic_path
 from reelsim.storage.layout import StoreLayout, item_key
 from reelsim.storage.lists import assemble_parts
+from reelsim.storage.session import writing
 
 
 def graph_client(store: Path, scheduler: str | None, workers: int | None):
@@ -88,10 +89,16 @@ def dask_lists(store: Path, fusion: FusionConfig, *, client=None, scheduler: str
     (median seconds a worker spent on a block) and ``scheduler_overhead_s`` (wall seconds of the
     search phase beyond the blocks' own time divided by the workers).
     """
+    layout = StoreLayout(store)
+    with writing(layout.root, "lists") as session:
+        return _dask_lists(session, layout, fusion, client, scheduler, workers, progress, text_model)
+
+
+def _dask_lists(session, layout: StoreLayout, fusion: FusionConfig, client, scheduler, workers, progress,
+                text_model) -> dict:
     from dask.distributed import as_completed
     from tqdm import tqdm
 
-    layout = StoreLayout(store)
     cat, _ = load_catalog(layout.require_catalog(), mmap=True)  # the driver reads it, it does not keep it all
     job = prepare_graph(layout.root, fusion, cat_norm=cat, progress=progress, text_model=text_model)
     t1 = time.perf_counter()
@@ -123,9 +130,10 @@ def dask_lists(store: Path, fusion: FusionConfig, *, client=None, scheduler: str
         del futures
     t2 = time.perf_counter()
     layout.lists_dir.mkdir(exist_ok=True)
-    rows, floor, stamp = assemble_parts([ckpt.part(b) for b, _, _ in blocks], job.cat.ids, fusion.k,
-                                        job.gi.active, layout.lists_dir, list_formats(fusion), layout.list_arrays)
-    save_state(layout, job.gi, floor, job.blocked, fusion, arrays_stamp=stamp)
+    set_dir = session.new_set_dir("content")
+    rows, floor = assemble_parts([ckpt.part(b) for b, _, _ in blocks], job.cat.ids, fusion.k,
+                                 job.gi.active, layout.lists_dir, list_formats(fusion), set_dir[1])
+    publish_content_lists(layout, job.cat.ids, job.gi, job.fusion, job.blocked, set_dir=set_dir, floor=floor)
     out = finish_lists(job, rows=rows, knn_s=t2 - t1, write_s=time.perf_counter() - t2)
     busy = sum(seconds) / n_workers
     out.update(blocks=len(blocks), blocks_resumed=len(blocks) - len(todo), blocks_run=len(todo),

@@ -26,9 +26,11 @@ from pathlib import Path
 from reelsim import __version__
 from reelsim.config import MODALITIES
 from reelsim.errors import UnknownItemError, UsageError
-from reelsim.similarity.lookup import Lookup
+from reelsim.similarity.answer import StoreReader
+from reelsim.similarity.catalog import load_catalog
 from reelsim.storage.atomic import write_text_atomic
 from reelsim.storage.cards import ItemCard, read_card
+from reelsim.storage.layout import StoreLayout
 from reelsim.storage.thumbnails import jpeg_size
 
 #: Keyframes shown per strip: the items the page is about, and each neighbour.
@@ -228,8 +230,9 @@ def write_html_report(store: Path, to: Path, *, sample: int = 12, seed: int = 0,
 
     if k < 1:
         raise UsageError("-k must be at least 1")
-    lookup = Lookup(store, weights)
-    chosen = choose_items(list(lookup.meta), sample=sample, seed=seed, items=items)
+    reader = StoreReader(store)  # the store's lists answer, with their hygiene (similarity/answer.py)
+    ids = reader.ids()
+    chosen = choose_items(list(ids), sample=sample, seed=seed, items=items)
     cards: dict[str, ItemCard] = {}
 
     def card(i: str) -> ItemCard:
@@ -237,10 +240,11 @@ def write_html_report(store: Path, to: Path, *, sample: int = 12, seed: int = 0,
             cards[i] = read_card(store, i)
         return cards[i]
 
-    entries = [ReportEntry(card(i), [(nb, card(nb.item)) for nb in lookup.neighbors(i, k)])
+    entries = [ReportEntry(card(i), [(nb, card(nb.item)) for nb in reader.similar(i, k, weights=weights).neighbors])
                for i in tqdm(chosen, desc="report", unit="item", disable=not progress)]
-    html = render_html(entries, store_name=Path(store).resolve().name, k=k, weights=dict(lookup.weights),
-                       n_items=len(lookup.meta),
+    shown = weights or load_catalog(StoreLayout(store).require_catalog(), header=True)[1]
+    html = render_html(entries, store_name=Path(store).resolve().name, k=k, weights=dict(shown),
+                       n_items=len(ids),
                        generated_utc=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     write_text_atomic(to, html)
     return {"items": len(entries), "neighbours": sum(len(e.neighbors) for e in entries),

@@ -78,8 +78,8 @@ def _load(store: str, job: dict):
     if job.get("threads"):
         faiss.omp_set_num_threads(int(job["threads"]))
     cat, weights = load_catalog(layout.require_catalog(), mmap=True)
-    gi = GroupedIndex.load(layout.index_dir, mmap=True)
     ckpt = Checkpoint(layout.knn_checkpoint, job["fingerprint"])
+    gi = GroupedIndex.load(layout.index_dir, mmap=True, manifest=ckpt.index_manifest)
     if gi.build_id != job["fingerprint"]["build_id"] or not ckpt.matches():
         raise StoreError(f"the index or checkpoint in {layout.root} is not this job's (build "
                          f"{job['fingerprint']['build_id'][:8]}): another job replaced it")

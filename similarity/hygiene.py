@@ -95,10 +95,26 @@ def mmr_order(rel: np.ndarray, valid: np.ndarray, pair: np.ndarray, lam: float, 
 
 
 def select(scored, k: int, cat: CatalogEmbeddings, w: Mapping[str, float], active, hygiene: Hygiene):
-    """Apply ``hygiene`` to a pool (:class:`Scored` (B, C), best first); returns :class:`Scored` (B, k)."""
+    """Apply ``hygiene`` to a pool (:class:`Scored` (B, C), best first) in the content space; :class:`Scored` (B, k)."""
+    return select_by(scored, k, pair_scores(cat, w, active, scored.I) if hygiene.on else None, hygiene)
+
+
+def select_by(scored, k: int, pair: np.ndarray | None, hygiene: Hygiene):
+    """Apply ``hygiene`` to a pool given the scores between its candidates in the pool's own space.
+
+    Parameters
+    ----------
+    scored : Scored (B, C), best first
+    k : list length
+    pair : float64 (B, C, C), score of candidate i with candidate j (-inf: none); needed when ``hygiene.on``
+    hygiene : dedup threshold and MMR lambda, in the units of ``pair``
+
+    Returns
+    -------
+    Scored (B, k)
+    """
     I, S = scored.I, scored.S
     valid = I >= 0
-    pair = pair_scores(cat, w, active, I)
     if hygiene.dedup is not None:
         valid = collapse(valid, pair, hygiene.dedup)
     if hygiene.mmr is not None:

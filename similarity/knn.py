@@ -47,6 +47,12 @@ class Checkpoint:
     def manifest(self) -> Path:
         return self.folder / "manifest.json"
 
+    @property
+    def index_manifest(self) -> Path:
+        """The job's copy of its index manifest: its workers and a resumed job read the index by it
+        (the store's own ``index.json`` is replaced only when the job's lists are committed)."""
+        return self.folder / "index.json"
+
     def matches(self) -> bool:
         """Whether the folder holds a job with exactly this fingerprint (so its batches can be reused)."""
         try:
@@ -60,7 +66,7 @@ class Checkpoint:
             return len(list(self.folder.glob("batch-*.npz"))) + len(self.parts())
         self.clear()
         self.folder.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(self.manifest, json.dumps(self.fingerprint, sort_keys=True))
+        write_text_atomic(self.manifest, json.dumps(self.fingerprint, sort_keys=True), immediate=True)
         return 0
 
     def path(self, b: int) -> Path:

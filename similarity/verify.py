@@ -8,13 +8,21 @@ the way the commands read it, and the files are checked against each other:
 - the catalog and ``items.json`` read and name the same items, and every
   indexed item has a complete shard, and every complete shard is indexed;
 - the FAISS indexes read and hold one vector per catalog item of their group;
-- ``lists-state.npz`` reads and has one row per item; the list files read,
-  name only indexed items, never an item as its own neighbour, with ranks
-  1, 2, ... and the same rows in every format; no unfinished kNN job.
+- ``version.json`` reads, and no commit was left unfinished (``.commit.json``);
+- every list set the version names opens (its arrays have the shapes its
+  manifest says), the content set has one row per catalog item and was made
+  over the catalog the version names; a learned space's set made over
+  another catalog, model or blocklist is stale (a note: it is answered live);
+- the list files of each space read, name only indexed items, never an item
+  as its own neighbour, with ranks 1, 2, ... and the same rows in every
+  format and in its list set; no unfinished kNN job;
+- the trained model (``learned/``): its provenance reads, its files are the
+  ones the provenance names (sha256) and the model the version names.
 
 A problem with a shard, the catalog or ``items.json`` is redone by ``reelsim
-run`` (over the catalog's inputs); one with the indexes, the list state or
-the lists by ``reelsim lists``. Nothing is changed.
+run`` (over the catalog's inputs); one with the indexes or the content lists
+by ``reelsim lists``; one with a learned space's lists by ``reelsim lists
+--space SPACE``; one with the model by ``reelsim train``. Nothing is changed.
 
 Examples
 --------
@@ -38,13 +46,19 @@ from reelsim.similarity.fusion import signature_codes
 from reelsim.similarity.grouped import GroupedIndex
 from reelsim.similarity.grouped import exists as grouped_index_exists
 from reelsim.similarity.rebuild import load_state
-from reelsim.storage.layout import StoreLayout
+from reelsim.similarity.spaces import check_model_files, has_model, read_provenance
+from reelsim.storage.atomic import read_checked
+from reelsim.storage.layout import LIST_FILES, StoreLayout
 from reelsim.storage.lists import read_jsonl, read_parquet_table
+from reelsim.storage.listset import ListSet
 from reelsim.storage.lock import describe_owner, is_stale, lock_record, read_lock
+from reelsim.storage.session import leftovers, read_journal
 from reelsim.storage.shards import check_shard
+from reelsim.storage.version import read_version
 
-#: What redoes a problem: ``run`` recomputes items and rebuilds the catalog; ``lists`` the indexes and lists.
-REDO = ("run", "lists")
+#: What redoes a problem: ``run`` recomputes items and rebuilds the catalog; ``lists`` the indexes and lists;
+#: ``lists --space S`` a learned space's lists; ``train`` the model.
+REDO = ("run", "lists", "lists --space learned", "lists --space blend", "train")
 
 
 @dataclass(frozen=True)
@@ -74,9 +88,11 @@ class Verdict:
         self.problems.append(Finding(str(path), what, redo, item))
 
     def redo(self) -> dict:
-        """``{"run": [items to recompute], "lists": bool}``."""
+        """``{"run": [items to recompute], "lists": bool, "spaces": [learned spaces to list], "train": bool}``."""
         return {"run": sorted({p.item for p in self.problems if p.redo == "run" and p.item}),
-                "lists": any(p.redo == "lists" for p in self.problems)}
+                "lists": any(p.redo == "lists" for p in self.problems),
+                "spaces": sorted({p.redo.split()[-1] for p in self.problems if p.redo.startswith("lists --space")}),
+                "train": any(p.redo == "train" for p in self.problems)}
 
     def to_json(self) -> dict:
         return {"store": self.store, "ok": self.ok, "checked": self.checked,
@@ -101,6 +117,10 @@ class Verdict:
             todo.append(f"`reelsim run` over the catalog's inputs{who} rebuilds the catalog, index and lists")
         if redo["lists"] and not any(p.redo == "run" for p in self.problems):
             todo.append(f"`reelsim lists --store {self.store}` rebuilds the index and lists")
+        if redo["train"]:
+            todo.append(f"`reelsim train --interactions FILE --store {self.store}` writes the model again")
+        for space in redo["spaces"]:
+            todo.append(f"`reelsim lists --space {space} --store {self.store}` rewrites the {space} lists")
         return [*lines, f"{len(self.problems)} problem(s) in {summary}", "to repair: " + "; ".join(todo)]
 
 
@@ -120,13 +140,39 @@ def verify_store(store: str | Path) -> Verdict:
         raise StoreError(f"{layout.root} is not a reelsim store (no shards/ or index/ in it)")
     v = Verdict(str(layout.root))
     _lock_note(layout, v)
+    version = _check_version(layout, v)
     shards = _check_shards(layout, v)
     cat = _check_catalog(layout, v, shards)
     if cat is not None:
         _check_index(layout, v, cat)
-        _check_lists(layout, v, cat)
+        sets = _check_sets(layout, v, cat, version)
+        _check_lists(layout, v, cat, "content", sets.get("content"))
+        for space in ("learned", "blend"):
+            if space in sets or layout.space_lists_dir(space).is_dir():
+                _check_lists(layout, v, cat, space, sets.get(space))
+    _check_model(layout, v, version)
     _check_report(layout, v)
     return v
+
+
+def _check_version(layout: StoreLayout, v: Verdict) -> dict:
+    """The version record (empty when unreadable: a finding); findings for an unfinished commit and leftovers."""
+    try:
+        journal = read_journal(layout)
+        if journal is not None:
+            v.add(layout.commit_journal, f"a commit of `reelsim {journal['version'].get('command')}` was "
+                  "interrupted (the next command that writes the store finishes it)", "lists")
+    except StoreError as e:
+        v.add(layout.commit_journal, _what(e), "lists")
+    try:
+        version = read_version(layout)
+    except StoreError as e:
+        v.add(layout.version_file, _what(e), "lists")
+        version = {}
+    v.checked["version"] = int(version.get("version", 0) or 0)
+    for path in leftovers(layout):
+        v.notes.append(f"{path} is a temporary file a killed writer left (the next command that writes removes it)")
+    return version
 
 
 def _what(e: StoreError) -> str:
@@ -216,6 +262,8 @@ def _check_index(layout: StoreLayout, v: Verdict, cat: CatalogEmbeddings) -> Non
     if want != have:
         v.add(layout.index_dir / "index.json", f"holds {sum(have.values())} vectors in {len(have)} group(s); "
               f"the catalog has {sum(want.values())} in {len(want)}", "lists")
+    if layout.version_file.exists():
+        return  # the list state is in the content list set (_check_sets)
     try:
         floor, blocked, _ = load_state(layout)
         if floor.shape != (cat.n,) or blocked.shape != (cat.n,):
@@ -224,35 +272,110 @@ def _check_index(layout: StoreLayout, v: Verdict, cat: CatalogEmbeddings) -> Non
         v.add(layout.lists_state, _what(e), "lists")
 
 
-def _check_lists(layout: StoreLayout, v: Verdict, cat: CatalogEmbeddings) -> None:
-    parquet = layout.list_file("parquet")
-    if layout.knn_checkpoint.exists():
+def _redo_lists(space: str) -> str:
+    return "lists" if space == "content" else f"lists --space {space}"
+
+
+def _check_sets(layout: StoreLayout, v: Verdict, cat: CatalogEmbeddings, version: dict) -> dict[str, ListSet]:
+    """{space: list set} of the sets the version names that open; findings and staleness notes for them."""
+    sets = {}
+    cat_stamp = (version.get("catalog") or {}).get("stamp")
+    model_stamp = (version.get("model") or {}).get("stamp")
+    blocklist = list((version.get("blocklist") or {}).get("phrases", []))
+    for space, name in (version.get("lists") or {}).items():
+        try:
+            folder = layout.list_set(name)
+            ls = ListSet.open(folder)
+        except StoreError as e:
+            v.add(getattr(e, "path", "") or layout.version_file, _what(e), _redo_lists(space))
+            continue
+        m = ls.manifest
+        stale = []
+        if m.get("catalog_stamp") != cat_stamp:
+            stale.append("another catalog")
+        if space != "content" and m.get("model_stamp") != model_stamp:
+            stale.append("another model")
+        if list(m.get("hygiene", {}).get("blocklist", [])) != blocklist:
+            stale.append("another blocklist")
+        if space == "content" and (stale or ls.n != cat.n):
+            v.add(folder / "manifest.json", f"the content lists were made over {' and '.join(stale) or 'another catalog'}"
+                  f" ({ls.n} items, the catalog has {cat.n})", "lists")
+            continue
+        if stale:
+            v.notes.append(f"the {space} lists ({folder}) were made over {' and '.join(stale)}: they are answered "
+                           f"live until `reelsim lists --space {space} --store {layout.root}` refreshes them")
+        sets[space] = ls
+    v.checked["spaces"] = sorted(sets)
+    return sets
+
+
+def _check_model(layout: StoreLayout, v: Verdict, version: dict) -> None:
+    """The trained model: provenance readable, files the ones it names, and the model the version names."""
+    named = (version.get("model") or {}).get("stamp")
+    if not (has_model(layout.root) or named or layout.learned_dir.is_dir()):
+        return
+    prov_path = layout.learned_dir / "provenance.json"
+    try:
+        prov = read_provenance(layout.root)
+        check_model_files(layout.root, prov)
+    except StoreError as e:
+        v.add(getattr(e, "path", "") or prov_path, _what(e), "train")
+        return
+    if named and prov.get("stamp") != named:
+        v.add(prov_path, "is not the model the store's version names (another write's)", "train")
+    v.checked["model"] = prov.get("stamp")
+
+
+def _check_lists(layout: StoreLayout, v: Verdict, cat: CatalogEmbeddings, space: str,
+                 ls: ListSet | None) -> None:
+    folder = layout.space_lists_dir(space)
+    parquet = folder / "neighbors.parquet"
+    redo = _redo_lists(space)
+    if space == "content" and layout.knn_checkpoint.exists():
         v.add(layout.knn_checkpoint, "an unfinished `reelsim lists` job left its checkpoint (rerunning it "
               "resumes)", "lists")
     try:
         table = read_parquet_table(parquet)
     except StoreError as e:
-        v.add(parquet, _what(e), "lists")
+        v.add(parquet, _what(e), redo)
         return
     rows = table.num_rows
-    v.checked["rows"] = rows
+    v.checked["rows" if space == "content" else f"rows_{space}"] = rows
     item, nb = table["item"].to_pylist(), table["neighbor"].to_pylist()
     rank = table["rank"].to_numpy()
     unknown = (set(item) | set(nb)) - set(cat.ids)
-    if unknown:
-        v.add(parquet, f"names {len(unknown)} item(s) not in the index, e.g. {sorted(unknown)[0]!r}", "lists")
+    if unknown and (space == "content" or ls is not None and ls.manifest.get("catalog_stamp") is not None
+                    and ls.n == cat.n):
+        v.add(parquet, f"names {len(unknown)} item(s) not in the index, e.g. {sorted(unknown)[0]!r}", redo)
     if any(a == b for a, b in zip(item, nb)):
-        v.add(parquet, "lists an item as its own neighbour", "lists")
+        v.add(parquet, "lists an item as its own neighbour", redo)
     if rows and not _ranks_ok(item, rank):
-        v.add(parquet, "ranks are not 1, 2, ... within each item's list", "lists")
-    jsonl = layout.list_file("jsonl")
-    if jsonl.is_file():
+        v.add(parquet, "ranks are not 1, 2, ... within each item's list", redo)
+    if ls is not None:
+        in_set = int((np.asarray(ls.I) >= 0).sum())
+        if in_set != rows:
+            v.add(parquet, f"has {rows} rows, its list set {in_set}: not written by the same command", redo)
+    for fmt in ("jsonl", "hdf5"):
+        path = folder / LIST_FILES[fmt]
+        if not path.is_file():
+            continue
         try:
-            n = len(read_jsonl(jsonl))
+            n = len(read_jsonl(path)) if fmt == "jsonl" else _h5_rows(path)
             if n != rows:
-                v.add(jsonl, f"has {n} rows, {parquet.name} {rows}: written by another build", "lists")
+                v.add(path, f"has {n} rows, {parquet.name} {rows}: written by another build", redo)
         except StoreError as e:
-            v.add(jsonl, _what(e), "lists")
+            v.add(path, _what(e), redo)
+
+
+def _h5_rows(path) -> int:
+    """Neighbour rows of an HDF5 list file (entries >= 0 of ``neighbors``)."""
+    import h5py
+
+    def count(p):
+        with h5py.File(p, "r") as f:
+            return int((f["neighbors"][...] >= 0).sum())
+
+    return read_checked(path, count, "an HDF5 list file", (OSError, KeyError, ValueError), redo="lists")
 
 
 def _ranks_ok(item: list, rank: np.ndarray) -> bool:

@@ -34,7 +34,7 @@ import numpy as np
 
 from reelsim.config import MODALITIES
 from reelsim.errors import DamagedStoreError, StoreError
-from reelsim.storage.atomic import atomic_path
+from reelsim.storage.atomic import atomic_path, remove_file
 
 CATALOG_FORMAT = "reelsim.catalog/1"
 
@@ -77,10 +77,7 @@ def write_catalog(path: str | os.PathLike, arrays: CatalogArrays) -> None:
                 g.create_dataset("mean", data=arrays.means[m])
                 if m in arrays.projections:
                     g.create_dataset("projection", data=arrays.projections[m])
-    try:
-        os.unlink(added_path(path))
-    except FileNotFoundError:
-        pass
+    remove_file(added_path(path))
 
 
 def append_catalog(path: str | os.PathLike, ids: list[str], vectors: Mapping[str, np.ndarray],

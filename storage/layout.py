@@ -4,6 +4,8 @@ A store is a folder::
 
     STORE/
       run.lock                         the lock of the run or command writing the store (storage/lock.py)
+      version.json                     the store's current version: what each writer published last (storage/version.py)
+      .commit.json                     the journal of a commit in progress (storage/session.py); absent at rest
       report.json                      the last run's per-item status (jobs/runner.py)
       shards/<2 hex>/<32 hex>.h5       one HDF5 file per item (storage/shards.py); the name hashes the id
       index/catalog.h5                 the normalised per-modality item embeddings + weights (+ PCA)
@@ -16,6 +18,8 @@ A store is a folder::
       lists/neighbors.parquet          one row per (item, neighbour); also .jsonl / .h5 when asked for
       lists/.knn-checkpoint/           finished batches of an unfinished kNN-graph job
       lists/<space>/                   lists of a learned space (learned, blend; docs/learning.md)
+      lists/sets/<space>-<stamp>/      one space's lists as memory-mappable arrays, immutable once written
+                                       (storage/listset.py): what `similar`, the API and the service read
       learned/                         the trained model of ``reelsim train`` (tower, ELSA, provenance)
       .dask-scratch/                   a local Dask cluster's scratch space
 
@@ -102,6 +106,16 @@ class StoreLayout:
         return self.root / "run.lock"
 
     @property
+    def version_file(self) -> Path:
+        """The store's current version (:mod:`reelsim.storage.version`), replaced last by each commit."""
+        return self.root / "version.json"
+
+    @property
+    def commit_journal(self) -> Path:
+        """The journal of a commit in progress (:mod:`reelsim.storage.session`); absent at rest."""
+        return self.root / ".commit.json"
+
+    @property
     def report(self) -> Path:
         return self.root / "report.json"
 
@@ -154,8 +168,41 @@ class StoreLayout:
         return self.lists_dir / ".knn-checkpoint"
 
     def space_lists_dir(self, space: str) -> Path:
-        """The lists of a learned space (``learned``, ``blend``): ``lists/<space>/`` (docs/learning.md)."""
-        return self.lists_dir / space
+        """The list files of a space: ``lists/`` for ``content``, ``lists/<space>/`` for a learned one."""
+        return self.lists_dir if space == "content" else self.lists_dir / space
+
+    @property
+    def list_sets_dir(self) -> Path:
+        """Every space's lists as arrays, one immutable folder per write (:mod:`reelsim.storage.listset`)."""
+        return self.lists_dir / "sets"
+
+    def list_set(self, name: str) -> Path:
+        """The folder of list set ``name`` (``<space>-<stamp>``, as the version names it)."""
+        if not name or "/" in name or name.startswith("."):
+            raise StoreError(f"bad list set name {name!r} in {self.version_file}")
+        return self.list_sets_dir / name
+
+    # -- versions ------------------------------------------------------------
+    def is_versioned(self, path: str | os.PathLike) -> bool:
+        """Whether a write to ``path`` belongs to the store's next version (a session stages it until its commit).
+
+        Versioned: files of fixed name under ``index/``, ``lists/`` and
+        ``learned/`` (the catalog, items.json, the index manifest, list
+        files, the model). Not versioned, so written at once: shards,
+        report.json, checkpoints, and files whose name is new at each write
+        (index files ``group-*.faiss``, list sets): nothing refers to them
+        until a staged file or the version does.
+        """
+        try:
+            rel = Path(os.path.abspath(path)).relative_to(os.path.abspath(self.root))
+        except ValueError:
+            return False
+        parts = rel.parts
+        if len(parts) < 2 or parts[0] not in ("index", "lists", "learned"):
+            return False
+        if parts[0] == "lists" and parts[1] in ("sets", self.knn_checkpoint.name):
+            return False
+        return not (parts[0] == "index" and parts[-1].startswith("group-") and parts[-1].endswith(".faiss"))
 
     # -- learned model ---------------------------------------------------------
     @property

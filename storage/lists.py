@@ -310,49 +310,6 @@ def read_lists(path: str | os.PathLike, ids: Sequence[str], k: int, active: Sequ
     return NeighborLists(np.arange(n, dtype=np.int64), I, S, cos, np.full(n, -np.inf))
 
 
-def write_list_arrays(folder: str | os.PathLike, lists: NeighborLists) -> str:
-    """Write ``lists`` as ``.npy`` files under ``folder`` (each atomically) and a manifest; returns its stamp.
-
-    Files: ``rows.npy`` int64 (B,), ``I.npy`` int64 (B, k), ``S.npy`` float64
-    (B, k), ``cos-<modality>.npy`` float64 (B, k). The manifest names a new
-    random stamp; whoever keeps the stamp (``lists-state.npz``) reads the
-    arrays back only while it matches, so arrays of another write are never
-    mixed in. Reading them takes a fraction of a second at 10^6 items,
-    against seconds for the Parquet file.
-    """
-    folder = os.fspath(folder)
-    os.makedirs(folder, exist_ok=True)
-    stamp = os.urandom(8).hex()
-    arrays = {"rows": lists.rows, "I": lists.I, "S": lists.S, **{f"cos-{m}": c for m, c in lists.cos.items()}}
-    for name, a in arrays.items():
-        with atomic_path(os.path.join(folder, f"{name}.npy")) as tmp:
-            with open(tmp, "wb") as f:
-                np.save(f, a)
-    manifest = {"stamp": stamp, "arrays": sorted(arrays), "shape": list(lists.I.shape)}
-    with atomic_path(os.path.join(folder, "manifest.json")) as tmp:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(manifest, f)
-    return stamp
-
-
-def read_list_arrays(folder: str | os.PathLike, stamp: str | None) -> NeighborLists | None:
-    """Lists written by :func:`write_list_arrays` with ``stamp``; None when absent, unreadable or of another stamp.
-
-    ``floor`` comes back as -inf (the caller keeps the floors).
-    """
-    folder = os.fspath(folder)
-    try:
-        with open(os.path.join(folder, "manifest.json"), encoding="utf-8") as f:
-            manifest = json.load(f)
-        if stamp is None or manifest.get("stamp") != stamp:
-            return None
-        a = {name: np.load(os.path.join(folder, f"{name}.npy")) for name in manifest["arrays"]}
-    except (OSError, ValueError, KeyError):
-        return None
-    cos = {name[4:]: v for name, v in a.items() if name.startswith("cos-")}
-    return NeighborLists(a["rows"], a["I"], a["S"], cos, np.full(a["rows"].size, -np.inf))
-
-
 # -- part files: one block of rows' lists, written by a worker, assembled by the driver ---------------------------
 
 #: columns of a part file: catalog rows instead of ids (a worker needs no ids), then the list columns
@@ -420,17 +377,19 @@ def read_part(path: str | os.PathLike):
 
 def assemble_parts(paths: Sequence[str | os.PathLike], ids: Sequence[str], k: int, active: Sequence[str],
                    folder: str | os.PathLike, formats: Sequence[str],
-                   arrays_folder: str | os.PathLike) -> tuple[int, np.ndarray, str]:
-    """Stream part files (in order) into the list files, the lists' arrays and the floors; one part at a time.
+                   arrays_folder: str | os.PathLike) -> tuple[int, np.ndarray]:
+    """Stream part files (in order) into the list files, the list set's arrays and the floors; one part at a time.
 
     Only the id array, the floors (N,) and one part are in memory: the
     Parquet and JSON Lines files are written part by part, the HDF5 file and
-    the ``.npy`` arrays (:func:`write_list_arrays`) are filled row block by
-    row block through memory maps. Each output file is written atomically.
+    the list set's ``I``, ``S`` and ``cos-<m>`` arrays
+    (:mod:`reelsim.storage.listset`, in the new set's folder ``arrays_folder``)
+    are filled row block by row block through memory maps. Each output file
+    is written atomically (the list files staged in a write session).
 
     Returns
     -------
-    (rows written, floor float64 (N,), stamp of the arrays)
+    (rows written, floor float64 (N,))
     """
     import h5py
     import pyarrow as pa
@@ -443,20 +402,16 @@ def assemble_parts(paths: Sequence[str | os.PathLike], ids: Sequence[str], k: in
     id_array = pa.array(list(ids), type=pa.string())
     floor = np.full(n, -np.inf)
     folder, arrays_folder = os.fspath(folder), os.fspath(arrays_folder)
-    os.makedirs(arrays_folder, exist_ok=True)
-    stamp = os.urandom(8).hex()
     names = {"I": (np.int64, -1), "S": (np.float64, -np.inf), **{f"cos-{m}": (np.float64, np.nan) for m in active}}
     total = 0
     with contextlib.ExitStack() as stack:
         tmp = {fmt: stack.enter_context(atomic_path(os.path.join(folder, LIST_FILES[fmt]))) for fmt in formats}
-        arr_tmp = {name: stack.enter_context(atomic_path(os.path.join(arrays_folder, f"{name}.npy")))
-                   for name in ("rows", *names)}
+        arr_tmp = {name: stack.enter_context(atomic_path(os.path.join(arrays_folder, f"{name}.npy"), immediate=True))
+                   for name in names}
         arrays = {name: np.lib.format.open_memmap(arr_tmp[name], mode="w+", dtype=dt, shape=(n, k))
                   for name, (dt, _) in names.items()}
         for name, (_, fill) in names.items():
             arrays[name][:] = fill
-        with open(arr_tmp["rows"], "wb") as f:
-            np.save(f, np.arange(n, dtype=np.int64))
         pq_writer = pq.ParquetWriter(tmp["parquet"], _schema(), use_dictionary=False) if "parquet" in tmp else None
         jsonl = stack.enter_context(open(tmp["jsonl"], "w", encoding="utf-8", newline="\n")) if "jsonl" in tmp else None
         h5 = stack.enter_context(h5py.File(tmp["hdf5"], "w")) if "hdf5" in tmp else None
@@ -492,11 +447,7 @@ def assemble_parts(paths: Sequence[str | os.PathLike], ids: Sequence[str], k: in
             for name, dataset in (("I", "neighbors"), ("S", "scores"), *((f"cos-{m}", f"score_{m}") for m in active)):
                 h5.create_dataset(dataset, data=arrays[name])
         del arrays
-    manifest = {"stamp": stamp, "arrays": sorted(["rows", *names]), "shape": [n, k]}
-    with atomic_path(os.path.join(arrays_folder, "manifest.json")) as tmp_manifest:
-        with open(tmp_manifest, "w", encoding="utf-8") as f:
-            json.dump(manifest, f)
-    return total, floor, stamp
+    return total, floor
 
 
 class ParquetStream:
