@@ -38,7 +38,7 @@ from reelsim.jobs.runner import RunReport, run_catalog
 from reelsim.similarity.answer import Answer, StoreReader, check_space_options
 from reelsim.similarity.incremental import check_can_add
 from reelsim.similarity.rebuild import relist
-from reelsim.similarity.spaces import relist_stale_spaces
+from reelsim.similarity.spaces import add_to_space, relist_stale_spaces
 from reelsim.storage.layout import StoreLayout
 from reelsim.storage.lists import Neighbor, read_parquet_table
 from reelsim.storage.session import read_consistent, writing
@@ -71,15 +71,23 @@ def run(inputs: str | os.PathLike | Sequence[str | os.PathLike], store: str | os
         also written to ``STORE/report.json``.
     """
     return run_catalog(_paths(inputs), Path(store), config or Config(), scheduler=scheduler, workers=workers,
-                       progress=progress, re_extract=re_extract, client=client)
+                       progress=progress, re_extract=re_extract, client=client, then=relist_stale_spaces)
 
 
 def add(inputs: str | os.PathLike | Sequence[str | os.PathLike], store: str | os.PathLike, config: Config | None = None,
-        *, workers: int | None = None, scheduler: str | None = None, client=None, progress: bool = False) -> RunReport:
-    """Analyse new items and add them to an existing store's index and lists (``reelsim add``)."""
+        *, workers: int | None = None, scheduler: str | None = None, client=None, progress: bool = False,
+        space: str = "content") -> RunReport:
+    """Analyse new items and add them to an existing store's index and lists (``reelsim add``).
+
+    ``space`` (``learned``, ``blend``): also update that space's lists (``add --space``), in the same
+    write session, as the next store version.
+    """
+    check_space_options(space)
     check_can_add(Path(store))
-    return run_catalog(_paths(inputs), Path(store), config or Config(), scheduler=scheduler, workers=workers,
-                       progress=progress, lists="add", client=client)
+    cfg = config or Config()
+    then = (lambda s: {space: add_to_space(s, space, cfg.fusion)}) if space != "content" else relist_stale_spaces
+    return run_catalog(_paths(inputs), Path(store), cfg, scheduler=scheduler, workers=workers,
+                       progress=progress, lists="add", client=client, then=then)
 
 
 def _paths(inputs) -> list[str]:

@@ -33,7 +33,7 @@ from reelsim.similarity.evaluate import evaluate_store
 from reelsim.similarity.evaluate import format_table as evaluation_table
 from reelsim.similarity.incremental import check_can_add
 from reelsim.similarity.index_choice import check_index_spec
-from reelsim.similarity.rebuild import relist, stored_fusion
+from reelsim.similarity.rebuild import blocklist_changes, content_list_settings, relist, stored_fusion
 from reelsim.similarity.spaces import add_to_space, relist_stale_spaces, train_store, write_space_lists
 from reelsim.similarity.textsearch import search as search_text
 from reelsim.similarity.verify import verify_store
@@ -239,11 +239,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, default=5, metavar="N", help="neighbours per item (default: 5)")
     p.add_argument("--weights", metavar="SPEC", help="re-weight modalities, e.g. text=0")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_space_option(p, "whose neighbours the page shows (default: content; the space's lists, as `similar`)")
 
     p = sub.add_parser("export", help="write features (hdf5) or lists (parquet, jsonl) to one file")
     p.add_argument("--store", required=True, type=Path, metavar="DIR")
     p.add_argument("--format", required=True, choices=("hdf5", "parquet", "jsonl"))
     p.add_argument("--to", required=True, type=Path, metavar="PATH")
+    _add_space_option(p, "which space's lists parquet/jsonl export (default: content)")
 
     p = sub.add_parser("verify", help="check every file of a store and their consistency",
                        description="Read every shard, the catalog, items.json, the FAISS indexes, the list state "
@@ -423,7 +425,17 @@ def cmd_lists(args) -> int:
     if args.space != "content":
         check_space_flags(args, "lists")
         fusion = Config().with_overrides(fusion=fusion_overrides(args)).fusion
-        print(json.dumps(write_space_lists(args.store, args.space, fusion, device=_space_device(args))))
+        with writing(StoreLayout(args.store).root, f"lists --space {args.space}"):
+            content = None
+            if fusion.blocklist is not None and blocklist_changes(args.store, fusion):
+                # the blocklist is the store's: every space's lists apply it, the content lists first
+                content = relist(args.store, {**content_list_settings(args.store), "blocklist": fusion.blocklist,
+                                              "blocklist_threshold": fusion.blocklist_threshold},
+                                 progress=not args.no_progress, text_model=ModelConfig.text)
+            summary = write_space_lists(args.store, args.space, fusion, device=_space_device(args))
+            others = relist_stale_spaces(args.store)
+        summary.update({"content": content} if content else {}, **({"spaces": others} if others else {}))
+        print(json.dumps(summary))
         return 0
     if args.workers is not None and args.workers < 1:
         raise UsageError("--workers must be at least 1")
@@ -481,14 +493,17 @@ def cmd_similar(args) -> int:
 def cmd_report(args) -> int:
     items = [i.strip() for i in args.items.split(",") if i.strip()] if args.items else None
     got = write_html_report(args.store, args.to, sample=args.sample, seed=args.seed, items=items, k=args.k,
-                       weights=parse_weights(args.weights) if args.weights else None, progress=not args.no_progress)
+                       weights=parse_weights(args.weights) if args.weights else None, progress=not args.no_progress,
+                       space=args.space)
     print(f"wrote {args.to}: {got['items']} items, {got['neighbours']} neighbours, {got['images']} pictures, "
           f"{got['bytes'] / 1e6:.2f} MB")
     return 0
 
 
 def cmd_export(args) -> int:
-    n, skipped = export(args.store, args.format, args.to)
+    if args.format == "hdf5" and args.space != "content":
+        raise UsageError("--space applies to list exports (parquet, jsonl); hdf5 exports the items' features")
+    n, skipped = export(args.store, args.format, args.to, args.space)
     print(f"exported {n} {'items' if args.format == 'hdf5' else 'rows'} to {args.to}")
     for why in skipped:
         print(f"reelsim export: left out: {terminal_safe(why)}", file=sys.stderr)

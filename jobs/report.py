@@ -224,7 +224,8 @@ def render_html(entries: list[ReportEntry], *, store_name: str, k: int, weights:
 
 
 def write_html_report(store: Path, to: Path, *, sample: int = 12, seed: int = 0, items: list[str] | None = None,
-                 k: int = 5, weights: dict[str, float] | None = None, progress: bool = True) -> dict:
+                 k: int = 5, weights: dict[str, float] | None = None, progress: bool = True,
+                 space: str = "content") -> dict:
     """Write the page for ``store`` to ``to`` atomically.  Returns {items, neighbours, images, bytes}."""
     from tqdm import tqdm
 
@@ -240,7 +241,7 @@ def write_html_report(store: Path, to: Path, *, sample: int = 12, seed: int = 0,
             cards[i] = read_card(store, i)
         return cards[i]
 
-    entries = [ReportEntry(card(i), [(nb, card(nb.item)) for nb in reader.similar(i, k, weights=weights).neighbors])
+    entries = [ReportEntry(card(i), [(nb, card(nb.item)) for nb in reader.similar(i, k, space=space, weights=weights).neighbors])
                for i in tqdm(chosen, desc="report", unit="item", disable=not progress)]
     shown = weights or load_catalog(StoreLayout(store).require_catalog(), header=True)[1]
     html = render_html(entries, store_name=Path(store).resolve().name, k=k, weights=dict(shown),

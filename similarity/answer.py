@@ -215,7 +215,7 @@ class StoreReader:
         hygiene, oversample = view.hygiene_of(space)
 
         def compute():
-            blocked = self._blocked(view)
+            blocked = self.blocked_mask(view)
             if space == "content":
                 lookup = view.live(("lookup", _key(weights)), lambda: Lookup(self.layout.root, weights))
                 kk = min(k, max(1, lookup.cat.n - 1))
@@ -228,8 +228,10 @@ class StoreReader:
         kk, neighbors = read_consistent(self.layout, lambda _: compute())
         return Answer(item, space, kk, "live", view.number, neighbors)
 
-    def _blocked(self, view: VersionView) -> np.ndarray | None:
-        """The store's blocklist mask over the catalog (from a fresh list set, else computed once per version)."""
+    def blocked_mask(self, view: VersionView | None = None) -> np.ndarray | None:
+        """The store's blocklist mask bool (N,) over the catalog (from a fresh list set, else computed once per
+        version); None when the store has no blocklist."""
+        view = self.view() if view is None else view
         phrases, threshold = view.blocklist()
         if not phrases:
             return None

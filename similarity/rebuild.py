@@ -276,6 +276,26 @@ def with_store_blocklist(fusion: FusionConfig, layout: StoreLayout) -> FusionCon
                                blocklist_threshold=float(rec.get("threshold", fusion.blocklist_threshold)))
 
 
+def content_list_settings(store: Path) -> dict:
+    """The list settings (k, oversample, dedup, mmr) of the store's content lists, as FusionConfig overrides
+    ({} when it has none): what a rebuild that should change nothing else keeps."""
+    layout = StoreLayout(store)
+    session = active_session(layout.root)
+    ls = content_set(layout, session.version if session is not None else None)
+    if ls is None:
+        return {}
+    h = ls.manifest.get("hygiene", {})
+    return {"k": ls.k, "oversample": h.get("oversample"), "dedup": h.get("dedup"), "mmr": h.get("mmr")}
+
+
+def blocklist_changes(store: Path, fusion: FusionConfig) -> bool:
+    """Whether ``fusion``'s blocklist (given, not None) differs from the store's current one."""
+    layout = StoreLayout(store)
+    session = active_session(layout.root)
+    current = (session.current("blocklist") if session is not None else read_version(layout).get("blocklist"))
+    return blocklist_record(fusion) != (current or None)
+
+
 def blocklist_record(fusion: FusionConfig) -> dict | None:
     """The version's ``blocklist`` field for a resolved ``fusion`` (None: no blocklist)."""
     if not fusion.blocklist:

@@ -28,9 +28,12 @@ import numpy as np
 
 from reelsim.errors import BannedQueryError, StoreError, UsageError
 from reelsim.extractors.registry import load
+from reelsim.similarity.answer import StoreReader
 from reelsim.similarity.catalog import load_catalog
 from reelsim.similarity.fusion import normalise_queries
-from reelsim.similarity.spaces import has_model, id_rank, load_model, space_vectors
+from reelsim.similarity.hygiene import pair_scores, select_by
+from reelsim.similarity.search import Scored
+from reelsim.similarity.spaces import has_model, id_rank, load_model, space_pair_scores, space_vectors
 from reelsim.storage.layout import StoreLayout
 
 #: MiniLM cosine at or above which a query counts as a banned phrase
@@ -115,6 +118,9 @@ def search(store: str | Path, query: str, k: int, *, space: str = "content", ban
         Empty query, bad ``k`` or space, no text embeddings in the store.
     StoreError
         No catalog, or ``space="learned"`` without a trained model.
+
+    The results follow the store's hygiene (:func:`ranked_with_hygiene`): a
+    blocklisted item is never returned.
     """
     import json
 
@@ -135,13 +141,14 @@ def search(store: str | Path, query: str, k: int, *, space: str = "content", ban
             line, _, cos = hit
             raise BannedQueryError(f"query refused: it matches the banned phrase on line {line} of {banned} "
                                    f"(text similarity {cos:.2f}, threshold {threshold:.2f}, or the phrase is in it)")
-    cat, _ = load_catalog(catalog)
+    cat, stored_w = load_catalog(catalog)
     if "text" not in cat.vectors or not cat.masks["text"].any():
         raise UsageError(f"the items in {store} have no text embeddings to search")
     if cat.raw_dim("text") != vecs.shape[1]:
         raise UsageError(f"the store's text embeddings have {cat.raw_dim('text')} dimensions, "
                          f"{text_model} gives {vecs.shape[1]}")
     uq, mq = normalise_queries(cat, {"text": vecs[:1]})
+    sv = None
     if space == "content":
         scores = cat.vectors["text"] @ uq["text"][0]
         ok = cat.masks["text"].copy()
@@ -151,11 +158,37 @@ def search(store: str | Path, query: str, k: int, *, space: str = "content", ban
                              f"--store {store}` first")
         learned = load_model(store)
         qv = learned.tower.embed(uq, mq)[0]
-        T = space_vectors(cat, learned, "learned").T
-        scores = T @ qv
-        ok = np.any(T != 0, axis=1)
+        sv = space_vectors(cat, learned, "learned")
+        scores = sv.T @ qv
+        ok = np.any(sv.T != 0, axis=1)
     scores = np.where(ok, np.round(scores.astype(np.float64), 6), -np.inf)
-    rank = np.lexsort((id_rank(cat.ids), -scores))[:k]
+    rows = ranked_with_hygiene(StoreReader(store), cat, stored_w, sv, space, scores, k)
     meta = json.loads(layout.items_meta.read_text(encoding="utf-8")) if layout.items_meta.is_file() else {}
-    return [Hit(cat.ids[r], float(scores[r]), meta.get(cat.ids[r], {}).get("title", "")) for r in rank
-            if np.isfinite(scores[r])]
+    return [Hit(cat.ids[r], float(scores[r]), meta.get(cat.ids[r], {}).get("title", "")) for r in rows]
+
+
+def ranked_with_hygiene(reader: StoreReader, cat, weights: dict, sv, space: str, scores: np.ndarray,
+                        k: int) -> list[int]:
+    """The ``k`` best rows by ``scores`` (float64 (N,), -inf: not rankable), with the store's hygiene.
+
+    The store's blocklist keeps its items out; the dedup and MMR of the
+    space's lists work on a pool of the ``oversample * k`` best, with pair
+    scores in that space (the fused content score, or the learned space's).
+    """
+    view = reader.view()
+    blocked = reader.blocked_mask(view)
+    if blocked is not None and blocked.size == scores.size:
+        scores = np.where(blocked, -np.inf, scores)
+    hygiene, oversample = view.hygiene_of(space)
+    pool = k * oversample if hygiene.on else k
+    order = np.lexsort((id_rank(cat.ids), -scores))[:pool]
+    order = order[np.isfinite(scores[order])]
+    if not hygiene.on or order.size == 0:
+        return order[:k].tolist()
+    I, S = order[None, :], scores[order][None, :]
+    if sv is None:
+        pair = pair_scores(cat, weights, [m for m in cat.vectors if weights.get(m, 0) > 0], I)
+    else:
+        pair = space_pair_scores(sv, I)
+    picked = select_by(Scored(I, S, {}), k, pair, hygiene)
+    return [int(r) for r in picked.I[0] if r >= 0]

@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterator
 from typing import Protocol, TypeVar
 
 from reelsim.errors import DamagedStoreError, StoreError, StoreWriteError
+from reelsim.storage.faults import fault_point
 
 
 class Stager(Protocol):
@@ -116,6 +117,7 @@ def atomic_path(path: str | os.PathLike, *, immediate: bool = False) -> Iterator
     kept = False
     try:
         yield tmp
+        fault_point("write")
         if staged:
             session.stage(tmp, path)
             kept = True

@@ -66,20 +66,24 @@ def export_hdf5(store: Path, to: Path) -> ExportResult:
     return ExportResult(len(ids), skipped)
 
 
-def export_lists(store: Path, to: Path, fmt: str) -> int:
-    """Write the similarity lists as Parquet or JSONL.  Returns the number of rows."""
-    src = StoreLayout(store).list_file("parquet")
+def export_lists(store: Path, to: Path, fmt: str, space: str = "content") -> int:
+    """Write the similarity lists of ``space`` as Parquet or JSONL (the space's lists file: its hygiene included).
+
+    Returns the number of rows.
+    """
+    src = StoreLayout(store).space_lists_dir(space) / "neighbors.parquet"
     if not src.is_file():
-        raise StoreError(f"no similarity lists in {store}: run `reelsim run INPUT --store {store}` first")
+        how = "reelsim run INPUT" if space == "content" else f"reelsim lists --space {space}"
+        raise StoreError(f"no {space} similarity lists in {store}: run `{how} --store {store}` first")
     rows = read_parquet(src)
     (write_parquet if fmt == "parquet" else write_jsonl)(rows, Path(to))
     return len(rows)
 
 
-def export(store: Path, fmt: str, to: Path) -> ExportResult:
-    """Export ``store`` as ``fmt`` to ``to``: features (``hdf5``) or lists (``parquet``, ``jsonl``)."""
+def export(store: Path, fmt: str, to: Path, space: str = "content") -> ExportResult:
+    """Export ``store`` as ``fmt`` to ``to``: features (``hdf5``) or the lists of ``space`` (``parquet``, ``jsonl``)."""
     if fmt not in EXPORT_FORMATS:
         raise UsageError(f"unknown export format {fmt!r}; expected one of {', '.join(EXPORT_FORMATS)}")
     StoreLayout(store).check_root()
     Path(to).parent.mkdir(parents=True, exist_ok=True)
-    return export_hdf5(store, to) if fmt == "hdf5" else ExportResult(export_lists(store, to, fmt), [])
+    return export_hdf5(store, to) if fmt == "hdf5" else ExportResult(export_lists(store, to, fmt, space), [])

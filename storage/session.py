@@ -48,6 +48,7 @@ from typing import Any, TypeVar
 
 from reelsim.errors import DamagedStoreError, StoreError
 from reelsim.storage.atomic import ACTIVE_SESSION, write_text_atomic
+from reelsim.storage.faults import fault_point
 from reelsim.storage.layout import StoreLayout
 from reelsim.storage.lock import StoreLock, is_stale, lock_record, read_lock
 from reelsim.storage.version import next_version, read_version, version_token
@@ -221,6 +222,7 @@ class WriteSession:
                    "renames": [[tmp, path] for path, tmp in self._staged.items()],
                    "removals": list(self._removals)}
         write_text_atomic(self.layout.commit_journal, json.dumps(journal, ensure_ascii=False), immediate=True)
+        fault_point("journal")
         apply_journal(self.layout, journal)
         self._staged.clear()
         self._removals.clear()
@@ -240,11 +242,13 @@ def apply_journal(layout: StoreLayout, journal: dict) -> None:
     for tmp, path in journal["renames"]:
         if os.path.exists(tmp):
             os.replace(tmp, path)
+            fault_point("rename")
     for path in journal["removals"]:
         with contextlib.suppress(FileNotFoundError, IsADirectoryError):
             os.remove(path)
     write_text_atomic(layout.version_file, json.dumps(journal["version"], indent=1, ensure_ascii=False),
                       immediate=True)
+    fault_point("version")
     os.remove(layout.commit_journal)
 
 

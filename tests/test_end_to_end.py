@@ -97,7 +97,8 @@ def similar(store, item, k=3, *extra):
 def test_similar_json_contract(run_store, report):
     store, _ = run_store
     out = similar(store, "fractal", k=4)
-    assert set(out) == {"item", "neighbors"} and out["item"] == "fractal"
+    assert {"item", "neighbors"} <= set(out) and out["item"] == "fractal"  # the contract, extended:
+    assert (out["space"], out["k"], out["source"]) == ("content", 4, "lists") and out["version"] >= 1
     assert len(out["neighbors"]) == 4
     scores = [n["score"] for n in out["neighbors"]]
     assert scores == sorted(scores, reverse=True)
