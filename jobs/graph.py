@@ -37,7 +37,7 @@ from reelsim.similarity.catalog import load_catalog
 from reelsim.similarity.rebuild import finish_lists, list_formats, prepare_graph, publish_content_lists
 from reelsim.storage.atomic import atomic_path
 from reelsim.storage.layout import StoreLayout, item_key
-from reelsim.storage.lists import assemble_parts
+from reelsim.storage.lists import assemble_parts, remove_other_formats
 from reelsim.storage.session import writing
 
 
@@ -133,6 +133,7 @@ def _dask_lists(session, layout: StoreLayout, fusion: FusionConfig, client, sche
     set_dir = session.new_set_dir("content")
     rows, floor = assemble_parts([ckpt.part(b) for b, _, _ in blocks], job.cat.ids, fusion.k,
                                  job.gi.active, layout.lists_dir, list_formats(fusion), set_dir[1])
+    remove_other_formats(layout.lists_dir, list_formats(fusion))
     publish_content_lists(layout, job.cat.ids, job.gi, job.fusion, job.blocked, set_dir=set_dir, floor=floor)
     out = finish_lists(job, rows=rows, knn_s=t2 - t1, write_s=time.perf_counter() - t2)
     busy = sum(seconds) / n_workers

@@ -36,7 +36,7 @@ from reelsim.similarity.search import exact_scores
 from reelsim.storage.atomic import write_text_atomic
 from reelsim.storage.catalog import read_catalog, read_catalog_ids
 from reelsim.storage.layout import StoreLayout
-from reelsim.storage.lists import NeighborLists, check_parquet, read_lists, write_lists
+from reelsim.storage.lists import NeighborLists, check_parquet, read_lists, remove_other_formats, write_lists
 from reelsim.storage.session import writing
 
 
@@ -142,6 +142,7 @@ def _add_vectors(session, layout: StoreLayout, raw: CatalogEmbeddings, new_meta:
     append_to_catalog(layout.catalog, added)
     gi.save(layout.index_dir)
     write_lists(cat.ids, old, layout.lists_dir, list_formats(fusion))
+    remove_other_formats(layout.lists_dir, list_formats(fusion))
     session.note({"catalog": {"stamp": new_stamp(), "items": cat.n}})
     publish_content_lists(layout, cat.ids, gi, fusion, blocked, lists=old, previous=previous)
     meta.update(new_meta)
@@ -163,7 +164,8 @@ def fusion_as_built(fusion: FusionConfig, stored_w: dict, settings: dict) -> Fus
     """The list settings the store was built with (k, oversample, hygiene, blocklist) and its weights."""
     keep = {"k": settings["k"], "oversample": settings["oversample"], "dedup": settings["dedup"],
             "mmr": settings["mmr"], "blocklist": tuple(settings["blocklist"]),
-            "blocklist_threshold": settings["blocklist_threshold"]}
+            "blocklist_threshold": settings["blocklist_threshold"],
+            **({"lists_formats": tuple(settings["formats"])} if settings.get("formats") else {})}
     return dataclasses.replace(fusion, weights=stored_w, **keep)
 
 

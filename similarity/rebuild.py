@@ -41,7 +41,7 @@ from reelsim.similarity.hygiene import Hygiene, blocked_rows
 from reelsim.similarity.knn import Checkpoint, knn_graph
 from reelsim.storage.atomic import atomic_path, write_text_atomic
 from reelsim.storage.layout import StoreLayout
-from reelsim.storage.lists import NeighborLists, ParquetStream, write_lists
+from reelsim.storage.lists import NeighborLists, ParquetStream, remove_other_formats, write_lists
 from reelsim.storage.listset import ListSet, save_array, write_arrays, write_ids, write_manifest
 from reelsim.storage.session import active_session, writing
 from reelsim.storage.shards import read_item_vectors
@@ -285,7 +285,9 @@ def content_list_settings(store: Path) -> dict:
     if ls is None:
         return {}
     h = ls.manifest.get("hygiene", {})
-    return {"k": ls.k, "oversample": h.get("oversample"), "dedup": h.get("dedup"), "mmr": h.get("mmr")}
+    formats = ls.manifest.get("settings", {}).get("formats")
+    return {"k": ls.k, "oversample": h.get("oversample"), "dedup": h.get("dedup"), "mmr": h.get("mmr"),
+            **({"lists_formats": tuple(formats)} if formats else {})}
 
 
 def blocklist_changes(store: Path, fusion: FusionConfig) -> bool:
@@ -350,6 +352,7 @@ def _index_and_lists(store, fusion, cat_norm, progress, text_model, raw) -> dict
             t2 = time.perf_counter()
             stream.close()
     write_lists(job.cat.ids, lists, job.layout.lists_dir, list_formats(fusion)[1:])
+    remove_other_formats(job.layout.lists_dir, list_formats(fusion))
     publish_content_lists(job.layout, job.cat.ids, job.gi, job.fusion, job.blocked, lists=lists)
     return finish_lists(job, rows=int((lists.I >= 0).sum()), knn_s=t2 - t1, write_s=time.perf_counter() - t2)
 
@@ -394,7 +397,8 @@ def publish_content_lists(layout: StoreLayout, ids: list[str], gi: GroupedIndex,
         save_array(set_dir[1], "floor", floor)
     name, folder = set_dir
     write_ids(folder, ids, previous=previous)
-    settings = job_fingerprint(gi, len(ids), fusion) | {"build_id": "", "weights": check_weights(fusion.weights)}
+    settings = job_fingerprint(gi, len(ids), fusion) | {"build_id": "", "weights": check_weights(fusion.weights),
+                                                        "formats": list_formats(fusion)}
     write_manifest(folder, space="content", n=len(ids), k=fusion.k, modalities=list(gi.active),
                    catalog_stamp=session.stamp_of("catalog"), hygiene=hygiene_record(fusion), settings=settings,
                    blocked=blocked)

@@ -64,7 +64,7 @@ from reelsim.similarity.towers import (
 from reelsim.storage.atomic import atomic_path, read_checked, write_text_atomic
 from reelsim.storage.interactions import Interactions, read_interactions
 from reelsim.storage.layout import StoreLayout
-from reelsim.storage.lists import Neighbor, NeighborLists, write_lists
+from reelsim.storage.lists import Neighbor, NeighborLists, remove_other_formats, write_lists
 from reelsim.storage.listset import ListSet, write_list_set
 from reelsim.storage.session import writing
 
@@ -564,10 +564,12 @@ def _publish_space(session, layout: StoreLayout, space: str, ids: list[str], lis
     folder = layout.space_lists_dir(space)
     folder.mkdir(parents=True, exist_ok=True)
     paths = write_lists(ids, lists, folder, list_formats(fusion))
+    remove_other_formats(folder, list_formats(fusion))
     name, set_folder = session.new_set_dir(space)
     write_list_set(set_folder, ids, lists, space=space, catalog_stamp=session.stamp_of("catalog"),
                    model_stamp=session.stamp_of("model"), hygiene=hygiene_record(fusion),
-                   settings={"k": fusion.k, "oversample": fusion.oversample}, blocked=blocked, previous=previous)
+                   settings={"k": fusion.k, "oversample": fusion.oversample, "formats": list_formats(fusion)},
+                   blocked=blocked, previous=previous)
     session.note({"lists": {space: name}, "blocklist": blocklist_record(fusion)})
     return paths
 
@@ -608,13 +610,20 @@ def add_to_space(store: str | Path, space: str, fusion: FusionConfig | None = No
         if why:
             base = fusion or Config().fusion
             if old_set is not None:  # keep the space's own list settings
-                h = old_set.manifest["hygiene"]
-                base = dataclasses.replace(base, k=old_set.k, dedup=h.get("dedup"), mmr=h.get("mmr"),
-                                           oversample=h.get("oversample", base.oversample))
+                base = as_set_made(old_set, base)
             out = write_space_lists(layout.root, space, base, device=device, text_model=text_model)
             return out | {"added": cat.n - (old_set.n if old_set is not None and why == "new items" else 0),
                           "updated_lists": cat.n, "rewritten": why}
         return _add_to_set(session, layout, space, cat, old_set, fusion, device, text_model)
+
+
+def as_set_made(ls: ListSet, fusion: FusionConfig) -> FusionConfig:
+    """``fusion`` with the list settings ``ls`` was made with (k, oversample, dedup, MMR, formats)."""
+    h = ls.manifest.get("hygiene", {})
+    formats = ls.manifest.get("settings", {}).get("formats")
+    return dataclasses.replace(fusion, k=ls.k, dedup=h.get("dedup"), mmr=h.get("mmr"),
+                               oversample=int(h.get("oversample", fusion.oversample)),
+                               lists_formats=tuple(formats) if formats else fusion.lists_formats)
 
 
 def relist_stale_spaces(store: str | Path, *, device: str = "cpu", text_model: str = ModelConfig.text) -> dict:
@@ -637,9 +646,8 @@ def relist_stale_spaces(store: str | Path, *, device: str = "cpu", text_model: s
             h = ls.manifest.get("hygiene", {})
             if h.get("blocklist", []) == phrases and (not phrases or h.get("blocklist_threshold") == threshold):
                 continue
-            base = dataclasses.replace(Config().fusion, k=ls.k, dedup=h.get("dedup"), mmr=h.get("mmr"),
-                                       oversample=int(h.get("oversample", 5)))
-            out[space] = write_space_lists(layout.root, space, base, device=device, text_model=text_model)
+            out[space] = write_space_lists(layout.root, space, as_set_made(ls, Config().fusion), device=device,
+                                           text_model=text_model)
     return out
 
 
@@ -662,10 +670,8 @@ def _why_rewrite(old_set: ListSet | None, ids: list[str], session, fusion: Fusio
 def _add_to_set(session, layout: StoreLayout, space: str, cat: CatalogEmbeddings, old_set: ListSet,
                 fusion: FusionConfig | None, device: str, text_model: str) -> dict:
     n_old, k = old_set.n, old_set.k
-    h = old_set.manifest["hygiene"]
     rec = session.current("blocklist") or {}
-    lists_fusion = dataclasses.replace(fusion or Config().fusion, k=k, dedup=h.get("dedup"), mmr=h.get("mmr"),
-                                       oversample=int(h.get("oversample", 5)),
+    lists_fusion = dataclasses.replace(as_set_made(old_set, fusion or Config().fusion),
                                        blocklist=tuple(rec.get("phrases", ())),
                                        blocklist_threshold=float(rec.get("threshold", 0.5)))
     new_rows = np.arange(n_old, cat.n, dtype=np.int64)

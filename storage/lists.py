@@ -25,7 +25,7 @@ import numpy as np
 
 from reelsim.config import MODALITIES
 from reelsim.errors import DamagedStoreError, StoreError, UsageError
-from reelsim.storage.atomic import atomic_path, read_checked
+from reelsim.storage.atomic import atomic_path, read_checked, remove_file
 from reelsim.storage.layout import LIST_FILES
 
 
@@ -266,6 +266,14 @@ def write_lists(ids: Sequence[str], lists, folder: str | os.PathLike, formats: S
                 _write_h5(tmp, ids, lists)
         out[fmt] = path
     return out
+
+
+def remove_other_formats(folder: str | os.PathLike, formats: Sequence[str]) -> None:
+    """Remove the list files of ``folder`` in formats other than ``formats`` (a rewrite must not leave an
+    older build's file beside the new ones); inside a write session, at its commit."""
+    for fmt, name in LIST_FILES.items():
+        if fmt not in formats:
+            remove_file(os.path.join(os.fspath(folder), name))
 
 
 def _write_h5(path: str, ids: Sequence[str], lists) -> None:
