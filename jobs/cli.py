@@ -39,7 +39,7 @@ from reelsim.similarity.textsearch import search as search_text
 from reelsim.similarity.verify import verify_store
 from reelsim.storage.export import export
 from reelsim.storage.layout import StoreLayout
-from reelsim.storage.session import writing
+from reelsim.storage.session import WriteSession, writing
 from reelsim.storage.shards import read_shots
 
 EXAMPLES = """\
@@ -248,13 +248,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_space_option(p, "which space's lists parquet/jsonl export (default: content)")
 
     p = sub.add_parser("verify", help="check every file of a store and their consistency",
-                       description="Read every shard, the catalog, items.json, the FAISS indexes, the list state "
-                       "and the list files the way the commands read them, and check them against each other. "
-                       "Names each damaged or inconsistent file and whether `reelsim run` (items, catalog) or "
-                       "`reelsim lists` (index, lists) redoes it; changes nothing. Exit 0: clean; 3: damaged; "
-                       "2: not a store.")
+                       description="Read every shard, the catalog, items.json, the FAISS indexes, the version, "
+                       "the list sets, the list files of every space and the trained model the way the commands "
+                       "read them, and check them against each other. Names each damaged or inconsistent file and "
+                       "the command that redoes it: `reelsim run` (items, catalog), `reelsim lists` (index, "
+                       "content lists), `reelsim lists --space S` (a learned space's lists), `reelsim train` (the "
+                       "model), `reelsim verify --repair` (a commit a killed command left unfinished). Changes "
+                       "nothing, unless --repair. Exit 0: clean; 3: damaged; 2: not a store.")
     p.add_argument("--store", required=True, type=Path, metavar="DIR")
     p.add_argument("--json", action="store_true", help="machine-readable JSON")
+    p.add_argument("--repair", action="store_true", help="first finish a commit that a killed command left and "
+                   "remove the temporary files killed commands left (takes the store's lock), then check")
 
     p = sub.add_parser("demo", help="generate a sample catalog with ffmpeg and run everything on it")
     p.add_argument("--store", type=Path, default=Path("reelsim-demo"), metavar="DIR",
@@ -511,6 +515,12 @@ def cmd_export(args) -> int:
 
 
 def cmd_verify(args) -> int:
+    if args.repair:
+        StoreLayout(args.store).check_root()
+        if not StoreLayout(args.store).root.is_dir():
+            raise StoreError(f"no store at {args.store}")
+        with WriteSession(args.store, "verify --repair"):
+            pass  # opening a session finishes an interrupted commit and removes leftovers
     verdict = verify_store(args.store)
     if args.json:
         print(json.dumps(verdict.to_json(), ensure_ascii=False))

@@ -58,7 +58,7 @@ from reelsim.storage.version import read_version
 
 #: What redoes a problem: ``run`` recomputes items and rebuilds the catalog; ``lists`` the indexes and lists;
 #: ``lists --space S`` a learned space's lists; ``train`` the model.
-REDO = ("run", "lists", "lists --space learned", "lists --space blend", "train")
+REDO = ("run", "lists", "lists --space learned", "lists --space blend", "train", "verify --repair")
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,8 @@ class Verdict:
         return {"run": sorted({p.item for p in self.problems if p.redo == "run" and p.item}),
                 "lists": any(p.redo == "lists" for p in self.problems),
                 "spaces": sorted({p.redo.split()[-1] for p in self.problems if p.redo.startswith("lists --space")}),
-                "train": any(p.redo == "train" for p in self.problems)}
+                "train": any(p.redo == "train" for p in self.problems),
+                "repair": any(p.redo == "verify --repair" for p in self.problems)}
 
     def to_json(self) -> dict:
         return {"store": self.store, "ok": self.ok, "checked": self.checked,
@@ -117,6 +118,8 @@ class Verdict:
             todo.append(f"`reelsim run` over the catalog's inputs{who} rebuilds the catalog, index and lists")
         if redo["lists"] and not any(p.redo == "run" for p in self.problems):
             todo.append(f"`reelsim lists --store {self.store}` rebuilds the index and lists")
+        if redo["repair"]:
+            todo.insert(0, f"`reelsim verify --repair --store {self.store}` finishes the interrupted commit")
         if redo["train"]:
             todo.append(f"`reelsim train --interactions FILE --store {self.store}` writes the model again")
         for space in redo["spaces"]:
@@ -161,9 +164,9 @@ def _check_version(layout: StoreLayout, v: Verdict) -> dict:
         journal = read_journal(layout)
         if journal is not None:
             v.add(layout.commit_journal, f"a commit of `reelsim {journal['version'].get('command')}` was "
-                  "interrupted (the next command that writes the store finishes it)", "lists")
+                  "interrupted (any command that writes the store finishes it)", "verify --repair")
     except StoreError as e:
-        v.add(layout.commit_journal, _what(e), "lists")
+        v.add(layout.commit_journal, _what(e), "verify --repair")
     try:
         version = read_version(layout)
     except StoreError as e:
