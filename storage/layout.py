@@ -12,8 +12,8 @@ A store is a folder::
       index/items.json                 id -> {kind, title}, for readable tables
       index/index.json                 manifest of the FAISS indexes, one per modality signature
       index/group-<code>-<build>.faiss one FAISS index per modality signature (similarity/grouped.py)
-      index/lists-state.npz            per item: the score a new item must reach to enter its list
-      index/lists-arrays/              the lists as .npy arrays (rows into the catalog), for `reelsim add`
+      index/lists-state.npz            (stores before list sets) per item: the floor a new item must reach
+      index/lists-arrays/              (stores before list sets) the lists as .npy arrays, for `reelsim add`
       index/fused.faiss                the single exact index of stores written before grouped indexes
       lists/neighbors.parquet          one row per (item, neighbour); also .jsonl / .h5 when asked for
       lists/.knn-checkpoint/           finished batches of an unfinished kNN-graph job
