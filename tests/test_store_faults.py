@@ -18,10 +18,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import reelsim, run_items
-from test_versions import LEARN, TITLES, interactions, products
+from conftest import reelsim
+from test_versions import LEARN, products, trained_store
 
-from reelsim.config import Config
 from reelsim.storage.layout import StoreLayout
 from reelsim.storage.version import read_version
 
@@ -31,10 +30,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def base(tmp_path_factory, dask_client):
     d = tmp_path_factory.mktemp("faults")
-    store = d / "store"
-    run_items([products(d, TITLES)], store, dask_client, Config().with_overrides(fusion={"k": 5}))
-    reelsim("train", "--interactions", interactions(d / "log.csv"), "--store", store, *LEARN, check=0)
-    reelsim("lists", "--store", store, "--space", "blend", "-k", "5", check=0)
+    trained_store(d, dask_client, spaces=("blend",), formats="parquet,jsonl")
     products(d, {"apple-box": "Box of crisp red apples", "kiwi-pack": "Kiwi fruit, pack of 6"}, "new.jsonl")
     return d
 

@@ -65,17 +65,20 @@ def interactions(path: Path, seed: int = 0) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def base(tmp_path_factory, dask_client):
-    """A store with content lists (k=5), a trained model and learned and blend lists: its folder."""
-    d = tmp_path_factory.mktemp("versions")
+def trained_store(d: Path, dask_client, spaces=("learned", "blend"), formats="parquet,jsonl,hdf5") -> Path:
+    """``d/store``: content lists (k=5) of :data:`TITLES`, a model trained on ``d/log.csv``, lists of ``spaces``."""
     store = d / "store"
     run_items([products(d, TITLES)], store, dask_client, Config().with_overrides(fusion={"k": 5}))
     reelsim("train", "--interactions", interactions(d / "log.csv"), "--store", store, *LEARN, check=0)
-    for space in ("learned", "blend"):
-        reelsim("lists", "--store", store, "--space", space, "-k", "5", "--lists-format", "parquet,jsonl,hdf5",
-                check=0)
+    for space in spaces:
+        reelsim("lists", "--store", store, "--space", space, "-k", "5", "--lists-format", formats, check=0)
     return store
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory, dask_client):
+    """A store with content lists (k=5), a trained model and learned and blend lists: its folder."""
+    return trained_store(tmp_path_factory.mktemp("versions"), dask_client)
 
 
 @pytest.fixture
@@ -308,13 +311,23 @@ def test_model_and_lists_files_are_checked_by_verify(store):
         layout.list_set(v["lists"]["learned"]) / "S.npy": "lists --space learned",
         layout.space_lists_dir("blend") / "neighbors.jsonl": "lists --space blend",
     }
+    space = lambda redo: "blend" if "blend" in redo else "learned"
+    uses = {  # what each command reads of the learned space, and so must name when damaged
+        "similar": lambda redo: ("similar", "pears", "--store", store, "--space", space(redo), "-k", "20"),
+        "search": lambda redo: ("search", "fresh fruit", "--store", store, "--space", "learned"),
+        "lists": lambda redo: ("lists", "--store", store, "--space", space(redo)),
+    }
     for path, redo in cases.items():
         saved = path.read_bytes()
         path.write_bytes(saved[: len(saved) // 2])
         found = json.loads(reelsim("verify", "--store", store, "--json", check=3).stdout)
         assert {(p["path"], p["redo"]) for p in found["problems"]} >= {(str(path), redo)}, found
-        out = reelsim("similar", "pears", "--store", store, "--space", "blend" if "blend" in redo else "learned")
-        assert out.returncode in (0, 2) and "Traceback" not in out.stderr
+        for name, args in uses.items():
+            out = reelsim(*args(redo))
+            assert "Traceback" not in out.stderr, (name, out.stderr)
+            reads_it = redo == "train" or (name == "similar" and path.suffix == ".npy")
+            if reads_it:
+                assert out.returncode == 2 and str(path) in out.stderr, (name, path, out.stderr)
         path.write_bytes(saved)
     assert json.loads(reelsim("verify", "--store", store, "--json", check=0).stdout)["ok"]
 
