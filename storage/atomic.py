@@ -40,6 +40,9 @@ class Stager(Protocol):
     def stages(self, path: str) -> bool:
         """Whether the move of ``path`` (absolute) waits for the session's commit."""
 
+    def holds(self, path: str) -> bool:
+        """Whether ``path`` (absolute) is inside the session's store (its removal waits for the commit)."""
+
     def stage(self, tmp: str, path: str) -> None:
         """Record that ``tmp`` is to replace ``path`` at the commit."""
 
@@ -134,10 +137,15 @@ def atomic_path(path: str | os.PathLike, *, immediate: bool = False) -> Iterator
 
 
 def remove_file(path: str | os.PathLike) -> None:
-    """Remove ``path`` (absent is fine); inside a session that stages it, at the commit."""
+    """Remove ``path`` (absent is fine); inside a write session on its store, at the commit.
+
+    Every removal in a store waits for the commit, also of files written at
+    once (an index file of the previous build): the version before the
+    commit still refers to them.
+    """
     path = os.path.abspath(os.fspath(path))
     session = ACTIVE_SESSION.get()
-    if session is not None and session.stages(path):
+    if session is not None and session.holds(path):
         session.defer_remove(path)
         return
     with contextlib.suppress(FileNotFoundError):

@@ -92,6 +92,10 @@ class WriteSession:
     def stages(self, path: str) -> bool:
         return self.layout.is_versioned(path)
 
+    def holds(self, path: str) -> bool:
+        root = os.path.abspath(self.layout.root)
+        return os.path.abspath(path).startswith(root + os.sep)
+
     def stage(self, tmp: str, path: str) -> None:
         old = self._staged.pop(path, None)
         if old is not None:  # written twice in one session: the last write wins

@@ -22,7 +22,7 @@ from reelsim import open_store
 from reelsim.config import Config, FusionConfig, LearnConfig
 from reelsim.errors import ReelsimError, StoreWriteError
 from reelsim.similarity.spaces import train_store, write_space_lists
-from reelsim.storage.atomic import write_text_atomic
+from reelsim.storage.atomic import remove_file, write_text_atomic
 from reelsim.storage.layout import StoreLayout
 from reelsim.storage.listset import ListSet
 from reelsim.storage.lock import StoreLockedError
@@ -128,6 +128,25 @@ def test_a_failed_session_leaves_the_store_as_it_was(tmp_path):
         raise RuntimeError("the command failed half-way")
     assert layout.items_meta.read_text() == "old" and version(layout.root) == 0
     assert not list(layout.index_dir.glob(".*.tmp")) and not layout.lock.exists()
+
+
+def test_a_removal_in_the_store_waits_for_the_commit(tmp_path):
+    """Also of a file written at once (the previous build's index file): the current version refers to it."""
+    layout = StoreLayout(tmp_path / "s")
+    layout.make_root()
+    layout.index_dir.mkdir()
+    old = layout.index_dir / "group-1-aaaaaaaa.faiss"
+    old.write_bytes(b"old index")
+    with pytest.raises(RuntimeError), WriteSession(layout.root, "add"):
+        remove_file(old)
+        assert old.exists()
+        raise RuntimeError("failed before the commit")
+    assert old.exists()
+    with WriteSession(layout.root, "add") as session:
+        remove_file(old)
+        assert old.exists()
+        session.commit()
+    assert not old.exists()
 
 
 def test_a_full_disk_is_one_line_naming_the_file_and_nothing_changes(tmp_path, monkeypatch):
