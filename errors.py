@@ -38,11 +38,13 @@ class DamagedStoreError(StoreError):
     """A file of the store that cannot be read as what reelsim wrote (truncated, overwritten, incomplete).
 
     ``path`` names the file, ``what`` says what is wrong with it and ``redo``
-    which command rewrites it: ``run`` (shards, the catalog, items.json) or
-    ``lists`` (indexes, list state, lists). The message says all three.
+    which command rewrites it: ``run`` (shards, the catalog, items.json),
+    ``lists`` (indexes, list state, lists) or ``train`` (the learned model).
+    The message says all three.
     """
 
-    REMEDY = {"run": "`reelsim run` over the catalog's inputs rebuilds it", "lists": "`reelsim lists` rebuilds it"}
+    REMEDY = {"run": "`reelsim run` over the catalog's inputs rebuilds it", "lists": "`reelsim lists` rebuilds it",
+              "train": "`reelsim train --interactions FILE` rewrites it"}
 
     def __init__(self, path, what: str, redo: str, message: str | None = None):
         super().__init__(message or f"damaged store file {path}: {what}; {self.REMEDY[redo]}")

@@ -23,6 +23,7 @@ from reelsim.errors import BannedQueryError, ReelsimError, StoreError, UsageErro
 from reelsim.extractors import detectors, registry
 from reelsim.extractors.device import check_amp, resolve_device
 from reelsim.extractors.shots import detector_provenance
+from reelsim.jobs.connect import check_scheduler
 from reelsim.jobs.demo import run_demo
 from reelsim.jobs.graph import dask_lists
 from reelsim.jobs.report import write_html_report
@@ -34,9 +35,16 @@ from reelsim.similarity.incremental import check_can_add
 from reelsim.similarity.index_choice import check_index_spec
 from reelsim.similarity.lookup import Lookup
 from reelsim.similarity.rebuild import list_formats, relist, stored_fusion
-from reelsim.similarity.spaces import add_to_space, space_neighbors, train_store, write_space_lists
+from reelsim.similarity.spaces import (
+    add_to_space,
+    check_store_model,
+    space_neighbors,
+    train_store,
+    write_space_lists,
+)
 from reelsim.similarity.textsearch import search as search_text
 from reelsim.similarity.verify import verify_store
+from reelsim.storage.catalog import catalog_size
 from reelsim.storage.export import export
 from reelsim.storage.layout import StoreLayout
 from reelsim.storage.lock import StoreLock
@@ -364,6 +372,7 @@ def _run_catalog(args, lists: str) -> int:
     if lists == "add":
         check_can_add(args.store)
     check_runnable(cfg)
+    check_scheduler(args.scheduler)
     try:
         report = run_catalog(args.inputs, args.store, cfg, scheduler=args.scheduler, workers=args.workers,
                              progress=not args.no_progress, re_extract=args.re_extract, lists=lists)
@@ -380,6 +389,8 @@ def cmd_run(args) -> int:
 
 
 def cmd_add(args) -> int:
+    if args.space != "content":
+        check_store_model(args.store)  # before any item is analysed
     code = _run_catalog(args, "add")
     if args.space != "content" and code in (0, 3):
         fusion = config_from_args(args).fusion
@@ -387,10 +398,26 @@ def cmd_add(args) -> int:
     return code
 
 
+def fit_k(args) -> int | None:
+    """Lower ``args.k`` to the store's other items (N - 1, at least 1) when it is larger, with a note on stderr;
+    the -k asked for when it was lowered, else None. A k beyond the catalog lists nothing more."""
+    if args.k is None or args.k < 2:
+        return None
+    n = catalog_size(StoreLayout(args.store).require_catalog())
+    if args.k <= max(1, n - 1):
+        return None
+    asked, args.k = args.k, max(1, n - 1)
+    print(f"reelsim {args.command}: -k {asked} is more than the {n - 1} other items of the catalog; "
+          f"using -k {args.k}", file=sys.stderr)
+    return asked
+
+
 def cmd_lists(args) -> int:
+    asked = fit_k(args)
+    said = {"k_requested": asked} if asked is not None else {}
     if args.space != "content":
         fusion = Config().with_overrides(fusion=fusion_overrides(args)).fusion
-        print(json.dumps(write_space_lists(args.store, args.space, fusion.k, list_formats(fusion))))
+        print(json.dumps(write_space_lists(args.store, args.space, fusion.k, list_formats(fusion)) | said))
         return 0
     if args.workers is not None and args.workers < 1:
         raise UsageError("--workers must be at least 1")
@@ -402,7 +429,7 @@ def cmd_lists(args) -> int:
     else:
         summary = relist(args.store, fusion_overrides(args), progress=not args.no_progress,
                          text_model=ModelConfig.text)
-    print(json.dumps(summary))
+    print(json.dumps(summary | said))
     return 0
 
 
@@ -426,6 +453,7 @@ def cmd_shots(args) -> int:
 def cmd_similar(args) -> int:
     if args.k < 1:
         raise UsageError("-k must be at least 1")
+    fit_k(args)
     if args.space != "content":
         neighbors = space_neighbors(args.store, args.item, args.k, args.space)
     else:
@@ -467,6 +495,7 @@ def cmd_verify(args) -> int:
 def cmd_demo(args) -> int:
     cfg = config_from_args(args)
     check_runnable(cfg)
+    check_scheduler(args.scheduler)
     return run_demo(args.store, cfg, workers=args.workers, scheduler=args.scheduler, progress=not args.no_progress,
                     re_extract=args.re_extract)
 
@@ -541,6 +570,9 @@ def quiet_openmp() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     quiet_openmp()
+    for stream in (sys.stdout, sys.stderr):  # a path's bytes that are not UTF-8 print as \udcff (a JSON escape too)
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     args = build_parser().parse_args(argv)
     try:
         if getattr(args, "store", None) is not None:
@@ -549,7 +581,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()  # a reader that has gone shows here, not as an error at exit
         return code
     except BannedQueryError as e:
-        print(f"reelsim {args.command}: {e}", file=sys.stderr)
+        print(f"reelsim {args.command}: {terminal_safe(e)}", file=sys.stderr)
         return 4
     except (UsageError, StoreError, WeightsNotFoundError) as e:
         print(f"reelsim {args.command}: error: {terminal_safe(e)}", file=sys.stderr)

@@ -26,6 +26,7 @@ from pathlib import Path
 from reelsim import __version__
 from reelsim.config import MODALITIES
 from reelsim.errors import UnknownItemError, UsageError
+from reelsim.jobs.tables import terminal_safe
 from reelsim.similarity.lookup import Lookup
 from reelsim.storage.atomic import write_text_atomic
 from reelsim.storage.cards import ItemCard, read_card
@@ -239,7 +240,7 @@ def write_html_report(store: Path, to: Path, *, sample: int = 12, seed: int = 0,
 
     entries = [ReportEntry(card(i), [(nb, card(nb.item)) for nb in lookup.neighbors(i, k)])
                for i in tqdm(chosen, desc="report", unit="item", disable=not progress)]
-    html = render_html(entries, store_name=Path(store).resolve().name, k=k, weights=dict(lookup.weights),
+    html = render_html(entries, store_name=terminal_safe(Path(store).resolve().name), k=k, weights=dict(lookup.weights),
                        n_items=len(lookup.meta),
                        generated_utc=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     write_text_atomic(to, html)

@@ -19,6 +19,7 @@ checkpoint). New items are added without a rebuild by
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import sys
@@ -39,7 +40,7 @@ from reelsim.similarity.grouped import GroupedIndex, group_vectors
 from reelsim.similarity.grouped import exists as grouped_index_exists
 from reelsim.similarity.hygiene import Hygiene, blocked_rows
 from reelsim.similarity.knn import Checkpoint, knn_graph
-from reelsim.storage.atomic import atomic_path, write_text_atomic
+from reelsim.storage.atomic import atomic_path, check_store_file, write_text_atomic
 from reelsim.storage.layout import StoreLayout
 from reelsim.storage.lists import NeighborLists, ParquetStream, write_list_arrays, write_lists
 from reelsim.storage.lock import StoreLock
@@ -211,6 +212,13 @@ class GraphJob:
         return Hygiene(self.fusion.dedup, self.fusion.mmr)
 
 
+def fitted_k(fusion: FusionConfig, n: int) -> FusionConfig:
+    """``fusion`` with ``k`` at most ``n - 1`` (the other items of a catalog of ``n``; at least 1): a larger
+    ``k`` lists nothing more and would allocate (N, k) arrays."""
+    k = min(fusion.k, max(1, n - 1))
+    return fusion if k == fusion.k else dataclasses.replace(fusion, k=k)
+
+
 def prepare_graph(store: Path, fusion: FusionConfig, *, cat_norm: CatalogEmbeddings | None = None,
                   progress: bool = False, text_model: str = "minilm-l6-v2",
                   raw: CatalogEmbeddings | None = None) -> GraphJob:
@@ -222,6 +230,8 @@ def prepare_graph(store: Path, fusion: FusionConfig, *, cat_norm: CatalogEmbeddi
     if cat_norm is None:
         cat_norm, _ = load_catalog(layout.require_catalog())
     from concurrent.futures import ThreadPoolExecutor
+
+    fusion = fitted_k(fusion, cat_norm.n)
 
     t0 = time.perf_counter()
     device = device_name(fusion.device)
@@ -261,6 +271,7 @@ def index_and_lists(store: Path, fusion: FusionConfig, *, cat_norm: CatalogEmbed
     dict: items, k, rows, resumed, device, index (per group), blocked, and seconds per phase.
     """
     job = prepare_graph(store, fusion, cat_norm=cat_norm, progress=progress, text_model=text_model, raw=raw)
+    fusion = job.fusion  # k at most the catalog's other items
     t1 = time.perf_counter()
     searcher = None
     if job.device != "cpu":
@@ -317,7 +328,7 @@ def save_state(layout: StoreLayout, gi: GroupedIndex, floor: np.ndarray, blocked
 
 def load_state(layout: StoreLayout) -> tuple[np.ndarray, np.ndarray, dict]:
     """(floor, blocked, settings) written by :func:`save_state`."""
-    if not layout.lists_state.is_file():
+    if not Path(check_store_file(layout.lists_state, "lists")).is_file():
         raise StoreError(f"no list state in {layout.root}: run `reelsim lists --store {layout.root}` once first")
     try:
         with np.load(layout.lists_state) as z:

@@ -76,10 +76,23 @@ def export_lists(store: Path, to: Path, fmt: str) -> int:
     return len(rows)
 
 
+def check_target(to: Path, example: str = "export.h5") -> None:
+    """Make ``to``'s folder; :class:`UsageError` when ``to`` is a folder or a special file, or its folder
+    cannot be made (a file is in the way, no permission)."""
+    if to.is_dir():
+        raise UsageError(f"--to {to} is a folder; give the path of a file to write, e.g. {to / example}")
+    if to.exists() and not to.is_file():
+        raise UsageError(f"--to {to} exists and is not a regular file; give the path of a file to write")
+    try:
+        to.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"--to {to}: cannot make its folder {to.parent} ({e.strerror})") from None
+
+
 def export(store: Path, fmt: str, to: Path) -> ExportResult:
     """Export ``store`` as ``fmt`` to ``to``: features (``hdf5``) or lists (``parquet``, ``jsonl``)."""
     if fmt not in EXPORT_FORMATS:
         raise UsageError(f"unknown export format {fmt!r}; expected one of {', '.join(EXPORT_FORMATS)}")
     StoreLayout(store).check_root()
-    Path(to).parent.mkdir(parents=True, exist_ok=True)
+    check_target(Path(to), "features.h5" if fmt == "hdf5" else f"lists.{fmt}")
     return export_hdf5(store, to) if fmt == "hdf5" else ExportResult(export_lists(store, to, fmt), [])

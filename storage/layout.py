@@ -59,6 +59,30 @@ def item_key(item_id: str) -> str:
     return hashlib.sha256(item_id.encode("utf-8")).hexdigest()[:32]
 
 
+#: how far below its store a store file can be (``shards/<2 hex>/<key>.h5``, ``lists/<space>/...``)
+STORE_DEPTH = 3
+
+
+def store_root_of(path: str | os.PathLike) -> Path | None:
+    """The store that ``path`` (a file of a store) belongs to: its nearest ancestor, at most
+    :data:`STORE_DEPTH` folders up, that has a ``shards/`` or ``index/`` folder; None when there is none.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> root = Path(tempfile.mkdtemp())
+    >>> (root / "index").mkdir()
+    >>> store_root_of(root / "lists" / "learned" / "neighbors.parquet") == root
+    True
+    >>> store_root_of(Path(tempfile.mkdtemp()) / "x.json") is None
+    True
+    """
+    for folder in list(Path(os.path.abspath(path)).parents)[:STORE_DEPTH]:
+        if (folder / "shards").is_dir() or (folder / "index").is_dir():
+            return folder
+    return None
+
+
 @dataclass(frozen=True)
 class StoreLayout:
     """The paths of one store (nothing is created or checked on construction).

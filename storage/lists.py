@@ -25,7 +25,7 @@ import numpy as np
 
 from reelsim.config import MODALITIES
 from reelsim.errors import DamagedStoreError, StoreError, UsageError
-from reelsim.storage.atomic import atomic_path, read_checked
+from reelsim.storage.atomic import atomic_path, check_store_file, native_path, read_checked, special_file_problem
 from reelsim.storage.layout import LIST_FILES
 
 
@@ -80,7 +80,7 @@ class NeighborLists:
 
     @classmethod
     def load(cls, path) -> "NeighborLists":
-        with np.load(path) as z:
+        with np.load(check_store_file(path, "lists")) as z:
             cos = {name[4:]: z[name] for name in z.files if name.startswith("cos_")}
             return cls(z["rows"], z["I"], z["S"], cos, z["floor"])
 
@@ -141,8 +141,8 @@ def write_parquet(rows: Iterable[dict], path: str | os.PathLike) -> None:
     import pyarrow.parquet as pq
 
     table = pa.Table.from_pylist(_checked(rows), schema=_schema())
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
+    with atomic_path(path) as tmp, native_path(tmp) as name:
+        pq.write_table(table, name)
 
 
 def read_parquet_table(path: str | os.PathLike):
@@ -201,7 +201,7 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
     StoreError
         Missing file or a line that is not a JSON object.
     """
-    if not os.path.isfile(path):
+    if not os.path.isfile(check_store_file(path, "lists")):
         raise StoreError(f"no neighbour list at {os.fspath(path)!r}")
     with open(path, encoding="utf-8") as f:
         try:
@@ -256,7 +256,8 @@ def write_lists(ids: Sequence[str], lists, folder: str | os.PathLike, formats: S
         path = os.path.join(os.fspath(folder), LIST_FILES[fmt])
         with atomic_path(path) as tmp:
             if fmt == "parquet":  # without dictionary pages: 2.4x faster to write 10^7 rows, the same size
-                pq.write_table(table, tmp, use_dictionary=False)
+                with native_path(tmp) as name:
+                    pq.write_table(table, name, use_dictionary=False)
             elif fmt == "jsonl":
                 with open(tmp, "w", encoding="utf-8", newline="\n") as f:
                     for batch in table.to_batches(max_chunksize=65536):
@@ -341,13 +342,19 @@ def read_list_arrays(folder: str | os.PathLike, stamp: str | None) -> NeighborLi
     ``floor`` comes back as -inf (the caller keeps the floors).
     """
     folder = os.fspath(folder)
+    fit = lambda name: special_file_problem(os.path.join(folder, name)) is None  # else not opened (verify names it)
     try:
+        if not fit("manifest.json"):
+            return None
         with open(os.path.join(folder, "manifest.json"), encoding="utf-8") as f:
             manifest = json.load(f)
         if stamp is None or manifest.get("stamp") != stamp:
             return None
-        a = {name: np.load(os.path.join(folder, f"{name}.npy")) for name in manifest["arrays"]}
-    except (OSError, ValueError, KeyError):
+        files = [f"{name}.npy" for name in manifest["arrays"]]
+        if not all(os.path.basename(f) == f and fit(f) for f in files):
+            return None
+        a = {name: np.load(os.path.join(folder, f)) for name, f in zip(manifest["arrays"], files)}
+    except (OSError, ValueError, KeyError, TypeError):
         return None
     cos = {name[4:]: v for name, v in a.items() if name.startswith("cos-")}
     return NeighborLists(a["rows"], a["I"], a["S"], cos, np.full(a["rows"].size, -np.inf))
@@ -391,8 +398,8 @@ def write_part(path: str | os.PathLike, lists: NeighborLists) -> None:
             b"reelsim.floor": np.asarray(lists.floor, "<f8").tobytes(),
             b"reelsim.modalities": json.dumps(sorted(lists.cos)).encode()}
     table = pa.Table.from_arrays(cols, schema=_part_schema().with_metadata(meta))
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, use_dictionary=False)
+    with atomic_path(path) as tmp, native_path(tmp) as name:
+        pq.write_table(table, name, use_dictionary=False)
 
 
 def read_part(path: str | os.PathLike):
@@ -406,8 +413,10 @@ def read_part(path: str | os.PathLike):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    check_store_file(path, "lists")
     try:
-        table = pq.read_table(path)
+        with native_path(path) as name:
+            table = pq.read_table(name)
         meta = table.schema.metadata or {}
         rows = np.frombuffer(meta[b"reelsim.rows"], "<i8").astype(np.int64)
         floor = np.frombuffer(meta[b"reelsim.floor"], "<f8").astype(np.float64)
@@ -457,7 +466,11 @@ def assemble_parts(paths: Sequence[str | os.PathLike], ids: Sequence[str], k: in
             arrays[name][:] = fill
         with open(arr_tmp["rows"], "wb") as f:
             np.save(f, np.arange(n, dtype=np.int64))
-        pq_writer = pq.ParquetWriter(tmp["parquet"], _schema(), use_dictionary=False) if "parquet" in tmp else None
+        if "parquet" in tmp:
+            with native_path(tmp["parquet"]) as name:
+                pq_writer = pq.ParquetWriter(name, _schema(), use_dictionary=False)
+        else:
+            pq_writer = None
         jsonl = stack.enter_context(open(tmp["jsonl"], "w", encoding="utf-8", newline="\n")) if "jsonl" in tmp else None
         h5 = stack.enter_context(h5py.File(tmp["hdf5"], "w")) if "hdf5" in tmp else None
         for path in paths:
@@ -533,7 +546,8 @@ class ParquetStream:
 
         writer = None
         try:
-            writer = pq.ParquetWriter(self.path, _schema(), use_dictionary=False)
+            with native_path(self.path) as name:
+                writer = pq.ParquetWriter(name, _schema(), use_dictionary=False)
             while (part := self.queue.get()) is not None:
                 writer.write_table(lists_table(self.ids, part, id_array=self.id_array))
         except BaseException as e:  # noqa: BLE001  (handed to the caller by close())
