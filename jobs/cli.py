@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from reelsim import __version__
-from reelsim.config import LIST_FORMATS, Config, ModelConfig, ShotConfig, field_help, parse_weights
+from reelsim.config import LIST_FORMATS, Config, FusionConfig, ModelConfig, ShotConfig, field_help, parse_weights
 from reelsim.errors import BannedQueryError, ReelsimError, StoreError, UsageError, WeightsNotFoundError
 from reelsim.extractors import detectors, registry
 from reelsim.extractors.device import check_amp, resolve_device
@@ -400,8 +400,9 @@ def cmd_add(args) -> int:
 
 def fit_k(args) -> int | None:
     """Lower ``args.k`` to the store's other items (N - 1, at least 1) when it is larger, with a note on stderr;
-    the -k asked for when it was lowered, else None. A k beyond the catalog lists nothing more."""
-    if args.k is None or args.k < 2:
+    the -k asked for when it was lowered, else None. A k beyond the catalog lists nothing more (and allocates
+    nothing more: the searches cap it too). A k up to the default (10) is capped without a note."""
+    if args.k is None or args.k <= FusionConfig.k:
         return None
     n = catalog_size(StoreLayout(args.store).require_catalog())
     if args.k <= max(1, n - 1):

@@ -25,11 +25,11 @@ import contextlib
 import os
 import stat
 import uuid
+from pathlib import Path
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 from reelsim.errors import DamagedStoreError, StoreError
-from reelsim.storage.layout import store_root_of
 
 
 @contextlib.contextmanager
@@ -63,6 +63,30 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 
 T = TypeVar("T")
 
+#: how far below its store a store file can be (``shards/<2 hex>/<key>.h5``, ``lists/<space>/...``)
+STORE_DEPTH = 3
+
+
+def store_root_of(path: str | os.PathLike) -> Path | None:
+    """The store that ``path`` (a file of a store) belongs to: its nearest ancestor, at most
+    :data:`STORE_DEPTH` folders up, that has a ``shards/`` or ``index/`` folder; None when there is none.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> root = Path(tempfile.mkdtemp())
+    >>> (root / "index").mkdir()
+    >>> store_root_of(root / "lists" / "learned" / "neighbors.parquet") == root
+    True
+    >>> store_root_of(Path(tempfile.mkdtemp()) / "x.json") is None
+    True
+    """
+    for folder in list(Path(os.path.abspath(path)).parents)[:STORE_DEPTH]:
+        if (folder / "shards").is_dir() or (folder / "index").is_dir():
+            return folder
+    return None
+
+
 #: what each kind of special file is called in messages
 _SPECIAL = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder"))
@@ -74,7 +98,7 @@ def special_file_problem(path: str | os.PathLike, root: str | os.PathLike | None
     Unfit: a FIFO, a device, a socket or a folder (followed through symbolic
     links), or a file that symbolic links (of the file or of a folder on its
     path) lead outside the store ``root`` (default:
-    :func:`reelsim.storage.layout.store_root_of`; without one, outside the
+    :func:`store_root_of`; without one, outside the
     file's own folder). Only ``lstat``/``stat`` are called.
 
     Examples

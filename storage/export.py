@@ -17,6 +17,7 @@ import numpy as np
 
 from reelsim import __version__
 from reelsim.errors import DamagedStoreError, StoreError, UsageError
+from reelsim.storage.atomic import check_store_file
 from reelsim.storage.layout import StoreLayout, item_key
 from reelsim.storage.lists import read_parquet, write_jsonl, write_parquet
 from reelsim.storage.shards import atomic_h5, iter_shards, open_shard
@@ -69,7 +70,7 @@ def export_hdf5(store: Path, to: Path) -> ExportResult:
 def export_lists(store: Path, to: Path, fmt: str) -> int:
     """Write the similarity lists as Parquet or JSONL.  Returns the number of rows."""
     src = StoreLayout(store).list_file("parquet")
-    if not src.is_file():
+    if not Path(check_store_file(src, "lists")).is_file():
         raise StoreError(f"no similarity lists in {store}: run `reelsim run INPUT --store {store}` first")
     rows = read_parquet(src)
     (write_parquet if fmt == "parquet" else write_jsonl)(rows, Path(to))

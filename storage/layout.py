@@ -40,6 +40,7 @@ from pathlib import Path
 
 from reelsim.config import LIST_FORMATS
 from reelsim.errors import StoreError, UsageError
+from reelsim.storage.atomic import check_store_file
 
 #: ``--lists-format`` value (:data:`reelsim.config.LIST_FORMATS`) -> file name under ``STORE/lists/``
 LIST_FILES = dict(zip(LIST_FORMATS, ("neighbors.parquet", "neighbors.jsonl", "neighbors.h5"), strict=True))
@@ -57,30 +58,6 @@ def item_key(item_id: str) -> str:
     'ca978112ca1bbdcafac231b39a23dc4d'
     """
     return hashlib.sha256(item_id.encode("utf-8")).hexdigest()[:32]
-
-
-#: how far below its store a store file can be (``shards/<2 hex>/<key>.h5``, ``lists/<space>/...``)
-STORE_DEPTH = 3
-
-
-def store_root_of(path: str | os.PathLike) -> Path | None:
-    """The store that ``path`` (a file of a store) belongs to: its nearest ancestor, at most
-    :data:`STORE_DEPTH` folders up, that has a ``shards/`` or ``index/`` folder; None when there is none.
-
-    Examples
-    --------
-    >>> import tempfile
-    >>> root = Path(tempfile.mkdtemp())
-    >>> (root / "index").mkdir()
-    >>> store_root_of(root / "lists" / "learned" / "neighbors.parquet") == root
-    True
-    >>> store_root_of(Path(tempfile.mkdtemp()) / "x.json") is None
-    True
-    """
-    for folder in list(Path(os.path.abspath(path)).parents)[:STORE_DEPTH]:
-        if (folder / "shards").is_dir() or (folder / "index").is_dir():
-            return folder
-    return None
 
 
 @dataclass(frozen=True)
@@ -205,6 +182,6 @@ class StoreLayout:
     def require_catalog(self) -> Path:
         """The catalog path; :class:`StoreError` telling how to make one when it is missing."""
         self.check_root()
-        if not self.catalog.is_file():
+        if not Path(check_store_file(self.catalog, root=self.root)).is_file():
             raise StoreError(f"no index in {self.root}: run `reelsim run INPUT --store {self.root}` first")
         return self.catalog
