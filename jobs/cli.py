@@ -303,9 +303,11 @@ def _add_learn_parsers(sub) -> None:
     p.add_argument("--cold-fraction", type=float, metavar="F", help="share of items held out as cold (default 0.2)")
     p = sub.add_parser("search", help="rank items for a text query (with a banned-query list)",
                        description="Embed QUERY with the text model and rank items by cosine with their text "
-                       "embeddings (--space learned: through the trained content tower). With --banned FILE (one "
-                       "phrase a line), a query whose text similarity to a phrase is >= --banned-threshold, or "
-                       "that contains a phrase, is refused with exit code 4.")
+                       "embeddings (--space learned: through the trained content tower). With --banned FILE (UTF-8, "
+                       "one phrase a line), a query whose text similarity to a phrase is >= --banned-threshold, or "
+                       "that contains a phrase as whole tokens, is refused with exit code 4; both are compared "
+                       "after Unicode NFKC and look-alike folding (full-width or Cyrillic letters count as the "
+                       "Latin ones; docs/learning.md).")
     p.add_argument("query", metavar="QUERY")
     p.add_argument("--store", required=True, type=Path, metavar="DIR")
     p.add_argument("-k", type=int, default=10, metavar="N", help="results (default: 10)")

@@ -406,8 +406,8 @@ def _check_columns(table, name: str, where) -> dict[str, np.ndarray]:
         with np.errstate(invalid="ignore"):
             bad = np.flatnonzero(~(np.isfinite(w) & (w >= 0) & (w <= MAX_WEIGHT)))
         if bad.size:
-            raise InteractionsError(f"{where(int(bad[0]))}: weight {w[bad[0]]} must be a number in "
-                                    f"[0, {MAX_WEIGHT:g}] (empty: 1)")
+            raise InteractionsError(f"{where(int(bad[0]))}: weight {w[bad[0]]} must be a finite number >= 0 "
+                                    f"and <= {MAX_WEIGHT:g} (empty: 1)")
         out["weight"] = w
     if "timestamp" in table.column_names:
         out["timestamp"] = _times(table["timestamp"], where)
