@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -104,6 +105,8 @@ class Verdict:
             todo.append(f"`reelsim run` over the catalog's inputs{who} rebuilds the catalog, index and lists")
         if redo["lists"] and not any(p.redo == "run" for p in self.problems):
             todo.append(f"`reelsim lists --store {self.store}` rebuilds the index and lists")
+        if any(p.redo == "train" for p in self.problems):
+            todo.append(f"`reelsim train --interactions FILE --store {self.store}` rewrites the learned model")
         return [*lines, f"{len(self.problems)} problem(s) in {summary}", "to repair: " + "; ".join(todo)]
 
 
@@ -167,8 +170,6 @@ def _check_special_files(layout: StoreLayout, v: Verdict) -> None:
 
     Folders that are symbolic links are not entered.
     """
-    import os
-
     tops = [layout.shards_dir, layout.index_dir, layout.lists_dir, layout.learned_dir]
     files = [layout.report] if os.path.lexists(layout.report) else []
     for top in tops:

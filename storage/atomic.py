@@ -25,8 +25,8 @@ import contextlib
 import os
 import stat
 import uuid
-from pathlib import Path
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TypeVar
 
 from reelsim.errors import DamagedStoreError, StoreError
