@@ -48,6 +48,33 @@ def _require(section: str, name: str, value, ok: bool, expected: str) -> None:
         raise UsageError(f"{section}.{name} must be {expected}, got {value!r}")
 
 
+#: the largest integer a setting takes (int32: FAISS, torch and HDF5 take many of them as C ints)
+INT_MAX = 2**31 - 1
+#: settings with another largest value
+INT_MAX_OF = {"learn.seed": 2**32 - 1}
+
+
+def check_numbers(section: str, obj) -> None:
+    """Every number of a section is in range: an integer between ``-INT_MAX - 1`` and :data:`INT_MAX` (or its
+    bound in :data:`INT_MAX_OF`), a float finite. The sections call it first in ``__post_init__``.
+
+    Examples
+    --------
+    >>> LearnConfig(seed=10**23)
+    Traceback (most recent call last):
+    reelsim.errors.UsageError: learn.seed must be an integer of at most 4294967295, got 100000000000000000000000
+    """
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        if isinstance(v, bool):
+            continue
+        if isinstance(v, int):
+            hi = INT_MAX_OF.get(f"{section}.{f.name}", INT_MAX)
+            _require(section, f.name, v, -hi - 1 <= v <= hi, f"an integer of at most {hi}")
+        elif isinstance(v, float):
+            _require(section, f.name, v, math.isfinite(v), "a finite number")
+
+
 def _at_least(section: str, obj, minimum: float, *names: str, optional: bool = False) -> None:
     for name in names:
         v = getattr(obj, name)
@@ -76,6 +103,7 @@ class DecodeConfig:
     skip_loop_filter: bool = False
 
     def __post_init__(self):
+        check_numbers("decode", self)
         _at_least("decode", self, 16, "analysis_short_side")
         _at_least("decode", self, 1000, "audio_rate")
 
@@ -118,6 +146,7 @@ class ShotConfig:
     scene_audio_db: float = 3.0
 
     def __post_init__(self):
+        check_numbers("shots", self)
         _require("shots", "detector", self.detector, isinstance(self.detector, str) and bool(self.detector),
                  "a detector name")
         _at_least("shots", self, 0, "threshold", "cut_min", "gradual_min", "scene_audio_db")
@@ -143,6 +172,7 @@ class ClipConfig:
     max_clips_per_shot: int = 16
 
     def __post_init__(self):
+        check_numbers("clips", self)
         _at_least("clips", self, 1, "clip_len", optional=True)
         _at_least("clips", self, 1, "frame_stride", "max_clips_per_shot")
         _at_least("clips", self, 1e-3, "hop_s")
@@ -175,6 +205,7 @@ class ModelConfig:
     prefetch_batches: int = 2
 
     def __post_init__(self):
+        check_numbers("models", self)
         for name in ("visual", "audio", "image", "text"):
             v = getattr(self, name)
             _require("models", name, v, isinstance(v, str) and bool(v), "a model name (see `reelsim models`)")
@@ -197,6 +228,7 @@ class ThumbnailConfig:
     quality: int = 80
 
     def __post_init__(self):
+        check_numbers("thumbnails", self)
         _at_least("thumbnails", self, 0, "max_side")
         _require("thumbnails", "quality", self.quality, isinstance(self.quality, int) and 1 <= self.quality <= 95,
                  "an integer in 1..95")
@@ -257,6 +289,7 @@ class FusionConfig:
     device: str = "auto"
 
     def __post_init__(self):
+        check_numbers("fusion", self)
         w = check_weights(self.weights)
         if not any(w.values()):
             raise UsageError("fusion.weights: at least one modality needs a positive weight")
@@ -303,6 +336,7 @@ class LimitConfig:
     max_frame_gap_s: float = 10.0
 
     def __post_init__(self):
+        check_numbers("limits", self)
         _at_least("limits", self, 1, "max_image_pixels")
         _at_least("limits", self, 0, "max_decode_errors")
         _at_least("limits", self, 1e-3, "max_frame_gap_s")
@@ -358,6 +392,7 @@ class JobConfig:
     group_size: int = 64
 
     def __post_init__(self):
+        check_numbers("jobs", self)
         _at_least("jobs", self, 0, "item_timeout_s", "batch_timeout_s")
         _at_least("jobs", self, 1, "max_worker_deaths", "gpu_batch", "group_size")
         _require("jobs", "cross_item", self.cross_item, self.cross_item in CROSS_ITEM, " or ".join(CROSS_ITEM))
@@ -445,6 +480,7 @@ class LearnConfig:
     threads: int = 1
 
     def __post_init__(self) -> None:
+        check_numbers("learn", self)
         positive = ("elsa_dim", "elsa_epochs", "elsa_batch", "warm_min_interactions", "tower_dim", "tower_hidden",
                     "tower_epochs", "tower_batch", "max_pairs", "pair_window", "hard_negative_pool", "eval_queries")
         for name in positive:

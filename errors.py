@@ -43,7 +43,8 @@ class DamagedStoreError(StoreError):
     learned space's lists) or ``train`` (the trained model). The message says all three.
     """
 
-    REMEDY = {"run": "`reelsim run` over the catalog's inputs rebuilds it", "lists": "`reelsim lists` rebuilds it"}
+    REMEDY = {"run": "`reelsim run` over the catalog's inputs rebuilds it", "lists": "`reelsim lists` rebuilds it",
+              "train": "`reelsim train --interactions FILE` rewrites it"}
 
     def __init__(self, path, what: str, redo: str, message: str | None = None):
         remedy = self.REMEDY.get(redo, f"`reelsim {redo}` rebuilds it")

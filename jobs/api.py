@@ -39,6 +39,7 @@ from reelsim.similarity.answer import Answer, StoreReader, check_space_options
 from reelsim.similarity.incremental import check_can_add
 from reelsim.similarity.rebuild import relist
 from reelsim.similarity.spaces import add_to_space, relist_stale_spaces
+from reelsim.storage.atomic import check_store_file
 from reelsim.storage.layout import StoreLayout
 from reelsim.storage.lists import Neighbor, read_parquet_table
 from reelsim.storage.session import read_consistent, writing
@@ -162,14 +163,15 @@ class Store:
     def features(self, item: str, *, level: str = "item") -> dict[str, np.ndarray]:
         """The stored embeddings of ``item``: modality -> float32 (D,) (``level="item"``) or (S, D) per shot.
 
-        Raises :class:`UnknownItemError` when the store has no shard for ``item``.
+        Raises :class:`UnknownItemError` when the store has no shard for ``item``, :class:`UsageError`
+        for a ``level`` other than ``item`` or ``shot``.
         """
         return read_item_features(self.path, item, level=level)
 
     def run_report(self) -> dict:
         """``STORE/report.json`` of the last run."""
         try:
-            return json.loads(self.layout.report.read_text(encoding="utf-8"))
+            return json.loads(Path(check_store_file(self.layout.report)).read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise StoreError(f"no report.json in {self.path}: no run has finished there") from None
         except (OSError, json.JSONDecodeError) as e:

@@ -18,11 +18,12 @@ import sys
 from pathlib import Path
 
 from reelsim import __version__
-from reelsim.config import LIST_FORMATS, Config, ModelConfig, ShotConfig, field_help, parse_weights
+from reelsim.config import LIST_FORMATS, Config, FusionConfig, ModelConfig, ShotConfig, field_help, parse_weights
 from reelsim.errors import BannedQueryError, ReelsimError, StoreError, UsageError, WeightsNotFoundError
 from reelsim.extractors import detectors, registry
 from reelsim.extractors.device import check_amp, resolve_device
 from reelsim.extractors.shots import detector_provenance
+from reelsim.jobs.connect import check_scheduler
 from reelsim.jobs.demo import run_demo
 from reelsim.jobs.graph import dask_lists
 from reelsim.jobs.report import write_html_report
@@ -34,9 +35,16 @@ from reelsim.similarity.evaluate import format_table as evaluation_table
 from reelsim.similarity.incremental import check_can_add
 from reelsim.similarity.index_choice import check_index_spec
 from reelsim.similarity.rebuild import blocklist_changes, content_list_settings, relist, stored_fusion
-from reelsim.similarity.spaces import add_to_space, relist_stale_spaces, train_store, write_space_lists
+from reelsim.similarity.spaces import (
+    add_to_space,
+    check_store_model,
+    relist_stale_spaces,
+    train_store,
+    write_space_lists,
+)
 from reelsim.similarity.textsearch import search as search_text
 from reelsim.similarity.verify import verify_store
+from reelsim.storage.catalog import catalog_size
 from reelsim.storage.export import export
 from reelsim.storage.layout import StoreLayout
 from reelsim.storage.session import WriteSession, writing
@@ -305,9 +313,11 @@ def _add_learn_parsers(sub) -> None:
     p.add_argument("--cold-fraction", type=float, metavar="F", help="share of items held out as cold (default 0.2)")
     p = sub.add_parser("search", help="rank items for a text query (with a banned-query list)",
                        description="Embed QUERY with the text model and rank items by cosine with their text "
-                       "embeddings (--space learned: through the trained content tower). With --banned FILE (one "
-                       "phrase a line), a query whose text similarity to a phrase is >= --banned-threshold, or "
-                       "that contains a phrase, is refused with exit code 4.")
+                       "embeddings (--space learned: through the trained content tower). With --banned FILE (UTF-8, "
+                       "one phrase a line), a query whose text similarity to a phrase is >= --banned-threshold, or "
+                       "that contains a phrase as whole tokens, is refused with exit code 4; both are compared "
+                       "after Unicode NFKC and look-alike folding (full-width or Cyrillic letters count as the "
+                       "Latin ones; docs/learning.md).")
     p.add_argument("query", metavar="QUERY")
     p.add_argument("--store", required=True, type=Path, metavar="DIR")
     p.add_argument("-k", type=int, default=10, metavar="N", help="results (default: 10)")
@@ -382,6 +392,7 @@ def _run_catalog(args, lists: str, then=relist_stale_spaces) -> int:
     if lists == "add":
         check_can_add(args.store)
     check_runnable(cfg)
+    check_scheduler(args.scheduler)
     try:
         report = run_catalog(args.inputs, args.store, cfg, scheduler=args.scheduler, workers=args.workers,
                              progress=not args.no_progress, re_extract=args.re_extract, lists=lists, then=then)
@@ -401,6 +412,7 @@ def cmd_add(args) -> int:
     if args.space == "content":
         return _run_catalog(args, "add")
     check_space_flags(args, "add")
+    check_store_model(args.store)  # before any item is analysed
     fusion = config_from_args(args).fusion
     return _run_catalog(args, "add", then=lambda store: {args.space: add_to_space(store, args.space, fusion)})
 
@@ -425,7 +437,24 @@ def check_space_flags(args, command: str) -> None:
             raise UsageError(f"{command} --space {args.space}: {why.format(space=args.space)}")
 
 
+def fit_k(args) -> int | None:
+    """Lower ``args.k`` to the store's other items (N - 1, at least 1) when it is larger, with a note on stderr;
+    the -k asked for when it was lowered, else None. A k beyond the catalog lists nothing more (and allocates
+    nothing more: the searches cap it too). A k up to the default (10) is capped without a note."""
+    if args.k is None or args.k <= FusionConfig.k:
+        return None
+    n = catalog_size(StoreLayout(args.store).require_catalog())
+    if args.k <= max(1, n - 1):
+        return None
+    asked, args.k = args.k, max(1, n - 1)
+    print(f"reelsim {args.command}: -k {asked} is more than the {n - 1} other items of the catalog; "
+          f"using -k {args.k}", file=sys.stderr)
+    return asked
+
+
 def cmd_lists(args) -> int:
+    asked = fit_k(args)
+    said = {"k_requested": asked} if asked is not None else {}
     if args.space != "content":
         check_space_flags(args, "lists")
         fusion = Config().with_overrides(fusion=fusion_overrides(args)).fusion
@@ -438,7 +467,7 @@ def cmd_lists(args) -> int:
                                  progress=not args.no_progress, text_model=ModelConfig.text)
             summary = write_space_lists(args.store, args.space, fusion, device=_space_device(args))
             others = relist_stale_spaces(args.store)
-        summary.update({"content": content} if content else {}, **({"spaces": others} if others else {}))
+        summary.update({"content": content} if content else {}, **({"spaces": others} if others else {}), **said)
         print(json.dumps(summary))
         return 0
     if args.workers is not None and args.workers < 1:
@@ -456,7 +485,7 @@ def cmd_lists(args) -> int:
             summary["spaces"] = relist_stale_spaces(args.store)
     if not summary["spaces"]:
         del summary["spaces"]
-    print(json.dumps(summary))
+    print(json.dumps(summary | said))
     return 0
 
 
@@ -485,6 +514,7 @@ def cmd_shots(args) -> int:
 def cmd_similar(args) -> int:
     if args.k < 1:
         raise UsageError("-k must be at least 1")
+    fit_k(args)
     answer = StoreReader(args.store).similar(args.item, args.k, space=args.space,
                                              weights=parse_weights(args.weights) if args.weights else None)
     if args.json:
@@ -532,6 +562,7 @@ def cmd_verify(args) -> int:
 def cmd_demo(args) -> int:
     cfg = config_from_args(args)
     check_runnable(cfg)
+    check_scheduler(args.scheduler)
     return run_demo(args.store, cfg, workers=args.workers, scheduler=args.scheduler, progress=not args.no_progress,
                     re_extract=args.re_extract)
 
@@ -606,6 +637,9 @@ def quiet_openmp() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     quiet_openmp()
+    for stream in (sys.stdout, sys.stderr):  # a path's bytes that are not UTF-8 print as \udcff (a JSON escape too)
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     args = build_parser().parse_args(argv)
     try:
         if getattr(args, "store", None) is not None:
@@ -614,7 +648,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()  # a reader that has gone shows here, not as an error at exit
         return code
     except BannedQueryError as e:
-        print(f"reelsim {args.command}: {e}", file=sys.stderr)
+        print(f"reelsim {args.command}: {terminal_safe(e)}", file=sys.stderr)
         return 4
     except (UsageError, StoreError, WeightsNotFoundError) as e:
         print(f"reelsim {args.command}: error: {terminal_safe(e)}", file=sys.stderr)

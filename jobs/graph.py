@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from reelsim.config import FusionConfig
+from reelsim.jobs.connect import check_cluster_store, check_scheduler, scheduler_client
 from reelsim.jobs.runner import LOW_LEVEL_LOG_LENGTH
 from reelsim.similarity.blocks import BLOCKED_FILE, job_spec, search_block
 from reelsim.similarity.catalog import load_catalog
@@ -51,7 +52,7 @@ def graph_client(store: Path, scheduler: str | None, workers: int | None):
                 "distributed.admin.low-level-log-length": LOW_LEVEL_LOG_LENGTH}
     with dask.config.set(settings):
         if scheduler:
-            return Client(scheduler, timeout="30s")
+            return scheduler_client(scheduler)
         logging.getLogger("distributed").setLevel(logging.ERROR)
         cluster = LocalCluster(n_workers=workers or 2, threads_per_worker=1, processes=True,
                                dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR,
@@ -90,20 +91,35 @@ def dask_lists(store: Path, fusion: FusionConfig, *, client=None, scheduler: str
     search phase beyond the blocks' own time divided by the workers).
     """
     layout = StoreLayout(store)
+    if client is None:
+        check_cluster_store(store)
+        check_scheduler(scheduler)
     with writing(layout.root, "lists") as session:
         return _dask_lists(session, layout, fusion, client, scheduler, workers, progress, text_model)
 
 
 def _dask_lists(session, layout: StoreLayout, fusion: FusionConfig, client, scheduler, workers, progress,
                 text_model) -> dict:
-    from dask.distributed import as_completed
-    from tqdm import tqdm
-
     cat, _ = load_catalog(layout.require_catalog(), mmap=True)  # the driver reads it, it does not keep it all
     job = prepare_graph(layout.root, fusion, cat_norm=cat, progress=progress, text_model=text_model)
+    fusion = job.fusion  # k at most the catalog's other items
     t1 = time.perf_counter()
     ckpt = job.checkpoint
     ckpt.open()
+    try:
+        return _search_and_write(session, job, fusion, layout, client, scheduler, workers, progress, t1)
+    except BaseException:
+        ckpt.clear_if_empty()  # a job that finished no block leaves nothing to resume
+        raise
+
+
+def _search_and_write(session, job, fusion: FusionConfig, layout: StoreLayout, client, scheduler, workers,
+                      progress: bool, t1: float) -> dict:
+    """The search phase of :func:`dask_lists` on the cluster, then the lists written from the part files."""
+    from dask.distributed import as_completed
+    from tqdm import tqdm
+
+    ckpt = job.checkpoint
     if job.blocked is not None:
         with atomic_path(ckpt.folder / BLOCKED_FILE) as tmp, open(tmp, "wb") as f:
             np.save(f, job.blocked)

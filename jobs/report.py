@@ -26,6 +26,7 @@ from pathlib import Path
 from reelsim import __version__
 from reelsim.config import MODALITIES
 from reelsim.errors import UnknownItemError, UsageError
+from reelsim.jobs.tables import terminal_safe
 from reelsim.similarity.answer import StoreReader
 from reelsim.similarity.catalog import load_catalog
 from reelsim.storage.atomic import write_text_atomic
@@ -244,7 +245,7 @@ def write_html_report(store: Path, to: Path, *, sample: int = 12, seed: int = 0,
     entries = [ReportEntry(card(i), [(nb, card(nb.item)) for nb in reader.similar(i, k, space=space, weights=weights).neighbors])
                for i in tqdm(chosen, desc="report", unit="item", disable=not progress)]
     shown = weights or load_catalog(StoreLayout(store).require_catalog(), header=True)[1]
-    html = render_html(entries, store_name=Path(store).resolve().name, k=k, weights=dict(shown),
+    html = render_html(entries, store_name=terminal_safe(Path(store).resolve().name), k=k, weights=dict(shown),
                        n_items=len(ids),
                        generated_utc=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     write_text_atomic(to, html)

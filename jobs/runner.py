@@ -27,6 +27,7 @@ from pathlib import Path
 from reelsim.config import MODALITIES, Config
 from reelsim.errors import ReelsimError, StoreError, UsageError, WeightsNotFoundError
 from reelsim.extractors.registry import model_stamps
+from reelsim.jobs.connect import check_cluster_store, check_scheduler, scheduler_client
 from reelsim.jobs.gpu_stage import CrossItemRun, local_client, wants_cross_item
 from reelsim.jobs.rows import RowSpool
 from reelsim.jobs.tables import terminal_safe
@@ -131,7 +132,7 @@ def _client(scheduler: str | None, workers: int, store: Path, cfg: Config):
     from dask.distributed import Client, LocalCluster
 
     if scheduler:
-        return Client(scheduler, timeout="30s")
+        return scheduler_client(scheduler)
     # Dask's INFO chatter (worker start/stop) is not for reelsim's users; errors still show.
     logging.getLogger("distributed").setLevel(logging.ERROR)
     with dask.config.set({"distributed.scheduler.allowed-failures": cfg.jobs.max_worker_deaths}):
@@ -444,6 +445,9 @@ def compute_items(items, store: Path, cfg: Config, scheduler: str | None, worker
                 # Dask keeps this many recent messages per connection for debugging, each compute-task message
                 # with its task's items: 1000 (its default) held ~64 000 items' worth in the driver
                 "distributed.admin.low-level-log-length": LOW_LEVEL_LOG_LENGTH}
+    if client is None:
+        check_cluster_store(store)
+        check_scheduler(scheduler)
     with dask.config.set(settings), contextlib.ExitStack() as stack:
         if client is None:  # made here, inside the scratch setting, and closed on the way out
             client = stack.enter_context(local_client(workers, store, cfg) if cross_local

@@ -21,16 +21,23 @@ _BIDI = set("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\
 
 
 def terminal_safe(text: str) -> str:
-    """``text`` with whitespace runs as one space and control/bidi characters as U+FFFD.
+    """``text`` with whitespace runs as one space, control/bidi characters as U+FFFD, and the bytes of a path
+    that are not UTF-8 (``surrogateescape``: U+DC80..U+DCFF) as ``\\xNN`` (other lone surrogates: U+FFFD).
 
     Examples
     --------
     >>> terminal_safe("Bad\\x1b[31m title\\n\\u202eevil")
     'Bad\\ufffd[31m title \\ufffdevil'
+    >>> print(terminal_safe("store-\\udcff"))
+    store-\\xff
     """
     out = []
     for ch in " ".join(str(text).split()):
-        out.append("\ufffd" if ch in _BIDI or unicodedata.category(ch) == "Cc" else ch)
+        cat = unicodedata.category(ch)
+        if cat == "Cs":
+            out.append(f"\\x{ord(ch) - 0xDC00:02x}" if 0xDC80 <= ord(ch) <= 0xDCFF else "\ufffd")
+        else:
+            out.append("\ufffd" if ch in _BIDI or cat == "Cc" else ch)
     return "".join(out)
 
 

@@ -39,7 +39,14 @@ from reelsim.similarity.index_choice import (
     build_ann,
     choose_index,
 )
-from reelsim.storage.atomic import atomic_path, read_checked, remove_file, write_text_atomic
+from reelsim.storage.atomic import (
+    atomic_path,
+    check_store_file,
+    native_path,
+    read_checked,
+    remove_file,
+    write_text_atomic,
+)
 
 MANIFEST = "index.json"
 #: a catalog member's IVF probes are chosen among this many times nprobe lists around its own list
@@ -276,13 +283,18 @@ def read_manifest(folder: str | os.PathLike, manifest: str | os.PathLike | None 
     DamagedStoreError
         Unreadable, not a grouped-index manifest, or naming a missing file.
     """
-    path = Path(manifest) if manifest is not None else Path(folder) / MANIFEST
+    path = Path(check_store_file(Path(manifest) if manifest is not None else Path(folder) / MANIFEST, "lists"))
     try:
         body = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:  # ValueError: bad JSON, or bytes that are not UTF-8
         raise DamagedStoreError(path, f"cannot be read as JSON ({e})", "lists") from None
     if not isinstance(body, dict) or body.get("format") != FORMAT or not isinstance(body.get("files"), dict):
         raise DamagedStoreError(path, "not a reelsim grouped index", "lists")
+    for f in body["files"].values():
+        if str(f) != os.path.basename(str(f)) or str(f) in ("", ".", ".."):
+            raise DamagedStoreError(path, f"names index file {str(f)!r}, which is not a file name in {folder}",
+                                    "lists")
+        check_store_file(Path(folder) / str(f), "lists")
     missing = [f for f in body["files"].values() if not (Path(folder) / str(f)).is_file()]
     if missing:
         raise DamagedStoreError(path, f"names index file {missing[0]!r}, which is not there", "lists")
@@ -311,8 +323,8 @@ def save_index(index, path: str | os.PathLike) -> None:
     """Write a FAISS index to ``path`` atomically."""
     import faiss
 
-    with atomic_path(path) as tmp:
-        faiss.write_index(index, tmp)
+    with atomic_path(path) as tmp, native_path(tmp) as name:
+        faiss.write_index(index, name)
 
 
 def load_index(path: str | os.PathLike, *, mmap: bool = False):

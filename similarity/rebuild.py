@@ -39,7 +39,7 @@ from reelsim.similarity.fusion import normalise
 from reelsim.similarity.grouped import GroupedIndex, group_vectors
 from reelsim.similarity.hygiene import Hygiene, blocked_rows
 from reelsim.similarity.knn import Checkpoint, knn_graph
-from reelsim.storage.atomic import atomic_path, write_text_atomic
+from reelsim.storage.atomic import atomic_path, check_store_file, write_text_atomic
 from reelsim.storage.layout import StoreLayout
 from reelsim.storage.lists import NeighborLists, ParquetStream, remove_other_formats, write_lists
 from reelsim.storage.listset import ListSet, save_array, write_arrays, write_ids, write_manifest
@@ -224,6 +224,13 @@ class GraphJob:
         return Hygiene(self.fusion.dedup, self.fusion.mmr)
 
 
+def fitted_k(fusion: FusionConfig, n: int) -> FusionConfig:
+    """``fusion`` with ``k`` at most ``n - 1`` (the other items of a catalog of ``n``; at least 1): a larger
+    ``k`` lists nothing more and would allocate (N, k) arrays."""
+    k = min(fusion.k, max(1, n - 1))
+    return fusion if k == fusion.k else dataclasses.replace(fusion, k=k)
+
+
 def prepare_graph(store: Path, fusion: FusionConfig, *, cat_norm: CatalogEmbeddings | None = None,
                   progress: bool = False, text_model: str = "minilm-l6-v2",
                   raw: CatalogEmbeddings | None = None) -> GraphJob:
@@ -235,6 +242,8 @@ def prepare_graph(store: Path, fusion: FusionConfig, *, cat_norm: CatalogEmbeddi
     if cat_norm is None:
         cat_norm, _ = load_catalog(layout.require_catalog())
     from concurrent.futures import ThreadPoolExecutor
+
+    fusion = fitted_k(fusion, cat_norm.n)
 
     t0 = time.perf_counter()
     device = device_name(fusion.device)
@@ -335,6 +344,7 @@ def index_and_lists(store: Path, fusion: FusionConfig, *, cat_norm: CatalogEmbed
 
 def _index_and_lists(store, fusion, cat_norm, progress, text_model, raw) -> dict:
     job = prepare_graph(store, fusion, cat_norm=cat_norm, progress=progress, text_model=text_model, raw=raw)
+    fusion = job.fusion  # k at most the catalog's other items
     t1 = time.perf_counter()
     searcher = None
     if job.device != "cpu":
@@ -424,7 +434,7 @@ def load_state(layout: StoreLayout) -> tuple[np.ndarray, np.ndarray, dict]:
     ls = content_set(layout, version)
     if ls is not None:
         return np.array(ls.floor), np.array(ls.blocked), dict(ls.manifest["settings"])
-    if not layout.lists_state.is_file():
+    if not Path(check_store_file(layout.lists_state, "lists")).is_file():
         raise StoreError(f"no list state in {layout.root}: run `reelsim lists --store {layout.root}` once first")
     try:
         with np.load(layout.lists_state) as z:

@@ -61,7 +61,7 @@ from reelsim.similarity.towers import (
     torch_threads,
     train_tower,
 )
-from reelsim.storage.atomic import atomic_path, read_checked, write_text_atomic
+from reelsim.storage.atomic import atomic_path, check_store_file, read_checked, write_text_atomic
 from reelsim.storage.interactions import Interactions, read_interactions
 from reelsim.storage.layout import StoreLayout
 from reelsim.storage.lists import Neighbor, NeighborLists, remove_other_formats, write_lists
@@ -276,6 +276,8 @@ def read_provenance(store: str | Path) -> dict:
         No trained model; :class:`DamagedStoreError` (``reelsim train`` rewrites it) when it cannot be read.
     """
     path = model_dir(store) / "provenance.json"
+    for name in ("provenance.json", *MODEL_FILES):
+        check_store_file(model_dir(store) / name, "train")
     if not has_model(store):
         raise StoreError(f"no trained model in {store}: run `reelsim train --interactions FILE --store {store}` first")
     prov = read_checked(path, lambda p: json.loads(Path(p).read_text(encoding="utf-8")), "a model's provenance",
@@ -395,6 +397,7 @@ def space_vectors(cat: CatalogEmbeddings, model: LearnedModel, space: str, cfg: 
     """
     if space not in ("learned", "blend"):
         raise UsageError(f"space must be learned or blend here, got {space!r} (content uses the fusion index)")
+    check_model_fits(model, cat)
     T = model.tower.embed(cat.vectors, cat.masks, device=device)
     if space == "learned":
         return SpaceVectors(space, T)
@@ -407,6 +410,28 @@ def space_vectors(cat: CatalogEmbeddings, model: LearnedModel, space: str, cfg: 
     ok = src >= 0
     E[ok], alpha[ok] = model.elsa[src[ok]], share[src[ok]]
     return SpaceVectors(space, T, E, alpha)
+
+
+def check_model_fits(model: LearnedModel, cat: CatalogEmbeddings) -> None:
+    """:class:`StoreError` when the catalog's vectors are not what the model was trained on.
+
+    Each tower modality the catalog has must have the size the tower takes
+    (its fixed input projection's rows, else its input size); a catalog
+    rebuilt since training with another ``--pca``, or other models, differs.
+    """
+    for m, d in model.tower.in_dims.items():
+        want = model.tower.projections[m].shape[0] if m in model.tower.projections else d
+        if m in cat.vectors and cat.vectors[m].shape[1] != want:
+            raise StoreError(f"the trained model (learned/tower.npz, trained on {len(model.ids)} items) takes {m} "
+                             f"vectors of {want} dimensions, the catalog now has {cat.vectors[m].shape[1]} (rebuilt "
+                             "since training, e.g. with another --pca or model): re-train with `reelsim train "
+                             "--interactions FILE --store STORE`")
+
+
+def check_store_model(store: str | Path) -> None:
+    """Before work that ends in a learned space (``reelsim add --space``): the store's model fits its catalog
+    (:func:`check_model_fits`; :class:`StoreError` when there is no model)."""
+    check_model_fits(load_model(store), _catalog(Path(store)))
 
 
 def _model_cfg(model: LearnedModel) -> LearnConfig:
@@ -433,6 +458,7 @@ def space_knn(sv: SpaceVectors, rows: np.ndarray, k: int, id_rank: np.ndarray, *
     """
     has = sv.has()
     n = has.size
+    k = min(k, max(1, n))  # a larger k allocates nothing more
     allowed = has if candidates is None else candidates & has
     I_out = np.full((rows.size, k), -1, np.int64)
     S_out = np.full((rows.size, k), -np.inf)

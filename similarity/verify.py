@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -47,7 +48,7 @@ from reelsim.similarity.grouped import GroupedIndex
 from reelsim.similarity.grouped import exists as grouped_index_exists
 from reelsim.similarity.rebuild import load_state
 from reelsim.similarity.spaces import check_model_files, has_model, read_provenance
-from reelsim.storage.atomic import read_checked
+from reelsim.storage.atomic import read_checked, special_file_problem
 from reelsim.storage.layout import LIST_FILES, StoreLayout
 from reelsim.storage.lists import read_jsonl, read_parquet_table
 from reelsim.storage.listset import ListSet
@@ -85,7 +86,9 @@ class Verdict:
         return not self.problems
 
     def add(self, path, what: str, redo: str, item: str | None = None) -> None:
-        self.problems.append(Finding(str(path), what, redo, item))
+        """Record a problem (once: the same words about the same file found by two checks are one problem)."""
+        if not any(p.path == str(path) and p.what == what for p in self.problems):
+            self.problems.append(Finding(str(path), what, redo, item))
 
     def redo(self) -> dict:
         """``{"run": [items to recompute], "lists": bool, "spaces": [learned spaces to list], "train": bool}``."""
@@ -143,6 +146,7 @@ def verify_store(store: str | Path) -> Verdict:
         raise StoreError(f"{layout.root} is not a reelsim store (no shards/ or index/ in it)")
     v = Verdict(str(layout.root))
     _lock_note(layout, v)
+    _check_special_files(layout, v)
     version = _check_version(layout, v)
     shards = _check_shards(layout, v)
     cat = _check_catalog(layout, v, shards)
@@ -195,6 +199,36 @@ def _lock_note(layout: StoreLayout, v: Verdict) -> None:
                        "files may be changing while they are checked")
 
 
+def _redo_of(layout: StoreLayout, path: Path) -> str:
+    """What rewrites the store file ``path``: ``run`` (shards, catalog, items.json, report), ``train``
+    (the learned model) or ``lists`` (the rest)."""
+    top = path.relative_to(layout.root).parts[0]
+    if top == layout.learned_dir.name:
+        return "train"
+    if top in (layout.shards_dir.name, layout.report.name) or path in (layout.catalog, layout.items_meta):
+        return "run"
+    return "lists"
+
+
+def _check_special_files(layout: StoreLayout, v: Verdict) -> None:
+    """A finding for every special file (FIFO, device, socket) and every symbolic link out of the store
+    among the store's own files (:func:`reelsim.storage.atomic.special_file_problem`); none is opened.
+
+    Folders that are symbolic links are not entered.
+    """
+    tops = [layout.shards_dir, layout.index_dir, layout.lists_dir, layout.learned_dir]
+    files = [layout.report] if os.path.lexists(layout.report) else []
+    for top in tops:
+        if top.is_dir() and not top.is_symlink():
+            for folder, dirs, names in os.walk(top):
+                files += [Path(folder, n) for n in names]
+                files += [Path(folder, d) for d in dirs if os.path.islink(os.path.join(folder, d))]
+    for path in files:
+        problem = special_file_problem(path, layout.root)
+        if problem is not None and not (path.is_dir() and "a folder" in problem):
+            v.add(path, problem, _redo_of(layout, path))
+
+
 def _check_shards(layout: StoreLayout, v: Verdict) -> dict[str, Path]:
     """{item id: shard} of the sound shards; a finding for every other shard file and temp file."""
     sound = {}
@@ -213,6 +247,8 @@ def _check_shards(layout: StoreLayout, v: Verdict) -> dict[str, Path]:
 
 def _check_catalog(layout: StoreLayout, v: Verdict, shards: dict[str, Path]) -> CatalogEmbeddings | None:
     """The catalog when it and items.json read; findings for them and for shards missing from either side."""
+    if special_file_problem(layout.catalog):  # found by the walk
+        return None
     if not layout.catalog.is_file():
         if shards:
             v.add(layout.catalog, "no catalog: the items have shards but no index was built", "run")
@@ -245,6 +281,8 @@ def _check_catalog(layout: StoreLayout, v: Verdict, shards: dict[str, Path]) -> 
 
 
 def _check_index(layout: StoreLayout, v: Verdict, cat: CatalogEmbeddings) -> None:
+    if special_file_problem(layout.index_dir / "index.json"):  # found by the walk
+        return
     if not grouped_index_exists(layout.index_dir):
         what = "an index of an older reelsim (one fused file)" if layout.legacy_index.is_file() else "no index"
         v.add(layout.index_dir / "index.json", what, "lists")
@@ -391,7 +429,7 @@ def _ranks_ok(item: list, rank: np.ndarray) -> bool:
 
 
 def _check_report(layout: StoreLayout, v: Verdict) -> None:
-    if not layout.report.is_file():
+    if not layout.report.is_file() or special_file_problem(layout.report):  # a special file: found by the walk
         return
     try:
         json.loads(layout.report.read_text(encoding="utf-8"))

@@ -17,6 +17,7 @@ import numpy as np
 
 from reelsim import __version__
 from reelsim.errors import DamagedStoreError, StoreError, UsageError
+from reelsim.storage.atomic import check_store_file
 from reelsim.storage.layout import StoreLayout, item_key
 from reelsim.storage.lists import read_parquet, write_jsonl, write_parquet
 from reelsim.storage.shards import atomic_h5, iter_shards, open_shard
@@ -72,7 +73,7 @@ def export_lists(store: Path, to: Path, fmt: str, space: str = "content") -> int
     Returns the number of rows.
     """
     src = StoreLayout(store).space_lists_dir(space) / "neighbors.parquet"
-    if not src.is_file():
+    if not Path(check_store_file(src, "lists" if space == "content" else f"lists --space {space}")).is_file():
         how = "reelsim run INPUT" if space == "content" else f"reelsim lists --space {space}"
         raise StoreError(f"no {space} similarity lists in {store}: run `{how} --store {store}` first")
     rows = read_parquet(src)
@@ -80,10 +81,23 @@ def export_lists(store: Path, to: Path, fmt: str, space: str = "content") -> int
     return len(rows)
 
 
+def check_target(to: Path, example: str = "export.h5") -> None:
+    """Make ``to``'s folder; :class:`UsageError` when ``to`` is a folder or a special file, or its folder
+    cannot be made (a file is in the way, no permission)."""
+    if to.is_dir():
+        raise UsageError(f"--to {to} is a folder; give the path of a file to write, e.g. {to / example}")
+    if to.exists() and not to.is_file():
+        raise UsageError(f"--to {to} exists and is not a regular file; give the path of a file to write")
+    try:
+        to.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"--to {to}: cannot make its folder {to.parent} ({e.strerror})") from None
+
+
 def export(store: Path, fmt: str, to: Path, space: str = "content") -> ExportResult:
     """Export ``store`` as ``fmt`` to ``to``: features (``hdf5``) or the lists of ``space`` (``parquet``, ``jsonl``)."""
     if fmt not in EXPORT_FORMATS:
         raise UsageError(f"unknown export format {fmt!r}; expected one of {', '.join(EXPORT_FORMATS)}")
     StoreLayout(store).check_root()
-    Path(to).parent.mkdir(parents=True, exist_ok=True)
+    check_target(Path(to), "features.h5" if fmt == "hdf5" else f"lists.{fmt}")
     return export_hdf5(store, to) if fmt == "hdf5" else ExportResult(export_lists(store, to, fmt, space), [])

@@ -44,6 +44,7 @@ from pathlib import Path
 
 from reelsim.config import LIST_FORMATS
 from reelsim.errors import StoreError, UsageError
+from reelsim.storage.atomic import check_store_file
 
 #: ``--lists-format`` value (:data:`reelsim.config.LIST_FORMATS`) -> file name under ``STORE/lists/``
 LIST_FILES = dict(zip(LIST_FORMATS, ("neighbors.parquet", "neighbors.jsonl", "neighbors.h5"), strict=True))
@@ -228,6 +229,6 @@ class StoreLayout:
     def require_catalog(self) -> Path:
         """The catalog path; :class:`StoreError` telling how to make one when it is missing."""
         self.check_root()
-        if not self.catalog.is_file():
+        if not Path(check_store_file(self.catalog, root=self.root)).is_file():
             raise StoreError(f"no index in {self.root}: run `reelsim run INPUT --store {self.root}` first")
         return self.catalog

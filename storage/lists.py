@@ -25,7 +25,13 @@ import numpy as np
 
 from reelsim.config import MODALITIES
 from reelsim.errors import DamagedStoreError, StoreError, UsageError
-from reelsim.storage.atomic import atomic_path, read_checked, remove_file
+from reelsim.storage.atomic import (
+    atomic_path,
+    check_store_file,
+    native_path,
+    read_checked,
+    remove_file,
+)
 from reelsim.storage.layout import LIST_FILES
 
 
@@ -80,7 +86,7 @@ class NeighborLists:
 
     @classmethod
     def load(cls, path) -> "NeighborLists":
-        with np.load(path) as z:
+        with np.load(check_store_file(path, "lists")) as z:
             cos = {name[4:]: z[name] for name in z.files if name.startswith("cos_")}
             return cls(z["rows"], z["I"], z["S"], cos, z["floor"])
 
@@ -141,8 +147,8 @@ def write_parquet(rows: Iterable[dict], path: str | os.PathLike) -> None:
     import pyarrow.parquet as pq
 
     table = pa.Table.from_pylist(_checked(rows), schema=_schema())
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
+    with atomic_path(path) as tmp, native_path(tmp) as name:
+        pq.write_table(table, name)
 
 
 def read_parquet_table(path: str | os.PathLike):
@@ -201,7 +207,7 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
     StoreError
         Missing file or a line that is not a JSON object.
     """
-    if not os.path.isfile(path):
+    if not os.path.isfile(check_store_file(path, "lists")):
         raise StoreError(f"no neighbour list at {os.fspath(path)!r}")
     with open(path, encoding="utf-8") as f:
         try:
@@ -256,7 +262,8 @@ def write_lists(ids: Sequence[str], lists, folder: str | os.PathLike, formats: S
         path = os.path.join(os.fspath(folder), LIST_FILES[fmt])
         with atomic_path(path) as tmp:
             if fmt == "parquet":  # without dictionary pages: 2.4x faster to write 10^7 rows, the same size
-                pq.write_table(table, tmp, use_dictionary=False)
+                with native_path(tmp) as name:
+                    pq.write_table(table, name, use_dictionary=False)
             elif fmt == "jsonl":
                 with open(tmp, "w", encoding="utf-8", newline="\n") as f:
                     for batch in table.to_batches(max_chunksize=65536):
@@ -356,8 +363,8 @@ def write_part(path: str | os.PathLike, lists: NeighborLists) -> None:
             b"reelsim.floor": np.asarray(lists.floor, "<f8").tobytes(),
             b"reelsim.modalities": json.dumps(sorted(lists.cos)).encode()}
     table = pa.Table.from_arrays(cols, schema=_part_schema().with_metadata(meta))
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, use_dictionary=False)
+    with atomic_path(path) as tmp, native_path(tmp) as name:
+        pq.write_table(table, name, use_dictionary=False)
 
 
 def read_part(path: str | os.PathLike):
@@ -371,8 +378,10 @@ def read_part(path: str | os.PathLike):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    check_store_file(path, "lists")
     try:
-        table = pq.read_table(path)
+        with native_path(path) as name:
+            table = pq.read_table(name)
         meta = table.schema.metadata or {}
         rows = np.frombuffer(meta[b"reelsim.rows"], "<i8").astype(np.int64)
         floor = np.frombuffer(meta[b"reelsim.floor"], "<f8").astype(np.float64)
@@ -420,7 +429,11 @@ def assemble_parts(paths: Sequence[str | os.PathLike], ids: Sequence[str], k: in
                   for name, (dt, _) in names.items()}
         for name, (_, fill) in names.items():
             arrays[name][:] = fill
-        pq_writer = pq.ParquetWriter(tmp["parquet"], _schema(), use_dictionary=False) if "parquet" in tmp else None
+        if "parquet" in tmp:
+            with native_path(tmp["parquet"]) as name:
+                pq_writer = pq.ParquetWriter(name, _schema(), use_dictionary=False)
+        else:
+            pq_writer = None
         jsonl = stack.enter_context(open(tmp["jsonl"], "w", encoding="utf-8", newline="\n")) if "jsonl" in tmp else None
         h5 = stack.enter_context(h5py.File(tmp["hdf5"], "w")) if "hdf5" in tmp else None
         for path in paths:
@@ -492,7 +505,8 @@ class ParquetStream:
 
         writer = None
         try:
-            writer = pq.ParquetWriter(self.path, _schema(), use_dictionary=False)
+            with native_path(self.path) as name:
+                writer = pq.ParquetWriter(name, _schema(), use_dictionary=False)
             while (part := self.queue.get()) is not None:
                 writer.write_table(lists_table(self.ids, part, id_array=self.id_array))
         except BaseException as e:  # noqa: BLE001  (handed to the caller by close())

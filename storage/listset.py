@@ -37,14 +37,13 @@ import bisect
 import datetime as dt
 import json
 import os
-import stat
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from reelsim.errors import DamagedStoreError, StoreError
-from reelsim.storage.atomic import atomic_path, write_text_atomic
+from reelsim.storage.atomic import atomic_path, check_store_file, write_text_atomic
 from reelsim.storage.lists import Neighbor, NeighborLists
 
 SET_FORMAT = "reelsim.listset/1"
@@ -138,14 +137,11 @@ def write_list_set(folder: str | os.PathLike, ids: list[str], lists: NeighborLis
                           blocked=blocked)
 
 
-def _regular(path: str) -> None:
-    """:class:`DamagedStoreError` unless ``path`` is a regular file (a FIFO or device is never opened)."""
-    try:
-        mode = os.lstat(path).st_mode
-    except FileNotFoundError:
-        raise StoreError(f"no list set file at {path!r}") from None
-    if not stat.S_ISREG(mode):
-        raise DamagedStoreError(path, "is not a regular file (never read)", "lists")
+def _regular(path: str, redo: str = "lists") -> None:
+    """:class:`StoreError` when ``path`` is missing; :class:`DamagedStoreError` when it is a special file or a
+    link out of the store (:func:`reelsim.storage.atomic.check_store_file`: it is never opened)."""
+    if not os.path.isfile(check_store_file(path, redo)):
+        raise StoreError(f"no list set file at {path!r}")
 
 
 @dataclass

@@ -225,7 +225,7 @@ class WriteSession:
         journal = {"format": JOURNAL_FORMAT, "version": new,
                    "renames": [[tmp, path] for path, tmp in self._staged.items()],
                    "removals": list(self._removals)}
-        write_text_atomic(self.layout.commit_journal, json.dumps(journal, ensure_ascii=False), immediate=True)
+        write_text_atomic(self.layout.commit_journal, json.dumps(journal), immediate=True)  # ASCII: paths may hold surrogates
         fault_point("journal")
         apply_journal(self.layout, journal)
         self._staged.clear()

@@ -37,8 +37,8 @@ from typing import Iterator
 import numpy as np
 
 from reelsim import __version__
-from reelsim.errors import DamagedStoreError, StoreError, UnknownItemError
-from reelsim.storage.atomic import atomic_path
+from reelsim.errors import DamagedStoreError, StoreError, UnknownItemError, UsageError
+from reelsim.storage.atomic import atomic_path, special_file_problem
 from reelsim.storage.layout import StoreLayout
 from reelsim.storage.schema import ItemFeatures
 from reelsim.storage.thumbnails import write_thumbnails
@@ -126,8 +126,8 @@ def shard_is_current(path: Path, *, config_hash: str, input_sha256: dict[str, st
     """
     import h5py
 
-    if not path.is_file():
-        return False
+    if special_file_problem(path) is not None or not path.is_file():
+        return False  # a special file is never opened: it is recomputed, and replaced
     try:
         with h5py.File(path, "r") as f:
             return (
@@ -154,6 +154,8 @@ def shard_is_complete(path: Path) -> bool:
     """Whether ``path`` opens as HDF5 and carries the ``complete`` attribute (written last)."""
     import h5py
 
+    if special_file_problem(path) is not None:
+        return False
     try:
         with h5py.File(path, "r") as f:
             return f.attrs.get(COMPLETE_ATTR) == 1
@@ -175,12 +177,16 @@ def open_shard(path: Path, item_id: str | None = None):
     Raises
     ------
     DamagedStoreError
-        The file does not open as HDF5 (truncated, overwritten), lacks the
+        A special file or a link out of the store (not opened), the file does
+        not open as HDF5 (truncated, overwritten), lacks the
         ``complete`` mark written last, or a record the block reads is missing
         or unreadable; the message names the file.
     """
     import h5py
 
+    problem = special_file_problem(path)
+    if problem is not None:
+        raise damaged_shard(path, problem, item_id)
     try:
         f = h5py.File(path, "r")
     except (OSError, ValueError):
@@ -256,7 +262,7 @@ def existing_shard(store: Path, item_id: str) -> Path:
     layout = StoreLayout(store)
     layout.check_root()
     path = layout.shard(item_id)
-    if not path.is_file():
+    if not path.is_file() and special_file_problem(path) is None:  # a special file: open_shard says so
         raise UnknownItemError(f"unknown item id {item_id!r}: no results for it in {store}")
     return path
 
@@ -268,11 +274,13 @@ def read_item_features(store: Path, item_id: str, *, level: str = "item") -> dic
 
     Raises
     ------
+    UsageError
+        ``level`` is not ``item`` or ``shot``.
     UnknownItemError
         No shard for ``item_id``.
     """
     if level not in ("item", "shot"):
-        raise ValueError(f"level must be 'item' or 'shot', got {level!r}")
+        raise UsageError(f"level must be 'item' or 'shot', got {level!r}")
     with open_shard(existing_shard(store, item_id), item_id) as f:
         feats = f["features"]
         return {m: feats[m][level][()] for m in feats if level in feats[m]}

@@ -26,10 +26,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import stat
 from typing import Any
 
 from reelsim.errors import DamagedStoreError
+from reelsim.storage.atomic import check_store_file
 from reelsim.storage.layout import StoreLayout
 
 VERSION_FORMAT = "reelsim.version/1"
@@ -51,9 +51,7 @@ def read_version(layout: StoreLayout) -> dict[str, Any]:
     """
     path = layout.version_file
     try:
-        if not stat.S_ISREG(os.lstat(path).st_mode):
-            raise DamagedStoreError(path, "is not a regular file (never read)", "lists")
-        with open(path, encoding="utf-8") as f:
+        with open(check_store_file(path, "lists"), encoding="utf-8") as f:
             body = json.loads(f.read(1 << 20))
     except FileNotFoundError:
         return empty_version()
