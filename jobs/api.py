@@ -36,6 +36,8 @@ from reelsim.config import Config, FusionConfig, parse_weights
 from reelsim.errors import StoreError, UnknownItemError
 from reelsim.jobs.runner import RunReport, run_catalog
 from reelsim.similarity.catalog import load_catalog
+from reelsim.similarity.copies import Segment
+from reelsim.similarity.copies import matches as copy_matches
 from reelsim.similarity.incremental import check_can_add
 from reelsim.similarity.lookup import Lookup
 from reelsim.similarity.rebuild import relist
@@ -116,6 +118,18 @@ class Store:
         if key not in self._lookups:
             self._lookups[key] = Lookup(self.path, weights)
         return self._lookups[key].neighbors(item, k)
+
+    def matches(self, item: str, *, direction: str = "both") -> list[Segment]:
+        """Copies of ``item``'s footage in other items and the footage it copies (``reelsim matches``), best first.
+
+        Each :class:`~reelsim.similarity.copies.Segment` gives the other
+        item, the ``relation`` (``copies``: ``item`` shows the other's
+        footage; ``copied-by``: the other shows ``item``'s; ``duplicate``),
+        the aligned spans in both (seconds), a score, the shots matched, the
+        speed ratio and the kind of edit it looks like. ``direction="in"``:
+        only where ``item`` comes from; ``"out"``: only where it is used.
+        """
+        return copy_matches(self.path, item, direction=direction)
 
     def shots(self, item: str) -> dict:
         """Shots and scenes of a video item, as ``reelsim shots --json`` prints them."""

@@ -34,6 +34,7 @@ from reelsim.extractors.device import device_name
 from reelsim.extractors.registry import load
 from reelsim.similarity.blocked import DeviceGroups
 from reelsim.similarity.catalog import CatalogEmbeddings, load_catalog, save_catalog
+from reelsim.similarity.copies import build_copy_index, copy_pairs, summary_line
 from reelsim.similarity.fusion import normalise
 from reelsim.similarity.grouped import GroupedIndex, group_vectors
 from reelsim.similarity.grouped import exists as grouped_index_exists
@@ -205,10 +206,11 @@ class GraphJob:
     checkpoint: Checkpoint
     started: float
     index_s: float
+    copies: object | None = None
 
     @property
     def hygiene(self) -> Hygiene:
-        return Hygiene(self.fusion.dedup, self.fusion.mmr)
+        return Hygiene(self.fusion.dedup, self.fusion.mmr, self.copies)
 
 
 def prepare_graph(store: Path, fusion: FusionConfig, *, cat_norm: CatalogEmbeddings | None = None,
@@ -223,6 +225,7 @@ def prepare_graph(store: Path, fusion: FusionConfig, *, cat_norm: CatalogEmbeddi
         cat_norm, _ = load_catalog(layout.require_catalog())
     from concurrent.futures import ThreadPoolExecutor
 
+    say(progress, summary_line(build_copy_index(layout, cat_norm.ids, progress=(lambda s: say(progress, s)))))
     t0 = time.perf_counter()
     device = device_name(fusion.device)
     with ThreadPoolExecutor(1, thread_name_prefix="reelsim-sha") as pool:
@@ -239,7 +242,8 @@ def prepare_graph(store: Path, fusion: FusionConfig, *, cat_norm: CatalogEmbeddi
     t1 = time.perf_counter()
     blocked = blocked_rows_of(layout.root, cat_norm.ids, fusion, text_model, raw)
     ckpt = Checkpoint(layout.knn_checkpoint, job_fingerprint(gi, cat_norm.n, fusion))
-    return GraphJob(layout, cat_norm, gi, fusion, device, resumed, blocked, ckpt, t0, t1 - t0)
+    copies = copy_pairs(layout.root, cat_norm.ids) if fusion.dedup is not None else None
+    return GraphJob(layout, cat_norm, gi, fusion, device, resumed, blocked, ckpt, t0, t1 - t0, copies)
 
 
 def index_and_lists(store: Path, fusion: FusionConfig, *, cat_norm: CatalogEmbeddings | None = None,

@@ -1,0 +1,703 @@
+"""Shot-level copy search: which items show footage of which, where, and how it was edited.
+
+A video-level vector says that two items look alike; it cannot say that
+item B shows item A in a corner, or which ten seconds of a film a trailer
+took. This module answers that from each shot's region vectors
+(:mod:`reelsim.pipeline.regions`):
+
+1. **Index** (:func:`build_copy_index`, run by the lists job): every region
+   vector of every video goes into one FAISS index (exact below
+   :data:`EXACT_BELOW` vectors, IVF-PQ above), with a table of what each row
+   is (item, shot, region kind) and each item's shot times.
+2. **Shot matches** (:func:`item_pairs`): each region of an item is searched
+   (and, mirrored, again); a hit counts when its cosine reaches
+   :attr:`CopySettings.hit` and one of the two regions shows the whole
+   picture (a region of one item showing the whole of another: an inset, a
+   split-screen half, a letterboxed or re-framed picture). Two shots score
+   their best region pair.
+3. **Temporal alignment** (:func:`align`): the shot pairs of two items are
+   chained in time order on both sides by dynamic programming (the longest
+   chain by evidence, as the Video Similarity Challenge baselines chain
+   frame matches), up to :attr:`CopySettings.max_segments` chains. A chain
+   whose evidence reaches :attr:`CopySettings.min_evidence` is a copy: its
+   time spans in both items come from the matched shots, trimmed by the
+   time mapping that the cuts both items share give (so an excerpt that
+   starts inside a shot is placed there), with a score, the speed ratio,
+   and the kind of edit it looks like (:func:`edit_kind`).
+4. **The table** (:func:`write_copy_table`): every copy between two items,
+   once from each side, in ``STORE/index/copies/matches.parquet``;
+   ``reelsim matches`` (:func:`matches`) reads it, ``similar`` marks copies
+   from it (:func:`copy_marks`) and list hygiene collapses true copies with it
+   (:class:`CopyPairs`).
+
+Stores whose shards have no region vectors (written before them) fall back
+to each shot's keyframe row of the image model: whole-frame copies only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from reelsim.errors import DamagedStoreError, StoreError, UnknownItemError
+from reelsim.pipeline.regions import FULL_KINDS, REGION_KINDS, mirrored
+from reelsim.storage.atomic import atomic_path
+from reelsim.storage.layout import StoreLayout
+from reelsim.storage.shards import read_regions
+
+#: region kinds of the index (``keyframe``: a version-1 shard's keyframe row, standing for the whole picture)
+KINDS = (*REGION_KINDS, "keyframe")
+_FULL = np.array([k in FULL_KINDS or k == "keyframe" for k in KINDS])
+#: region kinds that place a copy in a corner (picture-in-picture) or one half (split-screen)
+_PART_EDIT = {"inset": "picture-in-picture", "tl": "picture-in-picture", "tr": "picture-in-picture",
+              "bl": "picture-in-picture", "br": "picture-in-picture", "left": "split-screen",
+              "right": "split-screen"}
+#: below this many region vectors the copy index is exact (Flat); above, IVF-PQ
+EXACT_BELOW = 2_000_000
+#: columns of the copy table
+COLUMNS = ("item", "other", "relation", "item_start", "item_end", "other_start", "other_end", "score", "shots",
+           "speed", "edit")
+
+
+@dataclass(frozen=True)
+class CopySettings:
+    """How shot matches become copies (tuned on the benchmark's validation sources, docs/copies.md).
+
+    hit : cosine at which two regions match.
+    k : nearest regions looked at per region.
+    min_evidence : a chain of shot matches is a copy when the sum over its
+        shots of (cosine - ``hit``) reaches this.
+    max_segments : at most this many separate copies between two items.
+    true_copy : list hygiene (``--dedup``) collapses two items when a copy
+        covers at least this fraction of the shorter one.
+    """
+
+    hit: float = 0.75
+    k: int = 48
+    min_evidence: float = 0.2
+    max_segments: int = 3
+    true_copy: float = 0.5
+
+
+class Segment(NamedTuple):
+    """One copy between the query item and another: aligned spans (seconds), score and what edit it looks like.
+
+    relation : ``copies`` (the query shows the other's footage: it is the
+        excerpt, the montage, the picture-in-picture), ``copied-by`` (the
+        other shows the query's), ``duplicate`` (each shows all of the other).
+    """
+
+    other: str
+    relation: str
+    item_start: float
+    item_end: float
+    other_start: float
+    other_end: float
+    score: float
+    shots: int
+    speed: float
+    edit: str
+
+    def to_json(self) -> dict:
+        d = self._asdict()
+        for k in ("item_start", "item_end", "other_start", "other_end", "score", "speed"):
+            d[k] = round(float(d[k]), 3)
+        return d
+
+
+# ------------------------------------------------------------------ the index
+
+
+@dataclass
+class CopyRows:
+    """What each row of the copy index is, and each item's shots.
+
+    ids : the items, in the order they were added.
+    item, shot : int32 (N,) each row's item (index into ``ids``) and shot.
+    kind : int8 (N,) each row's region kind (index into :data:`KINDS`).
+    shot_times : float64 (T, 2) every item's shots, item after item; ``offsets`` int64 (len(ids) + 1).
+    duration : float64 (len(ids),) seconds of each item.
+    """
+
+    ids: list[str]
+    item: np.ndarray
+    shot: np.ndarray
+    kind: np.ndarray
+    shot_times: np.ndarray
+    offsets: np.ndarray
+    duration: np.ndarray
+    extra: dict = field(default_factory=dict)
+
+    def times(self, row: int) -> np.ndarray:
+        return self.shot_times[self.offsets[row]:self.offsets[row + 1]]
+
+    def save(self, path: Path) -> None:
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, ids=np.array(self.ids, dtype=object).astype(str), item=self.item, shot=self.shot,
+                     kind=self.kind, shot_times=self.shot_times, offsets=self.offsets, duration=self.duration,
+                     extra=np.array(json.dumps(self.extra)))
+
+    @classmethod
+    def load(cls, path: Path) -> "CopyRows":
+        try:
+            with np.load(path) as z:
+                return cls([str(i) for i in z["ids"]], z["item"], z["shot"], z["kind"], z["shot_times"],
+                           z["offsets"], z["duration"], json.loads(str(z["extra"])))
+        except FileNotFoundError:
+            raise StoreError(f"no copy index in {path.parent.parent.parent}: run `reelsim lists --store "
+                             f"{path.parent.parent.parent}` to build it") from None
+        except Exception as e:  # noqa: BLE001  (np.load: OSError, ValueError, KeyError, BadZipFile ...)
+            raise DamagedStoreError(path, f"cannot be read ({e.__class__.__name__}: {e})", "lists") from None
+
+
+def ids_fingerprint(ids: list[str]) -> str:
+    """sha256 (16 hex) of the catalog's ids in order: the copy index is current when it matches."""
+    return hashlib.sha256("\x00".join(ids).encode("utf-8")).hexdigest()[:16]
+
+
+def read_item_regions(layout: StoreLayout, item_id: str) -> dict | None:
+    """An item's region record (:func:`reelsim.storage.shards.read_regions`) with kinds as :data:`KINDS` codes."""
+    rec = read_regions(layout.shard(item_id), item_id)
+    if rec is None:
+        return None
+    rec["code"] = np.array([KINDS.index(k) if k in KINDS else KINDS.index("picture") for k in rec["kind"]], np.int8)
+    return rec
+
+
+def new_index(d: int, n: int, sample: np.ndarray | None = None):
+    """An empty FAISS inner-product index for ``n`` vectors of ``d`` dims: Flat, or IVF-PQ trained on ``sample``."""
+    import faiss
+
+    if n < EXACT_BELOW or sample is None:
+        return faiss.IndexFlatIP(d)
+    nlist = int(min(65536, max(1024, 4 * np.sqrt(n))))
+    index = faiss.index_factory(d, f"IVF{nlist},PQ{d // 8}", faiss.METRIC_INNER_PRODUCT)
+    index.train(np.ascontiguousarray(sample, dtype=np.float32))
+    faiss.extract_index_ivf(index).nprobe = 32
+    return index
+
+
+def copy_index_current(layout: StoreLayout, ids: list[str]) -> bool:
+    """Whether the store's copy index and table were built for exactly ``ids``."""
+    if not (layout.copy_rows.is_file() and layout.copy_index.is_file() and layout.copy_table.is_file()):
+        return False
+    try:
+        return CopyRows.load(layout.copy_rows).extra.get("ids") == ids_fingerprint(ids)
+    except (StoreError, DamagedStoreError):
+        return False
+
+
+def build_copy_index(layout: StoreLayout, ids: list[str], settings: CopySettings | None = None, *,
+                     progress=None, force: bool = False) -> dict:
+    """Index every region vector of ``ids`` and find every copy between two of them (the lists job calls it).
+
+    Skipped (``{"skipped": True}``) when the index and table are current for
+    ``ids`` (same ids, same order) unless ``force``. Items without video are
+    left out.
+
+    Returns
+    -------
+    dict: ``items`` (videos indexed), ``vectors``, ``copies`` (rows of the
+    table), ``regions`` (items with region vectors; the rest use keyframes),
+    ``index`` (FAISS description), ``index_s``, ``search_s``.
+    """
+    import faiss
+
+    settings = settings or CopySettings()
+    if not force and copy_index_current(layout, ids):
+        return {"skipped": True}
+    t0 = time.perf_counter()
+    recs = {}
+    for item_id in ids:
+        rec = read_item_regions(layout, item_id)
+        if rec is not None and len(rec["vectors"]):
+            recs[item_id] = rec
+    dims = {r["vectors"].shape[1] for r in recs.values()}
+    with_regions = sum(bool(r["regions"]) for r in recs.values())
+    if len(dims) > 1:  # region vectors and old keyframe rows cannot share an index: keep the majority kind
+        keep = with_regions * 2 >= len(recs)
+        recs = {i: r for i, r in recs.items() if bool(r["regions"]) == keep}
+    rows = rows_of(list(recs), recs)
+    rows.extra = {"ids": ids_fingerprint(ids), "dim": int(next(iter(dims))) if dims else 0}
+    n = len(rows.item)
+    index = None
+    if n:
+        xb = np.concatenate([recs[i]["vectors"] for i in rows.ids]).astype(np.float32)
+        sample = xb[np.random.default_rng(0).choice(n, min(n, 256 * 1024), replace=False)] if n >= EXACT_BELOW else None
+        index = new_index(xb.shape[1], n, sample)
+        index.add(xb)
+        del xb
+    t1 = time.perf_counter()
+    segments: list[tuple[str, Segment]] = []
+    for q, item_id in enumerate(rows.ids):
+        rec = recs[item_id]
+        for seg in item_copies(index, rows, q, rec, settings):
+            segments.append((item_id, seg))
+        if progress and q % 500 == 499:
+            progress(f"copy search: {q + 1}/{len(rows.ids)} items")
+    layout.copies_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(layout.copy_index) as tmp:
+        faiss.write_index(index if index is not None else faiss.IndexFlatIP(max(1, rows.extra["dim"])), str(tmp))
+    write_copy_table(layout.copy_table, symmetric(segments))
+    rows.save(layout.copy_rows)
+    return {"items": len(rows.ids), "vectors": n, "copies": len(segments), "regions": with_regions,
+            "index": type(index).__name__ if index is not None else "none",
+            "index_s": round(t1 - t0, 3), "search_s": round(time.perf_counter() - t1, 3)}
+
+
+def rows_of(ids: list[str], recs: dict) -> CopyRows:
+    """The :class:`CopyRows` of the items ``ids`` (in that order) from their region records."""
+    item = np.concatenate([np.full(len(recs[i]["vectors"]), r, np.int32) for r, i in enumerate(ids)]) if ids \
+        else np.zeros(0, np.int32)
+    cat = lambda name, dtype: (np.concatenate([np.asarray(recs[i][name], dtype) for i in ids]) if ids
+                               else np.zeros(0, dtype))
+    times = [np.asarray(recs[i]["shot_times"], np.float64).reshape(-1, 2) for i in ids]
+    offsets = np.concatenate([[0], np.cumsum([len(t) for t in times])]).astype(np.int64)
+    return CopyRows(list(ids), item, cat("shot", np.int32), cat("code", np.int8),
+                    np.concatenate(times) if times else np.zeros((0, 2)), offsets,
+                    np.array([recs[i]["duration_s"] for i in ids], np.float64))
+
+
+def add_to_copy_index(layout: StoreLayout, new_ids: list[str], all_ids: list[str],
+                      settings: CopySettings | None = None) -> dict:
+    """``reelsim add``: the new items' region vectors into the copy index, their copies into the table.
+
+    The new items are searched against the whole index (theirs included):
+    since a match is symmetric, this finds both what they copy and what
+    copies them. Without a current index for the old items, everything is
+    built again (:func:`build_copy_index`).
+    """
+    import faiss
+
+    settings = settings or CopySettings()
+    old_ids = [i for i in all_ids if i not in set(new_ids)]
+    if not copy_index_current(layout, old_ids):
+        return build_copy_index(layout, all_ids, settings, force=True)
+    rows = CopyRows.load(layout.copy_rows)
+    index = faiss.read_index(str(layout.copy_index))
+    recs = {}
+    for item_id in new_ids:
+        rec = read_item_regions(layout, item_id)
+        if rec is not None and len(rec["vectors"]) and rec["vectors"].shape[1] == index.d:
+            recs[item_id] = rec
+    if recs:
+        fresh = rows_of(list(recs), recs)
+        base = len(rows.ids)
+        rows = CopyRows(rows.ids + fresh.ids, np.concatenate([rows.item, fresh.item + base]),
+                        np.concatenate([rows.shot, fresh.shot]), np.concatenate([rows.kind, fresh.kind]),
+                        np.concatenate([rows.shot_times, fresh.shot_times]),
+                        np.concatenate([rows.offsets, fresh.offsets[1:] + rows.offsets[-1]]),
+                        np.concatenate([rows.duration, fresh.duration]), rows.extra)
+        index.add(np.concatenate([recs[i]["vectors"] for i in fresh.ids]).astype(np.float32))
+    segments = []
+    for item_id, rec in recs.items():
+        segments += [(item_id, s) for s in item_copies(index, rows, rows.ids.index(item_id), rec, settings)]
+    table = read_copy_table(layout.copy_table)
+    new_pairs = symmetric(segments)
+    fresh_set = set(recs)
+    # a pair of two new items was found from both sides: keep the one that the symmetric rows give once
+    seen = set()
+    unique = []
+    for item_id, seg in new_pairs:
+        key = (item_id, seg.other, seg.item_start, seg.other_start)
+        if key not in seen:
+            seen.add(key)
+            unique.append((item_id, seg))
+    kept = [(i, s) for i, s in table if not (i in fresh_set or s.other in fresh_set)]
+    write_copy_table(layout.copy_table, kept + unique)
+    with atomic_path(layout.copy_index) as tmp:
+        faiss.write_index(index, str(tmp))
+    rows.extra["ids"] = ids_fingerprint(all_ids)
+    rows.save(layout.copy_rows)
+    return {"items": len(rows.ids), "added": len(recs), "copies": len(segments)}
+
+
+# ------------------------------------------------------------------ search and alignment
+
+
+class ShotPairs(NamedTuple):
+    """Matched shots between the query item and one other: (P,) arrays.
+
+    q, t : shot of the query, shot of the other.
+    sim : best region cosine of the two shots.
+    q_kind, t_kind : region kinds (:data:`KINDS` codes) of that best pair.
+    mirrored : whether the best pair matched with the query mirrored.
+    """
+
+    q: np.ndarray
+    t: np.ndarray
+    sim: np.ndarray
+    q_kind: np.ndarray
+    t_kind: np.ndarray
+    mirrored: np.ndarray
+
+
+def item_pairs(index, rows: CopyRows, q_row: int, rec: dict, settings: CopySettings) -> dict[int, ShotPairs]:
+    """Shot matches of one item against every other item of the index: {other item row: ShotPairs}.
+
+    Each region vector is searched as it is and mirrored (thumbnail columns
+    reversed); hits below ``settings.hit``, hits on the item itself and
+    pairs where neither region shows the whole picture are dropped.
+    """
+    xq = np.ascontiguousarray(rec["vectors"], dtype=np.float32)
+    side = int(rec.get("provenance", {}).get("thumb_side", 0) or 0)
+    variants = [xq]
+    if rec.get("regions") and side:
+        variants.append(mirrored(xq, side))
+    k = int(min(settings.k, max(1, index.ntotal)))
+    found = []
+    for m, x in enumerate(variants):
+        D, I = index.search(x, k)
+        qi, col = np.nonzero((D >= settings.hit) & (I >= 0))
+        if not qi.size:
+            continue
+        rows_hit = I[qi, col]
+        other = rows.item[rows_hit]
+        qk, tk = rec["code"][qi], rows.kind[rows_hit]
+        ok = (other != q_row) & (_FULL[qk] | _FULL[tk])
+        found.append((other[ok], rec["shot"][qi[ok]], rows.shot[rows_hit[ok]], D[qi, col][ok], qk[ok], tk[ok],
+                      np.full(int(ok.sum()), m == 1)))
+    if not found:
+        return {}
+    other, qs, ts, sim, qk, tk, mir = (np.concatenate(a) for a in zip(*found))
+    out = {}
+    order = np.lexsort((-sim, ts, qs, other))  # per (other, q shot, t shot): best first
+    other, qs, ts, sim, qk, tk, mir = (a[order] for a in (other, qs, ts, sim, qk, tk, mir))
+    first = np.ones(len(other), bool)
+    first[1:] = (other[1:] != other[:-1]) | (qs[1:] != qs[:-1]) | (ts[1:] != ts[:-1])
+    other, qs, ts, sim, qk, tk, mir = (a[first] for a in (other, qs, ts, sim, qk, tk, mir))
+    for o in np.unique(other):
+        s = other == o
+        out[int(o)] = ShotPairs(qs[s], ts[s], sim[s], qk[s], tk[s], mir[s])
+    return out
+
+
+def chains(pairs: ShotPairs, hit: float, max_segments: int) -> list[np.ndarray]:
+    """Best chains of shot pairs increasing in time on both sides, by evidence (sum of cosine - ``hit``).
+
+    Dynamic programming over the pairs in query order (O(P^2), P pairs);
+    after each chain its query and other shots are taken out and the next
+    best is found, up to ``max_segments`` chains.
+
+    Returns
+    -------
+    list of int arrays: positions into ``pairs``, in time order.
+    """
+    out = []
+    alive = np.ones(len(pairs.q), bool)
+    gain = pairs.sim.astype(np.float64) - hit
+    for _ in range(max_segments):
+        idx = np.flatnonzero(alive)
+        if not idx.size:
+            break
+        idx = idx[np.lexsort((pairs.t[idx], pairs.q[idx]))]
+        q, t, g = pairs.q[idx], pairs.t[idx], gain[idx]
+        best = g.copy()
+        prev = np.full(len(idx), -1)
+        for a in range(len(idx)):
+            earlier = (q[:a] < q[a]) & (t[:a] < t[a])
+            if earlier.any():
+                b = int(np.argmax(np.where(earlier, best[:a], -np.inf)))
+                if best[b] > 0:
+                    best[a], prev[a] = best[b] + g[a], b
+        end = int(np.argmax(best))
+        chain = []
+        while end >= 0:
+            chain.append(idx[end])
+            end = prev[end]
+        chain = np.array(chain[::-1])
+        out.append(chain)
+        used_q, used_t = set(pairs.q[chain].tolist()), set(pairs.t[chain].tolist())
+        alive &= ~np.isin(pairs.q, list(used_q)) & ~np.isin(pairs.t, list(used_t))
+    return out
+
+
+def time_map(q_times: np.ndarray, t_times: np.ndarray, qs: np.ndarray, ts: np.ndarray) -> tuple[float, float] | None:
+    """(a, b) with ``t = a * q + b`` from the cuts two aligned shot sequences share, or None without one.
+
+    Consecutive pairs (i, j), (i + 1, j + 1) of a chain share the cut into
+    shots i + 1 and j + 1. Two or more shared cuts give the speed ``a`` by
+    least squares; one gives ``b`` with ``a`` from the durations of the
+    shots matched whole on both sides (1 without any).
+    """
+    cuts = [(q_times[i2, 0], t_times[j2, 0]) for (i1, j1), (i2, j2) in zip(zip(qs, ts), zip(qs[1:], ts[1:]))
+            if i2 == i1 + 1 and j2 == j1 + 1]
+    if len(cuts) >= 2:
+        c = np.array(cuts)
+        if np.ptp(c[:, 0]) > 1e-6:
+            a, b = np.polyfit(c[:, 0], c[:, 1], 1)
+            if 0.2 < a < 5:
+                return float(a), float(b)
+    if not cuts:
+        return None
+    inner = [(t_times[j, 1] - t_times[j, 0]) / (q_times[i, 1] - q_times[i, 0])
+             for i, j in zip(qs[1:-1], ts[1:-1]) if q_times[i, 1] > q_times[i, 0]]
+    a = float(np.median(inner)) if inner else 1.0
+    return a, float(cuts[0][1] - a * cuts[0][0])
+
+
+def segment_of(pairs: ShotPairs, chain: np.ndarray, q_times: np.ndarray, t_times: np.ndarray,
+               q_dur: float, t_dur: float, other: str) -> Segment:
+    """The :class:`Segment` of one chain: spans trimmed by the shared cuts, score, speed, relation, edit."""
+    qs, ts = pairs.q[chain], pairs.t[chain]
+    q0, q1 = float(q_times[qs[0], 0]), float(q_times[qs[-1], 1])
+    t0, t1 = float(t_times[ts[0], 0]), float(t_times[ts[-1], 1])
+    mapping = time_map(q_times, t_times, qs, ts)
+    speed = 1.0
+    if mapping is not None:
+        a, b = mapping
+        lo, hi = max(q0, (t0 - b) / a), min(q1, (t1 - b) / a)
+        if hi > lo:
+            q0, q1, t0, t1 = lo, hi, a * lo + b, a * hi + b
+        speed = a
+    elif len(chain) == 1:
+        speed = (t1 - t0) / max(q1 - q0, 1e-6)
+    sim = pairs.sim[chain]
+    q_cover, t_cover = (q1 - q0) / max(q_dur, 1e-6), (t1 - t0) / max(t_dur, 1e-6)
+    qk, tk = pairs.q_kind[chain], pairs.t_kind[chain]
+    q_part = np.mean(~_FULL[qk]) > 0.5
+    t_part = np.mean(~_FULL[tk]) > 0.5
+    if q_part and not t_part:
+        relation = "copies"
+    elif t_part and not q_part:
+        relation = "copied-by"
+    elif q_cover >= 0.8 and t_cover >= 0.8:
+        relation = "duplicate"
+    else:
+        relation = "copies" if q_cover >= t_cover else "copied-by"
+    edit = edit_kind(pairs, chain, relation, speed, q_cover, t_cover)
+    return Segment(other, relation, q0, q1, t0, t1, float(sim.mean()), int(len(chain)), float(speed), edit)
+
+
+def edit_kind(pairs: ShotPairs, chain: np.ndarray, relation: str, speed: float, q_cover: float,
+              t_cover: float) -> str:
+    """What edit a copy looks like, from its region kinds, mirroring, speed and coverage (``+``-joined).
+
+    ``picture-in-picture`` (an inset or a quadrant shows the other's whole
+    picture), ``split-screen`` (a half does), ``vertical re-frame`` (a 9:16
+    strip matches a whole picture), ``crop`` (a centre square does),
+    ``mirror``, ``speed xN`` (the copy plays N times as fast), ``excerpt``
+    (the copy is a part of the other), ``montage`` is told at the item level;
+    ``re-encode`` when the whole picture matches the whole picture.
+    """
+    names = lambda codes: [KINDS[int(c)] for c in codes]
+    derived, source = (pairs.q_kind, pairs.t_kind) if relation != "copied-by" else (pairs.t_kind, pairs.q_kind)
+    d_kinds, s_kinds = names(derived[chain]), names(source[chain])
+    out = []
+    part = [_PART_EDIT[k] for k in d_kinds + s_kinds if k in _PART_EDIT]
+    if part:
+        out.append(max(set(part), key=part.count))
+    elif any(k == "portrait" for k in d_kinds + s_kinds):
+        out.append("vertical re-frame")
+    elif any(k == "centre" for k in d_kinds + s_kinds) and not all(k == "centre" for k in d_kinds + s_kinds):
+        out.append("crop")
+    if np.mean(pairs.mirrored[chain]) > 0.5:
+        out.append("mirror")
+    rate = speed if relation == "copied-by" else 1 / max(speed, 1e-6)  # how fast the derived item plays its source
+    if abs(np.log(max(rate, 1e-6))) > np.log(1.15):
+        out.append(f"speed x{rate:.2g}")
+    d_cover, s_cover = (q_cover, t_cover) if relation != "copied-by" else (t_cover, q_cover)
+    if relation != "duplicate" and s_cover < 0.8 and d_cover > s_cover:
+        out.append("excerpt")
+    return "+".join(out) or "re-encode"
+
+
+def item_copies(index, rows: CopyRows, q_row: int, rec: dict, settings: CopySettings) -> list[Segment]:
+    """Every copy between item ``q_row`` (its region record ``rec``) and the other items of the index, best first."""
+    if index is None or not index.ntotal:
+        return []
+    q_times = np.asarray(rec["shot_times"], np.float64).reshape(-1, 2)
+    out = []
+    for o, pairs in item_pairs(index, rows, q_row, rec, settings).items():
+        for chain in chains(pairs, settings.hit, settings.max_segments):
+            evidence = float((pairs.sim[chain] - settings.hit).sum())
+            if evidence >= settings.min_evidence:
+                out.append(segment_of(pairs, chain, q_times, rows.times(o), float(rec["duration_s"]),
+                                      float(rows.duration[o]), rows.ids[o]))
+    return sorted(out, key=lambda s: (-s.score * min(s.shots, 4), s.other, s.item_start))
+
+
+_FLIP = {"copies": "copied-by", "copied-by": "copies", "duplicate": "duplicate"}
+
+
+def flipped(item_id: str, seg: Segment) -> tuple[str, Segment]:
+    """The same copy seen from the other item."""
+    return seg.other, Segment(item_id, _FLIP[seg.relation], seg.other_start, seg.other_end, seg.item_start,
+                              seg.item_end, seg.score, seg.shots, 1 / seg.speed if seg.speed else seg.speed, seg.edit)
+
+
+def symmetric(segments: list[tuple[str, Segment]]) -> list[tuple[str, Segment]]:
+    """Each copy once from each side: a pair found from both items keeps the better-scored finding."""
+    best: dict[tuple[str, str], list[tuple[str, Segment]]] = {}
+    for item_id, seg in segments:
+        key = (min(item_id, seg.other), max(item_id, seg.other))
+        best.setdefault(key, []).append((item_id, seg))
+    out = []
+    for key, found in best.items():
+        # the side with more evidence wins; its segments and their mirror images are stored
+        by_side: dict[str, list[Segment]] = {}
+        for item_id, seg in found:
+            by_side.setdefault(item_id, []).append(seg)
+        side = max(by_side, key=lambda i: (sum(s.score * s.shots for s in by_side[i]), i == key[0]))
+        for seg in by_side[side]:
+            out.append((side, seg))
+            out.append(flipped(side, seg))
+    return out
+
+
+# ------------------------------------------------------------------ the table
+
+
+def write_copy_table(path: Path, segments: list[tuple[str, Segment]]) -> None:
+    """Write the copy table (Parquet, :data:`COLUMNS`) atomically, sorted by item then score."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    segments = sorted(segments, key=lambda p: (p[0], -p[1].score, p[1].other, p[1].item_start))
+    cols = {"item": [i for i, _ in segments]}
+    for name in COLUMNS[1:]:
+        cols[name] = [getattr(s, name) for _, s in segments]
+    types = {"item": pa.string(), "other": pa.string(), "relation": pa.string(), "shots": pa.int32(),
+             "edit": pa.string()}
+    table = pa.table({c: pa.array(cols[c], type=types.get(c, pa.float64())) for c in COLUMNS})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+
+
+def read_copy_table(path: Path, item: str | None = None) -> list[tuple[str, Segment]]:
+    """(item, Segment) rows of the copy table, all or those of ``item``."""
+    import pyarrow.parquet as pq
+
+    try:
+        filters = [("item", "=", item)] if item is not None else None
+        t = pq.read_table(path, filters=filters).to_pydict()
+    except FileNotFoundError:
+        store = path.parent.parent.parent
+        raise StoreError(f"no copy index in {store}: run `reelsim lists --store {store}` to build it") from None
+    except Exception as e:  # noqa: BLE001  (pyarrow raises ArrowInvalid, OSError ...)
+        raise DamagedStoreError(path, f"cannot be read ({e.__class__.__name__}: {e})", "lists") from None
+    return [(t["item"][r], Segment(*(t[c][r] for c in COLUMNS[1:]))) for r in range(len(t["item"]))]
+
+
+def matches(store: Path, item_id: str, *, direction: str = "both") -> list[Segment]:
+    """The copies of ``item_id`` in the store, best first (``reelsim matches``).
+
+    Parameters
+    ----------
+    direction : ``both``; ``in``: only where ``item_id`` comes from (it
+        copies the other, or they are duplicates); ``out``: only the items
+        that show ``item_id``'s footage (they copy it, or duplicates).
+
+    Raises
+    ------
+    UnknownItemError
+        ``item_id`` is not in the copy index (not in the catalog, or no video).
+    """
+    if direction not in ("both", "in", "out"):
+        raise ValueError(f"direction must be both, in or out, got {direction!r}")
+    layout = StoreLayout(store)
+    rows = CopyRows.load(layout.copy_rows)
+    if item_id not in set(rows.ids):
+        if not layout.shard(item_id).is_file():
+            raise UnknownItemError(f"unknown item id {item_id!r}: no results for it in {store}")
+        raise UnknownItemError(f"item {item_id!r} has no video shots in {store}'s copy index (not a video, or "
+                               f"added since: run `reelsim lists --store {store}`)")
+    keep = {"both": ("copies", "copied-by", "duplicate"), "in": ("copies", "duplicate"),
+            "out": ("copied-by", "duplicate")}[direction]
+    segs = [s for _, s in read_copy_table(layout.copy_table, item_id) if s.relation in keep]
+    return montage_marked(segs)
+
+
+def montage_marked(segs: list[Segment]) -> list[Segment]:
+    """``segs`` (one item's copies) with ``montage`` added to the edits when the item copies three or more
+    sources in separate parts of its time line (a trailer, a compilation)."""
+    took = [s for s in segs if s.relation == "copies"]
+    if len({s.other for s in took}) < 3:
+        return segs
+    return [s._replace(edit=s.edit if s.relation != "copies" or "montage" in s.edit else
+                       ("montage+" + s.edit).replace("+re-encode", "")) for s in segs]
+
+
+def copy_marks(store: Path, item_id: str, neighbor_ids: list[str]) -> dict[str, dict]:
+    """Which of ``item_id``'s neighbours are copies of it, with the best matched span: {id: span}.
+
+    ``span``: ``item_start``, ``item_end``, ``other_start``, ``other_end``
+    (seconds), ``relation``, ``edit``, ``score``. Empty without a copy table
+    (a store written before copy search) or when ``item_id`` has none.
+    """
+    layout = StoreLayout(store)
+    if not layout.copy_table.is_file():
+        return {}
+    wanted = set(neighbor_ids)
+    out: dict[str, dict] = {}
+    for _, seg in read_copy_table(layout.copy_table, item_id):
+        if seg.other in wanted and seg.other not in out:
+            d = seg.to_json()
+            d.pop("other")
+            out[seg.other] = d
+    return out
+
+
+class CopyPairs:
+    """True copies among catalog rows, for list hygiene (``--dedup``): two items one of which shows most of the
+    other (a copy covering at least ``true_copy`` of the shorter item).
+
+    Picklable (sorted int64 keys ``a * n + b``), so it travels with the kNN job to Dask workers.
+    """
+
+    def __init__(self, keys: np.ndarray, n: int):
+        self.keys = np.unique(np.asarray(keys, np.int64))
+        self.n = int(n)
+
+    def __len__(self) -> int:
+        return int(self.keys.size)
+
+    def mask(self, I: np.ndarray) -> np.ndarray:
+        """bool (B, C, C): candidates ``I[b, i]`` and ``I[b, j]`` are true copies of each other."""
+        a, b = np.maximum(I, 0)[:, :, None].astype(np.int64), np.maximum(I, 0)[:, None, :].astype(np.int64)
+        key = a * self.n + b
+        if not self.keys.size:
+            return np.zeros(key.shape, bool)
+        pos = np.minimum(np.searchsorted(self.keys, key), self.keys.size - 1)
+        valid = (I >= 0)[:, :, None] & (I >= 0)[:, None, :]
+        return valid & (self.keys[pos] == key)
+
+
+def copy_pairs(store: Path, ids: list[str], settings: CopySettings | None = None) -> CopyPairs | None:
+    """The :class:`CopyPairs` of the catalog ``ids`` (rows in that order) from the copy table; None without one."""
+    settings = settings or CopySettings()
+    layout = StoreLayout(store)
+    if not (layout.copy_table.is_file() and layout.copy_rows.is_file()):
+        return None
+    rows = CopyRows.load(layout.copy_rows)
+    dur = dict(zip(rows.ids, rows.duration))
+    row_of = {i: r for r, i in enumerate(ids)}
+    keys = []
+    for item_id, seg in read_copy_table(layout.copy_table):
+        if item_id not in row_of or seg.other not in row_of:
+            continue
+        shorter = min(dur.get(item_id, np.inf), dur.get(seg.other, np.inf))
+        span = max(seg.item_end - seg.item_start, seg.other_end - seg.other_start)
+        if span >= settings.true_copy * shorter:
+            a, b = row_of[item_id], row_of[seg.other]
+            keys += [a * len(ids) + b, b * len(ids) + a]
+    return CopyPairs(np.array(keys, np.int64), len(ids))
+
+
+def summary_line(summary: dict) -> str:
+    """One line for a progress log about a copy-index build."""
+    if summary.get("skipped"):
+        return "copy index: current"
+    return (f"copy index: {summary['items']} videos, {summary['vectors']} region vectors, {summary['copies']} "
+            f"copies found ({summary['index_s']:.1f} s index, {summary['search_s']:.1f} s search)")
+
+
+__all__ = ["CopyPairs", "CopyRows", "CopySettings", "Segment", "add_to_copy_index", "build_copy_index",
+           "copy_marks", "copy_pairs", "matches"]
