@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from reelsim.pipeline.synth import PHOTOS, Join, Shot, VideoSpec, _ffmpeg, build_video
+from reelsim.errors import MediaError
+from reelsim.pipeline.synth import PHOTOS, Join, Shot, VideoSpec, build_video, ffmpeg_exe
 
 #: edit kinds made by this module (the ``kind`` of :class:`EditTruth`)
 EDIT_KINDS = ("pip", "split", "excerpt", "montage", "mirror-crop", "speed", "slowmo", "vertical", "grade",
@@ -103,6 +104,17 @@ def duration_s(path: Path) -> float:
         s = c.streams.video[0]
         n = s.frames or sum(1 for _ in c.demux(s) if _.size)
         return float(n / s.average_rate)
+
+
+def _ffmpeg(path: Path, *args: str) -> Path:
+    """Run the bundled ffmpeg with ``args`` writing ``path``; MediaError with ffmpeg's last lines on failure."""
+    import subprocess
+
+    proc = subprocess.run([ffmpeg_exe(), "-v", "error", "-y", *args, str(path)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = proc.stderr.strip().splitlines()[-3:]
+        raise MediaError(f"ffmpeg failed making {path}: {' | '.join(tail)}")
+    return Path(path)
 
 
 def _encode(dst: Path, *args: str, crf: int = 23) -> Path:

@@ -96,10 +96,14 @@ def _edge_support(g: np.ndarray, axis: int, *, min_step: float, ratio: float, ga
     n = g.shape[axis]
     before = np.take(p, np.arange(0, n), axis=axis)
     after = np.take(p, np.arange(2 * gap, n + 2 * gap), axis=axis)
-    return (d >= min_step) & (d >= ratio * np.maximum(before, after))
+    on = (d >= min_step) & (d >= ratio * np.maximum(before, after))
+    # a scaled picture's edge may fall between two pixel rows: a pixel also supports the line next to it
+    q = np.pad(on, pad, mode="constant")
+    return on | np.take(q, np.arange(gap - 1, n + gap - 1), axis=axis) | np.take(q, np.arange(gap + 1, n + gap + 1),
+                                                                                    axis=axis)
 
 
-def find_insets(rgb: np.ndarray, *, min_side: float = 0.15, max_side: float = 0.62, min_support: float = 0.6,
+def find_insets(rgb: np.ndarray, *, min_side: float = 0.15, max_side: float = 0.62, min_support: float = 0.62,
                 limit: int = 2) -> list[tuple[float, float, float, float]]:
     """Rectangles in the corners of a frame whose inner edges are straight lines: picture-in-picture insets.
 
@@ -124,8 +128,8 @@ def find_insets(rgb: np.ndarray, *, min_side: float = 0.15, max_side: float = 0.
 
     g = cv2.GaussianBlur(rgb.astype(np.float32).mean(axis=2), (3, 3), 0.7)
     h, w = g.shape
-    sh = _edge_support(g, 0, min_step=5.0, ratio=1.8).astype(np.float32)  # horizontal lines (between rows)
-    sv = _edge_support(g, 1, min_step=5.0, ratio=1.8).astype(np.float32)  # vertical lines
+    sh = _edge_support(g, 0, min_step=5.0, ratio=1.5).astype(np.float32)  # horizontal lines (between rows)
+    sv = _edge_support(g, 1, min_step=5.0, ratio=1.5).astype(np.float32)  # vertical lines
     found = []
     for corner in ("tl", "tr", "bl", "br"):
         # flip so the corner is bottom-right: inner lines run from (y, x) to the right and bottom edges

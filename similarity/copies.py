@@ -36,6 +36,7 @@ to each shot's keyframe row of the image model: whole-frame copies only.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -183,14 +184,16 @@ def new_index(d: int, n: int, sample: np.ndarray | None = None):
     return index
 
 
-def copy_index_current(layout: StoreLayout, ids: list[str]) -> bool:
-    """Whether the store's copy index and table were built for exactly ``ids``."""
+def copy_index_current(layout: StoreLayout, ids: list[str], settings: CopySettings | None = None) -> bool:
+    """Whether the store's copy index and table were built for exactly ``ids`` with ``settings``."""
     if not (layout.copy_rows.is_file() and layout.copy_index.is_file() and layout.copy_table.is_file()):
         return False
     try:
-        return CopyRows.load(layout.copy_rows).extra.get("ids") == ids_fingerprint(ids)
+        extra = CopyRows.load(layout.copy_rows).extra
     except (StoreError, DamagedStoreError):
         return False
+    return extra.get("ids") == ids_fingerprint(ids) and extra.get("settings") == dataclasses.asdict(
+        settings or CopySettings())
 
 
 def build_copy_index(layout: StoreLayout, ids: list[str], settings: CopySettings | None = None, *,
@@ -210,7 +213,7 @@ def build_copy_index(layout: StoreLayout, ids: list[str], settings: CopySettings
     import faiss
 
     settings = settings or CopySettings()
-    if not force and copy_index_current(layout, ids):
+    if not force and copy_index_current(layout, ids, settings):
         return {"skipped": True}
     t0 = time.perf_counter()
     recs = {}
@@ -224,7 +227,8 @@ def build_copy_index(layout: StoreLayout, ids: list[str], settings: CopySettings
         keep = with_regions * 2 >= len(recs)
         recs = {i: r for i, r in recs.items() if bool(r["regions"]) == keep}
     rows = rows_of(list(recs), recs)
-    rows.extra = {"ids": ids_fingerprint(ids), "dim": int(next(iter(dims))) if dims else 0}
+    rows.extra = {"ids": ids_fingerprint(ids), "dim": int(next(iter(dims))) if dims else 0,
+                  "settings": dataclasses.asdict(settings)}
     n = len(rows.item)
     index = None
     if n:
@@ -277,7 +281,7 @@ def add_to_copy_index(layout: StoreLayout, new_ids: list[str], all_ids: list[str
 
     settings = settings or CopySettings()
     old_ids = [i for i in all_ids if i not in set(new_ids)]
-    if not copy_index_current(layout, old_ids):
+    if not copy_index_current(layout, old_ids, settings):
         return build_copy_index(layout, all_ids, settings, force=True)
     rows = CopyRows.load(layout.copy_rows)
     index = faiss.read_index(str(layout.copy_index))
@@ -421,25 +425,36 @@ def chains(pairs: ShotPairs, hit: float, max_segments: int) -> list[np.ndarray]:
 def time_map(q_times: np.ndarray, t_times: np.ndarray, qs: np.ndarray, ts: np.ndarray) -> tuple[float, float] | None:
     """(a, b) with ``t = a * q + b`` from the cuts two aligned shot sequences share, or None without one.
 
-    Consecutive pairs (i, j), (i + 1, j + 1) of a chain share the cut into
-    shots i + 1 and j + 1. Two or more shared cuts give the speed ``a`` by
-    least squares; one gives ``b`` with ``a`` from the durations of the
-    shots matched whole on both sides (1 without any).
+    Consecutive pairs (i, j), (i + 1, j + 1) of a chain may share the cut into
+    shots i + 1 and j + 1 (not always: an inset's item also cuts where its
+    background does). The speed ``a`` is the median slope between those cut
+    pairs (Theil-Sen), or, with one cut, the median duration ratio of the
+    shots matched whole on both sides (1 without any); ``b`` the median
+    offset. Cut pairs more than 0.25 s off the line are dropped and the line
+    fitted again; None when no line with ``0.4 <= a <= 2.5`` fits.
     """
-    cuts = [(q_times[i2, 0], t_times[j2, 0]) for (i1, j1), (i2, j2) in zip(zip(qs, ts), zip(qs[1:], ts[1:]))
-            if i2 == i1 + 1 and j2 == j1 + 1]
-    if len(cuts) >= 2:
-        c = np.array(cuts)
-        if np.ptp(c[:, 0]) > 1e-6:
-            a, b = np.polyfit(c[:, 0], c[:, 1], 1)
-            if 0.2 < a < 5:
-                return float(a), float(b)
-    if not cuts:
+    cuts = np.array([(q_times[i2, 0], t_times[j2, 0]) for (i1, j1), (i2, j2)
+                     in zip(zip(qs, ts), zip(qs[1:], ts[1:])) if i2 == i1 + 1 and j2 == j1 + 1]).reshape(-1, 2)
+    if not len(cuts):
         return None
     inner = [(t_times[j, 1] - t_times[j, 0]) / (q_times[i, 1] - q_times[i, 0])
              for i, j in zip(qs[1:-1], ts[1:-1]) if q_times[i, 1] > q_times[i, 0]]
-    a = float(np.median(inner)) if inner else 1.0
-    return a, float(cuts[0][1] - a * cuts[0][0])
+    for _ in range(2):
+        if len(cuts) >= 2:
+            dq = cuts[None, :, 0] - cuts[:, None, 0]
+            dt = cuts[None, :, 1] - cuts[:, None, 1]
+            ok = np.triu(np.abs(dq) > 1e-3, 1)
+            a = float(np.median(dt[ok] / dq[ok])) if ok.any() else 1.0
+        else:
+            a = float(np.median(inner)) if inner else 1.0
+        if not 0.4 <= a <= 2.5:
+            return None
+        b = float(np.median(cuts[:, 1] - a * cuts[:, 0]))
+        near = np.abs(cuts[:, 1] - (a * cuts[:, 0] + b)) <= 0.25
+        if near.all() or not near.any():
+            break
+        cuts = cuts[near]
+    return a, b
 
 
 def segment_of(pairs: ShotPairs, chain: np.ndarray, q_times: np.ndarray, t_times: np.ndarray,
@@ -456,7 +471,7 @@ def segment_of(pairs: ShotPairs, chain: np.ndarray, q_times: np.ndarray, t_times
         if hi > lo:
             q0, q1, t0, t1 = lo, hi, a * lo + b, a * hi + b
         speed = a
-    elif len(chain) == 1:
+    elif len(chain) >= 3:  # no shared cut: the span lengths, when enough shots make them meaningful
         speed = (t1 - t0) / max(q1 - q0, 1e-6)
     sim = pairs.sim[chain]
     q_cover, t_cover = (q1 - q0) / max(q_dur, 1e-6), (t1 - t0) / max(t_dur, 1e-6)
@@ -475,28 +490,35 @@ def segment_of(pairs: ShotPairs, chain: np.ndarray, q_times: np.ndarray, t_times
     return Segment(other, relation, q0, q1, t0, t1, float(sim.mean()), int(len(chain)), float(speed), edit)
 
 
+#: (region of the derived item, region of the source) -> the spatial edit it shows
+_SPATIAL = {("picture", "portrait"): "vertical re-frame", ("picture", "centre"): "crop",
+            ("centre", "portrait"): "vertical re-frame", ("keyframe", "centre"): "crop"}
+
+
 def edit_kind(pairs: ShotPairs, chain: np.ndarray, relation: str, speed: float, q_cover: float,
               t_cover: float) -> str:
     """What edit a copy looks like, from its region kinds, mirroring, speed and coverage (``+``-joined).
 
-    ``picture-in-picture`` (an inset or a quadrant shows the other's whole
-    picture), ``split-screen`` (a half does), ``vertical re-frame`` (a 9:16
-    strip matches a whole picture), ``crop`` (a centre square does),
-    ``mirror``, ``speed xN`` (the copy plays N times as fast), ``excerpt``
-    (the copy is a part of the other), ``montage`` is told at the item level;
-    ``re-encode`` when the whole picture matches the whole picture.
+    ``picture-in-picture`` (an inset or a quadrant of the derived item shows
+    the other's whole picture), ``split-screen`` (a half does), ``vertical
+    re-frame`` (the derived picture matches the source's 9:16 strip), ``crop``
+    (it matches the source's centre), ``mirror``, ``speed xN`` (the derived
+    item plays its source N times as fast), ``excerpt`` (it shows a part of
+    the source); ``re-encode`` when none of these (whole picture to whole
+    picture: a re-encode, a grade, a letterbox). Each needs most of the
+    chain's shot pairs to agree. ``montage`` is added at the item level
+    (:func:`montage_marked`).
     """
-    names = lambda codes: [KINDS[int(c)] for c in codes]
     derived, source = (pairs.q_kind, pairs.t_kind) if relation != "copied-by" else (pairs.t_kind, pairs.q_kind)
-    d_kinds, s_kinds = names(derived[chain]), names(source[chain])
-    out = []
-    part = [_PART_EDIT[k] for k in d_kinds + s_kinds if k in _PART_EDIT]
-    if part:
-        out.append(max(set(part), key=part.count))
-    elif any(k == "portrait" for k in d_kinds + s_kinds):
-        out.append("vertical re-frame")
-    elif any(k == "centre" for k in d_kinds + s_kinds) and not all(k == "centre" for k in d_kinds + s_kinds):
-        out.append("crop")
+    n = len(chain)
+    votes: dict[str, int] = {}
+    for d, s_ in zip(derived[chain], source[chain]):
+        d, s_ = KINDS[int(d)], KINDS[int(s_)]
+        kind = _PART_EDIT.get(d) or _PART_EDIT.get(s_) if d != s_ else None
+        kind = kind or _SPATIAL.get((d, s_)) or (_SPATIAL.get((s_, d)) if relation == "duplicate" else None)
+        if kind:
+            votes[kind] = votes.get(kind, 0) + 1
+    out = [k for k, v in sorted(votes.items(), key=lambda kv: -kv[1])[:1] if v * 2 > n]
     if np.mean(pairs.mirrored[chain]) > 0.5:
         out.append("mirror")
     rate = speed if relation == "copied-by" else 1 / max(speed, 1e-6)  # how fast the derived item plays its source
@@ -616,10 +638,19 @@ def matches(store: Path, item_id: str, *, direction: str = "both") -> list[Segme
 
 
 def montage_marked(segs: list[Segment]) -> list[Segment]:
-    """``segs`` (one item's copies) with ``montage`` added to the edits when the item copies three or more
-    sources in separate parts of its time line (a trailer, a compilation)."""
-    took = [s for s in segs if s.relation == "copies"]
-    if len({s.other for s in took}) < 3:
+    """``segs`` (one item's copies) with ``montage`` added to the edits of what it copies when three or more
+    separate parts of its time line show footage of other items (a trailer, a compilation).
+
+    Parts overlapping in the item's time line count once (an inset copied
+    from a video and from that video's re-encodes is one part).
+    """
+    took = sorted((s for s in segs if s.relation == "copies"), key=lambda s: s.item_start)
+    parts, end = 0, -np.inf
+    for s in took:
+        if s.item_start >= end - 0.25:  # a new part (a quarter second of overlap is a cut's rounding)
+            parts += 1
+        end = max(end, s.item_end)
+    if parts < 3:
         return segs
     return [s._replace(edit=s.edit if s.relation != "copies" or "montage" in s.edit else
                        ("montage+" + s.edit).replace("+re-encode", "")) for s in segs]
