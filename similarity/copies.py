@@ -457,13 +457,33 @@ def time_map(q_times: np.ndarray, t_times: np.ndarray, qs: np.ndarray, ts: np.nd
     return a, b
 
 
+def mapping_fits(mapping: tuple[float, float], q_shots: np.ndarray, t_shots: np.ndarray) -> bool:
+    """Whether ``t = a q + b`` maps most matched query shots (float (P, 2) seconds) onto their matched shots.
+
+    Each matched pair's mapped query shot must overlap its other shot by at
+    least half of the shorter of the two, for at least half of the pairs.
+    """
+    a, b = mapping
+    lo, hi = a * q_shots[:, 0] + b, a * q_shots[:, 1] + b
+    inter = np.minimum(hi, t_shots[:, 1]) - np.maximum(lo, t_shots[:, 0])
+    shorter = np.minimum(hi - lo, t_shots[:, 1] - t_shots[:, 0])
+    return bool(np.mean(inter >= 0.5 * shorter) >= 0.5)
+
+
 def segment_of(pairs: ShotPairs, chain: np.ndarray, q_times: np.ndarray, t_times: np.ndarray,
                q_dur: float, t_dur: float, other: str) -> Segment:
     """The :class:`Segment` of one chain: spans trimmed by the shared cuts, score, speed, relation, edit."""
     qs, ts = pairs.q[chain], pairs.t[chain]
     q0, q1 = float(q_times[qs[0], 0]), float(q_times[qs[-1], 1])
     t0, t1 = float(t_times[ts[0], 0]), float(t_times[ts[-1], 1])
-    mapping = time_map(q_times, t_times, qs, ts)
+    qk, tk = pairs.q_kind[chain], pairs.t_kind[chain]
+    q_part = np.mean(~_FULL[qk]) > 0.5
+    t_part = np.mean(~_FULL[tk]) > 0.5
+    # an item showing the other in a part of its frame also cuts where its own background does: its cuts
+    # are not the other's, so no time mapping is read from them
+    mapping = None if (q_part or t_part) else time_map(q_times, t_times, qs, ts)
+    if mapping is not None and not mapping_fits(mapping, q_times[qs], t_times[ts]):
+        mapping = None
     speed = 1.0
     if mapping is not None:
         a, b = mapping
@@ -475,9 +495,6 @@ def segment_of(pairs: ShotPairs, chain: np.ndarray, q_times: np.ndarray, t_times
         speed = (t1 - t0) / max(q1 - q0, 1e-6)
     sim = pairs.sim[chain]
     q_cover, t_cover = (q1 - q0) / max(q_dur, 1e-6), (t1 - t0) / max(t_dur, 1e-6)
-    qk, tk = pairs.q_kind[chain], pairs.t_kind[chain]
-    q_part = np.mean(~_FULL[qk]) > 0.5
-    t_part = np.mean(~_FULL[tk]) > 0.5
     if q_part and not t_part:
         relation = "copies"
     elif t_part and not q_part:
@@ -677,28 +694,44 @@ def copy_marks(store: Path, item_id: str, neighbor_ids: list[str]) -> dict[str, 
 
 
 class CopyPairs:
-    """True copies among catalog rows, for list hygiene (``--dedup``): two items one of which shows most of the
-    other (a copy covering at least ``true_copy`` of the shorter item).
+    """True copies among catalog rows, for list hygiene (``--dedup``): groups of items joined by copies that
+    cover at least ``true_copy`` of the shorter item (a re-upload, an inset of the whole video, its mirrored or
+    graded copy), closed transitively (a picture-in-picture and a mirrored copy of one video are one group).
 
-    Picklable (sorted int64 keys ``a * n + b``), so it travels with the kNN job to Dask workers.
+    ``group``: int64 (N,) each catalog row's group, -1 for a row in none. Picklable, so it travels with the
+    kNN job to Dask workers.
     """
 
-    def __init__(self, keys: np.ndarray, n: int):
-        self.keys = np.unique(np.asarray(keys, np.int64))
-        self.n = int(n)
+    def __init__(self, group: np.ndarray):
+        self.group = np.asarray(group, np.int64)
 
     def __len__(self) -> int:
-        return int(self.keys.size)
+        """Rows that belong to a group."""
+        return int((self.group >= 0).sum())
 
     def mask(self, I: np.ndarray) -> np.ndarray:
-        """bool (B, C, C): candidates ``I[b, i]`` and ``I[b, j]`` are true copies of each other."""
-        a, b = np.maximum(I, 0)[:, :, None].astype(np.int64), np.maximum(I, 0)[:, None, :].astype(np.int64)
-        key = a * self.n + b
-        if not self.keys.size:
-            return np.zeros(key.shape, bool)
-        pos = np.minimum(np.searchsorted(self.keys, key), self.keys.size - 1)
-        valid = (I >= 0)[:, :, None] & (I >= 0)[:, None, :]
-        return valid & (self.keys[pos] == key)
+        """bool (B, C, C): candidates ``I[b, i]`` and ``I[b, j]`` (catalog rows, -1 none) are true copies."""
+        g = np.where(I >= 0, self.group[np.maximum(I, 0)], -1)
+        return (g[:, :, None] == g[:, None, :]) & (g >= 0)[:, :, None]
+
+    @classmethod
+    def from_pairs(cls, pairs: list[tuple[int, int]], n: int) -> "CopyPairs":
+        """Groups of ``n`` rows from true-copy pairs (connected components, union-find)."""
+        parent = np.arange(n)
+
+        def root(x: int) -> int:
+            while parent[x] != x:
+                parent[x] = parent[parent[x]]
+                x = parent[x]
+            return x
+
+        for a, b in pairs:
+            ra, rb = root(a), root(b)
+            if ra != rb:
+                parent[max(ra, rb)] = min(ra, rb)
+        roots = np.array([root(i) for i in range(n)], np.int64)
+        size = np.bincount(roots, minlength=n)
+        return cls(np.where(size[roots] > 1, roots, -1))
 
 
 def copy_pairs(store: Path, ids: list[str], settings: CopySettings | None = None) -> CopyPairs | None:
@@ -710,16 +743,15 @@ def copy_pairs(store: Path, ids: list[str], settings: CopySettings | None = None
     rows = CopyRows.load(layout.copy_rows)
     dur = dict(zip(rows.ids, rows.duration))
     row_of = {i: r for r, i in enumerate(ids)}
-    keys = []
+    pairs = []
     for item_id, seg in read_copy_table(layout.copy_table):
         if item_id not in row_of or seg.other not in row_of:
             continue
         shorter = min(dur.get(item_id, np.inf), dur.get(seg.other, np.inf))
         span = max(seg.item_end - seg.item_start, seg.other_end - seg.other_start)
         if span >= settings.true_copy * shorter:
-            a, b = row_of[item_id], row_of[seg.other]
-            keys += [a * len(ids) + b, b * len(ids) + a]
-    return CopyPairs(np.array(keys, np.int64), len(ids))
+            pairs.append((row_of[item_id], row_of[seg.other]))
+    return CopyPairs.from_pairs(pairs, len(ids))
 
 
 def summary_line(summary: dict) -> str:
