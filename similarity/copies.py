@@ -559,7 +559,7 @@ def item_copies(index, rows: CopyRows, q_row: int, rec: dict, settings: CopySett
             if evidence >= settings.min_evidence:
                 out.append(segment_of(pairs, chain, q_times, rows.times(o), float(rec["duration_s"]),
                                       float(rows.duration[o]), rows.ids[o]))
-    return sorted(out, key=lambda s: (-s.score * min(s.shots, 4), s.other, s.item_start))
+    return sorted(out, key=lambda s: (-round(s.score * min(s.shots, 4), 3), -s.shots, s.other, s.item_start))
 
 
 _FLIP = {"copies": "copied-by", "copied-by": "copies", "duplicate": "duplicate"}
