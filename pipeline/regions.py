@@ -107,23 +107,37 @@ def find_insets(rgb: np.ndarray, *, min_side: float = 0.15, max_side: float = 0.
                 limit: int = 2) -> list[tuple[float, float, float, float]]:
     """Rectangles in the corners of a frame whose inner edges are straight lines: picture-in-picture insets.
 
-    For each corner, every pair (inner horizontal edge row, inner vertical
-    edge column) is scored by the fraction of pixels supporting an edge along
-    each line, from where they meet to the frame's edge; the pair's score is
-    the smaller of the two. The best pair of each corner is kept when its
-    score is at least ``min_support`` and both sides are ``min_side`` to
-    ``max_side`` of the frame; the outer edges are then moved in to a
-    parallel edge near the border when there is one (an inset with a margin).
-
-    Parameters
-    ----------
-    rgb : uint8 (H, W, 3) frame (analysis size).
-    limit : at most this many insets, best first.
+    :func:`inset_candidates` scoring at least ``min_support``, best first, at most ``limit``.
 
     Returns
     -------
     list of (x0, y0, x1, y1) boxes in [0, 1].
     """
+    return [b for score, b in inset_candidates(rgb, min_side=min_side, max_side=max_side)
+            if score >= min_support][:limit]
+
+
+def inset_candidates(rgb: np.ndarray, *, min_side: float = 0.15, max_side: float = 0.62,
+                     floor: float = 0.4) -> list[tuple[float, tuple[float, float, float, float]]]:
+    """Rectangles in the corners of a frame whose inner edges are straight lines: picture-in-picture insets.
+
+    For each corner, every pair (inner horizontal edge row, inner vertical
+    edge column) is scored by the fraction of pixels supporting an edge along
+    each line, from where they meet to the frame's edge; the pair's score is
+    the smaller of the two. The best pair of each corner whose sides are
+    ``min_side`` to ``max_side`` of the frame is a candidate when its score
+    is at least ``floor``; its outer edges are then moved in to a parallel
+    edge near the border when there is one (an inset with a margin).
+
+    Parameters
+    ----------
+    rgb : uint8 (H, W, 3) frame (analysis size).
+
+    Returns
+    -------
+    list of (score, (x0, y0, x1, y1)) with boxes in [0, 1], best first.
+    """
+    min_support = floor
     import cv2
 
     g = cv2.GaussianBlur(rgb.astype(np.float32).mean(axis=2), (3, 3), 0.7)
@@ -157,11 +171,11 @@ def find_insets(rgb: np.ndarray, *, min_side: float = 0.15, max_side: float = 0.
         rows = range(h - 1, max(y + 1, h - int(0.1 * h) - 1), -1)
         cols = range(w - 1, max(x + 1, w - int(0.1 * w) - 1), -1)
         for r in rows:
-            if a_h[r, x:].mean() >= min_support:
+            if a_h[r, x:].mean() >= max(min_support, 0.6):
                 y1 = r
                 break
         for c in cols:
-            if a_v[y:, c].mean() >= min_support:
+            if a_v[y:, c].mean() >= max(min_support, 0.6):
                 x1 = c
                 break
         box = (x / w, y / h, x1 / w, y1 / h)  # in the flipped frame
@@ -171,15 +185,57 @@ def find_insets(rgb: np.ndarray, *, min_side: float = 0.15, max_side: float = 0.
             box = (box[0], 1 - box[3], box[2], 1 - box[1])
         found.append((best, box))
     found.sort(key=lambda t: -t[0])
-    return [b for _, b in found[:limit]]
+    return found
 
 
-def region_boxes(rgb: np.ndarray) -> list[Region]:
+def box_iou(a, b) -> float:
+    """IoU of two (x0, y0, x1, y1) boxes."""
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def persistent_insets(frames: list[np.ndarray], *, floor: float = 0.4, share: float = 0.3,
+                      min_frames: int = 2) -> list[tuple[float, float, float, float]]:
+    """Insets found at the same place in many of a video's keyframes: a picture-in-picture that stays.
+
+    A picture-in-picture keeps its place while shots change behind and
+    inside it, but in one keyframe its edge may vanish where both pictures
+    have the same colour. Candidates of every keyframe (:func:`inset_candidates`
+    down to ``floor``, boxes in frame fractions) that overlap (IoU >= 0.7)
+    in at least ``share`` of the keyframes, and in ``min_frames``, are
+    returned (their median box), most frequent first, at most two.
+    """
+    seen: list[list] = []  # [boxes] per place
+    for rgb in frames:
+        x0, y0, x1, y1 = picture_area(rgb)
+        h, w = rgb.shape[:2]
+        if x1 - x0 <= 8 or y1 - y0 <= 8:
+            continue
+        for _, b in inset_candidates(rgb[y0:y1, x0:x1], floor=floor):
+            pw, ph = (x1 - x0) / w, (y1 - y0) / h
+            box = (x0 / w + b[0] * pw, y0 / h + b[1] * ph, x0 / w + b[2] * pw, y0 / h + b[3] * ph)
+            for place in seen:
+                if box_iou(place[0], box) >= 0.7:
+                    place.append(box)
+                    break
+            else:
+                seen.append([box])
+    need = max(min_frames, int(np.ceil(share * len(frames))))
+    places = sorted((p for p in seen if len(p) >= need), key=len, reverse=True)[:2]
+    return [tuple(float(v) for v in np.median(np.array(p), axis=0)) for p in places]
+
+
+def region_boxes(rgb: np.ndarray, extra_insets: list[tuple[float, float, float, float]] = ()) -> list[Region]:
     """The regions of one frame (see the module's docstring), in :data:`REGION_KINDS` order.
 
     Parameters
     ----------
     rgb : uint8 (H, W, 3), the full analysis frame (not a centre crop).
+    extra_insets : insets found elsewhere in the video (:func:`persistent_insets`), frame fractions;
+        they come first, then the frame's own (:func:`find_insets`) that do not overlap them, two in all.
 
     Returns
     -------
@@ -205,8 +261,10 @@ def region_boxes(rgb: np.ndarray) -> list[Region]:
              rel(0, 0, 0.5, 0.5), rel(0.5, 0, 1, 0.5), rel(0, 0.5, 0.5, 1), rel(0.5, 0.5, 1, 1)]
     out = [Region(i, b) for i, b in enumerate(boxes)]
     inset = REGION_KINDS.index("inset")
-    out += [Region(inset, b) for b in find_insets(rgb[y0:y1, x0:x1])] if pw > 8 and ph > 8 else []
-    return [Region(r.kind, r.box) if r.kind != inset else Region(inset, rel(*r.box)) for r in out]
+    insets = [tuple(b) for b in extra_insets]
+    own = [rel(*b) for b in find_insets(rgb[y0:y1, x0:x1])] if pw > 8 and ph > 8 else []
+    insets += [b for b in own if all(box_iou(b, e) < 0.7 for e in insets)]
+    return out + [Region(inset, b) for b in insets[:2]]
 
 
 def region_crops(rgb: np.ndarray, regions: list[Region], size: int) -> np.ndarray:
@@ -320,8 +378,9 @@ def shot_regions(frames: list[np.ndarray], size: int, thumb: int) -> ShotRegions
     thumb : side of each region's colour thumbnail.
     """
     crops, shot, kind, boxes = [], [], [], []
+    steady = persistent_insets(frames)
     for s, rgb in enumerate(frames):
-        regions = region_boxes(rgb)
+        regions = region_boxes(rgb, steady)
         crops.append(region_crops(rgb, regions, size))
         shot += [s] * len(regions)
         kind += [r.kind for r in regions]
