@@ -216,31 +216,45 @@ def build_copy_index(layout: StoreLayout, ids: list[str], settings: CopySettings
     if not force and copy_index_current(layout, ids, settings):
         return {"skipped": True}
     t0 = time.perf_counter()
-    recs = {}
+    # pass 1: what each item has (no vectors kept: memory holds the index and per-row metadata only)
+    meta, dims = {}, {}
     for item_id in ids:
         rec = read_item_regions(layout, item_id)
         if rec is not None and len(rec["vectors"]):
-            recs[item_id] = rec
-    dims = {r["vectors"].shape[1] for r in recs.values()}
-    with_regions = sum(bool(r["regions"]) for r in recs.values())
-    if len(dims) > 1:  # region vectors and old keyframe rows cannot share an index: keep the majority kind
-        keep = with_regions * 2 >= len(recs)
-        recs = {i: r for i, r in recs.items() if bool(r["regions"]) == keep}
-    rows = rows_of(list(recs), recs)
-    rows.extra = {"ids": ids_fingerprint(ids), "dim": int(next(iter(dims))) if dims else 0,
-                  "settings": dataclasses.asdict(settings)}
+            meta[item_id] = {k: rec[k] for k in ("shot", "code", "shot_times", "duration_s", "regions")}
+            dims[item_id] = (rec["vectors"].shape[1], bool(rec["regions"]))
+    with_regions = sum(r for _, r in dims.values())
+    if len({d for d, _ in dims.values()}) > 1:  # region vectors and old keyframe rows cannot share an index
+        keep = with_regions * 2 >= len(dims)
+        meta = {i: m for i, m in meta.items() if dims[i][1] == keep}
+    rows = rows_of(list(meta), meta)
+    dim = dims[rows.ids[0]][0] if rows.ids else 0
+    rows.extra = {"ids": ids_fingerprint(ids), "dim": int(dim), "settings": dataclasses.asdict(settings)}
     n = len(rows.item)
+    vectors_of = lambda item_id: read_item_regions(layout, item_id)["vectors"]
     index = None
     if n:
-        xb = np.concatenate([recs[i]["vectors"] for i in rows.ids]).astype(np.float32)
-        sample = xb[np.random.default_rng(0).choice(n, min(n, 256 * 1024), replace=False)] if n >= EXACT_BELOW else None
-        index = new_index(xb.shape[1], n, sample)
-        index.add(xb)
-        del xb
+        sample = None
+        if n >= EXACT_BELOW:  # IVF-PQ: trained on the vectors of a seeded sample of items
+            rng = np.random.default_rng(0)
+            per = max(1, n // len(rows.ids))
+            picked = rng.choice(len(rows.ids), min(len(rows.ids), 256 * 1024 // per + 1), replace=False)
+            sample = np.concatenate([vectors_of(rows.ids[i]) for i in np.sort(picked)])
+        index = new_index(dim, n, sample)
+        del sample
+        # pass 2: the vectors, added a block of items at a time
+        block: list[np.ndarray] = []
+        for item_id in rows.ids:
+            block.append(vectors_of(item_id))
+            if sum(len(b) for b in block) >= 65536:
+                index.add(np.concatenate(block))
+                block = []
+        if block:
+            index.add(np.concatenate(block))
     t1 = time.perf_counter()
     segments: list[tuple[str, Segment]] = []
-    for q, item_id in enumerate(rows.ids):
-        rec = recs[item_id]
+    for q, item_id in enumerate(rows.ids):  # pass 3: each item's regions searched
+        rec = read_item_regions(layout, item_id)
         for seg in item_copies(index, rows, q, rec, settings):
             segments.append((item_id, seg))
         if progress and q % 500 == 499:
@@ -257,7 +271,7 @@ def build_copy_index(layout: StoreLayout, ids: list[str], settings: CopySettings
 
 def rows_of(ids: list[str], recs: dict) -> CopyRows:
     """The :class:`CopyRows` of the items ``ids`` (in that order) from their region records."""
-    item = np.concatenate([np.full(len(recs[i]["vectors"]), r, np.int32) for r, i in enumerate(ids)]) if ids \
+    item = np.concatenate([np.full(len(recs[i]["shot"]), r, np.int32) for r, i in enumerate(ids)]) if ids \
         else np.zeros(0, np.int32)
     cat = lambda name, dtype: (np.concatenate([np.asarray(recs[i][name], dtype) for i in ids]) if ids
                                else np.zeros(0, dtype))

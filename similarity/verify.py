@@ -34,6 +34,7 @@ import numpy as np
 
 from reelsim.errors import DamagedStoreError, StoreError
 from reelsim.similarity.catalog import CatalogEmbeddings, load_catalog, load_items_meta
+from reelsim.similarity.copies import CopyRows, read_copy_table
 from reelsim.similarity.fusion import signature_codes
 from reelsim.similarity.grouped import GroupedIndex
 from reelsim.similarity.grouped import exists as grouped_index_exists
@@ -125,6 +126,7 @@ def verify_store(store: str | Path) -> Verdict:
     if cat is not None:
         _check_index(layout, v, cat)
         _check_lists(layout, v, cat)
+        _check_copies(layout, v, cat)
     _check_report(layout, v)
     return v
 
@@ -253,6 +255,33 @@ def _check_lists(layout: StoreLayout, v: Verdict, cat: CatalogEmbeddings) -> Non
                 v.add(jsonl, f"has {n} rows, {parquet.name} {rows}: written by another build", "lists")
         except StoreError as e:
             v.add(jsonl, _what(e), "lists")
+
+
+def _check_copies(layout: StoreLayout, v: Verdict, cat: CatalogEmbeddings) -> None:
+    """The copy index of ``reelsim matches``: its rows, FAISS file and table read and agree with the catalog."""
+    import faiss
+
+    if not layout.copies_dir.is_dir():
+        v.notes.append(f"no copy index (a store written before copy search): `reelsim lists --store {layout.root}` "
+                       "builds it for `reelsim matches`")
+        return
+    try:
+        rows = CopyRows.load(layout.copy_rows)
+        table = read_copy_table(layout.copy_table)
+    except StoreError as e:
+        v.add(getattr(e, "path", "") or layout.copies_dir, _what(e), "lists")
+        return
+    try:
+        ntotal = faiss.read_index(str(layout.copy_index)).ntotal
+    except RuntimeError as e:
+        v.add(layout.copy_index, f"cannot be read ({str(e).splitlines()[0][:120]})", "lists")
+        return
+    if ntotal != len(rows.item):
+        v.add(layout.copy_index, f"holds {ntotal} vectors, {layout.copy_rows.name} describes {len(rows.item)}", "lists")
+    unknown = (set(rows.ids) | {i for i, _ in table} | {s.other for _, s in table}) - set(cat.ids)
+    if unknown:
+        v.add(layout.copy_table, f"names {len(unknown)} item(s) not in the index, e.g. {sorted(unknown)[0]!r}",
+              "lists")
 
 
 def _ranks_ok(item: list, rank: np.ndarray) -> bool:

@@ -246,6 +246,18 @@ def test_store_without_copy_index_says_how_to_build_it(copy_store, tmp_path):
     assert r.returncode == 2 and "reelsim lists" in r.stderr
 
 
+def test_verify_checks_the_copy_index(copy_store, tmp_path):
+    _, store, _ = copy_store
+    work = tmp_path / "verify"
+    shutil.copytree(store, work)
+    assert reelsim("verify", "--store", str(work)).returncode == 0
+    StoreLayout(work).copy_table.write_bytes(b"not parquet")
+    r = reelsim("verify", "--store", str(work), "--json")
+    body = json.loads(r.stdout)
+    assert r.returncode == 3 and body["redo"]["lists"] is True
+    assert any(p["path"].endswith("matches.parquet") for p in body["problems"])
+
+
 def test_similar_marks_copies_with_their_span(copy_store):
     _, store, _ = copy_store
     neighbors = api.open_store(store).similar("src", k=3)
