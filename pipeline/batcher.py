@@ -37,6 +37,7 @@ from reelsim.pipeline.images import load_image
 from reelsim.pipeline.item import (
     Models,
     add_text,
+    check_region_model,
     describe_video,
     keyframe_embedding,
     keyframe_regions,
@@ -224,6 +225,8 @@ def embed_batch(preps: list[Prepared], visual_model, image_model, *, batch: int)
     with_keys = [p for p in preps if p.rows("keyframes")]
     key_out, key_stats = feed.run([p.array("keyframes") for p in with_keys], image_model.embed, image_model.dim)
     with_regions = [p for p in preps if p.rows("regions")]
+    if with_regions:
+        check_region_model(image_model)
     region_out, region_stats = feed.run([p.array("regions") for p in with_regions], image_model.embed_regions,
                                         image_model.region_dim)
     with_product = [p for p in preps if p.rows("product")]

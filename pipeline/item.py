@@ -257,6 +257,13 @@ def keyframe_regions(seg: SegmentedVideo, cfg: Config) -> ShotRegions | None:
                         cfg.regions.thumb)
 
 
+def check_region_model(model) -> None:
+    """:class:`UsageError` unless the image ``model`` embeds region crops (``embed_regions``, ``region_dim``)."""
+    if not (hasattr(model, "embed_regions") and hasattr(model, "region_dim")):
+        raise UsageError(f"region vectors need an image model with region features (effnet-lite0); "
+                         f"{type(model).__name__} has none: set --set regions.enabled=false")
+
+
 def regions_of(regions: ShotRegions | None, cnn: np.ndarray | None, provenance: dict,
                cfg: Config) -> RegionFeatures | None:
     """What a shard stores of the regions, from both paths' crops and CNN rows (None when regions are off)."""
@@ -287,6 +294,8 @@ def analyse_video(item: Item, cfg: Config, models: Models
     timings["keyframes_scenes_s"] = time.perf_counter() - t1
     t2 = time.perf_counter()
     found = keyframe_regions(seg, cfg)
+    if found is not None:
+        check_region_model(image_model)
     regions = regions_of(found, image_model.extract_regions(found.crops) if found is not None else None,
                          image_model.provenance(), cfg)
     if found is not None:
