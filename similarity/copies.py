@@ -163,8 +163,14 @@ def ids_fingerprint(ids: list[str]) -> str:
 
 
 def read_item_regions(layout: StoreLayout, item_id: str) -> dict | None:
-    """An item's region record (:func:`reelsim.storage.shards.read_regions`) with kinds as :data:`KINDS` codes."""
-    rec = read_regions(layout.shard(item_id), item_id)
+    """An item's region record (:func:`reelsim.storage.shards.read_regions`) with kinds as :data:`KINDS` codes.
+
+    None for an item without video, or without a shard (a catalog built from vectors alone has none).
+    """
+    path = layout.shard(item_id)
+    if not path.is_file():
+        return None
+    rec = read_regions(path, item_id)
     if rec is None:
         return None
     rec["code"] = np.array([KINDS.index(k) if k in KINDS else KINDS.index("picture") for k in rec["kind"]], np.int8)
@@ -656,6 +662,7 @@ def matches(store: Path, item_id: str, *, direction: str = "both") -> list[Segme
     if direction not in ("both", "in", "out"):
         raise ValueError(f"direction must be both, in or out, got {direction!r}")
     layout = StoreLayout(store)
+    layout.require_catalog()  # no store, or no run finished there: says so first
     rows = CopyRows.load(layout.copy_rows)
     if item_id not in set(rows.ids):
         if not layout.shard(item_id).is_file():
