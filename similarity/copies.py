@@ -178,11 +178,12 @@ def read_item_regions(layout: StoreLayout, item_id: str) -> dict | None:
 
 
 def new_index(d: int, n: int, sample: np.ndarray | None = None):
-    """An empty FAISS inner-product index for ``n`` vectors of ``d`` dims: Flat, or IVF-PQ trained on ``sample``."""
+    """An empty FAISS inner-product index for ``n`` vectors of ``d`` dims: exact (float16 codes), or IVF-PQ
+    trained on ``sample``."""
     import faiss
 
-    if n < EXACT_BELOW or sample is None:
-        return faiss.IndexFlatIP(d)
+    if n < EXACT_BELOW or sample is None:  # exact, on the float16 the shards store: half a Flat index's size
+        return faiss.IndexScalarQuantizer(d, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
     nlist = int(min(65536, max(1024, 4 * np.sqrt(n))))
     index = faiss.index_factory(d, f"IVF{nlist},PQ{d // 8}", faiss.METRIC_INNER_PRODUCT)
     index.train(np.ascontiguousarray(sample, dtype=np.float32))
