@@ -234,6 +234,33 @@ class ThumbnailConfig:
                  "an integer in 1..95")
 
 
+@dataclass(frozen=True)
+class RegionConfig:
+    """Region vectors of each shot, for copy detection (``reelsim matches``; docs/copies.md).
+
+    enabled : describe regions of each shot's keyframe besides the whole
+        frame (the picture inside bars, its centre, a 9:16 strip, halves,
+        quadrants, insets found in the frame), so a picture-in-picture, a
+        split-screen panel, a letterboxed or re-framed copy can be matched
+        to its source.
+    size : side in pixels of the square each region is scaled to for the
+        image model (a multiple of 32).
+    thumb : side in pixels of each region's colour thumbnail.
+    """
+
+    enabled: bool = True
+    size: int = 96
+    thumb: int = 8
+
+    def __post_init__(self):
+        check_numbers("regions", self)
+        _require("regions", "enabled", self.enabled, isinstance(self.enabled, bool), "true or false")
+        _require("regions", "size", self.size, isinstance(self.size, int) and self.size >= 32 and self.size % 32 == 0,
+                 "a multiple of 32, at least 32")
+        _require("regions", "thumb", self.thumb, isinstance(self.thumb, int) and 2 <= self.thumb <= 32,
+                 "an integer in 2..32")
+
+
 def _default_weights() -> dict[str, float]:
     return {"visual": 1.0, "audio": 0.5, "image": 1.0, "text": 1.0}
 
@@ -531,6 +558,7 @@ class Config:
     jobs: JobConfig = field(default_factory=JobConfig)
     limits: LimitConfig = field(default_factory=LimitConfig)
     learn: LearnConfig = field(default_factory=LearnConfig)
+    regions: RegionConfig = field(default_factory=RegionConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -549,6 +577,8 @@ class Config:
         d = self.to_dict()
         for section in ("fusion", "jobs", "limits", "learn"):
             d.pop(section)
+        if not self.regions.enabled:  # a store without regions keeps the hash it had before regions existed
+            d.pop("regions")
         for speed_only in ("device", "batch_size", "precision", "prefetch_batches"):
             d["models"].pop(speed_only)
         blob = json.dumps(d, sort_keys=True).encode()

@@ -36,6 +36,8 @@ from reelsim.config import Config, FusionConfig, parse_weights
 from reelsim.errors import StoreError, UnknownItemError
 from reelsim.jobs.runner import RunReport, run_catalog
 from reelsim.similarity.answer import Answer, StoreReader, check_space_options
+from reelsim.similarity.copies import Segment
+from reelsim.similarity.copies import matches as copy_matches
 from reelsim.similarity.incremental import check_can_add
 from reelsim.similarity.rebuild import relist
 from reelsim.similarity.spaces import add_to_space, relist_stale_spaces
@@ -146,6 +148,18 @@ class Store:
     def health(self) -> dict:
         """Store version, item count and the spaces it answers (``GET /health`` of ``reelsim serve``)."""
         return self._reader.health()
+
+    def matches(self, item: str, *, direction: str = "both") -> list[Segment]:
+        """Copies of ``item``'s footage in other items and the footage it copies (``reelsim matches``), best first.
+
+        Each :class:`~reelsim.similarity.copies.Segment` gives the other
+        item, the ``relation`` (``copies``: ``item`` shows the other's
+        footage; ``copied-by``: the other shows ``item``'s; ``duplicate``),
+        the aligned spans in both (seconds), a score, the shots matched, the
+        speed ratio and the kind of edit it looks like. ``direction="in"``:
+        only where ``item`` comes from; ``"out"``: only where it is used.
+        """
+        return copy_matches(self.path, item, direction=direction)
 
     def shots(self, item: str) -> dict:
         """Shots and scenes of a video item, as ``reelsim shots --json`` prints them."""

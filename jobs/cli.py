@@ -28,8 +28,10 @@ from reelsim.jobs.demo import run_demo
 from reelsim.jobs.graph import dask_lists
 from reelsim.jobs.report import write_html_report
 from reelsim.jobs.runner import EXIT_PARTIAL, run_catalog
-from reelsim.jobs.tables import neighbors_text, terminal_safe
+from reelsim.jobs.tables import matches_text, neighbors_text, terminal_safe
 from reelsim.similarity.answer import StoreReader
+from reelsim.similarity.copies import copy_marks
+from reelsim.similarity.copies import matches as copy_matches
 from reelsim.similarity.evaluate import evaluate_store
 from reelsim.similarity.evaluate import format_table as evaluation_table
 from reelsim.similarity.incremental import check_can_add
@@ -58,6 +60,7 @@ examples:
   reelsim run catalog.jsonl --store out/ --scheduler tcp://10.0.0.5:8786
   reelsim shots trailer-042 --store out/ --json
   reelsim similar trailer-042 --store out/ -k 5
+  reelsim matches trailer-042 --store out/ --in    # which catalog items the trailer's shots come from
   reelsim add new-titles.jsonl --store out/        # embed, index and list new items only
   reelsim lists --store out/ --index "IVF4096,Flat" --lists-format parquet,hdf5
   reelsim lists --store out/ --dedup 0.95 --blocklist "lottery" --blocklist-threshold 0.6
@@ -228,6 +231,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", metavar="SPEC", help="re-weight modalities for this query, e.g. text=0")
     p.add_argument("--json", action="store_true", help="machine-readable JSON")
     _add_space_option(p, "score by content fusion (default), the learned tower, or the ELSA/tower blend")
+
+    p = sub.add_parser("matches", help="where an item's shots are copied, and what it copies, with time spans",
+                       description="Copies of ITEM's footage in other items of the store, and the footage ITEM\n"
+                       "shows from them, found shot by shot (also inside a picture-in-picture, a split-screen\n"
+                       "panel, letterboxed, re-framed, mirrored, cropped, sped up or cut into a montage).\n"
+                       "Each row: the other item, the relation (copies: ITEM shows the other's footage;\n"
+                       "copied-by: the other shows ITEM's; duplicate: each shows all of the other), the\n"
+                       "aligned spans in both (seconds), a score (mean cosine of the matched shots), the\n"
+                       "shots matched and the kind of edit it looks like. Found by `reelsim run` / `lists`\n"
+                       "/ `add` (STORE/index/copies/); docs/copies.md.",
+                       epilog="examples:\n  reelsim matches trailer-042 --store out/\n"
+                       "  reelsim matches trailer-042 --store out/ --in      # which films the trailer comes from\n"
+                       "  reelsim matches film-007 --store out/ --out --json # where the film's shots are used",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("item", metavar="ITEM")
+    p.add_argument("--store", required=True, type=Path, metavar="DIR")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--in", dest="direction", action="store_const", const="in",
+                   help="only where ITEM comes from: the items whose footage it shows (a clip's or trailer's sources)")
+    g.add_argument("--out", dest="direction", action="store_const", const="out",
+                   help="only the items that show ITEM's footage (re-uploads, compilations, insets)")
+    p.set_defaults(direction="both")
+    p.add_argument("--json", action="store_true", help="machine-readable JSON")
 
     p = sub.add_parser("report", help="a static HTML page of items, their shots or images, and their neighbours",
                        description="Write one self-contained HTML page (pictures embedded) showing, for a sample\n"
@@ -517,10 +543,21 @@ def cmd_similar(args) -> int:
     fit_k(args)
     answer = StoreReader(args.store).similar(args.item, args.k, space=args.space,
                                              weights=parse_weights(args.weights) if args.weights else None)
+    copies = copy_marks(args.store, args.item, [n.item for n in answer.neighbors])
     if args.json:
-        print(json.dumps(answer.to_json(), ensure_ascii=False))
+        print(json.dumps(answer.to_json(copies), ensure_ascii=False))
     else:
-        print(neighbors_text(args.store, args.item, answer.neighbors, space=args.space))
+        print(neighbors_text(args.store, args.item, answer.neighbors, space=args.space, copies=copies))
+    return 0
+
+
+def cmd_matches(args) -> int:
+    found = copy_matches(args.store, args.item, direction=args.direction)
+    if args.json:
+        print(json.dumps({"item": args.item, "direction": args.direction, "matches": [m.to_json() for m in found]},
+                         ensure_ascii=False))
+        return 0
+    print(matches_text(args.store, args.item, found))
     return 0
 
 
@@ -619,7 +656,7 @@ def cmd_search(args) -> int:
 
 
 COMMANDS = {"run": cmd_run, "add": cmd_add, "lists": cmd_lists, "shots": cmd_shots, "similar": cmd_similar,
-            "report": cmd_report, "export": cmd_export, "verify": cmd_verify, "demo": cmd_demo, "models": cmd_models,
+            "matches": cmd_matches, "report": cmd_report, "export": cmd_export, "verify": cmd_verify, "demo": cmd_demo, "models": cmd_models,
             "train": cmd_train, "evaluate": cmd_evaluate, "search": cmd_search}
 
 

@@ -66,11 +66,21 @@ class Answer(NamedTuple):
     version: int
     neighbors: list[Neighbor]
 
-    def to_json(self) -> dict:
-        """``reelsim similar --json`` and the service: ``{"item", "space", "k", "source", "version", "neighbors"}``."""
+    def to_json(self, copies: dict[str, dict] | None = None) -> dict:
+        """``reelsim similar --json`` and the service: ``{"item", "space", "k", "source", "version", "neighbors"}``.
+
+        ``copies`` (:func:`reelsim.similarity.copies.copy_marks`): a neighbour
+        that is a copy of the item also has ``"copy": true`` and its matched
+        ``"copy_span"``.
+        """
+        rows = []
+        for n in self.neighbors:
+            row = {"item": n.item, "score": float(n.score), "modalities": {m: float(v) for m, v in n.modalities.items()}}
+            if copies and n.item in copies:
+                row.update({"copy": True, "copy_span": dict(copies[n.item])})
+            rows.append(row)
         return {"item": self.item, "space": self.space, "k": self.k, "source": self.source, "version": self.version,
-                "neighbors": [{"item": n.item, "score": float(n.score),
-                               "modalities": {m: float(v) for m, v in n.modalities.items()}} for n in self.neighbors]}
+                "neighbors": rows}
 
 
 def check_space_options(space: str, *, weights: Any = None) -> None:

@@ -18,6 +18,7 @@ import numpy as np
 from reelsim.config import FusionConfig, check_weights
 from reelsim.errors import StoreError, UsageError
 from reelsim.similarity.catalog import CatalogEmbeddings, append_to_catalog, load_catalog, load_items_meta
+from reelsim.similarity.copies import add_to_copy_index, copy_pairs
 from reelsim.similarity.fusion import fuse_parts, normalise_queries, signature_codes
 from reelsim.similarity.grouped import GroupedIndex, read_manifest
 from reelsim.similarity.grouped import exists as grouped_index_exists
@@ -126,7 +127,8 @@ def _add_vectors(session, layout: StoreLayout, raw: CatalogEmbeddings, new_meta:
     blocked = np.concatenate([blocked, np.zeros(b, bool) if new_blocked is None else new_blocked])
     affected = rows_entered(cat, w, gi.active, new_rows, floor, blocked, gi)
     rows = np.concatenate([new_rows, affected])
-    hygiene = Hygiene(fusion.dedup, fusion.mmr)
+    add_to_copy_index(layout, fresh, cat.ids)
+    hygiene = Hygiene(fusion.dedup, fusion.mmr, copy_pairs(layout.root, cat.ids) if fusion.dedup is not None else None)
     part = knn_graph(cat, gi, w, fusion.k, rows=rows, oversample=fusion.oversample, batch_size=fusion.knn_batch,
                      hygiene=hygiene, blocked=blocked, progress=progress)
     previous = content_set(layout, session.version)

@@ -35,6 +35,7 @@ from reelsim.extractors.device import device_name
 from reelsim.extractors.registry import load
 from reelsim.similarity.blocked import DeviceGroups
 from reelsim.similarity.catalog import CatalogEmbeddings, load_catalog, save_catalog
+from reelsim.similarity.copies import build_copy_index, copy_pairs, summary_line
 from reelsim.similarity.fusion import normalise
 from reelsim.similarity.grouped import GroupedIndex, group_vectors
 from reelsim.similarity.hygiene import Hygiene, blocked_rows
@@ -218,10 +219,11 @@ class GraphJob:
     checkpoint: Checkpoint
     started: float
     index_s: float
+    copies: object | None = None
 
     @property
     def hygiene(self) -> Hygiene:
-        return Hygiene(self.fusion.dedup, self.fusion.mmr)
+        return Hygiene(self.fusion.dedup, self.fusion.mmr, self.copies)
 
 
 def fitted_k(fusion: FusionConfig, n: int) -> FusionConfig:
@@ -244,7 +246,7 @@ def prepare_graph(store: Path, fusion: FusionConfig, *, cat_norm: CatalogEmbeddi
     from concurrent.futures import ThreadPoolExecutor
 
     fusion = fitted_k(fusion, cat_norm.n)
-
+    say(progress, summary_line(build_copy_index(layout, cat_norm.ids, progress=(lambda s: say(progress, s)))))
     t0 = time.perf_counter()
     device = device_name(fusion.device)
     fusion = with_store_blocklist(fusion, layout)
@@ -266,7 +268,8 @@ def prepare_graph(store: Path, fusion: FusionConfig, *, cat_norm: CatalogEmbeddi
         gi.save(layout.index_dir, manifest_copy=ckpt.index_manifest)
     t1 = time.perf_counter()
     blocked = blocked_rows_of(layout.root, cat_norm.ids, fusion, text_model, raw)
-    return GraphJob(layout, cat_norm, gi, fusion, device, resumed, blocked, ckpt, t0, t1 - t0)
+    copies = copy_pairs(layout.root, cat_norm.ids) if fusion.dedup is not None else None
+    return GraphJob(layout, cat_norm, gi, fusion, device, resumed, blocked, ckpt, t0, t1 - t0, copies)
 
 
 def with_store_blocklist(fusion: FusionConfig, layout: StoreLayout) -> FusionConfig:

@@ -43,8 +43,9 @@ import numpy as np
 
 from reelsim.errors import DamagedStoreError, StoreError
 from reelsim.similarity.catalog import CatalogEmbeddings, load_catalog, load_items_meta
+from reelsim.similarity.copies import CopyRows, read_copy_table
 from reelsim.similarity.fusion import signature_codes
-from reelsim.similarity.grouped import GroupedIndex
+from reelsim.similarity.grouped import GroupedIndex, load_index
 from reelsim.similarity.grouped import exists as grouped_index_exists
 from reelsim.similarity.rebuild import load_state
 from reelsim.similarity.spaces import check_model_files, has_model, read_provenance
@@ -157,6 +158,7 @@ def verify_store(store: str | Path) -> Verdict:
         for space in ("learned", "blend"):
             if space in sets or layout.space_lists_dir(space).is_dir():
                 _check_lists(layout, v, cat, space, sets.get(space))
+        _check_copies(layout, v, cat)
     _check_model(layout, v, version)
     _check_report(layout, v)
     return v
@@ -417,6 +419,31 @@ def _h5_rows(path) -> int:
             return int((f["neighbors"][...] >= 0).sum())
 
     return read_checked(path, count, "an HDF5 list file", (OSError, KeyError, ValueError), redo="lists")
+
+
+def _check_copies(layout: StoreLayout, v: Verdict, cat: CatalogEmbeddings) -> None:
+    """The copy index of ``reelsim matches``: its rows, FAISS file and table read and agree with the catalog."""
+    if not layout.copies_dir.is_dir():
+        v.notes.append(f"no copy index (a store written before copy search): `reelsim lists --store {layout.root}` "
+                       "builds it for `reelsim matches`")
+        return
+    try:
+        rows = CopyRows.load(layout.copy_rows)
+        table = read_copy_table(layout.copy_table)
+    except StoreError as e:
+        v.add(getattr(e, "path", "") or layout.copies_dir, _what(e), "lists")
+        return
+    try:
+        ntotal = load_index(layout.copy_index).ntotal
+    except StoreError as e:
+        v.add(layout.copy_index, _what(e), "lists")
+        return
+    if ntotal != len(rows.item):
+        v.add(layout.copy_index, f"holds {ntotal} vectors, {layout.copy_rows.name} describes {len(rows.item)}", "lists")
+    unknown = (set(rows.ids) | {i for i, _ in table} | {s.other for _, s in table}) - set(cat.ids)
+    if unknown:
+        v.add(layout.copy_table, f"names {len(unknown)} item(s) not in the index, e.g. {sorted(unknown)[0]!r}",
+              "lists")
 
 
 def _ranks_ok(item: list, rank: np.ndarray) -> bool:

@@ -64,6 +64,9 @@ class Stager(Protocol):
     def defer_remove(self, path: str) -> None:
         """Remove ``path`` at the commit (a file the new version no longer has)."""
 
+    def staged_temp(self, path: str) -> str | None:
+        """The temp file staged to replace ``path`` (absolute), if any."""
+
 
 #: the write session open in this context (thread, task), if any
 ACTIVE_SESSION: contextvars.ContextVar[Stager | None] = contextvars.ContextVar("reelsim_write_session", default=None)
@@ -146,6 +149,14 @@ def atomic_path(path: str | os.PathLike, *, immediate: bool = False) -> Iterator
         if not kept:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(tmp)
+
+
+def own_path(path: str | os.PathLike) -> str:
+    """What to read to see ``path`` as this context's write session left it: its staged temp file when the
+    session wrote it (read-your-own-writes before the commit), else ``path``."""
+    session = ACTIVE_SESSION.get()
+    tmp = session.staged_temp(os.path.abspath(os.fspath(path))) if session is not None else None
+    return tmp or os.fspath(path)
 
 
 def remove_file(path: str | os.PathLike) -> None:

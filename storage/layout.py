@@ -15,6 +15,8 @@ A store is a folder::
       index/lists-state.npz            (stores before list sets) per item: the floor a new item must reach
       index/lists-arrays/              (stores before list sets) the lists as .npy arrays, for `reelsim add`
       index/fused.faiss                the single exact index of stores written before grouped indexes
+      index/copies/                    the copy index: region vectors (regions.faiss), their rows (rows.npz)
+                                       and every copy found between two items (matches.parquet)
       lists/neighbors.parquet          one row per (item, neighbour); also .jsonl / .h5 when asked for
       lists/.knn-checkpoint/           finished batches of an unfinished kNN-graph job
       lists/<space>/                   lists of a learned space (learned, blend; docs/learning.md)
@@ -147,6 +149,26 @@ class StoreLayout:
     def list_arrays(self) -> Path:
         """The last lists as arrays (``I.npy``, ``S.npy``, ``cos-<modality>.npy``), read by ``reelsim add``."""
         return self.index_dir / "lists-arrays"
+
+    @property
+    def copies_dir(self) -> Path:
+        """The copy index of ``reelsim matches`` (:mod:`reelsim.similarity.copies`)."""
+        return self.index_dir / "copies"
+
+    @property
+    def copy_index(self) -> Path:
+        """The FAISS index over every shot region vector of the catalog."""
+        return self.copies_dir / "regions.faiss"
+
+    @property
+    def copy_rows(self) -> Path:
+        """What each row of the copy index is (item, shot, region kind) and each item's shot times."""
+        return self.copies_dir / "rows.npz"
+
+    @property
+    def copy_table(self) -> Path:
+        """Every copy found between two items of the catalog, with the time spans in both (Parquet)."""
+        return self.copies_dir / "matches.parquet"
 
     @property
     def legacy_index(self) -> Path:

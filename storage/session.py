@@ -109,6 +109,9 @@ class WriteSession:
             if t == tmp:
                 del self._staged[path]
 
+    def staged_temp(self, path: str) -> str | None:
+        return self._staged.get(path)
+
     def defer_remove(self, path: str) -> None:
         tmp = self._staged.pop(path, None)
         if tmp is not None:

@@ -104,7 +104,8 @@ def test_similar_json_contract(run_store, report):
     assert scores == sorted(scores, reverse=True)
     assert "fractal" not in [n["item"] for n in out["neighbors"]]
     for n in out["neighbors"]:
-        assert set(n) == {"item", "score", "modalities"}
+        assert set(n) - {"copy", "copy_span"} == {"item", "score", "modalities"}  # a copy is marked (issue #23)
+        assert ("copy" in n) == (n["item"] == "fractal-edit"), n
         assert set(n["modalities"]) <= {"visual", "audio", "image", "text"}
     video_nb = [n for n in out["neighbors"] if n["item"] in VIDEOS or n["item"] == "fractal-edit"]
     assert all({"visual", "audio", "image"} <= set(n["modalities"]) for n in video_nb if n["item"] != "silent")
