@@ -187,15 +187,19 @@ class Server:
         """utime + stime of the server's process group (workers included)."""
         return sum(t for _, t in group_cpu(self.proc.pid))
 
-    def rss_mb(self) -> float:
-        total = 0
+    def memory_mb(self) -> dict:
+        """Private and proportional (PSS) memory of the server's processes, MB: the mapped lists are shared
+        page cache, counted in full by RSS in every worker but only once here."""
+        total = {"private_mb": 0, "pss_mb": 0}
         for pid, _ in group_cpu(self.proc.pid):
             try:
-                with open(f"/proc/{pid}/status") as f:
-                    total += next(int(line.split()[1]) for line in f if line.startswith("VmRSS"))
-            except (OSError, StopIteration):
-                pass
-        return round(total / 1024, 1)
+                with open(f"/proc/{pid}/smaps_rollup") as f:
+                    fields = {line.split(":")[0]: int(line.split()[1]) for line in f if line.endswith("kB\n")}
+            except OSError:
+                continue
+            total["private_mb"] += fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0)
+            total["pss_mb"] += fields.get("Pss", 0)
+        return {k: round(v / 1024, 1) for k, v in total.items()}
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -279,7 +283,7 @@ def http_run(server: Server, script: Path, args) -> dict:
                          capture_output=True, text=True, check=True).stdout
     r = parse_wrk(out)
     r["server_cpu_us_per_request"] = round((server.cpu_seconds() - cpu0) / max(1, r["requests"]) * 1e6, 1)
-    r["server_rss_mb"] = server.rss_mb()
+    r.update(server.memory_mb())
     r["load_1min"] = (round(load0, 2), round(os.getloadavg()[0], 2))
     return r
 
@@ -323,6 +327,44 @@ def products(path: Path, count: int, tag: str) -> list[str]:
     return ids
 
 
+def add_vectors_child(store: Path, count: int, tag: str) -> dict:
+    """``--add-with vectors``: the similarity part of `reelsim add` for ``count`` new clustered vectors (a mixture
+    of its own, seeded by ``tag``), ids as the products of the same tag would have."""
+    sys.path.insert(0, str(HERE))
+    from knn import clustered
+
+    from reelsim.config import FusionConfig
+    from reelsim.similarity import CatalogEmbeddings
+    from reelsim.similarity.incremental import add_vectors
+
+    ids = [f"new-{tag}-{i:04d}" for i in range(count)]
+    raw = CatalogEmbeddings(ids, {"text": clustered(count, D, seed=int(re.sub(r"\D", "", tag) or 0))},
+                            {"text": np.ones(count, bool)})
+    out = add_vectors(store, raw, {i: {"kind": "product", "title": i} for i in ids},
+                      FusionConfig(weights={"text": 1.0}, k=10, lists_formats=("parquet",)))
+    return {k: v for k, v in out.items() if k != "new_neighbors"}
+
+
+def add_memory_gb(n: int) -> float:
+    """What `reelsim add` into an N-item store of d = 384 needs, roughly: the catalog in memory twice and the
+    lists (its process was seen at 3.6 GB at 10^6), plus the analysis worker (MiniLM)."""
+    return 1.0 + n * D * 4 * 2.5 / 2**30 + n * 10 * 8 * 4 / 2**30
+
+
+def wait_for_memory(gb: float, minutes: float) -> bool:
+    """Wait (up to ``minutes``) until the machine has ``gb`` of memory available; whether it has."""
+    deadline = time.monotonic() + minutes * 60
+    while True:
+        with open("/proc/meminfo") as f:
+            available = next(int(line.split()[1]) for line in f if line.startswith("MemAvailable")) / 2**20
+        if available >= gb:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        say(f"   waiting for memory: {available:.1f} GB available, the add needs about {gb:.1f} GB")
+        time.sleep(30)
+
+
 def add_under_load(server: Server, store: Path, script: Path, args, work: Path) -> dict:
     """wrk keeps loading the service while `reelsim add` runs; failed requests and the new items' delay."""
     tag = time.strftime("%H%M%S")
@@ -346,8 +388,13 @@ def add_under_load(server: Server, store: Path, script: Path, args, work: Path) 
     cpu0 = server.cpu_seconds()
     poller.start()
     t0 = time.monotonic()
-    add = subprocess.run([sys.executable, "-m", "reelsim.jobs.cli", "add", str(manifest), "--store", str(store),
-                          "--workers", "1", "--no-progress"], capture_output=True, text=True, check=False)
+    if args.add_with == "cli":
+        command = [sys.executable, "-m", "reelsim.jobs.cli", "add", str(manifest), "--store", str(store),
+                   "--workers", "1", "--no-progress"]
+    else:
+        command = [sys.executable, __file__, "--child", "add-vectors", "--store", str(store), "--n", str(args.add),
+                   "--tag", tag]
+    add = subprocess.run(command, capture_output=True, text=True, check=False)
     t_return = time.monotonic()
     if add.returncode != 0:
         stop.set()
@@ -402,12 +449,24 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2, help="rounds of the HTTP comparison (default: 2)")
     ap.add_argument("--add", type=int, default=1000, help="products that `reelsim add` adds under load")
     ap.add_argument("--skip-add", action="store_true", help="no add under load")
-    ap.add_argument("--child", choices=("build", "open"), help=argparse.SUPPRESS)
+    ap.add_argument("--skip-http", action="store_true", help="no HTTP comparison (open figures and the add only)")
+    ap.add_argument("--add-with", choices=("cli", "vectors"), default="cli",
+                    help="cli: `reelsim add` of text-only products (analysis with MiniLM on a local Dask cluster, "
+                    "then the add); vectors: the add's similarity part alone in another process "
+                    "(similarity/incremental.py::add_vectors, as `reelsim add` calls it), for new vectors of the "
+                    "same kind (default: cli)")
+    ap.add_argument("--wait-memory", type=float, default=20,
+                    help="minutes to wait for enough free memory before the add (default: 20)")
+    ap.add_argument("--child", choices=("build", "open", "add-vectors"), help=argparse.SUPPRESS)
     ap.add_argument("--store", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--tag", help=argparse.SUPPRESS)
     args = ap.parse_args()
     n = int(args.n)
     if args.child == "build":
         print(json.dumps(build_store(args.store, n)))
+        return
+    if args.child == "add-vectors":
+        print(json.dumps(add_vectors_child(args.store, n, args.tag)))
         return
     if args.child == "open":
         print(json.dumps(open_figures(args.store, n, args.queries, 50)))
@@ -442,18 +501,19 @@ def main() -> None:
         return
     script = work / "similar.lua"
     script.write_text(WRK_SCRIPT.replace("{n}", str(n)).replace("{cap}", str(args.cap)))
-    say(f"\n2. HTTP: wrk {args.threads} threads, {args.connections} connections, {args.seconds:g} s per run "
-        f"(at most {args.cap} requests a thread), GET /similar/<random item>?k=10 on 127.0.0.1")
+    if not args.skip_http:
+        say(f"\n2. HTTP: wrk {args.threads} threads, {args.connections} connections, {args.seconds:g} s per run "
+            f"(at most {args.cap} requests a thread), GET /similar/<random item>?k=10 on 127.0.0.1")
     configs = [("granian", 2), ("granian", 1)]
     try:
         import uvicorn  # noqa: F401  the baseline stack, when installed
 
-        configs.append(("uvicorn", 1))
+        configs += [("uvicorn", 2), ("uvicorn", 1)]
     except ImportError:
         say("   (uvicorn not installed: no baseline run)")
     results: dict[str, list[dict]] = {}
     checked = False
-    for rnd in range(args.rounds):
+    for rnd in range(0 if args.skip_http else args.rounds):
         for kind, workers in configs:
             server = Server(store, kind, workers)
             try:
@@ -467,18 +527,25 @@ def main() -> None:
             results.setdefault(server.label(), []).append(r)
             say(f"   round {rnd + 1} {server.label():<20} {r['rps']:>8.0f} req/s  p50 {r['p50_ms']:>7.2f} ms  "
                 f"p99 {r['p99_ms']:>7.2f} ms  errors {r['socket_errors']} non-2xx {r['non_2xx']}  "
-                f"server CPU {r['server_cpu_us_per_request']} us/request, RSS {r['server_rss_mb']} MB  "
+                f"server CPU {r['server_cpu_us_per_request']} us/request, private {r['private_mb']} MB "
+                f"(PSS {r['pss_mb']} MB)  "
                 f"load {r['load_1min'][0]}-{r['load_1min'][1]}")
     best = {label: max(rs, key=lambda r: r["rps"]) for label, rs in results.items()}
-    base = best.get("uvicorn, 1 worker")
-    if base:
-        for label, r in best.items():
-            say(f"   best of {args.rounds}: {label:<20} {r['rps']:>8.0f} req/s = {r['rps'] / base['rps']:.2f}x uvicorn")
+    for label, r in best.items():
+        base = best.get(label.replace("granian", "uvicorn"))
+        ratio = f" = {r['rps'] / base['rps']:.2f}x uvicorn with as many workers" if base and base is not r else ""
+        say(f"   best of {args.rounds}: {label:<20} {r['rps']:>8.0f} req/s{ratio}")
     say(f"   {load()}")
 
     if args.skip_add:
         return
-    say(f"\n3. add under load: `reelsim add` of {args.add} text-only products while wrk loads the service "
+    need = add_memory_gb(n)
+    if not wait_for_memory(need, args.wait_memory):
+        say(f"\n3. add under load: skipped, less than {need:.1f} GB of memory available for {args.wait_memory:g} "
+            "minutes (this machine is shared)")
+        return
+    what = "`reelsim add` of {} text-only products" if args.add_with == "cli" else "add_vectors of {} new items"
+    say(f"\n3. add under load: {what.format(args.add)} in another process while wrk loads the service "
         "(granian, 2 workers)")
     server = Server(store, "granian", 2)
     try:

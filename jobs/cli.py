@@ -625,7 +625,8 @@ def cmd_serve(args) -> int:
     health = open_store(args.store).health()  # not a store, or a damaged version file: exit 2 before listening
     Service(args.store, banned=args.banned)  # a banned file that cannot be read: exit 2 here too
     port = free_port(args.host, args.port)
-    print(f"reelsim serve: {terminal_safe(args.store)} (version {health['version']}, {health['items']} items) on "
+    items = f", {health['items']} items" if health.get("items") is not None else ""
+    print(f"reelsim serve: {terminal_safe(args.store)} (version {health['version']}{items}) on "
           f"{url_of(args.host, port)} with {args.workers} worker{'s' * (args.workers > 1)}; Ctrl-C stops", flush=True)
     run_service(args.store, host=args.host, port=port, workers=args.workers, banned=args.banned,
                 banned_threshold=args.banned_threshold, access_log=args.access_log)

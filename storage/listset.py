@@ -250,15 +250,16 @@ class ListSet:
 
     def neighbors_of_row(self, row: int, k: int) -> list[Neighbor]:
         """The first ``k`` neighbours of ``row``, best first (as its rows of ``neighbors.parquet``)."""
-        I, S = self.I[row, :k].tolist(), self.S[row, :k].tolist()
-        cos = {m: c[row, :k].tolist() for m, c in self.cos.items()}
-        out = []
-        for j, r in enumerate(I):
-            if r < 0:
-                break
-            mods = {m: c[j] for m, c in cos.items() if c[j] == c[j]}  # NaN: the modality is not shared
-            out.append(Neighbor(self.id_of(r), S[j], mods))
-        return out
+        I = self.I[row, :k].tolist()
+        if I and min(I) < 0:  # -1 pads a list shorter than k
+            I = I[:next(j for j, r in enumerate(I) if r < 0)]
+        n = len(I)
+        S = self.S[row, :n].tolist()
+        cos = [(m, c[row, :n].tolist()) for m, c in self.cos.items()]
+        mods = [{m: v[j] for m, v in cos if v[j] == v[j]} for j in range(n)]  # NaN: the modality is not shared
+        blob, offsets, _ = self._ids_mv
+        ids = [str(blob[offsets[r]:offsets[r + 1]], "utf-8", "surrogatepass") for r in I]
+        return list(map(Neighbor._make, zip(ids, S, mods)))
 
     def as_lists(self) -> NeighborLists:
         """Every row's list, in memory (a copy of the arrays: ``reelsim add`` changes some rows)."""
