@@ -133,11 +133,16 @@ def atomic_path(path: str | os.PathLike, *, immediate: bool = False) -> Iterator
                 os.remove(tmp)
 
 
-def remove_file(path: str | os.PathLike) -> None:
-    """Remove ``path`` (absent is fine); inside a session that stages it, at the commit."""
+def remove_file(path: str | os.PathLike, *, at_commit: bool = False) -> None:
+    """Remove ``path`` (absent is fine); inside a session that stages it, at the commit.
+
+    ``at_commit``: inside a session, at the commit even though the session
+    does not stage the file's writes: a file the committed version still
+    names (an index file that only the staged index manifest drops).
+    """
     path = os.path.abspath(os.fspath(path))
     session = ACTIVE_SESSION.get()
-    if session is not None and session.stages(path):
+    if session is not None and (at_commit or session.stages(path)):
         session.defer_remove(path)
         return
     with contextlib.suppress(FileNotFoundError):

@@ -338,3 +338,28 @@ def test_an_add_in_another_process_is_answered_without_restart_or_failed_request
         assert answer["source"] == "lists" and answer["version"] == health["version"]
     finally:
         svc.stop()
+
+
+def test_a_killed_add_leaves_the_served_version_whole_and_a_rerun_adds(tmp_path):
+    """An add killed after it saved its index and before its commit (as the OOM killer did to one in
+    benchmarks/serve.py at 10^6): the store still answers from its version, the index that version names is
+    there, and the same add run again succeeds."""
+    from reelsim.similarity.grouped import GroupedIndex
+
+    raw = make_catalog(300, dims={"image": 16, "text": 8}, seed=5).raw
+    old = CatalogEmbeddings(raw.ids[:280], {m: v[:280] for m, v in raw.vectors.items()},
+                            {m: v[:280] for m, v in raw.masks.items()})
+    fusion = FusionConfig(k=5, lists_formats=("parquet",))
+    counted, store = listed_store(tmp_path / "counted", old, fusion), listed_store(tmp_path / "s", old, fusion)
+    count = ADD + "\nfrom reelsim.storage.faults import fault_count\nprint(fault_count('write'))\n"
+    out = subprocess.run([sys.executable, "-c", count, str(counted)], capture_output=True, text=True, check=True,
+                         timeout=300, env={**os.environ, "REELSIM_FAULT": "kill:write:1000000"})  # counts, kills none
+    journal = int(out.stdout.split()[-1]) - 1  # the last two writes are the commit's journal and version.json
+    killed = subprocess.run([sys.executable, "-c", ADD, str(store)], timeout=300,  # its index and lists written
+                            env={**os.environ, "REELSIM_FAULT": f"kill:write:{journal}"})
+    assert killed.returncode == -signal.SIGKILL
+    GroupedIndex.load(store / "index")  # raised "names index file ..., which is not there" before the fix
+    assert open_store(store).version == 1
+    subprocess.run([sys.executable, "-c", ADD, str(store)], check=True, timeout=300)
+    st = open_store(store)
+    assert st.version == 2 and st.answer(raw.ids[290], 5).source == "lists"
