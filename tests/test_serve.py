@@ -355,7 +355,7 @@ def test_a_killed_add_leaves_the_served_version_whole_and_a_rerun_adds(tmp_path)
     out = subprocess.run([sys.executable, "-c", count, str(counted)], capture_output=True, text=True, check=True,
                          timeout=300, env={**os.environ, "REELSIM_FAULT": "kill:write:1000000"})  # counts, kills none
     journal = int(out.stdout.split()[-1]) - 1  # the last two writes are the commit's journal and version.json
-    killed = subprocess.run([sys.executable, "-c", ADD, str(store)], timeout=300,  # its index and lists written
+    killed = subprocess.run([sys.executable, "-c", ADD, str(store)], timeout=300, check=False,  # index, lists written
                             env={**os.environ, "REELSIM_FAULT": f"kill:write:{journal}"})
     assert killed.returncode == -signal.SIGKILL
     GroupedIndex.load(store / "index")  # raised "names index file ..., which is not there" before the fix
