@@ -91,8 +91,8 @@ class Service:
                 raise AssertionError(f"serve never answered /health: {self.proc.stderr.read()}")
             time.sleep(0.2)
 
-    def get(self, path: str, method: str = "GET", timeout: float = 60) -> tuple[int, dict | None]:
-        """(status, JSON body) of one request."""
+    def get(self, path: str, method: str = "GET", timeout: float = 600) -> tuple[int, dict | None]:
+        """(status, JSON body) of one request (the first search loads the text model: a minute on a busy machine)."""
         request = urllib.request.Request(self.url + path, method=method)
         try:
             with urllib.request.urlopen(request, timeout=timeout) as r:
