@@ -188,16 +188,17 @@ class Server:
         return sum(t for _, t in group_cpu(self.proc.pid))
 
     def memory_mb(self) -> dict:
-        """Private and proportional (PSS) memory of the server's processes, MB: the mapped lists are shared
-        page cache, counted in full by RSS in every worker but only once here."""
-        total = {"private_mb": 0, "pss_mb": 0}
+        """Anonymous (heap: what the processes hold themselves) and proportional (PSS) memory of the server's
+        processes, MB. PSS also counts the pages of the mapped lists a worker has touched (page cache, shared
+        between workers and with every other reader of the store); anonymous memory does not."""
+        total = {"anon_mb": 0, "pss_mb": 0}
         for pid, _ in group_cpu(self.proc.pid):
             try:
                 with open(f"/proc/{pid}/smaps_rollup") as f:
                     fields = {line.split(":")[0]: int(line.split()[1]) for line in f if line.endswith("kB\n")}
             except OSError:
                 continue
-            total["private_mb"] += fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0)
+            total["anon_mb"] += fields.get("Anonymous", 0)
             total["pss_mb"] += fields.get("Pss", 0)
         return {k: round(v / 1024, 1) for k, v in total.items()}
 
@@ -527,7 +528,7 @@ def main() -> None:
             results.setdefault(server.label(), []).append(r)
             say(f"   round {rnd + 1} {server.label():<20} {r['rps']:>8.0f} req/s  p50 {r['p50_ms']:>7.2f} ms  "
                 f"p99 {r['p99_ms']:>7.2f} ms  errors {r['socket_errors']} non-2xx {r['non_2xx']}  "
-                f"server CPU {r['server_cpu_us_per_request']} us/request, private {r['private_mb']} MB "
+                f"server CPU {r['server_cpu_us_per_request']} us/request, memory {r['anon_mb']} MB anonymous "
                 f"(PSS {r['pss_mb']} MB)  "
                 f"load {r['load_1min'][0]}-{r['load_1min'][1]}")
     best = {label: max(rs, key=lambda r: r["rps"]) for label, rs in results.items()}

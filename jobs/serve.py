@@ -18,7 +18,7 @@ service's log, never in the body).
 
 Every request reads the store's current version: after ``reelsim add``,
 ``lists`` or ``train`` commits, the next request answers from the new one
-(the reader's one ``stat`` per call, :mod:`reelsim.similarity.answer`); a
+(the reader checks with two ``stat`` calls, :mod:`reelsim.similarity.answer`); a
 request that arrives during the commit waits for it. Answers from the stored
 lists (microseconds: memory-mapped arrays) run on the event loop; what may
 take longer (live answers, ``/items`` on a fresh version, text search) runs
