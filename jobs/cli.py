@@ -87,7 +87,7 @@ The id is percent-encoded as one path segment (an id with '/' is a%2Fb).
 
 errors are JSON {"error": MESSAGE, "exit_code": N}, N as the CLI's exit code:
   404 unknown item or endpoint (2), 400 bad parameter (2), 403 banned query (4),
-  503 a store that cannot answer now: missing, damaged or in use (2), 500 other (1)
+  503 a store that cannot answer this now: no trained model, a damaged file (2), 500 other (1)
 
 examples:
   reelsim serve --store out/                          # http://127.0.0.1:8080
@@ -342,7 +342,7 @@ def _add_learn_parsers(sub) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable JSON")
     p = sub.add_parser("serve", help="answer similar, search, items and health over HTTP (JSON)",
                        description=SERVE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--store", required=True, type=Path, metavar="DIR")
+    p.add_argument("--store", required=True, type=Path, metavar="DIR", help="the store to serve")
     p.add_argument("--host", default="127.0.0.1", metavar="ADDR",
                    help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 opens it to the "
                    "network, without authentication)")
@@ -354,7 +354,7 @@ def _add_learn_parsers(sub) -> None:
                    help="banned phrases for /search, one a line (a matching query answers 403)")
     p.add_argument("--banned-threshold", type=float, default=0.6, metavar="T",
                    help="MiniLM cosine at which a query matches a banned phrase (default: 0.6)")
-    p.add_argument("--access-log", action="store_true", help="log every request on stderr")
+    p.add_argument("--access-log", action="store_true", help="log every request (granian's access log)")
 
 
 def fusion_overrides(args: argparse.Namespace) -> dict:
