@@ -23,11 +23,13 @@ from reelsim.errors import BannedQueryError, ReelsimError, StoreError, UsageErro
 from reelsim.extractors import detectors, registry
 from reelsim.extractors.device import check_amp, resolve_device
 from reelsim.extractors.shots import detector_provenance
+from reelsim.jobs.api import open_store
 from reelsim.jobs.connect import check_scheduler
 from reelsim.jobs.demo import run_demo
 from reelsim.jobs.graph import dask_lists
 from reelsim.jobs.report import write_html_report
 from reelsim.jobs.runner import EXIT_PARTIAL, run_catalog
+from reelsim.jobs.serve import Service, free_port, run_service, url_of
 from reelsim.jobs.tables import matches_text, neighbors_text, terminal_safe
 from reelsim.similarity.answer import StoreReader
 from reelsim.similarity.copies import copy_marks
@@ -45,6 +47,7 @@ from reelsim.similarity.spaces import (
     write_space_lists,
 )
 from reelsim.similarity.textsearch import search as search_text
+from reelsim.similarity.textsearch import search_json
 from reelsim.similarity.verify import verify_store
 from reelsim.storage.catalog import catalog_size
 from reelsim.storage.export import export
@@ -74,11 +77,35 @@ examples:
   reelsim evaluate --interactions events.csv --store out/  # held-out recall@10 / NDCG@10 per space
   reelsim lists --store out/ --space blend
   reelsim search "wireless headphones" --store out/ -k 5 --banned banned.txt
+  reelsim serve --store out/ --port 8080           # similar/search/items/health over HTTP (JSON)
 
 manifest rows (.jsonl or .csv) have any of: id, video, image, title, description;
 relative paths resolve against the manifest's folder.
 """
 
+
+SERVE_HELP = """\
+Answer HTTP requests with the store's answers as JSON; the store's current version
+answers each request, so `reelsim add`, `lists` or `train` in another process is picked
+up at the next request, without a restart and without a failed request.
+
+endpoints (GET):
+  /similar/{id}?k=10&space=content   as `reelsim similar ID --json` (k <= 1000; weights= as --weights)
+  /search?q=TEXT&k=10&space=content  as `reelsim search TEXT --json` (--banned applies: 403)
+  /items/{id}                        {"id", "kind", "title"}
+  /health                            {"version", "items", "spaces", "model", "blocklist"}
+The id is percent-encoded as one path segment (an id with '/' is a%2Fb).
+
+errors are JSON {"error": MESSAGE, "exit_code": N}, N as the CLI's exit code:
+  404 unknown item or endpoint (2), 400 bad parameter (2), 403 banned query (4),
+  503 a store that cannot answer this now: no trained model, a damaged file (2), 500 other (1)
+
+examples:
+  reelsim serve --store out/                          # http://127.0.0.1:8080
+  curl 'http://127.0.0.1:8080/similar/trailer-042?k=5'
+  curl 'http://127.0.0.1:8080/search?q=wireless+headphones&k=3'
+  reelsim serve --store out/ --port 9000 --workers 4 --banned banned.txt
+"""
 
 #: Shot and scene flags -> the ShotConfig field each sets (help and default: the config's docstring and defaults).
 SHOT_FLAGS = {"--cut-min": "cut_min", "--cut-ratio": "cut_ratio", "--gradual-min": "gradual_min",
@@ -353,6 +380,21 @@ def _add_learn_parsers(sub) -> None:
     p.add_argument("--banned-threshold", type=float, default=0.6, metavar="T",
                    help="MiniLM cosine at which a query matches a banned phrase (default: 0.6)")
     p.add_argument("--json", action="store_true", help="machine-readable JSON")
+    p = sub.add_parser("serve", help="answer similar, search, items and health over HTTP (JSON)",
+                       description=SERVE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--store", required=True, type=Path, metavar="DIR", help="the store to serve")
+    p.add_argument("--host", default="127.0.0.1", metavar="ADDR",
+                   help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 opens it to the "
+                   "network, without authentication)")
+    p.add_argument("--port", type=int, default=8080, metavar="N", help="port (default: 8080; 0: a free one, printed)")
+    p.add_argument("--workers", type=int, default=2, metavar="N",
+                   help="worker processes, each answering on its own; they share the memory-mapped lists "
+                   "(default: 2)")
+    p.add_argument("--banned", type=Path, metavar="FILE",
+                   help="banned phrases for /search, one a line (a matching query answers 403)")
+    p.add_argument("--banned-threshold", type=float, default=0.6, metavar="T",
+                   help="MiniLM cosine at which a query matches a banned phrase (default: 0.6)")
+    p.add_argument("--access-log", action="store_true", help="log every request (granian's access log)")
 
 
 def fusion_overrides(args: argparse.Namespace) -> dict:
@@ -646,18 +688,33 @@ def cmd_search(args) -> int:
     hits = search_text(args.store, args.query, args.k, space=args.space, banned=args.banned,
                   threshold=args.banned_threshold)
     if args.json:
-        print(json.dumps({"query": args.query, "space": args.space,
-                          "results": [{"item": h.item, "score": h.score, "title": h.title} for h in hits]},
-                         ensure_ascii=False))
+        print(json.dumps(search_json(args.query, args.space, hits), ensure_ascii=False))
     else:
         for rank, h in enumerate(hits, start=1):
             print(f"{rank:>3} {h.score:>7.3f}  {terminal_safe(h.item)}  {terminal_safe(h.title)}")
     return 0
 
 
+def cmd_serve(args) -> int:
+    if args.workers < 1:
+        raise UsageError("--workers must be at least 1")
+    if args.port < 0 or args.port > 65535:
+        raise UsageError(f"--port must be between 0 and 65535, got {args.port}")
+    health = open_store(args.store).health()  # not a store, or a damaged version file: exit 2 before listening
+    Service(args.store, banned=args.banned)  # a banned file that cannot be read: exit 2 here too
+    port = free_port(args.host, args.port)
+    items = f", {health['items']} items" if health.get("items") is not None else ""
+    print(f"reelsim serve: {terminal_safe(args.store)} (version {health['version']}{items}) on "
+          f"{url_of(args.host, port)} with {args.workers} worker{'s' * (args.workers > 1)}; Ctrl-C stops", flush=True)
+    run_service(args.store, host=args.host, port=port, workers=args.workers, banned=args.banned,
+                banned_threshold=args.banned_threshold, access_log=args.access_log)
+    return 0
+
+
 COMMANDS = {"run": cmd_run, "add": cmd_add, "lists": cmd_lists, "shots": cmd_shots, "similar": cmd_similar,
-            "matches": cmd_matches, "report": cmd_report, "export": cmd_export, "verify": cmd_verify, "demo": cmd_demo, "models": cmd_models,
-            "train": cmd_train, "evaluate": cmd_evaluate, "search": cmd_search}
+            "matches": cmd_matches, "report": cmd_report, "export": cmd_export, "verify": cmd_verify, "demo": cmd_demo,
+            "models": cmd_models, "train": cmd_train, "evaluate": cmd_evaluate, "search": cmd_search,
+            "serve": cmd_serve}
 
 
 def quiet_openmp() -> None:

@@ -28,6 +28,7 @@ Examples
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -167,23 +168,29 @@ class StoreReader:
     def __init__(self, store: str | Path, *, device: str = "cpu"):
         self.layout = StoreLayout(store)
         self.device = device
-        self._token: tuple | None = None
-        self._view: VersionView | None = None
+        self._held: tuple[VersionView, tuple] | None = None  # (view, version token), replaced as one
         self._lock = threading.Lock()
+        # the version file and the commit journal, as strings: checked at every call (two stats, no Path built)
+        self._watched = (os.fspath(self.layout.version_file), os.fspath(self.layout.commit_journal))
+
+    def _unchanged(self, token: tuple) -> bool:
+        """Whether the view of version ``token`` still answers: the version is still ``token``, or a commit is
+        in progress (the held version's list sets are immutable and kept: it answers until the commit ends)."""
+        version_file, journal = self._watched
+        return os.path.exists(journal) or version_token(version_file) == token
 
     def view(self) -> VersionView:
         """The current version's view, reloaded when a commit published a new one since the last call."""
-        token = version_token(self.layout)
-        view = self._view
-        if view is not None and token == self._token and not self.layout.commit_journal.exists():
-            return view
+        held = self._held
+        if held is not None and self._unchanged(held[1]):
+            return held[0]
         with self._lock:
-            if self._view is not None and version_token(self.layout) == self._token \
-                    and not self.layout.commit_journal.exists():
-                return self._view
+            held = self._held
+            if held is not None and self._unchanged(held[1]):
+                return held[0]
             token = version_token(self.layout)
             view = read_consistent(self.layout, lambda v: open_view(self.layout, v))
-            self._view, self._token = view, token
+            self._held = (view, token)
             return view
 
     @property
@@ -201,25 +208,47 @@ class StoreReader:
         UsageError
             Bad ``k`` or space; weights for a learned space.
         """
+        view, ls = self._lists_of(item, k, space, weights)
+        if weights is not None and space == "content":
+            weights = check_weights(weights)
+            if ls is not None and weights == ls.manifest.get("settings", {}).get("weights"):
+                weights = None  # the lists' own weights: the lists answer
+        if ls is not None and weights is None:
+            answer = self._stored(view, ls, item, k, space)
+            if answer is not None:
+                return answer
+        return self._live(view, item, int(k), space, weights)
+
+    def from_lists(self, item: str, k: int = 10, *, space: str = "content") -> Answer | None:
+        """:meth:`similar` when the space's stored lists answer it (``source == "lists"``), else None.
+
+        Never computes: None means the answer would be live (a space without
+        fresh lists, or ``k`` beyond the stored k). The service answers these
+        on its event loop and sends the rest to a thread. Raises as :meth:`similar`.
+        """
+        view, ls = self._lists_of(item, k, space, None)
+        return None if ls is None else self._stored(view, ls, item, k, space)
+
+    def _lists_of(self, item: str, k, space: str, weights) -> tuple[VersionView, ListSet | None]:
+        """Checks of a query, then (the current view, the space's fresh list set or None)."""
         check_space_options(space, weights=weights)
         if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
             raise UsageError(f"k must be a positive integer, got {k!r}")
         view = self.view()
         if space in view.errors:  # the version names this space's lists, and they cannot be read
             raise view.errors[space]
-        ls = view.fresh_set(space)
-        if weights is not None and space == "content":
-            weights = check_weights(weights)
-            if ls is not None and weights == ls.manifest.get("settings", {}).get("weights"):
-                weights = None  # the lists' own weights: the lists answer
-        if ls is not None and weights is None:
-            k = min(int(k), max(1, ls.n - 1))
-            if k <= ls.k:
-                row = ls.row_of(item)
-                if row is None:
-                    raise UnknownItemError(f"unknown item id {item!r}: not in this store's index")
-                return Answer(item, space, k, "lists", view.number, ls.neighbors_of_row(row, k))
-        return self._live(view, item, int(k), space, weights)
+        return view, view.fresh_set(space)
+
+    @staticmethod
+    def _stored(view: VersionView, ls: ListSet, item: str, k: int, space: str) -> Answer | None:
+        """The answer of the list set ``ls``; None when ``k`` (clamped to the catalog) is beyond its k."""
+        k = min(int(k), max(1, ls.n - 1))
+        if k > ls.k:
+            return None
+        row = ls.row_of(item)
+        if row is None:
+            raise UnknownItemError(f"unknown item id {item!r}: not in this store's index")
+        return Answer(item, space, k, "lists", view.number, ls.neighbors_of_row(row, k))
 
     def _live(self, view: VersionView, item: str, k: int, space: str, weights: dict | None) -> Answer:
         hygiene, oversample = view.hygiene_of(space)

@@ -236,7 +236,8 @@ class GroupedIndex:
         return dict(self.describe(), format=FORMAT, files={str(c): self.file_name(c) for c in self.indexes})
 
     def save_manifest(self, folder: str | os.PathLike) -> None:
-        """Write the manifest of this build into ``folder`` (its index files are there); remove other index files."""
+        """Write the manifest of this build into ``folder`` (its index files are there); remove other index files
+        (in a write session, at its commit: until then the store's manifest names them)."""
         folder = Path(folder)
         body = self.manifest_body()
         write_text_atomic(folder / MANIFEST, json.dumps(body, indent=1))

@@ -117,6 +117,13 @@ class Hit(NamedTuple):
     title: str
 
 
+def search_json(query: str, space: str, hits: list[Hit]) -> dict:
+    """``reelsim search --json`` and the service's ``GET /search``: ``{"query", "space", "results": [{"item",
+    "score", "title"}]}``."""
+    return {"query": query, "space": space,
+            "results": [{"item": h.item, "score": h.score, "title": h.title} for h in hits]}
+
+
 def read_banned(path: str | Path) -> list[tuple[int, str]]:
     """(line number, phrase) of a UTF-8 banned-phrases file; blank and ``#`` lines skipped.
 

@@ -192,7 +192,7 @@ class ListSet:
                 raise DamagedStoreError(p, f"cannot be read as an array ({e})", "lists") from None
             if a.shape != shape or a.dtype != np.dtype(dtype):
                 raise DamagedStoreError(p, f"holds {a.dtype} {a.shape}, expected {np.dtype(dtype)} {shape}", "lists")
-            return a
+            return np.asarray(a)  # still the mapped file; a plain ndarray indexes several times faster than memmap
 
         I = load("I", (n, k), np.int64)
         S = load("S", (n, k), np.float64)
@@ -204,8 +204,12 @@ class ListSet:
         if os.path.getsize(blob_path) != int(offsets[-1]):
             raise DamagedStoreError(blob_path, f"has {os.path.getsize(blob_path)} bytes, the offsets say "
                                     f"{int(offsets[-1])}", "lists")
-        blob = np.memmap(blob_path, np.uint8, "r") if offsets[-1] else np.zeros(0, np.uint8)
+        blob = np.asarray(np.memmap(blob_path, np.uint8, "r")) if offsets[-1] else np.zeros(0, np.uint8)
         return cls(folder, manifest, I, S, cos, floor, blocked, blob, offsets, order)
+
+    def __post_init__(self):
+        # memoryviews of the id files: indexing one gives a Python int or bytes at once (a lookup's hot path)
+        self._ids_mv = (memoryview(self._blob), memoryview(self._offsets), memoryview(self._order))
 
     @property
     def n(self) -> int:
@@ -221,8 +225,8 @@ class ListSet:
 
     def id_of(self, row: int) -> str:
         """The id of ``row``."""
-        a, b = int(self._offsets[row]), int(self._offsets[row + 1])
-        return self._blob[a:b].tobytes().decode("utf-8", "surrogatepass")
+        blob, offsets, _ = self._ids_mv
+        return str(blob[offsets[row]:offsets[row + 1]], "utf-8", "surrogatepass")
 
     def ids(self) -> list[str]:
         """Every id, in row order."""
@@ -233,24 +237,25 @@ class ListSet:
     def row_of(self, item: str) -> int | None:
         """The row of ``item``, None when the set has no such id (a binary search over the id order)."""
         key = item.encode("utf-8", "surrogatepass")
-        order = self._order
-        at = lambda r: self._blob[int(self._offsets[r]):int(self._offsets[r + 1])].tobytes()
+        blob, offsets, order = self._ids_mv
+        at = lambda r: bytes(blob[offsets[r]:offsets[r + 1]])
         i = bisect.bisect_left(order, key, key=at)
-        if i < self.n and at(order[i]) == key:
-            return int(order[i])
+        if i < len(order) and at(order[i]) == key:
+            return order[i]
         return None
 
     def neighbors_of_row(self, row: int, k: int) -> list[Neighbor]:
         """The first ``k`` neighbours of ``row``, best first (as its rows of ``neighbors.parquet``)."""
-        I, S = self.I[row, :k], self.S[row, :k]
-        cos = {m: c[row, :k] for m, c in self.cos.items()}
-        out = []
-        for j in range(I.size):
-            if I[j] < 0:
-                break
-            mods = {m: float(c[j]) for m, c in cos.items() if not np.isnan(c[j])}
-            out.append(Neighbor(self.id_of(int(I[j])), float(S[j]), mods))
-        return out
+        I = self.I[row, :k].tolist()
+        if I and min(I) < 0:  # -1 pads a list shorter than k
+            I = I[:next(j for j, r in enumerate(I) if r < 0)]
+        n = len(I)
+        S = self.S[row, :n].tolist()
+        cos = [(m, c[row, :n].tolist()) for m, c in self.cos.items()]
+        mods = [{m: v[j] for m, v in cos if v[j] == v[j]} for j in range(n)]  # NaN: the modality is not shared
+        blob, offsets, _ = self._ids_mv
+        ids = [str(blob[offsets[r]:offsets[r + 1]], "utf-8", "surrogatepass") for r in I]
+        return list(map(Neighbor._make, zip(ids, S, mods)))
 
     def as_lists(self) -> NeighborLists:
         """Every row's list, in memory (a copy of the arrays: ``reelsim add`` changes some rows)."""

@@ -96,14 +96,16 @@ def next_version(current: dict[str, Any], command: str, changes: dict[str, Any])
     return out
 
 
-def version_token(layout: StoreLayout) -> tuple:
+def version_token(layout: StoreLayout | str) -> tuple:
     """A cheap fingerprint of the version file (one ``stat``): it changes whenever a commit replaces it.
 
     ``()`` when there is no file. A reader compares tokens to know whether
-    to reload, without reading the file.
+    to reload, without reading the file. ``layout``: the store's layout, or
+    the path of its version file as a string (a reader that asks at every
+    call keeps it, instead of building a Path each time).
     """
     try:
-        st = os.stat(layout.version_file)
+        st = os.stat(layout.version_file if isinstance(layout, StoreLayout) else layout)
     except OSError:
         return ()
     return st.st_ino, st.st_mtime_ns, st.st_size, st.st_ctime_ns
