@@ -265,7 +265,8 @@ class Service:
     async def search(self, params: dict[str, str]) -> dict:
         query, k, space = params.get("q", ""), k_param(params), params.get("space", "content")
         hits = await self.in_thread(lambda: search(self.store, query, k, space=space, banned=self.banned,
-                                                   threshold=self.banned_threshold), pool=self._search_pool)
+                                                   threshold=self.banned_threshold, reader=self.reader),
+                                    pool=self._search_pool)
         return search_json(query, space, hits)
 
 

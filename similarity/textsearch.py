@@ -43,6 +43,7 @@ from reelsim.similarity.hygiene import pair_scores, select_by
 from reelsim.similarity.search import Scored
 from reelsim.similarity.spaces import has_model, id_rank, load_model, space_pair_scores, space_vectors
 from reelsim.storage.layout import StoreLayout
+from reelsim.storage.session import read_consistent
 
 #: MiniLM cosine at or above which a query counts as a banned phrase
 BANNED_THRESHOLD = 0.6
@@ -207,8 +208,15 @@ def check_query(query: str) -> None:
 
 
 def search(store: str | Path, query: str, k: int, *, space: str = "content", banned: str | Path | None = None,
-           threshold: float = BANNED_THRESHOLD, text_model: str = "minilm-l6-v2") -> list[Hit]:
+           threshold: float = BANNED_THRESHOLD, text_model: str = "minilm-l6-v2",
+           reader: StoreReader | None = None) -> list[Hit]:
     """Rank the store's items for a text query.
+
+    ``reader``: a :class:`StoreReader` kept between queries (``reelsim
+    serve``): what does not change within a store version (the catalog, the
+    learned space's vectors, titles, the banned phrases' embeddings) is read
+    once per version and kept with it, so a query costs one embedding and
+    one matrix-vector product.
 
     Raises
     ------
@@ -227,41 +235,64 @@ def search(store: str | Path, query: str, k: int, *, space: str = "content", ban
         raise UsageError("-k must be at least 1")
     if space not in SEARCH_SPACES:
         raise UsageError(f"search space must be one of {', '.join(SEARCH_SPACES)}, got {space!r}")
+    reader = reader or StoreReader(store)
+    view = reader.view()
     layout = StoreLayout(store)
-    catalog = layout.require_catalog()
+    layout.require_catalog()
     model = load("text", text_model, device="cpu")
-    phrases = read_banned(banned) if banned else []
-    vecs = model.extract([query] + ([fold_text(query)] + [fold_text(p) for _, p in phrases] if phrases else []))
-    if phrases:
-        hit = banned_match(vecs[1], query, phrases, vecs[2:], threshold)
+    if banned:
+        phrases, P = view.live(("banned", str(banned), _mtime(banned)), lambda: _banned_vectors(banned, model))
+        qf = model.extract([fold_text(query)])[0]
+        hit = banned_match(qf, query, phrases, P, threshold)
         if hit:
             line, _, cos = hit
             raise BannedQueryError(f"query refused: it matches the banned phrase on line {line} of {banned} "
                                    f"(text similarity {cos:.2f}, threshold {threshold:.2f}, or the phrase is in it)")
-    cat, stored_w = load_catalog(catalog)
+    cat, stored_w = view.live(("search", "catalog"), lambda: read_consistent(
+        layout, lambda _: load_catalog(layout.require_catalog(), mmap=True)))  # mapped: shared, not copied
+    q = model.extract([query])
     if "text" not in cat.vectors or not cat.masks["text"].any():
         raise UsageError(f"the items in {store} have no text embeddings to search")
-    if cat.raw_dim("text") != vecs.shape[1]:
+    if cat.raw_dim("text") != q.shape[1]:
         raise UsageError(f"the store's text embeddings have {cat.raw_dim('text')} dimensions, "
-                         f"{text_model} gives {vecs.shape[1]}")
-    uq, mq = normalise_queries(cat, {"text": vecs[:1]})
+                         f"{text_model} gives {q.shape[1]}")
+    uq, mq = normalise_queries(cat, {"text": q})
     sv = None
     if space == "content":
         scores = cat.vectors["text"] @ uq["text"][0]
-        ok = cat.masks["text"].copy()
+        ok = cat.masks["text"]
     else:
         if not has_model(store):
             raise StoreError(f"--space learned needs a trained model: run `reelsim train --interactions FILE "
                              f"--store {store}` first")
-        learned = load_model(store)
-        sv = space_vectors(cat, learned, "learned")  # first: it checks that the model fits the catalog
+        learned, sv = view.live(("search", "learned"), lambda: _learned_space(layout, cat))
         qv = learned.tower.embed(uq, mq)[0]
         scores = sv.T @ qv
         ok = np.any(sv.T != 0, axis=1)
     scores = np.where(ok, np.round(scores.astype(np.float64), 6), -np.inf)
-    rows = ranked_with_hygiene(StoreReader(store), cat, stored_w, sv, space, scores, k)
-    meta = load_items_meta(layout.items_meta) if os.path.lexists(layout.items_meta) else {}
+    rows = ranked_with_hygiene(reader, cat, stored_w, sv, space, scores, k)
+    meta = view.live(("search", "titles"), lambda: read_consistent(layout, lambda _: (
+        load_items_meta(layout.items_meta) if os.path.lexists(layout.items_meta) else {})))
     return [Hit(cat.ids[r], float(scores[r]), meta.get(cat.ids[r], {}).get("title", "")) for r in rows]
+
+
+def _mtime(path: str | Path) -> int:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return 0
+
+
+def _banned_vectors(banned: str | Path, model) -> tuple[list[tuple[int, str]], np.ndarray]:
+    """(phrases, their unit embeddings float32 (p, d)) of a banned-phrases file, folded (:func:`fold_text`)."""
+    phrases = read_banned(banned)
+    return phrases, model.extract([fold_text(p) for _, p in phrases])
+
+
+def _learned_space(layout: StoreLayout, cat):
+    """(model, learned SpaceVectors of ``cat``): it checks that the model fits the catalog."""
+    learned = load_model(layout.root)
+    return learned, space_vectors(cat, learned, "learned")
 
 
 def ranked_with_hygiene(reader: StoreReader, cat, weights: dict, sv, space: str, scores: np.ndarray,
