@@ -295,6 +295,25 @@ def _learned_space(layout: StoreLayout, cat):
     return learned, space_vectors(cat, learned, "learned")
 
 
+def top_rows(scores: np.ndarray, k: int, rank: np.ndarray) -> np.ndarray:
+    """Rows int64 (<= k,) of the ``k`` best finite ``scores`` (float64 (N,)), best first, ties by ``rank``
+    (each row's place in id order): a partition, then a sort of the rows that can be among them.
+
+    Examples
+    --------
+    >>> top_rows(np.array([0.5, 0.9, 0.5, -np.inf]), 2, np.array([1, 0, 0, 2])).tolist()
+    [1, 2]
+    """
+    n = scores.size
+    if k < n:
+        kth = np.partition(-scores, k - 1)[k - 1]  # the k-th best score: every row at or above it may be in
+        cand = np.flatnonzero(-scores <= kth)
+    else:
+        cand = np.arange(n)
+    cand = cand[np.lexsort((rank[cand], -scores[cand]))][:k]
+    return cand[np.isfinite(scores[cand])]
+
+
 def ranked_with_hygiene(reader: StoreReader, cat, weights: dict, sv, space: str, scores: np.ndarray,
                         k: int) -> list[int]:
     """The ``k`` best rows by ``scores`` (float64 (N,), -inf: not rankable), with the store's hygiene.
@@ -309,8 +328,7 @@ def ranked_with_hygiene(reader: StoreReader, cat, weights: dict, sv, space: str,
         scores = np.where(blocked, -np.inf, scores)
     hygiene, oversample = view.hygiene_of(space)
     pool = k * oversample if hygiene.on else k
-    order = np.lexsort((id_rank(cat.ids), -scores))[:pool]
-    order = order[np.isfinite(scores[order])]
+    order = top_rows(scores, pool, view.live(("search", "id-rank"), lambda: id_rank(cat.ids)))
     if not hygiene.on or order.size == 0:
         return order[:k].tolist()
     I, S = order[None, :], scores[order][None, :]
