@@ -42,12 +42,16 @@ from reelsim.similarity.fusion import normalise_queries
 from reelsim.similarity.hygiene import pair_scores, select_by
 from reelsim.similarity.search import Scored
 from reelsim.similarity.spaces import has_model, id_rank, load_model, space_pair_scores, space_vectors
+from reelsim.similarity.towers import torch_threads
 from reelsim.storage.layout import StoreLayout
 from reelsim.storage.session import read_consistent
 
 #: MiniLM cosine at or above which a query counts as a banned phrase
 BANNED_THRESHOLD = 0.6
 SEARCH_SPACES = ("content", "learned")
+#: torch threads that embed a query: one, so that the CLI, the API and the service (threads of their own,
+#: other thread counts) get the same float32 bits and the same rounded scores
+QUERY_THREADS = 1
 
 
 def _pairs(looks: str, latin: str) -> dict[str, str]:
@@ -242,7 +246,8 @@ def search(store: str | Path, query: str, k: int, *, space: str = "content", ban
     model = load("text", text_model, device="cpu")
     if banned:
         phrases, P = view.live(("banned", str(banned), _mtime(banned)), lambda: _banned_vectors(banned, model))
-        qf = model.extract([fold_text(query)])[0]
+        with torch_threads(QUERY_THREADS):
+            qf = model.extract([fold_text(query)])[0]
         hit = banned_match(qf, query, phrases, P, threshold)
         if hit:
             line, _, cos = hit
@@ -250,7 +255,8 @@ def search(store: str | Path, query: str, k: int, *, space: str = "content", ban
                                    f"(text similarity {cos:.2f}, threshold {threshold:.2f}, or the phrase is in it)")
     cat, stored_w = view.live(("search", "catalog"), lambda: read_consistent(
         layout, lambda _: load_catalog(layout.require_catalog(), mmap=True)))  # mapped: shared, not copied
-    q = model.extract([query])
+    with torch_threads(QUERY_THREADS):  # the same bits in every process, whatever its thread count
+        q = model.extract([query])
     if "text" not in cat.vectors or not cat.masks["text"].any():
         raise UsageError(f"the items in {store} have no text embeddings to search")
     if cat.raw_dim("text") != q.shape[1]:
