@@ -34,7 +34,9 @@ import numpy as np
 
 from reelsim.config import Config, FusionConfig, parse_weights
 from reelsim.errors import StoreError, UnknownItemError
+from reelsim.jobs.console import progress_for
 from reelsim.jobs.runner import RunReport, run_catalog
+from reelsim.reporting import Progress
 from reelsim.similarity.answer import Answer, StoreReader, check_space_options
 from reelsim.similarity.incremental import check_can_add
 from reelsim.similarity.rebuild import relist
@@ -46,8 +48,8 @@ from reelsim.storage.shards import read_item_features, read_shots
 
 
 def run(inputs: str | os.PathLike | Sequence[str | os.PathLike], store: str | os.PathLike, config: Config | None = None,
-        *, workers: int | None = None, scheduler: str | None = None, client=None, progress: bool = False,
-        re_extract: bool = False) -> RunReport:
+        *, workers: int | None = None, scheduler: str | None = None, client=None,
+        progress: bool | Progress = False, re_extract: bool = False) -> RunReport:
     """Process a catalog into ``store`` and write its lists (``reelsim run``).
 
     Parameters
@@ -61,7 +63,8 @@ def run(inputs: str | os.PathLike | Sequence[str | os.PathLike], store: str | os
     workers, scheduler, client : where the items run: a new local cluster of
         ``workers`` processes (default), a scheduler address, or an existing
         ``distributed.Client`` (left open).
-    progress : a progress bar on stderr.
+    progress : ``True``: progress bars on stderr; ``False``: none (warnings go to the ``reelsim``
+        logger); or a :data:`reelsim.Progress` callable that receives every :class:`reelsim.Report`.
     re_extract : allow a model change against the store's features.
 
     Returns
@@ -75,8 +78,8 @@ def run(inputs: str | os.PathLike | Sequence[str | os.PathLike], store: str | os
 
 
 def add(inputs: str | os.PathLike | Sequence[str | os.PathLike], store: str | os.PathLike, config: Config | None = None,
-        *, workers: int | None = None, scheduler: str | None = None, client=None, progress: bool = False,
-        space: str = "content") -> RunReport:
+        *, workers: int | None = None, scheduler: str | None = None, client=None,
+        progress: bool | Progress = False, space: str = "content") -> RunReport:
     """Analyse new items and add them to an existing store's index and lists (``reelsim add``).
 
     ``space`` (``learned``, ``blend``): also update that space's lists (``add --space``), in the same
@@ -175,7 +178,7 @@ class Store:
         except (OSError, json.JSONDecodeError) as e:
             raise StoreError(f"cannot read {self.layout.report}: {e}") from e
 
-    def rebuild_lists(self, fusion: FusionConfig | None = None, *, progress: bool = False) -> dict:
+    def rebuild_lists(self, fusion: FusionConfig | None = None, *, progress: bool | Progress = False) -> dict:
         """Rebuild the indexes and every list from the stored catalog (``reelsim lists``); a summary.
 
         One write session: holds the store's lock (:class:`~reelsim.storage.lock.StoreLockedError`
@@ -183,7 +186,7 @@ class Store:
         """
         overrides = {k: v for k, v in dataclasses.asdict(fusion).items()} if fusion else None
         with writing(self.path, "lists"):
-            out = relist(self.path, overrides, progress=progress)
+            out = relist(self.path, overrides, progress=progress_for(progress))
             spaces = relist_stale_spaces(self.path)
         return out | ({"spaces": spaces} if spaces else {})
 

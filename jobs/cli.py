@@ -17,12 +17,13 @@ import os
 import sys
 from pathlib import Path
 
-from reelsim import __version__
+from reelsim._version import __version__
 from reelsim.config import LIST_FORMATS, Config, ModelConfig, ShotConfig, field_help, parse_weights
 from reelsim.errors import BannedQueryError, ReelsimError, StoreError, UsageError, WeightsNotFoundError
 from reelsim.extractors import detectors, registry
 from reelsim.extractors.device import check_amp, resolve_device
 from reelsim.extractors.shots import detector_provenance
+from reelsim.jobs.console import TerminalProgress, log_warnings_to_stderr
 from reelsim.jobs.demo import run_demo
 from reelsim.jobs.graph import dask_lists
 from reelsim.jobs.report import write_html_report
@@ -384,7 +385,7 @@ def _run_catalog(args, lists: str, then=relist_stale_spaces) -> int:
     check_runnable(cfg)
     try:
         report = run_catalog(args.inputs, args.store, cfg, scheduler=args.scheduler, workers=args.workers,
-                             progress=not args.no_progress, re_extract=args.re_extract, lists=lists, then=then)
+                             progress=terminal_progress(args), re_extract=args.re_extract, lists=lists, then=then)
     except ReelsimError as e:  # the lists stage failed: the items' summary first, then the error
         if getattr(e, "report", None) is not None:
             print(e.report.describe(args.store))
@@ -435,7 +436,7 @@ def cmd_lists(args) -> int:
                 # the blocklist is the store's: every space's lists apply it, the content lists first
                 content = relist(args.store, {**content_list_settings(args.store), "blocklist": fusion.blocklist,
                                               "blocklist_threshold": fusion.blocklist_threshold},
-                                 progress=not args.no_progress, text_model=ModelConfig.text)
+                                 progress=terminal_progress(args), text_model=ModelConfig.text)
             summary = write_space_lists(args.store, args.space, fusion, device=_space_device(args))
             others = relist_stale_spaces(args.store)
         summary.update({"content": content} if content else {}, **({"spaces": others} if others else {}))
@@ -446,12 +447,12 @@ def cmd_lists(args) -> int:
     if args.scheduler or args.workers:
         with writing(StoreLayout(args.store).root, "lists"):
             summary = dask_lists(args.store, stored_fusion(args.store, fusion_overrides(args)),
-                                 scheduler=args.scheduler, workers=args.workers, progress=not args.no_progress,
+                                 scheduler=args.scheduler, workers=args.workers, progress=terminal_progress(args),
                                  text_model=ModelConfig.text)
             summary["spaces"] = relist_stale_spaces(args.store)
     else:
         with writing(StoreLayout(args.store).root, "lists"):
-            summary = relist(args.store, fusion_overrides(args), progress=not args.no_progress,
+            summary = relist(args.store, fusion_overrides(args), progress=terminal_progress(args),
                              text_model=ModelConfig.text)
             summary["spaces"] = relist_stale_spaces(args.store)
     if not summary["spaces"]:
@@ -497,7 +498,7 @@ def cmd_similar(args) -> int:
 def cmd_report(args) -> int:
     items = [i.strip() for i in args.items.split(",") if i.strip()] if args.items else None
     got = write_html_report(args.store, args.to, sample=args.sample, seed=args.seed, items=items, k=args.k,
-                       weights=parse_weights(args.weights) if args.weights else None, progress=not args.no_progress,
+                       weights=parse_weights(args.weights) if args.weights else None, progress=terminal_progress(args),
                        space=args.space)
     print(f"wrote {args.to}: {got['items']} items, {got['neighbours']} neighbours, {got['images']} pictures, "
           f"{got['bytes'] / 1e6:.2f} MB")
@@ -532,7 +533,7 @@ def cmd_verify(args) -> int:
 def cmd_demo(args) -> int:
     cfg = config_from_args(args)
     check_runnable(cfg)
-    return run_demo(args.store, cfg, workers=args.workers, scheduler=args.scheduler, progress=not args.no_progress,
+    return run_demo(args.store, cfg, workers=args.workers, scheduler=args.scheduler, progress=terminal_progress(args),
                     re_extract=args.re_extract)
 
 
@@ -558,18 +559,19 @@ def _learn_config(args):
     return cfg.learn
 
 
-def _say(text: str) -> None:
-    print(text, file=sys.stderr)
+def terminal_progress(args) -> TerminalProgress:
+    """What a command shows while it works: bars and lines on stderr, or with ``--no-progress`` warnings only."""
+    return TerminalProgress(bars=not getattr(args, "no_progress", False))
 
 
 def cmd_train(args) -> int:
-    summary = train_store(args.store, args.interactions, _learn_config(args), progress=_say)
+    summary = train_store(args.store, args.interactions, _learn_config(args), progress=terminal_progress(args))
     print(json.dumps(summary) if args.json else "\n".join(f"{k}: {v}" for k, v in summary.items()))
     return 0
 
 
 def cmd_evaluate(args) -> int:
-    result = evaluate_store(args.store, args.interactions, _learn_config(args), progress=_say)
+    result = evaluate_store(args.store, args.interactions, _learn_config(args), progress=terminal_progress(args))
     print(json.dumps(result) if args.json else evaluation_table(result))
     return 0
 
@@ -606,6 +608,7 @@ def quiet_openmp() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     quiet_openmp()
+    log_warnings_to_stderr()
     args = build_parser().parse_args(argv)
     try:
         if getattr(args, "store", None) is not None:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -32,6 +31,7 @@ import numpy as np
 
 from reelsim.config import FusionConfig
 from reelsim.jobs.runner import LOW_LEVEL_LOG_LENGTH
+from reelsim.reporting import Counter, Progress
 from reelsim.similarity.blocks import BLOCKED_FILE, job_spec, search_block
 from reelsim.similarity.catalog import load_catalog
 from reelsim.similarity.rebuild import finish_lists, list_formats, prepare_graph, publish_content_lists
@@ -71,7 +71,8 @@ def block_ranges(n: int, rows: int) -> list[tuple[int, int, int]]:
 
 
 def dask_lists(store: Path, fusion: FusionConfig, *, client=None, scheduler: str | None = None,
-               workers: int | None = None, progress: bool = False, text_model: str = "minilm-l6-v2") -> dict:
+               workers: int | None = None, progress: Progress | None = None,
+               text_model: str | None = None) -> dict:
     """``reelsim lists`` with the search phase on a Dask cluster; returns the job's summary.
 
     Parameters
@@ -80,7 +81,8 @@ def dask_lists(store: Path, fusion: FusionConfig, *, client=None, scheduler: str
     fusion : weights, k, index choice, hygiene, list formats; ``knn_batch`` is the block size
     client : an existing ``distributed.Client`` (left open); else one on ``scheduler``, or on a
         new local cluster of ``workers`` processes (closed at the end)
-    progress : a progress bar of blocks on stderr
+    progress : told the blocks done (stage ``kNN blocks``) and the index choices (:mod:`reelsim.reporting`)
+    text_model : the text model of the blocklist's phrases (default: the store's)
 
     Returns
     -------
@@ -97,7 +99,6 @@ def dask_lists(store: Path, fusion: FusionConfig, *, client=None, scheduler: str
 def _dask_lists(session, layout: StoreLayout, fusion: FusionConfig, client, scheduler, workers, progress,
                 text_model) -> dict:
     from dask.distributed import as_completed
-    from tqdm import tqdm
 
     cat, _ = load_catalog(layout.require_catalog(), mmap=True)  # the driver reads it, it does not keep it all
     job = prepare_graph(layout.root, fusion, cat_norm=cat, progress=progress, text_model=text_model)
@@ -121,12 +122,11 @@ def _dask_lists(session, layout: StoreLayout, fusion: FusionConfig, client, sche
                              [lo for _, lo, _ in todo], [hi for _, _, hi in todo], job=spec,
                              key=[f"knn-block-{tag}-{b}" for b, _, _ in todo], pure=False)
         seconds = []
-        with tqdm(total=len(blocks), initial=len(blocks) - len(todo), desc="kNN blocks", unit="block",
-                  disable=not progress, file=sys.stderr, dynamic_ncols=True) as bar:
-            for fut, result in as_completed(futures, with_results=True):
-                seconds.append(result["seconds"])
-                bar.update(1)
-                fut.release()
+        tick = Counter(progress, "kNN blocks", total=len(blocks), done=len(blocks) - len(todo), unit="block")
+        for fut, result in as_completed(futures, with_results=True):
+            seconds.append(result["seconds"])
+            tick(1)
+            fut.release()
         del futures
     t2 = time.perf_counter()
     layout.lists_dir.mkdir(exist_ok=True)

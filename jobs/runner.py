@@ -18,7 +18,6 @@ import json
 import logging
 import math
 import os
-import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -27,11 +26,13 @@ from pathlib import Path
 from reelsim.config import MODALITIES, Config
 from reelsim.errors import ReelsimError, StoreError, UsageError, WeightsNotFoundError
 from reelsim.extractors.registry import model_stamps
+from reelsim.jobs.console import progress_for
 from reelsim.jobs.gpu_stage import CrossItemRun, local_client, wants_cross_item
 from reelsim.jobs.rows import RowSpool
 from reelsim.jobs.tables import terminal_safe
 from reelsim.jobs.tasks import START_TOPIC, models_needed, process_item, process_items, status_row
 from reelsim.jobs.watch import ItemWatch
+from reelsim.reporting import Counter, Progress
 from reelsim.similarity.incremental import add_items
 from reelsim.similarity.rebuild import build_lists
 from reelsim.storage.atomic import atomic_path
@@ -284,14 +285,15 @@ def stop_overdue_items(client, by_future: dict, pending: set, watch, timeout_s: 
     return rows
 
 
-def report_row(sink, bar, progress: bool, row: dict) -> None:
-    """Record one item's final row: ``sink(row)``, note failures and retries on the bar, advance the bar."""
+def report_row(sink, tick: Counter, row: dict) -> None:
+    """Record one item's final row: ``sink(row)``, then count it (``tick``), saying so when it failed or was retried."""
     sink(row)
-    if row["status"] == "failed" and progress:  # without a bar the summary lists failures
-        bar.write(f"failed: {terminal_safe(row['item'])}: {terminal_safe(row['reason'])}")
-    elif row.get("attempts", 1) > 1 and progress:
-        bar.write(f"retried: {terminal_safe(row['item'])} ran {row['attempts']} times (a worker was lost)")
-    bar.update(1)
+    if row["status"] == "failed":  # a terminal without bars shows none of these: the summary lists failures
+        tick(1, f"failed: {row['item']}: {row['reason']}")
+    elif row.get("attempts", 1) > 1:
+        tick(1, f"retried: {row['item']} ran {row['attempts']} times (a worker was lost)")
+    else:
+        tick(1)
 
 
 def _restart_workers(client, workers: list[str]) -> str | None:
@@ -312,11 +314,11 @@ class _Collector:
     dropped and the future released once its rows are written.
     """
 
-    def __init__(self, client, by_future: dict, cfg: Config, watch, bar, progress: bool, store, threads, sink,
+    def __init__(self, client, by_future: dict, cfg: Config, watch, tick: Counter, store, threads, sink,
                  more=(), window: int = 0):
         from distributed import as_completed
 
-        self.client, self.cfg, self.watch, self.bar, self.progress = client, cfg, watch, bar, progress
+        self.client, self.cfg, self.watch = client, cfg, watch
         self.store, self.threads = store, threads
         self.more, self.window = iter(more), window  # tasks not submitted yet; how many may be in flight
         self.tasks: dict = {}  # future -> its items, while pending
@@ -324,7 +326,7 @@ class _Collector:
         self.done = as_completed([], with_results=True, raise_errors=False)
         self.register(by_future)
         self.rows: list[dict] = []
-        self.add = functools.partial(report_row, sink or self.rows.append, bar, progress)
+        self.add = functools.partial(report_row, sink or self.rows.append, tick)
         self.earlier: dict[str, int] = {}  # attempts made in a group, for items split out of it
 
     def attempts(self, item_id: str) -> int:
@@ -402,7 +404,7 @@ class _Collector:
             fut.release()
 
 
-def collect(client, by_future: dict, cfg: Config, watch, bar, progress: bool, *, store: Path | None = None,
+def collect(client, by_future: dict, cfg: Config, watch, tick: Counter, *, store: Path | None = None,
             threads: int | None = None, sink=None, more=(), window: int = 0) -> list[dict]:
     """Report rows as tasks finish (``as_completed``); enforces the per-item timeout; records attempts.
 
@@ -415,11 +417,11 @@ def collect(client, by_future: dict, cfg: Config, watch, bar, progress: bool, *,
     at most ``window`` are in flight: the scheduler then holds a window of
     the catalog, not all of it.
     """
-    return _Collector(client, by_future, cfg, watch, bar, progress, store, threads, sink, more, window).run()
+    return _Collector(client, by_future, cfg, watch, tick, store, threads, sink, more, window).run()
 
 
 def compute_items(items, store: Path, cfg: Config, scheduler: str | None, workers: int | None,
-                  progress: bool, client=None, sink=None) -> list[dict]:
+                  progress: Progress | None, client=None, sink=None) -> list[dict]:
     """Run every item on the cluster; one report row per item.
 
     ``client``: an existing ``distributed.Client`` to use (and leave open);
@@ -448,13 +450,13 @@ def compute_items(items, store: Path, cfg: Config, scheduler: str | None, worker
         if client is None:  # made here, inside the scratch setting, and closed on the way out
             client = stack.enter_context(local_client(workers, store, cfg) if cross_local
                                          else _client(scheduler, n_local, store, cfg))
-        bar = stack.enter_context(_progress(len(items), progress))
+        tick = Counter(progress, "items", total=len(items))
         client.subscribe_topic(START_TOPIC, watch.on_event)
         try:
             if cross_local or wants_cross_item(cfg, client):  # GPU path: see jobs/gpu_stage.py
                 rows: list[dict] = []
                 CrossItemRun(client, items, cfg, store, run_id=run_id, watch=watch,
-                             add_row=functools.partial(report_row, sink or rows.append, bar, progress),
+                             add_row=functools.partial(report_row, sink or rows.append, tick),
                              failed_row=failed_task_row, stop_overdue=stop_overdue_items,
                              restart_workers=functools.partial(_restart_workers, client),
                              torch_threads=1 if cross_local else threads).run()
@@ -462,7 +464,7 @@ def compute_items(items, store: Path, cfg: Config, scheduler: str | None, worker
             tasks = plan_tasks(items, cfg.jobs.group_size, n_workers(client))
             window = max(16, 4 * n_workers(client))  # tasks in flight: every worker busy, the rest waits here
             first = submit_items(client, items, cfg, store, threads, run_id, tasks=tasks[:window])
-            return collect(client, first, cfg, watch, bar, progress, store=store, threads=threads, sink=sink,
+            return collect(client, first, cfg, watch, tick, store=store, threads=threads, sink=sink,
                            more=tasks[window:], window=window)
         finally:
             client.unsubscribe_topic(START_TOPIC)
@@ -490,14 +492,8 @@ def write_run_report(store: Path, report: RunReport, cfg: Config, started: str) 
     return path
 
 
-def _progress(total: int, enabled: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc="items", unit="item", disable=not enabled, file=sys.stderr, dynamic_ncols=True)
-
-
 def run_catalog(inputs: list[str], store: Path, cfg: Config, *, scheduler: str | None = None,
-                workers: int | None = None, progress: bool = True, re_extract: bool = False,
+                workers: int | None = None, progress: bool | Progress | None = True, re_extract: bool = False,
                 lists: str = "rebuild", client=None, then: Callable[[Path], dict] | None = None) -> RunReport:
     """Process every item of ``inputs`` into ``store`` and write lists + report.json.
 
@@ -519,12 +515,17 @@ def run_catalog(inputs: list[str], store: Path, cfg: Config, *, scheduler: str |
 
     ``client``: run the items on this existing ``distributed.Client`` (left
     open) instead of ``scheduler`` or a new local cluster.
+
+    ``progress``: where progress, lines and warnings go (:mod:`reelsim.reporting`);
+    ``True`` draws bars on stderr, ``False`` leaves them to the ``reelsim`` logger
+    (:func:`~reelsim.jobs.console.progress_for`).
     """
+    progress = progress_for(progress)
     t0 = time.perf_counter()
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     items, problems = read_inputs(inputs)
     store = StoreLayout(store).make_root()
-    with WriteSession(store, "add" if lists == "add" else "run") as session:
+    with WriteSession(store, "add" if lists == "add" else "run", progress=progress) as session:
         remove_stale_temp_files(store)
         needed = [m for m in MODALITIES if any(m in models_needed(i) for i in items)]
         guard_model_change(store, model_stamps(cfg.models, needed), [i.id for i in items], re_extract=re_extract)
@@ -584,7 +585,7 @@ def status_row_for_problem(problem) -> dict:
     return status_row(problem.id, None, "failed", problem.reason)
 
 
-def _lists(store: Path, report: RunReport, cfg: Config, mode: str, progress: bool) -> dict:
+def _lists(store: Path, report: RunReport, cfg: Config, mode: str, progress: Progress) -> dict:
     """Neighbour lists over the items that have a shard (``mode``: ``rebuild``, ``add`` or ``none``); a summary.
 
     ``rebuild`` lists this run's items and every other item with a complete

@@ -352,17 +352,23 @@ def text_embedding(vec: np.ndarray, model) -> Embedding:
     return Embedding(item=np.asarray(vec, dtype=np.float32), provenance=model.provenance())
 
 
-def extract_each(model, inputs: list) -> list[np.ndarray | Exception]:
+def extract_each(model, inputs: list, warnings: list[str] | None = None) -> list[np.ndarray | Exception]:
     """``model.extract`` of many inputs in one call; one row (D,) per input, or the error of that input.
 
     The batch is tried first. Should it raise, every input is extracted on
-    its own, so one bad input fails alone and the others still get features.
+    its own, so one bad input fails alone and the others still get features;
+    the batch's error is added to ``warnings`` (it is not lost when every
+    input then succeeds alone).
     """
     if not inputs:
         return []
     try:
         return list(model.extract(inputs))
-    except Exception:  # noqa: BLE001  (which input failed is found below, one at a time)
+    except Exception as batch_error:  # noqa: BLE001  (which input failed is found below, one at a time)
+        if warnings is not None:
+            why = (str(batch_error).splitlines() or [""])[0][:160]
+            warnings.append(f"{getattr(model, 'name', 'model')}: a batch of {len(inputs)} inputs failed "
+                            f"({batch_error.__class__.__name__}: {why}); they were embedded one at a time")
         out: list[np.ndarray | Exception] = []
         for x in inputs:
             try:
@@ -421,14 +427,19 @@ def analyse_products(items: list[Item], cfg: Config, models: Models) -> list[Ite
 
 
 def _embed_batch(model, inputs: dict, out: dict, modality: str, embedding) -> None:
-    """Embed ``inputs`` {position: input} as one batch into ``out[position]`` (or its error)."""
+    """Embed ``inputs`` {position: input} as one batch into ``out[position]`` (or its error).
+
+    A batch that had to be split (:func:`extract_each`) leaves a warning on each item that got features.
+    """
     t = time.perf_counter()
-    vecs = extract_each(model, list(inputs.values()))
+    batch_warnings: list[str] = []
+    vecs = extract_each(model, list(inputs.values()), batch_warnings)
     share = (time.perf_counter() - t) / max(1, len(inputs))
     for i, vec in zip(inputs, vecs):
         if isinstance(vec, Exception):
             out[i] = vec
         else:
             out[i].embeddings[modality] = embedding(vec)
+            out[i].warnings.extend(batch_warnings)
             key = f"{modality}_s"
             out[i].timings[key] = out[i].timings.get(key, 0.0) + share

@@ -25,6 +25,7 @@ from typing import NamedTuple
 import numpy as np
 
 from reelsim.config import ClipConfig, Config
+from reelsim.errors import ParameterError
 from reelsim.extractors.detectors import make_detector
 from reelsim.extractors.shots import Boundary, ShotDetector
 from reelsim.pipeline import decode
@@ -70,7 +71,7 @@ class ShotClipSampler:
 
     def __init__(self, detector: ShotDetector, clips: ClipConfig, fps: float):
         if not clips.clip_len or clips.clip_len < 1:
-            raise ValueError("ShotClipSampler needs a clip length (ClipConfig.clip_len >= 1)")
+            raise ParameterError("ShotClipSampler needs a clip length (ClipConfig.clip_len >= 1)")
         self._detector = detector
         self._cfg = clips
         self._stride = max(1, clips.frame_stride)
@@ -92,7 +93,7 @@ class ShotClipSampler:
     def push(self, index: int, rgb: np.ndarray) -> tuple[list[Clip], list[Keyframe]]:
         """Consume frame ``index`` (uint8 (H, W, 3) analysis frame)."""
         if index != self._n:
-            raise ValueError(f"frames must arrive in order: expected {self._n}, got {index}")
+            raise ParameterError(f"frames must arrive in order: expected {self._n}, got {index}")
         self._n += 1
         self._ring.append((index, centre_square(rgb)))
         for c in self._detector.process(index, rgb):

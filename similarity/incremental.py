@@ -17,6 +17,7 @@ import numpy as np
 
 from reelsim.config import FusionConfig, check_weights
 from reelsim.errors import StoreError, UsageError
+from reelsim.reporting import Progress
 from reelsim.similarity.catalog import CatalogEmbeddings, append_to_catalog, load_catalog, load_items_meta
 from reelsim.similarity.fusion import fuse_parts, normalise_queries, signature_codes
 from reelsim.similarity.grouped import GroupedIndex, read_manifest
@@ -60,7 +61,7 @@ def check_can_add(store: Path) -> None:
     check_parquet(layout.list_file("parquet"))
 
 
-def add_items(store: Path, new_ids: list[str], fusion: FusionConfig, *, progress: bool = False,
+def add_items(store: Path, new_ids: list[str], fusion: FusionConfig, *, progress: Progress | None = None,
               text_model: str = "minilm-l6-v2") -> dict:
     """Add analysed items (their shards exist) to the catalog, the index and the lists.
 
@@ -81,7 +82,7 @@ def add_items(store: Path, new_ids: list[str], fusion: FusionConfig, *, progress
 
 
 def add_vectors(store: Path, raw: CatalogEmbeddings, new_meta: dict, fusion: FusionConfig, *,
-                progress: bool = False, text_model: str = "minilm-l6-v2") -> dict:
+                progress: Progress | None = None, text_model: str = "minilm-l6-v2") -> dict:
     """:func:`add_items` for new items given as raw CatalogEmbeddings ``raw`` (ids not in the catalog).
 
     One version of the store: the catalog's new rows, the index, the list files
@@ -93,7 +94,7 @@ def add_vectors(store: Path, raw: CatalogEmbeddings, new_meta: dict, fusion: Fus
 
 
 def _add_vectors(session, layout: StoreLayout, raw: CatalogEmbeddings, new_meta: dict, fusion: FusionConfig,
-                 progress: bool, text_model: str) -> dict:
+                 progress: Progress | None, text_model: str | None) -> dict:
     head, stored_w = load_catalog(layout.require_catalog(), header=True)
     if not grouped_index_exists(layout.index_dir):
         raise StoreError(f"{layout.root} has no per-group index (made by an older reelsim): "

@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from reelsim.config import MODALITIES, Config, FusionConfig, check_weights
 from reelsim.errors import DamagedStoreError, StoreError, UsageError
 from reelsim.extractors.device import device_name
 from reelsim.extractors.registry import load
+from reelsim.reporting import Progress, report
 from reelsim.similarity.blocked import DeviceGroups
 from reelsim.similarity.catalog import CatalogEmbeddings, load_catalog, save_catalog
 from reelsim.similarity.fusion import normalise
@@ -93,12 +93,6 @@ def catalog_fingerprint(cat: CatalogEmbeddings) -> str:
     return h.hexdigest()[:16]
 
 
-def say(progress: bool, text: str) -> None:
-    """One progress line on stderr (when ``progress``)."""
-    if progress:
-        print(text, file=sys.stderr)
-
-
 def new_stamp() -> str:
     """A random stamp (16 hex) naming one version of a catalog or model."""
     import os
@@ -106,7 +100,7 @@ def new_stamp() -> str:
     return os.urandom(8).hex()
 
 
-def build_lists(store: Path, ids: list[str], fusion: FusionConfig, *, progress: bool = False,
+def build_lists(store: Path, ids: list[str], fusion: FusionConfig, *, progress: Progress | None = None,
                 text_model: str = "minilm-l6-v2") -> dict:
     """Fuse, index and write every item's top-k list, as one version of the store.  Returns a small summary."""
     layout = StoreLayout(store)
@@ -121,7 +115,7 @@ def build_lists(store: Path, ids: list[str], fusion: FusionConfig, *, progress: 
     return out
 
 
-def relist(store: Path, overrides: dict | None = None, *, progress: bool = False,
+def relist(store: Path, overrides: dict | None = None, *, progress: Progress | None = None,
            text_model: str = "minilm-l6-v2") -> dict:
     """``reelsim lists``: under the store's lock, rebuild the indexes and every list from the stored catalog.
 
@@ -225,7 +219,7 @@ class GraphJob:
 
 
 def prepare_graph(store: Path, fusion: FusionConfig, *, cat_norm: CatalogEmbeddings | None = None,
-                  progress: bool = False, text_model: str = "minilm-l6-v2",
+                  progress: Progress | None = None, text_model: str = "minilm-l6-v2",
                   raw: CatalogEmbeddings | None = None) -> GraphJob:
     """Choose and build (or, to resume, reload) the index of the store's catalog; the blocklist; the checkpoint.
 
@@ -247,7 +241,7 @@ def prepare_graph(store: Path, fusion: FusionConfig, *, cat_norm: CatalogEmbeddi
             gi = GroupedIndex.build(cat_norm, fusion.weights, override=fusion.index,
                                     memory_budget_bytes=int(fusion.memory_budget_gb * 2**30),
                                     exact_below=None if device == "cpu" else GPU_EXACT_BELOW,
-                                    progress=(lambda s: say(progress, s)))
+                                    progress=progress)
             gi.extra = {"catalog": cat_sha.result(), "request": index_request(fusion)}
     ckpt = Checkpoint(layout.knn_checkpoint, job_fingerprint(gi, cat_norm.n, fusion))
     ckpt.open()
@@ -312,7 +306,7 @@ def hygiene_record(fusion: FusionConfig) -> dict:
 
 
 def index_and_lists(store: Path, fusion: FusionConfig, *, cat_norm: CatalogEmbeddings | None = None,
-                    progress: bool = False, text_model: str = "minilm-l6-v2",
+                    progress: Progress | None = None, text_model: str = "minilm-l6-v2",
                     raw: CatalogEmbeddings | None = None) -> dict:
     """Build the index of the store's catalog and write every item's list (``reelsim lists``).
 
@@ -340,7 +334,7 @@ def _index_and_lists(store, fusion, cat_norm, progress, text_model, raw) -> dict
     if job.device != "cpu":
         w = check_weights(fusion.weights)
         searcher = DeviceGroups(job.gi, lambda c: group_vectors(job.cat, w, job.gi.active, c), job.device)
-        say(progress, f"kNN search of the exact groups on {job.device} ({searcher.kernel})")
+        report(progress, f"kNN search of the exact groups on {job.device} ({searcher.kernel})")
     job.layout.lists_dir.mkdir(exist_ok=True)
     with atomic_path(job.layout.list_file("parquet")) as tmp:  # written batch by batch while the next is searched
         stream = ParquetStream(tmp, job.cat.ids)

@@ -36,8 +36,8 @@ from typing import Iterator
 
 import numpy as np
 
-from reelsim import __version__
-from reelsim.errors import DamagedStoreError, StoreError, UnknownItemError
+from reelsim._version import __version__
+from reelsim.errors import DamagedStoreError, ParameterError, StoreError, UnknownItemError
 from reelsim.storage.atomic import atomic_path
 from reelsim.storage.layout import StoreLayout
 from reelsim.storage.schema import ItemFeatures
@@ -272,7 +272,7 @@ def read_item_features(store: Path, item_id: str, *, level: str = "item") -> dic
         No shard for ``item_id``.
     """
     if level not in ("item", "shot"):
-        raise ValueError(f"level must be 'item' or 'shot', got {level!r}")
+        raise ParameterError(f"level must be 'item' or 'shot', got {level!r}")
     with open_shard(existing_shard(store, item_id), item_id) as f:
         feats = f["features"]
         return {m: feats[m][level][()] for m in feats if level in feats[m]}

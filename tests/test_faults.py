@@ -100,16 +100,16 @@ def test_concurrent_run_on_one_store_is_refused(clips, tmp_path):
 
 def test_lock_rules(tmp_path):
     warned = []
-    with StoreLock(tmp_path, warn=warned.append):
+    with StoreLock(tmp_path, progress=warned.append):
         with pytest.raises(StoreLockedError, match="in use by pid"):
             StoreLock(tmp_path).acquire()
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     lock = StoreLayout(tmp_path).lock
     lock.write_text(json.dumps({"host": socket.gethostname(), "pid": dead.pid, "started_utc": "x"}))
-    with StoreLock(tmp_path, warn=warned.append) as held:  # a dead process on this host: taken over
+    with StoreLock(tmp_path, progress=warned.append) as held:  # a dead process on this host: taken over
         assert json.loads(lock.read_text())["pid"] == os.getpid() == held.record["pid"]
-    assert len(warned) == 1 and str(dead.pid) in warned[0]
+    assert len(warned) == 1 and warned[0].warning and str(dead.pid) in warned[0].message
     lock.write_text(json.dumps({"host": "another-host.example", "pid": dead.pid, "started_utc": "x"}))
     with pytest.raises(StoreLockedError, match="another-host.example"):  # cannot check: never taken over
         StoreLock(tmp_path).acquire()
