@@ -2,18 +2,23 @@
 
 Examples
 --------
+Against a store made by ``reelsim run`` (so not run as doctests)::
+
 >>> import reelsim                                                        # doctest: +SKIP
->>> report = reelsim.run(["catalog.jsonl"], "out/", workers=2)           # like `reelsim run`
->>> report.summary()
+>>> report = reelsim.run(["catalog.jsonl"], "out/", workers=2)           # doctest: +SKIP
+>>> report.summary()                                                     # doctest: +SKIP
 {'total': 21, 'ok': 19, 'cached': 0, 'failed': 2}
->>> store = reelsim.open_store("out/")
->>> [(n.item, round(n.score, 3)) for n in store.similar("trailer-042", k=3)]
+>>> store = reelsim.open_store("out/")                                   # doctest: +SKIP
+>>> [(n.item, round(n.score, 3)) for n in store.similar("trailer-042", k=3)]  # doctest: +SKIP
 [('trailer-042-mobile', 0.981), ('trailer-017', 0.612), ('trailer-099', 0.57)]
->>> store.shots("trailer-042")["shots"][0]["end_s"]                       # like `reelsim shots --json`
+>>> store.shots("trailer-042")["shots"][0]["end_s"]                     # doctest: +SKIP
 4.2
->>> store.lists().to_pandas().head()                                    # every list, as a pyarrow Table
->>> store.features("trailer-042")["visual"].shape                        # the item's stored embedding
+>>> store.lists().to_pandas().head()                                    # doctest: +SKIP
+>>> store.features("trailer-042")["visual"].shape                        # doctest: +SKIP
 (1280,)
+
+``reelsim.run`` is ``reelsim run``, ``store.shots(...)`` is ``reelsim shots --json``,
+``store.lists()`` every list as a pyarrow Table, ``store.features(...)`` the item's stored embeddings.
 
 A custom configuration is the same typed :class:`reelsim.Config` the CLI
 builds (checked when built)::

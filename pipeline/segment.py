@@ -217,7 +217,7 @@ class ShotPass:
     Examples
     --------
     >>> p = ShotPass("clip.mp4", Config(), clip_len=8)    # doctest: +SKIP
-    >>> n_clips = sum(len(clips) for clips, _ in p) + len(p.finish()[0])
+    >>> n_clips = sum(len(clips) for clips, _ in p) + len(p.finish()[0])   # doctest: +SKIP
     """
 
     def __init__(self, path: str, cfg: Config, *, clip_len: int, detector: ShotDetector | None = None,

@@ -76,7 +76,7 @@ def test_default_reporter_logs_warnings_and_the_cli_shows_them(capsys, caplog):
         LOG.propagate = True
 
 
-class PicksyModel:
+class PickyModel:
     """Stands in for a model whose batched call fails while each input alone works (e.g. out of memory)."""
 
     name = "picky"
@@ -91,10 +91,10 @@ class PicksyModel:
 
 def test_a_failed_batch_is_recorded_not_swallowed():
     warnings: list[str] = []
-    out = extract_each(PicksyModel(), ["a", "bad", "c"], warnings)
+    out = extract_each(PickyModel(), ["a", "bad", "c"], warnings)
     assert isinstance(out[1], ParameterError) and out[0].shape == out[2].shape == (2,)
-    assert warnings == ["picky: a batch of 3 inputs failed (RuntimeError: CUDA out of memory); they were embedded "
-                        "one at a time"]
+    assert warnings == [("picky: a batch of 3 inputs failed (RuntimeError: CUDA out of memory); they were embedded "
+                         "one at a time")]
 
 
 def test_unreadable_checkpoint_batch_is_recomputed_and_reported(tmp_path):
