@@ -62,7 +62,7 @@ def check_can_add(store: Path) -> None:
 
 
 def add_items(store: Path, new_ids: list[str], fusion: FusionConfig, *, progress: Progress | None = None,
-              text_model: str = "minilm-l6-v2") -> dict:
+              text_model: str | None = None) -> dict:
     """Add analysed items (their shards exist) to the catalog, the index and the lists.
 
     Items already in the catalog are skipped. Returns a summary: ``added``,
@@ -82,7 +82,7 @@ def add_items(store: Path, new_ids: list[str], fusion: FusionConfig, *, progress
 
 
 def add_vectors(store: Path, raw: CatalogEmbeddings, new_meta: dict, fusion: FusionConfig, *,
-                progress: Progress | None = None, text_model: str = "minilm-l6-v2") -> dict:
+                progress: Progress | None = None, text_model: str | None = None) -> dict:
     """:func:`add_items` for new items given as raw CatalogEmbeddings ``raw`` (ids not in the catalog).
 
     One version of the store: the catalog's new rows, the index, the list files

@@ -43,6 +43,7 @@ from reelsim.storage.atomic import atomic_path, write_text_atomic
 from reelsim.storage.layout import StoreLayout
 from reelsim.storage.lists import NeighborLists, ParquetStream, remove_other_formats, write_lists
 from reelsim.storage.listset import ListSet, save_array, write_arrays, write_ids, write_manifest
+from reelsim.storage.provenance import recorded_models
 from reelsim.storage.session import active_session, writing
 from reelsim.storage.shards import read_item_vectors
 from reelsim.storage.version import read_version
@@ -101,7 +102,7 @@ def new_stamp() -> str:
 
 
 def build_lists(store: Path, ids: list[str], fusion: FusionConfig, *, progress: Progress | None = None,
-                text_model: str = "minilm-l6-v2") -> dict:
+                text_model: str | None = None) -> dict:
     """Fuse, index and write every item's top-k list, as one version of the store.  Returns a small summary."""
     layout = StoreLayout(store)
     with writing(layout.root, "run") as session:
@@ -116,7 +117,7 @@ def build_lists(store: Path, ids: list[str], fusion: FusionConfig, *, progress: 
 
 
 def relist(store: Path, overrides: dict | None = None, *, progress: Progress | None = None,
-           text_model: str = "minilm-l6-v2") -> dict:
+           text_model: str | None = None) -> dict:
     """``reelsim lists``: under the store's lock, rebuild the indexes and every list from the stored catalog.
 
     ``overrides``: :class:`FusionConfig` fields (None values ignored); the
@@ -219,7 +220,7 @@ class GraphJob:
 
 
 def prepare_graph(store: Path, fusion: FusionConfig, *, cat_norm: CatalogEmbeddings | None = None,
-                  progress: Progress | None = None, text_model: str = "minilm-l6-v2",
+                  progress: Progress | None = None, text_model: str | None = None,
                   raw: CatalogEmbeddings | None = None) -> GraphJob:
     """Choose and build (or, to resume, reload) the index of the store's catalog; the blocklist; the checkpoint.
 
@@ -306,7 +307,7 @@ def hygiene_record(fusion: FusionConfig) -> dict:
 
 
 def index_and_lists(store: Path, fusion: FusionConfig, *, cat_norm: CatalogEmbeddings | None = None,
-                    progress: Progress | None = None, text_model: str = "minilm-l6-v2",
+                    progress: Progress | None = None, text_model: str | None = None,
                     raw: CatalogEmbeddings | None = None) -> dict:
     """Build the index of the store's catalog and write every item's list (``reelsim lists``).
 
@@ -427,7 +428,7 @@ def load_state(layout: StoreLayout) -> tuple[np.ndarray, np.ndarray, dict]:
         raise DamagedStoreError(layout.lists_state, f"cannot be read ({e.__class__.__name__}: {e})", "lists") from None
 
 
-def store_blocked(layout: StoreLayout, ids: list[str], fusion: FusionConfig, text_model: str) -> np.ndarray | None:
+def store_blocked(layout: StoreLayout, ids: list[str], fusion: FusionConfig, text_model: str | None) -> np.ndarray | None:
     """Blocklist mask bool (N,) over the catalog's ``ids`` for a resolved ``fusion`` (None: no blocklist).
 
     Taken from the content list set when it was made for this catalog with
@@ -449,16 +450,24 @@ def store_blocked(layout: StoreLayout, ids: list[str], fusion: FusionConfig, tex
     return blocked_rows_of(layout.root, ids, fusion, text_model)
 
 
-def blocked_rows_of(store: Path, ids: list[str], fusion: FusionConfig, text_model: str,
+def store_text_model(store: Path) -> str:
+    """The text model of the store's items (their shards' provenance), else the configured default."""
+    stamp = recorded_models(store).get("text")
+    return stamp.model if stamp is not None else Config().models.text
+
+
+def blocked_rows_of(store: Path, ids: list[str], fusion: FusionConfig, text_model: str | None,
                     raw: CatalogEmbeddings | None = None) -> np.ndarray | None:
     """Blocklist mask over ``ids`` (None when there is no blocklist).
+
+    Phrases are embedded with ``text_model`` (default: the store's text model, :func:`store_text_model`).
 
     Items' raw text embeddings come from ``raw`` (raw CatalogEmbeddings of
     ``ids``) when given, else from their shards.
     """
     if not fusion.blocklist:
         return None
-    model = load("text", text_model, device="cpu")
+    model = load("text", text_model or store_text_model(store), device="cpu")
     phrases = model.extract(list(fusion.blocklist))
     if raw is not None:
         if "text" not in raw.vectors or raw.vectors["text"].shape[1] != phrases.shape[1]:

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from reelsim._version import __version__
-from reelsim.config import Config, FusionConfig, LearnConfig, ModelConfig, check_weights
+from reelsim.config import Config, FusionConfig, LearnConfig, check_weights
 from reelsim.errors import DamagedStoreError, StoreError, UnknownItemError, UsageError
 from reelsim.reporting import Progress, report
 from reelsim.similarity.catalog import CatalogEmbeddings, load_catalog
@@ -533,7 +533,7 @@ def check_space(space: str) -> None:
 
 
 def write_space_lists(store: str | Path, space: str, fusion: FusionConfig, *, device: str = "cpu",
-                      text_model: str = ModelConfig.text) -> dict:
+                      text_model: str | None = None) -> dict:
     """(b) Write every item's top-k in ``learned`` or ``blend`` space, with the lists' hygiene, as one store version.
 
     ``fusion`` gives ``k``, ``oversample``, ``dedup``, ``mmr``, the blocklist
@@ -591,7 +591,7 @@ def space_neighbors(store: str | Path, item: str, k: int, space: str, *, hygiene
 
 
 def add_to_space(store: str | Path, space: str, fusion: FusionConfig | None = None, *, device: str = "cpu",
-                 text_model: str = ModelConfig.text) -> dict:
+                 text_model: str | None = None) -> dict:
     """(d) After new items joined the catalog (``reelsim add``): update the lists of a space, as one version.
 
     The space's list set (its ids) says which items it lists. When those
@@ -628,7 +628,7 @@ def as_set_made(ls: ListSet, fusion: FusionConfig) -> FusionConfig:
                                lists_formats=tuple(formats) if formats else fusion.lists_formats)
 
 
-def relist_stale_spaces(store: str | Path, *, device: str = "cpu", text_model: str = ModelConfig.text) -> dict:
+def relist_stale_spaces(store: str | Path, *, device: str = "cpu", text_model: str | None = None) -> dict:
     """Write again the lists of every learned space that another blocklist made; {space: summary}.
 
     Called after a lists job (``run``, ``lists``) in its write session: when

@@ -32,6 +32,7 @@ from reelsim.similarity.answer import StoreReader
 from reelsim.similarity.catalog import load_catalog
 from reelsim.similarity.fusion import normalise_queries
 from reelsim.similarity.hygiene import pair_scores, select_by
+from reelsim.similarity.rebuild import store_text_model
 from reelsim.similarity.search import Scored
 from reelsim.similarity.spaces import has_model, id_rank, load_model, space_pair_scores, space_vectors
 from reelsim.storage.layout import StoreLayout
@@ -107,7 +108,7 @@ def _words(text: str) -> str:
 
 
 def search(store: str | Path, query: str, k: int, *, space: str = "content", banned: str | Path | None = None,
-           threshold: float = BANNED_THRESHOLD, text_model: str = "minilm-l6-v2") -> list[Hit]:
+           threshold: float = BANNED_THRESHOLD, text_model: str | None = None) -> list[Hit]:
     """Rank the store's items for a text query.
 
     Raises
@@ -132,6 +133,7 @@ def search(store: str | Path, query: str, k: int, *, space: str = "content", ban
         raise UsageError(f"search space must be one of {', '.join(SEARCH_SPACES)}, got {space!r}")
     layout = StoreLayout(store)
     catalog = layout.require_catalog()
+    text_model = text_model or store_text_model(layout.root)  # the model that embedded the items' texts
     model = load("text", text_model, device="cpu")
     phrases = read_banned(banned) if banned else []
     vecs = model.extract([query] + [p for _, p in phrases])
