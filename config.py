@@ -38,7 +38,7 @@ LIST_FORMATS = ("parquet", "jsonl", "hdf5")
 DEVICES = ("auto", "cpu", "cuda")
 #: ``--precision`` values.
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-#: ``jobs.cross_item`` values (the GPU path: cross-item batches).
+#: ``jobs.cross_item`` values (whether an embed batch's items share forward passes).
 CROSS_ITEM = ("auto", "on", "off")
 #: ``jobs.clip_transport`` values.
 CLIP_TRANSPORTS = ("auto", "shm", "dask")
@@ -370,40 +370,38 @@ class LimitConfig:
 class JobConfig:
     """How the batch runs on the cluster (never changes stored features).
 
-    item_timeout_s : seconds one item may run on a worker (from the start of
-        its task, model loading on a fresh worker included) before it is
+    item_timeout_s : seconds one item's prepare task may run on a worker (from
+        its start, model loading on a fresh worker not counted) before it is
         reported as timed out and its worker is restarted through its nanny;
         0 = no limit.  The default suits videos up to about an hour on CPU.
-    batch_timeout_s : on the GPU path, seconds one cross-item batch may run
-        on its GPU worker once the worker has its models loaded; a batch still
-        running then is cancelled, the worker restarted through its nanny, and
-        the batch's items reported as timed out (a re-run does them again);
-        0 = no limit.
+    batch_timeout_s : seconds one embed task (a batch of items) may run once
+        its worker has its models loaded; a batch still running then is
+        cancelled, the worker restarted through its nanny, and the batch's
+        items reported as timed out (a re-run does them again); 0 = no limit.
     max_worker_deaths : an item whose worker process dies this many times
         while running it is reported as failed instead of retried again
         (local clusters; an existing scheduler applies its own
         ``distributed.scheduler.allowed-failures``).
-    cross_item : the GPU path (``jobs/gpu_stage.py``, docs/models.md): CPU
-        workers decode, detect shots and cut clips; GPU workers embed the
-        clips and keyframes of many items in large batches. ``auto`` = on when
-        the models run on CUDA (``--device cuda``, or ``auto`` where the driver
-        sees CUDA or the cluster has ``GPU`` workers), ``on`` (also on CPU: the
-        same code, e.g. in tests), ``off`` (one task per item, as on CPU).
-    gpu_batch : clips (or images) per forward pass on the GPU path, and the
-        size the driver fills each cross-item batch to.
-    clip_transport : how clips reach the GPU worker: ``shm`` (files in
+    cross_item : whether the items of an embed batch share forward passes
+        (``jobs/driver.py``, docs/models.md): ``auto`` = on when the models run
+        on CUDA (large batches for the GPU), off on the CPU (each item's rows
+        run on their own, so its features do not depend on its batch-mates);
+        ``on`` (also on the CPU, e.g. in tests), ``off``.
+    gpu_batch : rows (clips, keyframes, images) the driver fills each embed
+        batch to, and the rows per forward pass when items share them.
+    clip_transport : how clips reach the embed worker: ``shm`` (files in
         ``/dev/shm``, memory-mapped; workers on the driver's machine only),
-        ``dask`` (Dask's worker-to-worker transfer), ``auto`` (shm when every
-        worker runs on the driver's machine, else dask).
+        ``dask`` (Dask's worker-to-worker transfer), ``auto`` (shm when several
+        worker processes share the driver's machine, else dask).
     dashboard_address : where a local cluster's Dask dashboard listens.  It
         has no authentication and shows file paths and item ids, so the
         default is this machine only (``127.0.0.1``, a free port); ``:8787``
         opens it to the network (``--dashboard-address``).
-    group_size : items without video (products, text-only rows) run as tasks
-        of up to this many items, their images and texts embedded as one
-        batch per model (:func:`reelsim.jobs.tasks.process_items`); each item
-        is still written and reported on its own. Fewer per task when the
-        catalog is small, so every worker gets work; 1 = one task per item.
+    group_size : items without video (products, text-only rows) are prepared
+        in tasks of up to this many items, their texts embedded as one batch
+        (:func:`reelsim.jobs.tasks.prepare_task`); each item is still written
+        and reported on its own. Fewer per task when the catalog is small, so
+        every worker gets work; 1 = one task per item.
     """
 
     item_timeout_s: float = field(default=3600.0, metadata=flag("--item-timeout", "SECONDS"))

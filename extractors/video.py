@@ -200,7 +200,8 @@ def _inflate_conv(conv: "nn.Conv2d", kt: int) -> "nn.Module":
     if kt < 1 or kt % 2 == 0:
         raise ParameterError(f"inflate: temporal kernel must be odd and >= 1, got {kt}")
     if isinstance(conv.padding, str) or conv.padding_mode != "zeros":
-        raise ParameterError(f"inflate: only explicit zero padding is supported, got {conv.padding!r}/{conv.padding_mode}")
+        raise ParameterError(f"inflate: only explicit zero padding is supported, "
+                             f"got {conv.padding!r}/{conv.padding_mode}")
     conv3d = nn.Conv3d(
         conv.in_channels, conv.out_channels, (kt, *conv.kernel_size), stride=(1, *conv.stride),
         padding=(0, *conv.padding), dilation=(1, *conv.dilation), groups=conv.groups,

@@ -133,7 +133,8 @@ def edit_copy(src: Path, dst: Path, *, scale: float = 0.5, hflip: bool = True, c
     import ffmpeg
 
     if not (0 < crop <= 1 and 0 < scale and 0.5 <= speed <= 2):
-        raise ParameterError(f"edit_copy: need 0 < crop <= 1, scale > 0, 0.5 <= speed <= 2; got {crop}, {scale}, {speed}")
+        raise ParameterError(f"edit_copy: need 0 < crop <= 1, scale > 0, 0.5 <= speed <= 2; "
+                             f"got {crop}, {scale}, {speed}")
     inp = ffmpeg.input(str(src))
     v = inp.video
     if crop < 1:

@@ -179,9 +179,9 @@ def test_worker_killed_mid_item_is_retried_on_the_other(dask_cli_cluster, clips,
     assert len(survivor) >= 4 and all(set(r["model_loads"].values()) == {1} for r in survivor)
 
 
-def test_video_items_go_to_gpu_workers(dask_cli_cluster, clips, tmp_path):
-    """Per-item path: a worker started with `--resources GPU=1` gets every video item; the product may go
-    anywhere. (With GPU workers, `jobs.cross_item=auto` takes the GPU path: tests/test_gpu_stage.py.)"""
+def test_embed_tasks_go_to_gpu_workers(dask_cli_cluster, clips, tmp_path):
+    """A worker started with `--resources GPU=1` runs every embed task (video clips, keyframes, the product
+    image); the prepare and finish tasks may go anywhere (no worker advertises DECODE)."""
     from dask.distributed import Client
 
     cluster = dask_cli_cluster
@@ -193,8 +193,7 @@ def test_video_items_go_to_gpu_workers(dask_cli_cluster, clips, tmp_path):
         gpu = [a for a, w in info.items() if (w.get("resources") or {}).get("GPU")]
     assert len(info) == 2 and len(gpu) == 1
     store = tmp_path / "store"
-    reelsim("run", clips, "--store", store, "--scheduler", cluster.address, "--no-progress",
-            "--set", "jobs.cross_item=off", check=0)
+    reelsim("run", clips, "--store", store, "--scheduler", cluster.address, "--no-progress", check=0)
     rows = json.loads((store / "report.json").read_text(encoding="utf-8"))["items"]
-    assert {r["worker"] for r in rows if r["kind"] == "video"} == set(gpu)
+    assert {r["batch"]["worker"] for r in rows} == set(gpu)
     assert [r["status"] for r in rows] == ["ok"] * 7
