@@ -261,15 +261,17 @@ def count_frames(path: str) -> tuple[int, float]:
     return n, time.perf_counter() - t0
 
 
-def stage_costs(path: str, repeats: int = 3) -> dict:
+def stage_costs(path: str, repeats: int = 5) -> dict:
     """The CPU stage against decoding alone, on one video, in this process (the bound of (c)'s ratio).
 
-    Seconds (the best of ``repeats`` interleaved runs, after one warm-up run of each) of: ``decode``
-    (reelsim's decoder at the analysis size, frames only); ``decode+audio`` (frames and audio in one
-    demux pass, where the decoder has one: ``decode.iter_media``); ``audio`` (the audio track decoded on
-    its own, as a second pass reads it); ``segment`` (decode, shot detector and clip sampler, no audio:
-    ``segment_video``); ``prepare`` (the whole CPU stage of ``reelsim run``: decode once, shots, clips,
-    keyframes, audio features, thumbnails). Shares are of ``prepare``'s time.
+    Wall and CPU seconds (the best of ``repeats`` interleaved runs, after one warm-up run of each) of:
+    ``decode`` (reelsim's decoder at the analysis size, frames only); ``decode+audio`` (frames and audio
+    in one demux pass, where the decoder has one: ``decode.MediaReader``); ``audio`` (the audio track
+    decoded on its own, as a second pass reads it); ``segment`` (decode, shot detector and clip sampler,
+    no audio, no decoding thread: ``segment_video``); ``prepare`` (the whole CPU stage of ``reelsim run``:
+    decode once, shots, clips, keyframes, audio features, thumbnails). ``prepare_over_decode`` is the wall
+    ratio (one process, decoding overlapped with analysis where a core is free); ``cpu_prepare_over_decode``
+    the CPU-time ratio (what counts when every core is busy). Shares are of ``prepare``'s CPU time.
     """
     from reelsim.pipeline.batcher import prepare_item
     from reelsim.pipeline.segment import segment_video
@@ -284,30 +286,34 @@ def stage_costs(path: str, repeats: int = 3) -> dict:
         "segment": lambda: segment_video(path, cfg, clip_len=8).n_frames,
         "prepare": lambda: prepare_item(item, cfg, models, clip_len=8).features.video.n_frames,
     }
-    if hasattr(decode, "iter_media"):  # one demux pass for frames and audio
-        steps["decode+audio"] = lambda: sum(1 for f in decode.iter_media(path, short_side=short,
-                                                                          audio_rate=cfg.decode.audio_rate)
-                                            if isinstance(f, decode.Frame))
-    best = dict.fromkeys(steps, np.inf)
+    if hasattr(decode, "MediaReader"):  # one demux pass for frames and audio
+        def one_pass():
+            with decode.MediaReader(path) as video:
+                return sum(1 for _ in video.frames(short_side=short, audio=decode.AudioTrack(cfg.decode.audio_rate)))
+
+        steps["decode+audio"] = one_pass
+    wall, cpu = dict.fromkeys(steps, np.inf), dict.fromkeys(steps, np.inf)
     frames = steps["decode"]()
     for fn in steps.values():  # warm-up: imports, the audio model, the detector's tables
         fn()
     for _ in range(repeats):
         for name, fn in steps.items():
-            t0 = time.perf_counter()
+            w, c = time.perf_counter(), time.process_time()
             fn()
-            best[name] = min(best[name], time.perf_counter() - t0)
+            wall[name] = min(wall[name], time.perf_counter() - w)
+            cpu[name] = min(cpu[name], time.process_time() - c)
     info = decode.probe(path)
-    out = {"video": f"{Path(path).name} {info.width}x{info.height}, {frames} frames",
-           "seconds": {k: round(v, 3) for k, v in best.items()},
-           "decode_fps": round(frames / best["decode"]), "prepare_fps": round(frames / best["prepare"]),
-           "prepare_over_decode": round(best["decode"] / best["prepare"], 3),
-           "share_of_prepare": {"decode": round(best["decode"] / best["prepare"], 3),
-                                "detector_and_clips": round((best["segment"] - best["decode"]) / best["prepare"], 3),
-                                "audio_second_pass": round(best["audio"] / best["prepare"], 3)}}
-    if "decode+audio" in best:
-        out["share_of_prepare"]["audio_in_the_one_pass"] = round((best["decode+audio"] - best["decode"])
-                                                                 / best["prepare"], 3)
+    out = {"video": f"{Path(path).name} {info.width}x{info.height}, {frames} frames", "repeats": repeats,
+           "wall_s": {k: round(v, 3) for k, v in wall.items()}, "cpu_s": {k: round(v, 3) for k, v in cpu.items()},
+           "decode_fps": round(frames / wall["decode"]), "prepare_fps": round(frames / wall["prepare"]),
+           "prepare_over_decode": round(wall["decode"] / wall["prepare"], 3),
+           "cpu_prepare_over_decode": round(cpu["decode"] / cpu["prepare"], 3),
+           "share_of_prepare_cpu": {"decode": round(cpu["decode"] / cpu["prepare"], 3),
+                                    "detector_and_clips": round((cpu["segment"] - cpu["decode"]) / cpu["prepare"], 3),
+                                    "audio_second_pass": round(cpu["audio"] / cpu["prepare"], 3)}}
+    if "decode+audio" in cpu:
+        out["share_of_prepare_cpu"]["audio_in_the_one_pass"] = round((cpu["decode+audio"] - cpu["decode"])
+                                                                     / cpu["prepare"], 3)
     return out
 
 
@@ -323,7 +329,8 @@ def decode_floor(videos: list[str], hd: str) -> dict:
     one = stage_costs(hd)
     return {"processes": os.cpu_count(), "frames": frames, "wall_s": round(wall, 2), "fps": round(frames / wall),
             "one_process_decode_fps": one["decode_fps"], "one_process_prepare_fps": one["prepare_fps"],
-            "prepare_over_decode": one["prepare_over_decode"], "one_process": one,
+            "prepare_over_decode": one["prepare_over_decode"],
+            "cpu_prepare_over_decode": one["cpu_prepare_over_decode"], "one_process": one,
             "load_average": [round(x, 2) for x in os.getloadavg()]}
 
 

@@ -15,7 +15,7 @@ from reelsim.jobs.console import TerminalProgress, log_warnings_to_stderr, progr
 from reelsim.jobs.tasks import failure_reason
 from reelsim.pipeline.images import header_size
 from reelsim.pipeline.item import extract_each
-from reelsim.reporting import LOG, Counter, Report, to_log, warn
+from reelsim.reporting import LOG, Counter, Report, report, to_log, warn
 from reelsim.similarity import build_index, fuse, knn_graph, normalise
 from reelsim.similarity.knn import Checkpoint
 from reelsim.storage.thumbnails import jpeg_thumbnail
@@ -61,11 +61,25 @@ def test_counter_and_terminal_reporter():
     assert progress_for(seen.append) == seen.append
 
 
-def test_default_reporter_logs_warnings_and_the_cli_shows_them(capsys, caplog):
-    with caplog.at_level(logging.WARNING, logger="reelsim"):
+class Kept(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+def test_default_reporter_logs_warnings_and_the_cli_shows_them(capsys):
+    handlers, propagate = list(LOG.handlers), LOG.propagate
+    kept = Kept()
+    LOG.addHandler(kept)
+    try:
         warn(None, "a warning with no reporter")
-    assert "a warning with no reporter" in caplog.text
-    handlers = list(LOG.handlers)
+        report(None, "a line nobody asked to see")  # INFO: not a warning
+    finally:
+        LOG.removeHandler(kept)
+    assert kept.messages == ["a warning with no reporter"]
     try:
         log_warnings_to_stderr()
         log_warnings_to_stderr()  # once only
@@ -73,7 +87,7 @@ def test_default_reporter_logs_warnings_and_the_cli_shows_them(capsys, caplog):
         assert capsys.readouterr().err == "reelsim: warning: shown by the CLI\n"
     finally:
         LOG.handlers[:] = handlers
-        LOG.propagate = True
+        LOG.propagate = propagate
 
 
 class PickyModel:
