@@ -463,6 +463,9 @@ class StagedRun:
             return
         for r in rows:
             self.row(unit, {**r, "attempts": max(1, r["attempts"], 1 + self.earlier.pop(r["item"], 0))})
+        for item in [i for i in unit.items if i.id in unit.owed]:  # never left without a row
+            self.row(unit, failed_task_row(item, RuntimeError("its finish task returned no row"),
+                                           1 + self.earlier.pop(item.id, 0)))
 
     def batch_failed(self, bid: int, error: BaseException, cause: str | None = None) -> None:
         """An embed task failed as a whole: split its groups into batches of their own, or fail their items."""
