@@ -402,7 +402,8 @@ class StagedRun:
         bid = self.n_batches
         self.n_batches += 1
         units = [self.units[k] for k in keys]
-        future = self.submit("embed", self.cfg, self.run_id, bid, *[u.prep for u in units], key=f"batch-{bid}")
+        future = self.submit("embed", self.cfg, self.run_id, bid, self.threads, *[u.prep for u in units],
+                             key=f"batch-{bid}")
         self.batches[bid] = Batch(future, keys, sum(u.rows for u in units))
         for u in units:
             u.batch = bid

@@ -271,13 +271,15 @@ def mixes_items(cfg: Config, device) -> bool:
     return mode == "on" or (mode == "auto" and str(device).startswith("cuda"))
 
 
-def embed_task(cfg: Config, run_id: str, batch_id: int, *groups: list[Staged]):
+def embed_task(cfg: Config, run_id: str, batch_id: int, torch_threads: int | None, *groups: list[Staged]):
     """Stage 2 on the model's device: one batch (:func:`~reelsim.pipeline.batcher.embed_batch`).
 
     ``groups`` are whole prepare tasks' results; their items still to do are
-    embedded. Announces itself on :data:`BATCH_TOPIC` (run, batch, items, worker,
-    pid, phase ``start``), and again once the models are loaded (``models-loaded``).
+    embedded (torch limited to ``torch_threads`` in this worker, as in
+    :func:`prepare_task`). Announces itself on :data:`BATCH_TOPIC` (run, batch,
+    items, worker, pid, phase ``start``), and again once the models are loaded (``models-loaded``).
     """
+    limit_threads(torch_threads)
     preps = [s.prepared for g in groups for s in g if not s.done]
     ids = [p.item.id for p in preps]
     announce_batch(run_id, batch_id, ids, "start")
