@@ -410,7 +410,8 @@ class StagedRun:
             self.finish(u, future)
 
     def finish(self, unit: Unit, result) -> None:
-        unit.finish = self.submit("finish", unit.prep, result, self.cfg, self.store, key=unit.key)
+        # a key of its own per batch: a group split out of a failed batch gets a new finish task
+        unit.finish = self.submit("finish", unit.prep, result, self.cfg, self.store, key=f"{unit.key}-b{unit.batch}")
         self.futures[unit.finish] = ("finish", unit.key)
         self.done.add(unit.finish)
 
