@@ -109,11 +109,22 @@ def declare_stages(cfg: Config, resources: dict[str, list[str]]) -> dict[str, St
     >>> s = declare_stages(Config(), {"GPU": ["tcp://a:1"]})
     >>> [(n, st.resources, st.batch) for n, st in s.items()]
     [('prepare', None, 64), ('embed', {'GPU': 1}, 256), ('finish', None, 1)]
+    >>> declare_stages(Config().with_settings(["models.device=cpu"]), {})["embed"].batch  # CPU: a group alone
+    1
     """
     cpu = {DECODE: 1} if resources.get(DECODE) else None
+    rows = cfg.jobs.gpu_batch if batches_mix(cfg, resources) else 1  # 1: each prepared group is its own batch
     return {"prepare": Stage("prepare", prepare_task, cpu, cfg.jobs.group_size, 0),
-            "embed": Stage("embed", embed_task, {GPU: 1} if resources.get(GPU) else None, cfg.jobs.gpu_batch, 1),
+            "embed": Stage("embed", embed_task, {GPU: 1} if resources.get(GPU) else None, rows, 1),
             "finish": Stage("finish", finish_task, cpu, 1, 2)}
+
+
+def batches_mix(cfg: Config, resources: dict[str, list[str]]) -> bool:
+    """Whether embed batches gather many items (``jobs.cross_item``): ``on``, or ``auto`` where the models run
+    on CUDA (the driver sees a GPU, or workers advertise ``GPU``). Otherwise each prepared group (one video, or
+    a group of small items) is embedded on its own, and its items are written as soon as it is done."""
+    mode = cfg.jobs.cross_item
+    return mode == "on" or (mode == "auto" and (bool(resources.get(GPU)) or cuda_run(cfg)))
 
 
 def retry(stage: str, units: int, cause: str) -> str:
@@ -358,7 +369,7 @@ class StagedRun:
         self.ready: list[str] = []  # units prepared, waiting for a batch, in arrival order
         self.batches: dict[int, Batch] = {}
         self.futures: dict = {}  # consumed future -> (stage, unit key)
-        self.earlier: dict[str, int] = {}  # attempts made before a split, per item
+        self.earlier: dict[str, int] = {}  # attempts made in a group before it was split, per item
         self.waiting_rows = 0
         self.n_units = self.n_batches = 0
         self.done = None  # distributed.as_completed of summary and finish futures (made in run)
@@ -435,13 +446,12 @@ class StagedRun:
             self.failed(unit, "prepare", e, cause_of(e))
             return
         by_id = {s["item"]: s for s in summaries}
-        attempts = {i.id: self.attempts(i.id) for i in unit.items}  # the prepare's attempts (a dead worker's)
         for item in unit.items:
             s = by_id[item.id]
             if s["done"]:
-                self.row(unit, {**s["row"], "attempts": attempts[item.id]})
-            else:
-                self.earlier[item.id] = attempts[item.id] - 1  # carried to the item's final row
+                self.row(unit, {**s["row"], "attempts": self.attempts(item.id)})
+            else:  # its clock stops; attempts are still counted (a prepare run again after a worker died)
+                self.watch.pause(item.id)
                 unit.rows += s["rows"]
                 unit.shared += s["shared"]
         if not unit.owed:
@@ -464,10 +474,10 @@ class StagedRun:
                 self.failed(unit, "finish", e, "error")
             return
         for r in rows:
-            self.row(unit, {**r, "attempts": max(1, r["attempts"], 1 + self.earlier.pop(r["item"], 0))})
+            self.row(unit, {**r, "attempts": self.attempts(r["item"])})
         for item in [i for i in unit.items if i.id in unit.owed]:  # never left without a row
             self.row(unit, failed_task_row(item, RuntimeError("its finish task returned no row"),
-                                           1 + self.earlier.pop(item.id, 0)))
+                                           self.attempts(item.id)))
 
     def batch_failed(self, bid: int, error: BaseException, cause: str | None = None) -> None:
         """An embed task failed as a whole: split its groups into batches of their own, or fail their items."""
@@ -486,21 +496,20 @@ class StagedRun:
             return
         for u in units:
             for item in [i for i in u.items if i.id in u.owed]:
-                self.row(u, failed_task_row(item, error, 1 + self.earlier.pop(item.id, 0)))
+                self.row(u, failed_task_row(item, error, self.attempts(item.id)))
 
     def failed(self, unit: Unit, stage: str, error: BaseException, cause: str) -> None:
         """A prepare or finish task failed as a whole: run its items one per task, or fail them."""
         owed = [i for i in unit.items if i.id in unit.owed]
         if stage == "prepare" and retry(stage, len(owed), cause) == "split":
-            for item in owed:
-                self.earlier[item.id] = self.attempts(item.id)
+            for item in owed:  # carried over to the item's own task
+                self.earlier[item.id] = self.watch.finish(item.id) + self.earlier.pop(item.id, 0)
             self.drop(unit)
             for item in owed:
                 self.prepare([item])
             return
         for item in owed:
-            attempts = self.attempts(item.id) if stage == "prepare" else 1 + self.earlier.pop(item.id, 0)
-            self.row(unit, failed_task_row(item, error, attempts))
+            self.row(unit, failed_task_row(item, error, self.attempts(item.id)))
 
     def forget_finish(self, unit: Unit) -> None:
         if unit.finish is not None:
@@ -586,7 +595,7 @@ class StagedRun:
                              f"timed out: embed batch {bid} ({len(items)} items, {batch.rows} clips and images) "
                              f"still running after {seconds:.0f} s (jobs.batch_timeout_s {limit:g} s) on "
                              f"{batch.worker}; {action}; run again to redo it")
-            row.update(attempts=1 + self.earlier.pop(item.id, 0), worker=batch.worker, timed_out=True)
+            row.update(attempts=self.attempts(item.id), worker=batch.worker, timed_out=True)
             self.row(unit, row)
 
     # -- the loop ------------------------------------------------------------------------------

@@ -124,10 +124,12 @@ def load_models(item: Item | list[Item], cfg: Config, run_id: str | None, *, dev
     item needs, :func:`models_needed`) limits which are loaded now.
     """
     items = item if isinstance(item, list) else [item]
-    ids = [i.id for i in items] if isinstance(item, list) else item.id
+    ids = [i.id for i in items] if len(items) > 1 else items[0].id  # one item: announced as ``item``
     models = Models(cfg, device=device)
-    announce_start(ids, run_id, phase="loading-models")
     needed = dict.fromkeys(m for i in items for m in models_needed(i)) if modalities is None else modalities
+    if not needed:  # nothing to load: the clock runs on
+        return models
+    announce_start(ids, run_id, phase="loading-models")
     for modality in needed:
         models.get(modality)
     announce_start(ids, run_id, phase="models-loaded")

@@ -9,13 +9,15 @@ from reelsim.jobs.watch import ItemWatch
 
 
 def test_the_stages_are_declared_once_with_their_resources():
-    cfg = Config().with_settings(["jobs.gpu_batch=128", "jobs.group_size=16"])
-    cpu = declare_stages(cfg, {})  # a CPU cluster: any worker takes any task
+    cfg = Config().with_settings(["jobs.gpu_batch=128", "jobs.group_size=16", "models.device=cpu"])
+    cpu = declare_stages(cfg, {})  # a CPU cluster: any worker takes any task; each prepared group embedded alone
     assert [(s.name, s.task, s.resources, s.batch) for s in cpu.values()] == [
-        ("prepare", prepare_task, None, 16), ("embed", embed_task, None, 128), ("finish", finish_task, None, 1)]
+        ("prepare", prepare_task, None, 16), ("embed", embed_task, None, 1), ("finish", finish_task, None, 1)]
+    assert declare_stages(cfg.with_settings(["jobs.cross_item=on"]), {})["embed"].batch == 128
     gpu = declare_stages(cfg, {"GPU": ["tcp://g:1"], "DECODE": ["tcp://c:1", "tcp://c:2"]})
     assert {n: s.resources for n, s in gpu.items()} == {"prepare": {"DECODE": 1}, "embed": {"GPU": 1},
                                                         "finish": {"DECODE": 1}}
+    assert gpu["embed"].batch == 128  # GPU workers: batches of many items
     assert gpu["finish"].priority > gpu["embed"].priority > gpu["prepare"].priority  # written before prepared
 
 
@@ -49,5 +51,9 @@ def test_attempts_and_the_timeout_clock():
     assert w.overdue(timeout_s=0, now=1e9) == []  # 0 = no limit
     w.on_event(event("x", worker="tcp://b:2"), now=200.0)  # its worker died: a second attempt elsewhere
     assert w.attempts("x") == 2 and w.overdue(timeout_s=5, now=204.0) == []
+    w.pause("x")  # prepared: the clock stops, the attempts are kept
+    assert w.overdue(timeout_s=5, now=1e6) == [] and w.attempts("x") == 2
+    w.on_event(event("x", worker="tcp://c:3"), now=300.0)  # run again (its prepared data was lost): counted
+    assert w.attempts("x") == 3 and w.overdue(timeout_s=5, now=306.0) == [("x", "tcp://c:3", 6.0)]
     w.finish("x")
     assert w.overdue(timeout_s=5, now=1e9) == [] and w.attempts("never") == 0

@@ -72,6 +72,7 @@ class Kept(logging.Handler):
 
 def test_default_reporter_logs_warnings_and_the_cli_shows_them(capsys):
     handlers, propagate = list(LOG.handlers), LOG.propagate
+    LOG.handlers[:] = []  # as in a fresh process (tests before may have run the CLI's main here)
     kept = Kept()
     LOG.addHandler(kept)
     try:
