@@ -382,13 +382,14 @@ class JobConfig:
         while running it is reported as failed instead of retried again
         (local clusters; an existing scheduler applies its own
         ``distributed.scheduler.allowed-failures``).
-    cross_item : whether the items of an embed batch share forward passes
-        (``jobs/driver.py``, docs/models.md): ``auto`` = on when the models run
-        on CUDA (large batches for the GPU), off on the CPU (each item's rows
-        run on their own, so its features do not depend on its batch-mates);
-        ``on`` (also on the CPU, e.g. in tests), ``off``.
-    gpu_batch : rows (clips, keyframes, images) the driver fills each embed
-        batch to, and the rows per forward pass when items share them.
+    cross_item : whether embed batches gather many items that share forward
+        passes (``jobs/driver.py``, docs/models.md): ``auto`` = on when the
+        models run on CUDA (large batches for the GPU), off on the CPU (each
+        prepared group is embedded on its own, its items written as soon as it
+        is done, and their features do not depend on other items); ``on``
+        (also on the CPU, e.g. in tests), ``off``.
+    gpu_batch : with ``cross_item`` on, the rows (clips, keyframes, images) the
+        driver fills each embed batch to, and the rows per forward pass.
     clip_transport : how clips reach the embed worker: ``shm`` (files in
         ``/dev/shm``, memory-mapped; workers on the driver's machine only),
         ``dask`` (Dask's worker-to-worker transfer), ``auto`` (shm when several

@@ -6,14 +6,16 @@ pipelines::
 
     prepare   CPU workers (DECODE)   a group of items: hash, skip current shards, decode once (frames and
                                      audio from one demux pass), shots, clips, keyframes, audio, texts
-    embed     the model's device     a batch of prepared groups, jobs.gpu_batch rows: clips through the
-              (GPU)                  video model, keyframes and product images through the image model
+    embed     the model's device     a batch: on CUDA prepared groups up to jobs.gpu_batch rows, on the CPU
+              (GPU)                  one prepared group; clips through the video model, keyframes and product
+                                     images through the image model
     finish    CPU workers (DECODE)   pool, write each item's shard, report its row
 
 A CPU-only run is the same driver: the embed tasks then run on any worker,
-with the models on the CPU (``jobs.cross_item`` decides whether the items of a
-batch share forward passes: on CUDA they do, on the CPU each item's rows run
-on their own, so its features are the same whatever its batch-mates).
+with the models on the CPU, one prepared group a batch (``jobs.cross_item``,
+:func:`batches_mix`: on CUDA batches gather many items that share forward
+passes; on the CPU an item's features never depend on other items, and its
+shard is written as soon as its group is embedded).
 
 One consumption loop (:meth:`StagedRun.run`): the summary and finish
 futures are consumed with ``as_completed``; between completions the loop
