@@ -30,15 +30,15 @@ import dataclasses
 import datetime as dt
 import json
 import zipfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from reelsim import __version__
-from reelsim.config import Config, FusionConfig, LearnConfig, ModelConfig, check_weights
+from reelsim._version import __version__
+from reelsim.config import Config, FusionConfig, LearnConfig, check_weights
 from reelsim.errors import DamagedStoreError, StoreError, UnknownItemError, UsageError
+from reelsim.reporting import Progress, report
 from reelsim.similarity.catalog import CatalogEmbeddings, load_catalog
 from reelsim.similarity.elsa import interaction_matrix, train_elsa
 from reelsim.similarity.fusion import DECIMALS, fuse
@@ -111,7 +111,7 @@ def training_pairs(log: Interactions, cfg: LearnConfig, rows: np.ndarray | None 
 
 
 def fit_model(cat: CatalogEmbeddings, log: Interactions, cfg: LearnConfig, *, rows: np.ndarray | None = None,
-              progress: Callable[[str], None] | None = None, reuse_elsa: LearnedModel | None = None) -> LearnedModel:
+              progress: Progress | None = None, reuse_elsa: LearnedModel | None = None) -> LearnedModel:
     """Train ELSA on the warm items and the tower on co-engagement pairs.
 
     Parameters
@@ -123,8 +123,8 @@ def fit_model(cat: CatalogEmbeddings, log: Interactions, cfg: LearnConfig, *, ro
     cfg : LearnConfig
     rows : bool (R,), optional
         Train on these log rows only (``evaluate`` holds some out).
-    progress : callable, optional
-        Receives one line per stage/epoch.
+    progress : Progress, optional
+        Told one line per stage and epoch (:mod:`reelsim.reporting`).
     reuse_elsa : LearnedModel, optional
         Take ELSA (and the counts) from this model, trained on the same rows;
         only the tower is trained (comparing tower settings).
@@ -141,7 +141,9 @@ def fit_model(cat: CatalogEmbeddings, log: Interactions, cfg: LearnConfig, *, ro
 def _fit(cat, log, cfg, rows, progress, reuse_elsa) -> LearnedModel:
     import time
 
-    say = progress or (lambda s: None)
+    def say(text: str) -> None:
+        report(progress, text, stage="train")
+
     keep = np.ones(log.n, bool) if rows is None else rows
     n = cat.n
     t0 = time.perf_counter()
@@ -557,7 +559,7 @@ def check_space(space: str) -> None:
 
 
 def write_space_lists(store: str | Path, space: str, fusion: FusionConfig, *, device: str = "cpu",
-                      text_model: str = ModelConfig.text) -> dict:
+                      text_model: str | None = None) -> dict:
     """(b) Write every item's top-k in ``learned`` or ``blend`` space, with the lists' hygiene, as one store version.
 
     ``fusion`` gives ``k``, ``oversample``, ``dedup``, ``mmr``, the blocklist
@@ -615,7 +617,7 @@ def space_neighbors(store: str | Path, item: str, k: int, space: str, *, hygiene
 
 
 def add_to_space(store: str | Path, space: str, fusion: FusionConfig | None = None, *, device: str = "cpu",
-                 text_model: str = ModelConfig.text) -> dict:
+                 text_model: str | None = None) -> dict:
     """(d) After new items joined the catalog (``reelsim add``): update the lists of a space, as one version.
 
     The space's list set (its ids) says which items it lists. When those
@@ -652,7 +654,7 @@ def as_set_made(ls: ListSet, fusion: FusionConfig) -> FusionConfig:
                                lists_formats=tuple(formats) if formats else fusion.lists_formats)
 
 
-def relist_stale_spaces(store: str | Path, *, device: str = "cpu", text_model: str = ModelConfig.text) -> dict:
+def relist_stale_spaces(store: str | Path, *, device: str = "cpu", text_model: str | None = None) -> dict:
     """Write again the lists of every learned space that another blocklist made; {space: summary}.
 
     Called after a lists job (``run``, ``lists``) in its write session: when
@@ -734,7 +736,7 @@ def _add_to_set(session, layout: StoreLayout, space: str, cat: CatalogEmbeddings
 
 
 def train_store(store: str | Path, interactions: str | Path, cfg: LearnConfig, *,
-                progress: Callable[[str], None] | None = None) -> dict:
+                progress: Progress | None = None) -> dict:
     """``reelsim train``: read the log against the store's catalog, fit, save, as one store version; a summary.
 
     The store is held (its lock) from reading the catalog to the commit, so
@@ -743,8 +745,7 @@ def train_store(store: str | Path, interactions: str | Path, cfg: LearnConfig, *
     with writing(store, "train"):
         cat = _catalog(store)
         log = read_interactions(interactions, known_items=cat.ids)
-        if progress:
-            progress(log.describe())
+        report(progress, log.describe(), stage="train")
         model = fit_model(cat, log, cfg, progress=progress)
         folder = save_model(store, model, cfg, log)
     m = model.provenance["metrics"]
