@@ -24,20 +24,22 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
 from reelsim.config import FusionConfig
+from reelsim.jobs.connect import check_cluster_store, check_scheduler, scheduler_client
 from reelsim.jobs.runner import LOW_LEVEL_LOG_LENGTH
+from reelsim.reporting import Counter, Progress
 from reelsim.similarity.blocks import BLOCKED_FILE, job_spec, search_block
 from reelsim.similarity.catalog import load_catalog
-from reelsim.similarity.rebuild import finish_lists, list_formats, prepare_graph, save_state
+from reelsim.similarity.rebuild import finish_lists, list_formats, prepare_graph, publish_content_lists
 from reelsim.storage.atomic import atomic_path
 from reelsim.storage.layout import StoreLayout, item_key
-from reelsim.storage.lists import assemble_parts
+from reelsim.storage.lists import assemble_parts, remove_other_formats
+from reelsim.storage.session import writing
 
 
 def graph_client(store: Path, scheduler: str | None, workers: int | None):
@@ -50,7 +52,7 @@ def graph_client(store: Path, scheduler: str | None, workers: int | None):
                 "distributed.admin.low-level-log-length": LOW_LEVEL_LOG_LENGTH}
     with dask.config.set(settings):
         if scheduler:
-            return Client(scheduler, timeout="30s")
+            return scheduler_client(scheduler)
         logging.getLogger("distributed").setLevel(logging.ERROR)
         cluster = LocalCluster(n_workers=workers or 2, threads_per_worker=1, processes=True,
                                dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR,
@@ -70,7 +72,8 @@ def block_ranges(n: int, rows: int) -> list[tuple[int, int, int]]:
 
 
 def dask_lists(store: Path, fusion: FusionConfig, *, client=None, scheduler: str | None = None,
-               workers: int | None = None, progress: bool = False, text_model: str = "minilm-l6-v2") -> dict:
+               workers: int | None = None, progress: Progress | None = None,
+               text_model: str | None = None) -> dict:
     """``reelsim lists`` with the search phase on a Dask cluster; returns the job's summary.
 
     Parameters
@@ -79,7 +82,8 @@ def dask_lists(store: Path, fusion: FusionConfig, *, client=None, scheduler: str
     fusion : weights, k, index choice, hygiene, list formats; ``knn_batch`` is the block size
     client : an existing ``distributed.Client`` (left open); else one on ``scheduler``, or on a
         new local cluster of ``workers`` processes (closed at the end)
-    progress : a progress bar of blocks on stderr
+    progress : told the blocks done (stage ``kNN blocks``) and the index choices (:mod:`reelsim.reporting`)
+    text_model : the text model of the blocklist's phrases (default: the store's)
 
     Returns
     -------
@@ -88,15 +92,35 @@ def dask_lists(store: Path, fusion: FusionConfig, *, client=None, scheduler: str
     (median seconds a worker spent on a block) and ``scheduler_overhead_s`` (wall seconds of the
     search phase beyond the blocks' own time divided by the workers).
     """
-    from dask.distributed import as_completed
-    from tqdm import tqdm
-
     layout = StoreLayout(store)
+    if client is None:
+        check_cluster_store(store)
+        check_scheduler(scheduler)
+    with writing(layout.root, "lists") as session:
+        return _dask_lists(session, layout, fusion, client, scheduler, workers, progress, text_model)
+
+
+def _dask_lists(session, layout: StoreLayout, fusion: FusionConfig, client, scheduler, workers, progress,
+                text_model) -> dict:
     cat, _ = load_catalog(layout.require_catalog(), mmap=True)  # the driver reads it, it does not keep it all
     job = prepare_graph(layout.root, fusion, cat_norm=cat, progress=progress, text_model=text_model)
+    fusion = job.fusion  # k at most the catalog's other items
     t1 = time.perf_counter()
     ckpt = job.checkpoint
     ckpt.open()
+    try:
+        return _search_and_write(session, job, fusion, layout, client, scheduler, workers, progress, t1)
+    except BaseException:
+        ckpt.clear_if_empty()  # a job that finished no block leaves nothing to resume
+        raise
+
+
+def _search_and_write(session, job, fusion: FusionConfig, layout: StoreLayout, client, scheduler, workers,
+                      progress: bool, t1: float) -> dict:
+    """The search phase of :func:`dask_lists` on the cluster, then the lists written from the part files."""
+    from dask.distributed import as_completed
+
+    ckpt = job.checkpoint
     if job.blocked is not None:
         with atomic_path(ckpt.folder / BLOCKED_FILE) as tmp, open(tmp, "wb") as f:
             np.save(f, job.blocked)
@@ -114,18 +138,19 @@ def dask_lists(store: Path, fusion: FusionConfig, *, client=None, scheduler: str
                              [lo for _, lo, _ in todo], [hi for _, _, hi in todo], job=spec,
                              key=[f"knn-block-{tag}-{b}" for b, _, _ in todo], pure=False)
         seconds = []
-        with tqdm(total=len(blocks), initial=len(blocks) - len(todo), desc="kNN blocks", unit="block",
-                  disable=not progress, file=sys.stderr, dynamic_ncols=True) as bar:
-            for fut, result in as_completed(futures, with_results=True):
-                seconds.append(result["seconds"])
-                bar.update(1)
-                fut.release()
+        tick = Counter(progress, "kNN blocks", total=len(blocks), done=len(blocks) - len(todo), unit="block")
+        for fut, result in as_completed(futures, with_results=True):
+            seconds.append(result["seconds"])
+            tick(1)
+            fut.release()
         del futures
     t2 = time.perf_counter()
     layout.lists_dir.mkdir(exist_ok=True)
-    rows, floor, stamp = assemble_parts([ckpt.part(b) for b, _, _ in blocks], job.cat.ids, fusion.k,
-                                        job.gi.active, layout.lists_dir, list_formats(fusion), layout.list_arrays)
-    save_state(layout, job.gi, floor, job.blocked, fusion, arrays_stamp=stamp)
+    set_dir = session.new_set_dir("content")
+    rows, floor = assemble_parts([ckpt.part(b) for b, _, _ in blocks], job.cat.ids, fusion.k,
+                                 job.gi.active, layout.lists_dir, list_formats(fusion), set_dir[1])
+    remove_other_formats(layout.lists_dir, list_formats(fusion))
+    publish_content_lists(layout, job.cat.ids, job.gi, job.fusion, job.blocked, set_dir=set_dir, floor=floor)
     out = finish_lists(job, rows=rows, knn_s=t2 - t1, write_s=time.perf_counter() - t2)
     busy = sum(seconds) / n_workers
     out.update(blocks=len(blocks), blocks_resumed=len(blocks) - len(todo), blocks_run=len(todo),

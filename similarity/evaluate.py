@@ -32,6 +32,7 @@ import numpy as np
 
 from reelsim.config import LearnConfig
 from reelsim.errors import UsageError
+from reelsim.reporting import Progress, report
 from reelsim.similarity.catalog import CatalogEmbeddings, load_catalog
 from reelsim.similarity.spaces import (
     LearnedModel,
@@ -128,7 +129,7 @@ def _queries(candidates: np.ndarray, relevant_of: Callable, n: int, seed: int):
 
 
 def evaluate(cat: CatalogEmbeddings, log: Interactions, cfg: LearnConfig, weights: Mapping[str, float], *,
-             progress: Callable[[str], None] | None = None, reuse_elsa: LearnedModel | None = None,
+             progress: Progress | None = None, reuse_elsa: LearnedModel | None = None,
              split: Split | None = None, k: int = K) -> tuple[dict, LearnedModel]:
     """Split, train on the training part, and score every space on held-out co-engagement.
 
@@ -204,13 +205,12 @@ def to_json(result: dict) -> str:
     return json.dumps(result, ensure_ascii=False)
 
 
-def evaluate_store(store, interactions, cfg: LearnConfig, *, progress: Callable[[str], None] | None = None,
+def evaluate_store(store, interactions, cfg: LearnConfig, *, progress: Progress | None = None,
                    k: int = K) -> dict:
     """``reelsim evaluate``: read the log against the store's catalog and :func:`evaluate`; nothing is saved."""
     cat, weights = load_catalog(StoreLayout(store).require_catalog())
     log = read_interactions(interactions, known_items=cat.ids)
-    if progress:
-        progress(log.describe())
+    report(progress, log.describe(), stage="evaluate")
     result, _ = evaluate(cat, log, cfg, weights, progress=progress, k=k)
     result["interactions"] = {"path": str(interactions), "sha256": log.sha256, "rows": log.n,
                               "unknown_rows": log.unknown_rows, "unknown_items": log.unknown_item_count}

@@ -44,6 +44,7 @@ import numpy as np
 from reelsim.config import MODALITIES, LearnConfig
 from reelsim.errors import UsageError
 from reelsim.extractors.device import resolve_device
+from reelsim.reporting import Progress, report
 from reelsim.similarity.fusion import learn_projection
 
 #: rows (a seeded sample) that the fixed input PCA is learned on
@@ -284,7 +285,7 @@ class TrainingPairs:
 
 def train_tower(vectors: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarray], pairs: TrainingPairs,
                 cfg: LearnConfig, *, hard: dict[int, np.ndarray] | None = None,
-                progress: Callable[[str], None] | None = None) -> TowerModel:
+                progress: Progress | None = None) -> TowerModel:
     """Train the content tower on co-engagement pairs (module docstring).
 
     Parameters
@@ -336,8 +337,7 @@ def train_tower(vectors: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarra
         for epoch in range(epochs):
             loss = _epoch(net, opt, X, M, a, b, cfg, rng, hard, dev, known, n_items)
             history[f"{name}_loss"].append(round(loss, 6))
-            if progress:
-                progress(f"tower {name} epoch {epoch + 1}/{epochs}: loss {loss:.4f}")
+            report(progress, f"tower {name} epoch {epoch + 1}/{epochs}: loss {loss:.4f}", stage="train")
     model.state = {k: v.detach().cpu().numpy() for k, v in net.state_dict().items()}
     model.history = history
     return model

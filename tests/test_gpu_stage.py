@@ -1,7 +1,10 @@
-"""The GPU path (cross-item batches) on CPU: same shards as the per-item path, nothing lost when its worker dies.
+"""The driver's embed stage with batches that mix items, on CPU: the same shards as items embedded alone,
+nothing lost when its worker dies, a batch past its timeout cancelled.
 
-CI has no GPU: ``jobs.cross_item=on`` runs the same stages and batching code
-with the models on CPU. Tests that need CUDA are marked ``gpu``.
+CI has no GPU: ``jobs.cross_item=on`` makes the items of a batch share forward
+passes on the CPU, as they do on CUDA (every run goes through the same driver
+and stages; ``auto`` on the CPU embeds each item's rows on their own). Tests
+that need CUDA are marked ``gpu``.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from reelsim.storage.shm import SHM_ROOT, SharedArray
 #: oneDNN picks its convolution algorithm by batch shape, which reorders float sums: measured on the
 #: development machine, max abs difference 9.5e-7 (features are O(1)); shots, clips and thumbnails are identical.
 FEATURE_ATOL = 1e-5
+#: The same for region vectors, stored as float16 (components <= 1: one half-float step is at most 2**-11).
+REGION_ATOL = 2 ** -10
 
 
 def shard_datasets(path) -> dict[str, np.ndarray]:
@@ -56,8 +61,8 @@ def same(x, y) -> bool:
 @pytest.fixture(scope="module")
 def cross_store(manifest, run_store, tmp_path_factory, dask_client):
     """Part of the session's catalog (videos with and without sound, a corrupt file, products with text) run
-    again through the GPU path on CPU: batches of 8 rows mix items; clips travel through shared memory (the
-    killed-worker test below uses Dask's worker-to-worker transfer)."""
+    again with batches of 8 rows whose items share forward passes (as on CUDA); clips travel through shared
+    memory (the killed-worker test below uses Dask's worker-to-worker transfer)."""
     store = tmp_path_factory.mktemp("cross")
     keep = {"fractal", "silent", "corrupt", "banana", "headphones"}
     rows = [line for line in manifest.read_text(encoding="utf-8").splitlines() if any(
@@ -81,6 +86,8 @@ def test_cross_item_batches_give_the_per_item_shards(run_store, cross_store):
     assert len(ok) == 4
     batches = {r["batch"]["batch"]: r["batch"] for r in ok}
     assert max(b["items"] for b in batches.values()) >= 2  # clips of several items shared a batch
+    assert all(b["mixed"] for b in batches.values())  # ... and its forward passes
+    assert not any(r["batch"]["mixed"] for r in base.items if r.get("batch"))  # on CPU by default: each item alone
     assert all(batches[k]["clips"] + batches[k]["images"] >= 8 for k in sorted(batches)[:-1])  # full but the last
     worst = 0.0
     for r in ok:
@@ -93,6 +100,10 @@ def test_cross_item_batches_give_the_per_item_shards(run_store, cross_store):
                 assert x.shape == y.shape, name
                 worst = max(worst, float(np.abs(x - y).max()) if x.size else 0.0)
                 np.testing.assert_allclose(y, x, rtol=0, atol=FEATURE_ATOL, err_msg=f"{r['item']} {name}")
+            elif name == "regions/vectors":  # float16: the same float32 noise may round to the next half-float
+                assert x.shape == y.shape and x.dtype == y.dtype == np.float16, name
+                np.testing.assert_allclose(y.astype(np.float32), x.astype(np.float32), rtol=0, atol=REGION_ATOL,
+                                           err_msg=f"{r['item']} {name}")
             else:  # shots, scenes, clip frames, thumbnails, models: identical
                 assert same(x, y), f"{r['item']} {name}"
     print(f"largest feature difference per-item vs cross-item: {worst:.3g}")
@@ -171,7 +182,7 @@ def test_killed_gpu_worker_loses_no_item(dask_cli_cluster, manifest, tmp_path):
     from dask.distributed import Client
 
     import reelsim as api
-    from reelsim.jobs.gpu_stage import BATCH_TOPIC
+    from reelsim.jobs.tasks import BATCH_TOPIC
 
     rows = [{"id": v, "video": f"{v}.mp4"} for v in ("fractal", "carpet", "fields")]
     rows.append({"id": "banana", "image": "banana.png"})
@@ -228,7 +239,7 @@ def test_gpu_batch_past_its_timeout_is_cancelled_and_its_items_fail_then_rerun(d
                      scheduler=cluster.address)
     assert report.summary() == {"total": 2, "ok": 0, "cached": 0, "failed": 2}
     for row in report.items:
-        assert row["timed_out"] and "timed out: GPU batch 0 (2 items," in row["reason"], row
+        assert row["timed_out"] and "timed out: embed batch 0 (2 items," in row["reason"], row
         assert "its worker was restarted" in row["reason"], row
     assert not any(StoreLayout(store).shard(r["id"]).exists() for r in rows)
     cluster.wait_for(2)  # the restarted GPU worker is back

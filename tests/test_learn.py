@@ -163,7 +163,7 @@ def test_trained_store_gives_the_same_lists_twice(synth, tmp_path):
         assert prov["interactions"]["sha256"] == summary["interactions_sha256"] and prov["code_version"]
         assert prov["config_hash"] == quick.training_hash()
         for space in ("learned", "blend"):
-            write_space_lists(s, space, 5, ["parquet"])
+            write_space_lists(s, space, FusionConfig(k=5, lists_formats=("parquet",)))
             lists[run, space] = pq.read_table(s / "lists" / space / "neighbors.parquet")
     for space in ("learned", "blend"):
         assert lists["a", space].equals(lists["b", space])
@@ -188,13 +188,13 @@ def test_added_items_get_learned_lists_equal_to_a_rebuild(synth, tmp_path):
     log = read_interactions(path, cat0.ids)
     quick = dataclasses.replace(FAST, tower_epochs=2, finetune_epochs=0)
     save_model(store, fit_model(cat0, log, quick), quick, log)
-    write_space_lists(store, "learned", 5, ["parquet"])
+    write_space_lists(store, "learned", fusion)
     new = part(slice(n0, raw.n))
     add_vectors(store, new, {i: {"kind": "product", "title": i} for i in new.ids}, fusion)
-    out = add_to_space(store, "learned", ["parquet"])
+    out = add_to_space(store, "learned", fusion)
     assert out["added"] == 20 and 0 < out["updated_lists"] < n0
     got = pq.read_table(store / "lists" / "learned" / "neighbors.parquet").to_pylist()
-    write_space_lists(store, "learned", 5, ["parquet"])
+    write_space_lists(store, "learned", fusion)
     want = pq.read_table(store / "lists" / "learned" / "neighbors.parquet").to_pylist()
     key = lambda rows: [(r["item"], r["neighbor"], r["rank"]) for r in rows]
     assert key(got) == key(want)  # every list, new and old, has the neighbours a rebuild gives
