@@ -928,7 +928,8 @@ class TransitionDetector:
         def back(i: int, j: int, share: float = p.flash_return) -> bool:
             return came_back(self._frame(i), self._frame(j), step, zc, use_z, share, p.zc_flat, 3.0 * level)
 
-        if any(self._zcstep(k) >= max(2.0 * zc, p.dark_z_min) for k in range(t + 1, min(self._n, t + 1 + p.burst_max))):
+        if min(prev.zc_contrast, cur.zc_contrast) >= p.zc_flat and any(  # plain colours have no structure to jump
+                self._zcstep(k) >= max(2.0 * zc, p.dark_z_min) for k in range(t + 1, min(self._n, t + 1 + p.burst_max))):
             return True  # the light jumps here, the structure only a few frames later: the cut is there
         if any(back(t - 1, k) for k in range(t + 1, min(self._n, t + 1 + horizon))):
             return True
@@ -1088,12 +1089,18 @@ class TransitionDetector:
             return  # the picture before it comes back after it: something passed in front, or the light dipped
         self._add_gradual(Boundary(run.best, run.kind, start, end))
 
-    def _add_gradual(self, new: Boundary) -> None:
-        """Hold a gradual boundary, merged with held ones it overlaps (one transition seen as several runs)."""
+    def _add_gradual(self, new: Boundary, core: tuple[int, int] | None = None) -> None:
+        """Hold a gradual boundary, merged with held ones it overlaps (one transition seen as several runs).
+
+        ``core``: the frames ``[start, end)`` of ``new`` that decide what it
+        overlaps (default: its whole range).  A long dissolve's range is its
+        whole test window, which can reach a dissolve next to it.
+        """
         m = self.p.min_shot_frames
+        lo, hi = core or (new.start, new.end)
         keep = []
         for b in self._pending:
-            if b.kind != "cut" and new.start < b.end + m and b.start < new.end + m:
+            if b.kind != "cut" and lo < b.end + m and b.start < hi + m:
                 new = merge_gradual(b, new) if b.start <= new.start else merge_gradual(new, b)
             else:
                 keep.append(b)
@@ -1191,7 +1198,9 @@ class TransitionDetector:
             return
         start = max(0, min(run.first, run.best - run.best_half))
         end = max(run.last, run.best + run.best_half) + 1
-        self._add_gradual(Boundary(run.best, "dissolve", start, end))
+        # merged only with what overlaps its core: the window's outer quarters may reach the next transition
+        core = (max(0, min(run.first, run.best - run.best_half // 2)), max(run.last, run.best + run.best_half // 2) + 1)
+        self._add_gradual(Boundary(run.best, "dissolve", start, end), core)
 
     # -- output -------------------------------------------------------------
     def _release(self, upto: int) -> list[Boundary]:
