@@ -284,7 +284,8 @@ class TrainingPairs:
 
 def train_tower(vectors: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarray], pairs: TrainingPairs,
                 cfg: LearnConfig, *, hard: dict[int, np.ndarray] | None = None,
-                progress: Callable[[str], None] | None = None) -> TowerModel:
+                progress: Callable[[str], None] | None = None,
+                validate: Callable[["TowerModel"], float] | None = None, patience: int = 1) -> TowerModel:
     """Train the content tower on co-engagement pairs (module docstring).
 
     Parameters
@@ -325,20 +326,38 @@ def train_tower(vectors: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarra
     M = {m: torch.from_numpy(mask[m]).to(dev) for m in active}
     rng = np.random.default_rng(cfg.seed)
     history = {"pairs": int(pairs.a.size), "quality_pairs": int(pairs.quality_a.size), "loss": cfg.loss,
-               "step1_loss": [], "step2_loss": []}
+               "step1_loss": [], "step2_loss": [], "step1_valid": [], "step2_valid": []}
     steps = [("step1", pairs.a, pairs.b, cfg.tower_epochs, cfg.tower_lr)]
     if cfg.finetune_epochs and pairs.quality_a.size >= 2:
         steps.append(("step2", pairs.quality_a, pairs.quality_b, cfg.finetune_epochs, cfg.finetune_lr))
     n_items = next(iter(masks.values())).shape[0]
     known = np.unique(pairs.a * n_items + pairs.b) if cfg.mask_false_negatives else None
+    snapshot = lambda: {k: v.detach().cpu().numpy().copy() for k, v in net.state_dict().items()}
+    best = (-np.inf, snapshot(), None)
     for name, a, b, epochs, lr in steps:
         opt = torch.optim.Adam(net.parameters(), lr=lr)
+        worse = 0
         for epoch in range(epochs):
             loss = _epoch(net, opt, X, M, a, b, cfg, rng, hard, dev, known, n_items)
             history[f"{name}_loss"].append(round(loss, 6))
+            line = f"tower {name} epoch {epoch + 1}/{epochs}: loss {loss:.4f}"
+            if validate is not None:
+                model.state = snapshot()
+                score = float(validate(model))
+                history[f"{name}_valid"].append(round(score, 6))
+                line += f", validation {score:.4f}"
+                if score > best[0]:
+                    best, worse = (score, model.state, (name, epoch + 1, loss)), 0
+                else:
+                    worse += 1
+            else:
+                best = (0.0, None, (name, epoch + 1, loss))
             if progress:
-                progress(f"tower {name} epoch {epoch + 1}/{epochs}: loss {loss:.4f}")
-    model.state = {k: v.detach().cpu().numpy() for k, v in net.state_dict().items()}
+                progress(line)
+            if validate is not None and worse >= patience:
+                break
+    model.state = best[1] if validate is not None else snapshot()
+    history["kept"] = {"step": best[2][0], "epoch": best[2][1], "loss": round(best[2][2], 6)} if best[2] else None
     model.history = history
     return model
 

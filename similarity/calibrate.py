@@ -1,0 +1,229 @@
+"""One score scale for the learned and blend spaces, and the choice of its settings on validation.
+
+Every learned list ranks candidates ``b`` of a query item ``a`` by::
+
+    score(a, b) = w · W(a, b) + min(s(a, b) − τ, 0) + β · p_b
+
+- ``s(a, b) = Z_a · Z_b``, the *similarity*: ``(1 − γ) cos_tower + γ cos_content``
+  (the content tower, with a skip connection to the item's own content of
+  weight ``γ``);
+- ``W(a, b)``, the *warm model*: EASE's weight ``B[a, b]`` divided by the
+  largest weight of row ``a``, or the ELSA cosine; 0 where ``a`` or ``b`` has
+  no row in it (a cold item);
+- ``p_b = log(1 + n_b)``, the *popularity prior*, ``n_b`` the item's users in
+  training; an item without users (cold, or added after training) gets the
+  constant ``p_b = c`` instead, so that new items are not ranked as if
+  nobody would ever want them;
+- ``min(s − τ, 0)``, a *gate*: a candidate at least τ similar to the query
+  is ranked by popularity and the warm model alone; a less similar one pays
+  its shortfall. ``τ ≥ 1`` makes the prior plain additive (``s + β p_b``).
+
+All terms are in units of similarity, so one score ranks warm and cold
+candidates alike. A :class:`Rule` holds ``(w, τ, β, c)``; a model has three,
+each chosen on the validation split of ``reelsim train``
+(:mod:`reelsim.similarity.heldout`) by coordinate ascent over
+:data:`GRID` (:func:`choose_rule`):
+
+- ``learned``: no warm model (``w = 0``); chosen on pseudo-cold items for
+  recall@10 of their held-out co-engagement, among rules whose lists keep a
+  share ``topicality`` of their items within the query's ``2k`` most similar
+  items (the list stays about the same kind of thing; popularity reorders it);
+- ``blend_cold``: the same without that constraint (the blend's list of an
+  item without a warm row);
+- ``blend_warm``: the blend's list of an item with a warm row, chosen on
+  warm items for recall@10 of their held-out co-engagement.
+
+Rules are compared on *pools*: each validation query's candidates are the
+union of its top :data:`POOL` items by similarity, by warm score, by prior
+and its top cold items by similarity (every item when the catalog has at
+most :data:`FULL` items), so a choice costs O(queries x pool), not O(queries x N).
+
+Examples
+--------
+>>> r = Rule(warm=0.5, tau=0.6, beta=0.1, cold=1.0)
+>>> S = np.array([[0.9, 0.3]], np.float32); W = np.array([[1.0, 0.0]], np.float32); p = np.array([2.0, 1.0])
+>>> np.round(r.apply(S, W, p).astype(float), 3).tolist()
+[[0.7, -0.2]]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+
+#: candidates per component in a validation pool
+POOL = 128
+#: catalogs up to this size are scored over every item, not pools
+FULL = 6000
+#: the values coordinate ascent tries for each setting of a rule (``cold``: quantiles of the warm items' prior)
+GRID = {
+    "warm": (0.0, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0),
+    "tau": (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 2.0),
+    "beta": (0.0, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0),
+    "cold": (0.0, 0.1, 0.25, 0.5, 0.75),
+}
+
+
+@dataclass(frozen=True)
+class Rule:
+    """``score = warm · W + min(s − tau, 0) + beta · p`` (module docstring); ``cold``: ``p`` of an item without users."""
+
+    warm: float = 0.0
+    tau: float = 2.0
+    beta: float = 0.0
+    cold: float = 0.0
+
+    def apply(self, S: np.ndarray, W: np.ndarray | None, p: np.ndarray) -> np.ndarray:
+        """Scores float32 (B, C) from similarities ``S`` (B, C), warm scores ``W`` (B, C) or None, priors ``p``
+        (C,) or (B, C)."""
+        out = np.minimum(S - np.float32(self.tau), np.float32(0.0))
+        out += np.float32(self.beta) * np.asarray(p, np.float32)
+        if self.warm and W is not None:
+            out += np.float32(self.warm) * W
+        return out
+
+    def to_dict(self) -> dict:
+        return {k: float(v) for k, v in asdict(self).items()}
+
+
+def prior_values(counts: np.ndarray, cold: float) -> np.ndarray:
+    """``p`` float32 (N,): ``log(1 + n)`` for items with users, ``cold`` for items without."""
+    counts = np.asarray(counts)
+    return np.where(counts > 0, np.log1p(np.maximum(counts, 0)), cold).astype(np.float32)
+
+
+def cold_grid(counts: np.ndarray) -> tuple[float, ...]:
+    """Values tried for ``c``: 0 and quantiles (:data:`GRID`) of ``log(1 + n)`` over items with users."""
+    lp = np.log1p(counts[counts > 0])
+    return tuple(sorted({0.0} | {round(float(np.quantile(lp, q)), 4) for q in GRID["cold"][1:]})) if lp.size else (0.0,)
+
+
+@dataclass
+class Pools:
+    """Validation queries and their candidate pools.
+
+    I : int64 (Q, P) candidate rows (-1 padding); S, W : float32 (Q, P) similarity and warm score;
+    counts : int64 (Q, P) candidates' training users; hit : bool (Q, P) relevant;
+    n_relevant : int64 (Q,); topical : bool (Q, P) among the query's ``2k`` most similar items.
+    """
+
+    I: np.ndarray
+    S: np.ndarray
+    W: np.ndarray | None
+    counts: np.ndarray
+    hit: np.ndarray
+    n_relevant: np.ndarray
+    topical: np.ndarray
+
+    def lists(self, rule: Rule, k: int) -> np.ndarray:
+        """int64 (Q, k): positions in the pool of each query's top ``k`` under ``rule``."""
+        sc = rule.apply(self.S, self.W, prior_values(self.counts, rule.cold))
+        sc[self.I < 0] = -np.inf
+        kk = min(k, sc.shape[1])
+        P = np.argpartition(-sc, kk - 1, axis=1)[:, :kk]
+        o = np.argsort(-np.take_along_axis(sc, P, axis=1), axis=1, kind="stable")
+        return np.take_along_axis(P, o, axis=1)
+
+    def recall(self, rule: Rule, k: int) -> tuple[float, float]:
+        """(mean recall@k, mean share of list items that are topical) of ``rule`` on the pools."""
+        P = self.lists(rule, k)
+        h = np.take_along_axis(self.hit, P, axis=1).sum(axis=1)
+        t = np.take_along_axis(self.topical, P, axis=1).mean(axis=1)
+        return float(np.mean(h / np.maximum(np.minimum(k, self.n_relevant), 1))), float(np.mean(t))
+
+
+def build_pools(queries: np.ndarray, relevant: list, similarity: Callable, warm: Callable | None,
+                counts: np.ndarray, *, k: int, pool: int = POOL, block: int = 256) -> Pools:
+    """Candidate pools of ``queries`` (module docstring).
+
+    Parameters
+    ----------
+    queries : int64 (Q,); relevant : list of int64 arrays, each query's relevant items.
+    similarity : ``f(q) -> float32 (B, N)`` similarities of query rows to every item.
+    warm : ``f(q) -> float32 (B, N)`` warm scores, or None.
+    counts : int (N,) training users per item.
+    k : list length (topical = among the ``2k`` most similar).
+    """
+    n = counts.size
+    full = n <= FULL
+    lp = np.log1p(np.maximum(counts, 0))
+    by_prior = np.argsort(-lp, kind="stable")[:pool]
+    cold = np.flatnonzero(counts <= 0)
+    parts = {name: [] for name in ("I", "S", "W", "topical")}
+    for i0 in range(0, queries.size, block):
+        q = queries[i0:i0 + block]
+        S = np.asarray(similarity(q), np.float32)
+        W = None if warm is None else np.asarray(warm(q), np.float32)
+        S[np.arange(q.size), q] = -np.inf
+        kk = min(2 * k, n - 1)
+        near = np.argpartition(-S, kk - 1, axis=1)[:, :kk]
+        if full:
+            I = np.tile(np.arange(n), (q.size, 1))
+            I[np.arange(q.size), q] = -1
+        else:
+            cand = [np.argpartition(-S, pool - 1, axis=1)[:, :pool], np.tile(by_prior, (q.size, 1))]
+            if W is not None:
+                cand.append(np.argpartition(-W, pool - 1, axis=1)[:, :pool])
+            if cold.size:
+                c = min(pool // 2, cold.size)
+                cand.append(cold[np.argpartition(-S[:, cold], c - 1, axis=1)[:, :c]])
+            I = np.sort(np.concatenate(cand, axis=1), axis=1)
+            dup = np.c_[np.zeros((q.size, 1), bool), I[:, 1:] == I[:, :-1]]
+            I[dup | (I == q[:, None])] = -1
+        J = np.maximum(I, 0)
+        parts["I"].append(I)
+        parts["S"].append(np.take_along_axis(S, J, axis=1))
+        if W is not None:
+            parts["W"].append(np.take_along_axis(W, J, axis=1))
+        top = np.zeros((q.size, n), bool)
+        np.put_along_axis(top, near, True, axis=1)
+        parts["topical"].append(np.take_along_axis(top, J, axis=1))
+    width = max(a.shape[1] for a in parts["I"]) if parts["I"] else 0
+    pad = lambda a, v: np.pad(a, ((0, 0), (0, width - a.shape[1])), constant_values=v)
+    I = np.concatenate([pad(a, -1) for a in parts["I"]]) if parts["I"] else np.zeros((0, 0), np.int64)
+    S = np.concatenate([pad(a, -np.inf) for a in parts["S"]]) if parts["S"] else np.zeros((0, 0), np.float32)
+    W = np.concatenate([pad(a, 0) for a in parts["W"]]) if parts["W"] else None
+    topical = np.concatenate([pad(a, False) for a in parts["topical"]]) if parts["topical"] else np.zeros(I.shape, bool)
+    hit = np.zeros(I.shape, bool)
+    for r, rel in enumerate(relevant):
+        hit[r] = np.isin(I[r], rel) & (I[r] >= 0)
+    counts_pool = np.where(I >= 0, counts[np.maximum(I, 0)], 0)
+    return Pools(I, S, W, counts_pool, hit, np.array([len(r) for r in relevant], np.int64), topical)
+
+
+def choose_rule(pools: Pools, *, k: int, grid: dict, start: Rule, topicality: float = 0.0, rounds: int = 3,
+                fixed: tuple[str, ...] = ()) -> tuple[Rule, dict]:
+    """Coordinate ascent on validation recall@k, one setting at a time over ``grid``, from ``start``.
+
+    A rule whose lists are less ``topicality`` topical than that is not taken (``start`` must be).
+    ``fixed``: settings left as in ``start``.
+
+    Returns
+    -------
+    rule : Rule
+    info : dict, ``{"recall@k", "topical", "tried"}`` on validation.
+    """
+    names = [name for name in ("tau", "beta", "cold", "warm") if name in grid and name not in fixed]
+    seen: dict[Rule, tuple[float, float]] = {}
+
+    def value(rule: Rule) -> tuple[float, float]:
+        if rule not in seen:
+            seen[rule] = pools.recall(rule, k)
+        return seen[rule]
+
+    best = start
+    for _ in range(rounds):
+        before = best
+        for name in names:
+            for v in grid[name]:
+                cand = replace(best, **{name: v})
+                r, t = value(cand)
+                if t >= topicality - 1e-9 and r > value(best)[0] + 1e-9:
+                    best = cand
+        if best == before:
+            break
+    r, t = value(best)
+    return best, {f"recall@{k}": round(r, 4), "topical": round(t, 4), "tried": len(seen)}
+
