@@ -50,5 +50,13 @@ class DamagedStoreError(StoreError):
 
     def __reduce__(self):  # pickled with its fields (e.g. between Dask processes)
         return type(self), (self.path, self.what, self.redo, str(self))
+
+
+class TrainingError(ReelsimError):
+    """Training produced a model that must not replace the stored one (a loss that is NaN, infinite or
+    0, no batch trained, embeddings that are not finite or have collapsed to one direction).
+    Raised before anything is saved; the message gives the reason in one line (CLI exit code 1)."""
+
+
 class BannedQueryError(ReelsimError):
     """A search query too close to a banned phrase (CLI exit code 4)."""

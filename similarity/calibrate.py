@@ -2,7 +2,7 @@
 
 Every learned list ranks candidates ``b`` of a query item ``a`` by::
 
-    score(a, b) = w · W(a, b) + min(s(a, b) − τ, 0) + β · p_b
+    score(a, b) = w · W(a, b) + min(s(a, b), τ) + π_b,   π_b = β · log(1 + n_b), or c if n_b = 0
 
 - ``s(a, b) = Z_a · Z_b``, the *similarity*: ``(1 − γ) cos_tower + γ cos_content``
   (the content tower, with a skip connection to the item's own content of
@@ -10,19 +10,21 @@ Every learned list ranks candidates ``b`` of a query item ``a`` by::
 - ``W(a, b)``, the *warm model*: EASE's weight ``B[a, b]`` divided by the
   largest weight of row ``a``, or the ELSA cosine; 0 where ``a`` or ``b`` has
   no row in it (a cold item);
-- ``p_b = log(1 + n_b)``, the *popularity prior*, ``n_b`` the item's users in
-  training; an item without users (cold, or added after training) gets the
-  constant ``p_b = c`` instead, so that new items are not ranked as if
-  nobody would ever want them;
-- ``min(s − τ, 0)``, a *gate*: a candidate at least τ similar to the query
-  is ranked by popularity and the warm model alone; a less similar one pays
-  its shortfall. ``τ ≥ 1`` makes the prior plain additive (``s + β p_b``).
+- ``π_b``, the *popularity prior*: ``β · log(1 + n_b)``, ``n_b`` the item's
+  users in training; an item without users (cold, or added after training)
+  gets the constant ``c`` instead, calibrated on validation so that such
+  items get the share of list slots they have of held-out co-engagement
+  (``learn.cold_share = fair``), not ranked as if nobody would ever want them;
+- ``min(s, τ)``, a *gate*: similarity counts up to τ, so candidates at
+  least τ similar to the query are ranked by popularity and the warm model
+  alone, and a less similar one pays its shortfall. ``τ ≥ 1`` makes the
+  prior plain additive (``s + π_b``).
 
 All terms are in units of similarity, so one score ranks warm and cold
 candidates alike. A :class:`Rule` holds ``(w, τ, β, c)``; a model has three,
 each chosen on the validation split of ``reelsim train``
 (:mod:`reelsim.similarity.heldout`) by coordinate ascent over
-:data:`GRID` (:func:`choose_rule`):
+:data:`GRID` (:func:`choose_rule`), ``c`` by bisection (:func:`calibrate_cold`):
 
 - ``learned``: no warm model (``w = 0``); chosen on pseudo-cold items for
   recall@10 of their held-out co-engagement, among rules whose lists keep a
@@ -40,10 +42,10 @@ most :data:`FULL` items), so a choice costs O(queries x pool), not O(queries x N
 
 Examples
 --------
->>> r = Rule(warm=0.5, tau=0.6, beta=0.1, cold=1.0)
->>> S = np.array([[0.9, 0.3]], np.float32); W = np.array([[1.0, 0.0]], np.float32); p = np.array([2.0, 1.0])
->>> np.round(r.apply(S, W, p).astype(float), 3).tolist()
-[[0.7, -0.2]]
+>>> r = Rule(warm=0.5, tau=0.6, beta=0.1, cold=0.25)
+>>> S = np.array([[0.9, 0.3]], np.float32); W = np.array([[1.0, 0.0]], np.float32); n = np.array([9, 0])
+>>> np.round(r.apply(S, W, n).astype(float), 3).tolist()
+[[1.33, 0.55]]
 """
 
 from __future__ import annotations
@@ -62,24 +64,24 @@ GRID = {
     "warm": (0.0, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0),
     "tau": (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 2.0),
     "beta": (0.0, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0),
-    "cold": (0.0, 0.1, 0.25, 0.5, 0.75),
+    "cold": (-2.0, -1.0, -0.5, -0.2, 0.0, 0.2, 0.5, 1.0, 2.0),
 }
 
 
 @dataclass(frozen=True)
 class Rule:
-    """``score = warm · W + min(s − tau, 0) + beta · p`` (module docstring); ``cold``: ``p`` of an item without users."""
+    """``score = warm · W + min(s, tau) + π``, ``π = beta · log(1 + n)``, or ``cold`` where n = 0 (module docstring)."""
 
     warm: float = 0.0
     tau: float = 2.0
     beta: float = 0.0
     cold: float = 0.0
 
-    def apply(self, S: np.ndarray, W: np.ndarray | None, p: np.ndarray) -> np.ndarray:
-        """Scores float32 (B, C) from similarities ``S`` (B, C), warm scores ``W`` (B, C) or None, priors ``p``
-        (C,) or (B, C)."""
-        out = np.minimum(S - np.float32(self.tau), np.float32(0.0))
-        out += np.float32(self.beta) * np.asarray(p, np.float32)
+    def apply(self, S: np.ndarray, W: np.ndarray | None, counts: np.ndarray) -> np.ndarray:
+        """Scores float32 (B, C) from similarities ``S`` (B, C), warm scores ``W`` (B, C) or None, and the
+        candidates' training users ``counts`` (C,) or (B, C)."""
+        out = np.minimum(S, np.float32(self.tau))
+        out += prior_terms(counts, self.beta, self.cold)
         if self.warm and W is not None:
             out += np.float32(self.warm) * W
         return out
@@ -88,16 +90,10 @@ class Rule:
         return {k: float(v) for k, v in asdict(self).items()}
 
 
-def prior_values(counts: np.ndarray, cold: float) -> np.ndarray:
-    """``p`` float32 (N,): ``log(1 + n)`` for items with users, ``cold`` for items without."""
+def prior_terms(counts: np.ndarray, beta: float, cold: float) -> np.ndarray:
+    """``π`` float32, the shape of ``counts``: ``beta · log(1 + n)`` for items with users, ``cold`` for the others."""
     counts = np.asarray(counts)
-    return np.where(counts > 0, np.log1p(np.maximum(counts, 0)), cold).astype(np.float32)
-
-
-def cold_grid(counts: np.ndarray) -> tuple[float, ...]:
-    """Values tried for ``c``: 0 and quantiles (:data:`GRID`) of ``log(1 + n)`` over items with users."""
-    lp = np.log1p(counts[counts > 0])
-    return tuple(sorted({0.0} | {round(float(np.quantile(lp, q)), 4) for q in GRID["cold"][1:]})) if lp.size else (0.0,)
+    return np.where(counts > 0, np.float32(beta) * np.log1p(np.maximum(counts, 0)), cold).astype(np.float32)
 
 
 @dataclass
@@ -106,7 +102,8 @@ class Pools:
 
     I : int64 (Q, P) candidate rows (-1 padding); S, W : float32 (Q, P) similarity and warm score;
     counts : int64 (Q, P) candidates' training users; hit : bool (Q, P) relevant;
-    n_relevant : int64 (Q,); topical : bool (Q, P) among the query's ``2k`` most similar items.
+    n_relevant : int64 (Q,); topical : bool (Q, P) among the query's ``2k`` most similar items;
+    fair_share : share of the queries' relevant items that have no training users.
     """
 
     I: np.ndarray
@@ -116,10 +113,19 @@ class Pools:
     hit: np.ndarray
     n_relevant: np.ndarray
     topical: np.ndarray
+    fair_share: float = 0.0
+    _lp: np.ndarray | None = None
+    _cold: np.ndarray | None = None
 
     def lists(self, rule: Rule, k: int) -> np.ndarray:
         """int64 (Q, k): positions in the pool of each query's top ``k`` under ``rule``."""
-        sc = rule.apply(self.S, self.W, prior_values(self.counts, rule.cold))
+        if self._lp is None:  # log(1 + n) and the cold mask, once
+            self._lp = np.log1p(np.maximum(self.counts, 0)).astype(np.float32)
+            self._cold = (self.counts <= 0).astype(np.float32)
+        sc = np.minimum(self.S, np.float32(rule.tau))  # Rule.apply, with the prior's parts kept
+        sc += np.float32(rule.beta) * self._lp + np.float32(rule.cold) * self._cold
+        if rule.warm and self.W is not None:
+            sc += np.float32(rule.warm) * self.W
         sc[self.I < 0] = -np.inf
         kk = min(k, sc.shape[1])
         P = np.argpartition(-sc, kk - 1, axis=1)[:, :kk]
@@ -132,6 +138,11 @@ class Pools:
         h = np.take_along_axis(self.hit, P, axis=1).sum(axis=1)
         t = np.take_along_axis(self.topical, P, axis=1).mean(axis=1)
         return float(np.mean(h / np.maximum(np.minimum(k, self.n_relevant), 1))), float(np.mean(t))
+
+    def exposure(self, rule: Rule, k: int) -> float:
+        """Share of list slots under ``rule`` that hold an item without training users."""
+        P = self.lists(rule, k)
+        return float(np.mean(np.take_along_axis(self.counts, P, axis=1) <= 0))
 
 
 def build_pools(queries: np.ndarray, relevant: list, similarity: Callable, warm: Callable | None,
@@ -190,7 +201,9 @@ def build_pools(queries: np.ndarray, relevant: list, similarity: Callable, warm:
     for r, rel in enumerate(relevant):
         hit[r] = np.isin(I[r], rel) & (I[r] >= 0)
     counts_pool = np.where(I >= 0, counts[np.maximum(I, 0)], 0)
-    return Pools(I, S, W, counts_pool, hit, np.array([len(r) for r in relevant], np.int64), topical)
+    rel = np.concatenate(relevant) if len(relevant) else np.zeros(0, np.int64)
+    fair = float(np.mean(counts[rel] <= 0)) if rel.size else 0.0
+    return Pools(I, S, W, counts_pool, hit, np.array([len(r) for r in relevant], np.int64), topical, fair)
 
 
 def choose_rule(pools: Pools, *, k: int, grid: dict, start: Rule, topicality: float = 0.0, rounds: int = 3,
@@ -227,3 +240,42 @@ def choose_rule(pools: Pools, *, k: int, grid: dict, start: Rule, topicality: fl
     r, t = value(best)
     return best, {f"recall@{k}": round(r, 4), "topical": round(t, 4), "tried": len(seen)}
 
+
+def calibrate_cold(pools: Pools, rule: Rule, *, k: int, low: float = -50.0, high: float = 50.0,
+                   steps: int = 20) -> Rule:
+    """``rule`` with the cold items' prior ``c`` set so that their share of the validation lists' slots
+    is their share of the held-out co-engaged items (``pools.fair_share``), by bisection on ``c``
+    (the exposure grows with ``c``)."""
+    target = pools.fair_share
+    for _ in range(steps):
+        mid = replace(rule, cold=round((low + high) / 2, 4))
+        if pools.exposure(mid, k) < target:
+            low = mid.cold
+        else:
+            high = mid.cold
+    return replace(rule, cold=round(high, 4))
+
+
+def choose_fair_rule(pools: Pools, *, k: int, grid: dict, start: Rule, topicality: float = 0.0,
+                     fixed: tuple[str, ...] = (), fair: bool = True) -> tuple[Rule, dict]:
+    """:func:`choose_rule`, then (``fair``) the cold prior calibrated to the fair share
+    (:func:`calibrate_cold`) and the other settings chosen again with it, twice.
+
+    Returns
+    -------
+    rule : Rule
+    info : dict, validation ``recall@k``, ``topical``, ``cold_exposure``, ``fair_share``, ``tried``.
+    """
+    rule, info = choose_rule(pools, k=k, grid=grid, start=start, topicality=topicality, fixed=fixed)
+    tried = info["tried"]
+    if fair:
+        for _ in range(2):
+            rule = calibrate_cold(pools, rule, k=k)
+            rule, info = choose_rule(pools, k=k, grid=grid, start=rule, topicality=topicality,
+                                     fixed=fixed + ("cold",))
+            tried += info["tried"]
+        rule = calibrate_cold(pools, rule, k=k)
+    r, t = pools.recall(rule, k)
+    return rule, {f"recall@{k}": round(r, 4), "topical": round(t, 4),
+                  "cold_exposure": round(pools.exposure(rule, k), 4), "fair_share": round(pools.fair_share, 4),
+                  "tried": tried}

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from reelsim.config import MODALITIES, LearnConfig
-from reelsim.errors import UsageError
+from reelsim.errors import TrainingError, UsageError
 from reelsim.extractors.device import resolve_device
 from reelsim.similarity.fusion import learn_projection
 
@@ -140,6 +140,34 @@ def tower_inputs(vectors: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarr
         else:
             x[m], mask[m] = np.zeros((n, d), np.float32), np.zeros(n, bool)
     return x, mask
+
+
+def content_vectors(vectors: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarray], model: "TowerModel",
+                    weights: Mapping[str, float]) -> np.ndarray:
+    """The items' own content as the tower sees it, for the tower's skip connection.
+
+    Each of the tower's modalities, reduced by its fixed projection and
+    L2-normalised, times ``sqrt(w_m)``, concatenated, and the row L2-normalised:
+    the inner product of two rows is the cosine of their fused content.
+
+    Returns
+    -------
+    float32 (n, sum of the tower's input sizes)
+        Zero rows for items with none of the modalities (or only weight-0 ones).
+    """
+    x, mask = tower_inputs(vectors, masks, model)
+    parts = []
+    for m in x:
+        w = float(weights.get(m, 0.0))
+        if w <= 0:
+            continue
+        v = x[m] * mask[m][:, None]
+        v /= np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+        parts.append(v * np.float32(np.sqrt(w)))
+    n = next(iter(mask.values())).shape[0] if mask else 0
+    out = np.concatenate(parts, axis=1) if parts else np.zeros((n, 0), np.float32)
+    out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+    return out.astype(np.float32, copy=False)
 
 
 def build_module(in_dims: Mapping[str, int], hidden: int, out_dim: int):
@@ -297,10 +325,20 @@ def train_tower(vectors: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarra
     cfg : LearnConfig
     hard : dict of int to int64 array, optional
         Hard negatives per anchor row (:func:`mine_hard_negatives`).
+    validate : callable, optional
+        ``validate(model) -> float`` (higher is better), called after each epoch: early stopping.
+        The epochs are then maxima: a step stops after ``patience`` epochs without a better score,
+        the next step starts from the best weights so far, and the best weights are kept
+        (``history["kept"]`` says which step and epoch).
 
     Returns
     -------
     TowerModel
+
+    Raises
+    ------
+    TrainingError
+        An epoch trained no batch, or its loss is not finite.
     """
     import torch
 
@@ -338,8 +376,13 @@ def train_tower(vectors: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarra
         opt = torch.optim.Adam(net.parameters(), lr=lr)
         worse = 0
         for epoch in range(epochs):
-            loss = _epoch(net, opt, X, M, a, b, cfg, rng, hard, dev, known, n_items)
+            loss, trained = _epoch(net, opt, X, M, a, b, cfg, rng, hard, dev, known, n_items)
             history[f"{name}_loss"].append(round(loss, 6))
+            if trained == 0:
+                raise TrainingError(f"tower {name} epoch {epoch + 1} trained no batch: every batch had fewer than 2 "
+                                    f"pairs (learn.tower_batch={cfg.tower_batch})")
+            if not np.isfinite(loss):
+                raise TrainingError(f"tower {name} epoch {epoch + 1}: the loss is {loss} (learning rate {lr})")
             line = f"tower {name} epoch {epoch + 1}/{epochs}: loss {loss:.4f}"
             if validate is not None:
                 model.state = snapshot()
@@ -356,6 +399,8 @@ def train_tower(vectors: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarra
                 progress(line)
             if validate is not None and worse >= patience:
                 break
+        if validate is not None:  # the next step starts from the best weights so far
+            net.load_state_dict({k: torch.from_numpy(v) for k, v in best[1].items()})
     model.state = best[1] if validate is not None else snapshot()
     history["kept"] = {"step": best[2][0], "epoch": best[2][1], "loss": round(best[2][2], 6)} if best[2] else None
     model.history = history
@@ -368,8 +413,9 @@ def _is_pair(keys: np.ndarray, q: np.ndarray) -> np.ndarray:
     return keys[pos] == q
 
 
-def _epoch(net, opt, X, M, a, b, cfg: LearnConfig, rng, hard, dev, known: np.ndarray | None, n_items: int) -> float:
-    """One pass over (a sample of at most ``max_pairs`` of) the pairs; returns the mean loss.
+def _epoch(net, opt, X, M, a, b, cfg: LearnConfig, rng, hard, dev, known: np.ndarray | None,
+           n_items: int) -> tuple[float, int]:
+    """One pass over (a sample of at most ``max_pairs`` of) the pairs; returns (mean loss, pairs trained on).
 
     ``known``: sorted keys ``a * n_items + b`` of all co-engaged pairs (not used as negatives), or None.
     """
@@ -405,4 +451,4 @@ def _epoch(net, opt, X, M, a, b, cfg: LearnConfig, rng, hard, dev, known: np.nda
         total += float(loss.detach()) * idx.size
         n += idx.size
     net.eval()
-    return total / max(n, 1)
+    return total / max(n, 1), n
