@@ -58,7 +58,7 @@ import numpy as np
 #: candidates per component in a validation pool
 POOL = 128
 #: catalogs up to this size are scored over every item, not pools
-FULL = 6000
+FULL = 1000
 #: the values coordinate ascent tries for each setting of a rule (``cold``: quantiles of the warm items' prior)
 GRID = {
     "warm": (0.0, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0),
@@ -206,7 +206,7 @@ def build_pools(queries: np.ndarray, relevant: list, similarity: Callable, warm:
     return Pools(I, S, W, counts_pool, hit, np.array([len(r) for r in relevant], np.int64), topical, fair)
 
 
-def choose_rule(pools: Pools, *, k: int, grid: dict, start: Rule, topicality: float = 0.0, rounds: int = 3,
+def choose_rule(pools: Pools, *, k: int, grid: dict, start: Rule, topicality: float = 0.0, rounds: int = 2,
                 fixed: tuple[str, ...] = ()) -> tuple[Rule, dict]:
     """Coordinate ascent on validation recall@k, one setting at a time over ``grid``, from ``start``.
 

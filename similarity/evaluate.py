@@ -54,7 +54,7 @@ from reelsim.similarity.heldout import (
 from reelsim.similarity.heldout import WINDOW as WINDOW
 from reelsim.similarity.peers import ALS_GRID, RIDGE_GRID, fit_als, popularity_lists, ridge_map
 from reelsim.similarity.spaces import SpaceVectors, content_space, id_rank, model_rows, space_knn, space_vectors
-from reelsim.similarity.towers import content_vectors
+from reelsim.similarity.towers import content_vectors, torch_threads
 from reelsim.storage.interactions import Interactions, read_interactions
 from reelsim.storage.layout import StoreLayout
 
@@ -236,6 +236,11 @@ def evaluate(cat: CatalogEmbeddings, log: Interactions, cfg: LearnConfig, weight
     model : LearnedModel
         Trained on the training rows.
     """
+    with torch_threads(cfg.threads):
+        return _evaluate(cat, log, cfg, weights, progress, reuse_elsa, split, k, category, peers)
+
+
+def _evaluate(cat, log, cfg, weights, progress, reuse_elsa, split, k, category, peers) -> tuple[dict, LearnedModel]:
     say = progress or (lambda s: None)
     split = split or make_split(log, cat.n, cfg)
     train = split.train(log)

@@ -39,6 +39,7 @@ from reelsim.similarity.ease import BYTES_PER_CELL, EaseSpectrum, ease_weights, 
 from reelsim.similarity.elsa import interaction_matrix, train_elsa
 from reelsim.similarity.fusion import fuse
 from reelsim.similarity.heldout import HeldOut, Truth, ground_truth, hits, pick_items, split_log, top_k
+from reelsim.similarity.peers import RIDGE_GRID, ridge_factor, ridge_map
 from reelsim.similarity.towers import (
     TowerModel,
     TrainingPairs,
@@ -54,6 +55,8 @@ from reelsim.storage.interactions import Interactions
 K = 10
 #: content mixes γ tried on validation
 GAMMAS = (0.0, 0.25, 0.5, 0.75, 1.0)
+#: validation queries EASE's λ is chosen on (each λ costs O(queries x W²))
+LAMBDA_QUERIES = 1000
 #: a model whose item vectors have a mean pairwise cosine above this has collapsed
 COLLAPSED = 0.98
 
@@ -63,46 +66,93 @@ COLLAPSED = 0.98
 
 @dataclass
 class WarmModel:
-    """Item-item scores of the warm model for N catalog rows.
+    """Item-item scores of the warm model for N catalog rows, and their prediction from content.
 
     kind : ``ease``, ``elsa`` or ``none``.
     cols : int32 (N, keep), EASE: the catalog rows of each row's largest weights (-1 padding).
     vals : float32 (N, keep), EASE: those weights divided by the row's largest.
+    warm_rows : int64 (W,), EASE: the catalog rows that have a row (and a column) in it.
     E : float32 (N, r), ELSA: unit rows, zero rows for items without one.
+    X : float32 (N, D), the items' content vectors (:func:`~reelsim.similarity.towers.content_vectors`),
+        for the predictions below (None: no predictions).
+    to_row, to_col : float32 (D, W), EASE: ridge maps from an item's content to the (normalised)
+        weights of its row, and of its column, over the warm items: a cold query gets a predicted
+        row, a cold candidate predicted weights from every warm query.
+    R : float32 (D, r), ELSA: ridge map from content to an ELSA row, for items without one.
+
+    A pair of two items without a row in the warm model scores 0.
     """
 
     kind: str
     cols: np.ndarray | None = None
     vals: np.ndarray | None = None
     E: np.ndarray | None = None
+    warm_rows: np.ndarray | None = None
+    X: np.ndarray | None = None
+    to_row: np.ndarray | None = None
+    to_col: np.ndarray | None = None
+    R: np.ndarray | None = None
+
+    @property
+    def n(self) -> int:
+        return (self.cols if self.kind == "ease" else self.E).shape[0]
 
     def has(self) -> np.ndarray:
         """bool (N,): rows with a warm row (query side)."""
         if self.kind == "ease":
-            return self.cols[:, 0] >= 0
+            out = np.zeros(self.n, bool)
+            out[self.warm_rows] = True
+            return out
         if self.kind == "elsa":
             return np.any(self.E != 0, axis=1)
         raise UsageError("there is no warm model")
 
+    def predicts(self) -> bool:
+        """Whether items without a warm row get scores predicted from their content."""
+        return self.X is not None and (self.to_row is not None or self.R is not None)
+
+    def full_E(self) -> np.ndarray:
+        """ELSA rows float32 (N, r), rows without one predicted from content (unit rows)."""
+        if not self.predicts():
+            return self.E
+        if getattr(self, "_full", None) is None:
+            E = self.E.copy()
+            none = ~np.any(E != 0, axis=1) & np.any(self.X != 0, axis=1)
+            P = self.X[none] @ self.R
+            E[none] = P / np.maximum(np.linalg.norm(P, axis=1, keepdims=True), 1e-12)
+            self._full = E
+        return self._full
+
     def block(self, q: np.ndarray, cols: slice | np.ndarray = slice(None)) -> np.ndarray:
         """Warm scores float32 (B, C) of query rows ``q`` against catalog rows ``cols`` (0 where none)."""
         if self.kind == "elsa":
-            return self.E[q] @ self.E[cols].T
-        n = self.cols.shape[0]
-        D = np.zeros((len(q), n), np.float32)
+            E = self.full_E()
+            return E[q] @ E[cols].T
+        D = np.zeros((len(q), self.n), np.float32)
         c = self.cols[q]
         r = np.broadcast_to(np.arange(len(q))[:, None], c.shape)
         ok = c >= 0
         D[r[ok], c[ok]] = self.vals[q][ok]
+        if self.predicts():
+            widx = np.full(self.n, -1)
+            widx[self.warm_rows] = np.arange(self.warm_rows.size)
+            wi = widx[q]
+            warm_q, cold_q = np.flatnonzero(wi >= 0), np.flatnonzero(wi < 0)
+            cold = np.flatnonzero(widx < 0)
+            if warm_q.size and cold.size:  # cold candidates: predicted weights from each warm query
+                D[np.ix_(warm_q, cold)] = (self.X[cold] @ self.to_col[:, wi[warm_q]]).T
+            if cold_q.size:  # cold queries: a predicted row over the warm items
+                D[np.ix_(cold_q, self.warm_rows)] = self.X[q[cold_q]] @ self.to_row
         return D[:, cols]
 
-    def remap(self, src: np.ndarray, n_new: int) -> "WarmModel":
-        """The same model for another catalog: ``src`` int64 (n_new,) each new row's row here (-1: none)."""
+    def remap(self, src: np.ndarray, n_new: int, X: np.ndarray | None = None) -> "WarmModel":
+        """The same model for another catalog: ``src`` int64 (n_new,) each new row's row here (-1: none);
+        ``X`` the new catalog's content vectors (for the predictions)."""
         ok = src >= 0
         if self.kind == "elsa":
             E = np.zeros((n_new, self.E.shape[1]), np.float32)
             E[ok] = self.E[src[ok]]
-            return WarmModel("elsa", E=E)
+            return WarmModel("elsa", E=E, X=X, R=self.R)
         if self.kind == "ease":
             new_of_old = np.full(self.cols.shape[0] + 1, -1, np.int64)
             new_of_old[src[ok]] = np.flatnonzero(ok)
@@ -110,8 +160,33 @@ class WarmModel:
             vals = np.zeros((n_new, self.cols.shape[1]), np.float32)
             cols[ok] = new_of_old[self.cols[src[ok]]]  # -1 stays -1 (the extra last slot)
             vals[ok] = np.where(cols[ok] >= 0, self.vals[src[ok]], 0)
-            return WarmModel("ease", cols=cols, vals=vals)
+            return WarmModel("ease", cols=cols, vals=vals, warm_rows=new_of_old[self.warm_rows], X=X,
+                             to_row=self.to_row, to_col=self.to_col)
         return self
+
+
+def content_maps(warm: WarmModel, X: np.ndarray, penalty: float, *, columns: bool = True) -> WarmModel:
+    """``warm`` with ridge maps from content ``X`` (N, D) to its rows (and, ``columns``, its columns),
+    fitted on the items that have a warm row (:func:`reelsim.similarity.peers.ridge_map`)."""
+    import scipy.sparse as sp
+
+    if warm.kind == "elsa":
+        rows = np.flatnonzero(np.any(warm.E != 0, axis=1))
+        R = ridge_map(X[rows], warm.E[rows], penalty).astype(np.float32) if rows.size else None
+        return WarmModel("elsa", E=warm.E, X=X, R=R)
+    if warm.kind != "ease" or not warm.warm_rows.size:
+        return warm
+    W = warm.warm_rows.size
+    widx = np.full(warm.n, -1)
+    widx[warm.warm_rows] = np.arange(W)
+    c = warm.cols[warm.warm_rows]
+    ok = c >= 0
+    Y = sp.csr_matrix((warm.vals[warm.warm_rows][ok], (np.nonzero(ok)[0], widx[c[ok]])), shape=(W, W))
+    F = ridge_factor(X[warm.warm_rows], penalty)  # (D, W)
+    to_row = np.asarray((Y.T @ F.T).T, np.float32)
+    to_col = np.asarray((Y @ F.T).T, np.float32) if columns else None
+    return WarmModel("ease", cols=warm.cols, vals=warm.vals, warm_rows=warm.warm_rows, X=X, to_row=to_row,
+                     to_col=to_col)
 
 
 @dataclass
@@ -127,6 +202,9 @@ class LearnedModel:
         every setting chosen on validation (warm model and its setting, tower epochs, content
         mix and weights, score rules) with its validation score.
     ease_cols, ease_vals : int32 / float32 (N, keep), EASE's largest weights per row ((N, 0) for ELSA).
+    ease_rows : int64 (W,), the catalog rows EASE has rows for.
+    ease_to_row, ease_to_col : float32 (D, W), EASE's ridge maps from content (:class:`WarmModel`).
+    elsa_ridge : float32 (D, r), ELSA's ridge map from content.
     """
 
     tower: TowerModel
@@ -136,26 +214,32 @@ class LearnedModel:
     provenance: dict = field(default_factory=dict)
     ease_cols: np.ndarray | None = None
     ease_vals: np.ndarray | None = None
+    ease_rows: np.ndarray | None = None
+    ease_to_row: np.ndarray | None = None
+    ease_to_col: np.ndarray | None = None
+    elsa_ridge: np.ndarray | None = None
 
     @property
     def chosen(self) -> dict:
         """The settings chosen on validation (empty for a model trained by reelsim before they were)."""
-        return self.provenance.get("chosen") or self.provenance.get("metrics", {}).get("chosen") or {}
+        return self.provenance.get("chosen") or {}
 
     def warm(self) -> WarmModel:
-        """The warm model (catalog rows at training time)."""
+        """The warm model (catalog rows at training time; no content vectors yet: see :meth:`WarmModel.remap`)."""
         kind = self.chosen.get("warm_model", "elsa")
-        if kind == "ease" and self.ease_cols is not None and self.ease_cols.size:
-            return WarmModel("ease", cols=self.ease_cols, vals=self.ease_vals)
+        if kind == "ease" and self.ease_rows is not None and self.ease_rows.size:
+            return WarmModel("ease", cols=self.ease_cols, vals=self.ease_vals, warm_rows=self.ease_rows,
+                             to_row=self.ease_to_row, to_col=self.ease_to_col)
         if self.elsa.size and np.any(self.elsa):
-            return WarmModel("elsa", E=self.elsa)
+            return WarmModel("elsa", E=self.elsa, R=self.elsa_ridge)
         return WarmModel("none")
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """The arrays saved besides ``ids``, ``elsa`` and ``counts`` (``elsa.npz``)."""
-        n = len(self.ids)
-        return {"ease_cols": self.ease_cols if self.ease_cols is not None else np.zeros((n, 0), np.int32),
-                "ease_vals": self.ease_vals if self.ease_vals is not None else np.zeros((n, 0), np.float32)}
+        """The arrays saved besides ``ids``, ``elsa`` and ``counts`` (in ``elsa.npz``; empty when unused)."""
+        names = {"ease_cols": np.int32, "ease_vals": np.float32, "ease_rows": np.int64, "ease_to_row": np.float32,
+                 "ease_to_col": np.float32, "elsa_ridge": np.float32}
+        return {k: getattr(self, k) if getattr(self, k) is not None else np.zeros((0, 0) if k != "ease_rows" else 0, t)
+                for k, t in names.items()}
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -246,10 +330,25 @@ def _ease_model(B_rows: np.ndarray, warm_rows: np.ndarray, n: int, keep: int) ->
     top = np.maximum(vals[:, :1], 1e-12)
     full_cols = np.full((n, cols.shape[1]), -1, np.int32)
     full_vals = np.zeros((n, cols.shape[1]), np.float32)
-    full_cols[warm_rows] = warm_rows[cols]
+    full_cols[warm_rows] = np.where(vals > 0, warm_rows[cols], -1)
     full_vals[warm_rows] = np.where(vals > 0, vals / top, 0)
-    full_cols[warm_rows] = np.where(vals > 0, full_cols[warm_rows], -1)
-    return WarmModel("ease", cols=full_cols, vals=full_vals)
+    return WarmModel("ease", cols=full_cols, vals=full_vals, warm_rows=np.asarray(warm_rows, np.int64))
+
+
+def choose_penalty(warm: WarmModel, X: np.ndarray, truth: Truth) -> tuple[float, dict]:
+    """The ridge penalty (:data:`~reelsim.similarity.peers.RIDGE_GRID`) whose predicted warm rows best list
+    the pseudo-cold items' held-out co-engaged items (recall@10 on validation)."""
+    q = truth.cold
+    if warm.kind == "none" or not q.size:
+        return RIDGE_GRID[1], {}
+    has = warm.has()
+    tried = {}
+    for mu in RIDGE_GRID:
+        wm = content_maps(warm, X, mu, columns=False)
+        I = top_k(lambda qq: np.where(has[None, :], wm.block(qq), -np.inf), q, K)
+        tried[mu] = recall_at(I, truth.cold_relevant)
+    best = max(tried, key=tried.get)
+    return best, {f"{m:g}": round(v, 4) for m, v in tried.items()}
 
 
 def _lambdas(cfg: LearnConfig, score: Callable[[float], float]) -> tuple[float, dict]:
@@ -282,6 +381,9 @@ def fit_warm(kind: str, log: Interactions, rows: np.ndarray, n: int, cfg: LearnC
         if choice is None or choice.get("ease_lambda") is None:
             q = truth.warm[col[truth.warm] >= 0] if truth is not None else np.zeros(0, np.int64)
             rel = [r for r, c in zip(truth.warm_relevant, col[truth.warm]) if c >= 0] if truth is not None else []
+            if q.size > LAMBDA_QUERIES:  # a seeded sample
+                pick = np.sort(np.random.default_rng(cfg.seed).choice(q.size, LAMBDA_QUERIES, replace=False))
+                q, rel = q[pick], [rel[i] for i in pick]
             if q.size:
                 spectrum = EaseSpectrum(X)
 
@@ -330,9 +432,11 @@ def fit_warm(kind: str, log: Interactions, rows: np.ndarray, n: int, cfg: LearnC
         say(f"ELSA: {warm.size} warm items (>= {cfg.warm_min_interactions} users), rank {d}, {X.nnz} user-item pairs")
         m = train_elsa(X, dim=d, epochs=epochs, batch=cfg.elsa_batch, lr=cfg.elsa_lr, seed=cfg.seed,
                        device=cfg.device, validate=validate, patience=cfg.patience, progress=say)
-        if not m.losses or not np.all(np.isfinite(m.losses)):
-            raise TrainingError(f"ELSA (rank {d}) loss is {m.losses[-1] if m.losses else 'missing'} at epoch "
-                                f"{len(m.losses)}: the interaction weights or learn.elsa_lr are too large")
+        if not m.losses or not np.all(np.isfinite(m.losses)) or min(m.losses) <= 0:
+            at = next((i for i, v in enumerate(m.losses) if not np.isfinite(v) or v <= 0), 0)
+            bad = m.losses[at] if m.losses else "missing"
+            raise TrainingError(f"ELSA (rank {d}) loss is {bad} at epoch {at + 1}: training is degenerate "
+                                "(are the interaction weights or learn.elsa_lr far too large?)")
         runs[d] = m
     best = max(runs, key=lambda d: max(runs[d].valid) if runs[d].valid else 0.0)
     m = runs[best]
@@ -348,9 +452,14 @@ def fit_warm(kind: str, log: Interactions, rows: np.ndarray, n: int, cfg: LearnC
 
 
 def check_vectors(V: np.ndarray, what: str, rows: np.ndarray | None = None, *, seed: int = 0) -> None:
-    """Raise TrainingError unless the rows of ``V`` (those in ``rows``) are finite and not collapsed."""
+    """Raise TrainingError unless the rows of ``V`` (those in ``rows``, which should all have one) are finite,
+    mostly not zero, and not collapsed to one direction."""
     V = V if rows is None else V[rows]
-    V = V[np.any(V != 0, axis=1)]
+    zero = ~np.any(V != 0, axis=1)
+    if rows is not None and V.shape[0] and zero.mean() > 0.5:
+        raise TrainingError(f"{what} vectors are zero for {int(zero.sum())} of {V.shape[0]} items: training learned "
+                            "nothing")
+    V = V[~zero]
     if not np.all(np.isfinite(V)):
         raise TrainingError(f"{what} vectors are not finite (NaN or infinite): training diverged")
     if V.shape[0] >= 3:
@@ -446,7 +555,7 @@ def _fit(cat, log, cfg, rows, progress, reuse, weights) -> LearnedModel:
     metrics["tower"] = tower.history
     metrics["tower_s"] = round(time.perf_counter() - t1, 2)
     T = tower.embed(cat.vectors, cat.masks, device=cfg.device)
-    check_vectors(T, "tower", seed=cfg.seed)
+    check_vectors(T, "tower", np.any(np.stack([cat.masks[m] for m in tower.in_dims]), axis=0), seed=cfg.seed)
     # 3. the content mix
     t2 = time.perf_counter()
     X = content_vectors(cat.vectors, cat.masks, tower, weights)
@@ -457,15 +566,21 @@ def _fit(cat, log, cfg, rows, progress, reuse, weights) -> LearnedModel:
         by_gamma, gamma = None, 0.0
     Z = mixed(T, X, gamma)
     say(f"content mix: γ = {gamma}" + (f" (validation recall@10 {by_gamma})" if by_gamma else ""))
+    # ... and the warm model predicted from content, for items without a warm row
+    penalty, by_penalty = choose_penalty(warm_sel, X, truth)
+    warm_sel = content_maps(warm_sel, X, penalty)
+    say(f"warm rows from content: ridge penalty {penalty}" + (f" (validation recall@10 {by_penalty})"
+                                                               if by_penalty else ""))
     # 4. the score rules
     sim = lambda q: Z[q] @ Z.T
     rules, validation = {}, {}
     grid = GRID
     if truth.cold.size:
-        pools = build_pools(truth.cold, truth.cold_relevant, sim, None, counts_sel, k=K)
-        for name, topical in (("learned", cfg.topicality), ("blend_cold", 0.0)):
+        pools = build_pools(truth.cold, truth.cold_relevant, sim, warm_sel.block if warm_sel.kind != "none" else None,
+                            counts_sel, k=K)
+        for name, topical, fixed in (("learned", cfg.topicality, ("warm",)), ("blend_cold", 0.0, ())):
             rules[name], validation[name] = choose_fair_rule(pools, k=K, grid=grid, start=Rule(), topicality=topical,
-                                                             fixed=("warm",), fair=cfg.cold_share == "fair")
+                                                             fixed=fixed, fair=cfg.cold_share == "fair")
             validation[name]["similarity_only"] = round(pools.recall(Rule(), K)[0], 4)
         del pools
     else:
@@ -488,6 +603,7 @@ def _fit(cat, log, cfg, rows, progress, reuse, weights) -> LearnedModel:
     t3 = time.perf_counter()
     del warm_sel
     warm, final = fit_warm(kind, log, keep, n, cfg, truth=None, choice=choice, say=say)
+    warm = content_maps(warm, X, penalty)
     if warm.kind == "elsa":
         check_vectors(warm.E, "ELSA", seed=cfg.seed)
         metrics["elsa_loss"] = [round(v, 9) for v in final.get("loss", [])]
@@ -502,9 +618,13 @@ def _fit(cat, log, cfg, rows, progress, reuse, weights) -> LearnedModel:
         "elsa_epochs": choice.get("elsa_epochs"), "tower_kept": kept,
         "content_mix": gamma, "content_weights": {m: float(w) for m, w in weights.items()},
         "content_mix_validation": by_gamma and {str(g): round(v, 4) for g, v in by_gamma.items()},
+        "ridge_penalty": penalty, "ridge_validation": by_penalty,
         "rules": {name: rule.to_dict() for name, rule in rules.items()}, "rules_validation": validation,
         "topicality": cfg.topicality,
     }
     elsa = warm.E if warm.kind == "elsa" else np.zeros((n, 0), np.float32)
+    ease = warm.kind == "ease"
     return LearnedModel(tower, elsa, counts, list(cat.ids), {"metrics": metrics, "chosen": chosen},
-                        warm.cols if warm.kind == "ease" else None, warm.vals if warm.kind == "ease" else None)
+                        ease_cols=warm.cols if ease else None, ease_vals=warm.vals if ease else None,
+                        ease_rows=warm.warm_rows if ease else None, ease_to_row=warm.to_row if ease else None,
+                        ease_to_col=warm.to_col if ease else None, elsa_ridge=warm.R if warm.kind == "elsa" else None)

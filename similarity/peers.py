@@ -73,10 +73,16 @@ def fit_als(X, *, factors: int, reg: float, alpha: float, iterations: int, seed:
     return V
 
 
-def ridge_map(C: np.ndarray, Y: np.ndarray, penalty: float) -> np.ndarray:
-    """Ridge regression ``M`` (d, t) from content rows ``C`` (n, d) to targets ``Y`` (n, t):
-    ``(CᵀC + penalty · mean|c|² · I)⁻¹ CᵀY``."""
+def ridge_factor(C: np.ndarray, penalty: float) -> np.ndarray:
+    """``F = (CᵀC + penalty · mean|c|² · I)⁻¹ Cᵀ`` float64 (d, n) for content rows ``C`` (n, d): the ridge
+    map to any targets ``Y`` (n, t) is ``F Y``."""
     C = np.asarray(C, np.float64)
     G = C.T @ C
     G[np.diag_indices_from(G)] += penalty * max(float(np.mean(np.sum(C * C, axis=1))), 1e-12)
-    return np.linalg.solve(G, C.T @ np.asarray(Y, np.float64))
+    return np.linalg.solve(G, C.T)
+
+
+def ridge_map(C: np.ndarray, Y: np.ndarray, penalty: float) -> np.ndarray:
+    """Ridge regression ``M`` (d, t) from content rows ``C`` (n, d) to targets ``Y`` (n, t):
+    ``(CᵀC + penalty · mean|c|² · I)⁻¹ CᵀY``."""
+    return ridge_factor(C, penalty) @ np.asarray(Y, np.float64)

@@ -89,7 +89,7 @@ def save_model(store: str | Path, model: LearnedModel, cfg: LearnConfig, log: In
     with atomic_path(folder / "elsa.npz") as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, ids=np.array(model.ids, dtype=object).astype(str), elsa=model.elsa, counts=model.counts,
-                     **model.arrays())  # issue 21: the warm model's EASE weights (ease_cols, ease_vals)
+                     **model.arrays())  # issue 21: EASE's weights, and the ridge maps from content
     prov = {
         "config": dataclasses.asdict(cfg), "config_hash": cfg.training_hash(),
         "interactions": {"path": str(Path(log.path).resolve()), "sha256": log.sha256, "rows_read": log.rows_read,
@@ -122,7 +122,8 @@ def load_model(store: str | Path) -> LearnedModel:
         proj = {k[11:]: z[k] for k in z.files if k.startswith("projection/")}
     with np.load(folder / "elsa.npz") as z:
         ids, elsa, counts = [str(i) for i in z["ids"]], z["elsa"], z["counts"]
-        extra = {k: z[k] for k in ("ease_cols", "ease_vals") if k in z.files}  # issue 21 (absent in older models)
+        extra = {k: z[k] for k in ("ease_cols", "ease_vals", "ease_rows", "ease_to_row", "ease_to_col", "elsa_ridge")
+                 if k in z.files and z[k].size}  # issue 21 (absent in older models)
     tower = TowerModel(meta["in_dims"], proj, state, meta["hidden"], meta["out_dim"], meta["history"])
     return LearnedModel(tower, elsa, counts, ids, prov, **extra)
 
@@ -227,7 +228,7 @@ def space_vectors(cat: CatalogEmbeddings, model: LearnedModel, space: str, cfg: 
     counts = np.zeros(cat.n, np.int64)
     counts[ok] = model.counts[src[ok]]
     gamma = float(chosen.get("content_mix", 0.0))
-    X = content_vectors(cat.vectors, cat.masks, model.tower, chosen.get("content_weights", {})) if gamma > 0 else None
+    X = content_vectors(cat.vectors, cat.masks, model.tower, chosen.get("content_weights", {}))
     Z = mixed(T, X, gamma)
     rules = {name: Rule(**r) for name, r in chosen["rules"].items()}
     if space == "learned":
@@ -236,7 +237,7 @@ def space_vectors(cat: CatalogEmbeddings, model: LearnedModel, space: str, cfg: 
     if warm.kind == "none":
         return SpaceVectors(space, T, Z=Z, counts=counts, rules=[rules["blend_cold"]],
                             rule_of=np.zeros(cat.n, np.int8))
-    warm = warm.remap(src, cat.n)
+    warm = warm.remap(src, cat.n, X)
     return SpaceVectors(space, T, Z=Z, counts=counts, rules=[rules["blend_cold"], rules["blend_warm"]],
                         rule_of=warm.has().astype(np.int8), warm=warm)
 
