@@ -42,6 +42,7 @@ from reelsim.similarity.catalog import CatalogEmbeddings, load_catalog, load_ite
 from reelsim.similarity.ease import ease_weights
 from reelsim.similarity.elsa import interaction_matrix
 from reelsim.similarity.fitting import LearnedModel, fit_model, recall_at, user_counts, validation_split
+from reelsim.similarity.heldout import WINDOW as WINDOW
 from reelsim.similarity.heldout import (
     HeldOut,
     cold_partner_share,
@@ -51,7 +52,6 @@ from reelsim.similarity.heldout import (
     split_log,
     top_k,
 )
-from reelsim.similarity.heldout import WINDOW as WINDOW
 from reelsim.similarity.peers import ALS_GRID, RIDGE_GRID, fit_als, popularity_lists, ridge_map
 from reelsim.similarity.spaces import SpaceVectors, content_space, id_rank, model_rows, space_knn, space_vectors
 from reelsim.similarity.towers import content_vectors, torch_threads
@@ -196,8 +196,12 @@ def warm_model_lists(model: LearnedModel, cat: CatalogEmbeddings, queries: np.nd
         if warm.kind == "elsa":  # every item with an ELSA row is a candidate
             I[ok] = top_k(lambda q: np.where(has[None, :], warm.block(q), -np.inf), queries[ok], k)
         else:  # the EASE weights kept for the row
-            I[ok] = top_k(lambda q: (lambda W: np.where(W > 0, W, -np.inf))(warm.block(q)), queries[ok], k)
+            I[ok] = top_k(lambda q: _positive(warm.block(q)), queries[ok], k)
     return I
+
+
+def _positive(W: np.ndarray) -> np.ndarray:
+    return np.where(W > 0, W, -np.inf)
 
 
 def evaluate(cat: CatalogEmbeddings, log: Interactions, cfg: LearnConfig, weights: Mapping[str, float], *,

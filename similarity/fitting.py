@@ -145,7 +145,7 @@ class WarmModel:
                 D[np.ix_(cold_q, self.warm_rows)] = self.X[q[cold_q]] @ self.to_row
         return D[:, cols]
 
-    def remap(self, src: np.ndarray, n_new: int, X: np.ndarray | None = None) -> "WarmModel":
+    def remap(self, src: np.ndarray, n_new: int, X: np.ndarray | None = None) -> WarmModel:
         """The same model for another catalog: ``src`` int64 (n_new,) each new row's row here (-1: none);
         ``X`` the new catalog's content vectors (for the predictions)."""
         ok = src >= 0
@@ -344,8 +344,8 @@ def choose_penalty(warm: WarmModel, X: np.ndarray, truth: Truth) -> tuple[float,
     has = warm.has()
     tried = {}
     for mu in RIDGE_GRID:
-        wm = content_maps(warm, X, mu, columns=False)
-        I = top_k(lambda qq: np.where(has[None, :], wm.block(qq), -np.inf), q, K)
+        block = content_maps(warm, X, mu, columns=False).block
+        I = top_k(lambda qq, block=block: np.where(has[None, :], block(qq), -np.inf), q, K)
         tried[mu] = recall_at(I, truth.cold_relevant)
     best = max(tried, key=tried.get)
     return best, {f"{m:g}": round(v, 4) for m, v in tried.items()}
@@ -476,7 +476,7 @@ def check_vectors(V: np.ndarray, what: str, rows: np.ndarray | None = None, *, s
 
 
 def fit_model(cat: CatalogEmbeddings, log: Interactions, cfg: LearnConfig, *, rows: np.ndarray | None = None,
-              progress: Callable[[str], None] | None = None, reuse_elsa: "LearnedModel | None" = None,
+              progress: Callable[[str], None] | None = None, reuse_elsa: LearnedModel | None = None,
               weights: Mapping[str, float] | None = None) -> LearnedModel:
     """Choose every setting on a validation split and train the model (module docstring).
 

@@ -38,7 +38,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from reelsim.similarity.towers import co_engagement_pairs
 from reelsim.storage.interactions import Interactions
 
 #: two items are co-engaged when one user engaged with both at most this many rows apart
@@ -84,7 +83,7 @@ def split_log(log: Interactions, n_items: int, rows: np.ndarray, *, share: float
 def pick_items(candidates: np.ndarray, share: float, n_items: int, seed: int) -> np.ndarray:
     """bool (N,): a seeded ``share`` of the ``candidates`` (int rows)."""
     out = np.zeros(n_items, bool)
-    n = int(round(share * candidates.size))
+    n = round(share * candidates.size)
     out[np.random.default_rng(seed).choice(candidates, size=n, replace=False)] = True
     return out
 
@@ -166,7 +165,7 @@ def list_metrics(I: np.ndarray, queries: np.ndarray, relevant: list, *, k: int, 
     h = hits(I, relevant)
     m = np.array([min(k, r.size) for r in relevant])
     disc = 1.0 / np.log2(np.arange(2, k + 2))
-    out = {"queries": int(len(relevant))}
+    out = {"queries": len(relevant)}
     if not len(relevant):
         return out | {f"recall@{k}": None, f"ndcg@{k}": None}
     out[f"recall@{k}"] = round(float(np.mean(h.sum(axis=1) / np.maximum(m, 1))), 4)

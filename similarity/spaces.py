@@ -30,7 +30,7 @@ import dataclasses
 import datetime as dt
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -83,20 +83,18 @@ def save_model(store: str | Path, model: LearnedModel, cfg: LearnConfig, log: In
     arrays = {f"state/{k}": v for k, v in t.state.items()}
     arrays.update({f"projection/{m}": p for m, p in t.projections.items()})
     meta = {"in_dims": t.in_dims, "hidden": t.hidden, "out_dim": t.out_dim, "history": t.history}
-    with atomic_path(folder / "tower.npz") as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
-    with atomic_path(folder / "elsa.npz") as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, ids=np.array(model.ids, dtype=object).astype(str), elsa=model.elsa, counts=model.counts,
-                     **model.arrays())  # issue 21: EASE's weights, and the ridge maps from content
+    with atomic_path(folder / "tower.npz") as tmp, open(tmp, "wb") as f:
+        np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
+    with atomic_path(folder / "elsa.npz") as tmp, open(tmp, "wb") as f:
+        np.savez(f, ids=np.array(model.ids, dtype=object).astype(str), elsa=model.elsa, counts=model.counts,
+                 **model.arrays())  # issue 21: EASE's weights, and the ridge maps from content
     prov = {
         "config": dataclasses.asdict(cfg), "config_hash": cfg.training_hash(),
         "interactions": {"path": str(Path(log.path).resolve()), "sha256": log.sha256, "rows_read": log.rows_read,
                          "rows_used": int(model.provenance.get("metrics", {}).get("log_rows", log.n)),
                          "unknown_rows": log.unknown_rows, "unknown_items": log.unknown_item_count},
         "metrics": model.provenance.get("metrics", {}), "chosen": model.chosen, "code_version": __version__,
-        "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "catalog_items": len(model.ids),
     }
     model.provenance = prov
@@ -359,9 +357,8 @@ def write_space_lists(store: str | Path, space: str, k: int, formats: list[str],
 
 
 def _save_floor(folder: Path, ids: list[str], floor: np.ndarray, k: int) -> None:
-    with atomic_path(folder / "state.npz") as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, floor=floor, k=np.array(k), n=np.array(len(ids)))
+    with atomic_path(folder / "state.npz") as tmp, open(tmp, "wb") as f:
+        np.savez(f, floor=floor, k=np.array(k), n=np.array(len(ids)))
 
 
 def space_neighbors(store: str | Path, item: str, k: int, space: str, *, device: str = "cpu") -> list[Neighbor]:

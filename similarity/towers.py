@@ -104,13 +104,18 @@ class TowerModel:
             for i0 in range(0, n, EMBED_BLOCK):  # whatever the catalog's size (added items change no old vector)
                 r = slice(i0, i0 + EMBED_BLOCK)
                 b = min(n, i0 + EMBED_BLOCK) - i0
-                pad = lambda a: np.concatenate([a, np.zeros((EMBED_BLOCK - b,) + a.shape[1:], a.dtype)]) \
-                    if b < EMBED_BLOCK else a
-                out[r] = net({m: torch.from_numpy(pad(x[m][r])).to(dev) for m in x},
-                             {m: torch.from_numpy(pad(mask[m][r])).to(dev) for m in mask}).cpu().numpy()[:b]
+                xb = {m: _pad_rows(x[m][r], EMBED_BLOCK) for m in x}
+                mb = {m: _pad_rows(mask[m][r], EMBED_BLOCK) for m in mask}
+                out[r] = net({m: torch.from_numpy(v).to(dev) for m, v in xb.items()},
+                             {m: torch.from_numpy(v).to(dev) for m, v in mb.items()}).cpu().numpy()[:b]
         none = ~np.any(np.stack([mask[m] for m in mask]), axis=0) if mask else np.ones(n, bool)
         out[none] = 0
         return out
+
+
+def _pad_rows(a: np.ndarray, rows: int) -> np.ndarray:
+    """``a`` with zero rows appended up to ``rows`` rows."""
+    return np.concatenate([a, np.zeros((rows - a.shape[0],) + a.shape[1:], a.dtype)]) if a.shape[0] < rows else a
 
 
 @contextlib.contextmanager
@@ -135,7 +140,7 @@ def torch_threads(n: int) -> Iterator[None]:
 
 
 def tower_inputs(vectors: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarray],
-                 model: "TowerModel") -> tuple[dict, dict]:
+                 model: TowerModel) -> tuple[dict, dict]:
     """The tower's inputs: each of its modalities reduced by its fixed projection (zeros where absent)."""
     n = next(iter(masks.values())).shape[0] if masks else 0
     x, mask = {}, {}
@@ -152,7 +157,7 @@ def tower_inputs(vectors: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarr
     return x, mask
 
 
-def content_vectors(vectors: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarray], model: "TowerModel",
+def content_vectors(vectors: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarray], model: TowerModel,
                     weights: Mapping[str, float]) -> np.ndarray:
     """The items' own content as the tower sees it, for the tower's skip connection.
 
@@ -323,7 +328,7 @@ class TrainingPairs:
 def train_tower(vectors: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarray], pairs: TrainingPairs,
                 cfg: LearnConfig, *, hard: dict[int, np.ndarray] | None = None,
                 progress: Callable[[str], None] | None = None,
-                validate: Callable[["TowerModel"], float] | None = None, patience: int = 1) -> TowerModel:
+                validate: Callable[[TowerModel], float] | None = None, patience: int = 1) -> TowerModel:
     """Train the content tower on co-engagement pairs (module docstring).
 
     Parameters

@@ -205,7 +205,7 @@ def test_training_chooses_on_validation_and_reports_it(synth, tmp_path):
     assert kept["epoch"] <= len(history[f"{kept['step']}_loss"])
     assert summary["warm_model"] == "ease" and "ease_max_items" in summary["warm_model_reason"]
     assert summary["ease_lambda"] is not None and set(summary["rules"]) == {"learned", "blend_cold", "blend_warm"}
-    for name, info in summary["validation"].items():
+    for info in summary["validation"].values():
         assert 0 <= info["recall@10"] <= 1 and "fair_share" in info
     assert model.chosen == json.loads((store / "learned" / "provenance.json").read_text())["chosen"]
     assert model.ease_cols.shape == (syn.raw.n, FAST.ease_keep) and model.elsa.shape == (syn.raw.n, 0)
@@ -251,7 +251,7 @@ def small_store(tmp_path_factory):
 ], ids=["batch-of-one", "elsa-loss-zero", "collapsed", "dead-tower"])
 def test_degenerate_training_keeps_the_old_model(small_store, log, settings, code, message):
     """Issue 20: degenerate training is refused after fitting, before anything is saved."""
-    syn, store, path, heavy = small_store
+    _, store, path, heavy = small_store
     before = {f.name: f.read_bytes() for f in (store / "learned").iterdir()}
     args = [a for x in FAST_SET + settings for a in ("--set", x)]
     out = reelsim("train", "--interactions", path if log == "log" else heavy, "--store", store, *args)
