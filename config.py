@@ -457,7 +457,7 @@ class LearnConfig:
     finetune_epochs: int = 2
     finetune_lr: float = 5e-4
     patience: int = 1
-    max_pairs: int = 400_000
+    max_pairs: int = 200_000
     pair_window: int = 2
     loss: str = "softmax"
     temperature: float = 0.1

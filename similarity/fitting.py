@@ -56,7 +56,7 @@ K = 10
 #: content mixes γ tried on validation
 GAMMAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 #: validation queries EASE's λ is chosen on (each λ costs O(queries x W²))
-LAMBDA_QUERIES = 1000
+LAMBDA_QUERIES = 500
 #: a model whose item vectors have a mean pairwise cosine above this has collapsed
 COLLAPSED = 0.98
 

@@ -40,22 +40,23 @@ def popularity_lists(counts: np.ndarray, queries: np.ndarray, k: int) -> np.ndar
 
 
 def _solve_side(R, Y: np.ndarray, reg: float, alpha: float, chunk: int = 4096) -> np.ndarray:
-    """One ALS half-step: rows of ``R`` (csr, binary) against fixed factors ``Y`` (n, f) -> (m, f)."""
+    """One ALS half-step: rows of ``R`` (csr, binary) against fixed factors ``Y`` (n, f) -> (m, f).
+
+    Row ``u`` solves ``(YᵀY + alpha · Y_uᵀ Y_u + reg I) x = (1 + alpha) Y_uᵀ 1``, ``Y_u`` the factors of
+    its items (Hu, Koren and Volinsky 2008, with confidence ``1 + alpha`` on observed pairs).
+    """
     f = Y.shape[1]
-    YtY = Y.T @ Y
+    base = Y.T @ Y + reg * np.eye(f)
+    b = (1.0 + alpha) * np.asarray(R @ Y)
     out = np.zeros((R.shape[0], f), np.float64)
     for r0 in range(0, R.shape[0], chunk):
-        sub = R[r0:r0 + chunk]
-        counts = np.diff(sub.indptr)
-        A = np.broadcast_to(YtY + reg * np.eye(f), (sub.shape[0], f, f)).copy()
-        b = np.zeros((sub.shape[0], f))
-        rows = np.repeat(np.arange(sub.shape[0]), counts)
-        Yi = Y[sub.indices]
-        np.add.at(b, rows, (1.0 + alpha) * Yi)
-        for j0 in range(0, Yi.shape[0], 8192):  # sum of alpha y yᵀ per row, in slices (memory)
-            outer = alpha * np.einsum("ni,nj->nij", Yi[j0:j0 + 8192], Yi[j0:j0 + 8192])
-            np.add.at(A, rows[j0:j0 + 8192], outer)
-        out[r0:r0 + chunk] = np.linalg.solve(A, b[..., None])[..., 0]
+        r1 = min(R.shape[0], r0 + chunk)
+        A = np.broadcast_to(base, (r1 - r0, f, f)).copy()
+        for r in range(r0, r1):
+            Yu = Y[R.indices[R.indptr[r]:R.indptr[r + 1]]]
+            if Yu.shape[0]:
+                A[r - r0] += alpha * (Yu.T @ Yu)
+        out[r0:r1] = np.linalg.solve(A, b[r0:r1, :, None])[..., 0]
     return out
 
 
