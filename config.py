@@ -418,9 +418,10 @@ class LearnConfig:
     topicality : the learned space's rule is chosen among those whose validation lists keep
         at least this share of their items within the query's 2k most similar items (1: the
         prior only reorders; 0: pure recall, like blend).
-    cold_share : ``fair``: the prior of items without users (cold, or added after training) is set so
-        that on validation they hold the share of list slots they have of held-out co-engagement;
-        ``recall``: it is chosen for recall alone (new items then get few slots).
+    cold_share : ``fair``: in the blend lists of warm items, the prior of items without users (cold, or
+        added after training) is set so that on validation they hold the share of list slots they have
+        of held-out co-engagement; ``recall``: it is chosen for recall alone (new items then get few
+        slots). The lists of cold items, and the learned space, choose it for recall.
     valid_rows : ``train``: share of each user's last rows held out for validation.
     valid_cold : ``train``: share of the warm items held out, with all their rows, as pseudo-cold.
     valid_queries : ``train``: at most this many validation query items per group (seeded).
@@ -440,7 +441,7 @@ class LearnConfig:
 
     warm_model: str = "auto"
     ease_max_items: int = 8000
-    ease_lambdas: tuple[float, ...] = (1.0, 10.0, 100.0, 1000.0, 10000.0, 100000.0)
+    ease_lambdas: tuple[float, ...] = (1.0, 10.0, 100.0, 1000.0, 10000.0, 100000.0, 1000000.0)
     ease_keep: int = 256
     elsa_dim: int = 64
     elsa_dims: tuple[int, ...] = ()

@@ -146,7 +146,8 @@ class Pools:
 
 
 def build_pools(queries: np.ndarray, relevant: list, similarity: Callable, warm: Callable | None,
-                counts: np.ndarray, *, k: int, pool: int = POOL, block: int = 256) -> Pools:
+                counts: np.ndarray, *, k: int, pool: int = POOL, block: int = 256,
+                exclude: np.ndarray | None = None) -> Pools:
     """Candidate pools of ``queries`` (module docstring).
 
     Parameters
@@ -156,23 +157,29 @@ def build_pools(queries: np.ndarray, relevant: list, similarity: Callable, warm:
     warm : ``f(q) -> float32 (B, N)`` warm scores, or None.
     counts : int (N,) training users per item.
     k : list length (topical = among the ``2k`` most similar).
+    exclude : bool (N,), optional
+        Items that are never candidates: those the validation split cannot judge (no row at all in
+        the log being split), so that they neither take list slots nor count as cold exposure.
     """
     n = counts.size
     full = n <= FULL
     lp = np.log1p(np.maximum(counts, 0))
-    by_prior = np.argsort(-lp, kind="stable")[:pool]
-    cold = np.flatnonzero(counts <= 0)
+    allowed = np.ones(n, bool) if exclude is None else ~np.asarray(exclude, bool)
+    by_prior = np.argsort(np.where(allowed, -lp, np.inf), kind="stable")[:pool]
+    cold = np.flatnonzero((counts <= 0) & allowed)
     parts = {name: [] for name in ("I", "S", "W", "topical")}
     for i0 in range(0, queries.size, block):
         q = queries[i0:i0 + block]
         S = np.asarray(similarity(q), np.float32)
         W = None if warm is None else np.asarray(warm(q), np.float32)
         S[np.arange(q.size), q] = -np.inf
+        S[:, ~allowed] = -np.inf
         kk = min(2 * k, n - 1)
         near = np.argpartition(-S, kk - 1, axis=1)[:, :kk]
         if full:
             I = np.tile(np.arange(n), (q.size, 1))
             I[np.arange(q.size), q] = -1
+            I[:, ~allowed] = -1
         else:
             cand = [np.argpartition(-S, pool - 1, axis=1)[:, :pool], np.tile(by_prior, (q.size, 1))]
             if W is not None:
@@ -182,7 +189,7 @@ def build_pools(queries: np.ndarray, relevant: list, similarity: Callable, warm:
                 cand.append(cold[np.argpartition(-S[:, cold], c - 1, axis=1)[:, :c]])
             I = np.sort(np.concatenate(cand, axis=1), axis=1)
             dup = np.c_[np.zeros((q.size, 1), bool), I[:, 1:] == I[:, :-1]]
-            I[dup | (I == q[:, None])] = -1
+            I[dup | (I == q[:, None]) | ~allowed[I]] = -1
         J = np.maximum(I, 0)
         parts["I"].append(I)
         parts["S"].append(np.take_along_axis(S, J, axis=1))

@@ -577,10 +577,10 @@ def _fit(cat, log, cfg, rows, progress, reuse, weights) -> LearnedModel:
     grid = GRID
     if truth.cold.size:
         pools = build_pools(truth.cold, truth.cold_relevant, sim, warm_sel.block if warm_sel.kind != "none" else None,
-                            counts_sel, k=K)
+                            counts_sel, k=K, exclude=counts == 0)
         for name, topical, fixed in (("learned", cfg.topicality, ("warm",)), ("blend_cold", 0.0, ())):
             rules[name], validation[name] = choose_fair_rule(pools, k=K, grid=grid, start=Rule(), topicality=topical,
-                                                             fixed=fixed, fair=cfg.cold_share == "fair")
+                                                             fixed=fixed, fair=False)
             validation[name]["similarity_only"] = round(pools.recall(Rule(), K)[0], 4)
         del pools
     else:
@@ -588,7 +588,7 @@ def _fit(cat, log, cfg, rows, progress, reuse, weights) -> LearnedModel:
     wq = truth.warm[warm_sel.has()[truth.warm]] if warm_sel.kind != "none" else np.zeros(0, np.int64)
     if wq.size:
         rel = [r for r, h in zip(truth.warm_relevant, warm_sel.has()[truth.warm]) if h]
-        pools = build_pools(wq, rel, sim, warm_sel.block, counts_sel, k=K)
+        pools = build_pools(wq, rel, sim, warm_sel.block, counts_sel, k=K, exclude=counts == 0)
         start = Rule(warm=max(GRID["warm"]))
         rules["blend_warm"], validation["blend_warm"] = choose_fair_rule(pools, k=K, grid=grid, start=start,
                                                                          fair=cfg.cold_share == "fair")

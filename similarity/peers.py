@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 #: ALS settings tried on validation: (regularisation, confidence alpha)
-ALS_GRID = ((1.0, 5.0), (1.0, 20.0), (10.0, 5.0), (10.0, 20.0))
+ALS_GRID = tuple((reg, alpha) for reg in (0.1, 1.0, 10.0, 100.0) for alpha in (1.0, 5.0, 20.0))
 #: ridge penalties tried on validation (times the mean squared norm of a content row)
 RIDGE_GRID = (0.1, 1.0, 10.0, 100.0)
 
