@@ -450,7 +450,7 @@ class LearnConfig:
     elsa_lr: float = 0.1
     warm_min_interactions: int = 3
     tower_dim: int = 64
-    tower_hidden: int = 256
+    tower_hidden: int = 128
     tower_input_dim: int | None = 128
     tower_epochs: int = 6
     tower_batch: int = 512

@@ -12,9 +12,10 @@ Every learned list ranks candidates ``b`` of a query item ``a`` by::
   no row in it (a cold item);
 - ``π_b``, the *popularity prior*: ``β · log(1 + n_b)``, ``n_b`` the item's
   users in training; an item without users (cold, or added after training)
-  gets the constant ``c`` instead, calibrated on validation so that such
-  items get the share of list slots they have of held-out co-engagement
-  (``learn.cold_share = fair``), not ranked as if nobody would ever want them;
+  gets the constant ``c`` instead. In the blend lists of warm items ``c`` is
+  calibrated on validation so that such items get the share of list slots
+  they have of held-out co-engagement (``learn.cold_share = fair``), not
+  ranked as if nobody would ever want them; elsewhere it is chosen for recall;
 - ``min(s, τ)``, a *gate*: similarity counts up to τ, so candidates at
   least τ similar to the query are ranked by popularity and the warm model
   alone, and a less similar one pays its shortfall. ``τ ≥ 1`` makes the
@@ -33,7 +34,8 @@ each chosen on the validation split of ``reelsim train``
 - ``blend_cold``: the same without that constraint (the blend's list of an
   item without a warm row);
 - ``blend_warm``: the blend's list of an item with a warm row, chosen on
-  warm items for recall@10 of their held-out co-engagement.
+  warm items for recall@10 of their held-out co-engagement, ``c`` for the
+  fair share (:func:`choose_fair_rule`).
 
 Rules are compared on *pools*: each validation query's candidates are the
 union of its top :data:`POOL` items by similarity, by warm score, by prior

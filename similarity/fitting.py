@@ -128,22 +128,25 @@ class WarmModel:
         if self.kind == "elsa":
             E = self.full_E()
             return E[q] @ E[cols].T
-        D = np.zeros((len(q), self.n), np.float32)
-        c = self.cols[q]
+        C = np.arange(self.n)[cols]
+        pos = np.full(self.n + 1, -1)  # catalog row -> column of the block (the extra slot: -1 padding)
+        pos[C] = np.arange(C.size)
+        D = np.zeros((len(q), C.size), np.float32)
+        c = pos[self.cols[q]]
         r = np.broadcast_to(np.arange(len(q))[:, None], c.shape)
         ok = c >= 0
         D[r[ok], c[ok]] = self.vals[q][ok]
         if self.predicts():
             widx = np.full(self.n, -1)
             widx[self.warm_rows] = np.arange(self.warm_rows.size)
-            wi = widx[q]
+            wi, wc = widx[q], widx[C]
             warm_q, cold_q = np.flatnonzero(wi >= 0), np.flatnonzero(wi < 0)
-            cold = np.flatnonzero(widx < 0)
-            if warm_q.size and cold.size:  # cold candidates: predicted weights from each warm query
-                D[np.ix_(warm_q, cold)] = (self.X[cold] @ self.to_col[:, wi[warm_q]]).T
-            if cold_q.size:  # cold queries: a predicted row over the warm items
-                D[np.ix_(cold_q, self.warm_rows)] = self.X[q[cold_q]] @ self.to_row
-        return D[:, cols]
+            cold_c, warm_c = np.flatnonzero(wc < 0), np.flatnonzero(wc >= 0)
+            if warm_q.size and cold_c.size:  # cold candidates: predicted weights from each warm query
+                D[np.ix_(warm_q, cold_c)] = (self.X[C[cold_c]] @ self.to_col[:, wi[warm_q]]).T
+            if cold_q.size and warm_c.size:  # cold queries: a predicted row over the warm items
+                D[np.ix_(cold_q, warm_c)] = self.X[q[cold_q]] @ self.to_row[:, wc[warm_c]]
+        return D
 
     def remap(self, src: np.ndarray, n_new: int, X: np.ndarray | None = None) -> WarmModel:
         """The same model for another catalog: ``src`` int64 (n_new,) each new row's row here (-1: none);

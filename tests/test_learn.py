@@ -298,7 +298,8 @@ def test_trained_store_gives_the_same_lists_twice(synth, tmp_path):
 
 
 def test_added_items_get_learned_lists_equal_to_a_rebuild(synth, tmp_path):
-    """`reelsim add --space learned`: new items get tower vectors at once; lists equal a full rebuild."""
+    """`reelsim add --space learned|blend`: new items are scored at once (tower vectors, the cold items' prior,
+    warm scores predicted from their content); lists equal a full rebuild."""
     syn, _, path = synth
     raw, n0 = syn.raw, syn.raw.n - 20
     part = lambda r: CatalogEmbeddings(raw.ids[r], {m: v[r] for m, v in raw.vectors.items()},
@@ -310,19 +311,22 @@ def test_added_items_get_learned_lists_equal_to_a_rebuild(synth, tmp_path):
     log = read_interactions(path, cat0.ids)
     quick = dataclasses.replace(FAST, tower_epochs=2, finetune_epochs=0)
     save_model(store, fit_model(cat0, log, quick), quick, log)
-    write_space_lists(store, "learned", 5, ["parquet"])
+    for space in ("learned", "blend"):
+        write_space_lists(store, space, 5, ["parquet"])
     new = part(slice(n0, raw.n))
     add_vectors(store, new, {i: {"kind": "product", "title": i} for i in new.ids}, fusion)
-    out = add_to_space(store, "learned", ["parquet"])
-    assert out["added"] == 20 and 0 < out["updated_lists"] < n0
-    got = pq.read_table(store / "lists" / "learned" / "neighbors.parquet").to_pylist()
-    write_space_lists(store, "learned", 5, ["parquet"])
-    want = pq.read_table(store / "lists" / "learned" / "neighbors.parquet").to_pylist()
-    key = lambda rows: [(r["item"], r["neighbor"], r["rank"]) for r in rows]
-    assert key(got) == key(want)  # every list, new and old, has the neighbours a rebuild gives
-    # scores agree up to float32 rounding (the tower's output depends on the batch shape in its last bits)
-    assert max(abs(g["score"] - w["score"]) for g, w in zip(got, want)) <= 2e-6
-    assert set(new.ids) <= {r["item"] for r in got}
+    for space in ("learned", "blend"):
+        out = add_to_space(store, space, ["parquet"])
+        assert out["added"] == 20 and 0 < out["updated_lists"] < n0
+        got = pq.read_table(store / "lists" / space / "neighbors.parquet").to_pylist()
+        write_space_lists(store, space, 5, ["parquet"])
+        want = pq.read_table(store / "lists" / space / "neighbors.parquet").to_pylist()
+        key = lambda rows: [(r["item"], r["neighbor"], r["rank"]) for r in rows]
+        assert key(got) == key(want), space  # every list, new and old, has the neighbours a rebuild gives
+        # scores agree up to float32 rounding (a block's products depend on its shape in their last bits)
+        assert max(abs(g["score"] - w["score"]) for g, w in zip(got, want)) <= 2e-6
+        assert set(new.ids) <= {r["item"] for r in got}
+        assert set(new.ids) & {r["neighbor"] for r in got}  # and they enter other items' lists
 
 
 # ---------------------------------------------------------------------------- search
