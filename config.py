@@ -418,10 +418,10 @@ class LearnConfig:
     topicality : the learned space's rule is chosen among those whose validation lists keep
         at least this share of their items within the query's 2k most similar items (1: the
         prior only reorders; 0: pure recall, like blend).
-    cold_share : ``fair``: in the blend lists of warm items, the prior of items without users (cold, or
-        added after training) is set so that on validation they hold the share of list slots they have
-        of held-out co-engagement; ``recall``: it is chosen for recall alone (new items then get few
-        slots). The lists of cold items, and the learned space, choose it for recall.
+    cold_share : ``fair``: in the learned space and in the blend lists of warm items, the prior of items
+        without users (cold, or added after training) is set so that on validation they hold the share
+        of list slots they have of held-out co-engagement; ``recall``: it is chosen for recall alone (new
+        items then get few slots). The blend lists of cold items choose it for recall.
     valid_rows : ``train``: share of each user's last rows held out for validation.
     valid_cold : ``train``: share of the warm items held out, with all their rows, as pseudo-cold.
     valid_queries : ``train``: at most this many validation query items per group (seeded).

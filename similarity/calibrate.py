@@ -12,14 +12,16 @@ Every learned list ranks candidates ``b`` of a query item ``a`` by::
   no row in it (a cold item);
 - ``π_b``, the *popularity prior*: ``β · log(1 + n_b)``, ``n_b`` the item's
   users in training; an item without users (cold, or added after training)
-  gets the constant ``c`` instead. In the blend lists of warm items ``c`` is
-  calibrated on validation so that such items get the share of list slots
-  they have of held-out co-engagement (``learn.cold_share = fair``), not
-  ranked as if nobody would ever want them; elsewhere it is chosen for recall;
-- ``min(s, τ)``, a *gate*: similarity counts up to τ, so candidates at
-  least τ similar to the query are ranked by popularity and the warm model
-  alone, and a less similar one pays its shortfall. ``τ ≥ 1`` makes the
-  prior plain additive (``s + π_b``).
+  gets the constant ``c`` instead. In the learned space and the blend lists
+  of warm items ``c`` is calibrated on validation so that such items get the
+  share of list slots they have of held-out co-engagement
+  (``learn.cold_share = fair``), not ranked as if nobody would ever want
+  them; in the blend lists of cold items it is chosen for recall;
+- ``min(s, τ)``, a *gate* (:func:`gate`): similarity counts up to τ (and
+  a hundredth above it, to break ties), so candidates at least τ similar
+  to the query are ranked by popularity and the warm model, and a less
+  similar one pays its shortfall. ``τ ≥ 1`` makes the prior plain additive
+  (``s + π_b``).
 
 All terms are in units of similarity, so one score ranks warm and cold
 candidates alike. A :class:`Rule` holds ``(w, τ, β, c)``; a model has three,
@@ -47,7 +49,7 @@ Examples
 >>> r = Rule(warm=0.5, tau=0.6, beta=0.1, cold=0.25)
 >>> S = np.array([[0.9, 0.3]], np.float32); W = np.array([[1.0, 0.0]], np.float32); n = np.array([9, 0])
 >>> np.round(r.apply(S, W, n).astype(float), 3).tolist()
-[[1.33, 0.55]]
+[[1.333, 0.55]]
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
+#: slope of the gate above τ (:func:`gate`)
+GATE_SLOPE = 0.01
 #: candidates per component in a validation pool
 POOL = 128
 #: catalogs up to this size are scored over every item, not pools
@@ -82,7 +86,7 @@ class Rule:
     def apply(self, S: np.ndarray, W: np.ndarray | None, counts: np.ndarray) -> np.ndarray:
         """Scores float32 (B, C) from similarities ``S`` (B, C), warm scores ``W`` (B, C) or None, and the
         candidates' training users ``counts`` (C,) or (B, C)."""
-        out = np.minimum(S, np.float32(self.tau))
+        out = gate(S, self.tau)
         out += prior_terms(counts, self.beta, self.cold)
         if self.warm and W is not None:
             out += np.float32(self.warm) * W
@@ -90,6 +94,13 @@ class Rule:
 
     def to_dict(self) -> dict:
         return {k: float(v) for k, v in asdict(self).items()}
+
+
+def gate(S: np.ndarray, tau: float) -> np.ndarray:
+    """``min(s, τ) + GATE_SLOPE · max(s − τ, 0)`` float32: similarity counts fully up to τ and a little
+    above it, so that equally popular candidates above τ are still ranked by similarity (no ties)."""
+    t = np.float32(tau)
+    return np.minimum(S, t) + np.float32(GATE_SLOPE) * np.maximum(S - t, np.float32(0.0))
 
 
 def prior_terms(counts: np.ndarray, beta: float, cold: float) -> np.ndarray:
@@ -124,7 +135,7 @@ class Pools:
         if self._lp is None:  # log(1 + n) and the cold mask, once
             self._lp = np.log1p(np.maximum(self.counts, 0)).astype(np.float32)
             self._cold = (self.counts <= 0).astype(np.float32)
-        sc = np.minimum(self.S, np.float32(rule.tau))  # Rule.apply, with the prior's parts kept
+        sc = gate(self.S, rule.tau)  # Rule.apply, with the prior's parts kept
         sc += np.float32(rule.beta) * self._lp + np.float32(rule.cold) * self._cold
         if rule.warm and self.W is not None:
             sc += np.float32(rule.warm) * self.W

@@ -581,9 +581,10 @@ def _fit(cat, log, cfg, rows, progress, reuse, weights) -> LearnedModel:
     if truth.cold.size:
         pools = build_pools(truth.cold, truth.cold_relevant, sim, warm_sel.block if warm_sel.kind != "none" else None,
                             counts_sel, k=K, exclude=counts == 0)
-        for name, topical, fixed in (("learned", cfg.topicality, ("warm",)), ("blend_cold", 0.0, ())):
+        fair = cfg.cold_share == "fair"
+        for name, topical, fixed, fair in (("learned", cfg.topicality, ("warm",), fair), ("blend_cold", 0.0, (), False)):
             rules[name], validation[name] = choose_fair_rule(pools, k=K, grid=grid, start=Rule(), topicality=topical,
-                                                             fixed=fixed, fair=False)
+                                                             fixed=fixed, fair=fair)
             validation[name]["similarity_only"] = round(pools.recall(Rule(), K)[0], 4)
         del pools
     else:
