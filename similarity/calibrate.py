@@ -21,7 +21,7 @@ Every learned list ranks candidates ``b`` of a query item ``a`` by::
   a hundredth above it, to break ties), so candidates at least τ similar
   to the query are ranked by popularity and the warm model, and a less
   similar one pays its shortfall. ``τ ≥ 1`` makes the prior plain additive
-  (``s + π_b``).
+  (``s + π_b``), ``τ = −1`` leaves similarity only to break ties.
 
 All terms are in units of similarity, so one score ranks warm and cold
 candidates alike. A :class:`Rule` holds ``(w, τ, β, c)``; a model has three,
@@ -68,7 +68,7 @@ FULL = 1000
 #: the values coordinate ascent tries for each setting of a rule (``cold``: quantiles of the warm items' prior)
 GRID = {
     "warm": (0.0, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0),
-    "tau": (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 2.0),
+    "tau": (-1.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 2.0),
     "beta": (0.0, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0),
     "cold": (-2.0, -1.0, -0.5, -0.2, 0.0, 0.2, 0.5, 1.0, 2.0),
 }
