@@ -48,6 +48,33 @@ def _require(section: str, name: str, value, ok: bool, expected: str) -> None:
         raise UsageError(f"{section}.{name} must be {expected}, got {value!r}")
 
 
+#: the largest integer a setting takes (int32: FAISS, torch and HDF5 take many of them as C ints)
+INT_MAX = 2**31 - 1
+#: settings with another largest value
+INT_MAX_OF = {"learn.seed": 2**32 - 1}
+
+
+def check_numbers(section: str, obj) -> None:
+    """Every number of a section is in range: an integer between ``-INT_MAX - 1`` and :data:`INT_MAX` (or its
+    bound in :data:`INT_MAX_OF`), a float finite. The sections call it first in ``__post_init__``.
+
+    Examples
+    --------
+    >>> LearnConfig(seed=10**23)
+    Traceback (most recent call last):
+    reelsim.errors.UsageError: learn.seed must be an integer of at most 4294967295, got 100000000000000000000000
+    """
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        if isinstance(v, bool):
+            continue
+        if isinstance(v, int):
+            hi = INT_MAX_OF.get(f"{section}.{f.name}", INT_MAX)
+            _require(section, f.name, v, -hi - 1 <= v <= hi, f"an integer of at most {hi}")
+        elif isinstance(v, float):
+            _require(section, f.name, v, math.isfinite(v), "a finite number")
+
+
 def _at_least(section: str, obj, minimum: float, *names: str, optional: bool = False) -> None:
     for name in names:
         v = getattr(obj, name)
@@ -76,6 +103,7 @@ class DecodeConfig:
     skip_loop_filter: bool = False
 
     def __post_init__(self):
+        check_numbers("decode", self)
         _at_least("decode", self, 16, "analysis_short_side")
         _at_least("decode", self, 1000, "audio_rate")
 
@@ -118,6 +146,7 @@ class ShotConfig:
     scene_audio_db: float = 3.0
 
     def __post_init__(self):
+        check_numbers("shots", self)
         _require("shots", "detector", self.detector, isinstance(self.detector, str) and bool(self.detector),
                  "a detector name")
         _at_least("shots", self, 0, "threshold", "cut_min", "gradual_min", "scene_audio_db")
@@ -143,6 +172,7 @@ class ClipConfig:
     max_clips_per_shot: int = 16
 
     def __post_init__(self):
+        check_numbers("clips", self)
         _at_least("clips", self, 1, "clip_len", optional=True)
         _at_least("clips", self, 1, "frame_stride", "max_clips_per_shot")
         _at_least("clips", self, 1e-3, "hop_s")
@@ -175,6 +205,7 @@ class ModelConfig:
     prefetch_batches: int = 2
 
     def __post_init__(self):
+        check_numbers("models", self)
         for name in ("visual", "audio", "image", "text"):
             v = getattr(self, name)
             _require("models", name, v, isinstance(v, str) and bool(v), "a model name (see `reelsim models`)")
@@ -197,9 +228,37 @@ class ThumbnailConfig:
     quality: int = 80
 
     def __post_init__(self):
+        check_numbers("thumbnails", self)
         _at_least("thumbnails", self, 0, "max_side")
         _require("thumbnails", "quality", self.quality, isinstance(self.quality, int) and 1 <= self.quality <= 95,
                  "an integer in 1..95")
+
+
+@dataclass(frozen=True)
+class RegionConfig:
+    """Region vectors of each shot, for copy detection (``reelsim matches``; docs/copies.md).
+
+    enabled : describe regions of each shot's keyframe besides the whole
+        frame (the picture inside bars, its centre, a 9:16 strip, halves,
+        quadrants, insets found in the frame), so a picture-in-picture, a
+        split-screen panel, a letterboxed or re-framed copy can be matched
+        to its source.
+    size : side in pixels of the square each region is scaled to for the
+        image model (a multiple of 32).
+    thumb : side in pixels of each region's colour thumbnail.
+    """
+
+    enabled: bool = True
+    size: int = 96
+    thumb: int = 8
+
+    def __post_init__(self):
+        check_numbers("regions", self)
+        _require("regions", "enabled", self.enabled, isinstance(self.enabled, bool), "true or false")
+        _require("regions", "size", self.size, isinstance(self.size, int) and self.size >= 32 and self.size % 32 == 0,
+                 "a multiple of 32, at least 32")
+        _require("regions", "thumb", self.thumb, isinstance(self.thumb, int) and 2 <= self.thumb <= 32,
+                 "an integer in 2..32")
 
 
 def _default_weights() -> dict[str, float]:
@@ -229,7 +288,9 @@ class FusionConfig:
         already listed neighbour is at least this is dropped (None: off).
     mmr : maximal-marginal-relevance lambda in [0, 1] (None: off; 1 = plain ranking).
     blocklist : phrases; items whose text embedding has cosine >= ``blocklist_threshold``
-        with one of them never appear as neighbours.
+        with one of them never appear as neighbours, in any space or output. None (the
+        default): the store's blocklist, as the last lists job set it (none in a new
+        store); ``()`` clears it (``--no-blocklist``).
     blocklist_threshold : cosine of the text model (MiniLM) for ``blocklist``.
     lists_formats : files written under STORE/lists/: any of ``parquet``, ``jsonl``, ``hdf5``.
     device : where the kNN-graph job searches: ``auto`` (a CUDA GPU when
@@ -249,12 +310,13 @@ class FusionConfig:
     knn_batch: int = 16384
     dedup: float | None = None
     mmr: float | None = None
-    blocklist: tuple[str, ...] = ()
+    blocklist: tuple[str, ...] | None = None
     blocklist_threshold: float = 0.5
     lists_formats: tuple[str, ...] = ("parquet", "jsonl")
     device: str = "auto"
 
     def __post_init__(self):
+        check_numbers("fusion", self)
         w = check_weights(self.weights)
         if not any(w.values()):
             raise UsageError("fusion.weights: at least one modality needs a positive weight")
@@ -267,7 +329,8 @@ class FusionConfig:
         check_range("fusion.dedup", self.dedup, -1, 1)
         check_range("fusion.mmr", self.mmr, 0, 1)
         check_range("fusion.blocklist_threshold", self.blocklist_threshold, -1, 1)
-        object.__setattr__(self, "blocklist", tuple(self.blocklist))
+        if self.blocklist is not None:
+            object.__setattr__(self, "blocklist", tuple(self.blocklist))
         formats = tuple(self.lists_formats)
         _require("fusion", "lists_formats", self.lists_formats, bool(formats) and set(formats) <= set(LIST_FORMATS),
                  f"some of {', '.join(LIST_FORMATS)}")
@@ -300,6 +363,7 @@ class LimitConfig:
     max_frame_gap_s: float = 10.0
 
     def __post_init__(self):
+        check_numbers("limits", self)
         _at_least("limits", self, 1, "max_image_pixels")
         _at_least("limits", self, 0, "max_decode_errors")
         _at_least("limits", self, 1e-3, "max_frame_gap_s")
@@ -355,6 +419,7 @@ class JobConfig:
     group_size: int = 64
 
     def __post_init__(self):
+        check_numbers("jobs", self)
         _at_least("jobs", self, 0, "item_timeout_s", "batch_timeout_s")
         _at_least("jobs", self, 1, "max_worker_deaths", "gpu_batch", "group_size")
         _require("jobs", "cross_item", self.cross_item, self.cross_item in CROSS_ITEM, " or ".join(CROSS_ITEM))
@@ -483,6 +548,7 @@ class LearnConfig:
     threads: int = 1
 
     def __post_init__(self) -> None:
+        check_numbers("learn", self)
         positive = ("elsa_dim", "elsa_epochs", "elsa_batch", "warm_min_interactions", "tower_dim", "tower_hidden",
                     "tower_epochs", "tower_batch", "max_pairs", "pair_window", "hard_negative_pool", "eval_queries",
                     "ease_max_items", "ease_keep", "patience", "valid_queries")
@@ -550,6 +616,7 @@ class Config:
     jobs: JobConfig = field(default_factory=JobConfig)
     limits: LimitConfig = field(default_factory=LimitConfig)
     learn: LearnConfig = field(default_factory=LearnConfig)
+    regions: RegionConfig = field(default_factory=RegionConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -568,6 +635,8 @@ class Config:
         d = self.to_dict()
         for section in ("fusion", "jobs", "limits", "learn"):
             d.pop(section)
+        if not self.regions.enabled:  # a store without regions keeps the hash it had before regions existed
+            d.pop("regions")
         for speed_only in ("device", "batch_size", "precision", "prefetch_batches"):
             d["models"].pop(speed_only)
         blob = json.dumps(d, sort_keys=True).encode()

@@ -38,14 +38,17 @@ class DamagedStoreError(StoreError):
     """A file of the store that cannot be read as what reelsim wrote (truncated, overwritten, incomplete).
 
     ``path`` names the file, ``what`` says what is wrong with it and ``redo``
-    which command rewrites it: ``run`` (shards, the catalog, items.json) or
-    ``lists`` (indexes, list state, lists). The message says all three.
+    which command rewrites it: ``run`` (shards, the catalog, items.json),
+    ``lists`` (indexes, list state, lists), ``lists --space learned`` (a
+    learned space's lists) or ``train`` (the trained model). The message says all three.
     """
 
-    REMEDY = {"run": "`reelsim run` over the catalog's inputs rebuilds it", "lists": "`reelsim lists` rebuilds it"}
+    REMEDY = {"run": "`reelsim run` over the catalog's inputs rebuilds it", "lists": "`reelsim lists` rebuilds it",
+              "train": "`reelsim train --interactions FILE` rewrites it"}
 
     def __init__(self, path, what: str, redo: str, message: str | None = None):
-        super().__init__(message or f"damaged store file {path}: {what}; {self.REMEDY[redo]}")
+        remedy = self.REMEDY.get(redo, f"`reelsim {redo}` rebuilds it")
+        super().__init__(message or f"damaged store file {path}: {what}; {remedy}")
         self.path, self.what, self.redo = str(path), what, redo
 
     def __reduce__(self):  # pickled with its fields (e.g. between Dask processes)
@@ -56,6 +59,21 @@ class TrainingError(ReelsimError):
     """Training produced a model that must not replace the stored one (a loss that is NaN, infinite or
     0, no batch trained, embeddings that are not finite or have collapsed to one direction).
     Raised before anything is saved; the message gives the reason in one line (CLI exit code 1)."""
+
+
+class StoreWriteError(StoreError):
+    """The disk refused a write into the store (full, read-only, no permission); nothing was half-written.
+
+    ``path`` is the file that could not be written, ``why`` the reason in words
+    (``no space left on device``).
+    """
+
+    def __init__(self, path, why: str, message: str | None = None):
+        super().__init__(message or f"cannot write {path}: {why} (the store is as it was before this command)")
+        self.path, self.why = str(path), why
+
+    def __reduce__(self):
+        return type(self), (self.path, self.why, str(self))
 
 
 class BannedQueryError(ReelsimError):

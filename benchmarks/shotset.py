@@ -52,12 +52,26 @@ import numpy as np
 
 from reelsim.pipeline.synth import (  # re-exported for the tests and benchmarks/shots.py
     FLASH_TRAPS as FLASH_TRAPS,
+)
+from reelsim.pipeline.synth import (
     JOIN_STYLES as JOIN_STYLES,
+)
+from reelsim.pipeline.synth import (
     Join as Join,
+)
+from reelsim.pipeline.synth import (
     Layout as Layout,
+)
+from reelsim.pipeline.synth import (
     Shot as Shot,
+)
+from reelsim.pipeline.synth import (
     VideoSpec as VideoSpec,
+)
+from reelsim.pipeline.synth import (
     build_video as build_video,
+)
+from reelsim.pipeline.synth import (
     layout as layout,
 )
 

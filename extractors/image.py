@@ -271,6 +271,46 @@ class EfficientNetLite0Image(Extractor):
             x = x.permute(0, 3, 1, 2).float() / 255.0
             return self._forward(resize_center_crop(x, short_side=self.input_size, crop=self.input_size))
 
+    #: channels of :meth:`embed_regions` (the last MBConv block's output, before the 1x1 head)
+    region_dim = 320
+
+    def embed_regions(self, x: "torch.Tensor") -> "torch.Tensor":
+        """Features of square region crops already on the model's device, at their own size (no resize).
+
+        The network runs up to its last MBConv block (before the 1x1 head
+        convolution) and the map is averaged: 320 channels of mid-level
+        features, which tell one picture from another better than the
+        class-level head at the small sizes regions are embedded at
+        (:mod:`reelsim.pipeline.regions`).
+
+        Parameters
+        ----------
+        x : torch.Tensor [shape=(N, S, S, 3)], uint8 RGB on ``self.device``; S a multiple of 32.
+
+        Returns
+        -------
+        torch.Tensor [shape=(N, 320)], float32 on ``self.device``
+        """
+        import torch
+
+        with torch.inference_mode(), autocast(self.device):
+            x = x.permute(0, 3, 1, 2).float() / 255.0
+            x = ((x - self._mean_t) / self._std_t).contiguous(memory_format=self._memory_format)
+            return self.model[:-3](x).mean(dim=(2, 3)).float()
+
+    def extract_regions(self, crops: np.ndarray, *, batch_size: int | None = None) -> np.ndarray:
+        """:meth:`embed_regions` of uint8 (N, S, S, 3) ``crops`` in batches: float32 (N, 320)."""
+        import torch
+
+        if crops.ndim != 4 or crops.shape[-1] != 3 or crops.dtype != np.uint8:
+            raise ReelsimError(f"region crops must be uint8 (N, S, S, 3), got {crops.dtype} {crops.shape}")
+        out = np.empty((len(crops), self.region_dim), np.float32)
+        step = batch_size or max(self.batch_size, 64)
+        for start in range(0, len(crops), step):
+            x = torch.from_numpy(np.ascontiguousarray(crops[start:start + step])).to(self.device)
+            out[start:start + len(x)] = self.embed_regions(x).cpu().numpy()
+        return out
+
     def _forward(self, x: "torch.Tensor") -> "torch.Tensor":
         # (N, 3, 224, 224) float in [0, 1] on the device -> (N, dim) float32 on the device
         import torch

@@ -35,12 +35,16 @@ import numpy as np
 from reelsim.config import Config, FusionConfig, parse_weights
 from reelsim.errors import StoreError, UnknownItemError
 from reelsim.jobs.runner import RunReport, run_catalog
-from reelsim.similarity.catalog import load_catalog
+from reelsim.similarity.answer import Answer, StoreReader, check_space_options
+from reelsim.similarity.copies import Segment
+from reelsim.similarity.copies import matches as copy_matches
 from reelsim.similarity.incremental import check_can_add
-from reelsim.similarity.lookup import Lookup
 from reelsim.similarity.rebuild import relist
+from reelsim.similarity.spaces import add_to_space, relist_stale_spaces
+from reelsim.storage.atomic import check_store_file
 from reelsim.storage.layout import StoreLayout
 from reelsim.storage.lists import Neighbor, read_parquet_table
+from reelsim.storage.session import read_consistent, writing
 from reelsim.storage.shards import read_item_features, read_shots
 
 
@@ -70,15 +74,23 @@ def run(inputs: str | os.PathLike | Sequence[str | os.PathLike], store: str | os
         also written to ``STORE/report.json``.
     """
     return run_catalog(_paths(inputs), Path(store), config or Config(), scheduler=scheduler, workers=workers,
-                       progress=progress, re_extract=re_extract, client=client)
+                       progress=progress, re_extract=re_extract, client=client, then=relist_stale_spaces)
 
 
 def add(inputs: str | os.PathLike | Sequence[str | os.PathLike], store: str | os.PathLike, config: Config | None = None,
-        *, workers: int | None = None, scheduler: str | None = None, client=None, progress: bool = False) -> RunReport:
-    """Analyse new items and add them to an existing store's index and lists (``reelsim add``)."""
+        *, workers: int | None = None, scheduler: str | None = None, client=None, progress: bool = False,
+        space: str = "content") -> RunReport:
+    """Analyse new items and add them to an existing store's index and lists (``reelsim add``).
+
+    ``space`` (``learned``, ``blend``): also update that space's lists (``add --space``), in the same
+    write session, as the next store version.
+    """
+    check_space_options(space)
     check_can_add(Path(store))
-    return run_catalog(_paths(inputs), Path(store), config or Config(), scheduler=scheduler, workers=workers,
-                       progress=progress, lists="add", client=client)
+    cfg = config or Config()
+    then = (lambda s: {space: add_to_space(s, space, cfg.fusion)}) if space != "content" else relist_stale_spaces
+    return run_catalog(_paths(inputs), Path(store), cfg, scheduler=scheduler, workers=workers,
+                       progress=progress, lists="add", client=client, then=then)
 
 
 def _paths(inputs) -> list[str]:
@@ -88,57 +100,92 @@ def _paths(inputs) -> list[str]:
 class Store:
     """A finished store, read-only: neighbours, shots, lists and features of its items.
 
-    Use :func:`open_store`. Every method reads the store's files when called,
-    so a store that another process updates is seen as it is now.
+    Use :func:`open_store`. A store follows its writers: each call answers
+    from the store's current version, so after ``reelsim add``, ``lists`` or
+    ``train`` in another process the next call sees the new items and lists
+    (nothing to reopen), and never half of a version.
     """
 
     def __init__(self, path: str | os.PathLike):
         self.layout = StoreLayout(path)
         self.path = self.layout.root
-        self._lookups: dict[str, Lookup] = {}
+        self._reader = StoreReader(self.path)
 
     def __repr__(self) -> str:
         return f"Store({str(self.path)!r})"
 
+    @property
+    def version(self) -> int:
+        """The store version calls answer from now (0: a store written before versions)."""
+        return self._reader.version
+
     def ids(self) -> list[str]:
         """The ids of the indexed items, in catalog order."""
-        return list(load_catalog(self.layout.require_catalog())[0].ids)
+        return list(self._reader.ids())
 
-    def similar(self, item: str, k: int = 10, *, weights: dict[str, float] | str | None = None) -> list[Neighbor]:
-        """``item``'s ``k`` nearest neighbours, best first (``reelsim similar``).
+    def similar(self, item: str, k: int = 10, *, space: str = "content",
+                weights: dict[str, float] | str | None = None) -> list[Neighbor]:
+        """``item``'s ``k`` nearest neighbours in ``space``, best first (``reelsim similar``).
 
-        ``weights`` re-weights the modalities for this query (a dict, or
-        ``"text=0"`` as on the command line); default the catalog's weights.
+        The stored lists of the space answer (the rows of its
+        ``neighbors.parquet``); other ``weights`` (a dict, or ``"text=0"`` as
+        on the command line; content space only) or a k beyond the stored one
+        are computed live with the same hygiene. :meth:`answer` says which.
         """
+        return self.answer(item, k, space=space, weights=weights).neighbors
+
+    def answer(self, item: str, k: int = 10, *, space: str = "content",
+               weights: dict[str, float] | str | None = None) -> Answer:
+        """:meth:`similar` with where the neighbours came from (``source``: ``lists`` or ``live``) and the version."""
         if isinstance(weights, str):
             weights = parse_weights(weights)
-        key = json.dumps(weights, sort_keys=True)
-        if key not in self._lookups:
-            self._lookups[key] = Lookup(self.path, weights)
-        return self._lookups[key].neighbors(item, k)
+        return self._reader.similar(item, k, space=space, weights=weights)
+
+    def item(self, item: str) -> dict:
+        """``{"id", "kind", "title"}`` of an indexed item."""
+        return self._reader.item(item)
+
+    def health(self) -> dict:
+        """Store version, item count and the spaces it answers (``GET /health`` of ``reelsim serve``)."""
+        return self._reader.health()
+
+    def matches(self, item: str, *, direction: str = "both") -> list[Segment]:
+        """Copies of ``item``'s footage in other items and the footage it copies (``reelsim matches``), best first.
+
+        Each :class:`~reelsim.similarity.copies.Segment` gives the other
+        item, the ``relation`` (``copies``: ``item`` shows the other's
+        footage; ``copied-by``: the other shows ``item``'s; ``duplicate``),
+        the aligned spans in both (seconds), a score, the shots matched, the
+        speed ratio and the kind of edit it looks like. ``direction="in"``:
+        only where ``item`` comes from; ``"out"``: only where it is used.
+        """
+        return copy_matches(self.path, item, direction=direction)
 
     def shots(self, item: str) -> dict:
         """Shots and scenes of a video item, as ``reelsim shots --json`` prints them."""
         return read_shots(self.path, item)
 
-    def lists(self):
-        """Every item's list as a ``pyarrow.Table`` (columns :data:`reelsim.storage.lists.COLUMNS`)."""
-        path = self.layout.list_file("parquet")
+    def lists(self, space: str = "content"):
+        """Every item's list in ``space`` as a ``pyarrow.Table`` (columns :data:`reelsim.storage.lists.COLUMNS`)."""
+        check_space_options(space)
+        path = self.layout.space_lists_dir(space) / "neighbors.parquet"
         if not path.is_file():
-            raise StoreError(f"no lists in {self.path}: run `reelsim run INPUT --store {self.path}` first")
-        return read_parquet_table(path)
+            how = "reelsim run INPUT" if space == "content" else f"reelsim lists --space {space}"
+            raise StoreError(f"no {space} lists in {self.path}: run `{how} --store {self.path}` first")
+        return read_consistent(self.layout, lambda _: read_parquet_table(path))
 
     def features(self, item: str, *, level: str = "item") -> dict[str, np.ndarray]:
         """The stored embeddings of ``item``: modality -> float32 (D,) (``level="item"``) or (S, D) per shot.
 
-        Raises :class:`UnknownItemError` when the store has no shard for ``item``.
+        Raises :class:`UnknownItemError` when the store has no shard for ``item``, :class:`UsageError`
+        for a ``level`` other than ``item`` or ``shot``.
         """
         return read_item_features(self.path, item, level=level)
 
     def run_report(self) -> dict:
         """``STORE/report.json`` of the last run."""
         try:
-            return json.loads(self.layout.report.read_text(encoding="utf-8"))
+            return json.loads(Path(check_store_file(self.layout.report)).read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise StoreError(f"no report.json in {self.path}: no run has finished there") from None
         except (OSError, json.JSONDecodeError) as e:
@@ -147,10 +194,14 @@ class Store:
     def rebuild_lists(self, fusion: FusionConfig | None = None, *, progress: bool = False) -> dict:
         """Rebuild the indexes and every list from the stored catalog (``reelsim lists``); a summary.
 
-        Holds the store's lock meanwhile (:class:`~reelsim.storage.lock.StoreLockedError` when a run holds it).
+        One write session: holds the store's lock (:class:`~reelsim.storage.lock.StoreLockedError`
+        when another command holds it) and publishes the result as one version.
         """
-        self._lookups.clear()
-        return relist(self.path, dataclasses.asdict(fusion) if fusion else None, progress=progress)
+        overrides = {k: v for k, v in dataclasses.asdict(fusion).items()} if fusion else None
+        with writing(self.path, "lists"):
+            out = relist(self.path, overrides, progress=progress)
+            spaces = relist_stale_spaces(self.path)
+        return out | ({"spaces": spaces} if spaces else {})
 
 
 def open_store(path: str | os.PathLike) -> Store:
@@ -163,4 +214,4 @@ def open_store(path: str | os.PathLike) -> Store:
     return Store(layout.root)
 
 
-__all__ = ["Store", "UnknownItemError", "add", "open_store", "run"]
+__all__ = ["Answer", "Store", "UnknownItemError", "add", "open_store", "run"]

@@ -18,28 +18,41 @@ import sys
 from pathlib import Path
 
 from reelsim import __version__
-from reelsim.config import LIST_FORMATS, Config, ModelConfig, ShotConfig, field_help, parse_weights
+from reelsim.config import LIST_FORMATS, Config, FusionConfig, ModelConfig, ShotConfig, field_help, parse_weights
 from reelsim.errors import BannedQueryError, ReelsimError, StoreError, UsageError, WeightsNotFoundError
 from reelsim.extractors import detectors, registry
 from reelsim.extractors.device import check_amp, resolve_device
 from reelsim.extractors.shots import detector_provenance
+from reelsim.jobs.api import open_store
+from reelsim.jobs.connect import check_scheduler
 from reelsim.jobs.demo import run_demo
 from reelsim.jobs.graph import dask_lists
 from reelsim.jobs.report import write_html_report
 from reelsim.jobs.runner import EXIT_PARTIAL, run_catalog
-from reelsim.jobs.tables import neighbors_json, neighbors_text, terminal_safe
+from reelsim.jobs.serve import Service, free_port, run_service, url_of
+from reelsim.jobs.tables import matches_text, neighbors_text, terminal_safe
+from reelsim.similarity.answer import StoreReader
+from reelsim.similarity.copies import copy_marks
+from reelsim.similarity.copies import matches as copy_matches
 from reelsim.similarity.evaluate import evaluate_store
 from reelsim.similarity.evaluate import format_table as evaluation_table
 from reelsim.similarity.incremental import check_can_add
 from reelsim.similarity.index_choice import check_index_spec
-from reelsim.similarity.lookup import Lookup
-from reelsim.similarity.rebuild import list_formats, relist, stored_fusion
-from reelsim.similarity.spaces import add_to_space, space_neighbors, train_store, write_space_lists
+from reelsim.similarity.rebuild import blocklist_changes, content_list_settings, relist, stored_fusion
+from reelsim.similarity.spaces import (
+    add_to_space,
+    check_store_model,
+    relist_stale_spaces,
+    train_store,
+    write_space_lists,
+)
 from reelsim.similarity.textsearch import search as search_text
+from reelsim.similarity.textsearch import search_json
 from reelsim.similarity.verify import verify_store
+from reelsim.storage.catalog import catalog_size
 from reelsim.storage.export import export
 from reelsim.storage.layout import StoreLayout
-from reelsim.storage.lock import StoreLock
+from reelsim.storage.session import WriteSession, writing
 from reelsim.storage.shards import read_shots
 
 EXAMPLES = """\
@@ -50,6 +63,7 @@ examples:
   reelsim run catalog.jsonl --store out/ --scheduler tcp://10.0.0.5:8786
   reelsim shots trailer-042 --store out/ --json
   reelsim similar trailer-042 --store out/ -k 5
+  reelsim matches trailer-042 --store out/ --in    # which catalog items the trailer's shots come from
   reelsim add new-titles.jsonl --store out/        # embed, index and list new items only
   reelsim lists --store out/ --index "IVF4096,Flat" --lists-format parquet,hdf5
   reelsim lists --store out/ --dedup 0.95 --blocklist "lottery" --blocklist-threshold 0.6
@@ -63,11 +77,35 @@ examples:
   reelsim evaluate --interactions events.csv --store out/  # spaces beside tuned peers on held-out co-engagement
   reelsim lists --store out/ --space blend
   reelsim search "wireless headphones" --store out/ -k 5 --banned banned.txt
+  reelsim serve --store out/ --port 8080           # similar/search/items/health over HTTP (JSON)
 
 manifest rows (.jsonl or .csv) have any of: id, video, image, title, description;
 relative paths resolve against the manifest's folder.
 """
 
+
+SERVE_HELP = """\
+Answer HTTP requests with the store's answers as JSON; the store's current version
+answers each request, so `reelsim add`, `lists` or `train` in another process is picked
+up at the next request, without a restart and without a failed request.
+
+endpoints (GET):
+  /similar/{id}?k=10&space=content   as `reelsim similar ID --json` (k <= 1000; weights= as --weights)
+  /search?q=TEXT&k=10&space=content  as `reelsim search TEXT --json` (--banned applies: 403)
+  /items/{id}                        {"id", "kind", "title"}
+  /health                            {"version", "items", "spaces", "model", "blocklist"}
+The id is percent-encoded as one path segment (an id with '/' is a%2Fb).
+
+errors are JSON {"error": MESSAGE, "exit_code": N}, N as the CLI's exit code:
+  404 unknown item or endpoint (2), 400 bad parameter (2), 403 banned query (4),
+  503 a store that cannot answer this now: no trained model, a damaged file (2), 500 other (1)
+
+examples:
+  reelsim serve --store out/                          # http://127.0.0.1:8080
+  curl 'http://127.0.0.1:8080/similar/trailer-042?k=5'
+  curl 'http://127.0.0.1:8080/search?q=wireless+headphones&k=3'
+  reelsim serve --store out/ --port 9000 --workers 4 --banned banned.txt
+"""
 
 #: Shot and scene flags -> the ShotConfig field each sets (help and default: the config's docstring and defaults).
 SHOT_FLAGS = {"--cut-min": "cut_min", "--cut-ratio": "cut_ratio", "--gradual-min": "gradual_min",
@@ -144,7 +182,11 @@ def _add_list_options(s) -> None:
     s.add_argument("--mmr", type=float, metavar="LAMBDA", help="diversify lists by maximal marginal relevance, "
                    "LAMBDA in [0, 1], 1 = plain ranking (default: off)")
     s.add_argument("--blocklist", action="append", metavar="PHRASE", help="never list items whose text is close "
-                   "to PHRASE (repeatable; MiniLM cosine >= --blocklist-threshold)")
+                   "to PHRASE, in any space or output (repeatable; MiniLM cosine >= --blocklist-threshold). The "
+                   "store keeps its blocklist: later lists jobs apply it until another --blocklist or "
+                   "--no-blocklist")
+    s.add_argument("--no-blocklist", action="store_true", default=None,
+                   help="clear the store's blocklist (items it kept out are listed again)")
     s.add_argument("--blocklist-threshold", type=float, metavar="T", help="cosine for --blocklist (default: 0.5)")
 
 
@@ -217,6 +259,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable JSON")
     _add_space_option(p, "score by content fusion (default), the learned tower, or the ELSA/tower blend")
 
+    p = sub.add_parser("matches", help="where an item's shots are copied, and what it copies, with time spans",
+                       description="Copies of ITEM's footage in other items of the store, and the footage ITEM\n"
+                       "shows from them, found shot by shot (also inside a picture-in-picture, a split-screen\n"
+                       "panel, letterboxed, re-framed, mirrored, cropped, sped up or cut into a montage).\n"
+                       "Each row: the other item, the relation (copies: ITEM shows the other's footage;\n"
+                       "copied-by: the other shows ITEM's; duplicate: each shows all of the other), the\n"
+                       "aligned spans in both (seconds), a score (mean cosine of the matched shots), the\n"
+                       "shots matched and the kind of edit it looks like. Found by `reelsim run` / `lists`\n"
+                       "/ `add` (STORE/index/copies/); docs/copies.md.",
+                       epilog="examples:\n  reelsim matches trailer-042 --store out/\n"
+                       "  reelsim matches trailer-042 --store out/ --in      # which films the trailer comes from\n"
+                       "  reelsim matches film-007 --store out/ --out --json # where the film's shots are used",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("item", metavar="ITEM")
+    p.add_argument("--store", required=True, type=Path, metavar="DIR")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--in", dest="direction", action="store_const", const="in",
+                   help="only where ITEM comes from: the items whose footage it shows (a clip's or trailer's sources)")
+    g.add_argument("--out", dest="direction", action="store_const", const="out",
+                   help="only the items that show ITEM's footage (re-uploads, compilations, insets)")
+    p.set_defaults(direction="both")
+    p.add_argument("--json", action="store_true", help="machine-readable JSON")
+
     p = sub.add_parser("report", help="a static HTML page of items, their shots or images, and their neighbours",
                        description="Write one self-contained HTML page (pictures embedded) showing, for a sample\n"
                        "of items, each item's shot strip (a keyframe per shot, with times) or product image,\n"
@@ -235,20 +300,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, default=5, metavar="N", help="neighbours per item (default: 5)")
     p.add_argument("--weights", metavar="SPEC", help="re-weight modalities, e.g. text=0")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_space_option(p, "whose neighbours the page shows (default: content; the space's lists, as `similar`)")
 
     p = sub.add_parser("export", help="write features (hdf5) or lists (parquet, jsonl) to one file")
     p.add_argument("--store", required=True, type=Path, metavar="DIR")
     p.add_argument("--format", required=True, choices=("hdf5", "parquet", "jsonl"))
     p.add_argument("--to", required=True, type=Path, metavar="PATH")
+    _add_space_option(p, "which space's lists parquet/jsonl export (default: content)")
 
     p = sub.add_parser("verify", help="check every file of a store and their consistency",
-                       description="Read every shard, the catalog, items.json, the FAISS indexes, the list state "
-                       "and the list files the way the commands read them, and check them against each other. "
-                       "Names each damaged or inconsistent file and whether `reelsim run` (items, catalog) or "
-                       "`reelsim lists` (index, lists) redoes it; changes nothing. Exit 0: clean; 3: damaged; "
-                       "2: not a store.")
+                       description="Read every shard, the catalog, items.json, the FAISS indexes, the version, "
+                       "the list sets, the list files of every space and the trained model the way the commands "
+                       "read them, and check them against each other. Names each damaged or inconsistent file and "
+                       "the command that redoes it: `reelsim run` (items, catalog), `reelsim lists` (index, "
+                       "content lists), `reelsim lists --space S` (a learned space's lists), `reelsim train` (the "
+                       "model), `reelsim verify --repair` (a commit a killed command left unfinished). Changes "
+                       "nothing, unless --repair. Exit 0: clean; 3: damaged; 2: not a store.")
     p.add_argument("--store", required=True, type=Path, metavar="DIR")
     p.add_argument("--json", action="store_true", help="machine-readable JSON")
+    p.add_argument("--repair", action="store_true", help="first finish a commit that a killed command left and "
+                   "remove the temporary files killed commands left (takes the store's lock), then check")
 
     p = sub.add_parser("demo", help="generate a sample catalog with ffmpeg and run everything on it")
     p.add_argument("--store", type=Path, default=Path("reelsim-demo"), metavar="DIR",
@@ -303,9 +374,11 @@ def _add_learn_parsers(sub) -> None:
     p.add_argument("--cold-fraction", type=float, metavar="F", help="share of items held out as cold (default 0.2)")
     p = sub.add_parser("search", help="rank items for a text query (with a banned-query list)",
                        description="Embed QUERY with the text model and rank items by cosine with their text "
-                       "embeddings (--space learned: through the trained content tower). With --banned FILE (one "
-                       "phrase a line), a query whose text similarity to a phrase is >= --banned-threshold, or "
-                       "that contains a phrase, is refused with exit code 4.")
+                       "embeddings (--space learned: through the trained content tower). With --banned FILE (UTF-8, "
+                       "one phrase a line), a query whose text similarity to a phrase is >= --banned-threshold, or "
+                       "that contains a phrase as whole tokens, is refused with exit code 4; both are compared "
+                       "after Unicode NFKC and look-alike folding (full-width or Cyrillic letters count as the "
+                       "Latin ones; docs/learning.md).")
     p.add_argument("query", metavar="QUERY")
     p.add_argument("--store", required=True, type=Path, metavar="DIR")
     p.add_argument("-k", type=int, default=10, metavar="N", help="results (default: 10)")
@@ -315,6 +388,21 @@ def _add_learn_parsers(sub) -> None:
     p.add_argument("--banned-threshold", type=float, default=0.6, metavar="T",
                    help="MiniLM cosine at which a query matches a banned phrase (default: 0.6)")
     p.add_argument("--json", action="store_true", help="machine-readable JSON")
+    p = sub.add_parser("serve", help="answer similar, search, items and health over HTTP (JSON)",
+                       description=SERVE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--store", required=True, type=Path, metavar="DIR", help="the store to serve")
+    p.add_argument("--host", default="127.0.0.1", metavar="ADDR",
+                   help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 opens it to the "
+                   "network, without authentication)")
+    p.add_argument("--port", type=int, default=8080, metavar="N", help="port (default: 8080; 0: a free one, printed)")
+    p.add_argument("--workers", type=int, default=2, metavar="N",
+                   help="worker processes, each answering on its own; they share the memory-mapped lists "
+                   "(default: 2)")
+    p.add_argument("--banned", type=Path, metavar="FILE",
+                   help="banned phrases for /search, one a line (a matching query answers 403)")
+    p.add_argument("--banned-threshold", type=float, default=0.6, metavar="T",
+                   help="MiniLM cosine at which a query matches a banned phrase (default: 0.6)")
+    p.add_argument("--access-log", action="store_true", help="log every request (granian's access log)")
 
 
 def fusion_overrides(args: argparse.Namespace) -> dict:
@@ -325,8 +413,12 @@ def fusion_overrides(args: argparse.Namespace) -> dict:
               "mmr": get("mmr"), "blocklist_threshold": get("blocklist_threshold"), "device": get("device")}
     if get("weights"):
         fusion["weights"] = parse_weights(args.weights)
+    if get("blocklist") and get("no_blocklist"):
+        raise UsageError("--blocklist and --no-blocklist contradict each other: give one")
     if get("blocklist"):
         fusion["blocklist"] = tuple(p.strip() for p in args.blocklist if p.strip())
+    elif get("no_blocklist"):
+        fusion["blocklist"] = ()
     if get("lists_format"):
         formats = tuple(f.strip() for f in args.lists_format.split(",") if f.strip())
         if not formats or not set(formats) <= set(LIST_FORMATS):
@@ -366,15 +458,20 @@ def check_runnable(cfg: Config) -> None:
         registry.get_class(modality, getattr(cfg.models, modality)).weights_file_for(paths.get(modality))
 
 
-def _run_catalog(args, lists: str) -> int:
-    """``run`` (lists="rebuild") and ``add`` (lists="add": the store must have an index)."""
+def _run_catalog(args, lists: str, then=relist_stale_spaces) -> int:
+    """``run`` (lists="rebuild") and ``add`` (lists="add": the store must have an index).
+
+    ``then(store)``: what updates the learned spaces' lists after the content lists are
+    published (default: rewrite those another blocklist made).
+    """
     cfg = config_from_args(args)
     if lists == "add":
         check_can_add(args.store)
     check_runnable(cfg)
+    check_scheduler(args.scheduler)
     try:
         report = run_catalog(args.inputs, args.store, cfg, scheduler=args.scheduler, workers=args.workers,
-                             progress=not args.no_progress, re_extract=args.re_extract, lists=lists)
+                             progress=not args.no_progress, re_extract=args.re_extract, lists=lists, then=then)
     except ReelsimError as e:  # the lists stage failed: the items' summary first, then the error
         if getattr(e, "report", None) is not None:
             print(e.report.describe(args.store))
@@ -388,30 +485,89 @@ def cmd_run(args) -> int:
 
 
 def cmd_add(args) -> int:
-    code = _run_catalog(args, "add")
-    if args.space != "content" and code in (0, 3):
-        fusion = config_from_args(args).fusion
-        print(json.dumps(add_to_space(args.store, args.space, list_formats(fusion), k=fusion.k)))
-    return code
+    if args.space == "content":
+        return _run_catalog(args, "add")
+    check_space_flags(args, "add")
+    check_store_model(args.store)  # before any item is analysed
+    fusion = config_from_args(args).fusion
+    return _run_catalog(args, "add", then=lambda store: {args.space: add_to_space(store, args.space, fusion)})
+
+
+#: flags of `lists`/`add` that a learned space cannot apply -> why
+SPACE_REFUSED = {
+    "weights": "--weights applies to the content space only: the {space} space scores items with the trained "
+               "model over all their modalities",
+    "index": "--index applies to the content space only: {space} lists are exact",
+    "memory_budget": "--memory-budget applies to the content index only: {space} lists are exact",
+    "knn_batch": "--knn-batch applies to the content kNN job only",
+    "workers": "--workers applies to the content kNN job only: {space} lists are computed in this process",
+    "scheduler": "--scheduler applies to the content kNN job only: {space} lists are computed in this process",
+    "pca": "--pca applies to the content catalog only",
+}
+
+
+def check_space_flags(args, command: str) -> None:
+    """Refuse (exit 2, saying why) a flag given with --space learned|blend that cannot apply to that space."""
+    for name, why in SPACE_REFUSED.items():
+        if getattr(args, name, None) not in (None, False):
+            raise UsageError(f"{command} --space {args.space}: {why.format(space=args.space)}")
+
+
+def fit_k(args) -> int | None:
+    """Lower ``args.k`` to the store's other items (N - 1, at least 1) when it is larger, with a note on stderr;
+    the -k asked for when it was lowered, else None. A k beyond the catalog lists nothing more (and allocates
+    nothing more: the searches cap it too). A k up to the default (10) is capped without a note."""
+    if args.k is None or args.k <= FusionConfig.k:
+        return None
+    n = catalog_size(StoreLayout(args.store).require_catalog())
+    if args.k <= max(1, n - 1):
+        return None
+    asked, args.k = args.k, max(1, n - 1)
+    print(f"reelsim {args.command}: -k {asked} is more than the {n - 1} other items of the catalog; "
+          f"using -k {args.k}", file=sys.stderr)
+    return asked
 
 
 def cmd_lists(args) -> int:
+    asked = fit_k(args)
+    said = {"k_requested": asked} if asked is not None else {}
     if args.space != "content":
+        check_space_flags(args, "lists")
         fusion = Config().with_overrides(fusion=fusion_overrides(args)).fusion
-        print(json.dumps(write_space_lists(args.store, args.space, fusion.k, list_formats(fusion))))
+        with writing(StoreLayout(args.store).root, f"lists --space {args.space}"):
+            content = None
+            if fusion.blocklist is not None and blocklist_changes(args.store, fusion):
+                # the blocklist is the store's: every space's lists apply it, the content lists first
+                content = relist(args.store, {**content_list_settings(args.store), "blocklist": fusion.blocklist,
+                                              "blocklist_threshold": fusion.blocklist_threshold},
+                                 progress=not args.no_progress, text_model=ModelConfig.text)
+            summary = write_space_lists(args.store, args.space, fusion, device=_space_device(args))
+            others = relist_stale_spaces(args.store)
+        summary.update({"content": content} if content else {}, **({"spaces": others} if others else {}), **said)
+        print(json.dumps(summary))
         return 0
     if args.workers is not None and args.workers < 1:
         raise UsageError("--workers must be at least 1")
     if args.scheduler or args.workers:
-        with StoreLock(StoreLayout(args.store).root):
+        with writing(StoreLayout(args.store).root, "lists"):
             summary = dask_lists(args.store, stored_fusion(args.store, fusion_overrides(args)),
                                  scheduler=args.scheduler, workers=args.workers, progress=not args.no_progress,
                                  text_model=ModelConfig.text)
+            summary["spaces"] = relist_stale_spaces(args.store)
     else:
-        summary = relist(args.store, fusion_overrides(args), progress=not args.no_progress,
-                         text_model=ModelConfig.text)
-    print(json.dumps(summary))
+        with writing(StoreLayout(args.store).root, "lists"):
+            summary = relist(args.store, fusion_overrides(args), progress=not args.no_progress,
+                             text_model=ModelConfig.text)
+            summary["spaces"] = relist_stale_spaces(args.store)
+    if not summary["spaces"]:
+        del summary["spaces"]
+    print(json.dumps(summary | said))
     return 0
+
+
+def _space_device(args) -> str:
+    """Where a learned space's lists are computed: ``--device`` (auto: CUDA when present)."""
+    return str(resolve_device(args.device or "auto"))
 
 
 def cmd_shots(args) -> int:
@@ -434,29 +590,41 @@ def cmd_shots(args) -> int:
 def cmd_similar(args) -> int:
     if args.k < 1:
         raise UsageError("-k must be at least 1")
-    if args.space != "content":
-        neighbors = space_neighbors(args.store, args.item, args.k, args.space)
-    else:
-        neighbors = Lookup(args.store, parse_weights(args.weights) if args.weights else None).neighbors(
-            args.item, args.k)
+    fit_k(args)
+    answer = StoreReader(args.store).similar(args.item, args.k, space=args.space,
+                                             weights=parse_weights(args.weights) if args.weights else None)
+    copies = copy_marks(args.store, args.item, [n.item for n in answer.neighbors])
     if args.json:
-        print(json.dumps(neighbors_json(args.item, neighbors), ensure_ascii=False))
+        print(json.dumps(answer.to_json(copies), ensure_ascii=False))
     else:
-        print(neighbors_text(args.store, args.item, neighbors, space=args.space))
+        print(neighbors_text(args.store, args.item, answer.neighbors, space=args.space, copies=copies))
+    return 0
+
+
+def cmd_matches(args) -> int:
+    found = copy_matches(args.store, args.item, direction=args.direction)
+    if args.json:
+        print(json.dumps({"item": args.item, "direction": args.direction, "matches": [m.to_json() for m in found]},
+                         ensure_ascii=False))
+        return 0
+    print(matches_text(args.store, args.item, found))
     return 0
 
 
 def cmd_report(args) -> int:
     items = [i.strip() for i in args.items.split(",") if i.strip()] if args.items else None
     got = write_html_report(args.store, args.to, sample=args.sample, seed=args.seed, items=items, k=args.k,
-                       weights=parse_weights(args.weights) if args.weights else None, progress=not args.no_progress)
+                       weights=parse_weights(args.weights) if args.weights else None, progress=not args.no_progress,
+                       space=args.space)
     print(f"wrote {args.to}: {got['items']} items, {got['neighbours']} neighbours, {got['images']} pictures, "
           f"{got['bytes'] / 1e6:.2f} MB")
     return 0
 
 
 def cmd_export(args) -> int:
-    n, skipped = export(args.store, args.format, args.to)
+    if args.format == "hdf5" and args.space != "content":
+        raise UsageError("--space applies to list exports (parquet, jsonl); hdf5 exports the items' features")
+    n, skipped = export(args.store, args.format, args.to, args.space)
     print(f"exported {n} {'items' if args.format == 'hdf5' else 'rows'} to {args.to}")
     for why in skipped:
         print(f"reelsim export: left out: {terminal_safe(why)}", file=sys.stderr)
@@ -464,6 +632,12 @@ def cmd_export(args) -> int:
 
 
 def cmd_verify(args) -> int:
+    if args.repair:
+        StoreLayout(args.store).check_root()
+        if not StoreLayout(args.store).root.is_dir():
+            raise StoreError(f"no store at {args.store}")
+        with WriteSession(args.store, "verify --repair"):
+            pass  # opening a session finishes an interrupted commit and removes leftovers
     verdict = verify_store(args.store)
     if args.json:
         print(json.dumps(verdict.to_json(), ensure_ascii=False))
@@ -475,6 +649,7 @@ def cmd_verify(args) -> int:
 def cmd_demo(args) -> int:
     cfg = config_from_args(args)
     check_runnable(cfg)
+    check_scheduler(args.scheduler)
     return run_demo(args.store, cfg, workers=args.workers, scheduler=args.scheduler, progress=not args.no_progress,
                     re_extract=args.re_extract)
 
@@ -521,18 +696,33 @@ def cmd_search(args) -> int:
     hits = search_text(args.store, args.query, args.k, space=args.space, banned=args.banned,
                   threshold=args.banned_threshold)
     if args.json:
-        print(json.dumps({"query": args.query, "space": args.space,
-                          "results": [{"item": h.item, "score": h.score, "title": h.title} for h in hits]},
-                         ensure_ascii=False))
+        print(json.dumps(search_json(args.query, args.space, hits), ensure_ascii=False))
     else:
         for rank, h in enumerate(hits, start=1):
             print(f"{rank:>3} {h.score:>7.3f}  {terminal_safe(h.item)}  {terminal_safe(h.title)}")
     return 0
 
 
+def cmd_serve(args) -> int:
+    if args.workers < 1:
+        raise UsageError("--workers must be at least 1")
+    if args.port < 0 or args.port > 65535:
+        raise UsageError(f"--port must be between 0 and 65535, got {args.port}")
+    health = open_store(args.store).health()  # not a store, or a damaged version file: exit 2 before listening
+    Service(args.store, banned=args.banned)  # a banned file that cannot be read: exit 2 here too
+    port = free_port(args.host, args.port)
+    items = f", {health['items']} items" if health.get("items") is not None else ""
+    print(f"reelsim serve: {terminal_safe(args.store)} (version {health['version']}{items}) on "
+          f"{url_of(args.host, port)} with {args.workers} worker{'s' * (args.workers > 1)}; Ctrl-C stops", flush=True)
+    run_service(args.store, host=args.host, port=port, workers=args.workers, banned=args.banned,
+                banned_threshold=args.banned_threshold, access_log=args.access_log)
+    return 0
+
+
 COMMANDS = {"run": cmd_run, "add": cmd_add, "lists": cmd_lists, "shots": cmd_shots, "similar": cmd_similar,
-            "report": cmd_report, "export": cmd_export, "verify": cmd_verify, "demo": cmd_demo, "models": cmd_models,
-            "train": cmd_train, "evaluate": cmd_evaluate, "search": cmd_search}
+            "matches": cmd_matches, "report": cmd_report, "export": cmd_export, "verify": cmd_verify, "demo": cmd_demo,
+            "models": cmd_models, "train": cmd_train, "evaluate": cmd_evaluate, "search": cmd_search,
+            "serve": cmd_serve}
 
 
 def quiet_openmp() -> None:
@@ -549,6 +739,9 @@ def quiet_openmp() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     quiet_openmp()
+    for stream in (sys.stdout, sys.stderr):  # a path's bytes that are not UTF-8 print as \udcff (a JSON escape too)
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     args = build_parser().parse_args(argv)
     try:
         if getattr(args, "store", None) is not None:
@@ -557,7 +750,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()  # a reader that has gone shows here, not as an error at exit
         return code
     except BannedQueryError as e:
-        print(f"reelsim {args.command}: {e}", file=sys.stderr)
+        print(f"reelsim {args.command}: {terminal_safe(e)}", file=sys.stderr)
         return 4
     except (UsageError, StoreError, WeightsNotFoundError) as e:
         print(f"reelsim {args.command}: error: {terminal_safe(e)}", file=sys.stderr)

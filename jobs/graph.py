@@ -31,13 +31,15 @@ from pathlib import Path
 import numpy as np
 
 from reelsim.config import FusionConfig
+from reelsim.jobs.connect import check_cluster_store, check_scheduler, scheduler_client
 from reelsim.jobs.runner import LOW_LEVEL_LOG_LENGTH
 from reelsim.similarity.blocks import BLOCKED_FILE, job_spec, search_block
 from reelsim.similarity.catalog import load_catalog
-from reelsim.similarity.rebuild import finish_lists, list_formats, prepare_graph, save_state
+from reelsim.similarity.rebuild import finish_lists, list_formats, prepare_graph, publish_content_lists
 from reelsim.storage.atomic import atomic_path
 from reelsim.storage.layout import StoreLayout, item_key
-from reelsim.storage.lists import assemble_parts
+from reelsim.storage.lists import assemble_parts, remove_other_formats
+from reelsim.storage.session import writing
 
 
 def graph_client(store: Path, scheduler: str | None, workers: int | None):
@@ -50,7 +52,7 @@ def graph_client(store: Path, scheduler: str | None, workers: int | None):
                 "distributed.admin.low-level-log-length": LOW_LEVEL_LOG_LENGTH}
     with dask.config.set(settings):
         if scheduler:
-            return Client(scheduler, timeout="30s")
+            return scheduler_client(scheduler)
         logging.getLogger("distributed").setLevel(logging.ERROR)
         cluster = LocalCluster(n_workers=workers or 2, threads_per_worker=1, processes=True,
                                dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR,
@@ -88,15 +90,36 @@ def dask_lists(store: Path, fusion: FusionConfig, *, client=None, scheduler: str
     (median seconds a worker spent on a block) and ``scheduler_overhead_s`` (wall seconds of the
     search phase beyond the blocks' own time divided by the workers).
     """
-    from dask.distributed import as_completed
-    from tqdm import tqdm
-
     layout = StoreLayout(store)
+    if client is None:
+        check_cluster_store(store)
+        check_scheduler(scheduler)
+    with writing(layout.root, "lists") as session:
+        return _dask_lists(session, layout, fusion, client, scheduler, workers, progress, text_model)
+
+
+def _dask_lists(session, layout: StoreLayout, fusion: FusionConfig, client, scheduler, workers, progress,
+                text_model) -> dict:
     cat, _ = load_catalog(layout.require_catalog(), mmap=True)  # the driver reads it, it does not keep it all
     job = prepare_graph(layout.root, fusion, cat_norm=cat, progress=progress, text_model=text_model)
+    fusion = job.fusion  # k at most the catalog's other items
     t1 = time.perf_counter()
     ckpt = job.checkpoint
     ckpt.open()
+    try:
+        return _search_and_write(session, job, fusion, layout, client, scheduler, workers, progress, t1)
+    except BaseException:
+        ckpt.clear_if_empty()  # a job that finished no block leaves nothing to resume
+        raise
+
+
+def _search_and_write(session, job, fusion: FusionConfig, layout: StoreLayout, client, scheduler, workers,
+                      progress: bool, t1: float) -> dict:
+    """The search phase of :func:`dask_lists` on the cluster, then the lists written from the part files."""
+    from dask.distributed import as_completed
+    from tqdm import tqdm
+
+    ckpt = job.checkpoint
     if job.blocked is not None:
         with atomic_path(ckpt.folder / BLOCKED_FILE) as tmp, open(tmp, "wb") as f:
             np.save(f, job.blocked)
@@ -123,9 +146,11 @@ def dask_lists(store: Path, fusion: FusionConfig, *, client=None, scheduler: str
         del futures
     t2 = time.perf_counter()
     layout.lists_dir.mkdir(exist_ok=True)
-    rows, floor, stamp = assemble_parts([ckpt.part(b) for b, _, _ in blocks], job.cat.ids, fusion.k,
-                                        job.gi.active, layout.lists_dir, list_formats(fusion), layout.list_arrays)
-    save_state(layout, job.gi, floor, job.blocked, fusion, arrays_stamp=stamp)
+    set_dir = session.new_set_dir("content")
+    rows, floor = assemble_parts([ckpt.part(b) for b, _, _ in blocks], job.cat.ids, fusion.k,
+                                 job.gi.active, layout.lists_dir, list_formats(fusion), set_dir[1])
+    remove_other_formats(layout.lists_dir, list_formats(fusion))
+    publish_content_lists(layout, job.cat.ids, job.gi, job.fusion, job.blocked, set_dir=set_dir, floor=floor)
     out = finish_lists(job, rows=rows, knn_s=t2 - t1, write_s=time.perf_counter() - t2)
     busy = sum(seconds) / n_workers
     out.update(blocks=len(blocks), blocks_resumed=len(blocks) - len(todo), blocks_run=len(todo),

@@ -2,7 +2,9 @@
 
 For a sample of items, the page shows the item (its shot strip: one keyframe
 per shot with the shot's times, or its product image) and its top-k
-neighbours with their pictures, fused score and per-modality cosines.
+neighbours with their pictures, fused score and per-modality cosines; and,
+for a video with copies (``reelsim matches``), each copy with its aligned
+spans, the kind of edit, and the matched shots of both items side by side.
 
 The page is self-contained: pictures are the JPEG thumbnails stored in the
 shards (:mod:`reelsim.storage.thumbnails`), embedded as ``data:`` URIs, so the
@@ -19,16 +21,20 @@ import base64
 import datetime as _dt
 import hashlib
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
 
 from reelsim import __version__
 from reelsim.config import MODALITIES
-from reelsim.errors import UnknownItemError, UsageError
-from reelsim.similarity.lookup import Lookup
+from reelsim.errors import StoreError, UnknownItemError, UsageError
+from reelsim.jobs.tables import terminal_safe
+from reelsim.similarity.answer import StoreReader
+from reelsim.similarity.catalog import load_catalog
+from reelsim.similarity.copies import matches as copy_matches
 from reelsim.storage.atomic import write_text_atomic
 from reelsim.storage.cards import ItemCard, read_card
+from reelsim.storage.layout import StoreLayout
 from reelsim.storage.thumbnails import jpeg_size
 
 #: Keyframes shown per strip: the items the page is about, and each neighbour.
@@ -80,10 +86,68 @@ a{color:var(--accent)}
 
 @dataclass(frozen=True)
 class ReportEntry:
-    """One item of the page and its neighbours: ``neighbors`` is [(Neighbor, ItemCard)], best first."""
+    """One item of the page and its neighbours: ``neighbors`` is [(Neighbor, ItemCard)], best first;
+    ``copies`` is [(Segment, ItemCard)] (:func:`reelsim.similarity.copies.matches`), best first."""
 
     card: ItemCard
     neighbors: list
+    copies: list = field(default_factory=list)
+
+
+#: copies shown per item, and matched shots shown per side of a copy
+MAX_COPIES = 8
+MAX_COPY_SHOTS = 4
+
+
+def shots_in(card: ItemCard, start: float, end: float) -> list[int]:
+    """Shots of ``card`` that overlap ``[start, end]`` seconds by more than a tenth of a second (or of the shot)."""
+    out = []
+    for i, (t0, t1) in enumerate(card.shot_times):
+        overlap = min(t1, end) - max(t0, start)
+        if overlap > min(0.1, 0.5 * (t1 - t0)):
+            out.append(i)
+    return out
+
+
+def _shot_figures(card: ItemCard, shots: list[int], role: str) -> str:
+    figs = []
+    for i in shots[:MAX_COPY_SHOTS]:
+        t0, t1 = card.shot_times[i]
+        if i < len(card.keyframes):
+            alt = f"{card.name}: shot {i + 1}, {_seconds(t0)} to {_seconds(t1)} s ({role})"
+            figs.append(f"<li><figure>{_img(card.keyframes[i], alt)}<figcaption>{_seconds(t0)}–{_seconds(t1)} s"
+                        "</figcaption></figure></li>")
+    if len(shots) > MAX_COPY_SHOTS:
+        figs.append(f'<li class="more">+{len(shots) - MAX_COPY_SHOTS} more</li>')
+    if not figs:
+        figs.append('<li class="nopic">no keyframes stored</li>')
+    return f'<ul class="strip small" aria-label="{escape(role)}">{"".join(figs)}</ul>'
+
+
+def copies_html(entry: ReportEntry) -> str:
+    """The item's copies: relation, spans, edit and score, with the matched shots of both items side by side."""
+    if not entry.copies:
+        return ""
+    card = entry.card
+    rows = []
+    words = {"copies": "shows footage of", "copied-by": "is shown in", "duplicate": "is a duplicate of"}
+    for seg, other in entry.copies[:MAX_COPIES]:
+        here = _shot_figures(card, shots_in(card, seg.item_start, seg.item_end), f"matched shots of {card.name}")
+        there = _shot_figures(other, shots_in(other, seg.other_start, seg.other_end),
+                              f"matched shots of {other.name}")
+        rows.append(
+            f'<tr data-copy="{escape(seg.other)}"><th scope="row">{escape(words.get(seg.relation, seg.relation))} '
+            f'{escape(other.name)}<div class="sub"><span class="id">{escape(seg.other)}</span> '
+            f'<span class="kind">{escape(seg.edit)}</span></div></th>'
+            f'<td>{here}<div class="muted">{_seconds(seg.item_start)}–{_seconds(seg.item_end)} s here</div></td>'
+            f'<td>{there}<div class="muted">{_seconds(seg.other_start)}–{_seconds(seg.other_end)} s there</div></td>'
+            f'<td class="num">{seg.score:.3f}<div class="muted">{seg.shots} shots</div></td></tr>')
+    more = (f'<p class="muted">+{len(entry.copies) - MAX_COPIES} more copies (reelsim matches)</p>'
+            if len(entry.copies) > MAX_COPIES else "")
+    return (f'<div class="scroll"><table class="copies"><caption>Copies: where the shots of {escape(card.name)} '
+            "appear elsewhere, and what it shows of other items</caption><thead><tr>"
+            '<th scope="col">Copy</th><th scope="col">Matched shots here</th><th scope="col">Matched shots there</th>'
+            f'<th scope="col" class="num">Score</th></tr></thead><tbody>{"".join(rows)}</tbody></table></div>{more}')
 
 
 def choose_items(ids: list[str], *, sample: int, seed: int, items: list[str] | None = None) -> list[str]:
@@ -192,7 +256,7 @@ def entry_html(n: int, entry: ReportEntry, k: int) -> str:
             f'<h2 id="item-{n}-h">{escape(card.name)}</h2><p>{_about(card)}</p>'
             f"{pictures_html(card, MAX_SHOTS_ITEM, small=False)}"
             f'<div class="scroll"><table><caption>Top {k} neighbours of {escape(card.name)}</caption>'
-            f"<thead>{head}</thead><tbody>{''.join(rows)}</tbody></table></div></section>")
+            f"<thead>{head}</thead><tbody>{''.join(rows)}</tbody></table></div>{copies_html(entry)}</section>")
 
 
 def render_html(entries: list[ReportEntry], *, store_name: str, k: int, weights: dict[str, float],
@@ -222,14 +286,16 @@ def render_html(entries: list[ReportEntry], *, store_name: str, k: int, weights:
 
 
 def write_html_report(store: Path, to: Path, *, sample: int = 12, seed: int = 0, items: list[str] | None = None,
-                 k: int = 5, weights: dict[str, float] | None = None, progress: bool = True) -> dict:
+                 k: int = 5, weights: dict[str, float] | None = None, progress: bool = True,
+                 space: str = "content") -> dict:
     """Write the page for ``store`` to ``to`` atomically.  Returns {items, neighbours, images, bytes}."""
     from tqdm import tqdm
 
     if k < 1:
         raise UsageError("-k must be at least 1")
-    lookup = Lookup(store, weights)
-    chosen = choose_items(list(lookup.meta), sample=sample, seed=seed, items=items)
+    reader = StoreReader(store)  # the store's lists answer, with their hygiene (similarity/answer.py)
+    ids = reader.ids()
+    chosen = choose_items(list(ids), sample=sample, seed=seed, items=items)
     cards: dict[str, ItemCard] = {}
 
     def card(i: str) -> ItemCard:
@@ -237,10 +303,19 @@ def write_html_report(store: Path, to: Path, *, sample: int = 12, seed: int = 0,
             cards[i] = read_card(store, i)
         return cards[i]
 
-    entries = [ReportEntry(card(i), [(nb, card(nb.item)) for nb in lookup.neighbors(i, k)])
+    def copies(i: str) -> list:
+        try:
+            return [(seg, card(seg.other)) for seg in copy_matches(store, i)]
+        except (StoreError, UnknownItemError):  # no copy index (older store), or not a video
+            return []
+
+    entries = [ReportEntry(card(i), [(nb, card(nb.item)) for nb in reader.similar(i, k, space=space,
+                                                                                  weights=weights).neighbors],
+                           copies(i))
                for i in tqdm(chosen, desc="report", unit="item", disable=not progress)]
-    html = render_html(entries, store_name=Path(store).resolve().name, k=k, weights=dict(lookup.weights),
-                       n_items=len(lookup.meta),
+    shown = weights or load_catalog(StoreLayout(store).require_catalog(), header=True)[1]
+    html = render_html(entries, store_name=terminal_safe(Path(store).resolve().name), k=k, weights=dict(shown),
+                       n_items=len(ids),
                        generated_utc=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     write_text_atomic(to, html)
     return {"items": len(entries), "neighbours": sum(len(e.neighbors) for e in entries),

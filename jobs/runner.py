@@ -21,11 +21,13 @@ import os
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from reelsim.config import MODALITIES, Config
 from reelsim.errors import ReelsimError, StoreError, UsageError, WeightsNotFoundError
 from reelsim.extractors.registry import model_stamps
+from reelsim.jobs.connect import check_cluster_store, check_scheduler, scheduler_client
 from reelsim.jobs.gpu_stage import CrossItemRun, local_client, wants_cross_item
 from reelsim.jobs.rows import RowSpool
 from reelsim.jobs.tables import terminal_safe
@@ -35,9 +37,9 @@ from reelsim.similarity.incremental import add_items
 from reelsim.similarity.rebuild import build_lists
 from reelsim.storage.atomic import atomic_path
 from reelsim.storage.layout import StoreLayout, item_key
-from reelsim.storage.lock import StoreLock
 from reelsim.storage.manifest import read_inputs
 from reelsim.storage.provenance import guard_model_change, usable_shards
+from reelsim.storage.session import WriteSession
 from reelsim.storage.shards import remove_stale_temp_files
 
 EXIT_OK = 0
@@ -130,7 +132,7 @@ def _client(scheduler: str | None, workers: int, store: Path, cfg: Config):
     from dask.distributed import Client, LocalCluster
 
     if scheduler:
-        return Client(scheduler, timeout="30s")
+        return scheduler_client(scheduler)
     # Dask's INFO chatter (worker start/stop) is not for reelsim's users; errors still show.
     logging.getLogger("distributed").setLevel(logging.ERROR)
     with dask.config.set({"distributed.scheduler.allowed-failures": cfg.jobs.max_worker_deaths}):
@@ -443,6 +445,9 @@ def compute_items(items, store: Path, cfg: Config, scheduler: str | None, worker
                 # Dask keeps this many recent messages per connection for debugging, each compute-task message
                 # with its task's items: 1000 (its default) held ~64 000 items' worth in the driver
                 "distributed.admin.low-level-log-length": LOW_LEVEL_LOG_LENGTH}
+    if client is None:
+        check_cluster_store(store)
+        check_scheduler(scheduler)
     with dask.config.set(settings), contextlib.ExitStack() as stack:
         if client is None:  # made here, inside the scratch setting, and closed on the way out
             client = stack.enter_context(local_client(workers, store, cfg) if cross_local
@@ -497,14 +502,19 @@ def _progress(total: int, enabled: bool):
 
 def run_catalog(inputs: list[str], store: Path, cfg: Config, *, scheduler: str | None = None,
                 workers: int | None = None, progress: bool = True, re_extract: bool = False,
-                lists: str = "rebuild", client=None) -> RunReport:
+                lists: str = "rebuild", client=None, then: Callable[[Path], dict] | None = None) -> RunReport:
     """Process every item of ``inputs`` into ``store`` and write lists + report.json.
 
     Refuses (UsageError) a store whose features came from other models,
     unless ``re_extract`` (see :func:`reelsim.storage.provenance.guard_model_change`).
 
-    Holds the store's lock (:class:`~reelsim.storage.lock.StoreLock`) for the
-    whole run: a second run on the same store is refused.
+    The whole run is one write session (:class:`~reelsim.storage.session.WriteSession`):
+    it holds the store's lock (a second command writing the store is refused), and
+    the catalog, index and lists it makes are published as one new store version.
+    ``then(store)``: after that version, while the lock is still held, update
+    the learned spaces' lists (``add --space``; ``run`` rewrites the spaces
+    whose lists another blocklist made); what it writes is the next version,
+    and its summary goes to ``lists.spaces``.
 
     ``lists``: ``rebuild`` fuses every processed item into a new catalog, index
     and lists (``reelsim run``); ``add`` adds the processed items to the
@@ -518,7 +528,7 @@ def run_catalog(inputs: list[str], store: Path, cfg: Config, *, scheduler: str |
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     items, problems = read_inputs(inputs)
     store = StoreLayout(store).make_root()
-    with StoreLock(store):
+    with WriteSession(store, "add" if lists == "add" else "run") as session:
         remove_stale_temp_files(store)
         needed = [m for m in MODALITIES if any(m in models_needed(i) for i in items)]
         guard_model_change(store, model_stamps(cfg.models, needed), [i.id for i in items], re_extract=re_extract)
@@ -533,8 +543,17 @@ def run_catalog(inputs: list[str], store: Path, cfg: Config, *, scheduler: str |
         failure = None
         try:
             report.lists = _lists(store, report, cfg, lists, progress)
+            if session.dirty:
+                report.lists["version"] = session.commit()["version"]
+            if then is not None and report.lists:
+                spaces = then(store)
+                if spaces:
+                    report.lists["spaces"] = spaces
+                if session.dirty:
+                    report.lists["version"] = session.commit()["version"]
         except Exception as e:  # the items are done: report them, and why there are no new lists
-            failure, report.lists = e, {"error": lists_error(e)}
+            session.discard()
+            failure, report.lists = e, {**report.lists, "error": lists_error(e)}
         report.wall_s = time.perf_counter() - t0
         write_run_report(store, report, cfg, started)
         if failure is not None:

@@ -21,16 +21,23 @@ _BIDI = set("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\
 
 
 def terminal_safe(text: str) -> str:
-    """``text`` with whitespace runs as one space and control/bidi characters as U+FFFD.
+    """``text`` with whitespace runs as one space, control/bidi characters as U+FFFD, and the bytes of a path
+    that are not UTF-8 (``surrogateescape``: U+DC80..U+DCFF) as ``\\xNN`` (other lone surrogates: U+FFFD).
 
     Examples
     --------
     >>> terminal_safe("Bad\\x1b[31m title\\n\\u202eevil")
     'Bad\\ufffd[31m title \\ufffdevil'
+    >>> print(terminal_safe("store-\\udcff"))
+    store-\\xff
     """
     out = []
     for ch in " ".join(str(text).split()):
-        out.append("\ufffd" if ch in _BIDI or unicodedata.category(ch) == "Cc" else ch)
+        cat = unicodedata.category(ch)
+        if cat == "Cs":
+            out.append(f"\\x{ord(ch) - 0xDC00:02x}" if 0xDC80 <= ord(ch) <= 0xDCFF else "\ufffd")
+        else:
+            out.append("\ufffd" if ch in _BIDI or cat == "Cc" else ch)
     return "".join(out)
 
 
@@ -113,14 +120,57 @@ def item_labels(store: Path, ids: Iterable[str]) -> dict[str, dict[str, str]]:
 SPACE_NOTE = "score: {space}-space score (docs/learning.md); modality columns: content cosines (blank: not shared)"
 
 
-def neighbors_text(store: Path, item: str, neighbors: Sequence[Neighbor], *, space: str = "content") -> str:
-    """The readable table of ``item``'s neighbours in ``space``, labelled from the store's shards."""
+def neighbors_text(store: Path, item: str, neighbors: Sequence[Neighbor], *, space: str = "content",
+                   copies: Mapping[str, dict] | None = None) -> str:
+    """The readable table of ``item``'s neighbours in ``space``, labelled from the store's shards.
+
+    ``copies`` (:func:`reelsim.similarity.copies.copy_marks`): neighbours that
+    are copies of ``item``, each listed under the table with its matched spans.
+    """
     note = FUSED_NOTE if space == "content" else SPACE_NOTE.format(space=space)
-    return neighbor_table(item, neighbors, item_labels(store, [item, *(n.item for n in neighbors)]), note=note)
+    text = neighbor_table(item, neighbors, item_labels(store, [item, *(n.item for n in neighbors)]), note=note)
+    lines = [f"copy: {terminal_safe(n.item)} {copy_line(copies[n.item])}" for n in neighbors if n.item in (copies or {})]
+    return "\n".join([text, *lines])
 
 
-def neighbors_json(item: str, neighbors: Sequence[Neighbor]) -> dict:
-    """``reelsim similar --json``: ``{"item", "neighbors": [{"item", "score", "modalities"}]}``."""
-    return {"item": item, "neighbors": [
-        {"item": n.item, "score": float(n.score), "modalities": {m: float(v) for m, v in n.modalities.items()}}
-        for n in neighbors]}
+def copy_line(span: Mapping) -> str:
+    """``relation: item a-b s = other c-d s (edit, score)`` of one copy span."""
+    return (f"{span['relation']}: {span['item_start']:.2f}-{span['item_end']:.2f} s here = "
+            f"{span['other_start']:.2f}-{span['other_end']:.2f} s there ({span['edit']}, score {span['score']:.3f})")
+
+
+def neighbors_json(item: str, neighbors: Sequence[Neighbor], copies: Mapping[str, dict] | None = None) -> dict:
+    """``reelsim similar --json``: ``{"item", "neighbors": [{"item", "score", "modalities"}]}``.
+
+    A neighbour that ``copies`` (:func:`reelsim.similarity.copies.copy_marks`)
+    marks as a copy also has ``"copy": true`` and ``"copy_span"``: its best
+    matched span (``item_start``, ``item_end``, ``other_start``, ``other_end``
+    in seconds, ``relation``, ``edit``, ``score``, ``shots``, ``speed``).
+    """
+    copies = copies or {}
+    rows = []
+    for n in neighbors:
+        row = {"item": n.item, "score": float(n.score), "modalities": {m: float(v) for m, v in n.modalities.items()}}
+        if n.item in copies:
+            row.update({"copy": True, "copy_span": dict(copies[n.item])})
+        rows.append(row)
+    return {"item": item, "neighbors": rows}
+
+
+def matches_text(store: Path, item: str, segments: Sequence) -> str:
+    """The readable table of ``reelsim matches``: one row per copy (:class:`~reelsim.similarity.copies.Segment`)."""
+    labels = item_labels(store, [item, *(s.other for s in segments)])
+    name = terminal_safe(labels.get(item, {}).get("name") or "")
+    top = f"copies of {terminal_safe(item)}" + (f": {name}" if name else "")
+    if not segments:
+        return top + "\n(none found: no other item shows this item's shots, and it shows none of theirs)"
+    head = ["id", "title", "relation", "here (s)", "there (s)", "score", "shots", "edit"]
+    rows = [[terminal_safe(s.other), terminal_safe(labels.get(s.other, {}).get("name") or ""), s.relation,
+             f"{s.item_start:.2f}-{s.item_end:.2f}", f"{s.other_start:.2f}-{s.other_end:.2f}", f"{s.score:.3f}",
+             str(s.shots), s.edit] for s in segments]
+    caps = [28, 30, 10, 13, 13, 6, 5, 40]
+    widths = [min(c, max(display_width(x) for x in col)) for c, col in zip(caps, zip(head, *rows))]
+    line = lambda cells: "  ".join(fit(c, w) for c, w in zip(cells, widths)).rstrip()
+    return "\n".join([top, line(head), *map(line, rows),
+                      "here/there: the aligned spans in this item and the other; score: mean cosine of the matched "
+                      "shots' regions"])

@@ -37,14 +37,18 @@ from reelsim.pipeline.images import load_image
 from reelsim.pipeline.item import (
     Models,
     add_text,
+    check_region_model,
     describe_video,
     keyframe_embedding,
+    keyframe_regions,
     product_embedding,
+    regions_of,
     segment_pass,
     shot_lengths,
     thumbnail,
     visual_embedding,
 )
+from reelsim.pipeline.regions import ShotRegions
 from reelsim.pipeline.segment import Clip
 from reelsim.storage.manifest import Item
 from reelsim.storage.schema import ItemFeatures
@@ -62,9 +66,12 @@ class Prepared:
         thumbnails, warnings, timings); no ``visual`` / ``image`` embedding yet.
     arrays : name -> uint8 array, or :class:`SharedArray` handle on one:
         ``clips`` (N, clip_len, S, S, 3) and ``keyframes`` (K, S, S, 3), one per
-        shot in shot order (videos); ``product`` (1, H, W, 3) (a product image).
+        shot in shot order (videos); ``regions`` (R, s, s, 3) the keyframes'
+        region crops (:func:`~reelsim.pipeline.item.keyframe_regions`);
+        ``product`` (1, H, W, 3) (a product image).
     clip_shot, clip_start : int (N,) shot and first frame of each clip.
     lengths : float64 (K,) shot lengths in frames (the pooling weights).
+    regions : the regions' shots, kinds, boxes and thumbnails (crops in ``arrays``), or None.
     """
 
     item: Item
@@ -73,6 +80,7 @@ class Prepared:
     clip_shot: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
     clip_start: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     lengths: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
+    regions: ShotRegions | None = None
 
     def array(self, name: str) -> np.ndarray | None:
         """The named array (memory-mapped when shared), or None when the item has none."""
@@ -96,7 +104,8 @@ class Prepared:
         """This item with its arrays written to shared memory under ``folder`` (files ``key-<name>.npy``)."""
         shared = {name: a if isinstance(a, SharedArray) else SharedArray.write(a, folder, f"{key}-{name}")
                   for name, a in self.arrays.items()}
-        return Prepared(self.item, self.features, shared, self.clip_shot, self.clip_start, self.lengths)
+        return Prepared(self.item, self.features, shared, self.clip_shot, self.clip_start, self.lengths,
+                        self.regions)
 
     def shared_paths(self) -> list[str]:
         return [a.path for a in self.arrays.values() if isinstance(a, SharedArray)]
@@ -104,11 +113,13 @@ class Prepared:
 
 @dataclass
 class Embedded:
-    """One item's rows from the GPU stage: float32 (N, D) clips, (K, D) keyframes, (D,) product image."""
+    """One item's rows from the GPU stage: float32 (N, D) clips, (K, D) keyframes, (R, 320) region
+    crops, (D,) product image."""
 
     clips: np.ndarray | None = None
     keyframes: np.ndarray | None = None
     product: np.ndarray | None = None
+    regions: np.ndarray | None = None
 
 
 @dataclass
@@ -157,6 +168,10 @@ def prepare_item(item: Item, cfg: Config, models: Models, *, clip_len: int) -> P
         prep.clip_shot = np.asarray([c.shot for c in clips], dtype=np.int32)
         prep.clip_start = np.asarray([c.start_frame for c in clips], dtype=np.int64)
         prep.lengths = shot_lengths(seg.shots)
+        found = keyframe_regions(seg, cfg)
+        if found is not None:
+            prep.arrays["regions"] = found.crops
+            prep.regions = found._replace(crops=np.zeros((0,), np.uint8))  # the crops travel in ``arrays``
         out.timings["decode_segment_s"] = time.perf_counter() - t0
         out.video, audio = describe_video(item, cfg, seg, models, out.warnings, out.timings)
         if audio is not None:
@@ -209,6 +224,11 @@ def embed_batch(preps: list[Prepared], visual_model, image_model, *, batch: int)
     clip_out, clip_stats = feed.run([p.array("clips") for p in with_clips], visual_model.embed, visual_model.dim)
     with_keys = [p for p in preps if p.rows("keyframes")]
     key_out, key_stats = feed.run([p.array("keyframes") for p in with_keys], image_model.embed, image_model.dim)
+    with_regions = [p for p in preps if p.rows("regions")]
+    if with_regions:
+        check_region_model(image_model)
+    region_out, region_stats = feed.run([p.array("regions") for p in with_regions], image_model.embed_regions,
+                                        image_model.region_dim)
     with_product = [p for p in preps if p.rows("product")]
     product_out = (image_model.extract([p.array("product")[0] for p in with_product], batch_size=batch)
                    if with_product else [])
@@ -219,9 +239,12 @@ def embed_batch(preps: list[Prepared], visual_model, image_model, *, batch: int)
         embedded[p.item.id].keyframes = e
     for p, e in zip(with_product, product_out):
         embedded[p.item.id].product = e
-    stats = {"items": len(preps), "clips": clip_stats.rows, "images": key_stats.rows + len(with_product),
-             "batches": clip_stats.batches + key_stats.batches + -(-len(with_product) // batch),
-             "fill_s": round(_fill(clip_stats, key_stats), 4),
+    for p, e in zip(with_regions, region_out):
+        embedded[p.item.id].regions = e
+    stats = {"items": len(preps), "clips": clip_stats.rows,
+             "images": key_stats.rows + len(with_product) + region_stats.rows,
+             "batches": clip_stats.batches + key_stats.batches + region_stats.batches + -(-len(with_product) // batch),
+             "fill_s": round(_fill(clip_stats, key_stats, region_stats), 4),
              "seconds": round(time.perf_counter() - t0, 4)}
     return BatchResult(embedded, visual_model.provenance(), image_model.provenance(), stats)
 
@@ -242,6 +265,7 @@ def complete_item(prep: Prepared, embedded: Embedded, result: BatchResult, cfg: 
         emb["visual"] = visual_embedding(embedded.clips, prep.clip_shot, prep.clip_start, prep.lengths,
                                          result.visual, cfg)
         emb["image"] = keyframe_embedding(embedded.keyframes, prep.lengths, result.image)
+        out.regions = regions_of(prep.regions, embedded.regions, result.image, cfg)
     if embedded.product is not None:
         emb["image"] = product_embedding(embedded.product, emb.get("image"), result.image)
     out.embeddings = {m: emb[m] for m in MODALITIES if m in emb}

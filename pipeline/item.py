@@ -24,10 +24,11 @@ from reelsim.extractors.video import sample_frames
 from reelsim.pipeline import decode
 from reelsim.pipeline.images import load_image
 from reelsim.pipeline.prefetch import prefetch
+from reelsim.pipeline.regions import ShotRegions, region_features, shot_regions
 from reelsim.pipeline.segment import Clip, Keyframe, ShotPass
 from reelsim.pipeline.timeline import checked_times, describe_jumps
 from reelsim.storage.manifest import Item
-from reelsim.storage.schema import Embedding, ItemFeatures, VideoStructure
+from reelsim.storage.schema import Embedding, ItemFeatures, RegionFeatures, VideoStructure
 from reelsim.storage.thumbnails import jpeg_thumbnail
 
 
@@ -244,8 +245,36 @@ def _audio_joins(audio: Embedding | None, cfg: Config) -> np.ndarray | None:
     return audio_continuous(audio.shot[:, :n_mels], max_db=cfg.shots.scene_audio_db)
 
 
-def analyse_video(item: Item, cfg: Config, models: Models) -> tuple[VideoStructure, dict[str, Embedding], list[str], dict]:
-    """Shots, scenes and visual / audio / keyframe-image embeddings of ``item.video``."""
+def keyframe_regions(seg: SegmentedVideo, cfg: Config) -> ShotRegions | None:
+    """The regions of each shot's keyframe (:func:`~reelsim.pipeline.regions.shot_regions`), None when off.
+
+    Both paths call it: the per-item path embeds the crops at once, the GPU
+    path in its cross-item batch.
+    """
+    if not cfg.regions.enabled:
+        return None
+    return shot_regions([k.full if k.full is not None else k.rgb for k in seg.keyframes], cfg.regions.size,
+                        cfg.regions.thumb)
+
+
+def check_region_model(model) -> None:
+    """:class:`UsageError` unless the image ``model`` embeds region crops (``embed_regions``, ``region_dim``)."""
+    if not (hasattr(model, "embed_regions") and hasattr(model, "region_dim")):
+        raise UsageError(f"region vectors need an image model with region features (effnet-lite0); "
+                         f"{type(model).__name__} has none: set --set regions.enabled=false")
+
+
+def regions_of(regions: ShotRegions | None, cnn: np.ndarray | None, provenance: dict,
+               cfg: Config) -> RegionFeatures | None:
+    """What a shard stores of the regions, from both paths' crops and CNN rows (None when regions are off)."""
+    if regions is None or cnn is None:
+        return None
+    return region_features(regions, cnn, provenance, cfg.regions.size, cfg.regions.thumb)
+
+
+def analyse_video(item: Item, cfg: Config, models: Models
+                  ) -> tuple[VideoStructure, dict[str, Embedding], list[str], dict, RegionFeatures | None]:
+    """Shots, scenes, visual / audio / keyframe-image embeddings and region vectors of ``item.video``."""
     warnings: list[str] = []
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -263,10 +292,18 @@ def analyse_video(item: Item, cfg: Config, models: Models) -> tuple[VideoStructu
     emb["image"] = keyframe_embedding(image_model.extract([k.rgb for k in seg.keyframes]), lengths,
                                       image_model.provenance())
     timings["keyframes_scenes_s"] = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    found = keyframe_regions(seg, cfg)
+    if found is not None:
+        check_region_model(image_model)
+    regions = regions_of(found, image_model.extract_regions(found.crops) if found is not None else None,
+                         image_model.provenance(), cfg)
+    if found is not None:
+        timings["regions_s"] = time.perf_counter() - t2
     structure, audio = describe_video(item, cfg, seg, models, warnings, timings)
     if audio is not None:
         emb["audio"] = audio
-    return structure, emb, warnings, timings
+    return structure, emb, warnings, timings, regions
 
 
 def describe_video(item: Item, cfg: Config, seg: SegmentedVideo, models: Models, warnings: list[str],
@@ -324,7 +361,7 @@ def analyse_item(item: Item, cfg: Config, models: Models) -> ItemFeatures:
     """Every modality the item has.  Raises MediaError for unusable media."""
     out = ItemFeatures(item=item, embeddings={})
     if item.video:
-        out.video, emb, out.warnings, out.timings = analyse_video(item, cfg, models)
+        out.video, emb, out.warnings, out.timings, out.regions = analyse_video(item, cfg, models)
         out.embeddings.update(emb)
     if item.image:
         t = time.perf_counter()

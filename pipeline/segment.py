@@ -44,9 +44,13 @@ class Clip(NamedTuple):
 
 
 class Keyframe(NamedTuple):
+    """One shot's keyframe: ``rgb`` its centre square (what the image model sees), ``full`` the whole
+    analysis frame (what region descriptors are cut from, :mod:`reelsim.pipeline.regions`)."""
+
     shot: int
     frame: int
     rgb: np.ndarray
+    full: np.ndarray | None = None
 
 
 def centre_square(rgb: np.ndarray) -> np.ndarray:
@@ -78,7 +82,8 @@ class ShotClipSampler:
         fps = fps if np.isfinite(fps) and fps > 0 else 25.0
         self._hop = max(1, int(round(clips.hop_s * fps)))
         self._latency = int(detector.latency)
-        self._ring: deque[tuple[int, np.ndarray]] = deque(maxlen=self.span + self._latency + 1)
+        # (index, centre square, full frame): the square is a view of the frame, so keeping both costs nothing
+        self._ring: deque[tuple[int, np.ndarray, np.ndarray]] = deque(maxlen=self.span + self._latency + 1)
         self._cuts: dict[int, Boundary] = {}
         self._late_cuts: list[int] = []
         self._settled = -1  # every frame <= settled has its shot fixed
@@ -94,7 +99,7 @@ class ShotClipSampler:
         if index != self._n:
             raise ValueError(f"frames must arrive in order: expected {self._n}, got {index}")
         self._n += 1
-        self._ring.append((index, centre_square(rgb)))
+        self._ring.append((index, centre_square(rgb), rgb))
         for c in self._detector.process(index, rgb):
             self._add_cut(c)
         return self._settle_to(index - self._latency)
@@ -174,7 +179,8 @@ class ShotClipSampler:
     def _keyframe(self, start: int, stop: int) -> Keyframe:
         mid = (start + stop - 1) // 2
         first = self._ring[0][0]
-        return Keyframe(len(self._shots), mid, self._ring[mid - first][1])
+        _, square, full = self._ring[mid - first]
+        return Keyframe(len(self._shots), mid, square, full)
 
     def _close_shot(self, end: int) -> tuple[list[Clip], list[Keyframe]]:
         """Close the current shot at ``end``; a short shot without clips gets one now."""

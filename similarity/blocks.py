@@ -33,6 +33,7 @@ from reelsim.similarity.grouped import GroupedIndex
 from reelsim.similarity.hygiene import Hygiene
 from reelsim.similarity.knn import Checkpoint, knn_graph
 from reelsim.similarity.search import SearchPlan
+from reelsim.storage.atomic import check_store_file
 from reelsim.storage.layout import StoreLayout
 from reelsim.storage.lists import write_part
 
@@ -78,13 +79,13 @@ def _load(store: str, job: dict):
     if job.get("threads"):
         faiss.omp_set_num_threads(int(job["threads"]))
     cat, weights = load_catalog(layout.require_catalog(), mmap=True)
-    gi = GroupedIndex.load(layout.index_dir, mmap=True)
     ckpt = Checkpoint(layout.knn_checkpoint, job["fingerprint"])
+    gi = GroupedIndex.load(layout.index_dir, mmap=True, manifest=ckpt.index_manifest)
     if gi.build_id != job["fingerprint"]["build_id"] or not ckpt.matches():
         raise StoreError(f"the index or checkpoint in {layout.root} is not this job's (build "
                          f"{job['fingerprint']['build_id'][:8]}): another job replaced it")
     path = ckpt.folder / BLOCKED_FILE
-    blocked = np.load(path) if path.is_file() else None
+    blocked = np.load(path) if Path(check_store_file(path, "lists")).is_file() else None
     plan = SearchPlan(cat, gi, weights, job["k"], job["oversample"], job["block"], blocked=blocked)
     return cat, plan
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from reelsim.config import MODALITIES, check_weights
 from reelsim.errors import DamagedStoreError, ReelsimError, UsageError
+from reelsim.storage.atomic import check_store_file
 from reelsim.storage.catalog import CatalogArrays, append_catalog, read_catalog, write_catalog
 
 
@@ -219,7 +220,7 @@ def load_items_meta(path: str | os.PathLike) -> dict[str, dict]:
         Missing, not UTF-8 JSON, or not a map of ids to records; the message names the file.
     """
     try:
-        meta = json.loads(Path(path).read_text(encoding="utf-8"))
+        meta = json.loads(Path(check_store_file(path)).read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:  # ValueError: bad JSON, or bytes that are not UTF-8
         raise DamagedStoreError(os.fspath(path), f"cannot be read as JSON ({e})", "run") from None
     if not isinstance(meta, dict) or not all(isinstance(v, dict) for v in meta.values()):

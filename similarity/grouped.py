@@ -39,7 +39,14 @@ from reelsim.similarity.index_choice import (
     build_ann,
     choose_index,
 )
-from reelsim.storage.atomic import atomic_path, read_checked, write_text_atomic
+from reelsim.storage.atomic import (
+    atomic_path,
+    check_store_file,
+    native_path,
+    read_checked,
+    remove_file,
+    write_text_atomic,
+)
 
 MANIFEST = "index.json"
 #: a catalog member's IVF probes are chosen among this many times nprobe lists around its own list
@@ -202,28 +209,49 @@ class GroupedIndex:
             self.plans[code] = IndexPlan("Flat", {}, 0, "exact")
         self.indexes[code].add(np.ascontiguousarray(xb, dtype=np.float32))
 
-    def save(self, folder: str | os.PathLike) -> None:
+    def save(self, folder: str | os.PathLike, *, manifest_copy: str | os.PathLike | None = None) -> None:
         """Write every group's index and then the manifest, each atomically.
 
-        Index files of groups no longer present are removed after the manifest
-        is written; the manifest names the files that belong to it.
+        Index files have a new name at each build or add (the build id), so
+        they are written at once; the manifest (a fixed name) is part of the
+        store's next version (staged in a write session). Index files of
+        groups no longer present are removed after the manifest is in place;
+        the manifest names the files that belong to it. ``manifest_copy``:
+        also write the manifest there, at once (a kNN job's checkpoint: its
+        workers and a resumed job read the index through it).
         """
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        files = {}
         for c, index in self.indexes.items():
-            name = f"group-{c}-{self.build_id[:8]}.faiss"
-            save_index(index, folder / name)
-            files[str(c)] = name
-        body = dict(self.describe(), format=FORMAT, files=files)
+            save_index(index, folder / self.file_name(c))
+        self.save_manifest(folder)
+        if manifest_copy is not None:
+            write_text_atomic(manifest_copy, json.dumps(self.manifest_body(), indent=1), immediate=True)
+
+    def file_name(self, code: int) -> str:
+        """The index file of group ``code`` in this build."""
+        return f"group-{code}-{self.build_id[:8]}.faiss"
+
+    def manifest_body(self) -> dict:
+        return dict(self.describe(), format=FORMAT, files={str(c): self.file_name(c) for c in self.indexes})
+
+    def save_manifest(self, folder: str | os.PathLike) -> None:
+        """Write the manifest of this build into ``folder`` (its index files are there); remove other index files
+        (in a write session, at its commit: until then the store's manifest names them)."""
+        folder = Path(folder)
+        body = self.manifest_body()
         write_text_atomic(folder / MANIFEST, json.dumps(body, indent=1))
         for p in folder.glob("group-*.faiss"):
-            if p.name not in files.values():
-                p.unlink()
+            if p.name not in body["files"].values():
+                remove_file(p)
 
     @classmethod
-    def load(cls, folder: str | os.PathLike, *, mmap: bool = False) -> "GroupedIndex":
+    def load(cls, folder: str | os.PathLike, *, mmap: bool = False,
+             manifest: str | os.PathLike | None = None) -> "GroupedIndex":
         """Read an index written by :meth:`save` (``mmap``: memory-mapped where FAISS allows, :func:`load_index`).
+
+        ``manifest``: read the manifest from this file instead of ``folder``'s
+        (a job's copy, :meth:`save`); the index files are in ``folder``.
 
         Raises
         ------
@@ -231,8 +259,9 @@ class GroupedIndex:
             Missing or unreadable manifest or index file.
         """
         folder = Path(folder)
-        body = read_manifest(folder)
+        body = read_manifest(folder, manifest)
         indexes, plans = {}, {}
+        where = Path(manifest) if manifest is not None else folder / MANIFEST
         try:
             for c, g in body["groups"].items():
                 indexes[int(c)] = load_index(folder / body["files"][c], mmap=mmap)
@@ -241,25 +270,32 @@ class GroupedIndex:
                 apply_params(indexes[int(c)], plans[int(c)].params)
             return cls(body["active"], body["weights"], indexes, plans, body["build_id"], body.get("extra"))
         except (KeyError, TypeError, ValueError, AttributeError) as e:
-            raise DamagedStoreError(folder / MANIFEST, f"inconsistent index manifest ({e.__class__.__name__}: {e})",
+            raise DamagedStoreError(where, f"inconsistent index manifest ({e.__class__.__name__}: {e})",
                                     "lists") from None
 
 
-def read_manifest(folder: str | os.PathLike) -> dict:
+def read_manifest(folder: str | os.PathLike, manifest: str | os.PathLike | None = None) -> dict:
     """The index manifest (``index.json``) of ``folder``, after checking that every index file it names exists.
+
+    ``manifest``: read it from this file instead (index files still in ``folder``).
 
     Raises
     ------
     DamagedStoreError
         Unreadable, not a grouped-index manifest, or naming a missing file.
     """
-    path = Path(folder) / MANIFEST
+    path = Path(check_store_file(Path(manifest) if manifest is not None else Path(folder) / MANIFEST, "lists"))
     try:
         body = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:  # ValueError: bad JSON, or bytes that are not UTF-8
         raise DamagedStoreError(path, f"cannot be read as JSON ({e})", "lists") from None
     if not isinstance(body, dict) or body.get("format") != FORMAT or not isinstance(body.get("files"), dict):
         raise DamagedStoreError(path, "not a reelsim grouped index", "lists")
+    for f in body["files"].values():
+        if str(f) != os.path.basename(str(f)) or str(f) in ("", ".", ".."):
+            raise DamagedStoreError(path, f"names index file {str(f)!r}, which is not a file name in {folder}",
+                                    "lists")
+        check_store_file(Path(folder) / str(f), "lists")
     missing = [f for f in body["files"].values() if not (Path(folder) / str(f)).is_file()]
     if missing:
         raise DamagedStoreError(path, f"names index file {missing[0]!r}, which is not there", "lists")
@@ -288,8 +324,8 @@ def save_index(index, path: str | os.PathLike) -> None:
     """Write a FAISS index to ``path`` atomically."""
     import faiss
 
-    with atomic_path(path) as tmp:
-        faiss.write_index(index, tmp)
+    with atomic_path(path) as tmp, native_path(tmp) as name:
+        faiss.write_index(index, name)
 
 
 def load_index(path: str | os.PathLike, *, mmap: bool = False):

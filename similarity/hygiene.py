@@ -22,7 +22,7 @@ Pair scores between candidates use the same fusion rule as the lists
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -34,10 +34,17 @@ from reelsim.similarity.search import Scored
 
 @dataclass(frozen=True)
 class Hygiene:
-    """Settings: ``dedup`` threshold on the fused score, ``mmr`` lambda; None turns each off."""
+    """Settings: ``dedup`` threshold on the fused score, ``mmr`` lambda; None turns each off.
+
+    ``copies``: with ``dedup``, pairs of items that copy evidence shows to be
+    true copies (:class:`reelsim.similarity.copies.CopyPairs`: ``mask(I) ->
+    bool (B, C, C)``) collapse too, whatever their fused score (a
+    picture-in-picture of a video scores low as a whole frame).
+    """
 
     dedup: float | None = None
     mmr: float | None = None
+    copies: object | None = field(default=None, compare=False)
 
     def __post_init__(self):
         check_range("dedup threshold", self.dedup, -1, 1)
@@ -95,12 +102,29 @@ def mmr_order(rel: np.ndarray, valid: np.ndarray, pair: np.ndarray, lam: float, 
 
 
 def select(scored, k: int, cat: CatalogEmbeddings, w: Mapping[str, float], active, hygiene: Hygiene):
-    """Apply ``hygiene`` to a pool (:class:`Scored` (B, C), best first); returns :class:`Scored` (B, k)."""
+    """Apply ``hygiene`` to a pool (:class:`Scored` (B, C), best first) in the content space; :class:`Scored` (B, k)."""
+    return select_by(scored, k, pair_scores(cat, w, active, scored.I) if hygiene.on else None, hygiene)
+
+
+def select_by(scored, k: int, pair: np.ndarray | None, hygiene: Hygiene):
+    """Apply ``hygiene`` to a pool given the scores between its candidates in the pool's own space.
+
+    Parameters
+    ----------
+    scored : Scored (B, C), best first
+    k : list length
+    pair : float64 (B, C, C), score of candidate i with candidate j (-inf: none); needed when ``hygiene.on``
+    hygiene : dedup threshold and MMR lambda, in the units of ``pair``
+
+    Returns
+    -------
+    Scored (B, k)
+    """
     I, S = scored.I, scored.S
     valid = I >= 0
-    pair = pair_scores(cat, w, active, I)
     if hygiene.dedup is not None:
-        valid = collapse(valid, pair, hygiene.dedup)
+        dup = pair if hygiene.copies is None else np.where(hygiene.copies.mask(I), np.inf, pair)
+        valid = collapse(valid, dup, hygiene.dedup)
     if hygiene.mmr is not None:
         pos = mmr_order(np.where(valid, S, 0.0), valid, pair, hygiene.mmr, k)
     else:  # first k kept, in score order

@@ -18,6 +18,7 @@ import numpy as np
 from reelsim.config import FusionConfig, check_weights
 from reelsim.errors import StoreError, UsageError
 from reelsim.similarity.catalog import CatalogEmbeddings, append_to_catalog, load_catalog, load_items_meta
+from reelsim.similarity.copies import add_to_copy_index, copy_pairs
 from reelsim.similarity.fusion import fuse_parts, normalise_queries, signature_codes
 from reelsim.similarity.grouped import GroupedIndex, read_manifest
 from reelsim.similarity.grouped import exists as grouped_index_exists
@@ -26,15 +27,18 @@ from reelsim.similarity.knn import knn_graph
 from reelsim.similarity.rebuild import (
     blocked_rows_of,
     catalog_from_shards,
+    content_set,
     list_formats,
     load_state,
-    save_state,
+    new_stamp,
+    publish_content_lists,
 )
 from reelsim.similarity.search import exact_scores
 from reelsim.storage.atomic import write_text_atomic
 from reelsim.storage.catalog import read_catalog, read_catalog_ids
 from reelsim.storage.layout import StoreLayout
-from reelsim.storage.lists import NeighborLists, check_parquet, read_list_arrays, read_lists, write_lists
+from reelsim.storage.lists import NeighborLists, check_parquet, read_lists, remove_other_formats, write_lists
+from reelsim.storage.session import writing
 
 
 def check_can_add(store: Path) -> None:
@@ -66,20 +70,31 @@ def add_items(store: Path, new_ids: list[str], fusion: FusionConfig, *, progress
     ``items`` (catalog size after) and ``new_neighbors`` (per new item).
     """
     layout = StoreLayout(store)
-    known = set(read_catalog_ids(layout.require_catalog()))
-    fresh = [i for i in dict.fromkeys(new_ids) if i not in known]
-    if not fresh:
-        return {"added": 0, "skipped": len(new_ids), "updated_lists": 0, "items": len(known)}
-    raw, new_meta = catalog_from_shards(layout.root, fresh)
-    out = add_vectors(layout.root, raw, new_meta, fusion, progress=progress, text_model=text_model)
+    with writing(layout.root, "add"):
+        known = set(read_catalog_ids(layout.require_catalog()))
+        fresh = [i for i in dict.fromkeys(new_ids) if i not in known]
+        if not fresh:
+            return {"added": 0, "skipped": len(new_ids), "updated_lists": 0, "items": len(known)}
+        raw, new_meta = catalog_from_shards(layout.root, fresh)
+        out = add_vectors(layout.root, raw, new_meta, fusion, progress=progress, text_model=text_model)
     out["skipped"] = len(new_ids) - out["added"]
     return out
 
 
 def add_vectors(store: Path, raw: CatalogEmbeddings, new_meta: dict, fusion: FusionConfig, *,
                 progress: bool = False, text_model: str = "minilm-l6-v2") -> dict:
-    """:func:`add_items` for new items given as raw CatalogEmbeddings ``raw`` (ids not in the catalog)."""
+    """:func:`add_items` for new items given as raw CatalogEmbeddings ``raw`` (ids not in the catalog).
+
+    One version of the store: the catalog's new rows, the index, the list files
+    and the content list set are committed together (a write session).
+    """
     layout = StoreLayout(store)
+    with writing(layout.root, "add") as session:
+        return _add_vectors(session, layout, raw, new_meta, fusion, progress, text_model)
+
+
+def _add_vectors(session, layout: StoreLayout, raw: CatalogEmbeddings, new_meta: dict, fusion: FusionConfig,
+                 progress: bool, text_model: str) -> dict:
     head, stored_w = load_catalog(layout.require_catalog(), header=True)
     if not grouped_index_exists(layout.index_dir):
         raise StoreError(f"{layout.root} has no per-group index (made by an older reelsim): "
@@ -112,10 +127,12 @@ def add_vectors(store: Path, raw: CatalogEmbeddings, new_meta: dict, fusion: Fus
     blocked = np.concatenate([blocked, np.zeros(b, bool) if new_blocked is None else new_blocked])
     affected = rows_entered(cat, w, gi.active, new_rows, floor, blocked, gi)
     rows = np.concatenate([new_rows, affected])
-    hygiene = Hygiene(fusion.dedup, fusion.mmr)
+    add_to_copy_index(layout, fresh, cat.ids)
+    hygiene = Hygiene(fusion.dedup, fusion.mmr, copy_pairs(layout.root, cat.ids) if fusion.dedup is not None else None)
     part = knn_graph(cat, gi, w, fusion.k, rows=rows, oversample=fusion.oversample, batch_size=fusion.knn_batch,
                      hygiene=hygiene, blocked=blocked, progress=progress)
-    old = read_list_arrays(layout.list_arrays, settings.get("lists_arrays"))
+    previous = content_set(layout, session.version)
+    old = previous.as_lists() if previous is not None else None
     if old is None or old.I.shape != (n0, fusion.k) or set(old.cos) != set(gi.active):  # a store made before
         old = read_lists(layout.list_file("parquet"), cat.ids[:n0], fusion.k, gi.active)
     old = extended(old, b)
@@ -127,7 +144,9 @@ def add_vectors(store: Path, raw: CatalogEmbeddings, new_meta: dict, fusion: Fus
     append_to_catalog(layout.catalog, added)
     gi.save(layout.index_dir)
     write_lists(cat.ids, old, layout.lists_dir, list_formats(fusion))
-    save_state(layout, gi, old.floor, blocked, fusion, old)
+    remove_other_formats(layout.lists_dir, list_formats(fusion))
+    session.note({"catalog": {"stamp": new_stamp(), "items": cat.n}})
+    publish_content_lists(layout, cat.ids, gi, fusion, blocked, lists=old, previous=previous)
     meta.update(new_meta)
     write_text_atomic(layout.items_meta, json.dumps(meta, ensure_ascii=False))
     return {"added": b, "skipped": 0, "updated_lists": int(affected.size), "items": cat.n,
@@ -147,7 +166,8 @@ def fusion_as_built(fusion: FusionConfig, stored_w: dict, settings: dict) -> Fus
     """The list settings the store was built with (k, oversample, hygiene, blocklist) and its weights."""
     keep = {"k": settings["k"], "oversample": settings["oversample"], "dedup": settings["dedup"],
             "mmr": settings["mmr"], "blocklist": tuple(settings["blocklist"]),
-            "blocklist_threshold": settings["blocklist_threshold"]}
+            "blocklist_threshold": settings["blocklist_threshold"],
+            **({"lists_formats": tuple(settings["formats"])} if settings.get("formats") else {})}
     return dataclasses.replace(fusion, weights=stored_w, **keep)
 
 

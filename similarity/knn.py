@@ -26,7 +26,7 @@ import numpy as np
 
 from reelsim.similarity.hygiene import Hygiene, select
 from reelsim.similarity.search import Scored, SearchPlan
-from reelsim.storage.atomic import write_text_atomic
+from reelsim.storage.atomic import special_file_problem, write_text_atomic
 from reelsim.storage.lists import NeighborLists
 
 
@@ -47,8 +47,16 @@ class Checkpoint:
     def manifest(self) -> Path:
         return self.folder / "manifest.json"
 
+    @property
+    def index_manifest(self) -> Path:
+        """The job's copy of its index manifest: its workers and a resumed job read the index by it
+        (the store's own ``index.json`` is replaced only when the job's lists are committed)."""
+        return self.folder / "index.json"
+
     def matches(self) -> bool:
         """Whether the folder holds a job with exactly this fingerprint (so its batches can be reused)."""
+        if special_file_problem(self.manifest) is not None:
+            return False  # never opened; open() replaces the folder
         try:
             return json.loads(self.manifest.read_text(encoding="utf-8")) == self.fingerprint
         except (OSError, json.JSONDecodeError):
@@ -60,7 +68,7 @@ class Checkpoint:
             return len(list(self.folder.glob("batch-*.npz"))) + len(self.parts())
         self.clear()
         self.folder.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(self.manifest, json.dumps(self.fingerprint, sort_keys=True))
+        write_text_atomic(self.manifest, json.dumps(self.fingerprint, sort_keys=True), immediate=True)
         return 0
 
     def path(self, b: int) -> Path:
@@ -85,6 +93,12 @@ class Checkpoint:
 
     def clear(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
+
+    def clear_if_empty(self) -> None:
+        """Remove the folder when it holds no finished batch or part: a job that failed (or was refused)
+        before finishing one leaves nothing behind (``reelsim verify`` would report an unfinished job)."""
+        if not (any(self.folder.glob("batch-*.npz")) or self.parts()):
+            self.clear()
 
 
 def knn_graph(cat, index, weights: Mapping[str, float], k: int, *, rows: np.ndarray | None = None,
@@ -139,23 +153,29 @@ def knn_graph(cat, index, weights: Mapping[str, float], k: int, *, rows: np.ndar
     rows = np.arange(cat.n, dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
     if plan is None:
         plan = SearchPlan(cat, index, weights, k, oversample, batch_size, blocked=blocked, searcher=searcher)
+    k = min(k, plan.k)  # at most the catalog's size
     pool = plan.kc - 1 if hygiene.on else plan.k
     if checkpoint is not None:
         checkpoint.open()
     parts = []
-    with tqdm(total=rows.size, desc="kNN lists", unit="item", disable=not progress, file=sys.stderr,
-              dynamic_ncols=True, smoothing=0.1) as bar:
-        for b, r in enumerate(plan.batches(rows.size)):
-            q = rows[r]
-            part = checkpoint.finished(b) if checkpoint is not None else None
-            if part is None:
-                part = _batch(plan, cat, q, pool, k, hygiene)
-                if checkpoint is not None:
-                    part.save(checkpoint.path(b))
-            if sink is not None:
-                sink(part)
-            parts.append(part)
-            bar.update(q.size)
+    try:
+        with tqdm(total=rows.size, desc="kNN lists", unit="item", disable=not progress, file=sys.stderr,
+                  dynamic_ncols=True, smoothing=0.1) as bar:
+            for b, r in enumerate(plan.batches(rows.size)):
+                q = rows[r]
+                part = checkpoint.finished(b) if checkpoint is not None else None
+                if part is None:
+                    part = _batch(plan, cat, q, pool, k, hygiene)
+                    if checkpoint is not None:
+                        part.save(checkpoint.path(b))
+                if sink is not None:
+                    sink(part)
+                parts.append(part)
+                bar.update(q.size)
+    except BaseException:
+        if checkpoint is not None:
+            checkpoint.clear_if_empty()
+        raise
     return NeighborLists.concat(parts, k, plan.active)
 
 

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from reelsim.errors import UnknownItemError
 from reelsim.similarity.catalog import load_catalog, load_items_meta
 from reelsim.similarity.fusion import fuse
 from reelsim.similarity.grouped import GroupedIndex, load_index
 from reelsim.similarity.grouped import exists as grouped_index_exists
+from reelsim.similarity.hygiene import Hygiene
 from reelsim.similarity.index_choice import build_index
-from reelsim.similarity.search import rows_of, search
+from reelsim.similarity.knn import knn_graph
+from reelsim.similarity.search import Scored, neighbors_of, rows_of
 from reelsim.storage.layout import StoreLayout
 from reelsim.storage.lists import Neighbor
 
@@ -44,9 +48,17 @@ class Lookup:
             self.index = load_index(layout.legacy_index)
         self.meta = load_items_meta(layout.items_meta)
 
-    def neighbors(self, item: str, k: int, oversample: int = 5) -> list[Neighbor]:
-        """The ``k`` best neighbours of ``item``, best first (:class:`UnknownItemError` if it is not indexed)."""
+    def neighbors(self, item: str, k: int, oversample: int = 5, *, hygiene: Hygiene | None = None,
+                  blocked: np.ndarray | None = None) -> list[Neighbor]:
+        """The ``k`` best neighbours of ``item``, best first (:class:`UnknownItemError` if it is not indexed).
+
+        ``hygiene`` (dedup, MMR) and ``blocked`` (bool (N,), rows never listed)
+        are applied as the lists job applies them (:func:`reelsim.similarity.knn.knn_graph`).
+        """
         if item not in self.meta:
             raise UnknownItemError(f"unknown item id {item!r}: not in this store's index")
         rows = rows_of(self.cat, [item])
-        return search(self.cat, self.index, self.weights, rows, k=k, oversample=oversample)[0]
+        k = max(1, min(k, self.cat.n))
+        lists = knn_graph(self.cat, self.index, self.weights, k, rows=rows, oversample=oversample,
+                          hygiene=hygiene, blocked=blocked)
+        return neighbors_of(self.cat.ids, Scored(lists.I, lists.S, lists.cos))[0]

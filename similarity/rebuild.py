@@ -19,6 +19,7 @@ checkpoint). New items are added without a rebuild by
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import sys
@@ -34,16 +35,18 @@ from reelsim.extractors.device import device_name
 from reelsim.extractors.registry import load
 from reelsim.similarity.blocked import DeviceGroups
 from reelsim.similarity.catalog import CatalogEmbeddings, load_catalog, save_catalog
+from reelsim.similarity.copies import build_copy_index, copy_pairs, summary_line
 from reelsim.similarity.fusion import normalise
 from reelsim.similarity.grouped import GroupedIndex, group_vectors
-from reelsim.similarity.grouped import exists as grouped_index_exists
 from reelsim.similarity.hygiene import Hygiene, blocked_rows
 from reelsim.similarity.knn import Checkpoint, knn_graph
-from reelsim.storage.atomic import atomic_path, write_text_atomic
+from reelsim.storage.atomic import atomic_path, check_store_file, write_text_atomic
 from reelsim.storage.layout import StoreLayout
-from reelsim.storage.lists import NeighborLists, ParquetStream, write_list_arrays, write_lists
-from reelsim.storage.lock import StoreLock
+from reelsim.storage.lists import NeighborLists, ParquetStream, remove_other_formats, write_lists
+from reelsim.storage.listset import ListSet, save_array, write_arrays, write_ids, write_manifest
+from reelsim.storage.session import active_session, writing
 from reelsim.storage.shards import read_item_vectors
+from reelsim.storage.version import read_version
 
 #: On a GPU, modality groups below this many items are searched exactly (blocked bf16 top-k, re-scored in
 #: fp32); their FAISS index is then a Flat one. 10^7 x 10^7 x 256 multiply-adds take minutes on an H200.
@@ -97,15 +100,24 @@ def say(progress: bool, text: str) -> None:
         print(text, file=sys.stderr)
 
 
+def new_stamp() -> str:
+    """A random stamp (16 hex) naming one version of a catalog or model."""
+    import os
+
+    return os.urandom(8).hex()
+
+
 def build_lists(store: Path, ids: list[str], fusion: FusionConfig, *, progress: bool = False,
                 text_model: str = "minilm-l6-v2") -> dict:
-    """Fuse, index and write every item's top-k list.  Returns a small summary."""
+    """Fuse, index and write every item's top-k list, as one version of the store.  Returns a small summary."""
     layout = StoreLayout(store)
-    cat, meta = catalog_from_shards(layout.root, ids)
-    cat_norm = normalise(cat, pca_dim=fusion.pca_dim, whiten=fusion.whiten)
-    layout.index_dir.mkdir(exist_ok=True)
-    write_text_atomic(layout.items_meta, json.dumps(meta, ensure_ascii=False))
-    out = save_and_list(layout.root, cat_norm, fusion, progress=progress, text_model=text_model, raw=cat)
+    with writing(layout.root, "run") as session:
+        cat, meta = catalog_from_shards(layout.root, ids)
+        cat_norm = normalise(cat, pca_dim=fusion.pca_dim, whiten=fusion.whiten)
+        layout.index_dir.mkdir(exist_ok=True)
+        write_text_atomic(layout.items_meta, json.dumps(meta, ensure_ascii=False))
+        session.note({"catalog": {"stamp": new_stamp(), "items": cat.n}})
+        out = save_and_list(layout.root, cat_norm, fusion, progress=progress, text_model=text_model, raw=cat)
     out["modalities"] = {m: int(cat.masks[m].sum()) for m in cat.masks}
     return out
 
@@ -123,7 +135,7 @@ def relist(store: Path, overrides: dict | None = None, *, progress: bool = False
         Another command holds the store (a run writing it).
     """
     layout = StoreLayout(store)
-    with StoreLock(layout.root):
+    with writing(layout.root, "lists"):
         cat, stored_w = load_catalog(layout.require_catalog())
         fusion = over_stored_weights(stored_w, overrides)
         return index_and_lists(layout.root, fusion, cat_norm=cat, progress=progress, text_model=text_model)
@@ -147,11 +159,12 @@ def save_and_list(store: Path, cat_norm: CatalogEmbeddings, fusion: FusionConfig
     the GIL to each other); the lists are returned once both are done, so a
     store with lists always has its catalog.
     """
+    import contextvars
     from concurrent.futures import ThreadPoolExecutor
 
     layout = StoreLayout(store)
-    with ThreadPoolExecutor(1, thread_name_prefix="reelsim-catalog") as pool:
-        saving = pool.submit(save_catalog, cat_norm, fusion.weights, layout.catalog)
+    with ThreadPoolExecutor(1, thread_name_prefix="reelsim-catalog") as pool:  # in this write session too
+        saving = pool.submit(contextvars.copy_context().run, save_catalog, cat_norm, fusion.weights, layout.catalog)
         out = index_and_lists(layout.root, fusion, cat_norm=cat_norm, **kw)
         saving.result()
     return out
@@ -171,14 +184,15 @@ def job_fingerprint(gi: GroupedIndex, n: int, fusion: FusionConfig) -> dict:
 
 
 def _resumable_index(layout: StoreLayout, cat_sha, fusion: FusionConfig, n: int) -> GroupedIndex | None:
-    """The saved index when an unfinished kNN job over it, with these settings, left a checkpoint.
+    """The index of an unfinished kNN job over this catalog, with these settings, that left a checkpoint.
 
     ``cat_sha()`` gives the catalog's fingerprint (called only when there is a checkpoint).
     """
-    if not (Checkpoint(layout.knn_checkpoint, {}).manifest.is_file() and grouped_index_exists(layout.index_dir)):
+    copy = Checkpoint(layout.knn_checkpoint, {}).index_manifest
+    if not (Checkpoint(layout.knn_checkpoint, {}).manifest.is_file() and copy.is_file()):
         return None
     try:
-        gi = GroupedIndex.load(layout.index_dir)
+        gi = GroupedIndex.load(layout.index_dir, manifest=copy)
     except StoreError:  # damaged: built again
         return None
     if gi.extra != {"catalog": cat_sha(), "request": index_request(fusion)}:
@@ -205,10 +219,18 @@ class GraphJob:
     checkpoint: Checkpoint
     started: float
     index_s: float
+    copies: object | None = None
 
     @property
     def hygiene(self) -> Hygiene:
-        return Hygiene(self.fusion.dedup, self.fusion.mmr)
+        return Hygiene(self.fusion.dedup, self.fusion.mmr, self.copies)
+
+
+def fitted_k(fusion: FusionConfig, n: int) -> FusionConfig:
+    """``fusion`` with ``k`` at most ``n - 1`` (the other items of a catalog of ``n``; at least 1): a larger
+    ``k`` lists nothing more and would allocate (N, k) arrays."""
+    k = min(fusion.k, max(1, n - 1))
+    return fusion if k == fusion.k else dataclasses.replace(fusion, k=k)
 
 
 def prepare_graph(store: Path, fusion: FusionConfig, *, cat_norm: CatalogEmbeddings | None = None,
@@ -223,8 +245,11 @@ def prepare_graph(store: Path, fusion: FusionConfig, *, cat_norm: CatalogEmbeddi
         cat_norm, _ = load_catalog(layout.require_catalog())
     from concurrent.futures import ThreadPoolExecutor
 
+    fusion = fitted_k(fusion, cat_norm.n)
+    say(progress, summary_line(build_copy_index(layout, cat_norm.ids, progress=(lambda s: say(progress, s)))))
     t0 = time.perf_counter()
     device = device_name(fusion.device)
+    fusion = with_store_blocklist(fusion, layout)
     with ThreadPoolExecutor(1, thread_name_prefix="reelsim-sha") as pool:
         cat_sha = pool.submit(catalog_fingerprint, cat_norm)  # hashed while FAISS trains, when nothing is resumed
         gi = _resumable_index(layout, cat_sha.result, fusion, cat_norm.n)
@@ -235,11 +260,67 @@ def prepare_graph(store: Path, fusion: FusionConfig, *, cat_norm: CatalogEmbeddi
                                     exact_below=None if device == "cpu" else GPU_EXACT_BELOW,
                                     progress=(lambda s: say(progress, s)))
             gi.extra = {"catalog": cat_sha.result(), "request": index_request(fusion)}
-            gi.save(layout.index_dir)
+    ckpt = Checkpoint(layout.knn_checkpoint, job_fingerprint(gi, cat_norm.n, fusion))
+    ckpt.open()
+    if resumed:
+        gi.save_manifest(layout.index_dir)
+    else:
+        gi.save(layout.index_dir, manifest_copy=ckpt.index_manifest)
     t1 = time.perf_counter()
     blocked = blocked_rows_of(layout.root, cat_norm.ids, fusion, text_model, raw)
-    ckpt = Checkpoint(layout.knn_checkpoint, job_fingerprint(gi, cat_norm.n, fusion))
-    return GraphJob(layout, cat_norm, gi, fusion, device, resumed, blocked, ckpt, t0, t1 - t0)
+    copies = copy_pairs(layout.root, cat_norm.ids) if fusion.dedup is not None else None
+    return GraphJob(layout, cat_norm, gi, fusion, device, resumed, blocked, ckpt, t0, t1 - t0, copies)
+
+
+def with_store_blocklist(fusion: FusionConfig, layout: StoreLayout) -> FusionConfig:
+    """``fusion`` with its blocklist resolved: None takes the store's (as the version records it).
+
+    The blocklist is the store's: once a lists job sets one, every space's lists and
+    every output apply it until a lists job sets another (``--blocklist``) or clears it
+    (``--no-blocklist``).
+    """
+    if fusion.blocklist is not None:
+        return fusion
+    session = active_session(layout.root)
+    rec = session.current("blocklist") if session is not None else read_version(layout).get("blocklist")
+    rec = rec or {}
+    return dataclasses.replace(fusion, blocklist=tuple(rec.get("phrases", ())),
+                               blocklist_threshold=float(rec.get("threshold", fusion.blocklist_threshold)))
+
+
+def content_list_settings(store: Path) -> dict:
+    """The list settings (k, oversample, dedup, mmr) of the store's content lists, as FusionConfig overrides
+    ({} when it has none): what a rebuild that should change nothing else keeps."""
+    layout = StoreLayout(store)
+    session = active_session(layout.root)
+    ls = content_set(layout, session.version if session is not None else None)
+    if ls is None:
+        return {}
+    h = ls.manifest.get("hygiene", {})
+    formats = ls.manifest.get("settings", {}).get("formats")
+    return {"k": ls.k, "oversample": h.get("oversample"), "dedup": h.get("dedup"), "mmr": h.get("mmr"),
+            **({"lists_formats": tuple(formats)} if formats else {})}
+
+
+def blocklist_changes(store: Path, fusion: FusionConfig) -> bool:
+    """Whether ``fusion``'s blocklist (given, not None) differs from the store's current one."""
+    layout = StoreLayout(store)
+    session = active_session(layout.root)
+    current = (session.current("blocklist") if session is not None else read_version(layout).get("blocklist"))
+    return blocklist_record(fusion) != (current or None)
+
+
+def blocklist_record(fusion: FusionConfig) -> dict | None:
+    """The version's ``blocklist`` field for a resolved ``fusion`` (None: no blocklist)."""
+    if not fusion.blocklist:
+        return None
+    return {"phrases": list(fusion.blocklist), "threshold": fusion.blocklist_threshold}
+
+
+def hygiene_record(fusion: FusionConfig) -> dict:
+    """What a list set records of the hygiene it applied (its manifest's ``hygiene``)."""
+    return {"dedup": fusion.dedup, "mmr": fusion.mmr, "oversample": fusion.oversample,
+            "blocklist": list(fusion.blocklist or ()), "blocklist_threshold": fusion.blocklist_threshold}
 
 
 def index_and_lists(store: Path, fusion: FusionConfig, *, cat_norm: CatalogEmbeddings | None = None,
@@ -260,7 +341,13 @@ def index_and_lists(store: Path, fusion: FusionConfig, *, cat_norm: CatalogEmbed
     -------
     dict: items, k, rows, resumed, device, index (per group), blocked, and seconds per phase.
     """
+    with writing(StoreLayout(store).root, "lists"):
+        return _index_and_lists(store, fusion, cat_norm, progress, text_model, raw)
+
+
+def _index_and_lists(store, fusion, cat_norm, progress, text_model, raw) -> dict:
     job = prepare_graph(store, fusion, cat_norm=cat_norm, progress=progress, text_model=text_model, raw=raw)
+    fusion = job.fusion  # k at most the catalog's other items
     t1 = time.perf_counter()
     searcher = None
     if job.device != "cpu":
@@ -278,13 +365,18 @@ def index_and_lists(store: Path, fusion: FusionConfig, *, cat_norm: CatalogEmbed
             t2 = time.perf_counter()
             stream.close()
     write_lists(job.cat.ids, lists, job.layout.lists_dir, list_formats(fusion)[1:])
-    save_state(job.layout, job.gi, lists.floor, job.blocked, fusion, lists)
+    remove_other_formats(job.layout.lists_dir, list_formats(fusion))
+    publish_content_lists(job.layout, job.cat.ids, job.gi, job.fusion, job.blocked, lists=lists)
     return finish_lists(job, rows=int((lists.I >= 0).sum()), knn_s=t2 - t1, write_s=time.perf_counter() - t2)
 
 
 def finish_lists(job: GraphJob, *, rows: int, knn_s: float, write_s: float) -> dict:
-    """Remove the job's checkpoint (its lists are written); the job's summary."""
-    job.checkpoint.clear()
+    """Remove the job's checkpoint once its lists are committed (at once outside a write session); the summary."""
+    session = active_session(job.layout.root)
+    if session is not None:
+        session.after_commit(job.checkpoint.clear)
+    else:
+        job.checkpoint.clear()
     return {"items": job.cat.n, "k": job.fusion.k, "rows": rows, "resumed": job.resumed, "device": job.device,
             "index": job.gi.describe()["groups"], "blocked": int(job.blocked.sum()) if job.blocked is not None else 0,
             "index_s": round(job.index_s, 3), "knn_s": round(knn_s, 3), "write_s": round(write_s, 3)}
@@ -295,35 +387,85 @@ def list_formats(fusion: FusionConfig) -> list[str]:
     return ["parquet"] + [f for f in dict.fromkeys(fusion.lists_formats) if f != "parquet"]
 
 
-def save_state(layout: StoreLayout, gi: GroupedIndex, floor: np.ndarray, blocked: np.ndarray | None,
-               fusion: FusionConfig, lists: NeighborLists | None = None, arrays_stamp: str | None = None) -> None:
-    """Write ``lists-state.npz``: each row's floor (float64 (N,)), the blocklist mask and the list settings.
+def publish_content_lists(layout: StoreLayout, ids: list[str], gi: GroupedIndex, fusion: FusionConfig,
+                          blocked: np.ndarray | None, *, lists: NeighborLists | None = None,
+                          set_dir: tuple[str, str] | None = None, floor: np.ndarray | None = None,
+                          previous: ListSet | None = None) -> str:
+    """Write the content space's list set and note it for the write session's commit; its name.
 
-    With ``lists`` (every row's list, in catalog order), also their arrays
-    (:func:`reelsim.storage.lists.write_list_arrays`), which ``reelsim add``
-    reads instead of the Parquet file; ``arrays_stamp``: those arrays were
-    written already (:func:`reelsim.storage.lists.assemble_parts`) with this stamp.
+    Either ``lists`` (every row, in catalog order) or ``set_dir`` = (name,
+    folder) of a new set whose list arrays are written already
+    (:func:`reelsim.storage.lists.assemble_parts`), with the rows' ``floor``.
+    ``previous``: the store's set before an add (its ids are extended, not
+    sorted again). The set's settings are what ``reelsim add`` continues
+    with (:func:`load_state`).
     """
-    settings = job_fingerprint(gi, floor.size, fusion) | {"build_id": ""}
-    if lists is not None:
-        arrays_stamp = write_list_arrays(layout.list_arrays, lists)
-    if arrays_stamp is not None:
-        settings["lists_arrays"] = arrays_stamp
-    with atomic_path(layout.lists_state) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, floor=floor, blocked=np.zeros(floor.size, bool) if blocked is None else blocked,
-                     settings=np.array(json.dumps(settings)))
+    session = active_session(layout.root)
+    if session is None:
+        raise StoreError("lists are published inside a write session (storage/session.py)")
+    if set_dir is None:
+        set_dir = session.new_set_dir("content")
+        write_arrays(set_dir[1], lists)
+    else:
+        save_array(set_dir[1], "floor", floor)
+    name, folder = set_dir
+    write_ids(folder, ids, previous=previous)
+    settings = job_fingerprint(gi, len(ids), fusion) | {"build_id": "", "weights": check_weights(fusion.weights),
+                                                        "formats": list_formats(fusion)}
+    write_manifest(folder, space="content", n=len(ids), k=fusion.k, modalities=list(gi.active),
+                   catalog_stamp=session.stamp_of("catalog"), hygiene=hygiene_record(fusion), settings=settings,
+                   blocked=blocked)
+    session.note({"lists": {"content": name}, "blocklist": blocklist_record(fusion)})
+    return name
+
+
+def content_set(layout: StoreLayout, version: dict | None = None) -> ListSet | None:
+    """The content space's list set the store's version names (None: a store made before list sets)."""
+    version = read_version(layout) if version is None else version
+    name = (version.get("lists") or {}).get("content")
+    return ListSet.open(layout.list_set(name)) if name else None
 
 
 def load_state(layout: StoreLayout) -> tuple[np.ndarray, np.ndarray, dict]:
-    """(floor, blocked, settings) written by :func:`save_state`."""
-    if not layout.lists_state.is_file():
+    """(floor float64 (N,), blocked bool (N,), settings) of the content lists: what ``reelsim add`` continues.
+
+    Read from the content list set of the store's version; a store made
+    before list sets has them in ``index/lists-state.npz``.
+    """
+    session = active_session(layout.root)
+    version = session.version if session is not None else read_version(layout)
+    ls = content_set(layout, version)
+    if ls is not None:
+        return np.array(ls.floor), np.array(ls.blocked), dict(ls.manifest["settings"])
+    if not Path(check_store_file(layout.lists_state, "lists")).is_file():
         raise StoreError(f"no list state in {layout.root}: run `reelsim lists --store {layout.root}` once first")
     try:
         with np.load(layout.lists_state) as z:
             return z["floor"], z["blocked"], json.loads(str(z["settings"]))
     except Exception as e:  # noqa: BLE001  (np.load: OSError, ValueError, KeyError, zipfile.BadZipFile ...)
         raise DamagedStoreError(layout.lists_state, f"cannot be read ({e.__class__.__name__}: {e})", "lists") from None
+
+
+def store_blocked(layout: StoreLayout, ids: list[str], fusion: FusionConfig, text_model: str) -> np.ndarray | None:
+    """Blocklist mask bool (N,) over the catalog's ``ids`` for a resolved ``fusion`` (None: no blocklist).
+
+    Taken from the content list set when it was made for this catalog with
+    this blocklist (no shard is read), else computed (:func:`blocked_rows_of`).
+    """
+    if not fusion.blocklist:
+        return None
+    session = active_session(layout.root)
+    version = session.version if session is not None else read_version(layout)
+    stamp = session.stamp_of("catalog") if session is not None else (version.get("catalog") or {}).get("stamp")
+    try:
+        ls = content_set(layout, version)
+    except StoreError:  # damaged: computed below
+        ls = None
+    if ls is not None and ls.n == len(ids) and ls.manifest.get("catalog_stamp") == stamp:
+        h = ls.manifest.get("hygiene", {})
+        if h.get("blocklist") == list(fusion.blocklist) and h.get("blocklist_threshold") == fusion.blocklist_threshold:
+            return np.array(ls.blocked)
+    return blocked_rows_of(layout.root, ids, fusion, text_model)
 
 
 def blocked_rows_of(store: Path, ids: list[str], fusion: FusionConfig, text_model: str,

@@ -232,7 +232,8 @@ class SearchPlan:
         for name, v in (("k", k), ("oversample", oversample), ("batch_size", batch_size)):
             if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
                 raise UsageError(f"{name} must be a positive integer, got {v!r}")
-        self.cat, self.k, self.batch_size = cat, int(k), int(batch_size)
+        # a catalog of N items has at most N neighbours for a query: a larger k allocates nothing more
+        self.cat, self.k, self.batch_size = cat, min(int(k), max(1, cat.n)), int(batch_size)
         self.kc = int(oversample) * self.k + 1
         self.w = check_weights(weights)
         self.active = active_modalities(cat, self.w)

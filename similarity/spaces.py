@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,8 +37,8 @@ from pathlib import Path
 import numpy as np
 
 from reelsim import __version__
-from reelsim.config import LearnConfig, check_weights
-from reelsim.errors import StoreError, UnknownItemError, UsageError
+from reelsim.config import Config, FusionConfig, LearnConfig, ModelConfig, check_weights
+from reelsim.errors import DamagedStoreError, StoreError, UnknownItemError, UsageError
 from reelsim.similarity.calibrate import Rule
 from reelsim.similarity.catalog import CatalogEmbeddings, load_catalog
 from reelsim.similarity.fitting import HARD_NEGATIVE_ANCHORS as HARD_NEGATIVE_ANCHORS
@@ -47,12 +48,24 @@ from reelsim.similarity.fitting import fit_model as fit_model
 from reelsim.similarity.fitting import hard_negatives_for as hard_negatives_for
 from reelsim.similarity.fitting import training_pairs as training_pairs
 from reelsim.similarity.fusion import DECIMALS
+from reelsim.similarity.hygiene import Hygiene, select_by
+from reelsim.similarity.rebuild import (
+    blocked_rows_of,
+    blocklist_record,
+    hygiene_record,
+    list_formats,
+    new_stamp,
+    store_blocked,
+    with_store_blocklist,
+)
 from reelsim.similarity.search import Scored, neighbors_of
 from reelsim.similarity.towers import TowerModel, content_vectors
-from reelsim.storage.atomic import atomic_path, write_text_atomic
+from reelsim.storage.atomic import atomic_path, check_store_file, read_checked, write_text_atomic
 from reelsim.storage.interactions import Interactions, read_interactions
 from reelsim.storage.layout import StoreLayout
-from reelsim.storage.lists import Neighbor, NeighborLists, read_lists, write_lists
+from reelsim.storage.lists import Neighbor, NeighborLists, remove_other_formats, write_lists
+from reelsim.storage.listset import ListSet, write_list_set
+from reelsim.storage.session import writing
 
 SPACES = ("content", "learned", "blend")
 #: query rows per block of the exact search (a block holds 2 x BLOCK x N float32 scores)
@@ -66,63 +79,141 @@ def model_dir(store: str | Path) -> Path:
     return StoreLayout(store).learned_dir
 
 
+#: the files of a trained model in ``STORE/learned/``, committed as one set (provenance names the others' hashes)
+MODEL_FILES = ("tower.npz", "elsa.npz")
+
+
 def has_model(store: str | Path) -> bool:
     return (model_dir(store) / "provenance.json").is_file()
 
 
 def save_model(store: str | Path, model: LearnedModel, cfg: LearnConfig, log: Interactions) -> Path:
-    """Write ``STORE/learned/{tower.npz, elsa.npz, provenance.json}`` atomically (provenance last).
+    """Write ``STORE/learned/{tower.npz, elsa.npz, provenance.json}`` as one set; note the model for the commit.
 
-    Provenance: ``config`` (the LearnConfig), ``config_hash``, ``interactions``
-    (path, sha256, rows read and used, unknown items), ``metrics``,
-    ``code_version``, ``created_utc``, ``catalog_items``.
+    Inside a write session (``reelsim train``) the three files are staged and
+    moved together at the commit; ``provenance.json`` names the sha256 and
+    size of the other two and the model's ``stamp``, so a set that is not
+    one write's is found (:func:`load_model`, ``reelsim verify``).
+
+    Provenance: ``stamp``, ``files`` (name -> sha256, bytes), ``config`` (the
+    LearnConfig), ``config_hash``, ``interactions`` (path, sha256, rows read
+    and used, unknown items), ``metrics``, ``code_version``, ``created_utc``,
+    ``catalog_items``.
     """
-    folder = model_dir(store)
-    folder.mkdir(parents=True, exist_ok=True)
-    t = model.tower
-    arrays = {f"state/{k}": v for k, v in t.state.items()}
-    arrays.update({f"projection/{m}": p for m, p in t.projections.items()})
-    meta = {"in_dims": t.in_dims, "hidden": t.hidden, "out_dim": t.out_dim, "history": t.history}
-    with atomic_path(folder / "tower.npz") as tmp, open(tmp, "wb") as f:
-        np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
-    with atomic_path(folder / "elsa.npz") as tmp, open(tmp, "wb") as f:
-        np.savez(f, ids=np.array(model.ids, dtype=object).astype(str), elsa=model.elsa, counts=model.counts,
-                 **model.arrays())  # issue 21: EASE's weights, and the ridge maps from content
-    prov = {
-        "config": dataclasses.asdict(cfg), "config_hash": cfg.training_hash(),
-        "interactions": {"path": str(Path(log.path).resolve()), "sha256": log.sha256, "rows_read": log.rows_read,
-                         "rows_used": int(model.provenance.get("metrics", {}).get("log_rows", log.n)),
-                         "unknown_rows": log.unknown_rows, "unknown_items": log.unknown_item_count},
-        "metrics": model.provenance.get("metrics", {}), "chosen": model.chosen, "code_version": __version__,
-        "created_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "catalog_items": len(model.ids),
-    }
-    model.provenance = prov
-    write_text_atomic(folder / "provenance.json", json.dumps(prov, indent=1, ensure_ascii=False))
+    with writing(store, "train") as session:
+        folder = model_dir(store)
+        folder.mkdir(parents=True, exist_ok=True)
+        t = model.tower
+        arrays = {f"state/{k}": v for k, v in t.state.items()}
+        arrays.update({f"projection/{m}": p for m, p in t.projections.items()})
+        meta = {"in_dims": t.in_dims, "hidden": t.hidden, "out_dim": t.out_dim, "history": t.history}
+        files = {}
+        with atomic_path(folder / "tower.npz") as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
+            files["tower.npz"] = file_digest(tmp)
+        with atomic_path(folder / "elsa.npz") as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, ids=np.array(model.ids, dtype=object).astype(str), elsa=model.elsa, counts=model.counts,
+                         **model.arrays())  # issue 21: EASE's weights, and the ridge maps from content
+            files["elsa.npz"] = file_digest(tmp)
+        stamp = new_stamp()
+        prov = {
+            "stamp": stamp, "files": files,
+            "config": dataclasses.asdict(cfg), "config_hash": cfg.training_hash(),
+            "interactions": {"path": str(Path(log.path).resolve()), "sha256": log.sha256, "rows_read": log.rows_read,
+                             "rows_used": int(model.provenance.get("metrics", {}).get("log_rows", log.n)),
+                             "unknown_rows": log.unknown_rows, "unknown_items": log.unknown_item_count},
+            "metrics": model.provenance.get("metrics", {}), "chosen": model.chosen, "code_version": __version__,
+            "created_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "catalog_items": len(model.ids),
+        }
+        model.provenance = prov
+        write_text_atomic(folder / "provenance.json", json.dumps(prov, indent=1, ensure_ascii=False))
+        session.note({"model": {"stamp": stamp, "items": len(model.ids), "created_utc": prov["created_utc"]}})
     return folder
 
 
-def load_model(store: str | Path) -> LearnedModel:
-    """Read a model written by :func:`save_model`.
+def file_digest(path: str | Path) -> dict:
+    """``{"sha256", "bytes"}`` of a file (read in 1 MiB blocks)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return {"sha256": h.hexdigest(), "bytes": Path(path).stat().st_size}
+
+
+def read_provenance(store: str | Path) -> dict:
+    """``STORE/learned/provenance.json``.
 
     Raises
     ------
     StoreError
-        No trained model in the store.
+        No trained model; :class:`DamagedStoreError` (``reelsim train`` rewrites it) when it cannot be read.
     """
-    folder = model_dir(store)
+    path = model_dir(store) / "provenance.json"
+    for name in ("provenance.json", *MODEL_FILES):
+        check_store_file(model_dir(store) / name, "train")
     if not has_model(store):
         raise StoreError(f"no trained model in {store}: run `reelsim train --interactions FILE --store {store}` first")
-    prov = json.loads((folder / "provenance.json").read_text(encoding="utf-8"))
-    with np.load(folder / "tower.npz") as z:
-        meta = json.loads(str(z["meta"]))
-        state = {k[6:]: z[k] for k in z.files if k.startswith("state/")}
-        proj = {k[11:]: z[k] for k in z.files if k.startswith("projection/")}
-    with np.load(folder / "elsa.npz") as z:
-        ids, elsa, counts = [str(i) for i in z["ids"]], z["elsa"], z["counts"]
-        extra = {k: z[k] for k in ("ease_cols", "ease_vals", "ease_rows", "ease_to_row", "ease_to_col", "elsa_ridge")
-                 if k in z.files and z[k].size}  # issue 21 (absent in older models)
-    tower = TowerModel(meta["in_dims"], proj, state, meta["hidden"], meta["out_dim"], meta["history"])
+    prov = read_checked(path, lambda p: json.loads(Path(p).read_text(encoding="utf-8")), "a model's provenance",
+                        redo="train")
+    if not isinstance(prov, dict) or not isinstance(prov.get("config", {}), dict):
+        raise DamagedStoreError(path, "not a model's provenance", "train")
+    return prov
+
+
+def check_model_files(store: str | Path, prov: dict, *, full: bool = True) -> None:
+    """Check that the model files are the ones ``prov`` names (size; sha256 too when ``full``).
+
+    Raises
+    ------
+    DamagedStoreError
+        A file of another write, truncated or replaced (names it; ``reelsim train`` rewrites the model).
+    """
+    for name, want in (prov.get("files") or {}).items():
+        path = model_dir(store) / name
+        if not path.is_file():
+            raise DamagedStoreError(path, "is missing from the model", "train")
+        got = file_digest(path) if full else {"bytes": path.stat().st_size, "sha256": want.get("sha256")}
+        if got != want:
+            raise DamagedStoreError(path, "is not the file its provenance.json names (another write's, or "
+                                    "damaged)", "train")
+
+
+def load_model(store: str | Path) -> LearnedModel:
+    """Read a model written by :func:`save_model` (its files checked against its provenance).
+
+    Raises
+    ------
+    StoreError
+        No trained model in the store; :class:`DamagedStoreError` naming a file that cannot be read or is
+        not the one its provenance names (``reelsim train`` rewrites the model).
+    """
+    folder = model_dir(store)
+    prov = read_provenance(store)
+    check_model_files(store, prov)
+
+    def tower_npz(path):
+        with np.load(path) as z:
+            return (json.loads(str(z["meta"])), {k[6:]: z[k] for k in z.files if k.startswith("state/")},
+                    {k[11:]: z[k] for k in z.files if k.startswith("projection/")})
+
+    def elsa_npz(path):
+        with np.load(path) as z:
+            extra = {k: z[k] for k in ("ease_cols", "ease_vals", "ease_rows", "ease_to_row", "ease_to_col",
+                                       "elsa_ridge") if k in z.files and z[k].size}  # issue 21 (absent in older models)
+            return [str(i) for i in z["ids"]], z["elsa"], z["counts"], extra
+
+    errors = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)
+    meta, state, proj = read_checked(folder / "tower.npz", tower_npz, "a tower model", errors, redo="train")
+    ids, elsa, counts, extra = read_checked(folder / "elsa.npz", elsa_npz, "ELSA embeddings", errors, redo="train")
+    try:
+        tower = TowerModel(meta["in_dims"], proj, state, meta["hidden"], meta["out_dim"], meta["history"])
+    except (KeyError, TypeError) as e:
+        raise DamagedStoreError(folder / "tower.npz", f"not a tower model ({e})", "train") from None
     return LearnedModel(tower, elsa, counts, ids, prov, **extra)
 
 
@@ -217,6 +308,7 @@ def space_vectors(cat: CatalogEmbeddings, model: LearnedModel, space: str, cfg: 
     """
     if space not in ("learned", "blend"):
         raise UsageError(f"space must be learned or blend here, got {space!r} (content uses the fusion index)")
+    check_model_fits(model, cat)
     T = model.tower.embed(cat.vectors, cat.masks, device=device)
     src = model_rows(cat, model)
     ok = src >= 0
@@ -255,6 +347,28 @@ def _legacy_space(T: np.ndarray, model: LearnedModel, space: str, src: np.ndarra
     return SpaceVectors(space, T, E, alpha)
 
 
+def check_model_fits(model: LearnedModel, cat: CatalogEmbeddings) -> None:
+    """:class:`StoreError` when the catalog's vectors are not what the model was trained on.
+
+    Each tower modality the catalog has must have the size the tower takes
+    (its fixed input projection's rows, else its input size); a catalog
+    rebuilt since training with another ``--pca``, or other models, differs.
+    """
+    for m, d in model.tower.in_dims.items():
+        want = model.tower.projections[m].shape[0] if m in model.tower.projections else d
+        if m in cat.vectors and cat.vectors[m].shape[1] != want:
+            raise StoreError(f"the trained model (learned/tower.npz, trained on {len(model.ids)} items) takes {m} "
+                             f"vectors of {want} dimensions, the catalog now has {cat.vectors[m].shape[1]} (rebuilt "
+                             "since training, e.g. with another --pca or model): re-train with `reelsim train "
+                             "--interactions FILE --store STORE`")
+
+
+def check_store_model(store: str | Path) -> None:
+    """Before work that ends in a learned space (``reelsim add --space``): the store's model fits its catalog
+    (:func:`check_model_fits`; :class:`StoreError` when there is no model)."""
+    check_model_fits(load_model(store), _catalog(Path(store)))
+
+
 def _model_cfg(model: LearnedModel) -> LearnConfig:
     names = {f.name for f in dataclasses.fields(LearnConfig)}
     c = {k: tuple(v) if isinstance(v, list) else v for k, v in model.provenance.get("config", {}).items() if k in names}
@@ -279,6 +393,7 @@ def space_knn(sv: SpaceVectors, rows: np.ndarray, k: int, id_rank: np.ndarray, *
     """
     has = sv.has()
     n = has.size
+    k = min(k, max(1, n))  # a larger k allocates nothing more
     allowed = has if candidates is None else candidates & has
     I_out = np.full((rows.size, k), -1, np.int64)
     S_out = np.full((rows.size, k), -np.inf)
@@ -322,11 +437,38 @@ def id_rank(ids: list[str]) -> np.ndarray:
     return r
 
 
-def space_lists(cat: CatalogEmbeddings, sv: SpaceVectors, k: int, rows: np.ndarray | None = None) -> NeighborLists:
-    """Top-k lists of ``rows`` (default all) in a space, with content cosines; floor = the k-th score."""
+def space_pair_scores(sv: SpaceVectors, I: np.ndarray) -> np.ndarray:
+    """Scores in the space between the candidates of each pool: float64 (B, C, C), -inf where a slot is empty.
+
+    ``I`` int64 (B, C) catalog rows, -1 for none. Entry [b, i, j] is the
+    space's score of candidate i (as a query) against candidate j.
+    """
+    B, C = I.shape
+    out = np.full((B, C, C), -np.inf)
+    for b in range(B):
+        ok = I[b] >= 0
+        r = I[b][ok]
+        if r.size:
+            out[b][np.ix_(ok, ok)] = np.round(sv.scores(r, r).astype(np.float64), DECIMALS)
+    return out
+
+
+def space_lists(cat: CatalogEmbeddings, sv: SpaceVectors, k: int, rows: np.ndarray | None = None, *,
+                hygiene: Hygiene = Hygiene(), blocked: np.ndarray | None = None, oversample: int = 5) -> NeighborLists:
+    """Top-k lists of ``rows`` (default all) in a space, with content cosines and the lists job's hygiene.
+
+    ``blocked`` bool (N,): rows never listed (the blocklist). With dedup or
+    MMR, each row's pool is its ``oversample * k`` best candidates and the
+    hygiene works in the space's own score (:func:`space_pair_scores`);
+    ``floor`` is then the pool's last score, else the k-th score.
+    """
     rows = np.arange(cat.n, dtype=np.int64) if rows is None else np.asarray(rows, np.int64)
-    I, S = space_knn(sv, rows, k, id_rank(cat.ids))
-    floor = np.where(I[:, -1] >= 0, S[:, -1], -np.inf) if k else np.full(rows.size, -np.inf)
+    pool = min(k * oversample, cat.n) if hygiene.on else k
+    I, S = space_knn(sv, rows, pool, id_rank(cat.ids), candidates=None if blocked is None else ~blocked)
+    floor = np.where(I[:, -1] >= 0, S[:, -1], -np.inf) if pool else np.full(rows.size, -np.inf)
+    if hygiene.on:
+        picked = select_by(Scored(I, S, {}), k, space_pair_scores(sv, I), hygiene)
+        I, S = picked.I, picked.S
     return NeighborLists(rows, I, S, content_cosines(cat, rows, I), floor)
 
 
@@ -338,94 +480,211 @@ def lists_dir(store: str | Path, space: str) -> Path:
     return StoreLayout(store).space_lists_dir(space)
 
 
-def write_space_lists(store: str | Path, space: str, k: int, formats: list[str], *,
-                      device: str = "cpu") -> dict:
-    """(b) Write every item's top-k in ``learned`` or ``blend`` space to ``STORE/lists/<space>/``."""
+def space_set(layout: StoreLayout, space: str, version: dict) -> ListSet | None:
+    """The list set of ``space`` that ``version`` names, None when it names none."""
+    name = (version.get("lists") or {}).get(space)
+    return ListSet.open(layout.list_set(name)) if name else None
+
+
+def check_space(space: str) -> None:
+    if space not in ("learned", "blend"):
+        raise UsageError(f"space must be learned or blend here, got {space!r} (content uses the fusion index)")
+
+
+def write_space_lists(store: str | Path, space: str, fusion: FusionConfig, *, device: str = "cpu",
+                      text_model: str = ModelConfig.text) -> dict:
+    """(b) Write every item's top-k in ``learned`` or ``blend`` space, with the lists' hygiene, as one store version.
+
+    ``fusion`` gives ``k``, ``oversample``, ``dedup``, ``mmr``, the blocklist
+    (None: the store's) and the list formats; its modality weights and
+    index settings do not apply to a learned space (the CLI refuses them).
+    Files: ``STORE/lists/<space>/neighbors.*`` and the space's list set.
+    """
     import time
 
+    check_space(space)
     t0 = time.perf_counter()
-    cat = _catalog(store)
-    model = load_model(store)
-    sv = space_vectors(cat, model, space, device=device)
-    lists = space_lists(cat, sv, k)
-    folder = lists_dir(store, space)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = write_lists(cat.ids, lists, folder, formats)
-    _save_floor(folder, cat.ids, lists.floor, k)
-    return {"space": space, "items": cat.n, "k": k, "rows": int((lists.I >= 0).sum()),
+    layout = StoreLayout(store)
+    with writing(layout.root, f"lists --space {space}") as session:
+        cat = _catalog(layout.root)
+        model = load_model(layout.root)
+        sv = space_vectors(cat, model, space, device=device)
+        fusion = with_store_blocklist(fusion, layout)
+        blocked = store_blocked(layout, cat.ids, fusion, text_model)
+        lists = space_lists(cat, sv, fusion.k, hygiene=Hygiene(fusion.dedup, fusion.mmr), blocked=blocked,
+                            oversample=fusion.oversample)
+        paths = _publish_space(session, layout, space, cat.ids, lists, fusion, blocked)
+    return {"space": space, "items": cat.n, "k": fusion.k, "rows": int((lists.I >= 0).sum()),
+            "blocked": int(blocked.sum()) if blocked is not None else 0,
             "files": sorted(paths.values()), "seconds": round(time.perf_counter() - t0, 3)}
 
 
-def _save_floor(folder: Path, ids: list[str], floor: np.ndarray, k: int) -> None:
-    with atomic_path(folder / "state.npz") as tmp, open(tmp, "wb") as f:
-        np.savez(f, floor=floor, k=np.array(k), n=np.array(len(ids)))
+def _publish_space(session, layout: StoreLayout, space: str, ids: list[str], lists: NeighborLists,
+                   fusion: FusionConfig, blocked: np.ndarray | None, previous: ListSet | None = None) -> dict:
+    """Stage the list files of a space and write its list set; note both for the commit. Paths written."""
+    folder = layout.space_lists_dir(space)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = write_lists(ids, lists, folder, list_formats(fusion))
+    remove_other_formats(folder, list_formats(fusion))
+    name, set_folder = session.new_set_dir(space)
+    write_list_set(set_folder, ids, lists, space=space, catalog_stamp=session.stamp_of("catalog"),
+                   model_stamp=session.stamp_of("model"), hygiene=hygiene_record(fusion),
+                   settings={"k": fusion.k, "oversample": fusion.oversample, "formats": list_formats(fusion)},
+                   blocked=blocked, previous=previous)
+    session.note({"lists": {space: name}, "blocklist": blocklist_record(fusion)})
+    return paths
 
 
-def space_neighbors(store: str | Path, item: str, k: int, space: str, *, device: str = "cpu") -> list[Neighbor]:
-    """(c) Neighbours of one item in ``learned`` or ``blend`` space (computed live, exact)."""
+def space_neighbors(store: str | Path, item: str, k: int, space: str, *, hygiene: Hygiene = Hygiene(),
+                    blocked: np.ndarray | None = None, oversample: int = 5, device: str = "cpu") -> list[Neighbor]:
+    """(c) Neighbours of one item in ``learned`` or ``blend`` space, computed live (exact), with ``hygiene``
+    and ``blocked`` rows (bool (N,) over the catalog) applied as the lists job applies them."""
     cat = _catalog(store)
-    if item not in set(cat.ids):
-        raise UnknownItemError(f"unknown item id {item!r}: not in this store's index")
+    try:
+        row = np.array([cat.ids.index(item)], np.int64)
+    except ValueError:
+        raise UnknownItemError(f"unknown item id {item!r}: not in this store's index") from None
     sv = space_vectors(cat, load_model(store), space, device=device)
-    row = np.array([cat.ids.index(item)], np.int64)
-    lists = space_lists(cat, sv, k, row)
+    lists = space_lists(cat, sv, min(k, cat.n), row, hygiene=hygiene, blocked=blocked, oversample=oversample)
     return neighbors_of(cat.ids, Scored(lists.I, lists.S, lists.cos))[0]
 
 
-def add_to_space(store: str | Path, space: str, formats: list[str], *, k: int = 10, device: str = "cpu") -> dict:
-    """(d) After new items joined the catalog (``reelsim add``): update the lists of a space.
+def add_to_space(store: str | Path, space: str, fusion: FusionConfig | None = None, *, device: str = "cpu",
+                 text_model: str = ModelConfig.text) -> dict:
+    """(d) After new items joined the catalog (``reelsim add``): update the lists of a space, as one version.
 
-    The new items are the catalog rows after those the space's lists were made for.
-    The new items get tower vectors from their content at once (and no ELSA
-    vector: they are cold). Their own lists are computed, and so are the lists
-    of existing items that a new item enters (its score reaches that item's
-    stored k-th score); all other lists are kept. Without lists of this space
-    in the store, every list is written.
+    The space's list set (its ids) says which items it lists. When those
+    ids are the catalog's first rows (nothing was dropped or reordered since),
+    the new items get tower vectors from their content at once (and no ELSA
+    vector: they are cold), their own lists are computed, and so are the
+    lists of existing items that a new item enters (its score reaches that
+    item's floor), with the set's k and hygiene; all other lists are kept.
+    Otherwise (no lists of this space yet, a catalog rebuilt by ``run``, a
+    new model, another blocklist) every list is written again.
     """
-    folder = lists_dir(store, space)
-    state = folder / "state.npz"
-    cat = _catalog(store)
-    if not (state.is_file() and (folder / "neighbors.parquet").is_file()):
-        return write_space_lists(store, space, k, formats, device=device) | {"updated_lists": cat.n}
-    with np.load(state) as z:
-        floor_old, k, n_old = z["floor"], int(z["k"]), int(z["n"])
+    check_space(space)
+    layout = StoreLayout(store)
+    with writing(layout.root, f"add --space {space}") as session:
+        cat = _catalog(layout.root)
+        old_set = space_set(layout, space, session.version)
+        why = _why_rewrite(old_set, cat.ids, session, fusion)
+        if why:
+            base = fusion or Config().fusion
+            if old_set is not None:  # keep the space's own list settings
+                base = as_set_made(old_set, base)
+            out = write_space_lists(layout.root, space, base, device=device, text_model=text_model)
+            return out | {"added": cat.n - (old_set.n if old_set is not None and why == "new items" else 0),
+                          "updated_lists": cat.n, "rewritten": why}
+        return _add_to_set(session, layout, space, cat, old_set, fusion, device, text_model)
+
+
+def as_set_made(ls: ListSet, fusion: FusionConfig) -> FusionConfig:
+    """``fusion`` with the list settings ``ls`` was made with (k, oversample, dedup, MMR, formats)."""
+    h = ls.manifest.get("hygiene", {})
+    formats = ls.manifest.get("settings", {}).get("formats")
+    return dataclasses.replace(fusion, k=ls.k, dedup=h.get("dedup"), mmr=h.get("mmr"),
+                               oversample=int(h.get("oversample", fusion.oversample)),
+                               lists_formats=tuple(formats) if formats else fusion.lists_formats)
+
+
+def relist_stale_spaces(store: str | Path, *, device: str = "cpu", text_model: str = ModelConfig.text) -> dict:
+    """Write again the lists of every learned space that another blocklist made; {space: summary}.
+
+    Called after a lists job (``run``, ``lists``) in its write session: when
+    it changed the store's blocklist, no list of any space may keep an item
+    the store now blocks. Each space keeps its own k, dedup and MMR.
+    """
+    layout = StoreLayout(store)
+    out = {}
+    with writing(layout.root, "lists") as session:
+        rec = session.current("blocklist") or {}
+        phrases, threshold = list(rec.get("phrases", ())), rec.get("threshold")
+        names = session.list_sets()
+        for space in ("learned", "blend"):
+            if space not in names or not has_model(layout.root):
+                continue
+            ls = ListSet.open(layout.list_set(names[space]))
+            h = ls.manifest.get("hygiene", {})
+            if h.get("blocklist", []) == phrases and (not phrases or h.get("blocklist_threshold") == threshold):
+                continue
+            out[space] = write_space_lists(layout.root, space, as_set_made(ls, Config().fusion), device=device,
+                                           text_model=text_model)
+    return out
+
+
+def _why_rewrite(old_set: ListSet | None, ids: list[str], session, fusion: FusionConfig | None) -> str | None:
+    """Why a space's lists must be written again rather than extended (None: they can be extended)."""
+    if old_set is None:
+        return "no lists of this space yet"
+    if old_set.manifest.get("model_stamp") != session.stamp_of("model"):
+        return "the model changed since"
+    if old_set.n > len(ids) or old_set.ids() != ids[:old_set.n]:
+        return "the catalog was rebuilt since (items dropped or reordered)"
+    stored = (session.current("blocklist") or {}).get("phrases", [])
+    if old_set.manifest["hygiene"].get("blocklist", []) != list(stored):
+        return "the blocklist changed since"
+    if fusion is not None and fusion.blocklist is not None and list(fusion.blocklist) != list(stored):
+        return "another blocklist was asked for"
+    return None
+
+
+def _add_to_set(session, layout: StoreLayout, space: str, cat: CatalogEmbeddings, old_set: ListSet,
+                fusion: FusionConfig | None, device: str, text_model: str) -> dict:
+    n_old, k = old_set.n, old_set.k
+    rec = session.current("blocklist") or {}
+    lists_fusion = dataclasses.replace(as_set_made(old_set, fusion or Config().fusion),
+                                       blocklist=tuple(rec.get("phrases", ())),
+                                       blocklist_threshold=float(rec.get("threshold", 0.5)))
     new_rows = np.arange(n_old, cat.n, dtype=np.int64)
     if new_rows.size == 0:
-        return {"space": space, "added": 0, "updated_lists": 0}
-    sv = space_vectors(cat, load_model(store), space, device=device)
-    # existing rows whose list a new item enters
-    hit = np.zeros(n_old, bool)
+        return {"space": space, "added": 0, "updated_lists": 0, "items": cat.n}
+    new_blocked = blocked_rows_of(layout.root, cat.ids[n_old:], lists_fusion, text_model)
+    blocked = np.concatenate([np.array(old_set.blocked),
+                              np.zeros(new_rows.size, bool) if new_blocked is None else new_blocked])
+    sv = space_vectors(cat, load_model(layout.root), space, device=device)
+    floor_old = np.array(old_set.floor)
+    has = sv.has()
+    entering = new_rows[~blocked[n_old:]]
+    hit = np.zeros(n_old, bool)  # existing rows whose list a new item enters
     for i0 in range(0, n_old, 8192):
         r = np.arange(i0, min(n_old, i0 + 8192))
-        S = np.round(sv.scores(r, new_rows).astype(np.float64), DECIMALS)
-        hit[r] = np.any(S >= floor_old[r][:, None], axis=1) & sv.has()[r]
+        if entering.size:
+            S = np.round(sv.scores(r, entering).astype(np.float64), DECIMALS)
+            hit[r] = np.any(S >= floor_old[r][:, None], axis=1) & has[r]
     rows = np.concatenate([new_rows, np.flatnonzero(hit)])
-    part = space_lists(cat, sv, k, rows)
-    old = read_lists(folder / "neighbors.parquet", cat.ids, k, list(cat.vectors))
-    old.floor = np.concatenate([floor_old, np.full(cat.n - n_old, -np.inf)])
+    part = space_lists(cat, sv, k, rows, hygiene=Hygiene(lists_fusion.dedup, lists_fusion.mmr), blocked=blocked,
+                       oversample=lists_fusion.oversample)
+    old = old_set.as_lists()
+    b = new_rows.size
+    merged = NeighborLists(np.arange(cat.n, dtype=np.int64), np.concatenate([old.I, np.full((b, k), -1)]),
+                           np.concatenate([old.S, np.full((b, k), -np.inf)]),
+                           {m: np.concatenate([c, np.full((b, k), np.nan)]) for m, c in old.cos.items()},
+                           np.concatenate([old.floor, np.full(b, -np.inf)]))
     for name in ("I", "S", "floor"):
-        getattr(old, name)[rows] = getattr(part, name)
-    for m in old.cos:
-        old.cos[m][rows] = part.cos[m]
-    write_lists(cat.ids, old, folder, formats)
-    _save_floor(folder, cat.ids, old.floor, k)
-    return {"space": space, "added": int(new_rows.size), "updated_lists": int(hit.sum()), "items": cat.n}
-
+        getattr(merged, name)[rows] = getattr(part, name)
+    for m in merged.cos:
+        merged.cos[m][rows] = part.cos[m]
+    _publish_space(session, layout, space, cat.ids, merged, lists_fusion, blocked, previous=old_set)
+    return {"space": space, "added": int(b), "updated_lists": int(hit.sum()), "items": cat.n}
 
 
 def train_store(store: str | Path, interactions: str | Path, cfg: LearnConfig, *,
                 progress: Callable[[str], None] | None = None) -> dict:
-    """``reelsim train``: read the log against the store's catalog, fit, save; returns a summary.
+    """``reelsim train``: read the log against the store's catalog, fit, save, as one store version; a summary.
 
-    The summary (``train --json``) has the fields of :func:`train_summary`. Nothing is saved when
-    training fails (:class:`~reelsim.errors.TrainingError`): the stored model stays.
+    The store is held (its lock) from reading the catalog to the commit, so
+    the model is trained on the catalog it is published with. The summary
+    (``train --json``) has the fields of :func:`train_summary`. Nothing is
+    saved when training fails (:class:`~reelsim.errors.TrainingError`): the
+    stored model stays.
     """
-    cat, weights = load_catalog(StoreLayout(store).require_catalog())
-    log = read_interactions(interactions, known_items=cat.ids)
-    if progress:
-        progress(log.describe())
-    model = fit_model(cat, log, cfg, progress=progress, weights=weights)
-    folder = save_model(store, model, cfg, log)
+    with writing(store, "train"):
+        cat, weights = load_catalog(StoreLayout(store).require_catalog())
+        log = read_interactions(interactions, known_items=cat.ids)
+        if progress:
+            progress(log.describe())
+        model = fit_model(cat, log, cfg, progress=progress, weights=weights)
+        folder = save_model(store, model, cfg, log)
     return {"model": str(folder), "config_hash": model.provenance["config_hash"],
             "interactions_sha256": log.sha256, "rows": log.n, "unknown_rows": log.unknown_rows,
             "unknown_items": log.unknown_item_count} | train_summary(model)

@@ -8,13 +8,21 @@ the way the commands read it, and the files are checked against each other:
 - the catalog and ``items.json`` read and name the same items, and every
   indexed item has a complete shard, and every complete shard is indexed;
 - the FAISS indexes read and hold one vector per catalog item of their group;
-- ``lists-state.npz`` reads and has one row per item; the list files read,
-  name only indexed items, never an item as its own neighbour, with ranks
-  1, 2, ... and the same rows in every format; no unfinished kNN job.
+- ``version.json`` reads, and no commit was left unfinished (``.commit.json``);
+- every list set the version names opens (its arrays have the shapes its
+  manifest says), the content set has one row per catalog item and was made
+  over the catalog the version names; a learned space's set made over
+  another catalog, model or blocklist is stale (a note: it is answered live);
+- the list files of each space read, name only indexed items, never an item
+  as its own neighbour, with ranks 1, 2, ... and the same rows in every
+  format and in its list set; no unfinished kNN job;
+- the trained model (``learned/``): its provenance reads, its files are the
+  ones the provenance names (sha256) and the model the version names.
 
 A problem with a shard, the catalog or ``items.json`` is redone by ``reelsim
-run`` (over the catalog's inputs); one with the indexes, the list state or
-the lists by ``reelsim lists``. Nothing is changed.
+run`` (over the catalog's inputs); one with the indexes or the content lists
+by ``reelsim lists``; one with a learned space's lists by ``reelsim lists
+--space SPACE``; one with the model by ``reelsim train``. Nothing is changed.
 
 Examples
 --------
@@ -27,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -34,17 +43,24 @@ import numpy as np
 
 from reelsim.errors import DamagedStoreError, StoreError
 from reelsim.similarity.catalog import CatalogEmbeddings, load_catalog, load_items_meta
+from reelsim.similarity.copies import CopyRows, read_copy_table
 from reelsim.similarity.fusion import signature_codes
-from reelsim.similarity.grouped import GroupedIndex
+from reelsim.similarity.grouped import GroupedIndex, load_index
 from reelsim.similarity.grouped import exists as grouped_index_exists
 from reelsim.similarity.rebuild import load_state
-from reelsim.storage.layout import StoreLayout
+from reelsim.similarity.spaces import check_model_files, has_model, read_provenance
+from reelsim.storage.atomic import read_checked, special_file_problem
+from reelsim.storage.layout import LIST_FILES, StoreLayout
 from reelsim.storage.lists import read_jsonl, read_parquet_table
+from reelsim.storage.listset import ListSet
 from reelsim.storage.lock import describe_owner, is_stale, lock_record, read_lock
+from reelsim.storage.session import leftovers, read_journal
 from reelsim.storage.shards import check_shard
+from reelsim.storage.version import read_version
 
-#: What redoes a problem: ``run`` recomputes items and rebuilds the catalog; ``lists`` the indexes and lists.
-REDO = ("run", "lists")
+#: What redoes a problem: ``run`` recomputes items and rebuilds the catalog; ``lists`` the indexes and lists;
+#: ``lists --space S`` a learned space's lists; ``train`` the model.
+REDO = ("run", "lists", "lists --space learned", "lists --space blend", "train", "verify --repair")
 
 
 @dataclass(frozen=True)
@@ -71,12 +87,17 @@ class Verdict:
         return not self.problems
 
     def add(self, path, what: str, redo: str, item: str | None = None) -> None:
-        self.problems.append(Finding(str(path), what, redo, item))
+        """Record a problem (once: the same words about the same file found by two checks are one problem)."""
+        if not any(p.path == str(path) and p.what == what for p in self.problems):
+            self.problems.append(Finding(str(path), what, redo, item))
 
     def redo(self) -> dict:
-        """``{"run": [items to recompute], "lists": bool}``."""
+        """``{"run": [items to recompute], "lists": bool, "spaces": [learned spaces to list], "train": bool}``."""
         return {"run": sorted({p.item for p in self.problems if p.redo == "run" and p.item}),
-                "lists": any(p.redo == "lists" for p in self.problems)}
+                "lists": any(p.redo == "lists" for p in self.problems),
+                "spaces": sorted({p.redo.split()[-1] for p in self.problems if p.redo.startswith("lists --space")}),
+                "train": any(p.redo == "train" for p in self.problems),
+                "repair": any(p.redo == "verify --repair" for p in self.problems)}
 
     def to_json(self) -> dict:
         return {"store": self.store, "ok": self.ok, "checked": self.checked,
@@ -101,6 +122,12 @@ class Verdict:
             todo.append(f"`reelsim run` over the catalog's inputs{who} rebuilds the catalog, index and lists")
         if redo["lists"] and not any(p.redo == "run" for p in self.problems):
             todo.append(f"`reelsim lists --store {self.store}` rebuilds the index and lists")
+        if redo["repair"]:
+            todo.insert(0, f"`reelsim verify --repair --store {self.store}` finishes the interrupted commit")
+        if redo["train"]:
+            todo.append(f"`reelsim train --interactions FILE --store {self.store}` writes the model again")
+        for space in redo["spaces"]:
+            todo.append(f"`reelsim lists --space {space} --store {self.store}` rewrites the {space} lists")
         return [*lines, f"{len(self.problems)} problem(s) in {summary}", "to repair: " + "; ".join(todo)]
 
 
@@ -120,13 +147,41 @@ def verify_store(store: str | Path) -> Verdict:
         raise StoreError(f"{layout.root} is not a reelsim store (no shards/ or index/ in it)")
     v = Verdict(str(layout.root))
     _lock_note(layout, v)
+    _check_special_files(layout, v)
+    version = _check_version(layout, v)
     shards = _check_shards(layout, v)
     cat = _check_catalog(layout, v, shards)
     if cat is not None:
         _check_index(layout, v, cat)
-        _check_lists(layout, v, cat)
+        sets = _check_sets(layout, v, cat, version)
+        _check_lists(layout, v, cat, "content", sets.get("content"))
+        for space in ("learned", "blend"):
+            if space in sets or layout.space_lists_dir(space).is_dir():
+                _check_lists(layout, v, cat, space, sets.get(space))
+        _check_copies(layout, v, cat)
+    _check_model(layout, v, version)
     _check_report(layout, v)
     return v
+
+
+def _check_version(layout: StoreLayout, v: Verdict) -> dict:
+    """The version record (empty when unreadable: a finding); findings for an unfinished commit and leftovers."""
+    try:
+        journal = read_journal(layout)
+        if journal is not None:
+            v.add(layout.commit_journal, f"a commit of `reelsim {journal['version'].get('command')}` was "
+                  "interrupted (any command that writes the store finishes it)", "verify --repair")
+    except StoreError as e:
+        v.add(layout.commit_journal, _what(e), "verify --repair")
+    try:
+        version = read_version(layout)
+    except StoreError as e:
+        v.add(layout.version_file, _what(e), "lists")
+        version = {}
+    v.checked["version"] = int(version.get("version", 0) or 0)
+    for path in leftovers(layout):
+        v.notes.append(f"{path} is a temporary file a killed writer left (the next command that writes removes it)")
+    return version
 
 
 def _what(e: StoreError) -> str:
@@ -144,6 +199,36 @@ def _lock_note(layout: StoreLayout, v: Verdict) -> None:
     else:
         v.notes.append(f"a command holds the store ({describe_owner(rec) if rec else 'lock being written'}): "
                        "files may be changing while they are checked")
+
+
+def _redo_of(layout: StoreLayout, path: Path) -> str:
+    """What rewrites the store file ``path``: ``run`` (shards, catalog, items.json, report), ``train``
+    (the learned model) or ``lists`` (the rest)."""
+    top = path.relative_to(layout.root).parts[0]
+    if top == layout.learned_dir.name:
+        return "train"
+    if top in (layout.shards_dir.name, layout.report.name) or path in (layout.catalog, layout.items_meta):
+        return "run"
+    return "lists"
+
+
+def _check_special_files(layout: StoreLayout, v: Verdict) -> None:
+    """A finding for every special file (FIFO, device, socket) and every symbolic link out of the store
+    among the store's own files (:func:`reelsim.storage.atomic.special_file_problem`); none is opened.
+
+    Folders that are symbolic links are not entered.
+    """
+    tops = [layout.shards_dir, layout.index_dir, layout.lists_dir, layout.learned_dir]
+    files = [layout.report] if os.path.lexists(layout.report) else []
+    for top in tops:
+        if top.is_dir() and not top.is_symlink():
+            for folder, dirs, names in os.walk(top):
+                files += [Path(folder, n) for n in names]
+                files += [Path(folder, d) for d in dirs if os.path.islink(os.path.join(folder, d))]
+    for path in files:
+        problem = special_file_problem(path, layout.root)
+        if problem is not None and not (path.is_dir() and "a folder" in problem):
+            v.add(path, problem, _redo_of(layout, path))
 
 
 def _check_shards(layout: StoreLayout, v: Verdict) -> dict[str, Path]:
@@ -164,6 +249,8 @@ def _check_shards(layout: StoreLayout, v: Verdict) -> dict[str, Path]:
 
 def _check_catalog(layout: StoreLayout, v: Verdict, shards: dict[str, Path]) -> CatalogEmbeddings | None:
     """The catalog when it and items.json read; findings for them and for shards missing from either side."""
+    if special_file_problem(layout.catalog):  # found by the walk
+        return None
     if not layout.catalog.is_file():
         if shards:
             v.add(layout.catalog, "no catalog: the items have shards but no index was built", "run")
@@ -196,6 +283,8 @@ def _check_catalog(layout: StoreLayout, v: Verdict, shards: dict[str, Path]) -> 
 
 
 def _check_index(layout: StoreLayout, v: Verdict, cat: CatalogEmbeddings) -> None:
+    if special_file_problem(layout.index_dir / "index.json"):  # found by the walk
+        return
     if not grouped_index_exists(layout.index_dir):
         what = "an index of an older reelsim (one fused file)" if layout.legacy_index.is_file() else "no index"
         v.add(layout.index_dir / "index.json", what, "lists")
@@ -216,6 +305,8 @@ def _check_index(layout: StoreLayout, v: Verdict, cat: CatalogEmbeddings) -> Non
     if want != have:
         v.add(layout.index_dir / "index.json", f"holds {sum(have.values())} vectors in {len(have)} group(s); "
               f"the catalog has {sum(want.values())} in {len(want)}", "lists")
+    if layout.version_file.exists():
+        return  # the list state is in the content list set (_check_sets)
     try:
         floor, blocked, _ = load_state(layout)
         if floor.shape != (cat.n,) or blocked.shape != (cat.n,):
@@ -224,35 +315,135 @@ def _check_index(layout: StoreLayout, v: Verdict, cat: CatalogEmbeddings) -> Non
         v.add(layout.lists_state, _what(e), "lists")
 
 
-def _check_lists(layout: StoreLayout, v: Verdict, cat: CatalogEmbeddings) -> None:
-    parquet = layout.list_file("parquet")
-    if layout.knn_checkpoint.exists():
+def _redo_lists(space: str) -> str:
+    return "lists" if space == "content" else f"lists --space {space}"
+
+
+def _check_sets(layout: StoreLayout, v: Verdict, cat: CatalogEmbeddings, version: dict) -> dict[str, ListSet]:
+    """{space: list set} of the sets the version names that open; findings and staleness notes for them."""
+    sets = {}
+    cat_stamp = (version.get("catalog") or {}).get("stamp")
+    model_stamp = (version.get("model") or {}).get("stamp")
+    blocklist = list((version.get("blocklist") or {}).get("phrases", []))
+    for space, name in (version.get("lists") or {}).items():
+        try:
+            folder = layout.list_set(name)
+            ls = ListSet.open(folder)
+        except StoreError as e:
+            v.add(getattr(e, "path", "") or layout.version_file, _what(e), _redo_lists(space))
+            continue
+        m = ls.manifest
+        stale = []
+        if m.get("catalog_stamp") != cat_stamp:
+            stale.append("another catalog")
+        if space != "content" and m.get("model_stamp") != model_stamp:
+            stale.append("another model")
+        if list(m.get("hygiene", {}).get("blocklist", [])) != blocklist:
+            stale.append("another blocklist")
+        if space == "content" and (stale or ls.n != cat.n):
+            v.add(folder / "manifest.json", f"the content lists were made over {' and '.join(stale) or 'another catalog'}"
+                  f" ({ls.n} items, the catalog has {cat.n})", "lists")
+            continue
+        if stale:
+            v.notes.append(f"the {space} lists ({folder}) were made over {' and '.join(stale)}: they are answered "
+                           f"live until `reelsim lists --space {space} --store {layout.root}` refreshes them")
+        sets[space] = ls
+    v.checked["spaces"] = sorted(sets)
+    return sets
+
+
+def _check_model(layout: StoreLayout, v: Verdict, version: dict) -> None:
+    """The trained model: provenance readable, files the ones it names, and the model the version names."""
+    named = (version.get("model") or {}).get("stamp")
+    if not (has_model(layout.root) or named or layout.learned_dir.is_dir()):
+        return
+    prov_path = layout.learned_dir / "provenance.json"
+    try:
+        prov = read_provenance(layout.root)
+        check_model_files(layout.root, prov)
+    except StoreError as e:
+        v.add(getattr(e, "path", "") or prov_path, _what(e), "train")
+        return
+    if named and prov.get("stamp") != named:
+        v.add(prov_path, "is not the model the store's version names (another write's)", "train")
+    v.checked["model"] = prov.get("stamp")
+
+
+def _check_lists(layout: StoreLayout, v: Verdict, cat: CatalogEmbeddings, space: str,
+                 ls: ListSet | None) -> None:
+    folder = layout.space_lists_dir(space)
+    parquet = folder / "neighbors.parquet"
+    redo = _redo_lists(space)
+    if space == "content" and layout.knn_checkpoint.exists():
         v.add(layout.knn_checkpoint, "an unfinished `reelsim lists` job left its checkpoint (rerunning it "
               "resumes)", "lists")
     try:
         table = read_parquet_table(parquet)
     except StoreError as e:
-        v.add(parquet, _what(e), "lists")
+        v.add(parquet, _what(e), redo)
         return
     rows = table.num_rows
-    v.checked["rows"] = rows
+    v.checked["rows" if space == "content" else f"rows_{space}"] = rows
     item, nb = table["item"].to_pylist(), table["neighbor"].to_pylist()
     rank = table["rank"].to_numpy()
     unknown = (set(item) | set(nb)) - set(cat.ids)
-    if unknown:
-        v.add(parquet, f"names {len(unknown)} item(s) not in the index, e.g. {sorted(unknown)[0]!r}", "lists")
+    if unknown and (space == "content" or ls is not None and ls.manifest.get("catalog_stamp") is not None
+                    and ls.n == cat.n):
+        v.add(parquet, f"names {len(unknown)} item(s) not in the index, e.g. {sorted(unknown)[0]!r}", redo)
     if any(a == b for a, b in zip(item, nb)):
-        v.add(parquet, "lists an item as its own neighbour", "lists")
+        v.add(parquet, "lists an item as its own neighbour", redo)
     if rows and not _ranks_ok(item, rank):
-        v.add(parquet, "ranks are not 1, 2, ... within each item's list", "lists")
-    jsonl = layout.list_file("jsonl")
-    if jsonl.is_file():
+        v.add(parquet, "ranks are not 1, 2, ... within each item's list", redo)
+    if ls is not None:
+        in_set = int((np.asarray(ls.I) >= 0).sum())
+        if in_set != rows:
+            v.add(parquet, f"has {rows} rows, its list set {in_set}: not written by the same command", redo)
+    for fmt in ("jsonl", "hdf5"):
+        path = folder / LIST_FILES[fmt]
+        if not path.is_file():
+            continue
         try:
-            n = len(read_jsonl(jsonl))
+            n = len(read_jsonl(path)) if fmt == "jsonl" else _h5_rows(path)
             if n != rows:
-                v.add(jsonl, f"has {n} rows, {parquet.name} {rows}: written by another build", "lists")
+                v.add(path, f"has {n} rows, {parquet.name} {rows}: written by another build", redo)
         except StoreError as e:
-            v.add(jsonl, _what(e), "lists")
+            v.add(path, _what(e), redo)
+
+
+def _h5_rows(path) -> int:
+    """Neighbour rows of an HDF5 list file (entries >= 0 of ``neighbors``)."""
+    import h5py
+
+    def count(p):
+        with h5py.File(p, "r") as f:
+            return int((f["neighbors"][...] >= 0).sum())
+
+    return read_checked(path, count, "an HDF5 list file", (OSError, KeyError, ValueError), redo="lists")
+
+
+def _check_copies(layout: StoreLayout, v: Verdict, cat: CatalogEmbeddings) -> None:
+    """The copy index of ``reelsim matches``: its rows, FAISS file and table read and agree with the catalog."""
+    if not layout.copies_dir.is_dir():
+        v.notes.append(f"no copy index (a store written before copy search): `reelsim lists --store {layout.root}` "
+                       "builds it for `reelsim matches`")
+        return
+    try:
+        rows = CopyRows.load(layout.copy_rows)
+        table = read_copy_table(layout.copy_table)
+    except StoreError as e:
+        v.add(getattr(e, "path", "") or layout.copies_dir, _what(e), "lists")
+        return
+    try:
+        ntotal = load_index(layout.copy_index).ntotal
+    except StoreError as e:
+        v.add(layout.copy_index, _what(e), "lists")
+        return
+    if ntotal != len(rows.item):
+        v.add(layout.copy_index, f"holds {ntotal} vectors, {layout.copy_rows.name} describes {len(rows.item)}", "lists")
+    unknown = (set(rows.ids) | {i for i, _ in table} | {s.other for _, s in table}) - set(cat.ids)
+    if unknown:
+        v.add(layout.copy_table, f"names {len(unknown)} item(s) not in the index, e.g. {sorted(unknown)[0]!r}",
+              "lists")
 
 
 def _ranks_ok(item: list, rank: np.ndarray) -> bool:
@@ -265,7 +456,7 @@ def _ranks_ok(item: list, rank: np.ndarray) -> bool:
 
 
 def _check_report(layout: StoreLayout, v: Verdict) -> None:
-    if not layout.report.is_file():
+    if not layout.report.is_file() or special_file_problem(layout.report):  # a special file: found by the walk
         return
     try:
         json.loads(layout.report.read_text(encoding="utf-8"))

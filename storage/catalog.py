@@ -34,7 +34,7 @@ import numpy as np
 
 from reelsim.config import MODALITIES
 from reelsim.errors import DamagedStoreError, StoreError
-from reelsim.storage.atomic import atomic_path
+from reelsim.storage.atomic import atomic_path, check_store_file, remove_file
 
 CATALOG_FORMAT = "reelsim.catalog/1"
 
@@ -77,10 +77,7 @@ def write_catalog(path: str | os.PathLike, arrays: CatalogArrays) -> None:
                 g.create_dataset("mean", data=arrays.means[m])
                 if m in arrays.projections:
                     g.create_dataset("projection", data=arrays.projections[m])
-    try:
-        os.unlink(added_path(path))
-    except FileNotFoundError:
-        pass
+    remove_file(added_path(path))
 
 
 def append_catalog(path: str | os.PathLike, ids: list[str], vectors: Mapping[str, np.ndarray],
@@ -93,7 +90,7 @@ def append_catalog(path: str | os.PathLike, ids: list[str], vectors: Mapping[str
     """
     import h5py
 
-    with h5py.File(path, "r") as f:
+    with h5py.File(check_store_file(path), "r") as f:
         stamp, n_base = str(f.attrs.get("stamp", "")), f["ids"].shape[0]
         dims = {m: f[m]["vectors"].shape[1] for m in MODALITIES if m in f}
     added = _read_added(path, stamp)
@@ -124,7 +121,7 @@ def _read_added(path, stamp: str):
     """(ids, vectors, masks) of the companion file when it belongs to the base with ``stamp``, else None."""
     import h5py
 
-    extra = added_path(path)
+    extra = check_store_file(added_path(path))
     if not stamp or not os.path.isfile(extra):
         return None
     with h5py.File(extra, "r") as f:
@@ -155,7 +152,7 @@ def read_catalog(path: str | os.PathLike, *, with_added: bool = True, spare_rows
     """
     import h5py
 
-    path = os.fspath(path)
+    path = check_store_file(path)
     if not os.path.isfile(path):
         raise StoreError(f"no catalog file at {path!r}")
     try:
@@ -201,11 +198,34 @@ def read_catalog(path: str | os.PathLike, *, with_added: bool = True, spare_rows
         raise DamagedStoreError(path, f"cannot be read as a catalog ({e.__class__.__name__}: {e})", "run") from None
 
 
+def catalog_size(path: str | os.PathLike) -> int:
+    """How many items a catalog file holds (added rows included), reading no ids or vectors.
+
+    Raises as :func:`read_catalog`.
+    """
+    import h5py
+
+    path = check_store_file(path)
+    if not os.path.isfile(path):
+        raise StoreError(f"no catalog file at {path!r}")
+    try:
+        with h5py.File(path, "r") as f:
+            n, stamp = int(f["ids"].shape[0]), str(f.attrs.get("stamp", ""))
+        extra = check_store_file(added_path(path))
+        if stamp and os.path.isfile(extra):
+            with h5py.File(extra, "r") as f:
+                if str(f.attrs.get("base_stamp", "")) == stamp:
+                    n += int(f["ids"].shape[0])
+        return n
+    except (OSError, KeyError, ValueError, TypeError) as e:
+        raise DamagedStoreError(path, f"cannot be read as a catalog ({e.__class__.__name__}: {e})", "run") from None
+
+
 def read_catalog_ids(path: str | os.PathLike) -> list[str]:
     """The item ids of a catalog file (added rows included), without reading its vectors."""
     import h5py
 
-    path = os.fspath(path)
+    path = check_store_file(path)
     if not os.path.isfile(path):
         raise StoreError(f"no catalog file at {path!r}")
     try:

@@ -17,6 +17,7 @@ import numpy as np
 
 from reelsim import __version__
 from reelsim.errors import DamagedStoreError, StoreError, UsageError
+from reelsim.storage.atomic import check_store_file
 from reelsim.storage.layout import StoreLayout, item_key
 from reelsim.storage.lists import read_parquet, write_jsonl, write_parquet
 from reelsim.storage.shards import atomic_h5, iter_shards, open_shard
@@ -66,20 +67,37 @@ def export_hdf5(store: Path, to: Path) -> ExportResult:
     return ExportResult(len(ids), skipped)
 
 
-def export_lists(store: Path, to: Path, fmt: str) -> int:
-    """Write the similarity lists as Parquet or JSONL.  Returns the number of rows."""
-    src = StoreLayout(store).list_file("parquet")
-    if not src.is_file():
-        raise StoreError(f"no similarity lists in {store}: run `reelsim run INPUT --store {store}` first")
+def export_lists(store: Path, to: Path, fmt: str, space: str = "content") -> int:
+    """Write the similarity lists of ``space`` as Parquet or JSONL (the space's lists file: its hygiene included).
+
+    Returns the number of rows.
+    """
+    src = StoreLayout(store).space_lists_dir(space) / "neighbors.parquet"
+    if not Path(check_store_file(src, "lists" if space == "content" else f"lists --space {space}")).is_file():
+        how = "reelsim run INPUT" if space == "content" else f"reelsim lists --space {space}"
+        raise StoreError(f"no {space} similarity lists in {store}: run `{how} --store {store}` first")
     rows = read_parquet(src)
     (write_parquet if fmt == "parquet" else write_jsonl)(rows, Path(to))
     return len(rows)
 
 
-def export(store: Path, fmt: str, to: Path) -> ExportResult:
-    """Export ``store`` as ``fmt`` to ``to``: features (``hdf5``) or lists (``parquet``, ``jsonl``)."""
+def check_target(to: Path, example: str = "export.h5") -> None:
+    """Make ``to``'s folder; :class:`UsageError` when ``to`` is a folder or a special file, or its folder
+    cannot be made (a file is in the way, no permission)."""
+    if to.is_dir():
+        raise UsageError(f"--to {to} is a folder; give the path of a file to write, e.g. {to / example}")
+    if to.exists() and not to.is_file():
+        raise UsageError(f"--to {to} exists and is not a regular file; give the path of a file to write")
+    try:
+        to.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"--to {to}: cannot make its folder {to.parent} ({e.strerror})") from None
+
+
+def export(store: Path, fmt: str, to: Path, space: str = "content") -> ExportResult:
+    """Export ``store`` as ``fmt`` to ``to``: features (``hdf5``) or the lists of ``space`` (``parquet``, ``jsonl``)."""
     if fmt not in EXPORT_FORMATS:
         raise UsageError(f"unknown export format {fmt!r}; expected one of {', '.join(EXPORT_FORMATS)}")
     StoreLayout(store).check_root()
-    Path(to).parent.mkdir(parents=True, exist_ok=True)
-    return export_hdf5(store, to) if fmt == "hdf5" else ExportResult(export_lists(store, to, fmt), [])
+    check_target(Path(to), "features.h5" if fmt == "hdf5" else f"lists.{fmt}")
+    return export_hdf5(store, to) if fmt == "hdf5" else ExportResult(export_lists(store, to, fmt, space), [])

@@ -1,13 +1,17 @@
 """Interaction logs: who engaged with which item, read from ``.csv``, ``.jsonl`` or ``.parquet``.
 
 One row per engagement with the columns ``user`` and ``item`` (strings or
-integers) and, optionally, ``weight`` (a finite number >= 0, default 1),
+integers) and, optionally, ``weight`` (a number in [0, :data:`MAX_WEIGHT`];
+empty: 1; ``nan``, ``inf`` and larger numbers are refused),
 ``timestamp`` (seconds as a number, or an ISO 8601 string) and ``event``
 (e.g. ``view``, ``purchase``). Other columns are ignored.
 
 A malformed row stops the read with an :class:`InteractionsError` naming the
 file and line (``interactions.csv:17: weight 'abc' is not a number``); a
-Parquet row is named by its 1-based row number. Rows whose item the store
+Parquet row is named by its 1-based row number. Text must be UTF-8 (a line
+of other bytes, a lone surrogate such as JSON's ``"\ud800"``, or a Parquet
+binary column that is not UTF-8 is named), and a Parquet column of another
+type (a list, a struct) is refused, naming the column. Rows whose item the store
 does not know are dropped, counted and reported (never an error). An empty
 file, or one with no rows, is an error.
 
@@ -42,6 +46,11 @@ from reelsim.storage.atomic import atomic_path
 #: column names read from a log; ``user`` and ``item`` are required
 COLUMNS = ("user", "item", "weight", "timestamp", "event")
 FORMATS = (".csv", ".jsonl", ".parquet")
+#: the largest interaction weight accepted. Weights are summed in float32 (the
+#: user x item matrix): at 1e9 a float32 sum overflows (3.4e38) only past 10^29
+#: rows, and a user's squared norm (float64) only past 10^290; 1e300 would
+#: already be inf in float32.
+MAX_WEIGHT = 1e9
 
 
 class InteractionsError(UsageError):
@@ -214,8 +223,22 @@ def _read_csv(path: str):
             line = f"{name}:{r.number}" if r.number is not None else name
             raise InteractionsError(f"{line}: expected {r.expected_columns} fields (header: {', '.join(header)}), "
                                     f"got {r.actual_columns}: {r.text[:80]!r}") from None
+        bad = _first_non_utf8(path)
+        if bad is not None:
+            raise InteractionsError(f"{name}:{bad[0]}: not UTF-8 text (byte 0x{bad[1]:02x} at column {bad[2]})") from None
         raise InteractionsError(f"{name}: cannot parse: {_short(e)}") from None
     return table, lambda i: f"{name}:{_csv_line(path, i)}"
+
+
+def _first_non_utf8(path: str) -> tuple[int, int, int] | None:
+    """(line number, byte, column) of the first line of ``path`` that is not UTF-8; None when all are."""
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                return number, raw[e.start], e.start + 1
+    return None
 
 
 def _csv_line(path: str, row: int) -> int:
@@ -237,8 +260,13 @@ def _read_jsonl(path: str):
     values = {c: [] for c in COLUMNS}
     present = set()
     lines = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise InteractionsError(f"{name}:{number}: not UTF-8 text (byte 0x{raw[e.start]:02x} at column "
+                                        f"{e.start + 1})") from None
             if not line.strip():
                 continue
             try:
@@ -262,11 +290,37 @@ def _read_jsonl(path: str):
                     else:
                         raise InteractionsError(f"{name}:{number}: {c} {v!r} has the wrong type "
                                                 f"({type(v).__name__})")
+                    if not _is_unicode(v):
+                        raise InteractionsError(f"{name}:{number}: {c} {v!r} is not valid Unicode text "
+                                                "(a lone surrogate)")
                 values[c].append(v)
             lines.append(number)
     cols = {c: pa.array(v, type=pa.string()) for c, v in values.items() if c in present or c in ("user", "item")}
     table = pa.table(cols) if cols else pa.table({})
     return table, lambda i: f"{name}:{lines[i]}"
+
+
+def _is_unicode(text: str) -> bool:
+    """Whether ``text`` encodes as UTF-8 (no lone surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+#: Parquet column types read as text (ids, events); numbers (weight, timestamp) also take these
+_TEXT_TYPES = ("string", "large_string", "binary", "large_binary", "integer", "dictionary")
+
+
+def _parquet_kind(t) -> str | None:
+    """Which of :data:`_TEXT_TYPES` (or ``floating``, ``timestamp``, ``null``) pyarrow type ``t`` is."""
+    import pyarrow as pa
+
+    for kind in (*_TEXT_TYPES, "floating", "timestamp", "null", "decimal"):
+        if getattr(pa.types, f"is_{kind}")(t):
+            return kind
+    return None
 
 
 def _read_parquet(path: str):
@@ -279,15 +333,42 @@ def _read_parquet(path: str):
         table = pq.read_table(path, columns=[c for c in schema.names if c in COLUMNS])
     except (OSError, pa.ArrowException) as e:
         raise InteractionsError(f"{name}: cannot read Parquet: {_short(e)}") from None
+    where = lambda i: f"{name}: row {i + 1}"
     cast = {}
     for c in table.column_names:
-        col = table[c]
-        if pa.types.is_timestamp(col.type):
+        col, kind = table[c], _parquet_kind(table[c].type)
+        numbers = c in ("weight", "timestamp")
+        if kind is None or (not numbers and kind in ("floating", "timestamp", "decimal")):
+            raise InteractionsError(f"{name}: column {c!r} has type {col.type}; expected "
+                                    f"{'numbers or text' if numbers else 'text or integers'}")
+        if kind == "timestamp":
             col = _timestamp_seconds(col)
-        elif not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
-            col = col.cast(pa.string()) if not pa.types.is_floating(col.type) else col
+        elif kind == "decimal":
+            col = col.cast(pa.float64())
+        elif kind != "floating":
+            col = _as_text(col, c, where)
         cast[c] = col
-    return pa.table(cast), lambda i: f"{name}: row {i + 1}"
+    return pa.table(cast), where
+
+
+def _as_text(col, what: str, where):
+    """A Parquet column as pyarrow strings; binary that is not UTF-8 is an error naming its row."""
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(col.type):
+        col = col.cast(col.type.value_type)
+    try:
+        return col.cast(pa.string())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    for i, v in enumerate(col.to_pylist()):
+        if isinstance(v, bytes):
+            try:
+                v.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise InteractionsError(f"{where(i)}: {what} {v[:40]!r} is not UTF-8 text (byte 0x{v[e.start]:02x})"
+                                        ) from None
+    raise InteractionsError(f"{where(0)}: {what}: cannot read column of type {col.type} as text")
 
 
 def _timestamp_seconds(col):
@@ -320,11 +401,13 @@ def _check_columns(table, name: str, where) -> dict[str, np.ndarray]:
             raise InteractionsError(f"{where(int(bad[0]))}: {c} is missing or empty")
         out[c] = col.to_numpy(zero_copy_only=False)
     if "weight" in table.column_names:
-        w = _numbers(table["weight"], "weight", where)
-        w = np.where(np.isnan(w), 1.0, w)
-        bad = np.flatnonzero(~(np.isfinite(w) & (w >= 0)))
+        w, blank = _numbers(table["weight"], "weight", where)
+        w = np.where(blank, 1.0, w)
+        with np.errstate(invalid="ignore"):
+            bad = np.flatnonzero(~(np.isfinite(w) & (w >= 0) & (w <= MAX_WEIGHT)))
         if bad.size:
-            raise InteractionsError(f"{where(int(bad[0]))}: weight {w[bad[0]]} must be a finite number >= 0")
+            raise InteractionsError(f"{where(int(bad[0]))}: weight {w[bad[0]]} must be a finite number >= 0 "
+                                    f"and <= {MAX_WEIGHT:g} (empty: 1)")
         out["weight"] = w
     if "timestamp" in table.column_names:
         out["timestamp"] = _times(table["timestamp"], where)
@@ -335,13 +418,15 @@ def _check_columns(table, name: str, where) -> dict[str, np.ndarray]:
     return out
 
 
-def _numbers(col, what: str, where) -> np.ndarray:
-    """float64 values of a string or numeric column; empty/null -> NaN; a bad value is an error with its line."""
+def _numbers(col, what: str, where) -> tuple[np.ndarray, np.ndarray]:
+    """(float64 values, bool blank) of a string or numeric column: empty/null cells are blank (value NaN);
+    a value that is not a number is an error with its line. ``nan`` and ``inf`` are values, not blanks."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    if pa.types.is_floating(col.type) or pa.types.is_integer(col.type):
-        return col.cast(pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64)
+    if pa.types.is_floating(col.type) or pa.types.is_integer(col.type) or pa.types.is_null(col.type):
+        blank = pc.is_null(col).to_numpy(zero_copy_only=False)
+        return col.cast(pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64), blank
     col = pc.utf8_trim_whitespace(col)
     blank = pc.or_kleene(pc.is_null(col), pc.equal(col, ""))
     try:
@@ -355,17 +440,36 @@ def _numbers(col, what: str, where) -> np.ndarray:
                 except ValueError:
                     raise InteractionsError(f"{where(i)}: {what} {v!r} is not a number") from None
         raise
-    return x.to_numpy(zero_copy_only=False).astype(np.float64)
+    return x.to_numpy(zero_copy_only=False).astype(np.float64), blank.to_numpy(zero_copy_only=False)
 
 
 def _times(col, where) -> np.ndarray:
-    """Timestamps in seconds: numbers as they are, ISO 8601 strings parsed; empty -> NaN."""
+    """Timestamps in seconds: numbers as they are, ISO 8601 strings parsed; empty -> NaN; ``nan``/``inf`` refused."""
+    import pyarrow.compute as pc
+
+    out = _seconds(col, where)
+    blank = pc.is_null(col) if not _is_text(col) else pc.or_kleene(pc.is_null(col),
+                                                                    pc.equal(pc.utf8_trim_whitespace(col), ""))
+    bad = np.flatnonzero(~blank.to_numpy(zero_copy_only=False) & ~np.isfinite(out))
+    if bad.size:
+        raise InteractionsError(f"{where(int(bad[0]))}: timestamp {out[bad[0]]} is not a finite number of seconds")
+    return out
+
+
+def _is_text(col) -> bool:
+    import pyarrow as pa
+
+    return pa.types.is_string(col.type) or pa.types.is_large_string(col.type)
+
+
+def _seconds(col, where) -> np.ndarray:
+    """float64 seconds of a timestamp column (NaN where empty or null)."""
     import datetime as dt
 
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    if pa.types.is_floating(col.type) or pa.types.is_integer(col.type):
+    if not _is_text(col):
         return col.cast(pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64)
     col = pc.utf8_trim_whitespace(col)
     try:

@@ -4,18 +4,24 @@ A store is a folder::
 
     STORE/
       run.lock                         the lock of the run or command writing the store (storage/lock.py)
+      version.json                     the store's current version: what each writer published last (storage/version.py)
+      .commit.json                     the journal of a commit in progress (storage/session.py); absent at rest
       report.json                      the last run's per-item status (jobs/runner.py)
       shards/<2 hex>/<32 hex>.h5       one HDF5 file per item (storage/shards.py); the name hashes the id
       index/catalog.h5                 the normalised per-modality item embeddings + weights (+ PCA)
       index/items.json                 id -> {kind, title}, for readable tables
       index/index.json                 manifest of the FAISS indexes, one per modality signature
       index/group-<code>-<build>.faiss one FAISS index per modality signature (similarity/grouped.py)
-      index/lists-state.npz            per item: the score a new item must reach to enter its list
-      index/lists-arrays/              the lists as .npy arrays (rows into the catalog), for `reelsim add`
+      index/lists-state.npz            (stores before list sets) per item: the floor a new item must reach
+      index/lists-arrays/              (stores before list sets) the lists as .npy arrays, for `reelsim add`
       index/fused.faiss                the single exact index of stores written before grouped indexes
+      index/copies/                    the copy index: region vectors (regions.faiss), their rows (rows.npz)
+                                       and every copy found between two items (matches.parquet)
       lists/neighbors.parquet          one row per (item, neighbour); also .jsonl / .h5 when asked for
       lists/.knn-checkpoint/           finished batches of an unfinished kNN-graph job
       lists/<space>/                   lists of a learned space (learned, blend; docs/learning.md)
+      lists/sets/<space>-<stamp>/      one space's lists as memory-mappable arrays, immutable once written
+                                       (storage/listset.py): what `similar`, the API and the service read
       learned/                         the trained model of ``reelsim train`` (tower, ELSA, provenance)
       .dask-scratch/                   a local Dask cluster's scratch space
 
@@ -40,6 +46,7 @@ from pathlib import Path
 
 from reelsim.config import LIST_FORMATS
 from reelsim.errors import StoreError, UsageError
+from reelsim.storage.atomic import check_store_file
 
 #: ``--lists-format`` value (:data:`reelsim.config.LIST_FORMATS`) -> file name under ``STORE/lists/``
 LIST_FILES = dict(zip(LIST_FORMATS, ("neighbors.parquet", "neighbors.jsonl", "neighbors.h5"), strict=True))
@@ -102,6 +109,16 @@ class StoreLayout:
         return self.root / "run.lock"
 
     @property
+    def version_file(self) -> Path:
+        """The store's current version (:mod:`reelsim.storage.version`), replaced last by each commit."""
+        return self.root / "version.json"
+
+    @property
+    def commit_journal(self) -> Path:
+        """The journal of a commit in progress (:mod:`reelsim.storage.session`); absent at rest."""
+        return self.root / ".commit.json"
+
+    @property
     def report(self) -> Path:
         return self.root / "report.json"
 
@@ -134,6 +151,26 @@ class StoreLayout:
         return self.index_dir / "lists-arrays"
 
     @property
+    def copies_dir(self) -> Path:
+        """The copy index of ``reelsim matches`` (:mod:`reelsim.similarity.copies`)."""
+        return self.index_dir / "copies"
+
+    @property
+    def copy_index(self) -> Path:
+        """The FAISS index over every shot region vector of the catalog."""
+        return self.copies_dir / "regions.faiss"
+
+    @property
+    def copy_rows(self) -> Path:
+        """What each row of the copy index is (item, shot, region kind) and each item's shot times."""
+        return self.copies_dir / "rows.npz"
+
+    @property
+    def copy_table(self) -> Path:
+        """Every copy found between two items of the catalog, with the time spans in both (Parquet)."""
+        return self.copies_dir / "matches.parquet"
+
+    @property
     def legacy_index(self) -> Path:
         """The single fused exact index of stores written before grouped indexes."""
         return self.index_dir / "fused.faiss"
@@ -154,8 +191,41 @@ class StoreLayout:
         return self.lists_dir / ".knn-checkpoint"
 
     def space_lists_dir(self, space: str) -> Path:
-        """The lists of a learned space (``learned``, ``blend``): ``lists/<space>/`` (docs/learning.md)."""
-        return self.lists_dir / space
+        """The list files of a space: ``lists/`` for ``content``, ``lists/<space>/`` for a learned one."""
+        return self.lists_dir if space == "content" else self.lists_dir / space
+
+    @property
+    def list_sets_dir(self) -> Path:
+        """Every space's lists as arrays, one immutable folder per write (:mod:`reelsim.storage.listset`)."""
+        return self.lists_dir / "sets"
+
+    def list_set(self, name: str) -> Path:
+        """The folder of list set ``name`` (``<space>-<stamp>``, as the version names it)."""
+        if not name or "/" in name or name.startswith("."):
+            raise StoreError(f"bad list set name {name!r} in {self.version_file}")
+        return self.list_sets_dir / name
+
+    # -- versions ------------------------------------------------------------
+    def is_versioned(self, path: str | os.PathLike) -> bool:
+        """Whether a write to ``path`` belongs to the store's next version (a session stages it until its commit).
+
+        Versioned: files of fixed name under ``index/``, ``lists/`` and
+        ``learned/`` (the catalog, items.json, the index manifest, list
+        files, the model). Not versioned, so written at once: shards,
+        report.json, checkpoints, and files whose name is new at each write
+        (index files ``group-*.faiss``, list sets): nothing refers to them
+        until a staged file or the version does.
+        """
+        try:
+            rel = Path(os.path.abspath(path)).relative_to(os.path.abspath(self.root))
+        except ValueError:
+            return False
+        parts = rel.parts
+        if len(parts) < 2 or parts[0] not in ("index", "lists", "learned"):
+            return False
+        if parts[0] == "lists" and parts[1] in ("sets", self.knn_checkpoint.name):
+            return False
+        return not (parts[0] == "index" and parts[-1].startswith("group-") and parts[-1].endswith(".faiss"))
 
     # -- learned model ---------------------------------------------------------
     @property
@@ -181,6 +251,6 @@ class StoreLayout:
     def require_catalog(self) -> Path:
         """The catalog path; :class:`StoreError` telling how to make one when it is missing."""
         self.check_root()
-        if not self.catalog.is_file():
+        if not Path(check_store_file(self.catalog, root=self.root)).is_file():
             raise StoreError(f"no index in {self.root}: run `reelsim run INPUT --store {self.root}` first")
         return self.catalog

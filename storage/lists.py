@@ -25,7 +25,13 @@ import numpy as np
 
 from reelsim.config import MODALITIES
 from reelsim.errors import DamagedStoreError, StoreError, UsageError
-from reelsim.storage.atomic import atomic_path, read_checked
+from reelsim.storage.atomic import (
+    atomic_path,
+    check_store_file,
+    native_path,
+    read_checked,
+    remove_file,
+)
 from reelsim.storage.layout import LIST_FILES
 
 
@@ -80,7 +86,7 @@ class NeighborLists:
 
     @classmethod
     def load(cls, path) -> "NeighborLists":
-        with np.load(path) as z:
+        with np.load(check_store_file(path, "lists")) as z:
             cos = {name[4:]: z[name] for name in z.files if name.startswith("cos_")}
             return cls(z["rows"], z["I"], z["S"], cos, z["floor"])
 
@@ -141,8 +147,8 @@ def write_parquet(rows: Iterable[dict], path: str | os.PathLike) -> None:
     import pyarrow.parquet as pq
 
     table = pa.Table.from_pylist(_checked(rows), schema=_schema())
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
+    with atomic_path(path) as tmp, native_path(tmp) as name:
+        pq.write_table(table, name)
 
 
 def read_parquet_table(path: str | os.PathLike):
@@ -201,7 +207,7 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
     StoreError
         Missing file or a line that is not a JSON object.
     """
-    if not os.path.isfile(path):
+    if not os.path.isfile(check_store_file(path, "lists")):
         raise StoreError(f"no neighbour list at {os.fspath(path)!r}")
     with open(path, encoding="utf-8") as f:
         try:
@@ -256,7 +262,8 @@ def write_lists(ids: Sequence[str], lists, folder: str | os.PathLike, formats: S
         path = os.path.join(os.fspath(folder), LIST_FILES[fmt])
         with atomic_path(path) as tmp:
             if fmt == "parquet":  # without dictionary pages: 2.4x faster to write 10^7 rows, the same size
-                pq.write_table(table, tmp, use_dictionary=False)
+                with native_path(tmp) as name:
+                    pq.write_table(table, name, use_dictionary=False)
             elif fmt == "jsonl":
                 with open(tmp, "w", encoding="utf-8", newline="\n") as f:
                     for batch in table.to_batches(max_chunksize=65536):
@@ -266,6 +273,14 @@ def write_lists(ids: Sequence[str], lists, folder: str | os.PathLike, formats: S
                 _write_h5(tmp, ids, lists)
         out[fmt] = path
     return out
+
+
+def remove_other_formats(folder: str | os.PathLike, formats: Sequence[str]) -> None:
+    """Remove the list files of ``folder`` in formats other than ``formats`` (a rewrite must not leave an
+    older build's file beside the new ones); inside a write session, at its commit."""
+    for fmt, name in LIST_FILES.items():
+        if fmt not in formats:
+            remove_file(os.path.join(os.fspath(folder), name))
 
 
 def _write_h5(path: str, ids: Sequence[str], lists) -> None:
@@ -310,49 +325,6 @@ def read_lists(path: str | os.PathLike, ids: Sequence[str], k: int, active: Sequ
     return NeighborLists(np.arange(n, dtype=np.int64), I, S, cos, np.full(n, -np.inf))
 
 
-def write_list_arrays(folder: str | os.PathLike, lists: NeighborLists) -> str:
-    """Write ``lists`` as ``.npy`` files under ``folder`` (each atomically) and a manifest; returns its stamp.
-
-    Files: ``rows.npy`` int64 (B,), ``I.npy`` int64 (B, k), ``S.npy`` float64
-    (B, k), ``cos-<modality>.npy`` float64 (B, k). The manifest names a new
-    random stamp; whoever keeps the stamp (``lists-state.npz``) reads the
-    arrays back only while it matches, so arrays of another write are never
-    mixed in. Reading them takes a fraction of a second at 10^6 items,
-    against seconds for the Parquet file.
-    """
-    folder = os.fspath(folder)
-    os.makedirs(folder, exist_ok=True)
-    stamp = os.urandom(8).hex()
-    arrays = {"rows": lists.rows, "I": lists.I, "S": lists.S, **{f"cos-{m}": c for m, c in lists.cos.items()}}
-    for name, a in arrays.items():
-        with atomic_path(os.path.join(folder, f"{name}.npy")) as tmp:
-            with open(tmp, "wb") as f:
-                np.save(f, a)
-    manifest = {"stamp": stamp, "arrays": sorted(arrays), "shape": list(lists.I.shape)}
-    with atomic_path(os.path.join(folder, "manifest.json")) as tmp:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(manifest, f)
-    return stamp
-
-
-def read_list_arrays(folder: str | os.PathLike, stamp: str | None) -> NeighborLists | None:
-    """Lists written by :func:`write_list_arrays` with ``stamp``; None when absent, unreadable or of another stamp.
-
-    ``floor`` comes back as -inf (the caller keeps the floors).
-    """
-    folder = os.fspath(folder)
-    try:
-        with open(os.path.join(folder, "manifest.json"), encoding="utf-8") as f:
-            manifest = json.load(f)
-        if stamp is None or manifest.get("stamp") != stamp:
-            return None
-        a = {name: np.load(os.path.join(folder, f"{name}.npy")) for name in manifest["arrays"]}
-    except (OSError, ValueError, KeyError):
-        return None
-    cos = {name[4:]: v for name, v in a.items() if name.startswith("cos-")}
-    return NeighborLists(a["rows"], a["I"], a["S"], cos, np.full(a["rows"].size, -np.inf))
-
-
 # -- part files: one block of rows' lists, written by a worker, assembled by the driver ---------------------------
 
 #: columns of a part file: catalog rows instead of ids (a worker needs no ids), then the list columns
@@ -391,8 +363,8 @@ def write_part(path: str | os.PathLike, lists: NeighborLists) -> None:
             b"reelsim.floor": np.asarray(lists.floor, "<f8").tobytes(),
             b"reelsim.modalities": json.dumps(sorted(lists.cos)).encode()}
     table = pa.Table.from_arrays(cols, schema=_part_schema().with_metadata(meta))
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, use_dictionary=False)
+    with atomic_path(path) as tmp, native_path(tmp) as name:
+        pq.write_table(table, name, use_dictionary=False)
 
 
 def read_part(path: str | os.PathLike):
@@ -406,8 +378,10 @@ def read_part(path: str | os.PathLike):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    check_store_file(path, "lists")
     try:
-        table = pq.read_table(path)
+        with native_path(path) as name:
+            table = pq.read_table(name)
         meta = table.schema.metadata or {}
         rows = np.frombuffer(meta[b"reelsim.rows"], "<i8").astype(np.int64)
         floor = np.frombuffer(meta[b"reelsim.floor"], "<f8").astype(np.float64)
@@ -420,17 +394,19 @@ def read_part(path: str | os.PathLike):
 
 def assemble_parts(paths: Sequence[str | os.PathLike], ids: Sequence[str], k: int, active: Sequence[str],
                    folder: str | os.PathLike, formats: Sequence[str],
-                   arrays_folder: str | os.PathLike) -> tuple[int, np.ndarray, str]:
-    """Stream part files (in order) into the list files, the lists' arrays and the floors; one part at a time.
+                   arrays_folder: str | os.PathLike) -> tuple[int, np.ndarray]:
+    """Stream part files (in order) into the list files, the list set's arrays and the floors; one part at a time.
 
     Only the id array, the floors (N,) and one part are in memory: the
     Parquet and JSON Lines files are written part by part, the HDF5 file and
-    the ``.npy`` arrays (:func:`write_list_arrays`) are filled row block by
-    row block through memory maps. Each output file is written atomically.
+    the list set's ``I``, ``S`` and ``cos-<m>`` arrays
+    (:mod:`reelsim.storage.listset`, in the new set's folder ``arrays_folder``)
+    are filled row block by row block through memory maps. Each output file
+    is written atomically (the list files staged in a write session).
 
     Returns
     -------
-    (rows written, floor float64 (N,), stamp of the arrays)
+    (rows written, floor float64 (N,))
     """
     import h5py
     import pyarrow as pa
@@ -443,21 +419,21 @@ def assemble_parts(paths: Sequence[str | os.PathLike], ids: Sequence[str], k: in
     id_array = pa.array(list(ids), type=pa.string())
     floor = np.full(n, -np.inf)
     folder, arrays_folder = os.fspath(folder), os.fspath(arrays_folder)
-    os.makedirs(arrays_folder, exist_ok=True)
-    stamp = os.urandom(8).hex()
     names = {"I": (np.int64, -1), "S": (np.float64, -np.inf), **{f"cos-{m}": (np.float64, np.nan) for m in active}}
     total = 0
     with contextlib.ExitStack() as stack:
         tmp = {fmt: stack.enter_context(atomic_path(os.path.join(folder, LIST_FILES[fmt]))) for fmt in formats}
-        arr_tmp = {name: stack.enter_context(atomic_path(os.path.join(arrays_folder, f"{name}.npy")))
-                   for name in ("rows", *names)}
+        arr_tmp = {name: stack.enter_context(atomic_path(os.path.join(arrays_folder, f"{name}.npy"), immediate=True))
+                   for name in names}
         arrays = {name: np.lib.format.open_memmap(arr_tmp[name], mode="w+", dtype=dt, shape=(n, k))
                   for name, (dt, _) in names.items()}
         for name, (_, fill) in names.items():
             arrays[name][:] = fill
-        with open(arr_tmp["rows"], "wb") as f:
-            np.save(f, np.arange(n, dtype=np.int64))
-        pq_writer = pq.ParquetWriter(tmp["parquet"], _schema(), use_dictionary=False) if "parquet" in tmp else None
+        if "parquet" in tmp:
+            with native_path(tmp["parquet"]) as name:
+                pq_writer = pq.ParquetWriter(name, _schema(), use_dictionary=False)
+        else:
+            pq_writer = None
         jsonl = stack.enter_context(open(tmp["jsonl"], "w", encoding="utf-8", newline="\n")) if "jsonl" in tmp else None
         h5 = stack.enter_context(h5py.File(tmp["hdf5"], "w")) if "hdf5" in tmp else None
         for path in paths:
@@ -492,11 +468,7 @@ def assemble_parts(paths: Sequence[str | os.PathLike], ids: Sequence[str], k: in
             for name, dataset in (("I", "neighbors"), ("S", "scores"), *((f"cos-{m}", f"score_{m}") for m in active)):
                 h5.create_dataset(dataset, data=arrays[name])
         del arrays
-    manifest = {"stamp": stamp, "arrays": sorted(["rows", *names]), "shape": [n, k]}
-    with atomic_path(os.path.join(arrays_folder, "manifest.json")) as tmp_manifest:
-        with open(tmp_manifest, "w", encoding="utf-8") as f:
-            json.dump(manifest, f)
-    return total, floor, stamp
+    return total, floor
 
 
 class ParquetStream:
@@ -533,7 +505,8 @@ class ParquetStream:
 
         writer = None
         try:
-            writer = pq.ParquetWriter(self.path, _schema(), use_dictionary=False)
+            with native_path(self.path) as name:
+                writer = pq.ParquetWriter(name, _schema(), use_dictionary=False)
             while (part := self.queue.get()) is not None:
                 writer.write_table(lists_table(self.ids, part, id_array=self.id_array))
         except BaseException as e:  # noqa: BLE001  (handed to the caller by close())

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Callable
 
 from reelsim.errors import StoreError
+from reelsim.storage.atomic import special_file_problem
 from reelsim.storage.layout import StoreLayout
 
 
@@ -63,6 +64,8 @@ def pid_alive(pid: int) -> bool:
 
 def read_lock(path: Path) -> dict | None:
     """The lock's record, ``{}`` when unreadable (being written), ``None`` when absent."""
+    if special_file_problem(path) is not None:
+        return {}  # never opened (a FIFO would block): unreadable, as while it is written
     try:
         return json.loads(Path(path).read_text(encoding="utf-8") or "{}")
     except FileNotFoundError:

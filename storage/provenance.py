@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reelsim.errors import UsageError
+from reelsim.storage.atomic import special_file_problem
 from reelsim.storage.layout import StoreLayout
 from reelsim.storage.shards import check_shard
 
@@ -39,6 +40,8 @@ def shard_stamps(path: Path) -> tuple[str, dict[str, ModelStamp]]:
     """(item id, modality -> stamp) recorded in one shard; ("", {}) when it cannot be read."""
     import h5py
 
+    if special_file_problem(path) is not None:
+        return "", {}
     try:
         with h5py.File(path, "r") as f:
             feats = f.get("features", {})

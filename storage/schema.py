@@ -63,12 +63,34 @@ class VideoStructure:
 
 
 @dataclass
+class RegionFeatures:
+    """Region vectors of a video's shots, for copy detection (:mod:`reelsim.pipeline.regions`).
+
+    vectors : float16 (N, D) one unit vector per region (CNN features and colour thumbnail).
+    shot : int32 (N,) the shot each region belongs to.
+    kind : int8 (N,) index into the region kinds listed in ``provenance["kinds"]``.
+    boxes : float32 (N, 4) x0, y0, x1, y1 of each region in fractions of the frame.
+    provenance : model, weights, crop size, thumbnail side, the kinds' names.
+    """
+
+    vectors: np.ndarray
+    shot: np.ndarray
+    kind: np.ndarray
+    boxes: np.ndarray
+    provenance: dict = field(default_factory=dict)
+
+
+@dataclass
 class ItemFeatures:
-    """Everything analysed for one item; ``image_jpeg`` is a thumbnail of the product image (or None)."""
+    """Everything analysed for one item; ``image_jpeg`` is a thumbnail of the product image (or None).
+
+    ``regions``: the region vectors of a video's shots (None for other items, and when regions are off).
+    """
 
     item: Item
     embeddings: dict[str, Embedding]
     video: VideoStructure | None = None
+    regions: RegionFeatures | None = None
     image_jpeg: bytes | None = None
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)

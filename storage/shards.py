@@ -24,6 +24,13 @@ name a path outside the store.  Schema of one shard (see README "HDF5 schema"):
 - ``/thumbnails`` (optional): ``keyframes`` vlen uint8 (S,) and ``image``
   vlen uint8 (1,), each element a complete small JPEG file (see
   :mod:`reelsim.storage.thumbnails`); absent in shards written before them.
+- ``/regions`` (schema version 2, videos, when ``regions.enabled``): the
+  region vectors of each shot's keyframe for copy detection
+  (:mod:`reelsim.pipeline.regions`): datasets ``vectors`` float16 (N, D),
+  ``shot`` int32 (N,), ``kind`` int8 (N,) (an index into the attribute
+  ``kinds``, a JSON list), ``boxes`` float32 (N, 4); attrs = provenance.
+  Absent in version-1 shards, which read as before (no regions: copy search
+  then uses their keyframe rows, see :func:`read_regions`).
 """
 
 from __future__ import annotations
@@ -37,13 +44,13 @@ from typing import Iterator
 import numpy as np
 
 from reelsim import __version__
-from reelsim.errors import DamagedStoreError, StoreError, UnknownItemError
-from reelsim.storage.atomic import atomic_path
+from reelsim.errors import DamagedStoreError, StoreError, UnknownItemError, UsageError
+from reelsim.storage.atomic import atomic_path, special_file_problem
 from reelsim.storage.layout import StoreLayout
-from reelsim.storage.schema import ItemFeatures
+from reelsim.storage.schema import ItemFeatures, RegionFeatures
 from reelsim.storage.thumbnails import write_thumbnails
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: Root attribute written last into every shard; a shard without it is incomplete.
 COMPLETE_ATTR = "complete"
 
@@ -107,9 +114,56 @@ def write_shard(store: Path, features: ItemFeatures, *, config_hash: str, input_
                 g.create_dataset("shot", data=np.asarray(emb.shot, dtype=np.float32))
             for name, arr in emb.extra.items():
                 g.create_dataset(name, data=arr)
+        if features.regions is not None:
+            _write_regions(f, features.regions)
         _write_thumbnails(f, features)
         f.attrs[COMPLETE_ATTR] = 1
     return path
+
+
+def _write_regions(f, regions: RegionFeatures) -> None:
+    g = f.create_group("regions")
+    g.attrs.update({k: _attr(v) for k, v in regions.provenance.items()})
+    g.create_dataset("vectors", data=np.asarray(regions.vectors, dtype=np.float16))
+    g.create_dataset("shot", data=np.asarray(regions.shot, dtype=np.int32))
+    g.create_dataset("kind", data=np.asarray(regions.kind, dtype=np.int8))
+    g.create_dataset("boxes", data=np.asarray(regions.boxes, dtype=np.float32))
+
+
+def read_regions(path: Path, item_id: str | None = None) -> dict | None:
+    """The copy-detection record of one video shard, or None for an item without video.
+
+    Returns
+    -------
+    dict with ``vectors`` float32 (N, D) unit rows, ``shot`` int32 (N,),
+    ``kind`` (N,) str, ``boxes`` float32 (N, 4), ``shot_times`` float64 (S, 2),
+    ``duration_s``, ``regions`` (True when the shard has region vectors;
+    a version-1 shard has none and gives its keyframe image rows instead,
+    kind ``keyframe``, boxes the centre square) and ``provenance``.
+    """
+    with open_shard(path, item_id) as f:
+        if "video" not in f:
+            return None
+        v = f["video"]
+        rec = {"shot_times": v["shot_times"][()], "duration_s": float(v.attrs["duration_s"])}
+        if "regions" in f:
+            g = f["regions"]
+            kinds = json.loads(g.attrs.get("kinds", "[]"))
+            vec = g["vectors"][()].astype(np.float32)
+            rec.update(vectors=vec / np.maximum(np.linalg.norm(vec, axis=1, keepdims=True), 1e-12),
+                       shot=g["shot"][()].astype(np.int32), kind=np.asarray([kinds[k] for k in g["kind"][()]]),
+                       boxes=g["boxes"][()], regions=True, provenance=dict(g.attrs))
+            return rec
+        feats = f["features"]
+        if "image" not in feats or "shot" not in feats["image"]:
+            return None
+        vec = feats["image"]["shot"][()].astype(np.float32)
+        n = len(vec)
+        rec.update(vectors=vec / np.maximum(np.linalg.norm(vec, axis=1, keepdims=True), 1e-12),
+                   shot=np.arange(n, dtype=np.int32), kind=np.asarray(["keyframe"] * n),
+                   boxes=np.tile(np.float32([0, 0, 1, 1]), (n, 1)), regions=False,
+                   provenance=dict(feats["image"].attrs))
+        return rec
 
 
 def _write_thumbnails(f, features: ItemFeatures) -> None:
@@ -126,8 +180,8 @@ def shard_is_current(path: Path, *, config_hash: str, input_sha256: dict[str, st
     """
     import h5py
 
-    if not path.is_file():
-        return False
+    if special_file_problem(path) is not None or not path.is_file():
+        return False  # a special file is never opened: it is recomputed, and replaced
     try:
         with h5py.File(path, "r") as f:
             return (
@@ -154,6 +208,8 @@ def shard_is_complete(path: Path) -> bool:
     """Whether ``path`` opens as HDF5 and carries the ``complete`` attribute (written last)."""
     import h5py
 
+    if special_file_problem(path) is not None:
+        return False
     try:
         with h5py.File(path, "r") as f:
             return f.attrs.get(COMPLETE_ATTR) == 1
@@ -175,12 +231,16 @@ def open_shard(path: Path, item_id: str | None = None):
     Raises
     ------
     DamagedStoreError
-        The file does not open as HDF5 (truncated, overwritten), lacks the
+        A special file or a link out of the store (not opened), the file does
+        not open as HDF5 (truncated, overwritten), lacks the
         ``complete`` mark written last, or a record the block reads is missing
         or unreadable; the message names the file.
     """
     import h5py
 
+    problem = special_file_problem(path)
+    if problem is not None:
+        raise damaged_shard(path, problem, item_id)
     try:
         f = h5py.File(path, "r")
     except (OSError, ValueError):
@@ -216,6 +276,13 @@ def _shard_records(f) -> str | None:
         for m in feats:
             if "shot" in feats[m] and feats[m]["shot"].shape[0] != n:
                 return f"{m} has {feats[m]['shot'].shape[0]} shot rows for {n} shots"
+        if "regions" in f:
+            g = f["regions"]
+            r = g["vectors"].shape[0]
+            shots = g["shot"][()]
+            if any(g[name].shape[0] != r for name in ("shot", "kind", "boxes")) or (r and not 0 <= shots.min()
+                                                                                   <= shots.max() < n):
+                return f"its regions do not match its {n} shots"
     return None
 
 
@@ -256,7 +323,7 @@ def existing_shard(store: Path, item_id: str) -> Path:
     layout = StoreLayout(store)
     layout.check_root()
     path = layout.shard(item_id)
-    if not path.is_file():
+    if not path.is_file() and special_file_problem(path) is None:  # a special file: open_shard says so
         raise UnknownItemError(f"unknown item id {item_id!r}: no results for it in {store}")
     return path
 
@@ -268,11 +335,13 @@ def read_item_features(store: Path, item_id: str, *, level: str = "item") -> dic
 
     Raises
     ------
+    UsageError
+        ``level`` is not ``item`` or ``shot``.
     UnknownItemError
         No shard for ``item_id``.
     """
     if level not in ("item", "shot"):
-        raise ValueError(f"level must be 'item' or 'shot', got {level!r}")
+        raise UsageError(f"level must be 'item' or 'shot', got {level!r}")
     with open_shard(existing_shard(store, item_id), item_id) as f:
         feats = f["features"]
         return {m: feats[m][level][()] for m in feats if level in feats[m]}

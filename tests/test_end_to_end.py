@@ -97,13 +97,15 @@ def similar(store, item, k=3, *extra):
 def test_similar_json_contract(run_store, report):
     store, _ = run_store
     out = similar(store, "fractal", k=4)
-    assert set(out) == {"item", "neighbors"} and out["item"] == "fractal"
+    assert {"item", "neighbors"} <= set(out) and out["item"] == "fractal"  # the contract, extended:
+    assert (out["space"], out["k"], out["source"]) == ("content", 4, "lists") and out["version"] >= 1
     assert len(out["neighbors"]) == 4
     scores = [n["score"] for n in out["neighbors"]]
     assert scores == sorted(scores, reverse=True)
     assert "fractal" not in [n["item"] for n in out["neighbors"]]
     for n in out["neighbors"]:
-        assert set(n) == {"item", "score", "modalities"}
+        assert set(n) - {"copy", "copy_span"} == {"item", "score", "modalities"}  # a copy is marked (issue #23)
+        assert ("copy" in n) == (n["item"] == "fractal-edit"), n
         assert set(n["modalities"]) <= {"visual", "audio", "image", "text"}
     video_nb = [n for n in out["neighbors"] if n["item"] in VIDEOS or n["item"] == "fractal-edit"]
     assert all({"visual", "audio", "image"} <= set(n["modalities"]) for n in video_nb if n["item"] != "silent")

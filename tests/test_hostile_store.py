@@ -56,6 +56,12 @@ def not_a_map(path: Path) -> Path:
     return path
 
 
+def content_set_file(store: Path, name: str) -> Path:
+    """A file of the content list set that the store's version names."""
+    layout = StoreLayout(store)
+    return layout.list_set(json.loads(layout.version_file.read_text())["lists"]["content"]) / name
+
+
 def faiss_file(store: Path) -> Path:
     return next(StoreLayout(store).index_dir.glob("group-*.faiss"))
 
@@ -69,7 +75,7 @@ DAMAGE = {
     "garbage-faiss-index": lambda s: garbage(faiss_file(s)),
     "garbage-index-manifest": lambda s: garbage(StoreLayout(s).index_dir / "index.json"),
     "garbage-parquet": lambda s: garbage(StoreLayout(s).list_file("parquet")),
-    "garbage-lists-state": lambda s: garbage(StoreLayout(s).lists_state),
+    "garbage-list-set": lambda s: garbage(content_set_file(s, "S.npy")),
 }
 
 #: (damage, command) -> exit code; every message names the damaged file
@@ -86,7 +92,7 @@ CASES = [
     ("truncated-shard", "similar", 2), ("truncated-shard", "shots", 2), ("truncated-shard", "report", 2),
     ("truncated-shard", "export-hdf5", 3),
     ("unmarked-shard", "shots", 2), ("unmarked-shard", "similar", 2),
-    ("garbage-items-json", "similar", 2), ("garbage-items-json", "report", 2),
+    ("garbage-items-json", "similar", 2), ("garbage-list-set", "similar", 2), ("garbage-list-set", "report", 2),
     ("items-json-not-a-map", "similar", 2),
     ("truncated-catalog", "similar", 2), ("truncated-catalog", "lists", 2), ("truncated-catalog", "report", 2),
     ("garbage-faiss-index", "similar-json", 2), ("garbage-index-manifest", "similar", 2),
@@ -193,7 +199,7 @@ def test_run_after_add_keeps_every_item_with_a_shard(store, manifest, dask_clien
 
 
 def test_add_refuses_a_damaged_store_before_any_work(store, dask_client, tmp_path):
-    bad = garbage(StoreLayout(store).lists_state)
+    bad = garbage(content_set_file(store, "floor.npy"))
     (tmp_path / "new.jsonl").write_text(json.dumps({"id": "added-later", "title": "Wireless earbuds"}) + "\n")
     with pytest.raises(StoreError, match=re.escape(str(bad))):
         api.add([tmp_path / "new.jsonl"], store, client=dask_client)

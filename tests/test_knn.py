@@ -160,7 +160,8 @@ def test_killed_knn_job_resumes_with_identical_lists(tmp_path):
     assert proc.wait() == -signal.SIGKILL
     done = _batch_files(killed)
     assert 2 <= done < 100 and not (killed / "lists" / "neighbors.parquet").exists()
-    build_id = json.loads((killed / "index" / "index.json").read_text())["build_id"]
+    assert not (killed / "index" / "index.json").exists()  # a killed job publishes nothing: the store is as it was
+    build_id = json.loads((killed / "lists" / ".knn-checkpoint" / "index.json").read_text())["build_id"]
 
     resumed = json.loads(reelsim(*args, "--store", killed, check=0).stdout)
     assert resumed["resumed"] is True
