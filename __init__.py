@@ -22,18 +22,57 @@ Importing ``reelsim`` is cheap: heavy dependencies (torch, faiss, librosa,
 dask, h5py) are imported inside the functions that use them.
 """
 
-__version__ = "0.1.0"
+from reelsim._version import __version__ as __version__
+from reelsim.config import Config as Config
+from reelsim.errors import ParameterError as ParameterError
+from reelsim.errors import ReelsimError as ReelsimError
+from reelsim.errors import StoreError as StoreError
+from reelsim.errors import UnknownItemError as UnknownItemError
+from reelsim.errors import UsageError as UsageError
+from reelsim.reporting import Progress as Progress
+from reelsim.reporting import Report as Report
 
-# The public API: explicit re-exports (``X as X``). Defined after __version__,
-# which the modules below read.
-from reelsim.config import Config as Config  # noqa: E402
-from reelsim.errors import ReelsimError as ReelsimError  # noqa: E402
-from reelsim.errors import StoreError as StoreError  # noqa: E402
-from reelsim.errors import UnknownItemError as UnknownItemError  # noqa: E402
-from reelsim.errors import UsageError as UsageError  # noqa: E402
-from reelsim.jobs.api import Store as Store  # noqa: E402
-from reelsim.jobs.api import add as add  # noqa: E402
-from reelsim.jobs.api import open_store as open_store  # noqa: E402
-from reelsim.jobs.api import run as run  # noqa: E402
-from reelsim.jobs.runner import RunReport as RunReport  # noqa: E402
-from reelsim.storage.lists import Neighbor as Neighbor  # noqa: E402
+#: The rest of the public API, loaded on first use (PEP 562): importing a low module such as
+#: ``reelsim.storage.layout`` runs this file, and must not load the runner, Dask's glue or the CLI.
+LAZY = {
+    "Store": "reelsim.jobs.api",
+    "add": "reelsim.jobs.api",
+    "open_store": "reelsim.jobs.api",
+    "run": "reelsim.jobs.api",
+    "RunReport": "reelsim.jobs.runner",
+    "Neighbor": "reelsim.storage.lists",
+}
+
+__all__ = [
+    "Config",
+    "Neighbor",
+    "ParameterError",
+    "Progress",
+    "ReelsimError",
+    "Report",
+    "RunReport",
+    "Store",
+    "StoreError",
+    "UnknownItemError",
+    "UsageError",
+    "__version__",
+    "add",
+    "open_store",
+    "run",
+]
+
+
+def __getattr__(name: str):
+    """``reelsim.run``, ``reelsim.open_store`` ...: imported from their module when first asked for."""
+    module = LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'reelsim' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups are plain attribute reads
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(LAZY))

@@ -23,6 +23,8 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -36,10 +38,53 @@ LIST_FORMATS = ("parquet", "jsonl", "hdf5")
 DEVICES = ("auto", "cpu", "cuda")
 #: ``--precision`` values.
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-#: ``jobs.cross_item`` values (the GPU path: cross-item batches).
+#: ``jobs.cross_item`` values (whether an embed batch's items share forward passes).
 CROSS_ITEM = ("auto", "on", "off")
 #: ``jobs.clip_transport`` values.
 CLIP_TRANSPORTS = ("auto", "shm", "dask")
+
+
+#: The commands that analyse items (their flags set models, shots, thumbnails and jobs settings).
+ANALYSE = ("run", "add", "demo")
+#: The commands that build content lists (their flags set fusion settings).
+LISTS = ("run", "add", "demo", "lists")
+
+
+@dataclass(frozen=True)
+class Flag:
+    """The command-line flag that sets one config field: the CLI's parser is built from these.
+
+    The flag's help is the field's description in its section's docstring
+    with the field's default (:func:`field_help`); its type is the default's
+    type; its choices are ``choices`` (or, for a registered name, the
+    registry's names, which the CLI adds: ``registry``).
+
+    option : the flag, e.g. ``--batch-size`` (a contract: never renamed).
+    metavar : what its value is called in the help.
+    commands : the commands that take it.
+    choices : the values it accepts, when they are a fixed list.
+    registry : ``visual`` / ``audio`` (a model registry) or ``detector``: the CLI offers their names.
+    dest : the argparse attribute (default: the option without dashes, ``-`` -> ``_``).
+    parse : how the flag's text becomes the value: ``path`` (made absolute), ``weights``
+        (:func:`parse_weights`), ``formats`` (a comma-separated list), ``switch`` (a flag without a value).
+    """
+
+    option: str
+    metavar: str | None = None
+    commands: tuple[str, ...] = ANALYSE
+    choices: tuple[str, ...] | None = None
+    registry: str | None = None
+    dest: str | None = None
+    parse: str | None = None
+
+    @property
+    def attr(self) -> str:
+        return self.dest or self.option.lstrip("-").replace("-", "_")
+
+
+def flag(option: str, metavar: str | None = None, **kw) -> dict:
+    """A dataclass field's metadata naming its command-line flag (see :class:`Flag`)."""
+    return {"flag": Flag(option, metavar, **kw)}
 
 
 def _require(section: str, name: str, value, ok: bool, expected: str) -> None:
@@ -112,9 +157,9 @@ class DecodeConfig:
 class ShotConfig:
     """Shot boundary detection and scene grouping.
 
-    detector : name in :data:`reelsim.extractors.shots.DETECTORS`: ``reelsim``
-        (cuts, dissolves, fades, flash-proof; :mod:`reelsim.extractors.transitions`),
-        or scenedetect's ``content`` / ``adaptive``.
+    detector : the shot detector, by name (:data:`reelsim.extractors.shots.DETECTORS`):
+        ``reelsim`` (cuts, dissolves, fades, flash-proof; docs/shots.md),
+        scenedetect's ``content`` / ``adaptive``, or a model-based one.
     threshold : cut threshold of the scenedetect detectors (ContentDetector: 0-255 scale).
     cut_min : ``reelsim`` detector: smallest frame-to-frame mean absolute RGB
         difference (0-255, on 64x36 copies of the frames) that can be a cut.
@@ -134,16 +179,16 @@ class ShotConfig:
         audio rule off.  Used with the ``logmel-stats`` audio model.
     """
 
-    detector: str = "reelsim"
-    threshold: float = 27.0
-    cut_min: float = 12.0
-    cut_ratio: float = 2.0
-    gradual_min: float = 12.0
+    detector: str = field(default="reelsim", metadata=flag("--shot-detector", registry="detector"))
+    threshold: float = field(default=27.0, metadata=flag("--shot-threshold", "X", dest="threshold"))
+    cut_min: float = field(default=12.0, metadata=flag("--cut-min", "X"))
+    cut_ratio: float = field(default=2.0, metadata=flag("--cut-ratio", "X"))
+    gradual_min: float = field(default=12.0, metadata=flag("--gradual-min", "X"))
     gradual_blend_max: float = 0.22
-    min_shot_frames: int = 8
-    scene_similarity: float = 0.80
-    scene_window: int = 3
-    scene_audio_db: float = 3.0
+    min_shot_frames: int = field(default=8, metadata=flag("--min-shot-frames", "N"))
+    scene_similarity: float = field(default=0.80, metadata=flag("--scene-similarity", "X"))
+    scene_window: int = field(default=3, metadata=flag("--scene-window", "N"))
+    scene_audio_db: float = field(default=3.0, metadata=flag("--scene-audio-db", "X"))
 
     def __post_init__(self):
         check_numbers("shots", self)
@@ -182,10 +227,18 @@ class ClipConfig:
 class ModelConfig:
     """Which registered extractor computes each modality, and where.
 
-    device : ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
+    visual : the 3D-CNN that embeds shot clips (``reelsim models`` lists them and says which
+        this machine can run).
+    audio : the audio features: ``logmel-stats`` (log-mel statistics, no weights) or
+        ``cnn14-16k`` (PANNs CNN14 embeddings, needs ``--audio-weights``).
+    image : the image model of keyframes and product images.
+    text : the text model of titles and descriptions (and of blocklist phrases and search queries).
+    device : ``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N`` (the N-th GPU); ``run``'s
+        ``--device`` also sets where its lists are searched (``fusion.device``).
     batch_size : clips (or images, texts, audio windows) per forward pass.
     video_weights / audio_weights : explicit weights files for models that
-        need downloaded weights (see ``reelsim models``).
+        need downloaded weights (see ``reelsim models``), e.g. a Kinetics video
+        model's or ``Cnn14_16k_mAP=0.438.pth``.
     precision : ``auto`` (bf16 autocast on CUDA, fp16 where the GPU lacks
         bf16; fp32 on CPU), ``fp32``, ``bf16`` or ``fp16``; for the video and
         audio models.  Recorded per modality in provenance.
@@ -193,15 +246,15 @@ class ModelConfig:
         this many batches of clips ahead of the video model (a bounded queue).
     """
 
-    visual: str = "effnet-lite0-inflated"
-    audio: str = "logmel-stats"
+    visual: str = field(default="effnet-lite0-inflated", metadata=flag("--video-model", "NAME", registry="visual"))
+    audio: str = field(default="logmel-stats", metadata=flag("--audio-model", "NAME", registry="audio"))
     image: str = "effnet-lite0"
     text: str = "minilm-l6-v2"
-    video_weights: str | None = None
-    audio_weights: str | None = None
-    device: str = "auto"
-    batch_size: int = 8
-    precision: str = "auto"
+    video_weights: str | None = field(default=None, metadata=flag("--video-weights", "PATH", parse="path"))
+    audio_weights: str | None = field(default=None, metadata=flag("--audio-weights", "PATH", parse="path"))
+    device: str = field(default="auto", metadata=flag("--device", "DEVICE", choices=DEVICES + ("cuda:N",)))
+    batch_size: int = field(default=8, metadata=flag("--batch-size", "N"))
+    precision: str = field(default="auto", metadata=flag("--precision", choices=PRECISIONS))
     prefetch_batches: int = 2
 
     def __post_init__(self):
@@ -224,7 +277,7 @@ class ThumbnailConfig:
     quality : JPEG quality, 1-95.
     """
 
-    max_side: int = 160
+    max_side: int = field(default=160, metadata=flag("--thumbnail-size", "PX"))
     quality: int = 80
 
     def __post_init__(self):
@@ -269,7 +322,9 @@ def _default_weights() -> dict[str, float]:
 class FusionConfig:
     """How per-modality embeddings become one similarity score.
 
-    weights : modality -> non-negative weight.
+    weights : modality -> non-negative weight, e.g. ``visual=1,audio=0.5,image=1,text=1``
+        (modalities not named keep their defaults; ``reelsim lists``: the weights the
+        catalog was built with).
     k : neighbours kept per item in the written lists.
     oversample : FAISS returns ``oversample * k`` candidates that are then
         scored exactly (see docs/similarity.md).
@@ -300,20 +355,23 @@ class FusionConfig:
         re-scored lists.
     """
 
-    weights: dict[str, float] = field(default_factory=_default_weights)
-    k: int = 10
+    weights: dict[str, float] = field(default_factory=_default_weights,
+                                      metadata=flag("--weights", "SPEC", commands=LISTS, parse="weights"))
+    k: int = field(default=10, metadata=flag("-k", "N", commands=LISTS))
     oversample: int = 5
-    pca_dim: int | None = None
-    whiten: bool = False
-    index: str = "auto"
-    memory_budget_gb: float = 4.0
-    knn_batch: int = 16384
-    dedup: float | None = None
-    mmr: float | None = None
+    pca_dim: int | None = field(default=None, metadata=flag("--pca", "N", commands=ANALYSE))
+    whiten: bool = field(default=False, metadata=flag("--whiten", commands=ANALYSE, parse="switch"))
+    index: str = field(default="auto", metadata=flag("--index", "SPEC", commands=LISTS))
+    memory_budget_gb: float = field(default=4.0, metadata=flag("--memory-budget", "GB", commands=LISTS))
+    knn_batch: int = field(default=16384, metadata=flag("--knn-batch", "N", commands=LISTS))
+    dedup: float | None = field(default=None, metadata=flag("--dedup", "T", commands=LISTS))
+    mmr: float | None = field(default=None, metadata=flag("--mmr", "LAMBDA", commands=LISTS))
     blocklist: tuple[str, ...] | None = None
-    blocklist_threshold: float = 0.5
-    lists_formats: tuple[str, ...] = ("parquet", "jsonl")
-    device: str = "auto"
+    blocklist_threshold: float = field(default=0.5, metadata=flag("--blocklist-threshold", "T", commands=LISTS))
+    lists_formats: tuple[str, ...] = field(default=("parquet", "jsonl"),
+                                           metadata=flag("--lists-format", "LIST", commands=LISTS, parse="formats"))
+    device: str = field(default="auto", metadata=flag("--device", "DEVICE", commands=LISTS,
+                                                       choices=DEVICES + ("cuda:N",)))
 
     def __post_init__(self):
         check_numbers("fusion", self)
@@ -373,49 +431,48 @@ class LimitConfig:
 class JobConfig:
     """How the batch runs on the cluster (never changes stored features).
 
-    item_timeout_s : seconds one item may run on a worker (from the start of
-        its task, model loading on a fresh worker included) before it is
+    item_timeout_s : seconds one item's prepare task may run on a worker (from
+        its start, model loading on a fresh worker not counted) before it is
         reported as timed out and its worker is restarted through its nanny;
         0 = no limit.  The default suits videos up to about an hour on CPU.
-    batch_timeout_s : on the GPU path, seconds one cross-item batch may run
-        on its GPU worker once the worker has its models loaded; a batch still
-        running then is cancelled, the worker restarted through its nanny, and
-        the batch's items reported as timed out (a re-run does them again);
-        0 = no limit.
+    batch_timeout_s : seconds one embed task (a batch of items) may run once
+        its worker has its models loaded; a batch still running then is
+        cancelled, the worker restarted through its nanny, and the batch's
+        items reported as timed out (a re-run does them again); 0 = no limit.
     max_worker_deaths : an item whose worker process dies this many times
         while running it is reported as failed instead of retried again
         (local clusters; an existing scheduler applies its own
         ``distributed.scheduler.allowed-failures``).
-    cross_item : the GPU path (``jobs/gpu_stage.py``, docs/models.md): CPU
-        workers decode, detect shots and cut clips; GPU workers embed the
-        clips and keyframes of many items in large batches. ``auto`` = on when
-        the models run on CUDA (``--device cuda``, or ``auto`` where the driver
-        sees CUDA or the cluster has ``GPU`` workers), ``on`` (also on CPU: the
-        same code, e.g. in tests), ``off`` (one task per item, as on CPU).
-    gpu_batch : clips (or images) per forward pass on the GPU path, and the
-        size the driver fills each cross-item batch to.
-    clip_transport : how clips reach the GPU worker: ``shm`` (files in
+    cross_item : whether embed batches gather many items that share forward
+        passes (``jobs/driver.py``, docs/models.md): ``auto`` = on when the
+        models run on CUDA (large batches for the GPU), off on the CPU (each
+        prepared group is embedded on its own, its items written as soon as it
+        is done, and their features do not depend on other items); ``on``
+        (also on the CPU, e.g. in tests), ``off``.
+    gpu_batch : with ``cross_item`` on, the rows (clips, keyframes, images) the
+        driver fills each embed batch to, and the rows per forward pass.
+    clip_transport : how clips reach the embed worker: ``shm`` (files in
         ``/dev/shm``, memory-mapped; workers on the driver's machine only),
-        ``dask`` (Dask's worker-to-worker transfer), ``auto`` (shm when every
-        worker runs on the driver's machine, else dask).
+        ``dask`` (Dask's worker-to-worker transfer), ``auto`` (shm when several
+        worker processes share the driver's machine, else dask).
     dashboard_address : where a local cluster's Dask dashboard listens.  It
         has no authentication and shows file paths and item ids, so the
         default is this machine only (``127.0.0.1``, a free port); ``:8787``
         opens it to the network (``--dashboard-address``).
-    group_size : items without video (products, text-only rows) run as tasks
-        of up to this many items, their images and texts embedded as one
-        batch per model (:func:`reelsim.jobs.tasks.process_items`); each item
-        is still written and reported on its own. Fewer per task when the
-        catalog is small, so every worker gets work; 1 = one task per item.
+    group_size : items without video (products, text-only rows) are prepared
+        in tasks of up to this many items, their texts embedded as one batch
+        (:func:`reelsim.jobs.tasks.prepare_task`); each item is still written
+        and reported on its own. Fewer per task when the catalog is small, so
+        every worker gets work; 1 = one task per item.
     """
 
-    item_timeout_s: float = 3600.0
+    item_timeout_s: float = field(default=3600.0, metadata=flag("--item-timeout", "SECONDS"))
     batch_timeout_s: float = 3600.0
     max_worker_deaths: int = 3
     cross_item: str = "auto"
     gpu_batch: int = 256
     clip_transport: str = "auto"
-    dashboard_address: str = "127.0.0.1:0"
+    dashboard_address: str = field(default="127.0.0.1:0", metadata=flag("--dashboard-address", "HOST:PORT"))
     group_size: int = 64
 
     def __post_init__(self):
@@ -654,6 +711,67 @@ class Config:
             new[name] = dataclasses.replace(current, **given)
         return dataclasses.replace(self, **new)
 
+    def with_file(self, path: str | os.PathLike) -> "Config":
+        """A copy with the settings of a TOML file applied (the CLI's ``--config FILE``).
+
+        The file has one table per section, holding any of its fields::
+
+            [models]
+            device = "cuda:1"
+            batch_size = 32
+
+            [fusion]
+            k = 20
+            weights = { visual = 1.0, audio = 0.0 }   # modalities not named keep their defaults
+            lists_formats = ["parquet", "hdf5"]
+
+        ``"none"`` unsets an optional field. ``reelsim config`` prints a
+        configuration in this form. Every value is checked as the config is
+        built; a mistake is a :class:`UsageError` naming the file and the setting.
+        """
+        table = read_config_file(path)
+        try:
+            return self.with_mapping(table)
+        except UsageError as e:
+            raise UsageError(f"--config {path}: {e}") from None
+
+    def with_mapping(self, table: Mapping[str, Mapping]) -> "Config":
+        """A copy with ``{section: {field: value}}`` applied (a parsed config file); checked as it is built."""
+        sections = {f.name: f for f in dataclasses.fields(self)}
+        cfg = self
+        for section, values in table.items():
+            if section not in sections or not isinstance(values, Mapping):
+                raise UsageError(f"unknown section [{section}]; sections: {', '.join(sections)}")
+            current = getattr(cfg, section)
+            names = {f.name for f in dataclasses.fields(current)}
+            given = {}
+            for name, value in values.items():
+                if name not in names:
+                    raise UsageError(f"[{section}] has no setting {name!r}; it has {', '.join(sorted(names))}")
+                given[name] = _file_value(section, name, value, getattr(current, name))
+            try:
+                cfg = dataclasses.replace(cfg, **{section: dataclasses.replace(current, **given)})
+            except TypeError as e:  # a value of the wrong type that a check compared
+                raise UsageError(f"[{section}]: {e}") from None
+        return cfg
+
+    def to_toml(self) -> str:
+        """This configuration as a TOML file that :meth:`with_file` reads back to an equal ``Config``.
+
+        Examples
+        --------
+        >>> text = Config().with_settings(["fusion.k=20"]).to_toml()
+        >>> "[fusion]" in text and "k = 20" in text
+        True
+        """
+        lines = ["# reelsim configuration (reelsim config); every field of every section, with its value", ""]
+        for section in dataclasses.fields(self):
+            lines.append(f"[{section.name}]")
+            for f in dataclasses.fields(getattr(self, section.name)):
+                lines.append(f"{f.name} = {_toml_value(getattr(getattr(self, section.name), f.name))}")
+            lines.append("")
+        return "\n".join(lines)
+
     def with_settings(self, settings: list[str]) -> "Config":
         """A copy with ``SECTION.FIELD=VALUE`` strings applied (the CLI's ``--set``).
 
@@ -675,6 +793,8 @@ class Config:
                                  f"{', '.join(f.name for f in dataclasses.fields(current))}")
             if section == "fusion" and name == "weights":
                 value = parse_weights(text)
+            elif section == "fusion" and name == "blocklist":  # phrases, comma-separated (unset: the default)
+                value = tuple(p.strip() for p in text.split(",") if p.strip())
             else:
                 try:
                     kind = next(f.type for f in dataclasses.fields(current) if f.name == name)
@@ -710,6 +830,90 @@ def _parse_value(text: str, current, annotation: str = ""):
             except ValueError:
                 pass
     return text
+
+
+def read_config_file(path: str | os.PathLike) -> dict:
+    """The tables of a TOML config file, as read (:meth:`Config.with_file` checks them).
+
+    Raises
+    ------
+    UsageError
+        The file is missing, unreadable or not TOML (the message names it).
+    """
+    import tomllib
+
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise UsageError(f"--config {path}: no such file") from None
+    except OSError as e:
+        raise UsageError(f"--config {path}: cannot be read ({e.strerror})") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise UsageError(f"--config {path}: not valid TOML ({e})") from None
+
+
+def _file_value(section: str, name: str, value, current):
+    """A config file's ``value`` for a field whose current value is ``current``, in the field's type."""
+    if isinstance(value, str):  # "none", or a number or flag written as text: as --set reads it
+        if section == "fusion" and name == "weights":
+            return parse_weights(value)
+        try:
+            return _parse_value(value.strip(), current)
+        except ValueError as e:
+            raise UsageError(f"[{section}] {name}: {e}") from None
+    if section == "fusion" and name == "weights":
+        if not isinstance(value, Mapping):
+            raise UsageError(f"[fusion] weights must be a table such as {{ visual = 1.0, audio = 0.5 }}, got {value!r}")
+        return {**_default_weights(), **{str(k): v for k, v in value.items()}}  # checked by FusionConfig
+    if isinstance(value, list):
+        return tuple(value)
+    if isinstance(current, bool) and not isinstance(value, bool):
+        raise UsageError(f"[{section}] {name} must be true or false, got {value!r}")
+    if isinstance(current, int) and not isinstance(current, bool) and isinstance(value, float):
+        raise UsageError(f"[{section}] {name} must be an integer, got {value!r}")
+    if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def _toml_value(value) -> str:
+    """One TOML value: strings and names quoted (JSON escapes are TOML's), ``None`` as ``"none"``."""
+    if value is None:
+        return '"none"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    return json.dumps(str(value), ensure_ascii=False)
+
+
+def config_flags(command: str) -> list[tuple[str, str, Flag]]:
+    """``(section, field, flag)`` of every config field that a flag of ``command`` sets, in config order.
+
+    Examples
+    --------
+    >>> [(s, n) for s, n, f in config_flags("lists") if f.option == "--device"]
+    [('fusion', 'device')]
+    >>> sorted({f.option for _, _, f in config_flags("run")} - {f.option for _, _, f in config_flags("lists")})[:3]
+    ['--audio-model', '--audio-weights', '--batch-size']
+    """
+    out = []
+    for section in dataclasses.fields(Config):
+        for f in dataclasses.fields(section.default_factory):
+            fl = f.metadata.get("flag")
+            if fl is not None and command in fl.commands:
+                out.append((section.name, f.name, fl))
+    return out
+
+
+def section_class(name: str) -> type:
+    """The dataclass of config section ``name`` (``models`` -> :class:`ModelConfig`)."""
+    return {f.name: f.default_factory for f in dataclasses.fields(Config)}[name]
 
 
 def parse_weights(text: str) -> dict[str, float]:
@@ -801,5 +1005,18 @@ def field_help(section: type, name: str) -> str:
                     break
                 text.append(more.strip())
             break
-    default = {f.name: f.default for f in dataclasses.fields(section)}.get(name)
-    return f"{' '.join(text).replace('``', '')} (default: {default})"
+    f = next(f for f in dataclasses.fields(section) if f.name == name)
+    default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+    words = re.sub(r":\w+:`~?(?:[\w.]+\.)?(\w+)`", r"\1", " ".join(text)).replace("``", "")
+    return f"{words} (default: {_shown(default)})"
+
+
+def _shown(value) -> str:
+    """A default as the help shows it: ``none``, ``a,b`` for a tuple, ``visual=1.0,...`` for weights."""
+    if value is None:
+        return "none"
+    if isinstance(value, tuple):
+        return ",".join(map(str, value))
+    if isinstance(value, Mapping):
+        return ",".join(f"{k}={v:g}" for k, v in value.items())
+    return str(value)

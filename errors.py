@@ -18,6 +18,20 @@ class UnknownItemError(UsageError):
     """An item id that is not in the store."""
 
 
+class ParameterError(ReelsimError, ValueError):
+    """Bad input to a computation: an array of the wrong dtype, shape or length, or an argument out of range.
+
+    Raised where the input enters a function (``raise``, never ``assert``); a
+    ``ValueError`` too, so code that catches ``ValueError`` still does. A failed
+    item reports its message, not an internal error.
+
+    Examples
+    --------
+    >>> isinstance(ParameterError("expected uint8 (H, W, 3)"), ValueError)
+    True
+    """
+
+
 class ManifestError(ReelsimError):
     """A manifest row that cannot be turned into an item."""
 

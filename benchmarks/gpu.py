@@ -1,4 +1,4 @@
-"""GPU server benchmark: the GPU path of ``reelsim run`` against the model alone and the machine's decode floor.
+"""GPU server benchmark: ``reelsim run`` on a GPU against the model alone and the machine's decode floor.
 
 Made for one machine of 16 cores and one H200 (about 5 minutes there); it
 makes its own media with PyAV (no ffmpeg binary, no network) and needs only
@@ -12,15 +12,16 @@ on its own and reported even if another fails:
     the image model (keyframes, product images) likewise, images/s;
 (b) decode floor: frames/s of reelsim's PyAV decoder at the analysis size,
     one process per core over the catalog's videos (decoding only); and, in
-    one process, decoding alone against the GPU path's whole CPU stage (decode,
-    shot detection, clips, keyframes, audio): the most (c) can reach;
+    one process on a 1280x720 video (also with ``--dry``), decoding alone against
+    the whole CPU stage (decode, shot detection, clips, keyframes, audio), with
+    the detector's and the audio's share of it: the most (c) can reach;
 (c) end to end: ``reelsim run --device cuda`` on the generated catalog
     (30 videos of 30 s at 640x360, 3 minutes of 1280x720, 6 products): cold
-    (a fresh process and cluster, as a user runs it) and warm (the GPU path's
+    (a fresh process and cluster, as a user runs it) and warm (the GPU run's
     local cluster already started and its models loaded); items/s, frames/s,
     end-to-end / decode floor, GPU stage / model only (at ``jobs.gpu_batch``);
-(d) GPU against CPU: one video through the GPU path (bf16) and through the
-    per-item path on CPU (fp32): shots identical, cosine per clip and per shot;
+(d) GPU against CPU: one video through the run's stages on the GPU (bf16) and analysed
+    in one process on CPU (fp32): shots identical, cosine per clip and per shot;
 (e) the lists job on the GPU, when ``reelsim lists --device`` exists (else skipped);
 (f) what moving clips between worker processes costs: a batch of clips from one
     worker process to another through Dask (worker to worker) and through
@@ -54,7 +55,7 @@ import numpy as np
 from reelsim.config import Config
 from reelsim.extractors import registry
 from reelsim.extractors.device import row_cosine
-from reelsim.jobs.gpu_stage import local_client
+from reelsim.jobs.driver import local_client
 from reelsim.jobs.runner import run_catalog
 from reelsim.pipeline import decode
 from reelsim.pipeline.item import Models, analyse_item
@@ -83,7 +84,7 @@ class Sizes:
 
 
 GPU = Sizes("cuda", 30, 30, (640, 360), 3, 60, (1280, 720), 6, (8, 64, 256), 1.5, ("r3d_18",), 256, 256)
-DRY = Sizes("cpu", 3, 4, (320, 180), 1, 4, (640, 360), 2, (2, 4), 0.3, (), 8, 16)
+DRY = Sizes("cpu", 3, 4, (320, 180), 1, 8, (1280, 720), 2, (2, 4), 0.3, (), 8, 16)
 
 RESULTS: dict = {}
 
@@ -260,42 +261,84 @@ def count_frames(path: str) -> tuple[int, float]:
     return n, time.perf_counter() - t0
 
 
-def prepare_rate(path: str) -> tuple[int, float]:
-    """Frames and seconds of the GPU path's CPU stage on one video (decode, shots, clips, keyframes, audio),
-    in this process, after one warm-up run (library imports)."""
+def stage_costs(path: str, repeats: int = 5) -> dict:
+    """The CPU stage against decoding alone, on one video, in this process (the bound of (c)'s ratio).
+
+    Wall and CPU seconds (the best of ``repeats`` interleaved runs, after one warm-up run of each) of:
+    ``decode`` (reelsim's decoder at the analysis size, frames only); ``decode+audio`` (frames and audio
+    in one demux pass, where the decoder has one: ``decode.MediaReader``); ``audio`` (the audio track
+    decoded on its own, as a second pass reads it); ``segment`` (decode, shot detector and clip sampler,
+    no audio, no decoding thread: ``segment_video``); ``prepare`` (the whole CPU stage of ``reelsim run``:
+    decode once, shots, clips, keyframes, audio features, thumbnails). ``prepare_over_decode`` is the wall
+    ratio (one process, decoding overlapped with analysis where a core is free); ``cpu_prepare_over_decode``
+    the CPU-time ratio (what counts when every core is busy). Shares are of ``prepare``'s CPU time.
+    """
     from reelsim.pipeline.batcher import prepare_item
+    from reelsim.pipeline.segment import segment_video
 
     cfg = Config()
     models = Models(cfg, device="cpu")
     item = Item(id=Path(path).stem, video=path)
-    prepare_item(item, cfg, models, clip_len=8)
-    t0 = time.perf_counter()
-    prep = prepare_item(item, cfg, models, clip_len=8)
-    return prep.features.video.n_frames, time.perf_counter() - t0
+    short = cfg.decode.analysis_short_side
+    steps = {
+        "decode": lambda: sum(1 for _ in decode.iter_frames(path, short_side=short)),
+        "audio": lambda: sum(c.size for c in decode.iter_audio(path, rate=cfg.decode.audio_rate)),
+        "segment": lambda: segment_video(path, cfg, clip_len=8).n_frames,
+        "prepare": lambda: prepare_item(item, cfg, models, clip_len=8).features.video.n_frames,
+    }
+    if hasattr(decode, "MediaReader"):  # one demux pass for frames and audio
+        def one_pass():
+            with decode.MediaReader(path) as video:
+                return sum(1 for _ in video.frames(short_side=short, audio=decode.AudioTrack(cfg.decode.audio_rate)))
+
+        steps["decode+audio"] = one_pass
+    wall, cpu = dict.fromkeys(steps, np.inf), dict.fromkeys(steps, np.inf)
+    frames = steps["decode"]()
+    for fn in steps.values():  # warm-up: imports, the audio model, the detector's tables
+        fn()
+    for _ in range(repeats):
+        for name, fn in steps.items():
+            w, c = time.perf_counter(), time.process_time()
+            fn()
+            wall[name] = min(wall[name], time.perf_counter() - w)
+            cpu[name] = min(cpu[name], time.process_time() - c)
+    info = decode.probe(path)
+    out = {"video": f"{Path(path).name} {info.width}x{info.height}, {frames} frames", "repeats": repeats,
+           "wall_s": {k: round(v, 3) for k, v in wall.items()}, "cpu_s": {k: round(v, 3) for k, v in cpu.items()},
+           "decode_fps": round(frames / wall["decode"]), "prepare_fps": round(frames / wall["prepare"]),
+           "prepare_over_decode": round(wall["decode"] / wall["prepare"], 3),
+           "cpu_prepare_over_decode": round(cpu["decode"] / cpu["prepare"], 3),
+           "share_of_prepare_cpu": {"decode": round(cpu["decode"] / cpu["prepare"], 3),
+                                    "detector_and_clips": round((cpu["segment"] - cpu["decode"]) / cpu["prepare"], 3),
+                                    "audio_second_pass": round(cpu["audio"] / cpu["prepare"], 3)}}
+    if "decode+audio" in cpu:
+        out["share_of_prepare_cpu"]["audio_in_the_one_pass"] = round((cpu["decode+audio"] - cpu["decode"])
+                                                                     / cpu["prepare"], 3)
+    return out
 
 
-def decode_floor(videos: list[str]) -> dict:
+def decode_floor(videos: list[str], hd: str) -> dict:
     """One process per core, each decoding whole videos (largest first), at the analysis size; and, in one
-    process, decode alone against the whole CPU stage of the GPU path on one video (the bound of (c)'s ratio)."""
+    process, the CPU stage against decoding alone on the 720p video ``hd`` (:func:`stage_costs`)."""
     order = sorted(videos, key=lambda p: -os.path.getsize(p))
     t0 = time.perf_counter()
     with cf.ProcessPoolExecutor(os.cpu_count()) as ex:
         counts = list(ex.map(count_frames, order))
     wall = time.perf_counter() - t0
     frames = sum(n for n, _ in counts)
-    count_frames(videos[0])  # warm-up: library start-up is not decoding
-    n, dt = count_frames(videos[0])
-    n2, dt2 = prepare_rate(videos[0])
+    one = stage_costs(hd)
     return {"processes": os.cpu_count(), "frames": frames, "wall_s": round(wall, 2), "fps": round(frames / wall),
-            "one_process_decode_fps": round(n / dt), "one_process_prepare_fps": round(n2 / dt2),
-            "prepare_over_decode": round((n2 / dt2) / (n / dt), 2)}
+            "one_process_decode_fps": one["decode_fps"], "one_process_prepare_fps": one["prepare_fps"],
+            "prepare_over_decode": one["prepare_over_decode"],
+            "cpu_prepare_over_decode": one["cpu_prepare_over_decode"], "one_process": one,
+            "load_average": [round(x, 2) for x in os.getloadavg()]}
 
 
 # ---------------------------------------------------------------- (c) end to end
 
 
 def run_config(sizes: Sizes) -> Config:
-    mode = "auto" if sizes.device == "cuda" else "on"  # on CPU: the same GPU path, models on CPU
+    mode = "auto" if sizes.device == "cuda" else "on"  # on CPU: the same driver, items sharing forward passes
     return Config().with_overrides(models={"device": sizes.device}, jobs={"cross_item": mode,
                                                                           "gpu_batch": sizes.gpu_batch})
 
@@ -371,7 +414,7 @@ def end_to_end(media: dict, sizes: Sizes, work: Path, sizes_name: str) -> dict:
 
 
 def gpu_vs_cpu(store: Path, video: str) -> dict:
-    """The GPU path's shard of ``video`` against the per-item path on CPU in fp32."""
+    """The GPU run's shard of ``video`` against the in-process analysis on CPU in fp32 (``analyse_item``)."""
     import h5py
     import torch
 
@@ -524,7 +567,8 @@ def main() -> None:
     if "a" not in args.skip:
         step("a model only")(lambda: model_only(sizes, work))
     if "b" not in args.skip:
-        step("b decode floor")(lambda: decode_floor(media["videos"]))
+        hd = next(v for v in media["videos"] if Path(v).stem.startswith("hd"))
+        step("b decode floor")(lambda: decode_floor(media["videos"], hd))
     if "c" not in args.skip:
         step("c end to end")(lambda: end_to_end(media, sizes, work, sizes_name))
     if "d" not in args.skip:

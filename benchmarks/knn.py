@@ -157,6 +157,7 @@ def one_size(n: int, d: int, k: int, index: str, oversample: int, queries: int, 
     ``add`` new items (:func:`reelsim.similarity.incremental.add_vectors`).
     """
     from reelsim.config import FusionConfig
+    from reelsim.jobs.console import TerminalProgress
     from reelsim.similarity import normalise
     from reelsim.similarity.knn import recall_at
     from reelsim.similarity.rebuild import save_and_list
@@ -180,7 +181,7 @@ def one_size(n: int, d: int, k: int, index: str, oversample: int, queries: int, 
     fusion = FusionConfig(weights={"visual": 1.0}, k=k, oversample=oversample, index=index, knn_batch=batch,
                           lists_formats=("parquet",), device=device)
     print(f"N={n}: catalog normalised in {t1 - t0:.1f} s; saving it, building index and lists", file=sys.stderr)
-    summary = save_and_list(store, cat, fusion, progress=True)  # as `reelsim run` does; phases and a bar on stderr
+    summary = save_and_list(store, cat, fusion, progress=TerminalProgress())  # as `reelsim run` does; phases and a bar on stderr
     t2 = time.perf_counter()
     out.update(normalise_s=round(t1 - t0, 2), index_s=summary["index_s"], knn_s=summary["knn_s"],
                write_s=summary["write_s"], total_s=round(t2 - t0, 2), index=summary["index"],

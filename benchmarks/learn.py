@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from reelsim.config import Config
+from reelsim.reporting import silent
 from reelsim.similarity.catalog import CatalogEmbeddings, load_catalog
 from reelsim.similarity.evaluate import evaluate, format_table
 from reelsim.similarity.synthetic import MODEL_DIMS, make_catalog, sample_log, save_store
@@ -146,7 +147,7 @@ def run_world(world: str, args) -> dict:
         log = read_interactions(path, cat.ids)
         t1 = time.perf_counter()
         result, _ = evaluate(cat, log, cfg, weights, category=category, peers=("ease", "als", "ridge"),
-                             progress=print if args.verbose else None)
+                             progress=(lambda r: print(r.message)) if args.verbose else silent)
         out["evaluate"] = result
         out["evaluate_s"] = round(time.perf_counter() - t1, 1)
         print(f"\nevaluate ({out['evaluate_s']} s, load average {_load()}):")

@@ -8,9 +8,10 @@ Prints, in one run:
   beforehand, then the same catalog on a fresh store through
   ``--scheduler``); items/s and the speed-up over 1 worker;
 - scheduler overhead per item: the whole catalog again with every item
-  cached (each task hashes its input and opens its shard) through the
-  runner's own ``client.map`` path, against the same task function called
-  in-process; and a no-op task round trip (``client.map`` + wait) per item.
+  cached (each prepare task hashes its input and opens its shard) through the
+  run's driver (:class:`~reelsim.jobs.driver.StagedRun`), against the same
+  task function called in-process; and a no-op task round trip
+  (``client.map`` + wait) per item.
 
 The machine's core count and load average are printed: figures from a
 shared or loaded machine are only comparable within one run.
@@ -36,8 +37,9 @@ import time
 from pathlib import Path
 
 from reelsim.config import Config
-from reelsim.jobs.runner import collect, run_catalog, submit_items
-from reelsim.jobs.tasks import START_TOPIC, process_item
+from reelsim.jobs.driver import StagedRun, plan_tasks
+from reelsim.jobs.runner import run_catalog
+from reelsim.jobs.tasks import START_TOPIC, prepare_task
 from reelsim.jobs.watch import ItemWatch
 from reelsim.pipeline.synth import Segment, make_video
 from reelsim.storage.manifest import read_inputs
@@ -80,11 +82,7 @@ def warm(manifest: Path, warmup: Path, store: Path, workers: int) -> float:
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0",
                       silence_logs=logging.ERROR, local_directory=str(store.parent / ".scratch")) as cluster, \
             Client(cluster) as client:
-        # one warm-up item per worker, pinned, so every worker has its models
-        items, _ = read_inputs([str(warmup)])
-        for addr, item in zip(client.scheduler_info(n_workers=-1)["workers"], items):
-            client.submit(process_item, item, Config(), str(store.parent / f"warm-{workers}"),
-                          torch_threads=threads, workers=[addr], pure=False).result()
+        run_on(client, warmup, store.parent / f"warm-{workers}", threads)  # every worker loads its models
         t = time.perf_counter()
         rows = run_on(client, manifest, store, threads)
         wall = time.perf_counter() - t
@@ -92,25 +90,22 @@ def warm(manifest: Path, warmup: Path, store: Path, workers: int) -> float:
     return wall
 
 
-class _NoBar:
-    def write(self, _):
-        pass
-
-    def update(self, _):
-        pass
-
-
 def run_on(client, manifest: Path, store: Path, threads: int | None) -> list[dict]:
-    """The runner's submit + collect path on an existing client (no lists, no report)."""
+    """The run's driver on an existing client (no lists, no report): every item's row."""
+    import uuid
+
     items, _ = read_inputs([str(manifest)])
     store.mkdir(parents=True, exist_ok=True)
-    watch = ItemWatch("bench")
+    run_id = uuid.uuid4().hex
+    watch = ItemWatch(run_id)
+    rows: list[dict] = []
     client.subscribe_topic(START_TOPIC, watch.on_event)
     try:
-        return collect(client, submit_items(client, items, Config(), store, threads, "bench"), Config(), watch,
-                       _NoBar(), False, store=store, threads=threads)
+        StagedRun(client, items, Config(), store, run_id=run_id, watch=watch, add_row=rows.append,
+                  torch_threads=threads).run()
     finally:
         client.unsubscribe_topic(START_TOPIC)
+    return rows
 
 
 def overhead(manifest: Path, cached_store: Path, repeats: int = 3) -> tuple[float, float, float, int]:
@@ -121,7 +116,7 @@ def overhead(manifest: Path, cached_store: Path, repeats: int = 3) -> tuple[floa
 
     items, _ = read_inputs([str(manifest)])
     n = len(items)
-    best_local = min(_timed(lambda: [process_item(i, Config(), str(cached_store)) for i in items])
+    best_local = min(_timed(lambda: [prepare_task([i], Config(), str(cached_store)) for i in items])
                      for _ in range(repeats))
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0",
                       silence_logs=logging.ERROR, local_directory=str(cached_store.parent / ".scratch-oh")) as c, \
@@ -173,9 +168,6 @@ def peak_rss_mb() -> float:
 
 def text_run(n: int, workers: int, work: Path) -> None:
     """``--text``: N text-only products end to end, driver peak RSS, items/s, scheduler overhead per item."""
-    from reelsim.jobs.runner import plan_tasks
-    from reelsim.jobs.tasks import process_items
-
     manifest = make_text_catalog(work / "catalog.jsonl", n)
     store = work / "store"
     print(f"catalog: {n} text-only products; {load()}; driver peak RSS so far {peak_rss_mb():.0f} MB", flush=True)
@@ -198,7 +190,7 @@ def text_run(n: int, workers: int, work: Path) -> None:
     sample = plan_tasks(items, Config().jobs.group_size, workers)[:max(1, 2000 // Config().jobs.group_size)]
     t = time.perf_counter()
     for group in sample:
-        process_items(group, Config(), str(store))
+        prepare_task(group, Config(), str(store))
     local = (time.perf_counter() - t) / sum(len(g) for g in sample)
     print(f"cached re-run through the runner ({again.summary()['cached']} cached): {through:.1f} s = "
           f"{through / n * 1e3:.2f} ms/item (cluster start included); the task in-process: {local * 1e3:.2f} ms/item "
@@ -240,7 +232,7 @@ def main() -> None:
 
     local, dask, noop, n = overhead(manifest, work / f"cold-{args.workers[0]}" / "store")
     print(f"\nscheduler overhead, {n} cached items, 1 worker, best of 3: in-process {local * 1e3:.1f} ms/item, "
-          f"through the runner's client.map path {dask * 1e3:.1f} ms/item -> overhead {(dask - local) * 1e3:.1f} "
+          f"through the run's driver {dask * 1e3:.1f} ms/item -> overhead {(dask - local) * 1e3:.1f} "
           f"ms/item; no-op task round trip {noop * 1e3:.2f} ms/item; {load()}")
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from reelsim.errors import ParameterError
 from reelsim.extractors.base import Extractor, register
 
 N_FFT = 400  # 25 ms at 16 kHz
@@ -42,7 +43,7 @@ def log_mel_frames(*, y: np.ndarray, sr: int, n_fft: int = N_FFT, hop: int = HOP
 
     y = np.asarray(y, dtype=np.float32)
     if y.ndim != 1:
-        raise ValueError(f"expected mono audio (n,), got shape {y.shape}")
+        raise ParameterError(f"expected mono audio (n,), got shape {y.shape}")
     if y.size < n_fft:
         return np.zeros((0, n_mels), dtype=np.float32)
     if not np.all(np.isfinite(y)):
@@ -61,7 +62,7 @@ def stats_from_moments(total: np.ndarray, total_sq: np.ndarray, count: int) -> n
     np.ndarray [shape=(2 * n_mels,), dtype=float32]: ``[mean..., std...]``.
     """
     if count <= 0:
-        raise ValueError("no frames to pool")
+        raise ParameterError("no frames to pool")
     mean = total / count
     var = np.maximum(total_sq / count - mean**2, 0.0)
     return np.concatenate([mean, np.sqrt(var)]).astype(np.float32)
@@ -191,7 +192,7 @@ class LogMelStats(Extractor):
         for y in segments:
             frames = log_mel_frames(y=y, sr=self.sample_rate)
             if len(frames) == 0:
-                raise ValueError("audio segment shorter than one 25 ms frame")
+                raise ParameterError("audio segment shorter than one 25 ms frame")
             f = frames.astype(np.float64)
             rows.append(stats_from_moments(f.sum(0), (f * f).sum(0), len(f)))
         return np.stack(rows)

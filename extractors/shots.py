@@ -22,6 +22,7 @@ from typing import Callable, NamedTuple, Protocol
 import numpy as np
 
 from reelsim.config import ShotConfig
+from reelsim.errors import ParameterError
 
 #: how a shot was entered
 TRANSITION_KINDS = ("start", "cut", "dissolve", "fade")
@@ -114,7 +115,7 @@ def colour_signature(rgb: np.ndarray, *, bins: int = 8) -> np.ndarray:
     np.ndarray [shape=(bins**3,), dtype=float32]
     """
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-        raise ValueError(f"expected uint8 (H, W, 3) frame, got {rgb.dtype} {rgb.shape}")
+        raise ParameterError(f"expected uint8 (H, W, 3) frame, got {rgb.dtype} {rgb.shape}")
     q = (rgb.astype(np.uint16) * bins) >> 8
     codes = (q[..., 0] * bins + q[..., 1]) * bins + q[..., 2]
     hist = np.bincount(codes.ravel(), minlength=bins**3).astype(np.float32)

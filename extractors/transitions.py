@@ -56,6 +56,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from reelsim.config import ShotConfig
+from reelsim.errors import ParameterError
 from reelsim.extractors.shots import Boundary, register_detector
 
 
@@ -407,7 +408,7 @@ class TransitionDetector:
     # -- interface ----------------------------------------------------------
     def process(self, index: int, rgb: np.ndarray) -> list[Boundary]:
         if index != self._n:
-            raise ValueError(f"frames must arrive in order: expected {self._n}, got {index}")
+            raise ParameterError(f"frames must arrive in order: expected {self._n}, got {index}")
         f = SmallFrame(rgb, self.p.small_size)
         self._frames.append(f)
         self._steps.append(mad(f.rgb, self._frames[-2].rgb) if len(self._frames) > 1 else 0.0)

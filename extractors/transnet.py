@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from reelsim.config import ShotConfig
-from reelsim.errors import UsageError
+from reelsim.errors import ParameterError, UsageError
 from reelsim.extractors.device import resolve_device
 from reelsim.extractors.shots import Boundary, register_detector
 from reelsim.extractors.transitions import TransitionDetector, TransitionParams
@@ -119,7 +119,7 @@ def find_bars(frames: np.ndarray, *, max_luma: float = 28.0) -> tuple[int, int, 
     (2, 8, 1, 19)
     """
     if frames.ndim != 4 or frames.shape[3] != 3 or frames.dtype != np.uint8:
-        raise ValueError(f"expected uint8 (T, H, W, 3) frames, got {frames.dtype} {frames.shape}")
+        raise ParameterError(f"expected uint8 (T, H, W, 3) frames, got {frames.dtype} {frames.shape}")
     t, h, w, _ = frames.shape
     peak = frames.max(axis=(0, 3))  # (H, W): brightest channel value over time
     bright_rows = np.flatnonzero(peak.max(axis=1) > max_luma)
@@ -288,7 +288,7 @@ class TransNetV2Detector:
     # -- interface ----------------------------------------------------------
     def process(self, index: int, rgb: np.ndarray) -> list[Boundary]:
         if index != self._n:
-            raise ValueError(f"frames must arrive in order: expected {self._n}, got {index}")
+            raise ParameterError(f"frames must arrive in order: expected {self._n}, got {index}")
         self._n += 1
         if self._crop is None:
             self._raw.append(rgb)

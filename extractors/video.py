@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from reelsim.errors import ReelsimError
+from reelsim.errors import ParameterError, ReelsimError
 from reelsim.extractors.base import Extractor, register
 from reelsim.extractors.device import autocast, precision_name
 from reelsim.extractors.image import (
@@ -188,7 +188,7 @@ def _inflate(m: "nn.Module", time_kernel) -> "nn.Module":
         pool3d = nn.AdaptiveAvgPool3d if kind is nn.AdaptiveAvgPool2d else nn.AdaptiveMaxPool3d
         return pool3d((None, *size))
     if isinstance(m, nn.Conv2d) or kind.__name__.endswith("2d"):
-        raise ValueError(f"inflate: cannot inflate {kind.__qualname__}; convert it to plain torch layers first")
+        raise ParameterError(f"inflate: cannot inflate {kind.__qualname__}; convert it to plain torch layers first")
     for name, child in m.named_children():
         setattr(m, name, _inflate(child, time_kernel))
     return m
@@ -198,9 +198,10 @@ def _inflate_conv(conv: "nn.Conv2d", kt: int) -> "nn.Module":
     from torch import nn
 
     if kt < 1 or kt % 2 == 0:
-        raise ValueError(f"inflate: temporal kernel must be odd and >= 1, got {kt}")
+        raise ParameterError(f"inflate: temporal kernel must be odd and >= 1, got {kt}")
     if isinstance(conv.padding, str) or conv.padding_mode != "zeros":
-        raise ValueError(f"inflate: only explicit zero padding is supported, got {conv.padding!r}/{conv.padding_mode}")
+        raise ParameterError(f"inflate: only explicit zero padding is supported, "
+                             f"got {conv.padding!r}/{conv.padding_mode}")
     conv3d = nn.Conv3d(
         conv.in_channels, conv.out_channels, (kt, *conv.kernel_size), stride=(1, *conv.stride),
         padding=(0, *conv.padding), dilation=(1, *conv.dilation), groups=conv.groups,

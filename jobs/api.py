@@ -2,18 +2,23 @@
 
 Examples
 --------
+Against a store made by ``reelsim run`` (so not run as doctests)::
+
 >>> import reelsim                                                        # doctest: +SKIP
->>> report = reelsim.run(["catalog.jsonl"], "out/", workers=2)           # like `reelsim run`
->>> report.summary()
+>>> report = reelsim.run(["catalog.jsonl"], "out/", workers=2)           # doctest: +SKIP
+>>> report.summary()                                                     # doctest: +SKIP
 {'total': 21, 'ok': 19, 'cached': 0, 'failed': 2}
->>> store = reelsim.open_store("out/")
->>> [(n.item, round(n.score, 3)) for n in store.similar("trailer-042", k=3)]
+>>> store = reelsim.open_store("out/")                                   # doctest: +SKIP
+>>> [(n.item, round(n.score, 3)) for n in store.similar("trailer-042", k=3)]  # doctest: +SKIP
 [('trailer-042-mobile', 0.981), ('trailer-017', 0.612), ('trailer-099', 0.57)]
->>> store.shots("trailer-042")["shots"][0]["end_s"]                       # like `reelsim shots --json`
+>>> store.shots("trailer-042")["shots"][0]["end_s"]                     # doctest: +SKIP
 4.2
->>> store.lists().to_pandas().head()                                    # every list, as a pyarrow Table
->>> store.features("trailer-042")["visual"].shape                        # the item's stored embedding
+>>> store.lists().to_pandas().head()                                    # doctest: +SKIP
+>>> store.features("trailer-042")["visual"].shape                        # doctest: +SKIP
 (1280,)
+
+``reelsim.run`` is ``reelsim run``, ``store.shots(...)`` is ``reelsim shots --json``,
+``store.lists()`` every list as a pyarrow Table, ``store.features(...)`` the item's stored embeddings.
 
 A custom configuration is the same typed :class:`reelsim.Config` the CLI
 builds (checked when built)::
@@ -34,7 +39,9 @@ import numpy as np
 
 from reelsim.config import Config, FusionConfig, parse_weights
 from reelsim.errors import StoreError, UnknownItemError
+from reelsim.jobs.console import progress_for
 from reelsim.jobs.runner import RunReport, run_catalog
+from reelsim.reporting import Progress
 from reelsim.similarity.answer import Answer, StoreReader, check_space_options
 from reelsim.similarity.copies import Segment
 from reelsim.similarity.copies import matches as copy_matches
@@ -49,8 +56,8 @@ from reelsim.storage.shards import read_item_features, read_shots
 
 
 def run(inputs: str | os.PathLike | Sequence[str | os.PathLike], store: str | os.PathLike, config: Config | None = None,
-        *, workers: int | None = None, scheduler: str | None = None, client=None, progress: bool = False,
-        re_extract: bool = False) -> RunReport:
+        *, workers: int | None = None, scheduler: str | None = None, client=None,
+        progress: bool | Progress = False, re_extract: bool = False) -> RunReport:
     """Process a catalog into ``store`` and write its lists (``reelsim run``).
 
     Parameters
@@ -64,7 +71,8 @@ def run(inputs: str | os.PathLike | Sequence[str | os.PathLike], store: str | os
     workers, scheduler, client : where the items run: a new local cluster of
         ``workers`` processes (default), a scheduler address, or an existing
         ``distributed.Client`` (left open).
-    progress : a progress bar on stderr.
+    progress : ``True``: progress bars on stderr; ``False``: none (warnings go to the ``reelsim``
+        logger); or a :data:`reelsim.Progress` callable that receives every :class:`reelsim.Report`.
     re_extract : allow a model change against the store's features.
 
     Returns
@@ -78,8 +86,8 @@ def run(inputs: str | os.PathLike | Sequence[str | os.PathLike], store: str | os
 
 
 def add(inputs: str | os.PathLike | Sequence[str | os.PathLike], store: str | os.PathLike, config: Config | None = None,
-        *, workers: int | None = None, scheduler: str | None = None, client=None, progress: bool = False,
-        space: str = "content") -> RunReport:
+        *, workers: int | None = None, scheduler: str | None = None, client=None,
+        progress: bool | Progress = False, space: str = "content") -> RunReport:
     """Analyse new items and add them to an existing store's index and lists (``reelsim add``).
 
     ``space`` (``learned``, ``blend``): also update that space's lists (``add --space``), in the same
@@ -191,7 +199,7 @@ class Store:
         except (OSError, json.JSONDecodeError) as e:
             raise StoreError(f"cannot read {self.layout.report}: {e}") from e
 
-    def rebuild_lists(self, fusion: FusionConfig | None = None, *, progress: bool = False) -> dict:
+    def rebuild_lists(self, fusion: FusionConfig | None = None, *, progress: bool | Progress = False) -> dict:
         """Rebuild the indexes and every list from the stored catalog (``reelsim lists``); a summary.
 
         One write session: holds the store's lock (:class:`~reelsim.storage.lock.StoreLockedError`
@@ -199,7 +207,7 @@ class Store:
         """
         overrides = {k: v for k, v in dataclasses.asdict(fusion).items()} if fusion else None
         with writing(self.path, "lists"):
-            out = relist(self.path, overrides, progress=progress)
+            out = relist(self.path, overrides, progress=progress_for(progress))
             spaces = relist_stale_spaces(self.path)
         return out | ({"spaces": spaces} if spaces else {})
 

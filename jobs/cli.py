@@ -14,17 +14,29 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
-from reelsim import __version__
-from reelsim.config import LIST_FORMATS, Config, FusionConfig, ModelConfig, ShotConfig, field_help, parse_weights
+from reelsim._version import __version__
+from reelsim.config import (
+    DEVICES,
+    LIST_FORMATS,
+    Config,
+    FusionConfig,
+    config_flags,
+    field_help,
+    parse_weights,
+    read_config_file,
+    section_class,
+)
 from reelsim.errors import BannedQueryError, ReelsimError, StoreError, UsageError, WeightsNotFoundError
 from reelsim.extractors import detectors, registry
 from reelsim.extractors.device import check_amp, resolve_device
 from reelsim.extractors.shots import detector_provenance
 from reelsim.jobs.api import open_store
 from reelsim.jobs.connect import check_scheduler
+from reelsim.jobs.console import TerminalProgress, log_warnings_to_stderr
 from reelsim.jobs.demo import run_demo
 from reelsim.jobs.graph import dask_lists
 from reelsim.jobs.report import write_html_report
@@ -52,6 +64,7 @@ from reelsim.similarity.verify import verify_store
 from reelsim.storage.catalog import catalog_size
 from reelsim.storage.export import export
 from reelsim.storage.layout import StoreLayout
+from reelsim.storage.provenance import recorded_models
 from reelsim.storage.session import WriteSession, writing
 from reelsim.storage.shards import read_shots
 
@@ -107,87 +120,91 @@ examples:
   reelsim serve --store out/ --port 9000 --workers 4 --banned banned.txt
 """
 
-#: Shot and scene flags -> the ShotConfig field each sets (help and default: the config's docstring and defaults).
-SHOT_FLAGS = {"--cut-min": "cut_min", "--cut-ratio": "cut_ratio", "--gradual-min": "gradual_min",
-              "--shot-threshold": "threshold", "--min-shot-frames": "min_shot_frames",
-              "--scene-similarity": "scene_similarity", "--scene-window": "scene_window",
-              "--scene-audio-db": "scene_audio_db"}
+#: argparse group of each config section's flags, per kind of command
+GROUPS = {"jobs": "execution", "models": "models (see `reelsim models`)", "thumbnails": "models (see `reelsim models`)",
+          "shots": "shots and scenes (see docs/shots.md)", "fusion": "similarity"}
 
 
-def _add_run_options(p: argparse.ArgumentParser) -> None:
+def device_arg(text: str) -> str:
+    """``--device``'s value: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (what the config accepts)."""
+    if text in DEVICES or re.fullmatch(r"cuda:\d+", text):
+        return text
+    raise argparse.ArgumentTypeError(f"invalid device {text!r} (choose from {', '.join(DEVICES)}, cuda:N)")
+
+
+def registry_names(kind: str) -> list[str]:
+    """The names a registered-name flag accepts: a modality's models, or the shot detectors."""
+    return detectors.names() if kind == "detector" else registry.names(kind)
+
+
+def add_config_flags(p: argparse.ArgumentParser, command: str, groups: dict | None = None) -> None:
+    """Add ``command``'s flags from the config table (:func:`reelsim.config.config_flags`).
+
+    Each flag's help is its field's description and default (:func:`~reelsim.config.field_help`),
+    its type the default's type, its choices the field's (or its registry's names); ``groups`` maps
+    a config section to the argparse group its flags go in (default: the parser).
+    """
+    seen = set()
+    for section, name, fl in config_flags(command):
+        if fl.option in seen:  # --device sets models.device and fusion.device on run
+            continue
+        seen.add(fl.option)
+        cls = section_class(section)
+        field_ = next(f for f in dataclasses.fields(cls) if f.name == name)
+        default = field_.default if field_.default is not dataclasses.MISSING else field_.default_factory()
+        kw: dict = {"dest": fl.attr, "help": field_help(cls, name).replace("%", "%%")}
+        if fl.parse == "switch":
+            kw.update(action="store_true", default=None)
+        else:
+            kw["metavar"] = fl.metavar
+            if fl.registry:
+                kw["choices"] = registry_names(fl.registry)
+                kw["help"] += "; one of: %(choices)s"
+            elif fl.choices and "cuda:N" in fl.choices:
+                kw["type"] = device_arg
+            elif fl.choices:
+                kw["choices"] = fl.choices
+            elif fl.parse is None and default is not None:
+                kw["type"] = type(default)
+            elif fl.parse is None:  # an optional number: its annotation says which
+                kw["type"] = float if "float" in str(field_.type) else int
+        (groups or {}).get(section, p).add_argument(fl.option, **kw)
+
+
+def _add_config_file_option(p) -> None:
+    p.add_argument("--config", type=Path, metavar="FILE.toml", help="settings from a TOML file (one table per "
+                   "section, e.g. [models] device = \"cuda:1\"; `reelsim config` prints one); flags and --set "
+                   "override it. On an existing store, the store's models are the defaults")
+
+
+def _add_run_options(p: argparse.ArgumentParser, command: str) -> None:
     g = p.add_argument_group("execution")
     g.add_argument("--scheduler", metavar="ADDR", help="existing Dask scheduler, e.g. tcp://host:8786 "
                    "(default: start a local cluster of worker processes)")
     g.add_argument("--workers", type=int, metavar="N", help="local worker processes (default: cores/2, 1..4)")
-    g.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where models run (default: auto = CUDA when present)")
-    g.add_argument("--item-timeout", type=float, metavar="SECONDS",
-                   help="an item still running after this long is reported as timed out and its worker "
-                   "restarted (default: 3600; 0 = no limit)")
-    g.add_argument("--batch-size", type=int, metavar="N", help="clips/images per forward pass (default: 8)")
-    g.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"),
-                   help="video/audio model arithmetic (default: auto = bf16 autocast on CUDA, "
-                   "fp16 on GPUs without bf16, fp32 on CPU)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
-    g.add_argument("--dashboard-address", metavar="HOST:PORT", help="where a local cluster's Dask dashboard "
-                   "listens (default: 127.0.0.1:0, this machine only; it has no authentication: ':8787' opens it "
-                   "to the network)")
-    m = p.add_argument_group("models (see `reelsim models`)")
-    m.add_argument("--video-model", metavar="NAME", choices=registry.names("visual"),
-                   help="3D-CNN for shot clips: %(choices)s (default: effnet-lite0-inflated)")
-    m.add_argument("--video-weights", metavar="PATH", help="weights file for a Kinetics video model")
-    sh = p.add_argument_group("shots and scenes (see docs/shots.md)")
-    sh.add_argument("--shot-detector", choices=detectors.names(),
-                    help="%(choices)s; reelsim (default): cuts, dissolves, fades, flash-proof; content/adaptive: "
-                    "scenedetect's")
-    for flag, dest in SHOT_FLAGS.items():
-        kind = type(getattr(ShotConfig(), dest))
-        sh.add_argument(flag, dest=dest, type=kind, metavar="N" if kind is int else "X",
-                        help=field_help(ShotConfig, dest))
+    m = p.add_argument_group(GROUPS["models"])
+    m.add_argument("--re-extract", action="store_true", help="allow a model or weights change against the "
+                   "features already in --store: recompute those items (default: refuse, exit 2)")
+    groups = {section: p.add_argument_group(title) for section, title in GROUPS.items() if title != GROUPS["models"]}
+    groups.update(models=m, thumbnails=m, jobs=g)
+    add_config_flags(p, command, groups)
+    _add_blocklist_options(groups["fusion"])
+    _add_config_file_option(p)
     p.add_argument("--set", dest="settings", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="any other setting of the typed config, e.g. --set clips.hop_s=1.5 (repeatable; "
                    f"sections: {', '.join(f.name for f in dataclasses.fields(Config))}; "
                    "e.g. --set jobs.cross_item=on; see reelsim/config.py)")
-    m.add_argument("--thumbnail-size", type=int, metavar="PX",
-                   help="longest side of the JPEG keyframe/product thumbnails stored for `reelsim report` "
-                   "(default: 160; 0: store none)")
-    m.add_argument("--audio-model", metavar="NAME", choices=registry.names("audio"),
-                   help="audio features: %(choices)s (default: logmel-stats; cnn14-16k = PANNs CNN14 "
-                   "embeddings, needs --audio-weights)")
-    m.add_argument("--audio-weights", metavar="PATH", help="weights file for a pretrained audio model, "
-                   "e.g. Cnn14_16k_mAP=0.438.pth")
-    m.add_argument("--re-extract", action="store_true", help="allow a model or weights change against the "
-                   "features already in --store: recompute those items (default: refuse, exit 2)")
-    s = p.add_argument_group("similarity")
-    s.add_argument("--weights", metavar="SPEC", help="modality weights, e.g. visual=1,audio=0.5,image=1,text=1")
-    s.add_argument("-k", type=int, metavar="N", help="neighbours per item in the lists (default: 10)")
-    s.add_argument("--pca", type=int, metavar="N", help="per-modality PCA to N dimensions, learned on the catalog "
-                   "and stored with it (default: off)")
-    s.add_argument("--whiten", action="store_true", default=None, help="with --pca: PCA whitening")
-    _add_list_options(s)
 
 
-def _add_list_options(s) -> None:
-    """Index, kNN job and list hygiene flags (run, demo, add, lists)."""
-    s.add_argument("--index", metavar="SPEC", help="auto (by size: exact below 50k items per modality group, "
-                   "else 4-bit fast-scan IVF-PQ whose candidates are re-scored exactly; OPQ+IVF-PQ when even "
-                   "those codes exceed --memory-budget), a kind exact|ivf|ivfpqfs|hnsw|ivfpq, or a FAISS "
-                   "index_factory string such as 'IVF1024,PQ64x4fs' (default: auto)")
-    s.add_argument("--memory-budget", type=float, metavar="GB", help="index codes above this are compressed "
-                   "further (OPQ+IVF-PQ) by --index auto (default: 4)")
-    s.add_argument("--knn-batch", type=int, metavar="N", help="queries per kNN batch and checkpoint (default: 16384)")
-    s.add_argument("--lists-format", metavar="LIST", help="comma-separated: parquet,jsonl,hdf5 "
-                   "(default: parquet,jsonl; parquet is always written)")
-    s.add_argument("--dedup", type=float, metavar="T", help="collapse near-duplicates: drop a neighbour whose "
-                   "fused score with a listed one is >= T, e.g. 0.95 (default: off)")
-    s.add_argument("--mmr", type=float, metavar="LAMBDA", help="diversify lists by maximal marginal relevance, "
-                   "LAMBDA in [0, 1], 1 = plain ranking (default: off)")
+def _add_blocklist_options(s) -> None:
+    """The blocklist flags (run, demo, add, lists): the store's list of phrases kept out of every list."""
     s.add_argument("--blocklist", action="append", metavar="PHRASE", help="never list items whose text is close "
                    "to PHRASE, in any space or output (repeatable; MiniLM cosine >= --blocklist-threshold). The "
                    "store keeps its blocklist: later lists jobs apply it until another --blocklist or "
                    "--no-blocklist")
     s.add_argument("--no-blocklist", action="store_true", default=None,
                    help="clear the store's blocklist (items it kept out are listed again)")
-    s.add_argument("--blocklist-threshold", type=float, metavar="T", help="cosine for --blocklist (default: 0.5)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -217,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("inputs", nargs="+", metavar="INPUT",
                        help="folder of media, .jsonl/.csv manifest, or video file")
         p.add_argument("--store", required=True, type=Path, metavar="DIR", help=store_help)
-        _add_run_options(p)
+        _add_run_options(p, name)
         if name == "add":
             _add_space_option(p, "also update this space's lists (learned/blend: the new items get learned vectors "
                               "from their content at once)")
@@ -229,16 +246,15 @@ def build_parser() -> argparse.ArgumentParser:
                        "and gives the same lists. Prints a JSON summary.",
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--store", required=True, type=Path, metavar="DIR")
-    p.add_argument("--weights", metavar="SPEC", help="modality weights (default: those the catalog was built with)")
-    p.add_argument("-k", type=int, metavar="N", help="neighbours per item (default: 10)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where the kNN search runs (default: auto = "
-                   "a CUDA GPU when present: exact search there; else FAISS on the CPU)")
     p.add_argument("--scheduler", metavar="ADDR", help="run the search phase as a Dask job on this scheduler, "
                    "blocks of --knn-batch rows per task (the store must be on a filesystem the workers see)")
     p.add_argument("--workers", type=int, metavar="N", help="run the search phase as a Dask job on a local "
                    "cluster of N worker processes (default: in this process, with FAISS's threads)")
-    _add_list_options(p.add_argument_group("index and lists"))
+    index = p.add_argument_group("index and lists (defaults: the settings the store's lists were made with)")
+    add_config_flags(p, "lists", {"fusion": index})
+    _add_blocklist_options(index)
+    _add_config_file_option(p)
     _add_space_option(p, "content: the fused index and lists (default); learned/blend: exact lists in that space, "
                       "written to STORE/lists/<space>/ (needs `reelsim train`)")
 
@@ -324,13 +340,30 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="generate a sample catalog with ffmpeg and run everything on it")
     p.add_argument("--store", type=Path, default=Path("reelsim-demo"), metavar="DIR",
                    help="where sample media and results go (default: ./reelsim-demo)")
-    _add_run_options(p)
+    _add_run_options(p, "demo")
 
     p = sub.add_parser("models", help="list registered models and whether this machine can run them")
     p.add_argument("--check-amp", action="store_true", help="also compare the default video model's mixed-"
                    "precision features with fp32 on a random batch (cosine >= 0.999 passes; bf16 on CPU)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="device for --check-amp")
+    p.add_argument("--device", type=device_arg, default="auto", metavar="DEVICE",
+                   help="device for --check-amp: auto, cpu, cuda or cuda:N (default: auto)")
     _add_learn_parsers(sub)
+
+    p = sub.add_parser("config", help="print the effective configuration (TOML, a --config file)",
+                       description="Print every setting of every section as the commands would use it: the "
+                       "defaults, then the models of --store (a command on an existing store uses the models its "
+                       "features came from), then --config FILE, then --set. The output is a TOML file that "
+                       "--config reads back. --defaults prints the defaults alone.",
+                       epilog="examples:\n  reelsim config --defaults > reelsim.toml   # edit, then:\n"
+                       "  reelsim run media/ --store out/ --config reelsim.toml\n"
+                       "  reelsim config --store out/ --set fusion.k=20 --json",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--defaults", action="store_true", help="the defaults only (no store, file or --set)")
+    p.add_argument("--store", type=Path, metavar="DIR", help="a store: its models are the defaults")
+    _add_config_file_option(p)
+    p.add_argument("--set", dest="settings", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                   help="a setting, as on run (repeatable)")
+    p.add_argument("--json", action="store_true", help="JSON instead of TOML")
     return parser
 
 
@@ -345,6 +378,7 @@ def _add_log_options(p, json_help: str) -> None:
     p.add_argument("--set", dest="settings", action="append", default=[], metavar="learn.SETTING=VALUE",
                    help="learn.SETTING=VALUE, e.g. --set learn.tower_epochs=8 --set learn.loss=in-batch "
                    "(repeatable; see LearnConfig in docs/learning.md)")
+    _add_config_file_option(p)
     p.add_argument("--json", action="store_true", help=json_help)
 
 
@@ -405,48 +439,88 @@ def _add_learn_parsers(sub) -> None:
     p.add_argument("--access-log", action="store_true", help="log every request (granian's access log)")
 
 
-def fusion_overrides(args: argparse.Namespace) -> dict:
-    """FusionConfig overrides from the similarity flags (None = not given; values are checked by the config)."""
-    get = lambda name: getattr(args, name, None)
-    fusion = {"k": get("k"), "pca_dim": get("pca"), "whiten": get("whiten"), "index": get("index"),
-              "memory_budget_gb": get("memory_budget"), "knn_batch": get("knn_batch"), "dedup": get("dedup"),
-              "mmr": get("mmr"), "blocklist_threshold": get("blocklist_threshold"), "device": get("device")}
-    if get("weights"):
-        fusion["weights"] = parse_weights(args.weights)
-    if get("blocklist") and get("no_blocklist"):
+def flag_values(args: argparse.Namespace, command: str) -> dict[str, dict]:
+    """``{section: {field: value}}`` of the config flags given on ``command``'s line (read from the config table;
+    a flag not given is left out; values are checked when the config is built)."""
+    out: dict[str, dict] = {}
+    for section, name, fl in config_flags(command):
+        value = getattr(args, fl.attr, None)
+        if value is None:
+            continue
+        if fl.parse == "path":
+            value = str(Path(value).resolve())
+        elif fl.parse == "weights":
+            value = parse_weights(value)
+        elif fl.parse == "formats":
+            value = tuple(f.strip() for f in value.split(",") if f.strip())
+            if not value or not set(value) <= set(LIST_FORMATS):
+                raise UsageError(f"--lists-format: expected some of {', '.join(LIST_FORMATS)}, "
+                                 f"got {getattr(args, fl.attr)!r}")
+        out.setdefault(section, {})[name] = value
+    return out
+
+
+def blocklist_override(args: argparse.Namespace) -> dict:
+    """``{"blocklist": phrases}`` from ``--blocklist`` (``()`` from ``--no-blocklist``), or ``{}``."""
+    given, clear = getattr(args, "blocklist", None), getattr(args, "no_blocklist", None)
+    if given and clear:
         raise UsageError("--blocklist and --no-blocklist contradict each other: give one")
-    if get("blocklist"):
-        fusion["blocklist"] = tuple(p.strip() for p in args.blocklist if p.strip())
-    elif get("no_blocklist"):
-        fusion["blocklist"] = ()
-    if get("lists_format"):
-        formats = tuple(f.strip() for f in args.lists_format.split(",") if f.strip())
-        if not formats or not set(formats) <= set(LIST_FORMATS):
-            raise UsageError(f"--lists-format: expected some of {', '.join(LIST_FORMATS)}, got {args.lists_format!r}")
-        fusion["lists_formats"] = formats
-    return fusion
+    if given:
+        return {"blocklist": tuple(p.strip() for p in given if p.strip())}
+    return {"blocklist": ()} if clear else {}
 
 
-def config_from_args(args: argparse.Namespace) -> Config:
-    """The run's :class:`Config` from the flags and ``--set``; every value is checked as it is built."""
-    if args.workers is not None and args.workers < 1:
+def file_settings(args: argparse.Namespace, section: str) -> dict:
+    """The ``section`` fields that the ``--config`` file sets, with their checked values (``{}`` without a file)."""
+    path = getattr(args, "config", None)
+    if path is None:
+        return {}
+    named = read_config_file(path).get(section) or {}
+    current = getattr(Config().with_file(path), section)
+    return {name: getattr(current, name) for name in named}
+
+
+def fusion_overrides(args: argparse.Namespace, command: str = "lists") -> dict:
+    """FusionConfig overrides of a lists job: the ``--config`` file's fusion settings, then the flags.
+
+    Settings given neither way are left out, so the store's own (its catalog's weights) stay.
+    """
+    return {**file_settings(args, "fusion"), **flag_values(args, command).get("fusion", {}),
+            **blocklist_override(args)}
+
+
+def store_models(store: Path | None) -> dict[str, str]:
+    """modality -> the model name the store's features came from (the defaults of a command on that store)."""
+    if store is None or not StoreLayout(store).shards_dir.is_dir():
+        return {}
+    return {m: stamp.model for m, stamp in recorded_models(store).items()}
+
+
+def base_config(args: argparse.Namespace) -> Config:
+    """The defaults of a command: the config's, with the models of ``--store`` (when it has features), then the
+    ``--config`` file. Flags and ``--set`` go on top (:func:`config_from_args`)."""
+    cfg = Config().with_overrides(models=store_models(getattr(args, "store", None)))
+    path = getattr(args, "config", None)
+    return cfg.with_file(path) if path is not None else cfg
+
+
+def config_from_args(args: argparse.Namespace, command: str | None = None) -> Config:
+    """The command's :class:`Config`: defaults (:func:`base_config`), then the flags, then ``--set``.
+
+    Every value is checked as it is built.
+    """
+    if getattr(args, "workers", None) is not None and args.workers < 1:
         raise UsageError("--workers must be at least 1")
-    return Config().with_overrides(
-        models={"device": args.device, "batch_size": args.batch_size, "visual": args.video_model,
-                "video_weights": str(Path(args.video_weights).resolve()) if args.video_weights else None,
-                "audio": args.audio_model, "precision": args.precision,
-                "audio_weights": str(Path(args.audio_weights).resolve()) if args.audio_weights else None},
-        shots={"detector": args.shot_detector, **{dest: getattr(args, dest) for dest in SHOT_FLAGS.values()}},
-        fusion=fusion_overrides(args),
-        thumbnails={"max_side": args.thumbnail_size},
-        jobs={"item_timeout_s": args.item_timeout, "dashboard_address": args.dashboard_address},
-    ).with_settings(args.settings)
+    flags = flag_values(args, command or args.command)
+    flags["fusion"] = {**flags.get("fusion", {}), **blocklist_override(args)}
+    return base_config(args).with_overrides(**flags).with_settings(getattr(args, "settings", None) or [])
 
 
-def check_runnable(cfg: Config) -> None:
+def check_runnable(cfg: Config, store: Path | None = None) -> None:
     """Fail fast, before starting a cluster: the device, the detector and every model must exist here.
 
-    Raises UsageError (unknown name, no CUDA) or WeightsNotFoundError (a weights file that is not here).
+    Raises UsageError (unknown name, no CUDA) or WeightsNotFoundError (a weights file that is not here; for a
+    model that is the default because ``store``'s features came from it, the message says so).
     """
     resolve_device(cfg.models.device)
     check_index_spec(cfg.fusion.index)
@@ -454,8 +528,19 @@ def check_runnable(cfg: Config) -> None:
         raise UsageError(f"unknown shot detector {cfg.shots.detector!r}; available: {', '.join(detectors.names())}")
     detector_provenance(cfg.shots)  # a model-based detector whose package or weights are missing says so here
     paths = {"visual": cfg.models.video_weights, "audio": cfg.models.audio_weights}
+    flags = {"visual": ("--video-model", "--video-weights"), "audio": ("--audio-model", "--audio-weights")}
     for modality in ("visual", "audio", "image", "text"):
-        registry.get_class(modality, getattr(cfg.models, modality)).weights_file_for(paths.get(modality))
+        name = getattr(cfg.models, modality)
+        try:
+            registry.get_class(modality, name).weights_file_for(paths.get(modality))
+        except WeightsNotFoundError as e:
+            default = getattr(Config().models, modality)
+            if store is None or store_models(store).get(modality) != name or name == default:
+                raise
+            pick, weights = flags.get(modality, (f"--set models.{modality}=NAME", "a weights file"))
+            raise WeightsNotFoundError(f"{e} ({name} is the {modality} model of the features in {store}, so it is "
+                                       f"the default there: give its weights with {weights}, or another model "
+                                       f"with {pick} NAME --re-extract)") from None
 
 
 def _run_catalog(args, lists: str, then=relist_stale_spaces) -> int:
@@ -467,11 +552,11 @@ def _run_catalog(args, lists: str, then=relist_stale_spaces) -> int:
     cfg = config_from_args(args)
     if lists == "add":
         check_can_add(args.store)
-    check_runnable(cfg)
+    check_runnable(cfg, args.store)
     check_scheduler(args.scheduler)
     try:
         report = run_catalog(args.inputs, args.store, cfg, scheduler=args.scheduler, workers=args.workers,
-                             progress=not args.no_progress, re_extract=args.re_extract, lists=lists, then=then)
+                             progress=terminal_progress(args), re_extract=args.re_extract, lists=lists, then=then)
     except ReelsimError as e:  # the lists stage failed: the items' summary first, then the error
         if getattr(e, "report", None) is not None:
             print(e.report.describe(args.store))
@@ -531,16 +616,17 @@ def fit_k(args) -> int | None:
 def cmd_lists(args) -> int:
     asked = fit_k(args)
     said = {"k_requested": asked} if asked is not None else {}
+    text_model = base_config(args).models.text  # the store's: blocklist phrases are embedded as its items were
     if args.space != "content":
         check_space_flags(args, "lists")
-        fusion = Config().with_overrides(fusion=fusion_overrides(args)).fusion
+        fusion = base_config(args).with_overrides(fusion=fusion_overrides(args)).fusion
         with writing(StoreLayout(args.store).root, f"lists --space {args.space}"):
             content = None
             if fusion.blocklist is not None and blocklist_changes(args.store, fusion):
                 # the blocklist is the store's: every space's lists apply it, the content lists first
                 content = relist(args.store, {**content_list_settings(args.store), "blocklist": fusion.blocklist,
                                               "blocklist_threshold": fusion.blocklist_threshold},
-                                 progress=not args.no_progress, text_model=ModelConfig.text)
+                                 progress=terminal_progress(args), text_model=text_model)
             summary = write_space_lists(args.store, args.space, fusion, device=_space_device(args))
             others = relist_stale_spaces(args.store)
         summary.update({"content": content} if content else {}, **({"spaces": others} if others else {}), **said)
@@ -551,13 +637,13 @@ def cmd_lists(args) -> int:
     if args.scheduler or args.workers:
         with writing(StoreLayout(args.store).root, "lists"):
             summary = dask_lists(args.store, stored_fusion(args.store, fusion_overrides(args)),
-                                 scheduler=args.scheduler, workers=args.workers, progress=not args.no_progress,
-                                 text_model=ModelConfig.text)
+                                 scheduler=args.scheduler, workers=args.workers, progress=terminal_progress(args),
+                                 text_model=text_model)
             summary["spaces"] = relist_stale_spaces(args.store)
     else:
         with writing(StoreLayout(args.store).root, "lists"):
-            summary = relist(args.store, fusion_overrides(args), progress=not args.no_progress,
-                             text_model=ModelConfig.text)
+            summary = relist(args.store, fusion_overrides(args), progress=terminal_progress(args),
+                             text_model=text_model)
             summary["spaces"] = relist_stale_spaces(args.store)
     if not summary["spaces"]:
         del summary["spaces"]
@@ -614,7 +700,7 @@ def cmd_matches(args) -> int:
 def cmd_report(args) -> int:
     items = [i.strip() for i in args.items.split(",") if i.strip()] if args.items else None
     got = write_html_report(args.store, args.to, sample=args.sample, seed=args.seed, items=items, k=args.k,
-                       weights=parse_weights(args.weights) if args.weights else None, progress=not args.no_progress,
+                       weights=parse_weights(args.weights) if args.weights else None, progress=terminal_progress(args),
                        space=args.space)
     print(f"wrote {args.to}: {got['items']} items, {got['neighbours']} neighbours, {got['images']} pictures, "
           f"{got['bytes'] / 1e6:.2f} MB")
@@ -648,9 +734,9 @@ def cmd_verify(args) -> int:
 
 def cmd_demo(args) -> int:
     cfg = config_from_args(args)
-    check_runnable(cfg)
+    check_runnable(cfg, args.store)
     check_scheduler(args.scheduler)
-    return run_demo(args.store, cfg, workers=args.workers, scheduler=args.scheduler, progress=not args.no_progress,
+    return run_demo(args.store, cfg, workers=args.workers, scheduler=args.scheduler, progress=terminal_progress(args),
                     re_extract=args.re_extract)
 
 
@@ -663,32 +749,39 @@ def cmd_models(args) -> int:
     if args.check_amp:
         import numpy as np
 
-        model = registry.load("visual", ModelConfig.visual, device=args.device, batch_size=4)
+        model = registry.load("visual", Config().models.visual, device=args.device, batch_size=4)
         clips = np.random.default_rng(0).integers(0, 256, (4, model.clip_len, 160, 160, 3), dtype=np.uint8)
         print(f"AMP check, {model.name}: {check_amp(model, clips).describe()}")
     return 0
 
 
 def _learn_config(args):
-    cfg = Config().with_settings(args.settings)
+    cfg = base_config(args).with_settings(args.settings)
     if getattr(args, "cold_fraction", None) is not None:
         cfg = cfg.with_overrides(learn={"cold_fraction": args.cold_fraction})
     return cfg.learn
 
 
-def _say(text: str) -> None:
-    print(text, file=sys.stderr)
+def terminal_progress(args) -> TerminalProgress:
+    """What a command shows while it works: bars and lines on stderr, or with ``--no-progress`` warnings only."""
+    return TerminalProgress(bars=not getattr(args, "no_progress", False))
 
 
 def cmd_train(args) -> int:
-    summary = train_store(args.store, args.interactions, _learn_config(args), progress=_say)
+    summary = train_store(args.store, args.interactions, _learn_config(args), progress=terminal_progress(args))
     print(json.dumps(summary) if args.json else "\n".join(f"{k}: {v}" for k, v in summary.items()))
     return 0
 
 
 def cmd_evaluate(args) -> int:
-    result = evaluate_store(args.store, args.interactions, _learn_config(args), progress=_say)
+    result = evaluate_store(args.store, args.interactions, _learn_config(args), progress=terminal_progress(args))
     print(json.dumps(result) if args.json else evaluation_table(result))
+    return 0
+
+
+def cmd_config(args) -> int:
+    cfg = Config() if args.defaults else base_config(args).with_settings(args.settings)
+    print(json.dumps(cfg.to_dict(), ensure_ascii=False) if args.json else cfg.to_toml(), end="\n" if args.json else "")
     return 0
 
 
@@ -722,7 +815,7 @@ def cmd_serve(args) -> int:
 COMMANDS = {"run": cmd_run, "add": cmd_add, "lists": cmd_lists, "shots": cmd_shots, "similar": cmd_similar,
             "matches": cmd_matches, "report": cmd_report, "export": cmd_export, "verify": cmd_verify, "demo": cmd_demo,
             "models": cmd_models, "train": cmd_train, "evaluate": cmd_evaluate, "search": cmd_search,
-            "serve": cmd_serve}
+            "serve": cmd_serve, "config": cmd_config}
 
 
 def quiet_openmp() -> None:
@@ -742,6 +835,7 @@ def main(argv: list[str] | None = None) -> int:
     for stream in (sys.stdout, sys.stderr):  # a path's bytes that are not UTF-8 print as \udcff (a JSON escape too)
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
+    log_warnings_to_stderr()
     args = build_parser().parse_args(argv)
     try:
         if getattr(args, "store", None) is not None:

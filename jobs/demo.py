@@ -18,6 +18,7 @@ from reelsim.config import Config, LearnConfig
 from reelsim.jobs.runner import run_catalog
 from reelsim.jobs.tables import neighbors_text
 from reelsim.pipeline.synth import Segment, edit_copy, make_image, make_video
+from reelsim.reporting import Progress
 from reelsim.similarity.evaluate import evaluate_store
 from reelsim.similarity.evaluate import format_table as eval_table
 from reelsim.similarity.lookup import Lookup
@@ -83,7 +84,7 @@ def make_sample_catalog(media: Path) -> Path:
 
 
 def run_demo(store: Path, cfg: Config, *, workers: int | None = None, scheduler: str | None = None,
-             progress: bool = True, re_extract: bool = False) -> int:
+             progress: bool | Progress = True, re_extract: bool = False) -> int:
     """Make the sample catalog, run it, print a few lists.  Returns the run's exit code."""
     import time
 

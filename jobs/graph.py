@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -33,6 +32,7 @@ import numpy as np
 from reelsim.config import FusionConfig
 from reelsim.jobs.connect import check_cluster_store, check_scheduler, scheduler_client
 from reelsim.jobs.runner import LOW_LEVEL_LOG_LENGTH
+from reelsim.reporting import Counter, Progress
 from reelsim.similarity.blocks import BLOCKED_FILE, job_spec, search_block
 from reelsim.similarity.catalog import load_catalog
 from reelsim.similarity.rebuild import finish_lists, list_formats, prepare_graph, publish_content_lists
@@ -72,7 +72,8 @@ def block_ranges(n: int, rows: int) -> list[tuple[int, int, int]]:
 
 
 def dask_lists(store: Path, fusion: FusionConfig, *, client=None, scheduler: str | None = None,
-               workers: int | None = None, progress: bool = False, text_model: str = "minilm-l6-v2") -> dict:
+               workers: int | None = None, progress: Progress | None = None,
+               text_model: str | None = None) -> dict:
     """``reelsim lists`` with the search phase on a Dask cluster; returns the job's summary.
 
     Parameters
@@ -81,7 +82,8 @@ def dask_lists(store: Path, fusion: FusionConfig, *, client=None, scheduler: str
     fusion : weights, k, index choice, hygiene, list formats; ``knn_batch`` is the block size
     client : an existing ``distributed.Client`` (left open); else one on ``scheduler``, or on a
         new local cluster of ``workers`` processes (closed at the end)
-    progress : a progress bar of blocks on stderr
+    progress : told the blocks done (stage ``kNN blocks``) and the index choices (:mod:`reelsim.reporting`)
+    text_model : the text model of the blocklist's phrases (default: the store's)
 
     Returns
     -------
@@ -117,7 +119,6 @@ def _search_and_write(session, job, fusion: FusionConfig, layout: StoreLayout, c
                       progress: bool, t1: float) -> dict:
     """The search phase of :func:`dask_lists` on the cluster, then the lists written from the part files."""
     from dask.distributed import as_completed
-    from tqdm import tqdm
 
     ckpt = job.checkpoint
     if job.blocked is not None:
@@ -137,12 +138,11 @@ def _search_and_write(session, job, fusion: FusionConfig, layout: StoreLayout, c
                              [lo for _, lo, _ in todo], [hi for _, _, hi in todo], job=spec,
                              key=[f"knn-block-{tag}-{b}" for b, _, _ in todo], pure=False)
         seconds = []
-        with tqdm(total=len(blocks), initial=len(blocks) - len(todo), desc="kNN blocks", unit="block",
-                  disable=not progress, file=sys.stderr, dynamic_ncols=True) as bar:
-            for fut, result in as_completed(futures, with_results=True):
-                seconds.append(result["seconds"])
-                bar.update(1)
-                fut.release()
+        tick = Counter(progress, "kNN blocks", total=len(blocks), done=len(blocks) - len(todo), unit="block")
+        for fut, result in as_completed(futures, with_results=True):
+            seconds.append(result["seconds"])
+            tick(1)
+            fut.release()
         del futures
     t2 = time.perf_counter()
     layout.lists_dir.mkdir(exist_ok=True)

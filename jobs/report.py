@@ -25,10 +25,12 @@ from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
 
-from reelsim import __version__
+from reelsim._version import __version__
 from reelsim.config import MODALITIES
 from reelsim.errors import StoreError, UnknownItemError, UsageError
+from reelsim.jobs.console import progress_for
 from reelsim.jobs.tables import terminal_safe
+from reelsim.reporting import Counter, Progress
 from reelsim.similarity.answer import StoreReader
 from reelsim.similarity.catalog import load_catalog
 from reelsim.similarity.copies import matches as copy_matches
@@ -286,11 +288,12 @@ def render_html(entries: list[ReportEntry], *, store_name: str, k: int, weights:
 
 
 def write_html_report(store: Path, to: Path, *, sample: int = 12, seed: int = 0, items: list[str] | None = None,
-                 k: int = 5, weights: dict[str, float] | None = None, progress: bool = True,
+                 k: int = 5, weights: dict[str, float] | None = None, progress: bool | Progress | None = True,
                  space: str = "content") -> dict:
-    """Write the page for ``store`` to ``to`` atomically.  Returns {items, neighbours, images, bytes}."""
-    from tqdm import tqdm
+    """Write the page for ``store`` to ``to`` atomically.  Returns {items, neighbours, images, bytes}.
 
+    ``progress``: the items done, stage ``report`` (:func:`~reelsim.jobs.console.progress_for`).
+    """
     if k < 1:
         raise UsageError("-k must be at least 1")
     reader = StoreReader(store)  # the store's lists answer, with their hygiene (similarity/answer.py)
@@ -309,10 +312,12 @@ def write_html_report(store: Path, to: Path, *, sample: int = 12, seed: int = 0,
         except (StoreError, UnknownItemError):  # no copy index (older store), or not a video
             return []
 
-    entries = [ReportEntry(card(i), [(nb, card(nb.item)) for nb in reader.similar(i, k, space=space,
-                                                                                  weights=weights).neighbors],
-                           copies(i))
-               for i in tqdm(chosen, desc="report", unit="item", disable=not progress)]
+    tick = Counter(progress_for(progress), "report", total=len(chosen))
+    entries = []
+    for i in chosen:
+        neighbors = reader.similar(i, k, space=space, weights=weights).neighbors
+        entries.append(ReportEntry(card(i), [(nb, card(nb.item)) for nb in neighbors], copies(i)))
+        tick(1)
     shown = weights or load_catalog(StoreLayout(store).require_catalog(), header=True)[1]
     html = render_html(entries, store_name=terminal_safe(Path(store).resolve().name), k=k, weights=dict(shown),
                        n_items=len(ids),

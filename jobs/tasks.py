@@ -1,8 +1,20 @@
-"""Dask task functions: module-level, plain picklable arguments, small results.
+"""Dask task functions of a run's three stages: module-level, plain picklable arguments, small results.
 
-A task computes one item and writes its shard itself (big arrays never travel
-through the scheduler); it returns a small status dict.  Every failure an item
-can cause comes back as ``status="failed"`` with a one-line ``reason``.
+Every item goes through the same tasks (:mod:`reelsim.jobs.driver` submits them):
+
+- :func:`prepare_task` (a CPU worker): a group of items (one video, or many
+  small items): hash their inputs, stop at a current shard (``cached``), and
+  prepare the others (:func:`reelsim.pipeline.batcher.prepare_items`: decode
+  once, shots, clips, audio, texts); the clips stay where they were made (that
+  worker's memory, or shared memory).
+- :func:`staged_summary` (where the prepared group is): the small record the driver reads.
+- :func:`embed_task` (the model's device): the prepared groups of one batch
+  (:func:`reelsim.pipeline.batcher.embed_batch`).
+- :func:`finish_task` (a CPU worker): pool each item's embeddings and write
+  its shard; the items' report rows.
+
+Big arrays never travel through the scheduler or the driver. Every failure an
+item can cause comes back as ``status="failed"`` with a one-line ``reason``.
 """
 
 from __future__ import annotations
@@ -11,19 +23,25 @@ import os
 import socket
 import time
 import traceback
+from dataclasses import dataclass
 
 from reelsim.config import Config
 from reelsim.errors import MediaError, ReelsimError
+from reelsim.extractors import registry
 from reelsim.extractors.registry import LOADS
-from reelsim.pipeline.item import Models, analyse_item, analyse_products
+from reelsim.pipeline.batcher import Embedded, Prepared, complete_item, embed_batch, prepare_items
+from reelsim.pipeline.item import Models
 from reelsim.storage.hashing import sha256_file, sha256_text
-from reelsim.storage.layout import StoreLayout
+from reelsim.storage.layout import StoreLayout, item_key
 from reelsim.storage.manifest import Item, check_input_file, input_files
 from reelsim.storage.shards import shard_is_current, write_shard
 
 _THREADS_SET = False
 #: Dask event topic on which every item attempt announces its start (see jobs/watch.py).
 START_TOPIC = "reelsim-item-start"
+#: Dask event topic on which every embed task announces its start (``phase`` ``start``), and again once its
+#: worker has the models (``models-loaded``): the driver's clock for ``jobs.batch_timeout_s`` starts then.
+BATCH_TOPIC = "reelsim-gpu-batch"
 
 
 def limit_threads(n: int | None) -> None:
@@ -106,10 +124,12 @@ def load_models(item: Item | list[Item], cfg: Config, run_id: str | None, *, dev
     item needs, :func:`models_needed`) limits which are loaded now.
     """
     items = item if isinstance(item, list) else [item]
-    ids = [i.id for i in items] if isinstance(item, list) else item.id
+    ids = [i.id for i in items] if len(items) > 1 else items[0].id  # one item: announced as ``item``
     models = Models(cfg, device=device)
-    announce_start(ids, run_id, phase="loading-models")
     needed = dict.fromkeys(m for i in items for m in models_needed(i)) if modalities is None else modalities
+    if not needed:  # nothing to load: the clock runs on
+        return models
+    announce_start(ids, run_id, phase="loading-models")
     for modality in needed:
         models.get(modality)
     announce_start(ids, run_id, phase="models-loaded")
@@ -121,41 +141,6 @@ def status_row(item_id: str, kind: str | None, status: str, reason: str | None =
     return {"item": item_id, "kind": kind, "status": status, "reason": reason,
             "seconds": 0.0, "n_shots": None, "decode_errors": None, "warnings": [], "timings": {},
             "attempts": 0 if status == "failed" else 1, "worker": None, "model_loads": {}}
-
-
-def process_item(item: Item, cfg: Config, store: str, torch_threads: int | None = None,
-                 run_id: str | None = None) -> dict:
-    """Analyse one item and write its shard, unless an up-to-date shard exists.
-
-    Returns
-    -------
-    dict with ``item``, ``status`` (``ok`` | ``cached`` | ``failed``),
-    ``reason`` (failures), ``seconds``, ``n_shots``, ``decode_errors`` (corrupt
-    packets skipped in a video item decoded in this run), ``warnings``, ``timings``,
-    ``worker`` (where it ran) and ``model_loads`` (models this worker process
-    has built so far: each count is 1 when models load once per worker).
-    """
-    t0 = time.perf_counter()
-    result = status_row(item.id, item.kind, "failed")
-    result.update(attempts=1, worker=worker_name())
-    limit_threads(torch_threads)  # imports torch: slow on a fresh worker, so before the item's clock starts
-    announce_start(item.id, run_id)
-    try:
-        hashes = input_hashes(item)
-        config_hash = cfg.feature_hash()
-        path = StoreLayout(store).shard(item.id)
-        if shard_is_current(path, config_hash=config_hash, input_sha256=hashes):
-            result["status"] = "cached"
-        else:
-            models = load_models(item, cfg, run_id)
-            features = analyse_item(item, cfg, models)
-            write_shard(store, features, config_hash=config_hash, input_sha256=hashes)
-            result.update(ok_fields(features))
-    except Exception as e:  # noqa: BLE001  one item's failure never aborts the batch (see failure_reason)
-        result["reason"] = failure_reason(e)
-    result["seconds"] = round(time.perf_counter() - t0, 3)
-    result["model_loads"] = dict(sorted(LOADS.items()))
-    return result
 
 
 def ok_fields(features) -> dict:
@@ -178,60 +163,168 @@ def failure_reason(e: BaseException) -> str:
     return f"internal error {e.__class__.__name__}: {e}{at}"
 
 
-def process_items(items: list[Item], cfg: Config, store: str, torch_threads: int | None = None,
-                  run_id: str | None = None) -> list[dict]:
-    """Analyse a group of items without video and write each one's shard: one task, one row per item.
+@dataclass
+class Staged:
+    """One item after :func:`prepare_task`: prepared, or already final.
 
-    The small items of a catalog (products, text-only rows) run as tasks of
-    many items (the runner groups them, ``jobs.group_size``) so that the
-    scheduler's cost per task is shared and the image and text models embed
-    a batch instead of one item at a time
-    (:func:`reelsim.pipeline.item.analyse_products`). Each item is still
-    hashed, checked against its shard, written to its own shard and reported
-    on its own row, exactly as :func:`process_item` does; an item that fails
-    (a missing or unreadable image, a failed write) fails alone.
+    item : the catalog item.
+    prepared : the item for the embed stage; None when ``done``.
+    hashes : the inputs' sha256 (stored with the shard).
+    row : the report row so far (worker, seconds, model loads of this stage); final when ``done``.
+    done : nothing is left to do: the shard is current (``cached``) or the item ``failed``.
+    """
 
-    Returns
-    -------
-    list of dict, one per item in order, with the fields of :func:`process_item`.
-    ``seconds`` is the item's share of the group's time (group seconds / items).
+    item: Item
+    prepared: Prepared | None
+    hashes: dict
+    row: dict
+    done: bool
+
+    def summary(self) -> dict:
+        """What the driver needs: rows to embed, shared files, and the row when the item is done."""
+        p = self.prepared
+        return {"item": self.item.id, "done": self.done, "row": self.row if self.done else None,
+                "rows": p.n_rows if p else 0, "nbytes": p.nbytes if p else 0,
+                "shared": p.shared_paths() if p else []}
+
+
+def clip_len_of(cfg: Config) -> int:
+    """Frames per clip of the configured video model (its class attribute: nothing is loaded)."""
+    return registry.get_class("visual", cfg.models.visual).clip_len
+
+
+def prepare_task(items: list[Item], cfg: Config, store: str, torch_threads: int | None = None,
+                 run_id: str | None = None, shared_dir: str | None = None) -> list[Staged]:
+    """Stage 1 on a CPU worker: hash each item, skip it when its shard is current, prepare the others.
+
+    The audio and text models run here, on the CPU; the group's texts are
+    embedded as one batch. With ``shared_dir`` the pixels go to shared memory
+    and only handles are returned. One item's failure never affects the others.
+    Each item's ``seconds`` is its share of the group's time.
     """
     t0 = time.perf_counter()
-    rows = []
+    worker = worker_name()
+    limit_threads(torch_threads)  # imports torch: slow on a fresh worker, so before the items' clock starts
+    announce_start([i.id for i in items] if len(items) > 1 else items[0].id, run_id)
+    staged = []
     for item in items:
         row = status_row(item.id, item.kind, "failed")
-        row.update(attempts=1)
-        rows.append(row)
-    worker = worker_name()
-    limit_threads(torch_threads)
-    announce_start([i.id for i in items], run_id)
+        row.update(attempts=1, worker=worker)
+        staged.append(Staged(item, None, {}, row, done=True))
     config_hash = cfg.feature_hash()
-    todo: list[tuple[int, dict]] = []
-    for n, item in enumerate(items):
+    todo = []
+    for s in staged:
         try:
-            hashes = input_hashes(item)
-            if shard_is_current(StoreLayout(store).shard(item.id), config_hash=config_hash, input_sha256=hashes):
-                rows[n]["status"] = "cached"
+            s.hashes = input_hashes(s.item)
+            if shard_is_current(StoreLayout(store).shard(s.item.id), config_hash=config_hash,
+                                input_sha256=s.hashes):
+                s.row["status"] = "cached"
             else:
-                todo.append((n, hashes))
+                todo.append(s)
         except Exception as e:  # noqa: BLE001  (this item fails, the others go on)
-            rows[n]["reason"] = failure_reason(e)
+            s.row["reason"] = failure_reason(e)
     if todo:
+        cpu_side = tuple(m for m in ("audio", "text") if any(m in models_needed(s.item) for s in todo))
         try:
-            models = load_models([items[n] for n, _ in todo], cfg, run_id)
-            results = analyse_products([items[n] for n, _ in todo], cfg, models)
+            models = load_models([s.item for s in todo], cfg, run_id, device="cpu", modalities=cpu_side)
+            results = prepare_items([s.item for s in todo], cfg, models, clip_len=clip_len_of(cfg))
         except Exception as e:  # noqa: BLE001  (e.g. a model that does not load: every item of the group says so)
             results = [e] * len(todo)
-        for (n, hashes), features in zip(todo, results):
+        for s, prepared in zip(todo, results):
+            if isinstance(prepared, Exception):
+                s.row["reason"] = failure_reason(prepared)
+                continue
             try:
-                if isinstance(features, Exception):
-                    raise features
-                write_shard(store, features, config_hash=config_hash, input_sha256=hashes)
-                rows[n].update(ok_fields(features))
-            except Exception as e:  # noqa: BLE001
-                rows[n]["reason"] = failure_reason(e)
+                s.prepared = prepared.share(shared_dir, item_key(s.item.id)) if shared_dir else prepared
+            except Exception as e:  # noqa: BLE001  (e.g. shared memory full: this item fails)
+                s.row["reason"] = failure_reason(e)
+                continue
+            s.row["status"], s.done = "prepared", False
     share = round((time.perf_counter() - t0) / max(1, len(items)), 3)
     loads = dict(sorted(LOADS.items()))
-    for row in rows:
-        row.update(seconds=share, worker=worker, model_loads=loads)
+    for s in staged:
+        s.row.update(seconds=share, model_loads=loads)
+    return staged
+
+
+def staged_summary(staged: list[Staged]) -> list[dict]:
+    """The small record of each prepared item the driver reads (runs where the prepared group is)."""
+    return [s.summary() for s in staged]
+
+
+def announce_batch(run_id: str, batch_id: int, item_ids: list[str], phase: str) -> None:
+    """Log a batch's ``phase`` on :data:`BATCH_TOPIC` from the Dask worker running it (nothing elsewhere)."""
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+    except (ImportError, ValueError):  # not on a Dask worker
+        return
+    worker.log_event(BATCH_TOPIC, {"run": run_id, "batch": batch_id, "items": item_ids, "worker": worker.address,
+                                   "pid": os.getpid(), "phase": phase})
+
+
+def mixes_items(cfg: Config, device) -> bool:
+    """Whether a batch's items share forward passes (``jobs.cross_item``: ``auto`` = on CUDA only).
+
+    On the CPU each item's rows then run on their own, so its features never depend on its batch-mates.
+    """
+    mode = cfg.jobs.cross_item
+    return mode == "on" or (mode == "auto" and str(device).startswith("cuda"))
+
+
+def embed_task(cfg: Config, run_id: str, batch_id: int, torch_threads: int | None, *groups: list[Staged]):
+    """Stage 2 on the model's device: one batch (:func:`~reelsim.pipeline.batcher.embed_batch`).
+
+    ``groups`` are whole prepare tasks' results; their items still to do are
+    embedded (torch limited to ``torch_threads`` in this worker, as in
+    :func:`prepare_task`). Announces itself on :data:`BATCH_TOPIC` (run, batch,
+    items, worker, pid, phase ``start``), and again once the models are loaded (``models-loaded``).
+    """
+    limit_threads(torch_threads)
+    preps = [s.prepared for g in groups for s in g if not s.done]
+    ids = [p.item.id for p in preps]
+    announce_batch(run_id, batch_id, ids, "start")
+    t0 = time.perf_counter()
+    models = Models(cfg)
+    visual, image = models.get("visual"), models.get("image")
+    load_s = time.perf_counter() - t0
+    announce_batch(run_id, batch_id, ids, "models-loaded")
+    started = time.time()
+    result = embed_batch(preps, visual, image, batch=cfg.jobs.gpu_batch, mix=mixes_items(cfg, visual.device))
+    result.stats.update(batch=batch_id, worker=worker_name(), load_s=round(load_s, 3), device=str(visual.device),
+                        started=started, ended=time.time(), model_loads=dict(sorted(LOADS.items())))
+    return result
+
+
+def finish_task(group: list[Staged], result, cfg: Config, store: str) -> list[dict]:
+    """Stage 3 on a CPU worker: pool each prepared item's embeddings and write its shard; their report rows.
+
+    ``result`` is the group's batch (None when the group had nothing to embed, e.g. texts only).
+    """
+    rows = []
+    for staged in (s for s in group if not s.done):
+        t0 = time.perf_counter()
+        row = dict(staged.row, status="failed")
+        try:
+            embedded = result.embedded[staged.item.id] if result is not None else Embedded()
+            features = complete_item(staged.prepared, embedded, result, cfg)
+            write_shard(store, features, config_hash=cfg.feature_hash(), input_sha256=staged.hashes)
+            row.update(ok_fields(features))
+            if result is not None:
+                stats = result.stats
+                share = stats["seconds"] * staged.prepared.n_rows / max(1, stats["clips"] + stats["images"])
+                row["timings"] = {**row["timings"], "embed_share_s": round(share, 4)}
+                row["batch"] = {k: stats[k] for k in BATCH_FIELDS}
+                row["model_loads"] = {**row["model_loads"], **stats["model_loads"]}
+            row["timings"] = {**row["timings"], "finish_s": round(time.perf_counter() - t0, 4)}
+        except Exception as e:  # noqa: BLE001  one bad item never aborts the batch
+            row["reason"] = failure_reason(e)
+        row["seconds"] = round(staged.row["seconds"] + time.perf_counter() - t0, 3)
+        rows.append(row)
     return rows
+
+
+#: what each row keeps of its batch's record (``batch`` in report.json)
+BATCH_FIELDS = ("batch", "items", "clips", "images", "batches", "seconds", "fill_s", "load_s", "worker", "device",
+                "started", "ended", "mixed", "model_loads")

@@ -85,6 +85,14 @@ class ItemWatch:
             a = self._latest.get(item_id)
             return a.count if a else 0
 
+    def pause(self, item_id: str) -> None:
+        """Stop an item's clock but keep counting its attempts (its prepare task is done; the item is not):
+        a new start event (the task run again) starts the clock again."""
+        with self._lock:
+            a = self._latest.get(item_id)
+            if a is not None:
+                a.started = None
+
     def finish(self, item_id: str) -> int:
         """Forget a finished item; returns its number of attempts (0 when none was seen)."""
         with self._lock:

@@ -21,6 +21,7 @@ Examples
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from dataclasses import dataclass
@@ -52,6 +53,22 @@ class VideoInfo:
     duration_s: float
     has_audio: bool
     rotation: int = 0
+
+    def rotated(self, degrees: int) -> "VideoInfo":
+        """This info for frames turned ``degrees`` (a multiple of 90): width and height swap at 90 and 270.
+
+        Examples
+        --------
+        >>> info = VideoInfo("v.mp4", 1920, 1080, 30.0, 10.0, True).rotated(90)
+        >>> info.width, info.height, info.rotation
+        (1080, 1920, 90)
+        """
+        degrees %= 360
+        if degrees == self.rotation:
+            return self
+        swap = (degrees - self.rotation) % 180 == 90
+        w, h = (self.height, self.width) if swap else (self.width, self.height)
+        return dataclasses.replace(self, width=w, height=h, rotation=degrees)
 
 
 class Frame(NamedTuple):
@@ -179,9 +196,21 @@ def _decoded(container, stream, kind: str, errors: PacketErrors):
     place a :class:`Skipped` is yielded. Raises :class:`_ContainerDamaged`
     when demuxing fails.
     """
+    for _, frame in _demuxed(container, {stream.index: (stream, kind)}, errors):
+        yield frame
+
+
+def _demuxed(container, streams: dict, errors: PacketErrors):
+    """``(kind, frame)`` of every stream in ``streams`` ({stream index: (stream, kind)}), in one demux pass.
+
+    Packets come in file order and each goes to its own stream's decoder; a
+    rejected packet is skipped, counted in ``errors`` under its kind, and
+    stands as a :class:`Skipped`. Raises :class:`_ContainerDamaged` when
+    demuxing fails.
+    """
     import av
 
-    packets = container.demux(stream)
+    packets = container.demux(*(s for s, _ in streams.values()))
     while True:
         try:
             packet = next(packets)
@@ -189,17 +218,20 @@ def _decoded(container, stream, kind: str, errors: PacketErrors):
             return
         except av.error.FFmpegError as e:
             raise _ContainerDamaged(str(e)) from None
+        kind = streams[packet.stream.index][1]
         try:
             frames = packet.decode()
         except av.error.FFmpegError as e:
             errors.skip(kind, e)
-            yield Skipped(float(packet.duration * packet.time_base) if packet.duration and packet.time_base else 0.0)
+            yield kind, Skipped(float(packet.duration * packet.time_base) if packet.duration and packet.time_base
+                                else 0.0)
             continue
-        yield from frames
+        for frame in frames:
+            yield kind, frame
 
 
 def probe(path: str) -> VideoInfo:
-    """Read a video's stream info without decoding frames.
+    """Read a video's stream info without decoding frames (but the first, for its rotation).
 
     Raises
     ------
@@ -208,21 +240,155 @@ def probe(path: str) -> VideoInfo:
     """
     with _open(path) as container:
         stream = video_stream(container, path)
-        rate = stream.average_rate or stream.base_rate or stream.guessed_rate
-        fps = float(rate) if rate else math.nan
-        if container.duration:
-            duration = container.duration / 1_000_000
-        elif stream.duration and stream.time_base:
-            duration = float(stream.duration * stream.time_base)
-        else:
-            duration = math.nan
-        width, height = stream.codec_context.width, stream.codec_context.height
-        has_audio = bool(container.streams.audio)
+        info = _container_info(container, stream, path)
         rotation = _first_frame_rotation(container, stream)
-        if rotation in (90, 270):
-            width, height = height, width
-        return VideoInfo(path=path, width=width, height=height, fps=fps, duration_s=duration,
-                         has_audio=has_audio, rotation=rotation)
+        return info.rotated(rotation)
+
+
+def _container_info(container, stream, path: str) -> VideoInfo:
+    """What the container says about its first real video stream (rotation not known yet: 0)."""
+    rate = stream.average_rate or stream.base_rate or stream.guessed_rate
+    fps = float(rate) if rate else math.nan
+    if container.duration:
+        duration = container.duration / 1_000_000
+    elif stream.duration and stream.time_base:
+        duration = float(stream.duration * stream.time_base)
+    else:
+        duration = math.nan
+    return VideoInfo(path=path, width=stream.codec_context.width, height=stream.codec_context.height, fps=fps,
+                     duration_s=duration, has_audio=bool(container.streams.audio))
+
+
+class AudioTrack:
+    """A video's audio decoded in the same demux pass as its frames: mono float32 at ``rate`` Hz.
+
+    Kept in blocks of about ``chunk_s`` seconds (4 bytes a sample: 64 KB per
+    second at 16 kHz) until the shots are known and the audio features are
+    pooled per shot (:meth:`chunks`); the samples are the same as
+    :func:`iter_audio` reads in a pass of its own. A skipped audio packet stands
+    as silence of its duration. ``truncated`` says why decoding stopped early.
+    """
+
+    def __init__(self, rate: int, chunk_s: float = 10.0):
+        self.rate, self._target = rate, int(chunk_s * rate)
+        self._blocks: list[np.ndarray] = []
+        self._parts: list[np.ndarray] = []
+        self._have = 0
+        self.samples = 0
+        self.truncated: str | None = None
+
+    def append(self, samples: np.ndarray) -> None:
+        self._parts.append(samples)
+        self._have += samples.size
+        self.samples += samples.size
+        if self._have >= self._target:
+            self._blocks.append(np.concatenate(self._parts))
+            self._parts, self._have = [], 0
+
+    def chunks(self) -> Iterator[np.ndarray]:
+        """The samples in order, in blocks of about ``chunk_s`` seconds."""
+        yield from self._blocks
+        if self._parts:
+            yield np.concatenate(self._parts)
+
+
+class MediaReader:
+    """One open video file: what it holds (:attr:`info`) and one demux pass over its frames and audio.
+
+    A run opens each video once: the stream info, every frame at the
+    analysis size and, when asked, the audio track all come from the same
+    container (:meth:`frames`). ``info.rotation`` (and a 90/270 degree swap of
+    ``width``/``height``) is known once the first frame is decoded.
+
+    Examples
+    --------
+    >>> with MediaReader("clip.mp4") as video:               # doctest: +SKIP
+    ...     audio = AudioTrack(16000)
+    ...     n = sum(1 for _ in video.frames(short_side=160, audio=audio))
+    ...     video.info.fps, n, audio.samples
+    (25.0, 90, 57600)
+    """
+
+    def __init__(self, path: str, *, errors: PacketErrors | None = None):
+        self.path = path
+        self.errors = errors if errors is not None else PacketErrors(LimitConfig().max_decode_errors, path)
+        self._container = _open(path)
+        try:
+            self._stream = video_stream(self._container, path)
+            self.info = _container_info(self._container, self._stream, path)
+        except BaseException:
+            self._container.close()
+            raise
+
+    def __enter__(self) -> "MediaReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._container.close()
+
+    def frames(self, *, short_side: int, skip_loop_filter: bool = False,
+               audio: AudioTrack | None = None) -> Iterator[Frame]:
+        """Every frame of the video stream at the analysis size (see :func:`iter_frames`); with ``audio``,
+        the first audio stream is decoded in the same pass into it.
+
+        Raises
+        ------
+        MediaError
+            The container fails before any frame, or ``errors`` passes its limit.
+        TruncatedStream
+            The container fails after at least one good frame (``audio.truncated`` says so too).
+        """
+        import av
+        from av.video.reformatter import VideoReformatter
+
+        container, stream = self._container, self._stream
+        stream.thread_type = "AUTO"
+        if skip_loop_filter:
+            # codec options are read when the decoder opens, i.e. at the first packet
+            stream.codec_context.options = {"skip_loop_filter": "all"}
+        w, h = analysis_size(stream.codec_context.width, stream.codec_context.height, short_side)
+        streams = {stream.index: (stream, "video")}
+        if audio is not None and container.streams.audio:
+            sound = container.streams.audio[0]
+            streams[sound.index] = (sound, "audio")
+            resampler = av.AudioResampler(format="flt", layout="mono", rate=audio.rate)
+        scale = VideoReformatter()  # one scaler for every frame (a frame's own would be built again each time)
+        index = 0
+        try:
+            for kind, frame in _demuxed(container, streams, self.errors):
+                if kind == "audio":
+                    if isinstance(frame, Skipped):
+                        audio.append(np.zeros(int(round(frame.seconds * audio.rate)), np.float32))
+                    else:
+                        for out in resampler.resample(frame):
+                            audio.append(_samples(out))
+                    continue
+                if isinstance(frame, Skipped):
+                    continue
+                t = frame.time if frame.time is not None else math.nan
+                turns = quarter_turns(frame.rotation)
+                if index == 0:
+                    self.info = self.info.rotated(turns * 90)
+                rgb = scale.reformat(frame, width=w, height=h, format="rgb24").to_ndarray()
+                yield Frame(index, float(t), upright(rgb, turns))
+                index += 1
+            if len(streams) > 1:
+                for out in resampler.resample(None):
+                    audio.append(_samples(out))
+        except _ContainerDamaged as e:
+            if audio is not None:
+                audio.truncated = str(e)
+            if index == 0:
+                raise MediaError(f"video could not be decoded ({e}): {self.path}") from None
+            raise TruncatedStream(index, str(e)) from None
+
+
+def _samples(frame) -> np.ndarray:
+    """float32 (n,) of a resampled mono audio frame."""
+    return frame.to_ndarray().reshape(-1).astype(np.float32, copy=False)
 
 
 def analysis_size(width: int, height: int, short_side: int) -> tuple[int, int]:
@@ -261,27 +427,8 @@ def iter_frames(path: str, *, short_side: int, skip_loop_filter: bool = False,
     TruncatedStream
         When the container fails after at least one good frame.
     """
-    errors = errors if errors is not None else PacketErrors(LimitConfig().max_decode_errors, path)
-    with _open(path) as container:
-        stream = video_stream(container, path)
-        stream.thread_type = "AUTO"
-        if skip_loop_filter:
-            # codec options are read when the decoder opens, i.e. at the first packet
-            stream.codec_context.options = {"skip_loop_filter": "all"}
-        w, h = analysis_size(stream.codec_context.width, stream.codec_context.height, short_side)
-        index = 0
-        try:
-            for frame in _decoded(container, stream, "video", errors):
-                if isinstance(frame, Skipped):
-                    continue
-                t = frame.time if frame.time is not None else math.nan
-                rgb = frame.to_ndarray(width=w, height=h, format="rgb24")
-                yield Frame(index, float(t), upright(rgb, quarter_turns(frame.rotation)))
-                index += 1
-        except _ContainerDamaged as e:
-            if index == 0:
-                raise MediaError(f"video could not be decoded ({e}): {path}") from None
-            raise TruncatedStream(index, str(e)) from None
+    with MediaReader(path, errors=errors) as video:
+        yield from video.frames(short_side=short_side, skip_loop_filter=skip_loop_filter)
 
 
 class TruncatedStream(Exception):

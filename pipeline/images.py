@@ -47,11 +47,12 @@ def check_pixels(size: tuple[int, int], max_pixels: int, path: str) -> None:
                          f"{_megapixels(max_pixels)} (limits.max_image_pixels): {path}")
 
 
-def header_size(path: str) -> tuple[int, int] | None:
+def header_size(path: str, refused: list[str] | None = None) -> tuple[int, int] | None:
     """(width, height) from the file's header through Pillow's format plugins, without its own size check.
 
     Used when Pillow itself refuses to open an image as a decompression bomb,
-    so that the reason can still give the size. None when no plugin reads it.
+    so that the reason can still give the size. None when no plugin reads it;
+    each plugin that tried and failed is added to ``refused`` (``"PNG: SyntaxError: ..."``).
     """
     from PIL import Image
 
@@ -65,8 +66,9 @@ def header_size(path: str) -> tuple[int, int] | None:
             try:
                 fp.seek(0)
                 return tuple(factory(fp, path).size)
-            except Exception:  # noqa: BLE001  (not this format: try the next, as Image.open does)
-                continue
+            except Exception as e:  # noqa: BLE001  (not this format: try the next, as Image.open does)
+                if refused is not None:
+                    refused.append(f"{fmt}: {e.__class__.__name__}: {e}".splitlines()[0][:120])
     return None
 
 
@@ -151,10 +153,12 @@ def load_image(path: str, *, max_pixels: int) -> np.ndarray:
                 check_pixels(im.size, max_pixels, path)
                 return to_rgb8(ImageOps.exif_transpose(im))
     except Image.DecompressionBombError:
-        size = header_size(path)
+        refused: list[str] = []
+        size = header_size(path, refused)
         if size is None:
+            why = f"; its header read by no format plugin ({'; '.join(refused[:3])})" if refused else ""
             raise MediaError(f"image is over Pillow's decompression-bomb limit and the budget of "
-                             f"{_megapixels(max_pixels)} megapixels (limits.max_image_pixels): {path}") from None
+                             f"{_megapixels(max_pixels)} megapixels (limits.max_image_pixels){why}: {path}") from None
         check_pixels(size, max_pixels, path)
         raise MediaError(f"image is {size[0]}x{size[1]}, over Pillow's decompression-bomb limit: {path}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:

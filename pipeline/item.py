@@ -1,9 +1,13 @@
 """Analyse one catalog item: video (shots, clips, audio, keyframes), image, text.
 
-This is the work of one Dask task.  The video is decoded once for frames
-(which feed the shot detector, the clip sampler and the keyframes) and once
-for audio.  Models come from the per-process registry cache, so a worker
-loads each model once.
+The stages of a run (:mod:`reelsim.pipeline.batcher`) call the functions
+here: the one pass over a video (:func:`segment_pass`: frames for the shot
+detector, the clip sampler and the keyframes, and the audio track, from one
+demux), its structure and audio (:func:`describe_video`), pooling
+(:func:`visual_embedding`, :func:`keyframe_embedding`, :func:`product_embedding`)
+and text. :func:`analyse_item` does all of it in one process (tests,
+benchmarks, the CPU reference of the GPU comparison). Models come from the
+per-process registry cache, so a worker loads each model once.
 """
 
 from __future__ import annotations
@@ -106,7 +110,9 @@ class SegmentedVideo(NamedTuple):
     keyframes : one :class:`Keyframe` per shot, in shot order.
     times : float64 (F,) presentation time of every decoded frame, in seconds.
     boundaries : how each shot was entered (:class:`~reelsim.extractors.shots.Boundary`).
-    errors : the corrupt packets skipped so far (the audio decode adds its own).
+    errors : the corrupt packets skipped so far (in both streams when the audio came in the same pass).
+    audio : the audio track decoded in the same demux pass (:class:`~reelsim.pipeline.decode.AudioTrack`),
+        or None (no audio stream, or not asked for: it is then decoded on its own when pooled).
     """
 
     info: decode.VideoInfo
@@ -115,22 +121,27 @@ class SegmentedVideo(NamedTuple):
     times: np.ndarray
     boundaries: list
     errors: decode.PacketErrors
+    audio: decode.AudioTrack | None = None
 
 
 def segment_pass(path: str, cfg: Config, *, clip_len: int, on_clips: Callable[[list[Clip]], None],
-                 warnings: list[str], prefetch_size: int | None = None) -> SegmentedVideo:
-    """The single frame pass (:class:`ShotPass`): shots, keyframes, frame times; clips to ``on_clips``.
+                 warnings: list[str], prefetch_size: int | None = None, audio: bool = False,
+                 decode_ahead: int = 0) -> SegmentedVideo:
+    """The single pass over a video (:class:`ShotPass`): shots, keyframes, frame times; clips to ``on_clips``.
 
-    ``on_clips`` receives the clips as the sampler settles them (the per-item
-    path embeds them there, the GPU path keeps them for a cross-item batch).
-    With ``prefetch_size``, decoding and segmentation run in a producer thread
+    ``on_clips`` receives the clips as the sampler settles them (the prepare
+    stage keeps them for a batch; :func:`analyse_video` embeds them there).
+    With ``audio``, the audio track is decoded in the same demux pass
+    (``SegmentedVideo.audio``). With ``decode_ahead``, decoding runs in a
+    thread of its own that many frames ahead of the detector; with
+    ``prefetch_size``, decoding and segmentation run in a producer thread
     (:func:`prefetch`) at most that many clip groups ahead of ``on_clips``.
     A truncated stream keeps what decoded and adds a warning; no frame at all
     is a :class:`MediaError`. Corrupt packets are skipped and counted (past
     ``cfg.limits.max_decode_errors`` the item fails).
     """
     errors = decode.PacketErrors(cfg.limits.max_decode_errors, path)
-    shot_pass = ShotPass(path, cfg, clip_len=clip_len, errors=errors)
+    shot_pass = ShotPass(path, cfg, clip_len=clip_len, errors=errors, audio=audio, decode_ahead=decode_ahead)
     keyframes: list[Keyframe] = []
 
     def take(out):
@@ -153,7 +164,7 @@ def segment_pass(path: str, cfg: Config, *, clip_len: int, on_clips: Callable[[l
         warnings.append(f"detector reported cuts later than its latency: {sampler.late_cuts}")
     keyframes.sort(key=lambda k: k.shot)
     return SegmentedVideo(shot_pass.info, sampler.shots, keyframes, np.asarray(shot_pass.times, dtype=np.float64),
-                          sampler.boundaries, errors)
+                          sampler.boundaries, errors, shot_pass.audio)
 
 
 def shot_lengths(shots: list[tuple[int, int]]) -> np.ndarray:
@@ -216,20 +227,28 @@ def _shot_times(shots: list[tuple[int, int]], times: np.ndarray, fps: float) -> 
     return np.array([[times[s], ends[e - 1]] for s, e in shots], dtype=np.float64)
 
 
-def _pool_audio(path: str, shot_times: np.ndarray, cfg: Config, models: Models, warnings: list[str],
-                errors: decode.PacketErrors):
-    """Per-shot and item audio features from a streamed audio decode, or None without audio.
+def pool_audio(path: str, shot_times: np.ndarray, cfg: Config, models: Models, warnings: list[str],
+               errors: decode.PacketErrors, track: decode.AudioTrack | None = None):
+    """Per-shot and item audio features, or None without audio.
 
-    The audio model's ``span_pooler`` receives the chunks; shot spans are in
-    seconds from the first shot's start (the audio stream's origin).
+    The audio model's ``span_pooler`` receives the samples: those of
+    ``track`` (decoded in the frames' own demux pass), else a decode of the
+    audio stream on its own. Shot spans are in seconds from the first shot's
+    start (the audio stream's origin).
     """
     model = models.get("audio")
     pooler = model.span_pooler(shot_times - shot_times[0, 0], cfg.decode.audio_rate)
-    try:
-        for chunk in decode.iter_audio(path, rate=cfg.decode.audio_rate, errors=errors):
+    if track is not None:
+        for chunk in track.chunks():
             pooler.push(chunk)
-    except decode.TruncatedStream as e:
-        warnings.append(f"audio truncated after {e.n_frames} samples ({e})")
+        if track.truncated:
+            warnings.append(f"audio truncated after {track.samples} samples ({track.truncated})")
+    else:
+        try:
+            for chunk in decode.iter_audio(path, rate=cfg.decode.audio_rate, errors=errors):
+                pooler.push(chunk)
+        except decode.TruncatedStream as e:
+            warnings.append(f"audio truncated after {e.n_frames} samples ({e})")
     pooled = pooler.pooled()
     if pooled is None:
         return None
@@ -281,7 +300,7 @@ def analyse_video(item: Item, cfg: Config, models: Models
     visual_model = models.get("visual")
     batcher = ClipBatcher(visual_model, cfg.models.batch_size)
     seg = segment_pass(item.video, cfg, clip_len=visual_model.clip_len, on_clips=batcher.add, warnings=warnings,
-                       prefetch_size=max(1, cfg.models.prefetch_batches * cfg.models.batch_size))
+                       prefetch_size=max(1, cfg.models.prefetch_batches * cfg.models.batch_size), audio=True)
     batcher.flush()
     timings["decode_segment_visual_s"] = time.perf_counter() - t0
     lengths = shot_lengths(seg.shots)
@@ -328,7 +347,8 @@ def describe_video(item: Item, cfg: Config, seg: SegmentedVideo, models: Models,
     declared, decoded = info.duration_s - sum(j.removed_s for j in jumps), float(shot_times[-1, 1])
     if np.isfinite(declared) and decoded < declared - max(1.0, 0.05 * declared):
         warnings.append(f"decoded {decoded:.1f} s of the {declared:.1f} s the container declares: truncated file?")
-    audio = _pool_audio(item.video, shot_times, cfg, models, warnings, seg.errors) if info.has_audio else None
+    audio = (pool_audio(item.video, shot_times, cfg, models, warnings, seg.errors, seg.audio)
+             if info.has_audio else None)
     warnings += seg.errors.warnings()
     timings["audio_s"] = time.perf_counter() - t2
     scenes = group_scenes(signatures, similarity=cfg.shots.scene_similarity, window=cfg.shots.scene_window,
@@ -389,83 +409,29 @@ def text_embedding(vec: np.ndarray, model) -> Embedding:
     return Embedding(item=np.asarray(vec, dtype=np.float32), provenance=model.provenance())
 
 
-def extract_each(model, inputs: list) -> list[np.ndarray | Exception]:
+def extract_each(model, inputs: list, warnings: list[str] | None = None, **kw) -> list[np.ndarray | Exception]:
     """``model.extract`` of many inputs in one call; one row (D,) per input, or the error of that input.
 
     The batch is tried first. Should it raise, every input is extracted on
-    its own, so one bad input fails alone and the others still get features.
+    its own, so one bad input fails alone and the others still get features;
+    the batch's error is added to ``warnings`` (it is not lost when every
+    input then succeeds alone). ``kw`` go to ``model.extract`` (e.g. ``batch_size``)
+    when given (None values are left out).
     """
     if not inputs:
         return []
+    kw = {k: v for k, v in kw.items() if v is not None}
     try:
-        return list(model.extract(inputs))
-    except Exception:  # noqa: BLE001  (which input failed is found below, one at a time)
+        return list(model.extract(inputs, **kw))
+    except Exception as batch_error:  # noqa: BLE001  (which input failed is found below, one at a time)
+        if warnings is not None:
+            why = (str(batch_error).splitlines() or [""])[0][:160]
+            warnings.append(f"{getattr(model, 'name', 'model')}: a batch of {len(inputs)} inputs failed "
+                            f"({batch_error.__class__.__name__}: {why}); they were embedded one at a time")
         out: list[np.ndarray | Exception] = []
         for x in inputs:
             try:
-                out.append(model.extract([x])[0])
+                out.append(model.extract([x], **kw)[0])
             except Exception as e:  # noqa: BLE001  (reported as that item's failure)
                 out.append(e)
         return out
-
-
-def analyse_products(items: list[Item], cfg: Config, models: Models) -> list[ItemFeatures | Exception]:
-    """Image and text features of many items without video, one model call per modality.
-
-    The small items of a catalog (products, text-only rows) are analysed in
-    groups: images are read one by one, then the image model embeds them as
-    one batch, and the text model embeds all the texts as one batch (each
-    model splits a batch into forward passes of its ``batch_size``). The
-    features equal those of :func:`analyse_item` on each item alone.
-
-    Parameters
-    ----------
-    items : list of Item, length B
-        Items without ``video``.
-    cfg, models : the configuration and the per-process model cache.
-
-    Returns
-    -------
-    list, length B
-        Item ``i``'s :class:`ItemFeatures`, or the exception that made it
-        unusable (:class:`MediaError` for an unreadable image); one item's
-        failure never affects the others. ``timings`` hold each item's share
-        of the batch (batch seconds / items in it) plus its own image read.
-    """
-    if any(item.video for item in items):
-        raise UsageError("analyse_products takes items without video; analyse videos with analyse_item")
-    out: dict[int, ItemFeatures | Exception] = {i: ItemFeatures(item=item, embeddings={})
-                                                for i, item in enumerate(items)}
-    with_image = [i for i, item in enumerate(items) if item.image]
-    if with_image:
-        model = models.get("image")
-        rgbs = {}
-        for i in with_image:
-            t = time.perf_counter()
-            try:
-                rgbs[i] = load_image(items[i].image, max_pixels=cfg.limits.max_image_pixels)
-                out[i].image_jpeg = thumbnail(rgbs[i], cfg.thumbnails)
-            except Exception as e:  # noqa: BLE001  (this item fails, the others go on)
-                out[i] = e
-            else:
-                out[i].timings["image_s"] = time.perf_counter() - t
-        _embed_batch(model, rgbs, out, "image", lambda vec: product_embedding(vec, None, model.provenance()))
-    texts = {i: item.text for i, item in enumerate(items) if item.text and not isinstance(out[i], Exception)}
-    if texts:
-        model = models.get("text")
-        _embed_batch(model, texts, out, "text", lambda vec: text_embedding(vec, model))
-    return [out[i] for i in range(len(items))]
-
-
-def _embed_batch(model, inputs: dict, out: dict, modality: str, embedding) -> None:
-    """Embed ``inputs`` {position: input} as one batch into ``out[position]`` (or its error)."""
-    t = time.perf_counter()
-    vecs = extract_each(model, list(inputs.values()))
-    share = (time.perf_counter() - t) / max(1, len(inputs))
-    for i, vec in zip(inputs, vecs):
-        if isinstance(vec, Exception):
-            out[i] = vec
-        else:
-            out[i].embeddings[modality] = embedding(vec)
-            key = f"{modality}_s"
-            out[i].timings[key] = out[i].timings.get(key, 0.0) + share

@@ -20,6 +20,8 @@ import queue
 import threading
 from typing import Iterator, TypeVar
 
+from reelsim.errors import ParameterError
+
 T = TypeVar("T")
 
 _DONE = object()
@@ -48,7 +50,7 @@ def prefetch(source: Iterator[T], maxsize: int, *, poll_s: float = 0.1) -> Itera
     here after the items produced before it.
     """
     if maxsize < 1:
-        raise ValueError(f"prefetch: maxsize must be >= 1, got {maxsize}")
+        raise ParameterError(f"prefetch: maxsize must be >= 1, got {maxsize}")
     q: queue.Queue = queue.Queue(maxsize=maxsize)
     stop = threading.Event()
 

@@ -61,7 +61,8 @@ def picture_area(rgb: np.ndarray, *, max_std: float = 4.0, max_bar: float = 0.35
 
     Examples
     --------
-    >>> f = np.zeros((90, 160, 3), np.uint8); f[10:80] = np.arange(160, dtype=np.uint8)[None, :, None]
+    >>> f = np.zeros((90, 160, 3), np.uint8)  # a textured picture between black bars 10 rows high
+    >>> f[10:80] = np.random.default_rng(0).integers(0, 256, (70, 160, 1), dtype=np.uint8)
     >>> picture_area(f)
     (0, 10, 160, 80)
     """

@@ -25,9 +25,11 @@ from typing import NamedTuple
 import numpy as np
 
 from reelsim.config import ClipConfig, Config
+from reelsim.errors import ParameterError
 from reelsim.extractors.detectors import make_detector
 from reelsim.extractors.shots import Boundary, ShotDetector
 from reelsim.pipeline import decode
+from reelsim.pipeline.prefetch import prefetch
 
 
 class Clip(NamedTuple):
@@ -74,7 +76,7 @@ class ShotClipSampler:
 
     def __init__(self, detector: ShotDetector, clips: ClipConfig, fps: float):
         if not clips.clip_len or clips.clip_len < 1:
-            raise ValueError("ShotClipSampler needs a clip length (ClipConfig.clip_len >= 1)")
+            raise ParameterError("ShotClipSampler needs a clip length (ClipConfig.clip_len >= 1)")
         self._detector = detector
         self._cfg = clips
         self._stride = max(1, clips.frame_stride)
@@ -97,7 +99,7 @@ class ShotClipSampler:
     def push(self, index: int, rgb: np.ndarray) -> tuple[list[Clip], list[Keyframe]]:
         """Consume frame ``index`` (uint8 (H, W, 3) analysis frame)."""
         if index != self._n:
-            raise ValueError(f"frames must arrive in order: expected {self._n}, got {index}")
+            raise ParameterError(f"frames must arrive in order: expected {self._n}, got {index}")
         self._n += 1
         self._ring.append((index, centre_square(rgb), rgb))
         for c in self._detector.process(index, rgb):
@@ -196,6 +198,10 @@ class ShotClipSampler:
         return clips, keys
 
 
+#: frames the decoder may run ahead of the shot detector when it runs in a thread of its own (ShotPass)
+DECODE_AHEAD = 16
+
+
 class ShotPass:
     """The one decode -> detect -> sample pass over a video: the run, the tests and the benchmarks use it.
 
@@ -206,42 +212,67 @@ class ShotPass:
     (:class:`reelsim.pipeline.decode.TruncatedStream`), what was sampled so far
     stays valid and :meth:`finish` still closes the last shot.
 
+    The file is opened once (:class:`~reelsim.pipeline.decode.MediaReader`):
+    its stream info, its frames and, with ``audio``, its audio track
+    (:attr:`audio`, decoded in the same demux pass) all come from that one container.
+
     Parameters
     ----------
     path : str
         The video.
     cfg : Config
-        ``decode`` (analysis size, loop filter), ``shots`` (the detector) and ``clips``.
+        ``decode`` (analysis size, loop filter, audio rate), ``shots`` (the detector) and ``clips``.
     clip_len : int
         Frames per clip when ``cfg.clips.clip_len`` is unset (a run takes it from the video model).
     detector : ShotDetector, optional
         Instead of the one ``cfg.shots`` names (e.g. known cuts replayed by a benchmark).
     errors : PacketErrors, optional
         Counts the corrupt packets skipped (default: a new one with ``cfg.limits``'s limit).
+    audio : bool
+        Also decode the audio track, in the same pass, into :attr:`audio` (None when the file has none).
+    decode_ahead : int
+        With ``n > 0``, decoding and scaling run in a thread of their own, at most ``n`` frames ahead of
+        the detector and the clip sampler (they overlap where a core is free).
 
     Examples
     --------
     >>> p = ShotPass("clip.mp4", Config(), clip_len=8)    # doctest: +SKIP
-    >>> n_clips = sum(len(clips) for clips, _ in p) + len(p.finish()[0])
+    >>> n_clips = sum(len(clips) for clips, _ in p) + len(p.finish()[0])   # doctest: +SKIP
     """
 
     def __init__(self, path: str, cfg: Config, *, clip_len: int, detector: ShotDetector | None = None,
-                 errors: decode.PacketErrors | None = None):
+                 errors: decode.PacketErrors | None = None, audio: bool = False, decode_ahead: int = 0):
         self.path, self._decode = path, cfg.decode
         self.errors = errors if errors is not None else decode.PacketErrors(cfg.limits.max_decode_errors, path)
-        self.info = decode.probe(path)
+        self.reader = decode.MediaReader(path, errors=self.errors)
+        info = self.reader.info
+        self.audio = decode.AudioTrack(cfg.decode.audio_rate) if audio and info.has_audio else None
+        self._ahead = decode_ahead
         clips = cfg.clips if cfg.clips.clip_len else dataclasses.replace(cfg.clips, clip_len=clip_len)
-        detector = detector if detector is not None else make_detector(cfg.shots, self.info.fps)
-        self.sampler = ShotClipSampler(detector, clips, self.info.fps)
+        detector = detector if detector is not None else make_detector(cfg.shots, info.fps)
+        self.sampler = ShotClipSampler(detector, clips, info.fps)
         self.times: list[float] = []
 
+    @property
+    def info(self) -> decode.VideoInfo:
+        """The container's stream info (its rotation once the first frame is decoded)."""
+        return self.reader.info
+
     def __iter__(self) -> Iterator[tuple[list[Clip], list[Keyframe]]]:
-        for frame in decode.iter_frames(self.path, short_side=self._decode.analysis_short_side,
-                                        skip_loop_filter=self._decode.skip_loop_filter, errors=self.errors):
-            self.times.append(frame.time_s)
-            out = self.sampler.push(frame.index, frame.rgb)
-            if out[0] or out[1]:
-                yield out
+        frames = self.reader.frames(short_side=self._decode.analysis_short_side,
+                                    skip_loop_filter=self._decode.skip_loop_filter, audio=self.audio)
+        if self._ahead:
+            frames = prefetch(frames, maxsize=self._ahead)
+        try:
+            for frame in frames:
+                self.times.append(frame.time_s)
+                out = self.sampler.push(frame.index, frame.rgb)
+                if out[0] or out[1]:
+                    yield out
+        finally:
+            if self._ahead:
+                frames.close()  # stops and joins the decoding thread before its container closes
+            self.reader.close()
 
     def finish(self) -> tuple[list[Clip], list[Keyframe]]:
         """The clips and keyframes of the end of the stream; the sampler's shots are then final."""

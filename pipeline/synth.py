@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from reelsim.errors import MediaError
+from reelsim.errors import MediaError, ParameterError
 
 
 def ffmpeg_exe() -> str:
@@ -99,7 +99,7 @@ def make_video(path: Path, segments: list[Segment], *, size: tuple[int, int] = (
 
     if len(set(segments)) != len(segments):
         # ffmpeg-python merges identical graph nodes, which ffmpeg then rejects.
-        raise ValueError("make_video: segments must differ (source, frames or audio)")
+        raise ParameterError("make_video: segments must differ (source, frames or audio)")
     parts = []
     for seg in segments:
         v = ffmpeg.input(_video_source(seg.source, size, fps), f="lavfi").video
@@ -133,7 +133,8 @@ def edit_copy(src: Path, dst: Path, *, scale: float = 0.5, hflip: bool = True, c
     import ffmpeg
 
     if not (0 < crop <= 1 and 0 < scale and 0.5 <= speed <= 2):
-        raise ValueError(f"edit_copy: need 0 < crop <= 1, scale > 0, 0.5 <= speed <= 2; got {crop}, {scale}, {speed}")
+        raise ParameterError(f"edit_copy: need 0 < crop <= 1, scale > 0, 0.5 <= speed <= 2; "
+                             f"got {crop}, {scale}, {speed}")
     inp = ffmpeg.input(str(src))
     v = inp.video
     if crop < 1:
@@ -324,10 +325,10 @@ class VideoSpec:
 
     def __post_init__(self):
         if len(self.joins) != len(self.shots) - 1:
-            raise ValueError(f"{self.name}: {len(self.shots)} shots need {len(self.shots) - 1} joins")
+            raise ParameterError(f"{self.name}: {len(self.shots)} shots need {len(self.shots) - 1} joins")
         for j in self.joins:
             if j.style not in JOIN_STYLES:
-                raise ValueError(f"{self.name}: unknown join style {j.style!r}; known: {', '.join(JOIN_STYLES)}")
+                raise ParameterError(f"{self.name}: unknown join style {j.style!r}; known: {', '.join(JOIN_STYLES)}")
 
 
 class Transition(NamedTuple):
@@ -631,7 +632,7 @@ def _shot_input(shot: Shot, size, fps: int, photos: Path, seed: int) -> tuple[li
         x = f"(iw-iw/zoom)*(0.5+0.5*sin(on*{r:.3f}/61))"
         y = f"(ih-ih/zoom)*(0.5+0.45*sin(on*{r:.3f}/83+1))"
         return [single], f"{{in0}}zoompan=z='{z}':x='{x}':y='{y}':d={n}:s={w}x{h}:fps={fps}"
-    raise ValueError(f"unknown motion {shot.motion!r}")
+    raise ParameterError(f"unknown motion {shot.motion!r}")
 
 
 def _enable(frames) -> str:

@@ -48,6 +48,7 @@ import numpy as np
 
 from reelsim.errors import DamagedStoreError, StoreError, UnknownItemError
 from reelsim.pipeline.regions import FULL_KINDS, REGION_KINDS, mirrored
+from reelsim.reporting import Counter, Progress
 from reelsim.storage.atomic import atomic_path, check_store_file, native_path, own_path
 from reelsim.storage.layout import StoreLayout
 from reelsim.storage.shards import read_regions
@@ -204,7 +205,7 @@ def copy_index_current(layout: StoreLayout, ids: list[str], settings: CopySettin
 
 
 def build_copy_index(layout: StoreLayout, ids: list[str], settings: CopySettings | None = None, *,
-                     progress=None, force: bool = False) -> dict:
+                     progress: Progress | None = None, force: bool = False) -> dict:
     """Index every region vector of ``ids`` and find every copy between two of them (the lists job calls it).
 
     Skipped (``{"skipped": True}``) when the index and table are current for
@@ -260,12 +261,12 @@ def build_copy_index(layout: StoreLayout, ids: list[str], settings: CopySettings
             index.add(np.concatenate(block))
     t1 = time.perf_counter()
     segments: list[tuple[str, Segment]] = []
+    tick = Counter(progress, "copy search", total=len(rows.ids))
     for q, item_id in enumerate(rows.ids):  # pass 3: each item's regions searched
         rec = read_item_regions(layout, item_id)
         for seg in item_copies(index, rows, q, rec, settings):
             segments.append((item_id, seg))
-        if progress and q % 500 == 499:
-            progress(f"copy search: {q + 1}/{len(rows.ids)} items")
+        tick(1)
     layout.copies_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(layout.copy_index) as tmp:
         with native_path(tmp) as name:

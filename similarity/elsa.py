@@ -34,6 +34,7 @@ import numpy as np
 
 from reelsim.errors import UsageError
 from reelsim.extractors.device import resolve_device
+from reelsim.reporting import Progress, report
 
 
 @dataclass
@@ -97,7 +98,7 @@ def _loader(X, batch: int, seed: int, device):
 
 def train_elsa(X, *, dim: int, epochs: int, batch: int, lr: float, seed: int, device: str = "auto",
                validate: Callable[[np.ndarray], float] | None = None, patience: int = 1,
-               progress: Callable[[str], None] | None = None) -> ElsaModel:
+               progress: Progress | None = None) -> ElsaModel:
     """Fit ELSA (``elsarec``) on a users x items matrix.
 
     Parameters
@@ -118,8 +119,8 @@ def train_elsa(X, *, dim: int, epochs: int, batch: int, lr: float, seed: int, de
         ``validate(embeddings (I, r) unit rows) -> float`` (higher is better), called after each epoch;
         the best epoch's embeddings are kept, and training stops after ``patience`` epochs without a
         better one (``epochs`` is then a maximum).
-    progress : callable, optional
-        Receives one line per epoch.
+    progress : Progress, optional
+        Told one line per epoch (:mod:`reelsim.reporting`).
 
     Returns
     -------
@@ -158,8 +159,7 @@ def train_elsa(X, *, dim: int, epochs: int, batch: int, lr: float, seed: int, de
                 best, worse = (valid[-1], A, epoch + 1), 0
             else:
                 worse += 1
-        if progress:
-            progress(line)
+        report(progress, line, stage="train")
         if not np.isfinite(losses[-1]) or (validate is not None and worse >= patience):
             break
     A = best[1] if best[1] is not None else A

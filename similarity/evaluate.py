@@ -38,6 +38,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from reelsim.config import LearnConfig
+from reelsim.reporting import Progress, report
 from reelsim.similarity.catalog import CatalogEmbeddings, load_catalog, load_items_meta
 from reelsim.similarity.ease import ease_weights
 from reelsim.similarity.elsa import interaction_matrix
@@ -205,7 +206,7 @@ def _positive(W: np.ndarray) -> np.ndarray:
 
 
 def evaluate(cat: CatalogEmbeddings, log: Interactions, cfg: LearnConfig, weights: Mapping[str, float], *,
-             progress: Callable[[str], None] | None = None, reuse_elsa: LearnedModel | None = None,
+             progress: Progress | None = None, reuse_elsa: LearnedModel | None = None,
              split: HeldOut | None = None, k: int = K, category: np.ndarray | None = None,
              peers: tuple[str, ...] = ("ease", "ridge")) -> tuple[dict, LearnedModel]:
     """Split, train on the training part, and score every space and peer on held-out co-engagement.
@@ -245,7 +246,9 @@ def evaluate(cat: CatalogEmbeddings, log: Interactions, cfg: LearnConfig, weight
 
 
 def _evaluate(cat, log, cfg, weights, progress, reuse_elsa, split, k, category, peers) -> tuple[dict, LearnedModel]:
-    say = progress or (lambda s: None)
+    def say(text: str) -> None:
+        report(progress, text, stage="evaluate")
+
     split = split or make_split(log, cat.n, cfg)
     train = split.train(log)
     t0 = time.perf_counter()
@@ -340,7 +343,7 @@ def item_categories(store, ids: list[str]) -> np.ndarray | None:
     return np.array([-1 if c is None else code[str(c)] for c in names], np.int64)
 
 
-def evaluate_store(store, interactions, cfg: LearnConfig, *, progress: Callable[[str], None] | None = None,
+def evaluate_store(store, interactions, cfg: LearnConfig, *, progress: Progress | None = None,
                    k: int = K, peers: tuple[str, ...] = ("ease", "ridge")) -> dict:
     """``reelsim evaluate``: read the log against the store's catalog and :func:`evaluate`; nothing is saved.
 
@@ -348,8 +351,7 @@ def evaluate_store(store, interactions, cfg: LearnConfig, *, progress: Callable[
     """
     cat, weights = load_catalog(StoreLayout(store).require_catalog())
     log = read_interactions(interactions, known_items=cat.ids)
-    if progress:
-        progress(log.describe())
+    report(progress, log.describe(), stage="evaluate")
     result, _ = evaluate(cat, log, cfg, weights, progress=progress, k=k, category=item_categories(store, cat.ids),
                          peers=peers)
     result["interactions"] = {"path": str(interactions), "sha256": log.sha256, "rows": log.n,

@@ -33,6 +33,7 @@ import numpy as np
 
 from reelsim.config import LearnConfig
 from reelsim.errors import TrainingError, UsageError
+from reelsim.reporting import Progress, report
 from reelsim.similarity.calibrate import GRID, Rule, build_pools, choose_fair_rule
 from reelsim.similarity.catalog import CatalogEmbeddings
 from reelsim.similarity.ease import BYTES_PER_CELL, EaseSpectrum, ease_weights, top_rows
@@ -434,7 +435,7 @@ def fit_warm(kind: str, log: Interactions, rows: np.ndarray, n: int, cfg: LearnC
         epochs = cfg.elsa_epochs if choice is None else choice["elsa_epochs"]
         say(f"ELSA: {warm.size} warm items (>= {cfg.warm_min_interactions} users), rank {d}, {X.nnz} user-item pairs")
         m = train_elsa(X, dim=d, epochs=epochs, batch=cfg.elsa_batch, lr=cfg.elsa_lr, seed=cfg.seed,
-                       device=cfg.device, validate=validate, patience=cfg.patience, progress=say)
+                       device=cfg.device, validate=validate, patience=cfg.patience, progress=lambda r: say(r.message))
         if not m.losses or not np.all(np.isfinite(m.losses)) or min(m.losses) <= 0:
             at = next((i for i, v in enumerate(m.losses) if not np.isfinite(v) or v <= 0), 0)
             bad = m.losses[at] if m.losses else "missing"
@@ -479,7 +480,7 @@ def check_vectors(V: np.ndarray, what: str, rows: np.ndarray | None = None, *, s
 
 
 def fit_model(cat: CatalogEmbeddings, log: Interactions, cfg: LearnConfig, *, rows: np.ndarray | None = None,
-              progress: Callable[[str], None] | None = None, reuse_elsa: LearnedModel | None = None,
+              progress: Progress | None = None, reuse_elsa: LearnedModel | None = None,
               weights: Mapping[str, float] | None = None) -> LearnedModel:
     """Choose every setting on a validation split and train the model (module docstring).
 
@@ -492,8 +493,8 @@ def fit_model(cat: CatalogEmbeddings, log: Interactions, cfg: LearnConfig, *, ro
     cfg : LearnConfig
     rows : bool (R,), optional
         Train on these log rows only (``evaluate`` holds some out).
-    progress : callable, optional
-        Receives one line per stage/epoch.
+    progress : Progress, optional
+        Told one line per stage and epoch (:mod:`reelsim.reporting`).
     reuse_elsa : LearnedModel, optional
         Take the warm model's setting (EASE's λ, ELSA's rank and epochs) from this model instead of
         choosing it again.
@@ -515,7 +516,9 @@ def fit_model(cat: CatalogEmbeddings, log: Interactions, cfg: LearnConfig, *, ro
 
 
 def _fit(cat, log, cfg, rows, progress, reuse, weights) -> LearnedModel:
-    say = progress or (lambda s: None)
+    def say(text: str) -> None:
+        report(progress, text, stage="train")
+
     t_start = time.perf_counter()
     keep = np.ones(log.n, bool) if rows is None else np.asarray(rows, bool)
     n = cat.n

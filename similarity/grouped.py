@@ -31,6 +31,7 @@ import numpy as np
 
 from reelsim.config import check_weights
 from reelsim.errors import DamagedStoreError
+from reelsim.reporting import Progress, report
 from reelsim.similarity.catalog import CatalogEmbeddings
 from reelsim.similarity.fusion import active_modalities, fuse_parts, gathered_ip, signature_codes
 from reelsim.similarity.index_choice import (
@@ -98,8 +99,9 @@ class GroupedIndex:
     @classmethod
     def build(cls, cat: CatalogEmbeddings, weights: Mapping[str, float], *, override: str | None = None,
               memory_budget_bytes: int | None = None, exact_below: int | None = None,
-              progress=None) -> "GroupedIndex":
-        """Choose and build one index per signature group of ``cat`` (normalised)."""
+              progress: Progress | None = None) -> "GroupedIndex":
+        """Choose and build one index per signature group of ``cat`` (normalised); each group's choice is
+        reported to ``progress``."""
         w = check_weights(weights)
         active = active_modalities(cat, w)
         codes = signature_codes(cat.masks, active)
@@ -113,9 +115,9 @@ class GroupedIndex:
                 plan = IndexPlan("Flat", {}, 0, "exact")  # too few vectors to train this group's index
             indexes[c] = build_ann(plan, d, fused_blocks(cat, w, active, G), G.size)
             plans[c] = plan
-            if progress:
-                names = "+".join(m for i, m in enumerate(active) if c >> i & 1)
-                progress(f"index for items with {names}: {G.size} items, {plan.factory} {plan.params}")
+            names = "+".join(m for i, m in enumerate(active) if c >> i & 1)
+            report(progress, f"index for items with {names}: {G.size} items, {plan.factory} {plan.params}",
+                   stage="index")
         return cls(active, w, indexes, plans)
 
     @property

@@ -17,6 +17,7 @@ import numpy as np
 
 from reelsim.config import FusionConfig, check_weights
 from reelsim.errors import StoreError, UsageError
+from reelsim.reporting import Progress
 from reelsim.similarity.catalog import CatalogEmbeddings, append_to_catalog, load_catalog, load_items_meta
 from reelsim.similarity.copies import add_to_copy_index, copy_pairs
 from reelsim.similarity.fusion import fuse_parts, normalise_queries, signature_codes
@@ -61,8 +62,8 @@ def check_can_add(store: Path) -> None:
     check_parquet(layout.list_file("parquet"))
 
 
-def add_items(store: Path, new_ids: list[str], fusion: FusionConfig, *, progress: bool = False,
-              text_model: str = "minilm-l6-v2") -> dict:
+def add_items(store: Path, new_ids: list[str], fusion: FusionConfig, *, progress: Progress | None = None,
+              text_model: str | None = None) -> dict:
     """Add analysed items (their shards exist) to the catalog, the index and the lists.
 
     Items already in the catalog are skipped. Returns a summary: ``added``,
@@ -82,7 +83,7 @@ def add_items(store: Path, new_ids: list[str], fusion: FusionConfig, *, progress
 
 
 def add_vectors(store: Path, raw: CatalogEmbeddings, new_meta: dict, fusion: FusionConfig, *,
-                progress: bool = False, text_model: str = "minilm-l6-v2") -> dict:
+                progress: Progress | None = None, text_model: str | None = None) -> dict:
     """:func:`add_items` for new items given as raw CatalogEmbeddings ``raw`` (ids not in the catalog).
 
     One version of the store: the catalog's new rows, the index, the list files
@@ -94,7 +95,7 @@ def add_vectors(store: Path, raw: CatalogEmbeddings, new_meta: dict, fusion: Fus
 
 
 def _add_vectors(session, layout: StoreLayout, raw: CatalogEmbeddings, new_meta: dict, fusion: FusionConfig,
-                 progress: bool, text_model: str) -> dict:
+                 progress: Progress | None, text_model: str | None) -> dict:
     head, stored_w = load_catalog(layout.require_catalog(), header=True)
     if not grouped_index_exists(layout.index_dir):
         raise StoreError(f"{layout.root} has no per-group index (made by an older reelsim): "

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
+from reelsim.reporting import Counter, Progress
 from reelsim.similarity.hygiene import Hygiene, select
 from reelsim.similarity.search import Scored, SearchPlan
 from reelsim.storage.atomic import special_file_problem, write_text_atomic
@@ -36,12 +36,15 @@ class Checkpoint:
     ``fingerprint`` (JSON-able dict) names everything the lists depend on:
     the index build id and size, the catalog size, k, oversample, batch size,
     weights and hygiene. A folder left by a job with another fingerprint is
-    cleared on :meth:`open`.
+    cleared on :meth:`open`. A saved batch that cannot be read is computed
+    again, and why it could not be read is kept in :attr:`unreadable`
+    (batch -> reason; :func:`knn_graph` reports it as a warning).
     """
 
     def __init__(self, folder: str | Path, fingerprint: Mapping):
         self.folder = Path(folder)
         self.fingerprint = json.loads(json.dumps(dict(fingerprint), sort_keys=True))
+        self.unreadable: dict[int, str] = {}
 
     @property
     def manifest(self) -> Path:
@@ -80,7 +83,8 @@ class Checkpoint:
             return None
         try:
             return NeighborLists.load(self.path(b))
-        except Exception:  # noqa: BLE001  (np.load of a damaged file: OSError, ValueError, BadZipFile, KeyError)
+        except Exception as e:  # noqa: BLE001  (np.load of a damaged file: OSError, ValueError, BadZipFile, KeyError)
+            self.unreadable[b] = f"{e.__class__.__name__}: {e}".splitlines()[0][:200]
             return None
 
     def part(self, b: int) -> Path:
@@ -104,7 +108,8 @@ class Checkpoint:
 def knn_graph(cat, index, weights: Mapping[str, float], k: int, *, rows: np.ndarray | None = None,
               oversample: int = 5, batch_size: int = 16384, hygiene: Hygiene | None = None,
               blocked: np.ndarray | None = None, checkpoint: Checkpoint | None = None,
-              progress: bool = False, searcher=None, sink=None, plan: SearchPlan | None = None) -> NeighborLists:
+              progress: Progress | None = None, searcher=None, sink=None,
+              plan: SearchPlan | None = None) -> NeighborLists:
     """Top-``k`` lists of catalog ``rows`` (default: every item).
 
     Parameters
@@ -130,8 +135,8 @@ def knn_graph(cat, index, weights: Mapping[str, float], k: int, *, rows: np.ndar
         Rows never returned as neighbours (blocklist).
     checkpoint : Checkpoint, optional
         Where finished batches go; a job that finds batches there skips them.
-    progress : bool
-        tqdm bar on stderr (queries done).
+    progress : Progress, optional
+        Told the queries done (stage ``kNN lists``), :mod:`reelsim.reporting`.
     searcher : optional
         Answers the groups' searches instead of ``index`` (a
         :class:`reelsim.similarity.blocked.DeviceGroups` on a GPU).
@@ -147,8 +152,6 @@ def knn_graph(cat, index, weights: Mapping[str, float], k: int, *, rows: np.ndar
     -------
     NeighborLists
     """
-    from tqdm import tqdm
-
     hygiene = hygiene or Hygiene()
     rows = np.arange(cat.n, dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
     if plan is None:
@@ -158,20 +161,22 @@ def knn_graph(cat, index, weights: Mapping[str, float], k: int, *, rows: np.ndar
     if checkpoint is not None:
         checkpoint.open()
     parts = []
+    tick = Counter(progress, "kNN lists", total=int(rows.size))
     try:
-        with tqdm(total=rows.size, desc="kNN lists", unit="item", disable=not progress, file=sys.stderr,
-                  dynamic_ncols=True, smoothing=0.1) as bar:
-            for b, r in enumerate(plan.batches(rows.size)):
-                q = rows[r]
-                part = checkpoint.finished(b) if checkpoint is not None else None
-                if part is None:
-                    part = _batch(plan, cat, q, pool, k, hygiene)
-                    if checkpoint is not None:
-                        part.save(checkpoint.path(b))
-                if sink is not None:
-                    sink(part)
-                parts.append(part)
-                bar.update(q.size)
+        for b, r in enumerate(plan.batches(rows.size)):
+            q = rows[r]
+            part = checkpoint.finished(b) if checkpoint is not None else None
+            if part is None:
+                if checkpoint is not None and b in checkpoint.unreadable:
+                    tick.say(f"checkpoint batch {b} could not be read ({checkpoint.unreadable[b]}); computing it "
+                             "again", warning=True)
+                part = _batch(plan, cat, q, pool, k, hygiene)
+                if checkpoint is not None:
+                    part.save(checkpoint.path(b))
+            if sink is not None:
+                sink(part)
+            parts.append(part)
+            tick(int(q.size))
     except BaseException:
         if checkpoint is not None:
             checkpoint.clear_if_empty()

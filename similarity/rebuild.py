@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from reelsim.config import MODALITIES, Config, FusionConfig, check_weights
 from reelsim.errors import DamagedStoreError, StoreError, UsageError
 from reelsim.extractors.device import device_name
 from reelsim.extractors.registry import load
+from reelsim.reporting import Progress, report
 from reelsim.similarity.blocked import DeviceGroups
 from reelsim.similarity.catalog import CatalogEmbeddings, load_catalog, save_catalog
 from reelsim.similarity.copies import build_copy_index, copy_pairs, summary_line
@@ -44,6 +44,7 @@ from reelsim.storage.atomic import atomic_path, check_store_file, write_text_ato
 from reelsim.storage.layout import StoreLayout
 from reelsim.storage.lists import NeighborLists, ParquetStream, remove_other_formats, write_lists
 from reelsim.storage.listset import ListSet, save_array, write_arrays, write_ids, write_manifest
+from reelsim.storage.provenance import recorded_models
 from reelsim.storage.session import active_session, writing
 from reelsim.storage.shards import read_item_vectors
 from reelsim.storage.version import read_version
@@ -94,12 +95,6 @@ def catalog_fingerprint(cat: CatalogEmbeddings) -> str:
     return h.hexdigest()[:16]
 
 
-def say(progress: bool, text: str) -> None:
-    """One progress line on stderr (when ``progress``)."""
-    if progress:
-        print(text, file=sys.stderr)
-
-
 def new_stamp() -> str:
     """A random stamp (16 hex) naming one version of a catalog or model."""
     import os
@@ -107,8 +102,8 @@ def new_stamp() -> str:
     return os.urandom(8).hex()
 
 
-def build_lists(store: Path, ids: list[str], fusion: FusionConfig, *, progress: bool = False,
-                text_model: str = "minilm-l6-v2") -> dict:
+def build_lists(store: Path, ids: list[str], fusion: FusionConfig, *, progress: Progress | None = None,
+                text_model: str | None = None) -> dict:
     """Fuse, index and write every item's top-k list, as one version of the store.  Returns a small summary."""
     layout = StoreLayout(store)
     with writing(layout.root, "run") as session:
@@ -122,8 +117,8 @@ def build_lists(store: Path, ids: list[str], fusion: FusionConfig, *, progress: 
     return out
 
 
-def relist(store: Path, overrides: dict | None = None, *, progress: bool = False,
-           text_model: str = "minilm-l6-v2") -> dict:
+def relist(store: Path, overrides: dict | None = None, *, progress: Progress | None = None,
+           text_model: str | None = None) -> dict:
     """``reelsim lists``: under the store's lock, rebuild the indexes and every list from the stored catalog.
 
     ``overrides``: :class:`FusionConfig` fields (None values ignored); the
@@ -234,7 +229,7 @@ def fitted_k(fusion: FusionConfig, n: int) -> FusionConfig:
 
 
 def prepare_graph(store: Path, fusion: FusionConfig, *, cat_norm: CatalogEmbeddings | None = None,
-                  progress: bool = False, text_model: str = "minilm-l6-v2",
+                  progress: Progress | None = None, text_model: str | None = None,
                   raw: CatalogEmbeddings | None = None) -> GraphJob:
     """Choose and build (or, to resume, reload) the index of the store's catalog; the blocklist; the checkpoint.
 
@@ -246,7 +241,7 @@ def prepare_graph(store: Path, fusion: FusionConfig, *, cat_norm: CatalogEmbeddi
     from concurrent.futures import ThreadPoolExecutor
 
     fusion = fitted_k(fusion, cat_norm.n)
-    say(progress, summary_line(build_copy_index(layout, cat_norm.ids, progress=(lambda s: say(progress, s)))))
+    report(progress, summary_line(build_copy_index(layout, cat_norm.ids, progress=progress)))
     t0 = time.perf_counter()
     device = device_name(fusion.device)
     fusion = with_store_blocklist(fusion, layout)
@@ -258,7 +253,7 @@ def prepare_graph(store: Path, fusion: FusionConfig, *, cat_norm: CatalogEmbeddi
             gi = GroupedIndex.build(cat_norm, fusion.weights, override=fusion.index,
                                     memory_budget_bytes=int(fusion.memory_budget_gb * 2**30),
                                     exact_below=None if device == "cpu" else GPU_EXACT_BELOW,
-                                    progress=(lambda s: say(progress, s)))
+                                    progress=progress)
             gi.extra = {"catalog": cat_sha.result(), "request": index_request(fusion)}
     ckpt = Checkpoint(layout.knn_checkpoint, job_fingerprint(gi, cat_norm.n, fusion))
     ckpt.open()
@@ -324,7 +319,7 @@ def hygiene_record(fusion: FusionConfig) -> dict:
 
 
 def index_and_lists(store: Path, fusion: FusionConfig, *, cat_norm: CatalogEmbeddings | None = None,
-                    progress: bool = False, text_model: str = "minilm-l6-v2",
+                    progress: Progress | None = None, text_model: str | None = None,
                     raw: CatalogEmbeddings | None = None) -> dict:
     """Build the index of the store's catalog and write every item's list (``reelsim lists``).
 
@@ -353,7 +348,7 @@ def _index_and_lists(store, fusion, cat_norm, progress, text_model, raw) -> dict
     if job.device != "cpu":
         w = check_weights(fusion.weights)
         searcher = DeviceGroups(job.gi, lambda c: group_vectors(job.cat, w, job.gi.active, c), job.device)
-        say(progress, f"kNN search of the exact groups on {job.device} ({searcher.kernel})")
+        report(progress, f"kNN search of the exact groups on {job.device} ({searcher.kernel})")
     job.layout.lists_dir.mkdir(exist_ok=True)
     with atomic_path(job.layout.list_file("parquet")) as tmp:  # written batch by batch while the next is searched
         stream = ParquetStream(tmp, job.cat.ids)
@@ -446,7 +441,7 @@ def load_state(layout: StoreLayout) -> tuple[np.ndarray, np.ndarray, dict]:
         raise DamagedStoreError(layout.lists_state, f"cannot be read ({e.__class__.__name__}: {e})", "lists") from None
 
 
-def store_blocked(layout: StoreLayout, ids: list[str], fusion: FusionConfig, text_model: str) -> np.ndarray | None:
+def store_blocked(layout: StoreLayout, ids: list[str], fusion: FusionConfig, text_model: str | None) -> np.ndarray | None:
     """Blocklist mask bool (N,) over the catalog's ``ids`` for a resolved ``fusion`` (None: no blocklist).
 
     Taken from the content list set when it was made for this catalog with
@@ -468,16 +463,24 @@ def store_blocked(layout: StoreLayout, ids: list[str], fusion: FusionConfig, tex
     return blocked_rows_of(layout.root, ids, fusion, text_model)
 
 
-def blocked_rows_of(store: Path, ids: list[str], fusion: FusionConfig, text_model: str,
+def store_text_model(store: Path) -> str:
+    """The text model of the store's items (their shards' provenance), else the configured default."""
+    stamp = recorded_models(store).get("text")
+    return stamp.model if stamp is not None else Config().models.text
+
+
+def blocked_rows_of(store: Path, ids: list[str], fusion: FusionConfig, text_model: str | None,
                     raw: CatalogEmbeddings | None = None) -> np.ndarray | None:
     """Blocklist mask over ``ids`` (None when there is no blocklist).
+
+    Phrases are embedded with ``text_model`` (default: the store's text model, :func:`store_text_model`).
 
     Items' raw text embeddings come from ``raw`` (raw CatalogEmbeddings of
     ``ids``) when given, else from their shards.
     """
     if not fusion.blocklist:
         return None
-    model = load("text", text_model, device="cpu")
+    model = load("text", text_model or store_text_model(store), device="cpu")
     phrases = model.extract(list(fusion.blocklist))
     if raw is not None:
         if "text" not in raw.vectors or raw.vectors["text"].shape[1] != phrases.shape[1]:

@@ -30,15 +30,15 @@ import dataclasses
 import datetime as dt
 import json
 import zipfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from reelsim import __version__
-from reelsim.config import Config, FusionConfig, LearnConfig, ModelConfig, check_weights
+from reelsim._version import __version__
+from reelsim.config import Config, FusionConfig, LearnConfig, check_weights
 from reelsim.errors import DamagedStoreError, StoreError, UnknownItemError, UsageError
+from reelsim.reporting import Progress, report
 from reelsim.similarity.calibrate import Rule
 from reelsim.similarity.catalog import CatalogEmbeddings, load_catalog
 from reelsim.similarity.fitting import HARD_NEGATIVE_ANCHORS as HARD_NEGATIVE_ANCHORS
@@ -492,7 +492,7 @@ def check_space(space: str) -> None:
 
 
 def write_space_lists(store: str | Path, space: str, fusion: FusionConfig, *, device: str = "cpu",
-                      text_model: str = ModelConfig.text) -> dict:
+                      text_model: str | None = None) -> dict:
     """(b) Write every item's top-k in ``learned`` or ``blend`` space, with the lists' hygiene, as one store version.
 
     ``fusion`` gives ``k``, ``oversample``, ``dedup``, ``mmr``, the blocklist
@@ -550,7 +550,7 @@ def space_neighbors(store: str | Path, item: str, k: int, space: str, *, hygiene
 
 
 def add_to_space(store: str | Path, space: str, fusion: FusionConfig | None = None, *, device: str = "cpu",
-                 text_model: str = ModelConfig.text) -> dict:
+                 text_model: str | None = None) -> dict:
     """(d) After new items joined the catalog (``reelsim add``): update the lists of a space, as one version.
 
     The space's list set (its ids) says which items it lists. When those
@@ -587,7 +587,7 @@ def as_set_made(ls: ListSet, fusion: FusionConfig) -> FusionConfig:
                                lists_formats=tuple(formats) if formats else fusion.lists_formats)
 
 
-def relist_stale_spaces(store: str | Path, *, device: str = "cpu", text_model: str = ModelConfig.text) -> dict:
+def relist_stale_spaces(store: str | Path, *, device: str = "cpu", text_model: str | None = None) -> dict:
     """Write again the lists of every learned space that another blocklist made; {space: summary}.
 
     Called after a lists job (``run``, ``lists``) in its write session: when
@@ -669,7 +669,7 @@ def _add_to_set(session, layout: StoreLayout, space: str, cat: CatalogEmbeddings
 
 
 def train_store(store: str | Path, interactions: str | Path, cfg: LearnConfig, *,
-                progress: Callable[[str], None] | None = None) -> dict:
+                progress: Progress | None = None) -> dict:
     """``reelsim train``: read the log against the store's catalog, fit, save, as one store version; a summary.
 
     The store is held (its lock) from reading the catalog to the commit, so
@@ -681,8 +681,7 @@ def train_store(store: str | Path, interactions: str | Path, cfg: LearnConfig, *
     with writing(store, "train"):
         cat, weights = load_catalog(StoreLayout(store).require_catalog())
         log = read_interactions(interactions, known_items=cat.ids)
-        if progress:
-            progress(log.describe())
+        report(progress, log.describe(), stage="train")
         model = fit_model(cat, log, cfg, progress=progress, weights=weights)
         folder = save_model(store, model, cfg, log)
     return {"model": str(folder), "config_hash": model.provenance["config_hash"],

@@ -40,6 +40,7 @@ from reelsim.similarity.answer import StoreReader
 from reelsim.similarity.catalog import load_catalog, load_items_meta
 from reelsim.similarity.fusion import normalise_queries
 from reelsim.similarity.hygiene import pair_scores, select_by
+from reelsim.similarity.rebuild import store_text_model
 from reelsim.similarity.search import Scored
 from reelsim.similarity.spaces import has_model, id_rank, load_model, space_pair_scores, space_vectors
 from reelsim.similarity.towers import torch_threads
@@ -212,7 +213,7 @@ def check_query(query: str) -> None:
 
 
 def search(store: str | Path, query: str, k: int, *, space: str = "content", banned: str | Path | None = None,
-           threshold: float = BANNED_THRESHOLD, text_model: str = "minilm-l6-v2",
+           threshold: float = BANNED_THRESHOLD, text_model: str | None = None,
            reader: StoreReader | None = None) -> list[Hit]:
     """Rank the store's items for a text query.
 
@@ -243,6 +244,7 @@ def search(store: str | Path, query: str, k: int, *, space: str = "content", ban
     view = reader.view()
     layout = StoreLayout(store)
     layout.require_catalog()
+    text_model = text_model or store_text_model(layout.root)  # the model that embedded the items' texts
     model = load("text", text_model, device="cpu")
     if banned:
         phrases, P = view.live(("banned", str(banned), _mtime(banned)), lambda: _banned_vectors(banned, model))

@@ -44,6 +44,7 @@ import numpy as np
 from reelsim.config import MODALITIES, LearnConfig
 from reelsim.errors import TrainingError, UsageError
 from reelsim.extractors.device import resolve_device
+from reelsim.reporting import Progress, report
 from reelsim.similarity.fusion import learn_projection
 
 #: rows (a seeded sample) that the fixed input PCA is learned on
@@ -327,7 +328,7 @@ class TrainingPairs:
 
 def train_tower(vectors: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarray], pairs: TrainingPairs,
                 cfg: LearnConfig, *, hard: dict[int, np.ndarray] | None = None,
-                progress: Callable[[str], None] | None = None,
+                progress: Progress | None = None,
                 validate: Callable[[TowerModel], float] | None = None, patience: int = 1) -> TowerModel:
     """Train the content tower on co-engagement pairs (module docstring).
 
@@ -410,8 +411,7 @@ def train_tower(vectors: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarra
                     worse += 1
             else:
                 best = (0.0, None, (name, epoch + 1, loss))
-            if progress:
-                progress(line)
+            report(progress, line, stage="train")
             if validate is not None and worse >= patience:
                 break
         if validate is not None:  # the next step starts from the best weights so far

@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from reelsim import __version__
+from reelsim._version import __version__
 from reelsim.errors import DamagedStoreError, StoreError, UsageError
 from reelsim.storage.atomic import check_store_file
 from reelsim.storage.layout import StoreLayout, item_key

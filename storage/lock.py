@@ -24,19 +24,15 @@ import os
 import socket
 import sys
 from pathlib import Path
-from typing import Callable
 
 from reelsim.errors import StoreError
+from reelsim.reporting import Progress, warn
 from reelsim.storage.atomic import special_file_problem
 from reelsim.storage.layout import StoreLayout
 
 
 class StoreLockedError(StoreError):
     """Another run holds the store's lock."""
-
-
-def _warn(message: str) -> None:
-    print(f"reelsim: warning: {message}", file=sys.stderr)
 
 
 def lock_record() -> dict:
@@ -93,7 +89,7 @@ def is_stale(rec: dict, host: str) -> bool:
 
 
 class StoreLock:
-    """Exclusive lock on a store for the duration of a ``with`` block.
+    """Exclusive lock on a store for the duration of a ``with`` block; a stale lock taken over is a warning to ``progress``.
 
     Raises
     ------
@@ -101,10 +97,10 @@ class StoreLock:
         When a live process (or one on another host) holds the lock.
     """
 
-    def __init__(self, store: str | os.PathLike, warn: Callable[[str], None] = _warn):
+    def __init__(self, store: str | os.PathLike, progress: Progress | None = None):
         self.path = StoreLayout(store).lock
         self.record = lock_record()
-        self._warn = warn
+        self.progress = progress
 
     def _try_create(self) -> bool:
         try:
@@ -124,7 +120,7 @@ class StoreLock:
             return
         rec = read_lock(self.path)
         if rec is not None and is_stale(rec, self.record["host"]):
-            self._warn(f"taking over the lock on {self.path.parent} left by a process that no longer "
+            warn(self.progress, f"taking over the lock on {self.path.parent} left by a process that no longer "
                        f"runs ({describe_owner(rec)})")
             if read_lock(self.path) == rec:  # still that dead owner's lock (narrows a race with a 3rd run)
                 with contextlib.suppress(FileNotFoundError):

@@ -19,6 +19,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from reelsim.config import MODALITIES
 from reelsim.errors import UsageError
 from reelsim.storage.atomic import special_file_problem
 from reelsim.storage.layout import StoreLayout
@@ -51,6 +52,33 @@ def shard_stamps(path: Path) -> tuple[str, dict[str, ModelStamp]]:
             }
     except OSError:  # half-written or damaged: it is recomputed like any stale shard
         return "", {}
+
+
+#: shards :func:`recorded_models` opens at most (one model per modality per store: any shard is representative)
+RECORDED_SCAN = 256
+
+
+def recorded_models(store: str | Path, *, scan: int = RECORDED_SCAN) -> dict[str, ModelStamp]:
+    """modality -> the model the store's features of that modality came from (its shards' stamps).
+
+    A store holds one model per modality (:func:`guard_model_change`), so the
+    first shards that have each modality say it; at most ``scan`` shards are
+    opened, lazily (``shards/`` is walked, never listed whole). ``{}`` for a
+    store without shards (or a folder that is not one).
+    """
+    import itertools
+
+    layout = StoreLayout(store)
+    if not layout.shards_dir.is_dir():
+        return {}
+    out: dict[str, ModelStamp] = {}
+    for path in itertools.islice(layout.shards_dir.glob("*/*.h5"), scan):
+        for modality, stamp in shard_stamps(path)[1].items():
+            if stamp.model:
+                out.setdefault(modality, stamp)
+        if set(out) >= set(MODALITIES):
+            break
+    return out
 
 
 def usable_shards(store: Path, expected: dict[str, ModelStamp], *,

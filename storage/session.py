@@ -41,12 +41,12 @@ import json
 import os
 import re
 import shutil
-import sys
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from reelsim.errors import DamagedStoreError, StoreError
+from reelsim.reporting import Progress
 from reelsim.storage.atomic import ACTIVE_SESSION, write_text_atomic
 from reelsim.storage.faults import fault_point
 from reelsim.storage.layout import StoreLayout
@@ -56,10 +56,6 @@ from reelsim.storage.version import next_version, read_version, version_token
 JOURNAL_FORMAT = "reelsim.commit/1"
 #: a staged temp file's name: ``.<target name>.<32 hex>.tmp`` (storage/atomic.py)
 _TEMP = re.compile(r"^\..+\.[0-9a-f]{32}\.tmp$")
-
-
-def _warn(message: str) -> None:
-    print(f"reelsim: warning: {message}", file=sys.stderr)
 
 
 class WriteSession:
@@ -76,11 +72,11 @@ class WriteSession:
         The store's version record as of the last commit of this session (or its opening).
     """
 
-    def __init__(self, store: str | os.PathLike, command: str, *, warn: Callable[[str], None] = _warn):
+    def __init__(self, store: str | os.PathLike, command: str, *, progress: Progress | None = None):
         self.layout = StoreLayout(store)
         self.command = command
         self.version: dict[str, Any] = {}
-        self._lock = StoreLock(self.layout.root, warn=warn)
+        self._lock = StoreLock(self.layout.root, progress=progress)
         self._staged: dict[str, str] = {}  # target -> temp
         self._removals: dict[str, None] = {}
         self._new_sets: list[str] = []

@@ -43,7 +43,7 @@ from typing import Iterator
 
 import numpy as np
 
-from reelsim import __version__
+from reelsim._version import __version__
 from reelsim.errors import DamagedStoreError, StoreError, UnknownItemError, UsageError
 from reelsim.storage.atomic import atomic_path, special_file_problem
 from reelsim.storage.layout import StoreLayout

@@ -18,6 +18,8 @@ import io
 
 import numpy as np
 
+from reelsim.errors import ParameterError
+
 GROUP = "thumbnails"
 
 
@@ -37,9 +39,9 @@ def jpeg_thumbnail(rgb: np.ndarray, *, max_side: int, quality: int) -> bytes:
 
     rgb = np.asarray(rgb)
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise ValueError(f"expected uint8 (H, W, 3), got {rgb.dtype} {rgb.shape}")
+        raise ParameterError(f"expected uint8 (H, W, 3), got {rgb.dtype} {rgb.shape}")
     if max_side < 1 or not 1 <= quality <= 95:
-        raise ValueError(f"max_side must be >= 1 and quality in 1..95, got {max_side}, {quality}")
+        raise ParameterError(f"max_side must be >= 1 and quality in 1..95, got {max_side}, {quality}")
     im = Image.fromarray(rgb)
     im.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)  # in place, keeps aspect, never enlarges
     buf = io.BytesIO()

@@ -8,6 +8,7 @@ test loading, shapes, provenance and pooling, not audio understanding.
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 
 import numpy as np
@@ -139,11 +140,19 @@ def test_model_change_is_refused_and_re_extract_clears_this_runs_stale_shards(cn
     shard = only_shard(store)
     before = shard.read_bytes()
 
-    proc = reelsim("run", clip_video, "--store", store, "--workers", 1, "--no-progress",
-                   subprocess_=False)  # the default audio model: refused before any cluster starts
+    proc = reelsim("run", clip_video, "--store", store, "--workers", 1, "--no-progress", "--audio-model",
+                   "logmel-stats", subprocess_=False)  # another audio model: refused before any cluster starts
     assert proc.returncode == 2, proc.stderr
     assert "cnn14-16k" in proc.stderr and "logmel-stats" in proc.stderr and "--re-extract" in proc.stderr
     assert shard.read_bytes() == before  # nothing touched
+
+    # without --audio-model, the store's model is the default: its weights are asked for, nothing is mixed
+    proc = reelsim("run", clip_video, "--store", store, "--workers", 1, "--no-progress", subprocess_=False)
+    assert proc.returncode == 2, proc.stderr
+    assert "cnn14-16k is the audio model of the features in" in proc.stderr and "--audio-weights" in proc.stderr
+    assert shard.read_bytes() == before
+    effective = reelsim("config", "--store", store, "--json", subprocess_=False)
+    assert json.loads(effective.stdout)["models"]["audio"] == "cnn14-16k"
 
     item_id = read_item_vectors(shard)[0]
     assert guard_model_change(store, model_stamps(ModelConfig()), ["another-item"], re_extract=True) == []

@@ -12,7 +12,7 @@ import pytest
 from conftest import run_items
 
 from reelsim.config import Config
-from reelsim.jobs.runner import plan_tasks
+from reelsim.jobs.driver import plan_tasks
 from reelsim.pipeline.synth import make_image
 from reelsim.storage.manifest import read_inputs
 from reelsim.storage.shards import read_item_features

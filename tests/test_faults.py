@@ -100,16 +100,16 @@ def test_concurrent_run_on_one_store_is_refused(clips, tmp_path):
 
 def test_lock_rules(tmp_path):
     warned = []
-    with StoreLock(tmp_path, warn=warned.append):
+    with StoreLock(tmp_path, progress=warned.append):
         with pytest.raises(StoreLockedError, match="in use by pid"):
             StoreLock(tmp_path).acquire()
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     lock = StoreLayout(tmp_path).lock
     lock.write_text(json.dumps({"host": socket.gethostname(), "pid": dead.pid, "started_utc": "x"}))
-    with StoreLock(tmp_path, warn=warned.append) as held:  # a dead process on this host: taken over
+    with StoreLock(tmp_path, progress=warned.append) as held:  # a dead process on this host: taken over
         assert json.loads(lock.read_text())["pid"] == os.getpid() == held.record["pid"]
-    assert len(warned) == 1 and str(dead.pid) in warned[0]
+    assert len(warned) == 1 and warned[0].warning and str(dead.pid) in warned[0].message
     lock.write_text(json.dumps({"host": "another-host.example", "pid": dead.pid, "started_utc": "x"}))
     with pytest.raises(StoreLockedError, match="another-host.example"):  # cannot check: never taken over
         StoreLock(tmp_path).acquire()
@@ -179,9 +179,9 @@ def test_worker_killed_mid_item_is_retried_on_the_other(dask_cli_cluster, clips,
     assert len(survivor) >= 4 and all(set(r["model_loads"].values()) == {1} for r in survivor)
 
 
-def test_video_items_go_to_gpu_workers(dask_cli_cluster, clips, tmp_path):
-    """Per-item path: a worker started with `--resources GPU=1` gets every video item; the product may go
-    anywhere. (With GPU workers, `jobs.cross_item=auto` takes the GPU path: tests/test_gpu_stage.py.)"""
+def test_embed_tasks_go_to_gpu_workers(dask_cli_cluster, clips, tmp_path):
+    """A worker started with `--resources GPU=1` runs every embed task (video clips, keyframes, the product
+    image); the prepare and finish tasks may go anywhere (no worker advertises DECODE)."""
     from dask.distributed import Client
 
     cluster = dask_cli_cluster
@@ -193,8 +193,7 @@ def test_video_items_go_to_gpu_workers(dask_cli_cluster, clips, tmp_path):
         gpu = [a for a, w in info.items() if (w.get("resources") or {}).get("GPU")]
     assert len(info) == 2 and len(gpu) == 1
     store = tmp_path / "store"
-    reelsim("run", clips, "--store", store, "--scheduler", cluster.address, "--no-progress",
-            "--set", "jobs.cross_item=off", check=0)
+    reelsim("run", clips, "--store", store, "--scheduler", cluster.address, "--no-progress", check=0)
     rows = json.loads((store / "report.json").read_text(encoding="utf-8"))["items"]
-    assert {r["worker"] for r in rows if r["kind"] == "video"} == set(gpu)
+    assert {r["batch"]["worker"] for r in rows} == set(gpu)
     assert [r["status"] for r in rows] == ["ok"] * 7

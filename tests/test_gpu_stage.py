@@ -1,7 +1,10 @@
-"""The GPU path (cross-item batches) on CPU: same shards as the per-item path, nothing lost when its worker dies.
+"""The driver's embed stage with batches that mix items, on CPU: the same shards as items embedded alone,
+nothing lost when its worker dies, a batch past its timeout cancelled.
 
-CI has no GPU: ``jobs.cross_item=on`` runs the same stages and batching code
-with the models on CPU. Tests that need CUDA are marked ``gpu``.
+CI has no GPU: ``jobs.cross_item=on`` makes the items of a batch share forward
+passes on the CPU, as they do on CUDA (every run goes through the same driver
+and stages; ``auto`` on the CPU embeds each item's rows on their own). Tests
+that need CUDA are marked ``gpu``.
 """
 
 from __future__ import annotations
@@ -58,8 +61,8 @@ def same(x, y) -> bool:
 @pytest.fixture(scope="module")
 def cross_store(manifest, run_store, tmp_path_factory, dask_client):
     """Part of the session's catalog (videos with and without sound, a corrupt file, products with text) run
-    again through the GPU path on CPU: batches of 8 rows mix items; clips travel through shared memory (the
-    killed-worker test below uses Dask's worker-to-worker transfer)."""
+    again with batches of 8 rows whose items share forward passes (as on CUDA); clips travel through shared
+    memory (the killed-worker test below uses Dask's worker-to-worker transfer)."""
     store = tmp_path_factory.mktemp("cross")
     keep = {"fractal", "silent", "corrupt", "banana", "headphones"}
     rows = [line for line in manifest.read_text(encoding="utf-8").splitlines() if any(
@@ -83,6 +86,8 @@ def test_cross_item_batches_give_the_per_item_shards(run_store, cross_store):
     assert len(ok) == 4
     batches = {r["batch"]["batch"]: r["batch"] for r in ok}
     assert max(b["items"] for b in batches.values()) >= 2  # clips of several items shared a batch
+    assert all(b["mixed"] for b in batches.values())  # ... and its forward passes
+    assert not any(r["batch"]["mixed"] for r in base.items if r.get("batch"))  # on CPU by default: each item alone
     assert all(batches[k]["clips"] + batches[k]["images"] >= 8 for k in sorted(batches)[:-1])  # full but the last
     worst = 0.0
     for r in ok:
@@ -177,7 +182,7 @@ def test_killed_gpu_worker_loses_no_item(dask_cli_cluster, manifest, tmp_path):
     from dask.distributed import Client
 
     import reelsim as api
-    from reelsim.jobs.gpu_stage import BATCH_TOPIC
+    from reelsim.jobs.tasks import BATCH_TOPIC
 
     rows = [{"id": v, "video": f"{v}.mp4"} for v in ("fractal", "carpet", "fields")]
     rows.append({"id": "banana", "image": "banana.png"})
@@ -234,7 +239,7 @@ def test_gpu_batch_past_its_timeout_is_cancelled_and_its_items_fail_then_rerun(d
                      scheduler=cluster.address)
     assert report.summary() == {"total": 2, "ok": 0, "cached": 0, "failed": 2}
     for row in report.items:
-        assert row["timed_out"] and "timed out: GPU batch 0 (2 items," in row["reason"], row
+        assert row["timed_out"] and "timed out: embed batch 0 (2 items," in row["reason"], row
         assert "its worker was restarted" in row["reason"], row
     assert not any(StoreLayout(store).shard(r["id"]).exists() for r in rows)
     cluster.wait_for(2)  # the restarted GPU worker is back

@@ -274,11 +274,11 @@ def test_lock_owner_from_a_hostile_lock_file_reaches_the_terminal_escaped(tmp_pa
     lock = StoreLayout(tmp_path).lock
     hostile = "reelsim run \x1b[2J\x1b]0;owned\x07 \u202eevil\nsecond line"
     lock.write_text(json.dumps({"host": socket.gethostname(), "pid": dead.pid, "started_utc": "x", "command": hostile}))
-    warned: list[str] = []
-    with StoreLock(tmp_path, warn=warned.append):  # a dead owner on this host: taken over, with a warning
+    warned: list = []
+    with StoreLock(tmp_path, progress=warned.append):  # a dead owner on this host: taken over, with a warning
         pass
     lock.write_text(json.dumps({"host": "far\x1b[31m.example", "pid": 1, "started_utc": "x", "command": hostile}))
     with pytest.raises(StoreLockedError) as refused:
         StoreLock(tmp_path).acquire()
-    for text in (warned[0], str(refused.value)):
+    for text in (warned[0].message, str(refused.value)):
         assert "evil" in text and not any(not ch.isprintable() for ch in text), repr(text)

@@ -21,9 +21,9 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS = {"": 0, "storage": 1, "extractors": 2, "pipeline": 3, "similarity": 4, "jobs": 5}
 #: modules that may import from any layer, and why
 FACADES = {
-    "reelsim": "the package's __init__ is the public Python API: it re-exports reelsim.run, open_store, Config "
-               "... from the layers that define them (explicit `X as X`); modules below import from it "
-               "only __version__, which it defines before those imports",
+    "reelsim": "the package's __init__ is the public Python API: it re-exports Config and the errors (explicit "
+               "`X as X`) and loads reelsim.run, open_store ... from jobs/ only when first asked for (PEP 562 "
+               "__getattr__), so that importing a low module never loads the top layer",
 }
 #: (importing module, imported module) -> why this import may break the rules
 EXCEPTIONS: dict[tuple[str, str], str] = {}
@@ -181,3 +181,66 @@ def test_scripts_import_only_names_that_exist():
             checked += 1
     assert checked > 100, checked  # the scan reads real imports
     assert not missing, "\n".join(missing)
+
+
+def jobs_modules_loaded(modules: list[str]) -> list[str]:
+    """The ``reelsim.jobs`` modules in ``sys.modules`` after importing ``modules`` in a fresh interpreter."""
+    import subprocess
+    import sys
+
+    code = ("import importlib, sys\n"
+            f"for m in {modules!r}: importlib.import_module(m)\n"
+            "print(','.join(sorted(m for m in sys.modules if m == 'reelsim.jobs' or m.startswith('reelsim.jobs.'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    return out.split(",") if out else []
+
+
+def test_importing_a_module_below_jobs_loads_no_jobs_module():
+    """The package root is lazy: importing ``reelsim`` or any module of the layers below ``jobs/`` (which runs
+    the root's ``__init__`` first) loads no ``reelsim.jobs`` module, so the layer rule holds at run time too.
+
+    All of them are imported in one interpreter (fast); on a failure each is tried alone to name the culprits.
+    """
+    below = ["reelsim"] + [module_name(p) for p in source_modules() if layer_of(module_name(p)) < LAYERS["jobs"]]
+    assert len(below) > 60 and "reelsim.storage.layout" in below and "reelsim.similarity.rebuild" in below
+    loaded = jobs_modules_loaded(below)
+    if loaded:
+        culprits = {m: jobs_modules_loaded([m]) for m in below}
+        pytest.fail("importing these loads jobs modules: " + "; ".join(
+            f"{m} -> {', '.join(j)}" for m, j in culprits.items() if j))
+
+
+def test_the_lazy_root_still_gives_the_whole_api():
+    """``reelsim.run``, ``reelsim.open_store`` ... resolve on first use (and ``dir(reelsim)`` lists them)."""
+    import reelsim
+    from reelsim.jobs.api import open_store, run
+    from reelsim.storage.lists import Neighbor
+
+    assert reelsim.run is run and reelsim.open_store is open_store and reelsim.Neighbor is Neighbor
+    assert set(reelsim.__all__) <= set(dir(reelsim))
+    assert all(getattr(reelsim, name) is not None for name in reelsim.__all__)
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        reelsim.nope  # noqa: B018
+
+
+def test_layers_below_jobs_never_print():
+    """Libraries report, never print: below ``jobs/`` no module calls ``print``, writes to ``sys.stdout`` or
+    ``sys.stderr``, or draws a tqdm bar; they hand :class:`reelsim.reporting.Report` values to a ``progress``
+    callback instead (the CLI decides what a person sees)."""
+    bad = []
+    for path in source_modules():
+        module = module_name(path)
+        if layer_of(module) >= LAYERS["jobs"] or module == "reelsim":
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        for node in ast.walk(tree):
+            where = f"{path.relative_to(ROOT)}:{getattr(node, 'lineno', '?')}"
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print":
+                bad.append(f"{where} calls print")
+            elif isinstance(node, ast.Attribute) and node.attr in ("stdout", "stderr") and \
+                    isinstance(node.value, ast.Name) and node.value.id == "sys":
+                bad.append(f"{where} uses sys.{node.attr}")
+            elif isinstance(node, (ast.Import, ast.ImportFrom)) and any(
+                    (getattr(node, "module", None) or a.name).split(".")[0] == "tqdm" for a in node.names):
+                bad.append(f"{where} imports tqdm")
+    assert not bad, "\n".join(bad)
