@@ -492,18 +492,36 @@ TOWER_LOSSES = ("self-adversarial", "in-batch", "softmax")
 
 @dataclass(frozen=True)
 class LearnConfig:
-    """Learning from interactions: ELSA for warm items, a content tower for all (docs/learning.md).
+    """Learning from interactions (docs/learning.md).
 
+    ``reelsim train`` holds out a validation split of the log (each user's last
+    ``valid_rows`` of rows, and a share ``valid_cold`` of the warm items with all their
+    rows, as if new) and chooses there every learned setting that has no default
+    worth trusting: EASE's λ or ELSA's rank and epochs, the tower's epochs (early
+    stopping), the content mix, the popularity prior and the score rules of the
+    learned and blend spaces (:mod:`reelsim.similarity.calibrate`). The fields
+    below are the ranges and limits of those choices, and the training settings.
+
+    warm_model : ``auto`` (EASE when the warm items are at most ``ease_max_items``, else
+        ELSA), ``ease`` or ``elsa``.
+    ease_max_items : the largest number of warm items EASE is fitted for: it needs about
+        24 W² bytes (1.5 GB at 8 000) and O(W³) time.
+    ease_lambdas : EASE's λ values tried on validation (the best is then refined by √10 steps).
+    ease_keep : EASE weights kept per item (its largest; the rest count as 0).
     elsa_dim : rank r of ELSA's item matrix A (items x r).
-    elsa_epochs, elsa_batch, elsa_lr : ELSA training (users per batch; NAdam learning rate).
+    elsa_dims : other ranks tried on validation besides ``elsa_dim`` (each costs a fit).
+    elsa_epochs, elsa_batch, elsa_lr : ELSA training (at most ``elsa_epochs``; users per batch;
+        NAdam learning rate).
     warm_min_interactions : an item needs at least this many interactions (distinct users)
-        to get an ELSA embedding; items with fewer are cold (tower only).
+        to get an ELSA embedding (EASE takes every item with a user).
     tower_dim : dimension of the learned space (the tower's output, L2-normalised).
     tower_hidden : width of each per-modality projection and of the MLP.
     tower_input_dim : a modality with more dimensions is first reduced to this many
         by a fixed PCA learned on the catalog (speed; None: off).
-    tower_epochs, tower_batch, tower_lr : step 1 of the cascade (all engagement); pairs per batch.
-    finetune_epochs, finetune_lr : step 2 (high-quality engagement only; 0 epochs: off).
+    tower_epochs, tower_batch, tower_lr : step 1 of the cascade (all engagement; at most
+        ``tower_epochs``, early-stopped); pairs per batch (at least 2).
+    finetune_epochs, finetune_lr : step 2 (high-quality engagement only; at most; 0 epochs: off).
+    patience : epochs without a better validation score before ELSA or a tower step stops.
     max_pairs : co-engagement pairs drawn per epoch (a seeded sample when there are more).
     pair_window : two items a user engaged with at most this many positions apart
         (in timestamp order, else file order) form a co-engagement pair.
@@ -519,11 +537,22 @@ class LearnConfig:
     hard_negative_pool : raw content neighbours searched per anchor for hard negatives.
     quality_events : ``event`` values that mark high-quality engagement (step 2).
     quality_weight : rows with ``weight`` at least this are high quality too (None: off).
-    blend_shrink : in the blend space a query item's ELSA share is n / (n + blend_shrink), n its
-        number of users in training; its scores mix ELSA and tower cosines by that share.
+    topicality : the learned space's rule is chosen among those whose validation lists keep
+        at least this share of their items within the query's 2k most similar items (1: the
+        prior only reorders; 0: pure recall, like blend).
+    cold_share : ``fair``: in the learned space and in the blend lists of warm items, the prior of items
+        without users (cold, or added after training) is set so that on validation they hold the share
+        of list slots they have of held-out co-engagement; ``recall``: it is chosen for recall alone (new
+        items then get few slots). The blend lists of cold items choose it for recall.
+    valid_rows : ``train``: share of each user's last rows held out for validation.
+    valid_cold : ``train``: share of the warm items held out, with all their rows, as pseudo-cold.
+    valid_queries : ``train``: at most this many validation query items per group (seeded).
+    blend_shrink : no longer used (the blend's weights are chosen on validation); kept so
+        that settings files that set it still load.
     cold_fraction : ``evaluate``: share of items held out (with all their interactions) as cold.
-    test_users : ``evaluate``: share of users held out; their co-engagement is the ground truth
-        for warm items.
+    test_rows : ``evaluate``: share of each user's last rows held out as the test segment.
+    test_users : no longer used (``evaluate`` holds out each user's last rows, ``test_rows``);
+        kept so that settings files that set it still load.
     eval_queries : ``evaluate``: at most this many query items per group (seeded sample).
     seed : every random choice (splits, sampling, initialisation).
     device : ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
@@ -532,20 +561,26 @@ class LearnConfig:
         faster than two (docs/learning.md); results depend on it only in float rounding.
     """
 
+    warm_model: str = "auto"
+    ease_max_items: int = 8000
+    ease_lambdas: tuple[float, ...] = (1.0, 10.0, 100.0, 1000.0, 10000.0, 100000.0, 1000000.0)
+    ease_keep: int = 256
     elsa_dim: int = 64
-    elsa_epochs: int = 3
+    elsa_dims: tuple[int, ...] = ()
+    elsa_epochs: int = 5
     elsa_batch: int = 256
     elsa_lr: float = 0.1
     warm_min_interactions: int = 3
     tower_dim: int = 64
-    tower_hidden: int = 256
+    tower_hidden: int = 128
     tower_input_dim: int | None = 128
-    tower_epochs: int = 3
+    tower_epochs: int = 6
     tower_batch: int = 512
     tower_lr: float = 2e-3
     finetune_epochs: int = 2
     finetune_lr: float = 5e-4
-    max_pairs: int = 400_000
+    patience: int = 1
+    max_pairs: int = 200_000
     pair_window: int = 2
     loss: str = "softmax"
     temperature: float = 0.1
@@ -555,8 +590,14 @@ class LearnConfig:
     hard_negative_pool: int = 20
     quality_events: tuple[str, ...] = ("purchase",)
     quality_weight: float | None = None
+    topicality: float = 0.8
+    cold_share: str = "fair"
+    valid_rows: float = 0.1
+    valid_cold: float = 0.1
+    valid_queries: int = 2000
     blend_shrink: float = 5.0
     cold_fraction: float = 0.2
+    test_rows: float = 0.2
     test_users: float = 0.2
     eval_queries: int = 2000
     seed: int = 0
@@ -566,7 +607,8 @@ class LearnConfig:
     def __post_init__(self) -> None:
         check_numbers("learn", self)
         positive = ("elsa_dim", "elsa_epochs", "elsa_batch", "warm_min_interactions", "tower_dim", "tower_hidden",
-                    "tower_epochs", "tower_batch", "max_pairs", "pair_window", "hard_negative_pool", "eval_queries")
+                    "tower_epochs", "tower_batch", "max_pairs", "pair_window", "hard_negative_pool", "eval_queries",
+                    "ease_max_items", "ease_keep", "patience", "valid_queries")
         for name in positive:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -582,10 +624,26 @@ class LearnConfig:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 < v < float("inf"):
                 raise UsageError(f"learn.{name} must be a positive number, got {v!r}")
-        for name in ("cold_fraction", "test_users"):
+        for name in ("cold_fraction", "test_users", "test_rows", "valid_rows", "valid_cold"):
             v = getattr(self, name)
-            if not isinstance(v, (int, float)) or not 0 < v < 1:
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 < v < 1:
                 raise UsageError(f"learn.{name} must be in (0, 1), got {v!r}")
+        if not isinstance(self.topicality, (int, float)) or isinstance(self.topicality, bool) \
+                or not 0 <= self.topicality <= 1:
+            raise UsageError(f"learn.topicality must be in [0, 1], got {self.topicality!r}")
+        if self.tower_batch < 2:
+            raise UsageError(f"learn.tower_batch must be at least 2 (a batch needs a negative), got {self.tower_batch}")
+        if self.cold_share not in ("fair", "recall"):
+            raise UsageError(f"learn.cold_share must be fair or recall, got {self.cold_share!r}")
+        if self.warm_model not in ("auto", "ease", "elsa"):
+            raise UsageError(f"learn.warm_model must be auto, ease or elsa, got {self.warm_model!r}")
+        if isinstance(self.elsa_dims, (str, int)) or not all(
+                isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in self.elsa_dims):
+            raise UsageError(f"learn.elsa_dims must be positive integers, got {self.elsa_dims!r}")
+        if isinstance(self.ease_lambdas, (str, int, float)) or not self.ease_lambdas or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < float("inf")
+                for v in self.ease_lambdas):
+            raise UsageError(f"learn.ease_lambdas must be positive numbers, got {self.ease_lambdas!r}")
         if self.loss not in TOWER_LOSSES:
             raise UsageError(f"learn.loss must be one of {', '.join(TOWER_LOSSES)}, got {self.loss!r}")
         if self.device not in ("auto", "cpu", "cuda"):
@@ -599,7 +657,7 @@ class LearnConfig:
     def training_hash(self) -> str:
         """sha256 (16 hex) of the settings that change a trained model (not the evaluation split or device)."""
         d = dataclasses.asdict(self)
-        for name in ("cold_fraction", "test_users", "eval_queries", "device"):
+        for name in ("cold_fraction", "test_users", "test_rows", "eval_queries", "device"):
             d.pop(name)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -739,15 +797,16 @@ class Config:
                 value = tuple(p.strip() for p in text.split(",") if p.strip())
             else:
                 try:
-                    value = _parse_value(text.strip(), getattr(current, name))
+                    kind = next(f.type for f in dataclasses.fields(current) if f.name == name)
+                    value = _parse_value(text.strip(), getattr(current, name), str(kind))
                 except ValueError as e:
                     raise UsageError(f"bad --set {item!r}: {e}") from None
             cfg = dataclasses.replace(cfg, **{section: dataclasses.replace(current, **{name: value})})
         return cfg
 
 
-def _parse_value(text: str, current):
-    """``text`` converted to the type of the field's current value."""
+def _parse_value(text: str, current, annotation: str = ""):
+    """``text`` converted to the type of the field's current value (a tuple's items by its ``annotation``)."""
     if isinstance(current, bool):
         if text.lower() in ("1", "true", "yes", "on"):
             return True
@@ -755,7 +814,9 @@ def _parse_value(text: str, current):
             return False
         raise ValueError(f"expected true/false, got {text!r}")
     if isinstance(current, tuple):  # e.g. learn.quality_events=purchase,add_to_cart
-        return tuple(p.strip() for p in text.split(",") if p.strip())
+        parts = [p.strip() for p in text.split(",") if p.strip()]
+        item = int if annotation.startswith("tuple[int") else float if annotation.startswith("tuple[float") else str
+        return tuple(item(p) for p in parts)
     if text.lower() in ("none", "null", ""):
         return None
     if isinstance(current, int):

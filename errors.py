@@ -69,6 +69,12 @@ class DamagedStoreError(StoreError):
         return type(self), (self.path, self.what, self.redo, str(self))
 
 
+class TrainingError(ReelsimError):
+    """Training produced a model that must not replace the stored one (a loss that is NaN, infinite or
+    0, no batch trained, embeddings that are not finite or have collapsed to one direction).
+    Raised before anything is saved; the message gives the reason in one line (CLI exit code 1)."""
+
+
 class StoreWriteError(StoreError):
     """The disk refused a write into the store (full, read-only, no permission); nothing was half-written.
 

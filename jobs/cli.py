@@ -86,8 +86,8 @@ examples:
   reelsim export --store out/ --format hdf5 --to features.h5
   reelsim verify --store out/                      # is every file whole? what would run/lists redo?
   reelsim models                                   # which models this machine can run
-  reelsim train --interactions events.csv --store out/     # ELSA + content tower (docs/learning.md)
-  reelsim evaluate --interactions events.csv --store out/  # held-out recall@10 / NDCG@10 per space
+  reelsim train --interactions events.csv --store out/     # EASE/ELSA + tower (docs/learning.md)
+  reelsim evaluate --interactions events.csv --store out/  # spaces beside tuned peers on held-out co-engagement
   reelsim lists --store out/ --space blend
   reelsim search "wireless headphones" --store out/ -k 5 --banned banned.txt
   reelsim serve --store out/ --port 8080           # similar/search/items/health over HTTP (JSON)
@@ -385,16 +385,24 @@ def _add_log_options(p, json_help: str) -> None:
 def _add_learn_parsers(sub) -> None:
     """``train``, ``evaluate`` and ``search`` (docs/learning.md)."""
     for name, help_, description, json_help in (
-            ("train", "learn from interactions: ELSA for warm items, a content tower for all",
+            ("train", "learn from interactions: EASE or ELSA for warm items, a content tower for all, every "
+             "setting chosen on a validation split",
              "Read an interactions file (.csv, .jsonl or .parquet: user, item, and optional weight, timestamp, "
-             "event), train ELSA item embeddings for warm items and a content tower on co-engagement, and save "
-             "both with provenance in STORE/learned/. Rows of items not in the store are counted and skipped.",
-             "print the summary as JSON"),
-            ("evaluate", "held-out recall@10 and NDCG@10 of the content, learned and blend spaces",
-             "Hold out a share of the items (with all their interactions) as cold and a share of the users, "
-             "train on the rest, and score each space's top 10 against held-out co-engagement: cold items "
-             "(content vs learned), warm items (content vs ELSA vs blend), and a popularity baseline. "
-             "Nothing is saved.", "print the result as JSON")):
+             "event). Hold out a validation split (each user's last rows, and some warm items with all their "
+             "rows) and choose there, with no setting to tune by hand: EASE's lambda (or ELSA's rank and epochs "
+             "above learn.ease_max_items warm items), the content tower's epochs (early stopping), the content "
+             "mix, the popularity prior and the score rules of the learned and blend spaces, with a fair share of "
+             "list slots for items without users. Save the model, the choices and provenance in STORE/learned/. "
+             "Rows of items not in the store are counted and skipped. Degenerate training (a NaN or 0 loss, "
+             "collapsed vectors) is refused with exit code 1 and the stored model is kept.",
+             "print the summary as JSON (with the chosen settings and their validation recall@10)"),
+            ("evaluate", "learned spaces beside tuned peers on held-out co-engagement (nothing is saved)",
+             "Hold out a share of the items (with all their rows) as cold and the last rows of each user, train "
+             "on the rest exactly as `train` does, and score each space's top 10 against held-out co-engagement: "
+             "content, learned and blend beside popularity, EASE (or ALS), and a ridge map from content for cold "
+             "items, every peer tuned on train's validation split. Reports recall@10, NDCG@10, precision@10 of the "
+             "same category (when index/items.json gives items a category), coverage and the share of list slots "
+             "held by cold items.", "print the result as JSON")):
         p = sub.add_parser(name, help=help_, description=description)
         _add_log_options(p, json_help)
     p.add_argument("--cold-fraction", type=float, metavar="F", help="share of items held out as cold (default 0.2)")

@@ -27,12 +27,14 @@ Examples
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from reelsim.errors import UsageError
 from reelsim.extractors.device import resolve_device
+from reelsim.reporting import Progress, report
 
 
 @dataclass
@@ -41,10 +43,14 @@ class ElsaModel:
 
     embeddings : float32 (I, r), rows L2-normalised (cosine = dot product).
     losses : per epoch, elsarec's mean normalised MSE on the training users.
+    valid : per epoch, the validation score (empty without validation).
+    epochs : the epoch whose embeddings were kept.
     """
 
     embeddings: np.ndarray
     losses: list[float]
+    valid: list[float] = field(default_factory=list)
+    epochs: int = 0
 
 
 def interaction_matrix(user: np.ndarray, item: np.ndarray, n_users: int, n_items: int, weight=None):
@@ -90,7 +96,9 @@ def _loader(X, batch: int, seed: int, device):
     return torch.utils.data.DataLoader(_RowBatches(), batch_size=None, shuffle=True, generator=g)
 
 
-def train_elsa(X, *, dim: int, epochs: int, batch: int, lr: float, seed: int, device: str = "auto") -> ElsaModel:
+def train_elsa(X, *, dim: int, epochs: int, batch: int, lr: float, seed: int, device: str = "auto",
+               validate: Callable[[np.ndarray], float] | None = None, patience: int = 1,
+               progress: Progress | None = None) -> ElsaModel:
     """Fit ELSA (``elsarec``) on a users x items matrix.
 
     Parameters
@@ -107,10 +115,17 @@ def train_elsa(X, *, dim: int, epochs: int, batch: int, lr: float, seed: int, de
         runs with the same seed give the same embeddings.
     device : str
         ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
+    validate : callable, optional
+        ``validate(embeddings (I, r) unit rows) -> float`` (higher is better), called after each epoch;
+        the best epoch's embeddings are kept, and training stops after ``patience`` epochs without a
+        better one (``epochs`` is then a maximum).
+    progress : Progress, optional
+        Told one line per epoch (:mod:`reelsim.reporting`).
 
     Returns
     -------
     ElsaModel
+        ``losses`` per epoch trained; ``valid`` per epoch validated; ``epochs`` the epoch kept.
 
     Raises
     ------
@@ -129,7 +144,28 @@ def train_elsa(X, *, dim: int, epochs: int, batch: int, lr: float, seed: int, de
     dev = resolve_device(device)
     torch.manual_seed(seed)
     model = ELSA(n_items=X.shape[1], n_dims=dim, device=dev, lr=lr)
-    losses = model.fit(_loader(X, batch, seed, dev), epochs=epochs, verbose=False)["nmse_train"]
-    A = model.get_items_embeddings(as_numpy=True).astype(np.float32)
-    A /= np.maximum(np.linalg.norm(A, axis=1, keepdims=True), 1e-12)
-    return ElsaModel(A, [float(v) for v in losses])
+    loader = _loader(X, batch, seed, dev)
+    losses, valid, best, worse = [], [], (-np.inf, None, 0), 0
+    for epoch in range(epochs):
+        losses += [float(v) for v in model.fit(loader, epochs=1, verbose=False)["nmse_train"]]
+        A = _unit_rows(model.get_items_embeddings(as_numpy=True))
+        line = f"ELSA r={dim} epoch {epoch + 1}/{epochs}: loss {losses[-1]:.4f}"
+        if validate is None:
+            best = (0.0, A, epoch + 1)
+        else:
+            valid.append(float(validate(A)))
+            line += f", validation {valid[-1]:.4f}"
+            if valid[-1] > best[0]:
+                best, worse = (valid[-1], A, epoch + 1), 0
+            else:
+                worse += 1
+        report(progress, line, stage="train")
+        if not np.isfinite(losses[-1]) or (validate is not None and worse >= patience):
+            break
+    A = best[1] if best[1] is not None else A
+    return ElsaModel(A, losses, valid, best[2])
+
+
+def _unit_rows(A: np.ndarray) -> np.ndarray:
+    A = np.asarray(A, np.float32)
+    return A / np.maximum(np.linalg.norm(A, axis=1, keepdims=True), 1e-12)

@@ -30,7 +30,7 @@ import dataclasses
 import datetime as dt
 import json
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,9 +39,15 @@ from reelsim._version import __version__
 from reelsim.config import Config, FusionConfig, LearnConfig, check_weights
 from reelsim.errors import DamagedStoreError, StoreError, UnknownItemError, UsageError
 from reelsim.reporting import Progress, report
+from reelsim.similarity.calibrate import Rule
 from reelsim.similarity.catalog import CatalogEmbeddings, load_catalog
-from reelsim.similarity.elsa import interaction_matrix, train_elsa
-from reelsim.similarity.fusion import DECIMALS, fuse
+from reelsim.similarity.fitting import HARD_NEGATIVE_ANCHORS as HARD_NEGATIVE_ANCHORS
+from reelsim.similarity.fitting import LearnedModel as LearnedModel
+from reelsim.similarity.fitting import WarmModel, mixed
+from reelsim.similarity.fitting import fit_model as fit_model
+from reelsim.similarity.fitting import hard_negatives_for as hard_negatives_for
+from reelsim.similarity.fitting import training_pairs as training_pairs
+from reelsim.similarity.fusion import DECIMALS
 from reelsim.similarity.hygiene import Hygiene, select_by
 from reelsim.similarity.rebuild import (
     blocked_rows_of,
@@ -53,14 +59,7 @@ from reelsim.similarity.rebuild import (
     with_store_blocklist,
 )
 from reelsim.similarity.search import Scored, neighbors_of
-from reelsim.similarity.towers import (
-    TowerModel,
-    TrainingPairs,
-    co_engagement_pairs,
-    mine_hard_negatives,
-    torch_threads,
-    train_tower,
-)
+from reelsim.similarity.towers import TowerModel, content_vectors
 from reelsim.storage.atomic import atomic_path, check_store_file, read_checked, write_text_atomic
 from reelsim.storage.interactions import Interactions, read_interactions
 from reelsim.storage.layout import StoreLayout
@@ -71,130 +70,6 @@ from reelsim.storage.session import writing
 SPACES = ("content", "learned", "blend")
 #: query rows per block of the exact search (a block holds 2 x BLOCK x N float32 scores)
 BLOCK = 512
-
-
-@dataclass
-class LearnedModel:
-    """What ``reelsim train`` learns.
-
-    tower : the content tower.
-    elsa : float32 (N, r), unit ELSA rows for warm catalog rows, zero rows for the others.
-    counts : int64 (N,), each catalog row's number of distinct users in the training log.
-    ids : the catalog ids the rows refer to (at training time).
-    provenance : config, config hash, interactions sha256, metrics, code version.
-    """
-
-    tower: TowerModel
-    elsa: np.ndarray
-    counts: np.ndarray
-    ids: list[str]
-    provenance: dict = field(default_factory=dict)
-
-    def elsa_share(self, shrink: float) -> np.ndarray:
-        """α (N,) float64: ``n / (n + shrink)`` for rows with an ELSA vector, else 0."""
-        has = np.any(self.elsa != 0, axis=1)
-        return np.where(has, self.counts / (self.counts + shrink), 0.0)
-
-
-# ---------------------------------------------------------------------------- training
-
-
-def training_pairs(log: Interactions, cfg: LearnConfig, rows: np.ndarray | None = None) -> TrainingPairs:
-    """Co-engagement pairs of all engagement and of high-quality engagement (``rows``: keep only these log rows)."""
-    keep = np.ones(log.n, bool) if rows is None else rows
-    o = log.order()
-    o = o[keep[o]]
-    a, b = co_engagement_pairs(log.user[o], log.item[o], cfg.pair_window)
-    q = o[log.quality(cfg.quality_events, cfg.quality_weight)[o]]
-    qa, qb = co_engagement_pairs(log.user[q], log.item[q], cfg.pair_window)
-    return TrainingPairs(a, b, qa, qb)
-
-
-def fit_model(cat: CatalogEmbeddings, log: Interactions, cfg: LearnConfig, *, rows: np.ndarray | None = None,
-              progress: Progress | None = None, reuse_elsa: LearnedModel | None = None) -> LearnedModel:
-    """Train ELSA on the warm items and the tower on co-engagement pairs.
-
-    Parameters
-    ----------
-    cat : CatalogEmbeddings
-        The store's normalised catalog (``index/catalog.h5``); ``log.item`` indexes its rows.
-    log : Interactions
-        Read with ``known_items=cat.ids``.
-    cfg : LearnConfig
-    rows : bool (R,), optional
-        Train on these log rows only (``evaluate`` holds some out).
-    progress : Progress, optional
-        Told one line per stage and epoch (:mod:`reelsim.reporting`).
-    reuse_elsa : LearnedModel, optional
-        Take ELSA (and the counts) from this model, trained on the same rows;
-        only the tower is trained (comparing tower settings).
-
-    Returns
-    -------
-    LearnedModel
-        ``provenance["metrics"]`` holds the training metrics; the caller adds the rest.
-    """
-    with torch_threads(cfg.threads):
-        return _fit(cat, log, cfg, rows, progress, reuse_elsa)
-
-
-def _fit(cat, log, cfg, rows, progress, reuse_elsa) -> LearnedModel:
-    import time
-
-    def say(text: str) -> None:
-        report(progress, text, stage="train")
-
-    keep = np.ones(log.n, bool) if rows is None else rows
-    n = cat.n
-    t0 = time.perf_counter()
-    key = np.unique(log.user[keep] * n + log.item[keep])
-    counts = np.bincount(key % n, minlength=n).astype(np.int64)
-    warm = np.flatnonzero(counts >= cfg.warm_min_interactions)
-    elsa = np.zeros((n, cfg.elsa_dim), np.float32)
-    metrics: dict = {"warm_items": int(warm.size), "log_rows": int(keep.sum())}
-    if reuse_elsa is not None:
-        elsa[:] = reuse_elsa.elsa
-        metrics["elsa_loss"] = reuse_elsa.provenance["metrics"]["elsa_loss"]
-    elif warm.size > cfg.elsa_dim:
-        col = np.full(n, -1)
-        col[warm] = np.arange(warm.size)
-        w = keep & (col[log.item] >= 0)
-        X = interaction_matrix(log.user[w], col[log.item[w]], len(log.users), warm.size, log.weight[w])
-        say(f"ELSA: {warm.size} warm items (>= {cfg.warm_min_interactions} users), {X.nnz} user-item pairs")
-        model = train_elsa(X, dim=cfg.elsa_dim, epochs=cfg.elsa_epochs, batch=cfg.elsa_batch, lr=cfg.elsa_lr,
-                           seed=cfg.seed, device=cfg.device)
-        elsa[warm] = model.embeddings
-        metrics["elsa_loss"] = [round(v, 9) for v in model.losses]
-    else:
-        say(f"ELSA skipped: {warm.size} warm items is not more than its rank {cfg.elsa_dim}")
-        metrics["elsa_loss"] = []
-    metrics["elsa_s"] = round(time.perf_counter() - t0, 2)
-    t1 = time.perf_counter()
-    pairs = training_pairs(log, cfg, keep)
-    hard = None
-    if cfg.hard_negatives:
-        hard = hard_negatives_for(cat, pairs, cfg)
-        metrics["hard_negative_anchors"] = len(hard)
-    say(f"tower: {pairs.a.size} co-engagement pairs, {pairs.quality_a.size} high-quality pairs")
-    tower = train_tower(cat.vectors, cat.masks, pairs, cfg, hard=hard, progress=progress)
-    metrics["tower"] = tower.history
-    metrics["tower_s"] = round(time.perf_counter() - t1, 2)
-    return LearnedModel(tower, elsa, counts, list(cat.ids), {"metrics": metrics})
-
-
-#: anchors mined for hard negatives (a seeded sample of the anchors when there are more)
-HARD_NEGATIVE_ANCHORS = 20_000
-
-
-def hard_negatives_for(cat: CatalogEmbeddings, pairs: TrainingPairs, cfg: LearnConfig) -> dict:
-    """Hard negatives for (a sample of) the pairs' anchors: raw content neighbours not co-engaged."""
-    x = fuse(cat, {m: 1.0 for m in cat.vectors})
-    keys = np.unique(pairs.a * cat.n + pairs.b)
-    anchors = np.unique(pairs.a)
-    if anchors.size > HARD_NEGATIVE_ANCHORS:
-        anchors = np.sort(np.random.default_rng(cfg.seed).choice(anchors, HARD_NEGATIVE_ANCHORS, replace=False))
-    return mine_hard_negatives(x, anchors, keys, cat.n, pool=cfg.hard_negative_pool, per_anchor=cfg.hard_negatives,
-                               seed=cfg.seed)
 
 
 # ---------------------------------------------------------------------------- storage
@@ -239,7 +114,8 @@ def save_model(store: str | Path, model: LearnedModel, cfg: LearnConfig, log: In
             files["tower.npz"] = file_digest(tmp)
         with atomic_path(folder / "elsa.npz") as tmp:
             with open(tmp, "wb") as f:
-                np.savez(f, ids=np.array(model.ids, dtype=object).astype(str), elsa=model.elsa, counts=model.counts)
+                np.savez(f, ids=np.array(model.ids, dtype=object).astype(str), elsa=model.elsa, counts=model.counts,
+                         **model.arrays())  # issue 21: EASE's weights, and the ridge maps from content
             files["elsa.npz"] = file_digest(tmp)
         stamp = new_stamp()
         prov = {
@@ -248,8 +124,8 @@ def save_model(store: str | Path, model: LearnedModel, cfg: LearnConfig, log: In
             "interactions": {"path": str(Path(log.path).resolve()), "sha256": log.sha256, "rows_read": log.rows_read,
                              "rows_used": int(model.provenance.get("metrics", {}).get("log_rows", log.n)),
                              "unknown_rows": log.unknown_rows, "unknown_items": log.unknown_item_count},
-            "metrics": model.provenance.get("metrics", {}), "code_version": __version__,
-            "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "metrics": model.provenance.get("metrics", {}), "chosen": model.chosen, "code_version": __version__,
+            "created_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "catalog_items": len(model.ids),
         }
         model.provenance = prov
@@ -327,16 +203,18 @@ def load_model(store: str | Path) -> LearnedModel:
 
     def elsa_npz(path):
         with np.load(path) as z:
-            return [str(i) for i in z["ids"]], z["elsa"], z["counts"]
+            extra = {k: z[k] for k in ("ease_cols", "ease_vals", "ease_rows", "ease_to_row", "ease_to_col",
+                                       "elsa_ridge") if k in z.files and z[k].size}  # issue 21 (absent in older models)
+            return [str(i) for i in z["ids"]], z["elsa"], z["counts"], extra
 
     errors = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)
     meta, state, proj = read_checked(folder / "tower.npz", tower_npz, "a tower model", errors, redo="train")
-    ids, elsa, counts = read_checked(folder / "elsa.npz", elsa_npz, "ELSA embeddings", errors, redo="train")
+    ids, elsa, counts, extra = read_checked(folder / "elsa.npz", elsa_npz, "ELSA embeddings", errors, redo="train")
     try:
         tower = TowerModel(meta["in_dims"], proj, state, meta["hidden"], meta["out_dim"], meta["history"])
     except (KeyError, TypeError) as e:
         raise DamagedStoreError(folder / "tower.npz", f"not a tower model ({e})", "train") from None
-    return LearnedModel(tower, elsa, counts, ids, prov)
+    return LearnedModel(tower, elsa, counts, ids, prov, **extra)
 
 
 # ---------------------------------------------------------------------------- vectors and search
@@ -346,10 +224,16 @@ def load_model(store: str | Path) -> LearnedModel:
 class SpaceVectors:
     """What scores items in one space, for the N catalog items.
 
-    space : ``content``, ``learned``, ``blend`` (or ``elsa``: ELSA alone, for evaluation).
-    T : float32 (N, t), tower (or ELSA) vectors, unit rows; zero rows for items without one.
-    E : float32 (N, r), ELSA vectors aligned with the catalog (blend only).
-    alpha : float64 (N,), ELSA shares (blend only).
+    space : ``content``, ``learned``, ``blend`` (or a name of a plain cosine space, for evaluation).
+    T : float32 (N, t), tower vectors (or any vectors of a plain cosine space), unit rows; zero rows for
+        items without one.
+    Z : float32 (N, z), similarity vectors (``s(a, b) = Z_a · Z_b``: the tower with its content skip
+        connection); default ``T``.
+    counts : int64 (N,), users of each item in training (0: cold, or added after training).
+    rules : the score rules (:class:`reelsim.similarity.calibrate.Rule`); ``rule_of`` int8 (N,) which
+        one a query row uses. None: the plain inner product of ``Z``.
+    warm : the warm model over the N rows (blend), or None.
+    E, alpha : ELSA vectors and shares of a blend model trained before the rules existed.
     cat, weights : the normalised catalog and modality weights (content only).
     """
 
@@ -359,12 +243,17 @@ class SpaceVectors:
     alpha: np.ndarray | None = None
     cat: CatalogEmbeddings | None = None
     weights: dict | None = None
+    Z: np.ndarray | None = None
+    counts: np.ndarray | None = None
+    rules: list[Rule] | None = None
+    rule_of: np.ndarray | None = None
+    warm: WarmModel | None = None
 
     def has(self) -> np.ndarray:
         """bool (N,): items this space can score."""
         if self.space == "content":
             return np.any(np.stack([self.cat.masks[m] for m in self._active()]), axis=0)
-        return np.any(self.T != 0, axis=1)
+        return np.any((self.T if self.Z is None else self.Z) != 0, axis=1)
 
     def _active(self) -> list[str]:
         return [m for m in self.cat.vectors if self.weights.get(m, 0) > 0]
@@ -378,8 +267,19 @@ class SpaceVectors:
                 num = num + self.weights[m] * np.where(both, self.cat.vectors[m][q] @ self.cat.vectors[m][cols].T, 0)
                 den = den + self.weights[m] * both
             return np.divide(num, den, out=np.full(np.shape(num), -np.inf, np.float32), where=den > 0)
-        S = self.T[q] @ self.T[cols].T
-        if self.space == "blend":  # the query's ELSA share; candidates without ELSA add 0 to that part
+        Z = self.T if self.Z is None else self.Z
+        S = Z[q] @ Z[cols].T
+        if self.rules is not None:  # the calibrated score (reelsim.similarity.calibrate)
+            out = np.empty_like(S)
+            which = self.rule_of[q]
+            counts = self.counts[cols]
+            for i, rule in enumerate(self.rules):
+                m = which == i
+                if m.any():
+                    W = self.warm.block(q[m], cols) if rule.warm and self.warm is not None else None
+                    out[m] = rule.apply(S[m], W, counts)
+            return out
+        if self.space == "blend" and self.alpha is not None:  # a model trained before the rules existed
             a = self.alpha[q][:, None].astype(np.float32)
             S = (1 - a) * S + a * (self.E[q] @ self.E[cols].T)
         return S
@@ -390,26 +290,59 @@ def content_space(cat: CatalogEmbeddings, weights) -> SpaceVectors:
     return SpaceVectors("content", cat=cat, weights=check_weights(weights))
 
 
+def model_rows(cat: CatalogEmbeddings, model: LearnedModel) -> np.ndarray:
+    """int64 (N,): each catalog row's row in the model (-1: added after training)."""
+    row = {i: r for r, i in enumerate(model.ids)}
+    return np.array([row.get(i, -1) for i in cat.ids], np.int64)
+
+
 def space_vectors(cat: CatalogEmbeddings, model: LearnedModel, space: str, cfg: LearnConfig | None = None,
                   *, device: str = "cpu") -> SpaceVectors:
-    """(a) The vectors of ``learned`` or ``blend`` space for every item of ``cat``.
+    """(a) What scores ``learned`` or ``blend`` space for every item of ``cat``.
 
-    Items added to the catalog after training get tower vectors from their content
-    and no ELSA vector (cold).
+    Items added to the catalog after training get tower vectors from their
+    content, no warm row and the cold items' prior (they are cold).
+    ``learned`` scores every query by the rule ``learned``; ``blend`` by
+    ``blend_warm`` for items with a warm row and ``blend_cold`` for the others
+    (:mod:`reelsim.similarity.calibrate`).
     """
     if space not in ("learned", "blend"):
         raise UsageError(f"space must be learned or blend here, got {space!r} (content uses the fusion index)")
     check_model_fits(model, cat)
     T = model.tower.embed(cat.vectors, cat.masks, device=device)
+    src = model_rows(cat, model)
+    ok = src >= 0
+    chosen = model.chosen
+    if not chosen.get("rules"):  # a model trained before the rules: the tower, and the old blend
+        return _legacy_space(T, model, space, src, cfg)
+    counts = np.zeros(cat.n, np.int64)
+    counts[ok] = model.counts[src[ok]]
+    gamma = float(chosen.get("content_mix", 0.0))
+    X = content_vectors(cat.vectors, cat.masks, model.tower, chosen.get("content_weights", {}))
+    Z = mixed(T, X, gamma)
+    rules = {name: Rule(**r) for name, r in chosen["rules"].items()}
+    if space == "learned":
+        return SpaceVectors(space, T, Z=Z, counts=counts, rules=[rules["learned"]], rule_of=np.zeros(cat.n, np.int8))
+    warm = model.warm()
+    if warm.kind == "none":
+        return SpaceVectors(space, T, Z=Z, counts=counts, rules=[rules["blend_cold"]],
+                            rule_of=np.zeros(cat.n, np.int8))
+    warm = warm.remap(src, cat.n, X)
+    return SpaceVectors(space, T, Z=Z, counts=counts, rules=[rules["blend_cold"], rules["blend_warm"]],
+                        rule_of=warm.has().astype(np.int8), warm=warm)
+
+
+def _legacy_space(T: np.ndarray, model: LearnedModel, space: str, src: np.ndarray,
+                  cfg: LearnConfig | None) -> SpaceVectors:
+    """A model saved before issue 21: ``learned`` is the tower's cosine, ``blend`` the old ELSA/tower mix."""
     if space == "learned":
         return SpaceVectors(space, T)
     shrink = (cfg or _model_cfg(model)).blend_shrink
-    row = {i: r for r, i in enumerate(model.ids)}
-    E = np.zeros((cat.n, model.elsa.shape[1]), np.float32)
-    alpha = np.zeros(cat.n)
-    share = model.elsa_share(shrink)
-    src = np.array([row.get(i, -1) for i in cat.ids])
     ok = src >= 0
+    has = np.any(model.elsa != 0, axis=1)
+    share = np.where(has, model.counts / (model.counts + shrink), 0.0)
+    E = np.zeros((src.size, model.elsa.shape[1]), np.float32)
+    alpha = np.zeros(src.size)
     E[ok], alpha[ok] = model.elsa[src[ok]], share[src[ok]]
     return SpaceVectors(space, T, E, alpha)
 
@@ -437,8 +370,8 @@ def check_store_model(store: str | Path) -> None:
 
 
 def _model_cfg(model: LearnedModel) -> LearnConfig:
-    c = dict(model.provenance.get("config", {}))
-    c["quality_events"] = tuple(c.get("quality_events", ()))
+    names = {f.name for f in dataclasses.fields(LearnConfig)}
+    c = {k: tuple(v) if isinstance(v, list) else v for k, v in model.provenance.get("config", {}).items() if k in names}
     return LearnConfig(**c) if c else LearnConfig()
 
 
@@ -740,18 +673,37 @@ def train_store(store: str | Path, interactions: str | Path, cfg: LearnConfig, *
     """``reelsim train``: read the log against the store's catalog, fit, save, as one store version; a summary.
 
     The store is held (its lock) from reading the catalog to the commit, so
-    the model is trained on the catalog it is published with.
+    the model is trained on the catalog it is published with. The summary
+    (``train --json``) has the fields of :func:`train_summary`. Nothing is
+    saved when training fails (:class:`~reelsim.errors.TrainingError`): the
+    stored model stays.
     """
     with writing(store, "train"):
-        cat = _catalog(store)
+        cat, weights = load_catalog(StoreLayout(store).require_catalog())
         log = read_interactions(interactions, known_items=cat.ids)
         report(progress, log.describe(), stage="train")
-        model = fit_model(cat, log, cfg, progress=progress)
+        model = fit_model(cat, log, cfg, progress=progress, weights=weights)
         folder = save_model(store, model, cfg, log)
-    m = model.provenance["metrics"]
     return {"model": str(folder), "config_hash": model.provenance["config_hash"],
             "interactions_sha256": log.sha256, "rows": log.n, "unknown_rows": log.unknown_rows,
-            "unknown_items": log.unknown_item_count, "warm_items": m["warm_items"],
-            "pairs": m["tower"]["pairs"], "quality_pairs": m["tower"]["quality_pairs"],
-            "elsa_loss": m["elsa_loss"][-1:] and m["elsa_loss"][-1], "tower_loss": m["tower"]["step1_loss"][-1],
-            "elsa_s": m["elsa_s"], "tower_s": m["tower_s"]}
+            "unknown_items": log.unknown_item_count} | train_summary(model)
+
+
+def train_summary(model: LearnedModel) -> dict:
+    """What training learned and chose, for ``train --json``.
+
+    ``tower_loss`` is the loss of the epoch whose weights were kept (early stopping), ``elsa_loss``
+    ELSA's last loss ([] with EASE); ``chosen`` every setting chosen on validation, ``validation``
+    their validation recall@10.
+    """
+    m = model.provenance["metrics"]
+    ch = model.chosen
+    kept = m["tower"].get("kept") or {}
+    return {"warm_items": m["warm_items"], "pairs": m["tower"]["pairs"], "quality_pairs": m["tower"]["quality_pairs"],
+            "elsa_loss": m["elsa_loss"][-1:] and m["elsa_loss"][-1],
+            "tower_loss": kept.get("loss", (m["tower"]["step2_loss"] or m["tower"]["step1_loss"])[-1]),
+            "elsa_s": m["elsa_s"], "tower_s": m["tower_s"], "select_s": m.get("select_s"), "train_s": m.get("train_s"),
+            "warm_model": ch.get("warm_model"), "warm_model_reason": ch.get("warm", {}).get("reason"),
+            "ease_lambda": ch.get("ease_lambda"), "elsa_dim": ch.get("elsa_dim"), "elsa_epochs": ch.get("elsa_epochs"),
+            "tower_kept": kept, "content_mix": ch.get("content_mix"), "rules": ch.get("rules"),
+            "validation": ch.get("rules_validation")}

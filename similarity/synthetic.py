@@ -229,11 +229,14 @@ def sample_log(topic: np.ndarray, popularity: np.ndarray, *, n_users: int, n_int
 
 
 def save_store(store: str | Path, raw: CatalogEmbeddings, *, weights: Mapping[str, float] | None = None,
-               titles: Mapping[str, str] | None = None, pca_dim: int | None = None) -> Path:
+               titles: Mapping[str, str] | None = None, pca_dim: int | None = None,
+               categories: Mapping[str, object] | None = None) -> Path:
     """A store without media: ``index/catalog.h5`` (normalised ``raw``) and ``index/items.json``.
 
     Enough for ``reelsim lists``, ``train``, ``evaluate`` and ``similar`` (not
     for the commands that read shards: ``report``, ``shots``, ``export --format hdf5``).
+    ``categories`` (item id -> label) go into ``items.json`` as ``category``;
+    ``reelsim evaluate`` then reports precision@10 of the same category.
     """
     layout = StoreLayout(store)
     layout.index_dir.mkdir(parents=True, exist_ok=True)
@@ -242,5 +245,7 @@ def save_store(store: str | Path, raw: CatalogEmbeddings, *, weights: Mapping[st
     kind = {True: "video", False: "product"}
     has_visual = raw.masks.get("visual", np.zeros(raw.n, bool))
     meta = {i: {"kind": kind[bool(has_visual[r])], "title": (titles or {}).get(i, i)} for r, i in enumerate(raw.ids)}
+    for i, c in (categories or {}).items():
+        meta[i]["category"] = c
     write_text_atomic(layout.items_meta, json.dumps(meta, ensure_ascii=False))
     return layout.root

@@ -3,7 +3,9 @@
 Set ``REELSIM_FAULT`` in a command's environment to ``ACTION:POINT:N``:
 
 - ``ACTION`` ``kill`` sends the process SIGKILL (as ``kill -9`` or the OOM
-  killer would); ``enospc`` makes the write fail as a full disk does
+  killer would), and its whole process group with it when it leads one (a
+  job killed with its local Dask workers, as a batch system kills a job:
+  no orphaned worker goes on logging about its lost scheduler); ``enospc`` makes the write fail as a full disk does
   (``OSError(ENOSPC)``; only at ``write``);
 - ``POINT`` is where: ``write`` (a store file written, before it is moved or
   staged), ``journal`` (a commit's journal written), ``rename`` (one staged
@@ -43,6 +45,8 @@ def fault_point(point: str) -> None:
     if _COUNTS[point] != n:
         return
     if action == "kill":
+        if os.getpgrp() == os.getpid():
+            os.killpg(os.getpid(), signal.SIGKILL)
         os.kill(os.getpid(), signal.SIGKILL)
     elif action == "enospc":
         raise OSError(errno.ENOSPC, "No space left on device")

@@ -45,8 +45,10 @@ def cli(args: list[str], fault: str | None = None) -> subprocess.CompletedProces
     env = {k: v for k, v in os.environ.items() if k != "REELSIM_FAULT"}
     if fault:
         env["REELSIM_FAULT"] = fault
+    # its own process group: a kill takes the command's local Dask workers with it (storage/faults.py), so
+    # no orphaned worker writes its lost-scheduler traceback into the stderr checked here
     return subprocess.run([sys.executable, "-m", "reelsim.jobs.cli", *args], capture_output=True, text=True,
-                          env=env, timeout=600)
+                          env=env, timeout=600, start_new_session=True)
 
 
 def verify(store: Path) -> dict:
