@@ -244,7 +244,8 @@ def search(store: str | Path, query: str, k: int, *, space: str = "content", ban
     view = reader.view()
     layout = StoreLayout(store)
     layout.require_catalog()
-    text_model = text_model or store_text_model(layout.root)  # the model that embedded the items' texts
+    # the model that embedded the items' texts (read from shards: once per store version, not per query)
+    text_model = text_model or view.live(("search", "text model"), lambda: store_text_model(layout.root))
     model = load("text", text_model, device="cpu")
     if banned:
         phrases, P = view.live(("banned", str(banned), _mtime(banned)), lambda: _banned_vectors(banned, model))
