@@ -20,6 +20,7 @@ import socket
 
 from reelsim.errors import StoreError, UsageError
 from reelsim.jobs.tables import terminal_safe
+from reelsim.storage.atomic import encodes_utf8
 
 #: seconds to wait for a scheduler's port to accept a connection
 PROBE_TIMEOUT_S = 5.0
@@ -85,9 +86,7 @@ def scheduler_client(address: str):
 def check_cluster_store(store: str | os.PathLike) -> None:
     """:class:`StoreError` when the store's path cannot travel in Dask's messages (not UTF-8)."""
     path = os.fspath(store)
-    try:
-        os.path.abspath(path).encode("utf-8")
-    except UnicodeEncodeError:
+    if not encodes_utf8(os.path.abspath(path)):
         raise StoreError(f"the store path {terminal_safe(path)} is not valid UTF-8, which a Dask cluster cannot "
                          "carry in its messages: run this on a store whose path is UTF-8 (`similar`, `lists` "
-                         "without --workers, `verify`, `export` and `search` work on this one)") from None
+                         "without --workers, `verify`, `export` and `search` work on this one)")

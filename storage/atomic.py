@@ -280,9 +280,9 @@ def native_path(path: str | os.PathLike) -> Iterator[str]:
         The path is not UTF-8 and this system has no ``/proc/self/fd``.
     """
     path = os.fspath(path)
-    if not _encodes(path):
+    if not encodes_utf8(path):
         folder, name = os.path.split(os.path.abspath(path))
-        if not (_encodes(name) and os.path.isdir("/proc/self/fd")):
+        if not (encodes_utf8(name) and os.path.isdir("/proc/self/fd")):
             raise StoreError(f"cannot open {path!r}: its name is not valid UTF-8; move the store to a path "
                              "that is")
         fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
@@ -294,7 +294,15 @@ def native_path(path: str | os.PathLike) -> Iterator[str]:
     yield path
 
 
-def _encodes(text: str) -> bool:
+def encodes_utf8(text: str) -> bool:
+    """Whether ``text`` encodes as UTF-8: False for lone surrogates (bytes that were not UTF-8 in a path,
+    a JSON ``"\\ud800"`` escape).
+
+    Examples
+    --------
+    >>> encodes_utf8("café"), encodes_utf8("caf\\udce9")
+    (True, False)
+    """
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:

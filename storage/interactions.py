@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from reelsim.errors import UsageError
-from reelsim.storage.atomic import atomic_path
+from reelsim.storage.atomic import atomic_path, encodes_utf8
 
 #: column names read from a log; ``user`` and ``item`` are required
 COLUMNS = ("user", "item", "weight", "timestamp", "event")
@@ -290,7 +290,7 @@ def _read_jsonl(path: str):
                     else:
                         raise InteractionsError(f"{name}:{number}: {c} {v!r} has the wrong type "
                                                 f"({type(v).__name__})")
-                    if not _is_unicode(v):
+                    if not encodes_utf8(v):
                         raise InteractionsError(f"{name}:{number}: {c} {v!r} is not valid Unicode text "
                                                 "(a lone surrogate)")
                 values[c].append(v)
@@ -298,15 +298,6 @@ def _read_jsonl(path: str):
     cols = {c: pa.array(v, type=pa.string()) for c, v in values.items() if c in present or c in ("user", "item")}
     table = pa.table(cols) if cols else pa.table({})
     return table, lambda i: f"{name}:{lines[i]}"
-
-
-def _is_unicode(text: str) -> bool:
-    """Whether ``text`` encodes as UTF-8 (no lone surrogates)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 #: Parquet column types read as text (ids, events); numbers (weight, timestamp) also take these
