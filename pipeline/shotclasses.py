@@ -201,6 +201,19 @@ def _distinct(shots: list, rng) -> list:
     return out
 
 
+def _footage_or_photo(rng, frames: int, look: str = "") -> Shot:
+    """``frames`` frames of bikes.mp4 or, as often, a moving photo (a photo of ours or a real one), in ``look``."""
+    if rng.random() < 0.5:
+        return _bikes_clip(rng, frames, look)
+    return _moving_photo(rng, frames, _pick(rng, PHOTO_NAMES + REAL_PHOTOS), look)
+
+
+def _cut_video(name: str, seed: int, shots: list, rng, size: tuple) -> list[VideoSpec]:
+    """One video ``{name}-s{seed}`` of ``shots`` (neighbours made distinct, :func:`_distinct`) joined by cuts."""
+    shots = _distinct(shots, rng)
+    return [VideoSpec(f"{name}-s{seed}", tuple(shots), (Join("cut"),) * (len(shots) - 1), size, seed=seed)]
+
+
 def _strobe_pair(rng, a_frames: int, b_frames: int) -> tuple[dict, dict]:
     """Light over the end of shot A and the start of shot B, as extra Shot fields for each."""
     kind = _pick(rng, ("strobe", "club", "burst", "strobe-on-cut"))
@@ -339,8 +352,7 @@ def whip_pan(seed: int, size: tuple = SIZE) -> list[VideoSpec]:
         speed = float(rng.choice([-1, 1]) * rng.uniform(60, 250))
         shots.append(Shot(int(rng.integers(44, 60)), photo=_pick(rng, PHOTO_NAMES + REAL_PHOTOS), motion="swish",
                           speed=speed))
-    shots = _distinct(shots, rng)
-    return [VideoSpec(f"whip-pan-s{seed}", tuple(shots), (Join("cut"),) * (len(shots) - 1), size, seed=seed)]
+    return _cut_video("whip-pan", seed, shots, rng, size)
 
 
 @register_class("occlusion")
@@ -352,11 +364,8 @@ def occlusion(seed: int, size: tuple = SIZE) -> list[VideoSpec]:
         frames = int(rng.integers(48, 61))
         n = int(rng.integers(10, 25))
         occ = (int(rng.integers(8, frames - n - 8)), n)
-        base = _bikes_clip(rng, frames) if rng.random() < 0.5 else _moving_photo(
-            rng, frames, _pick(rng, PHOTO_NAMES + REAL_PHOTOS))
-        shots.append(dataclasses.replace(base, occlude=occ))
-    shots = _distinct(shots, rng)
-    return [VideoSpec(f"occlusion-s{seed}", tuple(shots), (Join("cut"),) * 4, size, seed=seed)]
+        shots.append(dataclasses.replace(_footage_or_photo(rng, frames), occlude=occ))
+    return _cut_video("occlusion", seed, shots, rng, size)
 
 
 #: brightness of the frames of a lightning burst (see ``Shot.bursts``): one frame, a stroke with afterglow, two strokes
@@ -374,13 +383,10 @@ def lightning(seed: int, size: tuple = SIZE) -> list[VideoSpec]:
         look = night_look(float(rng.uniform(0.12, 0.25)), int(rng.integers(12, 30)), int(rng.integers(1000)))
         gains = _pick(rng, LIGHTNING)
         burst = ((int(rng.integers(10, frames - 10)), gains),)
-        dark = _bikes_clip(rng, frames, look) if rng.random() < 0.5 else _moving_photo(
-            rng, frames, _pick(rng, PHOTO_NAMES + REAL_PHOTOS), look)
-        shots.append(dataclasses.replace(dark, bursts=burst))
+        shots.append(dataclasses.replace(_footage_or_photo(rng, frames, look), bursts=burst))
         if i < 4:
             shots.append(_moving_photo(rng, int(rng.integers(30, 40)), _pick(rng, PHOTO_NAMES)))
-    shots = _distinct(shots, rng)
-    return [VideoSpec(f"lightning-s{seed}", tuple(shots), (Join("cut"),) * (len(shots) - 1), size, seed=seed)]
+    return _cut_video("lightning", seed, shots, rng, size)
 
 
 @register_class("overlay")
@@ -398,8 +404,7 @@ def overlay(seed: int, size: tuple = SIZE) -> list[VideoSpec]:
             starts = sorted(int(x) for x in rng.choice(np.arange(4, frames - 12, 6), 3, replace=False))
             caps = tuple((a, min(b, frames) - a - 2) for a, b in zip(starts, starts[1:] + [frames]))
             shots.append(dataclasses.replace(base, captions=caps))
-    shots = _distinct(shots, rng)
-    return [VideoSpec(f"overlay-s{seed}", tuple(shots), (Join("cut"),) * 3, size, seed=seed)]
+    return _cut_video("overlay", seed, shots, rng, size)
 
 
 @register_class("real-cuts")
