@@ -26,7 +26,15 @@ import pytest
 import reelsim as api
 from reelsim.config import Config
 from reelsim.jobs.cli import main
-from reelsim.pipeline.synth import Segment, edit_copy, make_image, make_pattern_video, make_video
+from reelsim.pipeline.synth import (
+    Segment,
+    VideoSpec,
+    build_video,
+    edit_copy,
+    make_image,
+    make_pattern_video,
+    make_video,
+)
 
 FPS = 25
 # (id, segments); cut frames are the running sums of segment lengths.
@@ -62,6 +70,16 @@ def clip_catalog(folder: Path, sources, frames: int) -> Path:
     rows.append({"id": "p", "image": "p.png"})
     (folder / "catalog.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
     return folder / "catalog.jsonl"
+
+
+def build_clips(table: dict, folder: Path, size: tuple) -> dict:
+    """name -> (path, layout) of each ``name: (shots, joins)`` of ``table``, encoded at ``size`` (crf 20) in
+    ``folder`` (photos they need are made in ``folder/photos``)."""
+    out = {}
+    for name, (shots, joins) in table.items():
+        path = folder / f"{name}.mp4"
+        out[name] = (path, build_video(VideoSpec(name, shots, joins, size=size, crf=20), path, folder / "photos"))
+    return out
 
 
 def cut_frames(segments) -> list[int]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from conftest import build_clips
 
 from reelsim.config import Config
 from reelsim.errors import MediaError
@@ -47,12 +48,7 @@ CLIPS = {
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
     """name -> (path, layout), each a small 320x180 clip."""
-    d = tmp_path_factory.mktemp("classes")
-    out = {}
-    for name, (shots, joins) in CLIPS.items():
-        path = d / f"{name}.mp4"
-        out[name] = (path, build_video(VideoSpec(name, shots, joins, size=SIZE, crf=20), path, d / "photos"))
-    return out
+    return build_clips(CLIPS, tmp_path_factory.mktemp("classes"), SIZE)
 
 
 def found(path):

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import build_clips
 
 from reelsim.config import Config
 from reelsim.extractors.transitions import SmallFrame, TransitionParams, mad, trimmed_mad
 from reelsim.pipeline.segment import segment_video
-from reelsim.pipeline.synth import Join, Shot, VideoSpec, build_video
+from reelsim.pipeline.synth import Join, Shot
 
 SIZE = (320, 180)
 TRAPS = {
@@ -48,12 +49,7 @@ TRAPS = {
 @pytest.fixture(scope="session")
 def traps(tmp_path_factory):
     """name -> (path, layout) for every trap video (built once, 320x180)."""
-    d = tmp_path_factory.mktemp("traps")
-    out = {}
-    for name, (shots, joins) in TRAPS.items():
-        path = d / f"{name}.mp4"
-        out[name] = (path, build_video(VideoSpec(name, shots, joins, size=SIZE, crf=20), path, d / "photos"))
-    return out
+    return build_clips(TRAPS, tmp_path_factory.mktemp("traps"), SIZE)
 
 
 def found(path):
