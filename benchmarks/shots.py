@@ -617,19 +617,9 @@ def main(argv=None) -> int:
         print_classes(class_table[seed], held, f"the hard classes of issue 24, seed {seed}")
         g += class_goals(class_table[seed], main_class_row, f"classes seed {seed}")
     if args.classes_only:
-        print(f"\nGoals (issue 24), for the row '{main_class_row}':")
-        for item in g:
-            print(f"  [{'met' if item['met'] else 'MISSED':6}] {item['goal']:62} {item['text']}")
-        load1 = os.getloadavg()
-        print(f"load average at end: {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}")
-        if args.json:
-            from reelsim.storage.atomic import write_text_atomic
-
-            body = {"config": cfg.to_dict(), "workdir": str(workdir), "load_start": load0, "load_end": load1,
-                    "classes": classes, "class_table": class_table, "goals": g}
-            write_text_atomic(args.json, json.dumps(body, indent=1, default=str))
-            print(f"figures written to {args.json}")
-        return 0
+        return finish(args.json, f"Goals (issue 24), for the row '{main_class_row}'", g,
+                      {"config": cfg.to_dict(), "workdir": str(workdir), "load_start": load0,
+                       "classes": classes, "class_table": class_table})
 
     t = time.perf_counter()
     index = shotset.ensure_set(workdir, quick=args.quick,
@@ -671,21 +661,25 @@ def main(argv=None) -> int:
 
     main_row = acc[rows[0][0]]
     g = goals(main_row, speeds.get("720p"), {k: v[rows[0][0]] for k, v in heldout.items()}) + g
-    print(f"\nGoals (issues 14, 3 and 24), for the row '{rows[0][0]}':")
+    return finish(args.json, f"Goals (issues 14, 3 and 24), for the row '{rows[0][0]}'", g,
+                  {"config": cfg.to_dict(), "workdir": str(workdir), "quick": args.quick, "load_start": load0,
+                   "labels_hash": index["hash"], "accuracy": acc, "tagged_recall": tags, "heldout": heldout,
+                   "floor_cpu_seconds": floors, "speed": speeds, "classes": classes, "class_table": class_table})
+
+
+def finish(json_path: str | None, heading: str, g: list[dict], body: dict) -> int:
+    """Print the goals ``g`` under ``heading`` and the load average at the end; write ``body`` with them (and
+    ``load_end``) to ``json_path`` when given. Returns the exit code, 0."""
+    print(f"\n{heading}:")
     for item in g:
         print(f"  [{'met' if item['met'] else 'MISSED':6}] {item['goal']:62} {item['text']}")
     load1 = os.getloadavg()
     print(f"load average at end: {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}")
-
-    if args.json:
+    if json_path:
         from reelsim.storage.atomic import write_text_atomic
 
-        body = {"config": cfg.to_dict(), "workdir": str(workdir), "quick": args.quick, "load_start": load0,
-                "load_end": load1, "labels_hash": index["hash"], "accuracy": acc, "tagged_recall": tags,
-                "heldout": heldout, "floor_cpu_seconds": floors, "speed": speeds, "classes": classes,
-                "class_table": class_table, "goals": g}
-        write_text_atomic(args.json, json.dumps(body, indent=1, default=str))
-        print(f"figures written to {args.json}")
+        write_text_atomic(json_path, json.dumps({**body, "load_end": load1, "goals": g}, indent=1, default=str))
+        print(f"figures written to {json_path}")
     return 0
 
 
