@@ -47,7 +47,8 @@ def fault_point(point: str) -> None:
     if action == "kill":
         if os.getpgrp() == os.getpid():
             os.killpg(os.getpid(), signal.SIGKILL)
-        os.kill(os.getpid(), signal.SIGKILL)
+        else:
+            os.kill(os.getpid(), signal.SIGKILL)
     elif action == "enospc":
         raise OSError(errno.ENOSPC, "No space left on device")
 
