@@ -613,7 +613,7 @@ class TransitionDetector:
 
     def __init__(self, params: TransitionParams, *, evidence: bool = False):
         self.p = params
-        self._evidence: dict[int, tuple[float, str]] | None = {} if evidence else None
+        self._evidence: dict[int, tuple[float, str, float]] | None = {} if evidence else None
         h = params.max_half
         self._frames: deque[SmallFrame] = deque(maxlen=4 * h + params.cut_delay + 2)
         self._steps: deque[float] = deque(maxlen=4 * h + params.cut_delay + 12)
@@ -749,7 +749,7 @@ class TransitionDetector:
         step = self._step(t)
         spike = self._structure_spike(t)
         if not (self._colour_cut(t, step) or self._structure_cut(t, step) or spike):
-            self._note(t, step, "light" if self._is_light(t, step) else "weak")
+            self._note(t, step, "light" if self._is_light(t, step) or self._brightness_only(t, step) else "weak")
         elif not (self._stands_out(t, step) or spike):
             self._note(t, step, "motion")
         elif self._transient(t, step):
@@ -826,7 +826,8 @@ class TransitionDetector:
         """Keep the cut evidence at t (:meth:`cut_evidence`) when asked to (``evidence=True``)."""
         if self._evidence is None or (step < self.p.dark_step_min and verdict == "weak"):
             return
-        self._evidence[t] = (self._cut_strength(t, step), verdict)
+        _, before, after = self._cut_context(t)
+        self._evidence[t] = (self._cut_strength(t, step), verdict, max(before, after))
         while len(self._evidence) > EVIDENCE_KEPT:
             del self._evidence[next(iter(self._evidence))]
 
@@ -856,7 +857,15 @@ class TransitionDetector:
         """
         if self._evidence is None:
             raise ValueError("cut_evidence needs TransitionDetector(..., evidence=True)")
-        return self._evidence.get(t, (0.0, "none"))
+        return self._evidence.get(t, (0.0, "none", 0.0))[:2]
+
+    def motion_level(self, t: int) -> float:
+        """The camera motion around frame t that the cut test compared against (the larger median of
+        :meth:`_motion_step` over 8 frames before and ``motion_after`` after, 0-255 per frame), kept with
+        :meth:`cut_evidence`; 0.0 where none was kept (the step at t was under ``dark_step_min``)."""
+        if self._evidence is None:
+            raise ValueError("motion_level needs TransitionDetector(..., evidence=True)")
+        return self._evidence.get(t, (0.0, "none", 0.0))[2]
 
     def _colour_cut(self, t: int, step: float) -> bool:
         """The colour test: a step large in itself and against the motion around, not light.
@@ -887,6 +896,13 @@ class TransitionDetector:
         level = max(float(np.median(before)) if before else 0.0, float(np.median(after)) if after else 0.0)
         return c >= p.jump_ratio * (level + 0.2)
 
+    def _brightness_only(self, t: int, step: float) -> bool:
+        """Does (nearly) every pixel move one way at t: the mean luma changes by ``shade_share`` of the step
+        (at least ``dark_step_min``), on frames with a structure (a lamp dimmed or lit, not a new picture)?"""
+        p = self.p
+        return (step >= p.dark_step_min and not self._is_flat(t)
+                and abs(self._frame(t).mean - self._frame(t - 1).mean) >= p.shade_share * step)
+
     def _shaded_motion(self, t: int, step: float) -> bool:
         """Is the step at t light over a moving picture: brightness alone, while the structure moves as before?
 
@@ -898,8 +914,7 @@ class TransitionDetector:
         shot changes the structure far more than the camera's motion does.
         """
         p = self.p
-        prev, cur = self._frame(t - 1), self._frame(t)
-        if abs(cur.mean - prev.mean) < p.shade_share * step or self._is_flat(t):
+        if step < p.cut_min or not self._brightness_only(t, step):
             return False
         first = self._n - len(self._zsteps) + 1
         before = [self._zstep(i) for i in range(max(first, t - 8), t)]

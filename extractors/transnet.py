@@ -385,62 +385,80 @@ class EnsembleParams:
         TransNetV2 says: it gives 2-3 s dissolves 0.00-0.16.
     candidate : a run of frames whose TransNetV2 probability exceeds this is
         a candidate transition (a cut when at most ``cut_run`` frames long).
-    bias, w_prob, w_strength, w_gradual, w_light, w_transient, w_motion, w_cut :
-        a candidate that reelsim did not report is added when
-        ``bias + w_prob * logit(p) + w_strength * log(s) + w_gradual * [gradual]
-        + sum of w_<verdict> over the verdicts reelsim gave the frames`` is
-        positive, with ``p`` the run's peak probability and ``s`` and the
-        verdicts reelsim's cut evidence there
-        (:meth:`reelsim.extractors.transitions.TransitionDetector.cut_evidence`;
-        the frame before, at and after a cut, every frame of a gradual run).
-        Chosen on the tuning seeds (0-4 of the hard classes, seed 0 of the
-        labelled set): of 131 candidates reelsim had not reported, 3 were
-        true (two dark, noisy cuts at p 0.91 and 0.73 with reelsim strength
-        1.1 and 0.84, a grey dissolve at p 0.41); every false one with
-        p >= 0.5 carried a ``light`` verdict (strobes and club lights:
-        TransNetV2's false cuts), a ``cut`` one, or was gradual, or scored
-        at most -0.28 (``logit(p) + log(s)``).  Too few true candidates to
-        fit a regression: equal weights, a bias halfway between (-0.25),
-        penalties that no probability outweighs for light, transients and
-        reelsim's own cuts nearby, and one for whip-pan motion and gradual runs.
+    prob_min, w_gradual, w_light, w_transient, w_motion, w_cut, w_rejected, w_fast, fast_motion :
+        a candidate that reelsim did not report is added when its log-odds
+        ``logit(p) - logit(prob_min)``, plus a term for each thing reelsim
+        saw on its frames, is positive (:func:`ensemble_score`).  TransNetV2
+        is trusted where reelsim *abstains*: the change there was too small
+        for reelsim's tests (cut strength under 1: grey shots of one tone,
+        dark footage), with no light, passing object or camera motion.  It is
+        not trusted where it is weak and reelsim has seen why: light
+        (``w_light``: strobes and club lights, where TransNetV2 splits the
+        shot), a transient (``w_transient``), a cut of reelsim's nearby
+        (``w_cut``), a change large enough for a cut that reelsim ruled out
+        (``w_rejected``: strength 1 or more), fast camera motion
+        (``w_fast``: a motion level of ``fast_motion`` or more, where
+        TransNetV2 fires on whip pans and dissolves between pans), a step
+        without a spike (``w_motion``) and a gradual run (``w_gradual``).
+        Chosen on the tuning seeds (0-4, 100, 200, 300 and 400 of the hard
+        classes; 0, 100 and 200 of the labelled set; 303 candidates reelsim
+        had not reported): where reelsim abstained, TransNetV2's candidates
+        at p 0.41, 0.54 and 0.62 were true (a dissolve between two grey shots
+        of similar tone, which reelsim misses, on each seed of the labelled
+        set) and those at 0.34 and 0.39 false; every other false candidate at
+        p 0.35 or more carried light, a transient, reelsim's own cut, a
+        rejected cut-sized change or fast motion (24-41 per frame against
+        7 for the grey dissolves).  One true candidate is given up: a cut at
+        the end of a fast scroll (p 0.87, motion 38).
     """
 
     veto: float = 0.02
     veto_span: int = 31
     candidate: float = 0.3
     cut_run: int = 3
-    bias: float = -0.25
-    w_prob: float = 1.0
-    w_strength: float = 1.0
+    prob_min: float = 0.4
     w_gradual: float = -2.0
     w_light: float = -10.0
     w_transient: float = -10.0
     w_motion: float = -2.0
     w_cut: float = -10.0
+    w_rejected: float = -10.0
+    w_fast: float = -10.0
+    fast_motion: float = 12.0
 
 
-def ensemble_score(p: float, strength: float, gradual: bool, verdicts: set, params: EnsembleParams) -> float:
-    """The combined evidence for a TransNetV2 candidate reelsim did not report (added when positive).
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-4), 1 - 1e-4)
+    return math.log(p / (1 - p))
+
+
+def ensemble_score(p: float, strength: float, gradual: bool, verdicts: set, params: EnsembleParams,
+                   motion: float = 0.0) -> float:
+    """The combined log-odds for a TransNetV2 candidate reelsim did not report (added when positive).
 
     Parameters
     ----------
     p : the candidate run's peak TransNetV2 probability.
-    strength : reelsim's largest cut strength over the candidate's frames (1: its cut test passes).
+    strength : reelsim's largest cut strength over the candidate's frames (1: its cut test's size passes).
     gradual : the run is longer than ``cut_run`` frames.
     verdicts : reelsim's verdicts over those frames (``light``, ``transient``, ``motion``, ``cut``, ``weak``, ``none``).
+    motion : reelsim's largest camera-motion level over those frames (0-255 per frame, 64x36 frames).
 
     Examples
     --------
-    >>> ensemble_score(0.9, 1.0, False, {"weak"}, EnsembleParams()) > 0 > ensemble_score(0.9, 1.0, False, {"light"},
-    ...                                                                                  EnsembleParams())
+    >>> q = EnsembleParams()
+    >>> ensemble_score(0.6, 0.3, False, {"weak"}, q, motion=7.0) > 0   # reelsim abstains: TransNetV2 decides
     True
+    >>> ensemble_score(0.6, 0.3, False, {"weak"}, q, motion=30.0) > 0  # fast motion: TransNetV2's weak spot
+    False
+    >>> ensemble_score(0.9, 1.5, False, {"weak"}, q) > 0               # a cut-sized change reelsim ruled out
+    False
     """
     q = params
-    p = min(max(p, 1e-4), 1 - 1e-4)
-    score = q.bias + q.w_prob * math.log(p / (1 - p)) + q.w_strength * math.log(max(strength, 0.05))
-    score += q.w_gradual * gradual
+    score = _logit(p) - _logit(q.prob_min) + q.w_gradual * gradual
     for verdict, w in (("light", q.w_light), ("transient", q.w_transient), ("motion", q.w_motion), ("cut", q.w_cut)):
         score += w * (verdict in verdicts)
+    score += q.w_rejected * (strength >= 1.0) + q.w_fast * (motion >= q.fast_motion)
     return score
 
 
@@ -454,7 +472,8 @@ class EnsembleDetector:
     :class:`TransNetV2Detector`, which sees every frame too.  A TransNetV2
     candidate (a run of frames above ``candidate``) that reelsim did not
     report is added when :func:`ensemble_score` of its probability and of
-    reelsim's cut evidence on its frames is positive.  Decisions are taken
+    reelsim's evidence on its frames (cut strength, verdicts, camera motion)
+    is positive: TransNetV2 decides where reelsim abstains.  Decisions are taken
     once both detectors are past the frames: ``latency`` is the larger of
     theirs plus ``EXTRA`` frames.
     """
@@ -509,12 +528,15 @@ class EnsembleDetector:
             if b.kind == "cut" or b.end - b.start > q.veto_span or self.net.max_prob(b.start - 2, b.end + 2) >= q.veto:
                 keep.append(b)
         for c in runs_to_boundaries(probs, self._done, threshold=q.candidate, cut_run=q.cut_run):
-            if any(abs(c.frame - b.frame) < self._min_shot or b.start <= c.frame < b.end for b in keep + found):
+            if any(abs(c.frame - b.frame) < self._min_shot or b.start <= c.frame < b.end
+                   for b in keep + found + self._held):
                 continue  # reelsim has (or rejected by veto) a boundary there: its placement and kind win
             frames = [c.frame - 1, c.frame, c.frame + 1] if c.kind == "cut" else range(c.start, c.end + 1)
             evidence = [self.own.cut_evidence(f) for f in frames]
+            motion = max(self.own.motion_level(f) for f in range(c.start - 1, c.end + 2))
             peak = self.net.max_prob(c.start - 1, c.end + 1) if c.kind == "cut" else self.net.max_prob(c.start, c.end)
-            if ensemble_score(peak, max(e[0] for e in evidence), c.kind != "cut", {e[1] for e in evidence}, q) > 0:
+            if ensemble_score(peak, max(e[0] for e in evidence), c.kind != "cut", {e[1] for e in evidence}, q,
+                              motion) > 0:
                 keep.append(c)
         self._done = upto
         out = []

