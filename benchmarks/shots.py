@@ -631,15 +631,18 @@ def main(argv=None) -> int:
     tags = tagged_recall(index, acc)
     floors = {"labelled": floor_cpu(index, workdir, cfg.decode.analysis_short_side)}
     print_accuracy(acc, index, tags, floor=floors["labelled"])
-    heldout = {}
+    heldout, left_out = {}, {}
     held_rows = rows if args.heldout_all_rows else [r for i, r in enumerate(rows)
                                                     if i == 0 or "transnetv2" in r[0] or "ensemble" in r[0]]
     for seed in seeds:
         held = shotset.ensure_set(workdir, quick=args.quick, speed_seconds=None, seed=seed)
         heldout[seed] = accuracy(held, workdir, held_rows, not args.no_progress)
+        left_out[seed] = held["left_out"]
         floors[seed] = floor_cpu(held, workdir, cfg.decode.analysis_short_side)
         print_accuracy(heldout[seed], held, tagged_recall(held, heldout[seed]),
-                       title=f"the held-out copy (seeds shifted by {seed})", floor=floors[seed])
+                       title=f"the held-out copy (seeds shifted by {seed})" + "".join(
+                           f"; left out: {x['name']} (its labels do not match the encoded file)"
+                           for x in left_out[seed]), floor=floors[seed])
 
     speeds = {}
     if not args.skip_speed:
@@ -664,7 +667,8 @@ def main(argv=None) -> int:
     return finish(args.json, f"Goals (issues 14, 3 and 24), for the row '{rows[0][0]}'", g,
                   {"config": cfg.to_dict(), "workdir": str(workdir), "quick": args.quick, "load_start": load0,
                    "labels_hash": index["hash"], "accuracy": acc, "tagged_recall": tags, "heldout": heldout,
-                   "floor_cpu_seconds": floors, "speed": speeds, "classes": classes, "class_table": class_table})
+                   "heldout_left_out": left_out, "floor_cpu_seconds": floors, "speed": speeds, "classes": classes,
+                   "class_table": class_table})
 
 
 def finish(json_path: str | None, heading: str, g: list[dict], body: dict) -> int:

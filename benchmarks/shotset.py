@@ -404,14 +404,26 @@ def ensure_set(workdir: Path, *, quick: bool = False, speed_seconds: float | Non
     """Build (or reuse) the labelled set and, when ``speed_seconds``, the 720p speed video in ``workdir``.
 
     ``seed``: the held-out copies (see :func:`labelled_specs`).
-    Returns ``{"videos": [labels, ...], "speed": labels | None}``; each video's
-    labels are also in ``workdir/<name>.json`` (see :func:`labels_of`).
+    Returns ``{"videos": [labels, ...], "speed": labels | None, "left_out": [...]}``;
+    each video's labels are also in ``workdir/<name>.json`` (see :func:`labels_of`).
+    A held-out copy (``seed`` not 0) whose encoded file does not match its
+    labels (another seed can make a shot change faster than the cut into it)
+    is left out, with its name and problems in ``left_out``; the labelled set
+    itself must match.
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    videos = [ensure_video(s, workdir, progress) for s in labelled_specs(quick, seed)]
+    videos, left_out = [], []
+    for spec in labelled_specs(quick, seed):
+        try:
+            videos.append(ensure_video(spec, workdir, progress))
+        except RuntimeError as e:
+            if not seed:
+                raise
+            left_out.append({"name": spec.name, "problem": str(e)})
+            progress(f"left out of the held-out copy {seed}: {e}")
     speed = ensure_video(speed_spec(speed_seconds), workdir, progress) if speed_seconds else None
-    return {"videos": videos, "speed": speed, "hash": hashlib.sha256(
+    return {"videos": videos, "speed": speed, "left_out": left_out, "hash": hashlib.sha256(
         "".join(v["hash"] for v in videos).encode()).hexdigest()[:16]}
 
 
