@@ -29,7 +29,9 @@ Four tests, each a small pure function over that ring:
 
 Light rule: a jump that keeps the structure (``zstep < light_max``) over the
 whole picture (not a change of part of it, :func:`is_local_change`) is the
-same picture in another light (flicker, strobe, a colour-cycling lamp).  A
+same picture in another light (flicker, strobe, a colour-cycling lamp); so
+is, over a moving picture, a jump in brightness alone whose structure moves
+no more than around it (:meth:`TransitionDetector._shaded_motion`).  A
 colour or structure cut must also stand out: at least ``spike`` times the
 motion of the steps next to it (inside a whip pan every step is large).
 Then a candidate is dropped as a *transient* when the picture comes back
@@ -42,7 +44,9 @@ that does not stand alone, when it changes part of the picture (something
 sweeping across) or the picture comes back within ``excursion_horizon``
 frames (something passing in front of the camera).  "Comes back" is judged
 in colour and, where the structure jumped, in structure too: white strobe
-frames over two different shots look alike in colour only.
+frames over two different shots look alike in colour only.  A cut found where
+the light goes on or off is moved to where the lit frames change shot
+(:meth:`TransitionDetector._placed_in_burst`).
 
 **Dissolve centred at c** (:func:`blend_score`), for half-widths ``h`` in
 ``half_widths``: ``A = f[c-h]``, ``B = f[c+h]``, ``M = f[c]``.  A dissolve makes
@@ -71,20 +75,23 @@ fade).  ffmpeg's and editors' fades are often fast on one side, so steps are
 not required to be small; a cut detected inside the fade is dropped.  A
 uniform run entered and left in one step each is a flash; a plain grey one
 entered or left in one step is a plain picture; one entered or left by a
-change of part of the picture is something dark passing in front.
+change of part of the picture, or reached or left by a ramp that changes
+part of the picture at half of its steps, is something dark passing in front.
 
 Candidates of the gradual tests on consecutive centres form one run; a run
 gives ONE boundary, placed at its most uniform frame (fade) or its best blend
 (dissolve), reported as a :class:`Boundary` with the transition's frame range.
 A run whose picture before is the picture after (:meth:`TransitionDetector._same_around`)
-is no transition.  Overlapping gradual boundaries are merged.  Boundaries
+is no transition, nor is a dissolve around a cut whose step jumps above every
+step of its range (a cut into a shot that keeps changing fast).  Overlapping
+gradual boundaries are merged.  Boundaries
 closer than ``min_shot_frames`` to the previous one are dropped (a cut inside
 a gradual transition's range is dropped in favour of it).  Every decision is
 final ``latency`` frames after the boundary.
 
 Default thresholds were chosen on the labelled set of ``benchmarks/shots.py``
-and on seeds 0-4 of the hard classes (:mod:`reelsim.pipeline.shotclasses`;
-see ``docs/shots.md``).
+and on seeds 0-4 of the hard classes (:mod:`reelsim.pipeline.shotclasses`),
+with seeds 100-400 looked at; 500 and 600 are held out (``docs/shots.md``).
 """
 
 from __future__ import annotations
