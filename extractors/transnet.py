@@ -496,7 +496,9 @@ class EnsembleDetector:
         self._n = index + 1
         self._held += [Boundary.of(b) for b in self.own.process(index, rgb)]
         self.net.process(index, rgb)
-        return self._decide(min(self.net.predicted, self._n - int(self.own.latency)) - self.p.cut_run - 2)
+        # a candidate is decided once reelsim has released every boundary within a shot of it
+        return self._decide(min(self.net.predicted, self._n - int(self.own.latency))
+                            - max(self.p.cut_run + 2, self._min_shot))
 
     def finish(self, n_frames: int) -> list[Boundary]:
         self._held += [Boundary.of(b) for b in self.own.finish(n_frames)]
