@@ -699,6 +699,13 @@ class TransitionDetector:
         first = self._n - len(self._steps) + 1
         return [self._step(i) for i in range(max(lo + 1, first), hi + 1)]
 
+    def _medians_around(self, t: int, step_of, first: int) -> tuple[float, float]:
+        """Medians of ``step_of(i)`` over the 8 frames before t and the ``motion_after`` after it (t left out;
+        frames from ``first`` on: those still held), 0.0 for a side with none."""
+        before = [step_of(i) for i in range(max(first, t - 8), t)]
+        after = [step_of(i) for i in range(t + 1, min(self._n, t + 1 + self.p.motion_after))]
+        return float(np.median(before)) if before else 0.0, float(np.median(after)) if after else 0.0
+
     # -- interface ----------------------------------------------------------
     def process(self, index: int, rgb: np.ndarray) -> list[Boundary]:
         import cv2
@@ -742,12 +749,10 @@ class TransitionDetector:
         ``motion_after`` after.
         """
         p = self.p
-        lo = max(1, t - 8, self._n - len(self._steps) + 1)
-        before = [self._motion_step(i) for i in range(lo, t)]
-        after = [self._motion_step(i) for i in range(t + 1, min(self._n, t + 1 + p.motion_after))]
+        before, after = self._medians_around(t, self._motion_step, max(1, self._n - len(self._steps) + 1))
         new = self._zstep(t) >= p.cut_hist_z or self._is_flat(t)
         jump = self._hsteps[t - (self._n - len(self._hsteps))] if new else 0.0
-        return jump, float(np.median(before)) if before else 0.0, float(np.median(after)) if after else 0.0
+        return jump, before, after
 
     def _test_cut(self, t: int) -> None:
         """A hard cut at t: a colour cut or a structure cut that is no transient (see the module docstring)."""
@@ -846,10 +851,7 @@ class TransitionDetector:
         jump, before, after = self._cut_context(t)
         ratio = p.cut_ratio * (0.75 if jump >= p.cut_hist else 1.0)
         colour = step / max(p.cut_min, ratio * (max(before, after) + 1.0))
-        first = self._n - len(self._zcsteps) + 1
-        zb = [self._zcstep(i) for i in range(max(first, t - 8), t)]
-        za = [self._zcstep(i) for i in range(t + 1, min(self._n, t + 1 + p.motion_after))]
-        level = max(float(np.median(zb)) if zb else 0.0, float(np.median(za)) if za else 0.0)
+        level = max(self._medians_around(t, self._zcstep, self._n - len(self._zcsteps) + 1))
         structure = self._zcstep(t) / max(p.dark_z_min, p.dark_ratio * (level + 0.05))
         return max(colour, structure)
 
@@ -897,10 +899,7 @@ class TransitionDetector:
         c = self._cstep(t)
         if c < p.jump_min:
             return False
-        first = self._n - len(self._frames) + 1
-        before = [self._cstep(i) for i in range(max(first, t - 8), t)]
-        after = [self._cstep(i) for i in range(t + 1, min(self._n, t + 1 + p.motion_after))]
-        level = max(float(np.median(before)) if before else 0.0, float(np.median(after)) if after else 0.0)
+        level = max(self._medians_around(t, self._cstep, self._n - len(self._frames) + 1))
         return c >= p.jump_ratio * (level + 0.2)
 
     def _brightness_only(self, t: int, step: float) -> bool:
@@ -923,10 +922,7 @@ class TransitionDetector:
         p = self.p
         if step < p.cut_min or not self._brightness_only(t, step):
             return False
-        first = self._n - len(self._zsteps) + 1
-        before = [self._zstep(i) for i in range(max(first, t - 8), t)]
-        after = [self._zstep(i) for i in range(t + 1, min(self._n, t + 1 + p.motion_after))]
-        level = max(float(np.median(before)) if before else 0.0, float(np.median(after)) if after else 0.0)
+        level = max(self._medians_around(t, self._zstep, self._n - len(self._zsteps) + 1))
         return self._zstep(t) < p.shade_z * level
 
     def _cstep(self, i: int) -> float:
@@ -960,10 +956,7 @@ class TransitionDetector:
         if zc < p.dark_z_min or step < p.dark_step_min or min(self._frame(t - 1).zc_contrast,
                                                                self._frame(t).zc_contrast) < 1.0:
             return False
-        first = self._n - len(self._zcsteps) + 1
-        before = [self._zcstep(i) for i in range(max(first, t - 8), t)]
-        after = [self._zcstep(i) for i in range(t + 1, min(self._n, t + 1 + p.motion_after))]
-        level = max(float(np.median(before)) if before else 0.0, float(np.median(after)) if after else 0.0)
+        level = max(self._medians_around(t, self._zcstep, self._n - len(self._zcsteps) + 1))
         if zc < p.dark_ratio * (level + 0.05):
             return False
         return not is_local_change(self._frame(t - 1), self._frame(t), step, p)  # a caption on a plain sky
