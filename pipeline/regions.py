@@ -114,8 +114,12 @@ def find_insets(rgb: np.ndarray, *, min_side: float = 0.15, max_side: float = 0.
     -------
     list of (x0, y0, x1, y1) boxes in [0, 1].
     """
-    return [b for score, b in inset_candidates(rgb, min_side=min_side, max_side=max_side)
-            if score >= min_support][:limit]
+    return _strong(inset_candidates(rgb, min_side=min_side, max_side=max_side), min_support, limit)
+
+
+def _strong(candidates, min_support: float = 0.62, limit: int = 2) -> list[tuple[float, float, float, float]]:
+    """The boxes of :func:`inset_candidates` scoring at least ``min_support``, at most ``limit`` (find_insets')."""
+    return [b for score, b in candidates if score >= min_support][:limit]
 
 
 def inset_candidates(rgb: np.ndarray, *, min_side: float = 0.15, max_side: float = 0.62,
@@ -138,7 +142,6 @@ def inset_candidates(rgb: np.ndarray, *, min_side: float = 0.15, max_side: float
     -------
     list of (score, (x0, y0, x1, y1)) with boxes in [0, 1], best first.
     """
-    min_support = floor
     import cv2
 
     g = cv2.GaussianBlur(rgb.astype(np.float32).mean(axis=2), (3, 3), 0.7)
@@ -164,7 +167,7 @@ def inset_candidates(rgb: np.ndarray, *, min_side: float = 0.15, max_side: float
             continue
         y, x = np.unravel_index(int(np.argmax(window)), window.shape)
         best = float(window[y, x])
-        if best < min_support:
+        if best < floor:
             continue
         y, x = y + y_lo, x + x_lo
         # outer edges: a parallel line within the last 10 % (a margin), else the frame's edge
@@ -172,11 +175,11 @@ def inset_candidates(rgb: np.ndarray, *, min_side: float = 0.15, max_side: float
         rows = range(h - 1, max(y + 1, h - int(0.1 * h) - 1), -1)
         cols = range(w - 1, max(x + 1, w - int(0.1 * w) - 1), -1)
         for r in rows:
-            if a_h[r, x:].mean() >= max(min_support, 0.6):
+            if a_h[r, x:].mean() >= max(floor, 0.6):
                 y1 = r
                 break
         for c in cols:
-            if a_v[y:, c].mean() >= max(min_support, 0.6):
+            if a_v[y:, c].mean() >= max(floor, 0.6):
                 x1 = c
                 break
         box = (x / w, y / h, x1 / w, y1 / h)  # in the flipped frame
@@ -198,8 +201,19 @@ def box_iou(a, b) -> float:
     return inter / union if union > 0 else 0.0
 
 
+def frame_insets(rgb: np.ndarray, *, floor: float = 0.4):
+    """A frame's :func:`picture_area` and the :func:`inset_candidates` (down to ``floor``) of that area.
+
+    The candidates' boxes are fractions of the picture area; none when the area is 8 pixels or less across.
+    """
+    x0, y0, x1, y1 = area = picture_area(rgb)
+    if x1 - x0 <= 8 or y1 - y0 <= 8:
+        return area, []
+    return area, inset_candidates(rgb[y0:y1, x0:x1], floor=floor)
+
+
 def persistent_insets(frames: list[np.ndarray], *, floor: float = 0.4, share: float = 0.3,
-                      min_frames: int = 2) -> list[tuple[float, float, float, float]]:
+                      min_frames: int = 2, found: list | None = None) -> list[tuple[float, float, float, float]]:
     """Insets found at the same place in many of a video's keyframes: a picture-in-picture that stays.
 
     A picture-in-picture keeps its place while shots change behind and
@@ -208,14 +222,14 @@ def persistent_insets(frames: list[np.ndarray], *, floor: float = 0.4, share: fl
     down to ``floor``, boxes in frame fractions) that overlap (IoU >= 0.7)
     in at least ``share`` of the keyframes, and in ``min_frames``, are
     returned (their median box), most frequent first, at most two.
+    ``found``: :func:`frame_insets` of each frame at this ``floor``, when already computed.
     """
+    if found is None:
+        found = [frame_insets(rgb, floor=floor) for rgb in frames]
     seen: list[list] = []  # [boxes] per place
-    for rgb in frames:
-        x0, y0, x1, y1 = picture_area(rgb)
+    for rgb, ((x0, y0, x1, y1), candidates) in zip(frames, found):
         h, w = rgb.shape[:2]
-        if x1 - x0 <= 8 or y1 - y0 <= 8:
-            continue
-        for _, b in inset_candidates(rgb[y0:y1, x0:x1], floor=floor):
+        for _, b in candidates:
             pw, ph = (x1 - x0) / w, (y1 - y0) / h
             box = (x0 / w + b[0] * pw, y0 / h + b[1] * ph, x0 / w + b[2] * pw, y0 / h + b[3] * ph)
             for place in seen:
@@ -229,7 +243,8 @@ def persistent_insets(frames: list[np.ndarray], *, floor: float = 0.4, share: fl
     return [tuple(float(v) for v in np.median(np.array(p), axis=0)) for p in places]
 
 
-def region_boxes(rgb: np.ndarray, extra_insets: list[tuple[float, float, float, float]] = ()) -> list[Region]:
+def region_boxes(rgb: np.ndarray, extra_insets: list[tuple[float, float, float, float]] = (), *,
+                 found: tuple | None = None) -> list[Region]:
     """The regions of one frame (see the module's docstring), in :data:`REGION_KINDS` order.
 
     Parameters
@@ -237,13 +252,16 @@ def region_boxes(rgb: np.ndarray, extra_insets: list[tuple[float, float, float, 
     rgb : uint8 (H, W, 3), the full analysis frame (not a centre crop).
     extra_insets : insets found elsewhere in the video (:func:`persistent_insets`), frame fractions;
         they come first, then the frame's own (:func:`find_insets`) that do not overlap them, two in all.
+    found : :func:`frame_insets` of ``rgb`` (default floor), when already computed.
 
     Returns
     -------
     list of Region: 9 fixed regions of the picture area, then 0 to 2 insets.
     """
     h, w = rgb.shape[:2]
-    x0, y0, x1, y1 = picture_area(rgb)
+    if found is None:
+        found = frame_insets(rgb)
+    (x0, y0, x1, y1), candidates = found
     pw, ph = x1 - x0, y1 - y0
 
     def rel(a, b, c, d):  # a box inside the picture area, given in picture fractions -> frame fractions
@@ -263,7 +281,7 @@ def region_boxes(rgb: np.ndarray, extra_insets: list[tuple[float, float, float, 
     out = [Region(i, b) for i, b in enumerate(boxes)]
     inset = REGION_KINDS.index("inset")
     insets = [tuple(b) for b in extra_insets]
-    own = [rel(*b) for b in find_insets(rgb[y0:y1, x0:x1])] if pw > 8 and ph > 8 else []
+    own = [rel(*b) for b in _strong(candidates)]  # what find_insets gives on the picture area
     insets += [b for b in own if all(box_iou(b, e) < 0.7 for e in insets)]
     return out + [Region(inset, b) for b in insets[:2]]
 
@@ -379,9 +397,10 @@ def shot_regions(frames: list[np.ndarray], size: int, thumb: int) -> ShotRegions
     thumb : side of each region's colour thumbnail.
     """
     crops, shot, kind, boxes = [], [], [], []
-    steady = persistent_insets(frames)
-    for s, rgb in enumerate(frames):
-        regions = region_boxes(rgb, steady)
+    found = [frame_insets(rgb) for rgb in frames]  # each frame's candidates, for both uses
+    steady = persistent_insets(frames, found=found)
+    for s, (rgb, f) in enumerate(zip(frames, found)):
+        regions = region_boxes(rgb, steady, found=f)
         crops.append(region_crops(rgb, regions, size))
         shot += [s] * len(regions)
         kind += [r.kind for r in regions]
