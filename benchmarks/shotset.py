@@ -94,8 +94,7 @@ def labels_of(spec: VideoSpec, lay: Layout, file: str, fps: int = FPS) -> dict:
         "transitions": [t._asdict() for t in lay.transitions],
         "traps": [t._asdict() for t in lay.traps],
         "flash_frames": lay.flash_frames,
-        "painted_frames": sorted(set(lay.flash_frames) | set(lay.painted["flicker"]) | set(lay.painted["cycle"])
-                                 | set(lay.painted["burst"])),
+        "painted_frames": sorted(set().union(*lay.painted.values())),  # flash, flicker, cycle and burst frames
         "shot_starts": lay.shot_starts,
         "seed": spec.seed,
     }

@@ -30,12 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from reelsim.errors import MediaError
-from reelsim.pipeline.synth import PHOTOS, Join, Shot, VideoSpec, build_video, ffmpeg_exe
+from reelsim.pipeline.synth import PHOTOS, Join, Shot, VideoSpec, build_video, run_ffmpeg
 
-#: edit kinds made by this module (the ``kind`` of :class:`EditTruth`)
-EDIT_KINDS = ("pip", "split", "excerpt", "montage", "mirror-crop", "speed", "slowmo", "vertical", "grade",
-              "lowres")
 #: camera motions of source shots (see :class:`reelsim.pipeline.synth.Shot`)
 MOTIONS = ("pan", "tilt", "zoom", "zoomout", "move", "closeup", "still")
 FPS = 25
@@ -59,10 +55,6 @@ class EditTruth:
     kind: str
     pieces: list[Piece]
     params: dict = field(default_factory=dict)
-
-    @property
-    def sources(self) -> list[str]:
-        return sorted({p.source for p in self.pieces})
 
 
 def source_spec(seed: int, *, n_shots: int = 6, shot_s: float = 2.0, size: tuple[int, int] = (320, 180),
@@ -106,22 +98,11 @@ def duration_s(path: Path) -> float:
         return float(n / s.average_rate)
 
 
-def _ffmpeg(path: Path, *args: str) -> Path:
-    """Run the bundled ffmpeg with ``args`` writing ``path``; MediaError with ffmpeg's last lines on failure."""
-    import subprocess
-
-    proc = subprocess.run([ffmpeg_exe(), "-v", "error", "-y", *args, str(path)], capture_output=True, text=True)
-    if proc.returncode != 0:
-        tail = proc.stderr.strip().splitlines()[-3:]
-        raise MediaError(f"ffmpeg failed making {path}: {' | '.join(tail)}")
-    return Path(path)
-
-
 def _encode(dst: Path, *args: str, crf: int = 23) -> Path:
     dst = Path(dst)
     tmp = dst.with_name(f".{dst.stem}.tmp{dst.suffix}")
-    _ffmpeg(tmp, *args, "-c:v", "libx264", "-preset", "veryfast", "-crf", str(crf), "-pix_fmt", "yuv420p",
-            "-r", str(FPS), "-an")
+    run_ffmpeg(tmp, *args, "-c:v", "libx264", "-preset", "veryfast", "-crf", str(crf), "-pix_fmt", "yuv420p",
+               "-r", str(FPS), "-an")
     tmp.replace(dst)
     return dst
 

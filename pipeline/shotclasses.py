@@ -86,11 +86,6 @@ def class_specs(name: str, seed: int, size: tuple = SIZE) -> list[VideoSpec]:
     return CLASSES[name](seed, size)
 
 
-def all_specs(seed: int, size: tuple = SIZE) -> list[VideoSpec]:
-    """Every class's videos at ``seed``, in :data:`CLASSES` order."""
-    return [v for name in CLASSES for v in class_specs(name, seed, size)]
-
-
 def class_of(video_name: str) -> str:
     """The class a video made here belongs to (its name starts with the class name)."""
     return max((c for c in CLASSES if video_name.startswith(c + "-")), key=len)
@@ -182,12 +177,14 @@ def low_light_cut(seed: int, size: tuple = SIZE) -> list[VideoSpec]:
 
 def _distinct(shots: list, rng) -> list:
     """Shots with no two neighbours the same clip stretch or photo (a cut must change the picture)."""
+    def repeats(s: Shot, prev: Shot) -> bool:  # the same clip stretch or the same photo as ``prev``
+        return bool((s.clip and s.clip == prev.clip and abs(s.clip_start - prev.clip_start) < 60)
+                    or (s.photo and s.photo == prev.photo))
+
     out = [shots[0]]
     for s in shots[1:]:
         prev = out[-1]
-        same_clip = s.clip and s.clip == prev.clip and abs(s.clip_start - prev.clip_start) < 60
-        same_photo = s.photo and s.photo == prev.photo
-        while same_clip or same_photo:
+        while repeats(s, prev):
             if s.clip == "bikes":
                 new = _bikes_clip(rng, s.frames, s.look, prev.clip_start)
                 s = dataclasses.replace(s, clip=new.clip, clip_start=new.clip_start, photo=new.photo)
@@ -195,8 +192,6 @@ def _distinct(shots: list, rng) -> list:
                 s = dataclasses.replace(s, clip="", clip_start=0, photo=_pick(rng, PHOTO_NAMES))
             else:
                 s = dataclasses.replace(s, photo=_pick(rng, PHOTO_NAMES))
-            same_clip = s.clip and s.clip == prev.clip and abs(s.clip_start - prev.clip_start) < 60
-            same_photo = s.photo and s.photo == prev.photo
         out.append(s)
     return out
 
@@ -264,8 +259,6 @@ def _merge_light(shot: Shot, extra: dict) -> Shot:
     becomes single-frame flashes (painted alike), a second cycle or flicker
     widens the first to cover both.
     """
-    import dataclasses
-
     changes = {}
     for k, val in extra.items():
         old = getattr(shot, k)

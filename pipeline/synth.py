@@ -167,7 +167,7 @@ def make_image(path: Path, source: str, *, size: tuple[int, int] = (320, 320), f
 # Generators for the bad/awkward input catalogue (tests/test_bad_inputs.py).
 
 
-def _ffmpeg(path: Path, *args: str) -> Path:
+def run_ffmpeg(path: Path, *args: str) -> Path:
     """Run the bundled ffmpeg with ``args`` writing ``path``; MediaError with ffmpeg's last lines on failure."""
     import subprocess
 
@@ -192,13 +192,13 @@ def make_pattern_video(path: Path, *, size: tuple[int, int], frames: int, fps: i
         args += ["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100", "-c:a", audio_codec, "-shortest"]
     if gop:
         args += ["-g", str(gop)]
-    return _ffmpeg(path, *args, *extra, "-frames:v", str(frames), "-c:v", "libx264", "-preset", "ultrafast",
+    return run_ffmpeg(path, *args, *extra, "-frames:v", str(frames), "-c:v", "libx264", "-preset", "ultrafast",
                    "-pix_fmt", "yuv420p")
 
 
 def make_audio_only(path: Path, *, seconds: float = 1.0) -> Path:
     """An mp4 holding only an AAC tone: no video stream."""
-    return _ffmpeg(path, "-f", "lavfi", "-i", "sine=frequency=440", "-t", str(seconds), "-c:a", "aac")
+    return run_ffmpeg(path, "-f", "lavfi", "-i", "sine=frequency=440", "-t", str(seconds), "-c:a", "aac")
 
 
 def make_vfr_video(path: Path, shots: list[tuple[str, int, int]], *, size: tuple[int, int] = (160, 120)) -> Path:
@@ -213,19 +213,19 @@ def make_vfr_video(path: Path, shots: list[tuple[str, int, int]], *, size: tuple
         labels.append(f"[{n}:v]trim=end_frame={frames},setpts=PTS-STARTPTS,format=yuv420p[v{n}]")
     graph = ";".join(labels) + ";" + "".join(f"[v{n}]" for n in range(len(shots))) + \
         f"concat=n={len(shots)}:v=1:a=0[out]"
-    return _ffmpeg(path, *args, "-filter_complex", graph, "-map", "[out]", "-fps_mode", "vfr",
+    return run_ffmpeg(path, *args, "-filter_complex", graph, "-map", "[out]", "-fps_mode", "vfr",
                    "-c:v", "libx264", "-preset", "ultrafast", "-video_track_timescale", "1000")
 
 
 def with_rotation(src: Path, dst: Path, degrees: int) -> Path:
     """A stream copy of ``src`` whose display matrix says: turn ``degrees`` counter-clockwise to view."""
-    return _ffmpeg(dst, "-display_rotation", str(degrees), "-i", str(src), "-c", "copy")
+    return run_ffmpeg(dst, "-display_rotation", str(degrees), "-i", str(src), "-c", "copy")
 
 
 def truncated_copy(src: Path, dst: Path, *, keep: float = 1 / 3) -> Path:
     """The first ``keep`` of ``src`` re-muxed with the index in front (faststart), as an interrupted download."""
     fast = Path(dst).with_name(f".{Path(dst).name}.faststart.mp4")
-    _ffmpeg(fast, "-i", str(src), "-c", "copy", "-movflags", "+faststart")
+    run_ffmpeg(fast, "-i", str(src), "-c", "copy", "-movflags", "+faststart")
     data = fast.read_bytes()
     fast.unlink()
     Path(dst).write_bytes(data[: int(len(data) * keep)])
@@ -696,15 +696,13 @@ def layout(spec: VideoSpec, tolerance: int = 2) -> Layout:
         if shot.occlude:
             off, n = shot.occlude
             traps.append(Trap("occlusion", s + off, s + off + n))
-        if shot.pip or shot.captions:  # the panel or the words change: no boundary anywhere in the shot
-            lo = transitions[i - 1].end if i else 0
-            hi = transitions[i].start if i < len(transitions) else length
-            if hi - lo > 2 * (tolerance + 1):
+        # the shot's own frames, ``tolerance + 1`` away from the transitions around it
+        lo = transitions[i - 1].end if i else 0
+        hi = transitions[i].start if i < len(transitions) else length
+        if hi - lo > 2 * (tolerance + 1):
+            if shot.pip or shot.captions:  # the panel or the words change: no boundary anywhere in the shot
                 traps.append(Trap("pip" if shot.pip else "caption", lo + tolerance + 1, hi - tolerance - 1))
-        if shot.motion in TRAP_MOTIONS:
-            lo = transitions[i - 1].end if i else 0
-            hi = transitions[i].start if i < len(transitions) else length
-            if hi - lo > 2 * (tolerance + 1):
+            if shot.motion in TRAP_MOTIONS:
                 traps.append(Trap(shot.motion, lo + tolerance + 1, hi - tolerance - 1))
     painted["flicker"] = sorted(painted["flicker"])
     return Layout(length, starts, transitions, traps, sorted(painted["flash"]), painted)
@@ -969,7 +967,7 @@ def build_video(spec: VideoSpec, path: Path, photos: Path | None = None, fps: in
     path = Path(path)
     args, graph, lay = filter_graph(spec, photos if photos is not None else path.parent / "photos", fps)
     tmp = path.with_name(f".{path.stem}.tmp.mp4")
-    _ffmpeg(tmp, *args, "-filter_complex", graph, "-map", "[out]", "-frames:v", str(lay.n_frames),
+    run_ffmpeg(tmp, *args, "-filter_complex", graph, "-map", "[out]", "-frames:v", str(lay.n_frames),
             "-c:v", "libx264", "-preset", "veryfast", "-crf", str(spec.crf), "-pix_fmt", "yuv420p", "-r", str(fps),
             "-an")
     tmp.replace(path)
@@ -1031,7 +1029,7 @@ def make_ts_with_jump(path: Path, *, jump_s: float, size: tuple[int, int] = (160
 
 def make_cover_art_only(path: Path, image: Path, *, seconds: float = 2.0) -> Path:
     """An mp4 holding an AAC tone and ``image`` as cover art (an attached picture): no real video."""
-    return _ffmpeg(path, "-f", "lavfi", "-t", str(seconds), "-i", "sine=frequency=440", "-i", str(image),
+    return run_ffmpeg(path, "-f", "lavfi", "-t", str(seconds), "-i", "sine=frequency=440", "-i", str(image),
                    "-map", "0", "-map", "1", "-c:a", "aac", "-c:v", "png", "-disposition:v", "attached_pic")
 
 
