@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -46,16 +46,15 @@ import reelsim
 from reelsim.config import Config
 from reelsim.pipeline import edits as E
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from extract import load_text  # noqa: E402
+
 SPLITS = {"val": (100, 3, 4, 1), "test": (200, 6, 10, 2)}  # seed base, sources, distractors, montages
 
 
-def load_text() -> str:
-    one, five, fifteen = os.getloadavg()
-    return f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} cores"
-
-
 def make_split(folder: Path, split: str, *, shots: int = 6, shot_s: float = 2.0) -> tuple[Path, dict]:
-    """The split's media and manifest; truth: {item id: {"kind", "pieces": [Piece], "sources"}}."""
+    """The split's media and manifest; truth: {item id: {"kind", "pieces": [Piece], "params" (edits only)}}."""
     base, n_src, n_dis, n_mont = SPLITS[split]
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(base)
@@ -138,13 +137,16 @@ def ap_of(ranked: list[str], relevant: set[str]) -> float:
     return total / max(1, len(relevant))
 
 
-def rankings(store, sources: list[str], n: int) -> dict[str, dict[str, list[str]]]:
-    """Per source: the ``before`` (fused) and ``after`` (copies first) rankings of every other item."""
+def rankings(store, sources: list[str], n: int, matches: dict | None = None) -> dict[str, dict[str, list[str]]]:
+    """Per source: the ``before`` (fused) and ``after`` (copies first) rankings of every other item.
+
+    ``matches``: ``store.matches`` of each source, when already read.
+    """
     out = {}
     for s in sources:
         fused = [nb.item for nb in store.similar(s, k=n - 1)]
         copies = {}
-        for seg in store.matches(s):
+        for seg in (matches[s] if matches is not None else store.matches(s)):
             copies[seg.other] = max(copies.get(seg.other, 0.0), seg.score * min(seg.shots, 4))
         after = sorted(copies, key=lambda o: -copies[o]) + [i for i in fused if i not in copies]
         out[s] = {"before": fused, "after": after}
@@ -154,9 +156,10 @@ def rankings(store, sources: list[str], n: int) -> dict[str, dict[str, list[str]
 def evaluate(store_path: Path, truth: dict) -> dict:
     store = reelsim.open_store(store_path)
     ids = store.ids()
+    matches = {i: store.matches(i) for i in ids}  # each call reads the copy index: once per item
     sources = [i for i in ids if truth[i]["kind"] == "source"]
     edits_of = {s: [e for e in ids if any(p.source == s for p in truth[e]["pieces"])] for s in sources}
-    ranks = rankings(store, sources, len(ids))
+    ranks = rankings(store, sources, len(ids), matches)
     per_edit: dict[str, dict[str, list]] = {}
     overall = {"before": [], "after": [], "separated_before": [], "separated_after": []}
     for s in sources:
@@ -176,7 +179,7 @@ def evaluate(store_path: Path, truth: dict) -> dict:
                 per_edit[kind].setdefault(f"rank_{when}", []).append(r)
         for e in rel:  # spans, from the edit's side
             kind = truth[e]["kind"]
-            segs = [g for g in store.matches(e) if g.other == s]
+            segs = [g for g in matches[e] if g.other == s]
             pieces = [p for p in truth[e]["pieces"] if p.source == s]
             i_copy = iou([(g.item_start, g.item_end) for g in segs], [(p.dst_start, p.dst_end) for p in pieces])
             i_src = iou([(g.other_start, g.other_end) for g in segs], [(p.src_start, p.src_end) for p in pieces])
@@ -188,8 +191,8 @@ def evaluate(store_path: Path, truth: dict) -> dict:
                                                                       [g.edit for g in segs]))
     false = 0
     for item in ids:  # copies claimed between items that share no footage
-        for g in store.matches(item):
-            a = {p.source for p in truth[item]["pieces"]} | ({item} if truth[item]["kind"] == "source" else set())
+        a = {p.source for p in truth[item]["pieces"]} | ({item} if truth[item]["kind"] == "source" else set())
+        for g in matches[item]:
             b = {p.source for p in truth[g.other]["pieces"]} | ({g.other} if truth[g.other]["kind"] == "source"
                                                                  else set())
             false += not (a & b)

@@ -19,18 +19,18 @@ Usage: python benchmarks/copies_scale.py [--items 100000] [--shots 20] [--region
 from __future__ import annotations
 
 import argparse
-import os
 import resource
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
 from reelsim.similarity.copies import EXACT_BELOW, CopyRows, CopySettings, item_copies, new_index
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-def load_text() -> str:
-    one, five, fifteen = os.getloadavg()
-    return f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} cores"
+from extract import load_text  # noqa: E402
 
 
 def unit(x: np.ndarray) -> np.ndarray:
