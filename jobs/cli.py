@@ -543,13 +543,14 @@ def check_runnable(cfg: Config, store: Path | None = None) -> None:
                                        f"with {pick} NAME --re-extract)") from None
 
 
-def _run_catalog(args, lists: str, then=relist_stale_spaces) -> int:
+def _run_catalog(args, lists: str, then=relist_stale_spaces, cfg: Config | None = None) -> int:
     """``run`` (lists="rebuild") and ``add`` (lists="add": the store must have an index).
 
     ``then(store)``: what updates the learned spaces' lists after the content lists are
-    published (default: rewrite those another blocklist made).
+    published (default: rewrite those another blocklist made). ``cfg``: the command's
+    config when the caller has it already (default: :func:`config_from_args`).
     """
-    cfg = config_from_args(args)
+    cfg = config_from_args(args) if cfg is None else cfg
     if lists == "add":
         check_can_add(args.store)
     check_runnable(cfg, args.store)
@@ -574,8 +575,10 @@ def cmd_add(args) -> int:
         return _run_catalog(args, "add")
     check_space_flags(args, "add")
     check_store_model(args.store)  # before any item is analysed
-    fusion = config_from_args(args).fusion
-    return _run_catalog(args, "add", then=lambda store: {args.space: add_to_space(store, args.space, fusion)})
+    cfg = config_from_args(args)
+    fusion = cfg.fusion
+    return _run_catalog(args, "add", then=lambda store: {args.space: add_to_space(store, args.space, fusion)},
+                        cfg=cfg)
 
 
 #: flags of `lists`/`add` that a learned space cannot apply -> why
@@ -616,10 +619,11 @@ def fit_k(args) -> int | None:
 def cmd_lists(args) -> int:
     asked = fit_k(args)
     said = {"k_requested": asked} if asked is not None else {}
-    text_model = base_config(args).models.text  # the store's: blocklist phrases are embedded as its items were
+    base = base_config(args)
+    text_model = base.models.text  # the store's: blocklist phrases are embedded as its items were
     if args.space != "content":
         check_space_flags(args, "lists")
-        fusion = base_config(args).with_overrides(fusion=fusion_overrides(args)).fusion
+        fusion = base.with_overrides(fusion=fusion_overrides(args)).fusion
         with writing(StoreLayout(args.store).root, f"lists --space {args.space}"):
             content = None
             if fusion.blocklist is not None and blocklist_changes(args.store, fusion):
@@ -634,17 +638,15 @@ def cmd_lists(args) -> int:
         return 0
     if args.workers is not None and args.workers < 1:
         raise UsageError("--workers must be at least 1")
-    if args.scheduler or args.workers:
-        with writing(StoreLayout(args.store).root, "lists"):
+    with writing(StoreLayout(args.store).root, "lists"):
+        if args.scheduler or args.workers:
             summary = dask_lists(args.store, stored_fusion(args.store, fusion_overrides(args)),
                                  scheduler=args.scheduler, workers=args.workers, progress=terminal_progress(args),
                                  text_model=text_model)
-            summary["spaces"] = relist_stale_spaces(args.store)
-    else:
-        with writing(StoreLayout(args.store).root, "lists"):
+        else:
             summary = relist(args.store, fusion_overrides(args), progress=terminal_progress(args),
                              text_model=text_model)
-            summary["spaces"] = relist_stale_spaces(args.store)
+        summary["spaces"] = relist_stale_spaces(args.store)
     if not summary["spaces"]:
         del summary["spaces"]
     print(json.dumps(summary | said))

@@ -288,13 +288,17 @@ def failed_task_row(item: Item, error: BaseException, attempts: int) -> dict:
     return row
 
 
+def restart_action(restart_error: str | None) -> str:
+    """What became of a timed-out task's worker, for its rows (``restart_error``: :func:`restart_workers`)."""
+    return ("its worker was restarted" if restart_error is None
+            else f"its worker could not be restarted ({restart_error})")
+
+
 def timed_out_row(item: Item, worker: str, seconds: float, timeout_s: float, attempts: int,
                   restart_error: str | None) -> dict:
-    action = ("its worker was restarted" if restart_error is None
-              else f"its worker could not be restarted ({restart_error})")
     row = status_row(item.id, item.kind, "failed",
                      f"timed out: still running after {seconds:.0f} s (--item-timeout {timeout_s:g} s) on "
-                     f"{worker}; {action}")
+                     f"{worker}; {restart_action(restart_error)}")
     row.update(attempts=attempts, worker=worker, seconds=seconds, timed_out=True)
     return row
 
@@ -585,7 +589,7 @@ class StagedRun:
 
     def batch_timed_out(self, bid: int, batch: Batch, seconds: float, error: str | None) -> None:
         limit = self.cfg.jobs.batch_timeout_s
-        action = "its worker was restarted" if error is None else f"its worker could not be restarted ({error})"
+        action = restart_action(error)
         units = [self.units[k] for k in batch.units if k in self.units]
         items = [(u, i) for u in units for i in u.items if i.id in u.owed]
         for u in units:

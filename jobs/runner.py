@@ -24,7 +24,7 @@ from pathlib import Path
 from reelsim.config import MODALITIES, Config
 from reelsim.errors import ReelsimError, StoreError, UsageError, WeightsNotFoundError
 from reelsim.extractors.registry import model_stamps
-from reelsim.jobs.connect import check_cluster_store, check_scheduler, scheduler_client
+from reelsim.jobs.connect import check_cluster_store, scheduler_client
 from reelsim.jobs.console import progress_for
 from reelsim.jobs.driver import StagedRun, cuda_run, local_client
 from reelsim.jobs.rows import RowSpool
@@ -182,8 +182,7 @@ def compute_items(items, store: Path, cfg: Config, scheduler: str | None, worker
                 # with its task's items: 1000 (its default) held ~64 000 items' worth in the driver
                 "distributed.admin.low-level-log-length": LOW_LEVEL_LOG_LENGTH}
     if client is None:
-        check_cluster_store(store)
-        check_scheduler(scheduler)
+        check_cluster_store(store)  # the scheduler is probed as the client is made (scheduler_client)
     rows: list[dict] = []
     with dask.config.set(settings), contextlib.ExitStack() as stack:
         if client is None:  # made here, inside the scratch setting, and closed on the way out

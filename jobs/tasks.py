@@ -114,23 +114,20 @@ def models_needed(item: Item) -> tuple[str, ...]:
     return needed + (("text",) if item.text else ())
 
 
-def load_models(item: Item | list[Item], cfg: Config, run_id: str | None, *, device: str | None = None,
-                modalities: tuple[str, ...] | None = None):
-    """The models of ``item`` (or of every item of a group), loaded once per worker process (registry cache).
+def load_models(items: list[Item], cfg: Config, run_id: str | None, *, device: str | None = None,
+                modalities: tuple[str, ...]):
+    """The ``modalities`` models of a group of ``items``, loaded once per worker process (registry cache).
 
     The first load on a worker can take a while; the driver's timeout clock
-    for the item is paused meanwhile (``loading-models`` / ``models-loaded``).
-    ``device`` overrides the configured one; ``modalities`` (default: all the
-    item needs, :func:`models_needed`) limits which are loaded now.
+    for the items is paused meanwhile (``loading-models`` / ``models-loaded``).
+    ``device`` overrides the configured one.
     """
-    items = item if isinstance(item, list) else [item]
     ids = [i.id for i in items] if len(items) > 1 else items[0].id  # one item: announced as ``item``
     models = Models(cfg, device=device)
-    needed = dict.fromkeys(m for i in items for m in models_needed(i)) if modalities is None else modalities
-    if not needed:  # nothing to load: the clock runs on
+    if not modalities:  # nothing to load: the clock runs on
         return models
     announce_start(ids, run_id, phase="loading-models")
-    for modality in needed:
+    for modality in modalities:
         models.get(modality)
     announce_start(ids, run_id, phase="models-loaded")
     return models
