@@ -295,8 +295,7 @@ class EfficientNetLite0Image(Extractor):
 
         with torch.inference_mode(), autocast(self.device):
             x = x.permute(0, 3, 1, 2).float() / 255.0
-            x = ((x - self._mean_t) / self._std_t).contiguous(memory_format=self._memory_format)
-            return self.model[:-3](x).mean(dim=(2, 3)).float()
+            return self._forward(x, net=self.model[:-3])
 
     def extract_regions(self, crops: np.ndarray, *, batch_size: int | None = None) -> np.ndarray:
         """:meth:`embed_regions` of uint8 (N, S, S, 3) ``crops`` in batches: float32 (N, 320)."""
@@ -311,13 +310,14 @@ class EfficientNetLite0Image(Extractor):
             out[start:start + len(x)] = self.embed_regions(x).cpu().numpy()
         return out
 
-    def _forward(self, x: "torch.Tensor") -> "torch.Tensor":
-        # (N, 3, 224, 224) float in [0, 1] on the device -> (N, dim) float32 on the device
+    def _forward(self, x: "torch.Tensor", net: "nn.Module | None" = None) -> "torch.Tensor":
+        # (N, 3, S, S) float in [0, 1] on the device -> (N, channels) float32 on the device: normalised, through
+        # ``net`` (default: the whole network), the map averaged
         import torch
 
         with torch.inference_mode(), autocast(self.device):
             x = ((x - self._mean_t) / self._std_t).contiguous(memory_format=self._memory_format)
-            return self.model(x).mean(dim=(2, 3)).float()
+            return (self.model if net is None else net)(x).mean(dim=(2, 3)).float()
 
     def _crop(self, image: np.ndarray) -> "torch.Tensor":
         # (H, W, 3) uint8 -> (1, 3, 224, 224) float in [0, 1]

@@ -33,7 +33,7 @@ adds its array in :func:`prepare_item`, its forward passes in
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Union
 
 import numpy as np
@@ -115,8 +115,7 @@ class Prepared:
         """This item with its arrays written to shared memory under ``folder`` (files ``key-<name>.npy``)."""
         shared = {name: a if isinstance(a, SharedArray) else SharedArray.write(a, folder, f"{key}-{name}")
                   for name, a in self.arrays.items()}
-        return Prepared(self.item, self.features, shared, self.clip_shot, self.clip_start, self.lengths,
-                        self.regions)
+        return replace(self, arrays=shared)
 
     def shared_paths(self) -> list[str]:
         return [a.path for a in self.arrays.values() if isinstance(a, SharedArray)]
@@ -293,9 +292,8 @@ def embed_batch(preps: list[Prepared], visual_model, image_model, *, batch: int,
         fill_s = _fill(clip_stats, key_stats, region_stats)
         passes = clip_stats.batches + key_stats.batches + region_stats.batches
     else:
-        size = max(1, visual_model.batch_size or 1)
-        clip_out = [np.concatenate([visual_model.extract(c[i:i + size]) for i in range(0, len(c), size)])
-                    for c in (p.array("clips") for p in with_clips)]
+        size = max(1, visual_model.batch_size or 1)  # ClipExtractor.extract: one forward pass per `size` clips
+        clip_out = [visual_model.extract(p.array("clips")) for p in with_clips]
         key_out = [image_model.extract(list(p.array("keyframes"))) for p in with_keys]
         region_out = [image_model.extract_regions(p.array("regions")) for p in with_regions]
         fill_s = 0.0

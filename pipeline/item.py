@@ -313,11 +313,10 @@ def analyse_video(item: Item, cfg: Config, models: Models
     timings["keyframes_scenes_s"] = time.perf_counter() - t1
     t2 = time.perf_counter()
     found = keyframe_regions(seg, cfg)
+    regions = None  # regions off
     if found is not None:
         check_region_model(image_model)
-    regions = regions_of(found, image_model.extract_regions(found.crops) if found is not None else None,
-                         image_model.provenance(), cfg)
-    if found is not None:
+        regions = regions_of(found, image_model.extract_regions(found.crops), image_model.provenance(), cfg)
         timings["regions_s"] = time.perf_counter() - t2
     structure, audio = describe_video(item, cfg, seg, models, warnings, timings)
     if audio is not None:
