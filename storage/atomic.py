@@ -58,9 +58,6 @@ class Stager(Protocol):
     def stage(self, tmp: str, path: str) -> None:
         """Record that ``tmp`` is to replace ``path`` at the commit."""
 
-    def unstage(self, tmp: str) -> None:
-        """Forget a staged temp file (its writer failed; the file is removed)."""
-
     def defer_remove(self, path: str) -> None:
         """Remove ``path`` at the commit (a file the new version no longer has)."""
 
@@ -265,6 +262,21 @@ def check_store_file(path: str | os.PathLike, redo: str = "run", *, root: str | 
     return os.fspath(path)
 
 
+def require_store_file(path: str | os.PathLike, what: str, redo: str = "run") -> str:
+    """``os.fspath(path)`` when it is a regular file that :func:`check_store_file` passes.
+
+    Raises
+    ------
+    StoreError
+        ``path`` is missing (``no WHAT at PATH``); :class:`DamagedStoreError`
+        when it is a special file or a link out of the store (never opened).
+    """
+    path = check_store_file(path, redo)
+    if not os.path.isfile(path):
+        raise StoreError(f"no {what} at {path!r}")
+    return path
+
+
 @contextlib.contextmanager
 def native_path(path: str | os.PathLike) -> Iterator[str]:
     """``path`` as text a C library (FAISS, Arrow) can open or create, for the duration of the block.
@@ -324,9 +336,7 @@ def read_checked(path: str | os.PathLike, read: Callable[[str], T], what: str,
     Traceback (most recent call last):
     reelsim.errors.StoreError: no an index manifest at '/nonexistent/x.json'
     """
-    path = check_store_file(path, redo)
-    if not os.path.isfile(path):
-        raise StoreError(f"no {what} at {path!r}")
+    path = require_store_file(path, what, redo)
     try:
         with native_path(path) as name:
             return read(name)

@@ -25,6 +25,7 @@ since) is ignored, and rewriting the base deletes it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Mapping
@@ -33,8 +34,8 @@ from typing import NamedTuple
 import numpy as np
 
 from reelsim.config import MODALITIES
-from reelsim.errors import DamagedStoreError, StoreError
-from reelsim.storage.atomic import atomic_path, check_store_file, remove_file
+from reelsim.errors import DamagedStoreError
+from reelsim.storage.atomic import atomic_path, check_store_file, remove_file, require_store_file
 
 CATALOG_FORMAT = "reelsim.catalog/1"
 
@@ -117,15 +118,23 @@ def append_catalog(path: str | os.PathLike, ids: list[str], vectors: Mapping[str
                 g.create_dataset("mask", data=all_m[m])
 
 
-def _read_added(path, stamp: str):
-    """(ids, vectors, masks) of the companion file when it belongs to the base with ``stamp``, else None."""
+@contextlib.contextmanager
+def _added_file(path, stamp: str):
+    """The companion file open for reading when it belongs to the base with ``stamp``, else None."""
     import h5py
 
     extra = check_store_file(added_path(path))
     if not stamp or not os.path.isfile(extra):
-        return None
+        yield None
+        return
     with h5py.File(extra, "r") as f:
-        if str(f.attrs.get("base_stamp", "")) != stamp:
+        yield f if str(f.attrs.get("base_stamp", "")) == stamp else None
+
+
+def _read_added(path, stamp: str):
+    """(ids, vectors, masks) of the companion file when it belongs to the base with ``stamp``, else None."""
+    with _added_file(path, stamp) as f:
+        if f is None:
             return None
         groups = [m for m in MODALITIES if m in f]
         return ([str(s) for s in f["ids"].asstr()[()]], {m: f[m]["vectors"][()] for m in groups},
@@ -152,9 +161,7 @@ def read_catalog(path: str | os.PathLike, *, with_added: bool = True, spare_rows
     """
     import h5py
 
-    path = check_store_file(path)
-    if not os.path.isfile(path):
-        raise StoreError(f"no catalog file at {path!r}")
+    path = require_store_file(path, "catalog file")
     try:
         with h5py.File(path, "r") as f:
             if f.attrs.get("format") != CATALOG_FORMAT:
@@ -205,17 +212,13 @@ def catalog_size(path: str | os.PathLike) -> int:
     """
     import h5py
 
-    path = check_store_file(path)
-    if not os.path.isfile(path):
-        raise StoreError(f"no catalog file at {path!r}")
+    path = require_store_file(path, "catalog file")
     try:
         with h5py.File(path, "r") as f:
             n, stamp = int(f["ids"].shape[0]), str(f.attrs.get("stamp", ""))
-        extra = check_store_file(added_path(path))
-        if stamp and os.path.isfile(extra):
-            with h5py.File(extra, "r") as f:
-                if str(f.attrs.get("base_stamp", "")) == stamp:
-                    n += int(f["ids"].shape[0])
+        with _added_file(path, stamp) as f:
+            if f is not None:
+                n += int(f["ids"].shape[0])
         return n
     except (OSError, KeyError, ValueError, TypeError) as e:
         raise DamagedStoreError(path, f"cannot be read as a catalog ({e.__class__.__name__}: {e})", "run") from None
@@ -225,9 +228,7 @@ def read_catalog_ids(path: str | os.PathLike) -> list[str]:
     """The item ids of a catalog file (added rows included), without reading its vectors."""
     import h5py
 
-    path = check_store_file(path)
-    if not os.path.isfile(path):
-        raise StoreError(f"no catalog file at {path!r}")
+    path = require_store_file(path, "catalog file")
     try:
         with h5py.File(path, "r") as f:
             ids = [str(s) for s in f["ids"].asstr()[()]]

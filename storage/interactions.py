@@ -436,12 +436,8 @@ def _numbers(col, what: str, where) -> tuple[np.ndarray, np.ndarray]:
 
 def _times(col, where) -> np.ndarray:
     """Timestamps in seconds: numbers as they are, ISO 8601 strings parsed; empty -> NaN; ``nan``/``inf`` refused."""
-    import pyarrow.compute as pc
-
-    out = _seconds(col, where)
-    blank = pc.is_null(col) if not _is_text(col) else pc.or_kleene(pc.is_null(col),
-                                                                    pc.equal(pc.utf8_trim_whitespace(col), ""))
-    bad = np.flatnonzero(~blank.to_numpy(zero_copy_only=False) & ~np.isfinite(out))
+    out, blank = _seconds(col, where)
+    bad = np.flatnonzero(~blank & ~np.isfinite(out))
     if bad.size:
         raise InteractionsError(f"{where(int(bad[0]))}: timestamp {out[bad[0]]} is not a finite number of seconds")
     return out
@@ -453,19 +449,22 @@ def _is_text(col) -> bool:
     return pa.types.is_string(col.type) or pa.types.is_large_string(col.type)
 
 
-def _seconds(col, where) -> np.ndarray:
-    """float64 seconds of a timestamp column (NaN where empty or null)."""
+def _seconds(col, where) -> tuple[np.ndarray, np.ndarray]:
+    """(float64 seconds, bool blank) of a timestamp column, as :func:`_numbers`: empty or null cells are blank
+    (value NaN)."""
     import datetime as dt
 
     import pyarrow as pa
     import pyarrow.compute as pc
 
     if not _is_text(col):
-        return col.cast(pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64)
+        out = col.cast(pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64)
+        return out, pc.is_null(col).to_numpy(zero_copy_only=False)
     col = pc.utf8_trim_whitespace(col)
+    blank = pc.or_kleene(pc.is_null(col), pc.equal(col, "")).to_numpy(zero_copy_only=False)
     try:
         return pc.if_else(pc.equal(col, ""), None, col).cast(pa.float64()).to_numpy(
-            zero_copy_only=False).astype(np.float64)
+            zero_copy_only=False).astype(np.float64), blank
     except pa.ArrowInvalid:
         pass  # ISO 8601 strings (or a bad value): parsed one by one below
     text = col.to_numpy(zero_copy_only=False)
@@ -483,7 +482,7 @@ def _seconds(col, where) -> np.ndarray:
         except ValueError:
             raise InteractionsError(f"{where(i)}: timestamp {s!r} is neither a number of seconds nor ISO 8601") from None
         out[i] = (t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)).timestamp()
-    return out
+    return out, blank
 
 
 def _codes(values: np.ndarray) -> tuple[np.ndarray, list[str]]:

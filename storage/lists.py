@@ -31,6 +31,7 @@ from reelsim.storage.atomic import (
     native_path,
     read_checked,
     remove_file,
+    require_store_file,
 )
 from reelsim.storage.layout import LIST_FILES
 
@@ -207,8 +208,7 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
     StoreError
         Missing file or a line that is not a JSON object.
     """
-    if not os.path.isfile(check_store_file(path, "lists")):
-        raise StoreError(f"no neighbour list at {os.fspath(path)!r}")
+    require_store_file(path, "neighbour list", "lists")
     with open(path, encoding="utf-8") as f:
         try:
             return [json.loads(line) for line in f if line.strip()]

@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from reelsim.errors import DamagedStoreError, StoreError
-from reelsim.storage.atomic import atomic_path, check_store_file, write_text_atomic
+from reelsim.storage.atomic import atomic_path, require_store_file, write_text_atomic
 from reelsim.storage.lists import Neighbor, NeighborLists
 
 SET_FORMAT = "reelsim.listset/1"
@@ -137,13 +137,6 @@ def write_list_set(folder: str | os.PathLike, ids: list[str], lists: NeighborLis
                           blocked=blocked)
 
 
-def _regular(path: str, redo: str = "lists") -> None:
-    """:class:`StoreError` when ``path`` is missing; :class:`DamagedStoreError` when it is a special file or a
-    link out of the store (:func:`reelsim.storage.atomic.check_store_file`: it is never opened)."""
-    if not os.path.isfile(check_store_file(path, redo)):
-        raise StoreError(f"no list set file at {path!r}")
-
-
 @dataclass
 class ListSet:
     """An open list set (module docstring); arrays are memory-mapped, read only."""
@@ -171,7 +164,7 @@ class ListSet:
         """
         folder = os.fspath(folder)
         path = os.path.join(folder, MANIFEST)
-        _regular(path)
+        require_store_file(path, "list set file", "lists")
         try:
             with open(path, encoding="utf-8") as f:
                 manifest = json.loads(f.read(1 << 20))
@@ -185,7 +178,7 @@ class ListSet:
 
         def load(name: str, shape: tuple, dtype) -> np.ndarray:
             p = os.path.join(folder, f"{name}.npy")
-            _regular(p)
+            require_store_file(p, "list set file", "lists")
             try:
                 a = np.load(p, mmap_mode="r")
             except (OSError, ValueError) as e:
@@ -200,7 +193,7 @@ class ListSet:
         floor, blocked = load("floor", (n,), np.float64), load("blocked", (n,), np.bool_)
         offsets, order = load("ids-offsets", (n + 1,), np.int64), load("ids-order", (n,), np.int64)
         blob_path = os.path.join(folder, "ids.bin")
-        _regular(blob_path)
+        require_store_file(blob_path, "list set file", "lists")
         if os.path.getsize(blob_path) != int(offsets[-1]):
             raise DamagedStoreError(blob_path, f"has {os.path.getsize(blob_path)} bytes, the offsets say "
                                     f"{int(offsets[-1])}", "lists")

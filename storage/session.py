@@ -89,8 +89,7 @@ class WriteSession:
         return self.layout.is_versioned(path)
 
     def holds(self, path: str) -> bool:
-        root = os.path.abspath(self.layout.root)
-        return os.path.abspath(path).startswith(root + os.sep)
+        return _inside(path, self.layout.root)
 
     def stage(self, tmp: str, path: str) -> None:
         old = self._staged.pop(path, None)
@@ -99,11 +98,6 @@ class WriteSession:
                 os.remove(old)
         self._staged[path] = tmp
         self._removals.pop(path, None)
-
-    def unstage(self, tmp: str) -> None:
-        for path, t in list(self._staged.items()):
-            if t == tmp:
-                del self._staged[path]
 
     def staged_temp(self, path: str) -> str | None:
         return self._staged.get(path)
@@ -128,11 +122,6 @@ class WriteSession:
         """Run ``action`` once the next commit has published its version (e.g. remove a job's checkpoint,
         which must survive until its lists are in the store); dropped if the session ends without one."""
         self._after.append(action)
-
-    @property
-    def pending(self) -> dict[str, Any]:
-        """The version fields noted for the next commit."""
-        return self._pending
 
     def current(self, key: str) -> Any:
         """A field of the version the next commit publishes: as noted, else as the store has it now."""
@@ -240,6 +229,11 @@ class WriteSession:
         return new
 
 
+def _inside(path: str | os.PathLike, root: str | os.PathLike) -> bool:
+    """Whether ``path`` lies below the folder ``root`` (both made absolute; ``root`` itself is not below)."""
+    return os.path.abspath(path).startswith(os.path.abspath(root) + os.sep)
+
+
 def apply_journal(layout: StoreLayout, journal: dict) -> None:
     """Make a journal's moves and removals (each at most once), publish its version, remove the journal."""
     for tmp, path in journal["renames"]:
@@ -274,9 +268,8 @@ def read_journal(layout: StoreLayout) -> dict | None:
     if not (isinstance(body, dict) and body.get("format") == JOURNAL_FORMAT and isinstance(body.get("renames"), list)
             and isinstance(body.get("removals"), list) and isinstance(body.get("version"), dict)):
         raise DamagedStoreError(path, "not a reelsim commit journal", "lists")
-    root = os.path.abspath(layout.root)
     for tmp, path_ in body["renames"]:
-        if not (os.path.abspath(tmp).startswith(root + os.sep) and os.path.abspath(path_).startswith(root + os.sep)):
+        if not (_inside(tmp, layout.root) and _inside(path_, layout.root)):
             raise DamagedStoreError(layout.commit_journal, "names a file outside the store", "lists")
     return body
 
@@ -292,15 +285,10 @@ def finish_interrupted_commit(layout: StoreLayout) -> bool:
 
 def remove_leftovers(layout: StoreLayout, version: dict) -> list[str]:
     """Remove what killed writers left (the caller holds the lock): staged temp files, unnamed list sets."""
-    removed = []
-    for folder in (layout.index_dir, layout.lists_dir, layout.learned_dir, *_space_dirs(layout)):
-        if not folder.is_dir():
-            continue
-        for entry in os.scandir(folder):
-            if entry.is_file(follow_symlinks=False) and _TEMP.match(entry.name):
-                with contextlib.suppress(FileNotFoundError):
-                    os.remove(entry.path)
-                removed.append(entry.path)
+    removed = leftovers(layout)
+    for path in removed:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
     removed += remove_unnamed_sets(layout, set((version.get("lists") or {}).values()))
     return removed
 
@@ -348,8 +336,8 @@ def writing(store: str | os.PathLike, command: str):
     command that already holds the store (it joins that session, whose owner
     commits).
     """
-    active = ACTIVE_SESSION.get()
-    if isinstance(active, WriteSession) and os.path.abspath(active.layout.root) == os.path.abspath(store):
+    active = active_session(store)
+    if active is not None:
         yield active
         return
     with WriteSession(store, command) as session:

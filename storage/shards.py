@@ -150,8 +150,8 @@ def read_regions(path: Path, item_id: str | None = None) -> dict | None:
             g = f["regions"]
             kinds = json.loads(g.attrs.get("kinds", "[]"))
             vec = g["vectors"][()].astype(np.float32)
-            rec.update(vectors=vec / np.maximum(np.linalg.norm(vec, axis=1, keepdims=True), 1e-12),
-                       shot=g["shot"][()].astype(np.int32), kind=np.asarray([kinds[k] for k in g["kind"][()]]),
+            rec.update(vectors=_unit_rows(vec), shot=g["shot"][()].astype(np.int32),
+                       kind=np.asarray([kinds[k] for k in g["kind"][()]]),
                        boxes=g["boxes"][()], regions=True, provenance=dict(g.attrs))
             return rec
         feats = f["features"]
@@ -159,11 +159,15 @@ def read_regions(path: Path, item_id: str | None = None) -> dict | None:
             return None
         vec = feats["image"]["shot"][()].astype(np.float32)
         n = len(vec)
-        rec.update(vectors=vec / np.maximum(np.linalg.norm(vec, axis=1, keepdims=True), 1e-12),
-                   shot=np.arange(n, dtype=np.int32), kind=np.asarray(["keyframe"] * n),
+        rec.update(vectors=_unit_rows(vec), shot=np.arange(n, dtype=np.int32), kind=np.asarray(["keyframe"] * n),
                    boxes=np.tile(np.float32([0, 0, 1, 1]), (n, 1)), regions=False,
                    provenance=dict(feats["image"].attrs))
         return rec
+
+
+def _unit_rows(vec: np.ndarray) -> np.ndarray:
+    """``vec`` with each row scaled to unit length (an all-zero row stays zero)."""
+    return vec / np.maximum(np.linalg.norm(vec, axis=1, keepdims=True), 1e-12)
 
 
 def _write_thumbnails(f, features: ItemFeatures) -> None:
