@@ -42,7 +42,7 @@ from reelsim.similarity.catalog import load_catalog, load_items_meta
 from reelsim.similarity.hygiene import Hygiene
 from reelsim.similarity.lookup import Lookup
 from reelsim.similarity.rebuild import store_blocked
-from reelsim.similarity.spaces import SPACES, space_neighbors
+from reelsim.similarity.spaces import SPACES, item_row, load_model, neighbors_at, space_vectors
 from reelsim.storage.layout import StoreLayout
 from reelsim.storage.lists import Neighbor
 from reelsim.storage.listset import ListSet
@@ -102,7 +102,7 @@ class VersionView:
     sets: dict[str, ListSet]
     errors: dict[str, StoreError]
     _live: dict = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _lock: threading.RLock = field(default_factory=threading.RLock)  # reentrant: a value may be made of others
 
     @property
     def number(self) -> int:
@@ -117,7 +117,11 @@ class VersionView:
         return tuple(rec.get("phrases", ())), float(rec.get("threshold", 0.5))
 
     def fresh_set(self, space: str) -> ListSet | None:
-        """The space's list set when it answers for this version: same catalog, model and blocklist."""
+        """The space's list set when it answers for this version: same catalog, model and blocklist (found once
+        per space: a view's record and list sets never change)."""
+        return self.live(("fresh", space), lambda: self._fresh_set(space))
+
+    def _fresh_set(self, space: str) -> ListSet | None:
         ls = self.sets.get(space)
         if ls is None:
             return None
@@ -139,6 +143,8 @@ class VersionView:
         return Hygiene(h.get("dedup"), h.get("mmr")), int(h.get("oversample", 5))
 
     def live(self, key: tuple, make):
+        """The value kept under ``key`` for this version, made by ``make()`` the first time (one thread at a time;
+        ``make`` may ask for other keys: the blocklist mask is made of the catalog's ids)."""
         with self._lock:
             if key not in self._live:
                 self._live[key] = make()
@@ -261,8 +267,12 @@ class StoreReader:
                 return kk, lookup.neighbors(item, kk, oversample, hygiene=hygiene, blocked=blocked)
             n = len(self.ids())
             kk = min(k, max(1, n - 1))
-            return kk, space_neighbors(self.layout.root, item, kk, space, hygiene=hygiene, blocked=blocked,
-                                       oversample=oversample, device=self.device)
+            # the catalog and the space's vectors, read once per version (the model's files hashed once)
+            cat = view.live(("space", "catalog"), lambda: load_catalog(self.layout.require_catalog())[0])
+            row = item_row(cat, item)  # before the model is read, as spaces.space_neighbors
+            sv = view.live(("space", space), lambda: space_vectors(cat, load_model(self.layout.root), space,
+                                                                   device=self.device))
+            return kk, neighbors_at(cat, sv, row, kk, hygiene=hygiene, blocked=blocked, oversample=oversample)
 
         kk, neighbors = read_consistent(self.layout, lambda _: compute())
         return Answer(item, space, kk, "live", view.number, neighbors)

@@ -185,6 +185,28 @@ def test_a_commit_killed_half_way_is_finished_by_the_next_writer(tmp_path):
     assert read_version(layout)["catalog"]["stamp"] == "x" and not layout.commit_journal.exists()
 
 
+def test_a_kept_value_may_be_made_of_other_kept_values(tmp_path):
+    """The blocklist mask is made of the catalog's ids, both kept per version: asking for one inside the other
+    returns (it hung on a plain lock), and each is made once."""
+    import threading
+
+    from reelsim.similarity.answer import VersionView
+
+    view = VersionView(StoreLayout(tmp_path), {}, {}, {})
+    made, got = [], []
+
+    def ids():
+        made.append("ids")
+        return ["a", "b"]
+
+    worker = threading.Thread(target=lambda: got.append(view.live(("blocked",), lambda: [
+        i == "b" for i in view.live(("ids",), ids)])))
+    worker.start()
+    worker.join(timeout=10)
+    assert not worker.is_alive() and got == [[False, True]]
+    assert view.live(("ids",), ids) == ["a", "b"] and made == ["ids"]
+
+
 def test_writers_refuse_a_store_another_process_holds(store, tmp_path):
     """`train`, `lists --space` and `lists` all take the lock (issue #20, case 1)."""
     layout = StoreLayout(store)
