@@ -49,7 +49,7 @@ from reelsim.similarity.incremental import check_can_add
 from reelsim.similarity.rebuild import relist
 from reelsim.similarity.spaces import add_to_space, relist_stale_spaces
 from reelsim.storage.atomic import check_store_file
-from reelsim.storage.layout import StoreLayout
+from reelsim.storage.layout import StoreLayout, lists_first_made_by
 from reelsim.storage.lists import Neighbor, read_parquet_table
 from reelsim.storage.session import read_consistent, writing
 from reelsim.storage.shards import read_item_features, read_shots
@@ -176,10 +176,10 @@ class Store:
     def lists(self, space: str = "content"):
         """Every item's list in ``space`` as a ``pyarrow.Table`` (columns :data:`reelsim.storage.lists.COLUMNS`)."""
         check_space_options(space)
-        path = self.layout.space_lists_dir(space) / "neighbors.parquet"
+        path = self.layout.space_list_file(space)
         if not path.is_file():
-            how = "reelsim run INPUT" if space == "content" else f"reelsim lists --space {space}"
-            raise StoreError(f"no {space} lists in {self.path}: run `{how} --store {self.path}` first")
+            raise StoreError(f"no {space} lists in {self.path}: run `{lists_first_made_by(space)} --store {self.path}` "
+                             "first")
         return read_consistent(self.layout, lambda _: read_parquet_table(path))
 
     def features(self, item: str, *, level: str = "item") -> dict[str, np.ndarray]:
@@ -205,7 +205,7 @@ class Store:
         One write session: holds the store's lock (:class:`~reelsim.storage.lock.StoreLockedError`
         when another command holds it) and publishes the result as one version.
         """
-        overrides = {k: v for k, v in dataclasses.asdict(fusion).items()} if fusion else None
+        overrides = dataclasses.asdict(fusion) if fusion else None
         with writing(self.path, "lists"):
             out = relist(self.path, overrides, progress=progress_for(progress))
             spaces = relist_stale_spaces(self.path)

@@ -303,7 +303,8 @@ def add_to_copy_index(layout: StoreLayout, new_ids: list[str], all_ids: list[str
     import faiss
 
     settings = settings or CopySettings()
-    old_ids = [i for i in all_ids if i not in set(new_ids)]
+    new_set = set(new_ids)
+    old_ids = [i for i in all_ids if i not in new_set]
     if not copy_index_current(layout, old_ids, settings):
         return build_copy_index(layout, all_ids, settings, force=True)
     rows = CopyRows.load(layout.copy_rows)

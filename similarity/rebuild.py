@@ -414,11 +414,22 @@ def publish_content_lists(layout: StoreLayout, ids: list[str], gi: GroupedIndex,
     return name
 
 
+def space_set(layout: StoreLayout, space: str, version: dict) -> ListSet | None:
+    """The list set of ``space`` that ``version`` names, None when it names none."""
+    name = (version.get("lists") or {}).get(space)
+    return ListSet.open(layout.list_set(name)) if name else None
+
+
 def content_set(layout: StoreLayout, version: dict | None = None) -> ListSet | None:
     """The content space's list set the store's version names (None: a store made before list sets)."""
-    version = read_version(layout) if version is None else version
-    name = (version.get("lists") or {}).get("content")
-    return ListSet.open(layout.list_set(name)) if name else None
+    return space_set(layout, "content", read_version(layout) if version is None else version)
+
+
+def made_with_blocklist(ls: ListSet, phrases, threshold) -> bool:
+    """Whether the list set ``ls`` applied the blocklist ``phrases`` (and, when there are phrases, ``threshold``):
+    whether its lists are still valid for that blocklist."""
+    h = ls.manifest.get("hygiene", {})
+    return h.get("blocklist", []) == list(phrases) and (not phrases or h.get("blocklist_threshold") == threshold)
 
 
 def load_state(layout: StoreLayout) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -456,10 +467,9 @@ def store_blocked(layout: StoreLayout, ids: list[str], fusion: FusionConfig, tex
         ls = content_set(layout, version)
     except StoreError:  # damaged: computed below
         ls = None
-    if ls is not None and ls.n == len(ids) and ls.manifest.get("catalog_stamp") == stamp:
-        h = ls.manifest.get("hygiene", {})
-        if h.get("blocklist") == list(fusion.blocklist) and h.get("blocklist_threshold") == fusion.blocklist_threshold:
-            return np.array(ls.blocked)
+    if (ls is not None and ls.n == len(ids) and ls.manifest.get("catalog_stamp") == stamp
+            and made_with_blocklist(ls, fusion.blocklist, fusion.blocklist_threshold)):
+        return np.array(ls.blocked)
     return blocked_rows_of(layout.root, ids, fusion, text_model)
 
 

@@ -54,7 +54,9 @@ from reelsim.similarity.rebuild import (
     blocklist_record,
     hygiene_record,
     list_formats,
+    made_with_blocklist,
     new_stamp,
+    space_set,
     store_blocked,
     with_store_blocklist,
 )
@@ -165,8 +167,8 @@ def read_provenance(store: str | Path) -> dict:
     return prov
 
 
-def check_model_files(store: str | Path, prov: dict, *, full: bool = True) -> None:
-    """Check that the model files are the ones ``prov`` names (size; sha256 too when ``full``).
+def check_model_files(store: str | Path, prov: dict) -> None:
+    """Check that the model files are the ones ``prov`` names (sha256 and size).
 
     Raises
     ------
@@ -177,8 +179,7 @@ def check_model_files(store: str | Path, prov: dict, *, full: bool = True) -> No
         path = model_dir(store) / name
         if not path.is_file():
             raise DamagedStoreError(path, "is missing from the model", "train")
-        got = file_digest(path) if full else {"bytes": path.stat().st_size, "sha256": want.get("sha256")}
-        if got != want:
+        if file_digest(path) != want:
             raise DamagedStoreError(path, "is not the file its provenance.json names (another write's, or "
                                     "damaged)", "train")
 
@@ -306,8 +307,7 @@ def space_vectors(cat: CatalogEmbeddings, model: LearnedModel, space: str, cfg: 
     ``blend_warm`` for items with a warm row and ``blend_cold`` for the others
     (:mod:`reelsim.similarity.calibrate`).
     """
-    if space not in ("learned", "blend"):
-        raise UsageError(f"space must be learned or blend here, got {space!r} (content uses the fusion index)")
+    check_space(space)
     check_model_fits(model, cat)
     T = model.tower.embed(cat.vectors, cat.masks, device=device)
     src = model_rows(cat, model)
@@ -476,16 +476,6 @@ def _catalog(store: Path) -> CatalogEmbeddings:
     return load_catalog(StoreLayout(store).require_catalog())[0]
 
 
-def lists_dir(store: str | Path, space: str) -> Path:
-    return StoreLayout(store).space_lists_dir(space)
-
-
-def space_set(layout: StoreLayout, space: str, version: dict) -> ListSet | None:
-    """The list set of ``space`` that ``version`` names, None when it names none."""
-    name = (version.get("lists") or {}).get(space)
-    return ListSet.open(layout.list_set(name)) if name else None
-
-
 def check_space(space: str) -> None:
     if space not in ("learned", "blend"):
         raise UsageError(f"space must be learned or blend here, got {space!r} (content uses the fusion index)")
@@ -540,11 +530,23 @@ def space_neighbors(store: str | Path, item: str, k: int, space: str, *, hygiene
     """(c) Neighbours of one item in ``learned`` or ``blend`` space, computed live (exact), with ``hygiene``
     and ``blocked`` rows (bool (N,) over the catalog) applied as the lists job applies them."""
     cat = _catalog(store)
+    row = item_row(cat, item)
+    sv = space_vectors(cat, load_model(store), space, device=device)
+    return neighbors_at(cat, sv, row, k, hygiene=hygiene, blocked=blocked, oversample=oversample)
+
+
+def item_row(cat: CatalogEmbeddings, item: str) -> np.ndarray:
+    """int64 (1,): ``item``'s catalog row (:class:`UnknownItemError` when it is not in the catalog)."""
     try:
-        row = np.array([cat.ids.index(item)], np.int64)
+        return np.array([cat.ids.index(item)], np.int64)
     except ValueError:
         raise UnknownItemError(f"unknown item id {item!r}: not in this store's index") from None
-    sv = space_vectors(cat, load_model(store), space, device=device)
+
+
+def neighbors_at(cat: CatalogEmbeddings, sv: SpaceVectors, row: np.ndarray, k: int, *, hygiene: Hygiene,
+                 blocked: np.ndarray | None, oversample: int) -> list[Neighbor]:
+    """:func:`space_neighbors` over a loaded catalog ``cat`` and its vectors ``sv`` (:func:`space_vectors`),
+    for the catalog row ``row`` (:func:`item_row`): what a reader that keeps them per store version calls."""
     lists = space_lists(cat, sv, min(k, cat.n), row, hygiene=hygiene, blocked=blocked, oversample=oversample)
     return neighbors_of(cat.ids, Scored(lists.I, lists.S, lists.cos))[0]
 
@@ -604,8 +606,7 @@ def relist_stale_spaces(store: str | Path, *, device: str = "cpu", text_model: s
             if space not in names or not has_model(layout.root):
                 continue
             ls = ListSet.open(layout.list_set(names[space]))
-            h = ls.manifest.get("hygiene", {})
-            if h.get("blocklist", []) == phrases and (not phrases or h.get("blocklist_threshold") == threshold):
+            if made_with_blocklist(ls, phrases, threshold):
                 continue
             out[space] = write_space_lists(layout.root, space, as_set_made(ls, Config().fusion), device=device,
                                            text_model=text_model)

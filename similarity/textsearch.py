@@ -36,7 +36,7 @@ import numpy as np
 
 from reelsim.errors import BannedQueryError, StoreError, UsageError
 from reelsim.extractors.registry import load
-from reelsim.similarity.answer import StoreReader
+from reelsim.similarity.answer import StoreReader, VersionView
 from reelsim.similarity.catalog import load_catalog, load_items_meta
 from reelsim.similarity.fusion import normalise_queries
 from reelsim.similarity.hygiene import pair_scores, select_by
@@ -274,12 +274,11 @@ def search(store: str | Path, query: str, k: int, *, space: str = "content", ban
         if not has_model(store):
             raise StoreError(f"--space learned needs a trained model: run `reelsim train --interactions FILE "
                              f"--store {store}` first")
-        learned, sv = view.live(("search", "learned"), lambda: _learned_space(layout, cat))
+        learned, sv, ok = view.live(("search", "learned"), lambda: _learned_space(layout, cat))
         qv = learned.tower.embed(uq, mq)[0]
         scores = sv.T @ qv
-        ok = np.any(sv.T != 0, axis=1)
     scores = np.where(ok, np.round(scores.astype(np.float64), 6), -np.inf)
-    rows = ranked_with_hygiene(reader, cat, stored_w, sv, space, scores, k)
+    rows = ranked_with_hygiene(reader, view, cat, stored_w, sv, space, scores, k)
     meta = view.live(("search", "titles"), lambda: read_consistent(layout, lambda _: (
         load_items_meta(layout.items_meta) if os.path.lexists(layout.items_meta) else {})))
     return [Hit(cat.ids[r], float(scores[r]), meta.get(cat.ids[r], {}).get("title", "")) for r in rows]
@@ -299,9 +298,11 @@ def _banned_vectors(banned: str | Path, model) -> tuple[list[tuple[int, str]], n
 
 
 def _learned_space(layout: StoreLayout, cat):
-    """(model, learned SpaceVectors of ``cat``): it checks that the model fits the catalog."""
+    """(model, learned SpaceVectors of ``cat``, bool (N,) rows with a vector): it checks that the model fits
+    the catalog."""
     learned = load_model(layout.root)
-    return learned, space_vectors(cat, learned, "learned")
+    sv = space_vectors(cat, learned, "learned")
+    return learned, sv, np.any(sv.T != 0, axis=1)
 
 
 def top_rows(scores: np.ndarray, k: int, rank: np.ndarray) -> np.ndarray:
@@ -323,15 +324,15 @@ def top_rows(scores: np.ndarray, k: int, rank: np.ndarray) -> np.ndarray:
     return cand[np.isfinite(scores[cand])]
 
 
-def ranked_with_hygiene(reader: StoreReader, cat, weights: dict, sv, space: str, scores: np.ndarray,
-                        k: int) -> list[int]:
+def ranked_with_hygiene(reader: StoreReader, view: VersionView, cat, weights: dict, sv, space: str,
+                        scores: np.ndarray, k: int) -> list[int]:
     """The ``k`` best rows by ``scores`` (float64 (N,), -inf: not rankable), with the store's hygiene.
 
     The store's blocklist keeps its items out; the dedup and MMR of the
     space's lists work on a pool of the ``oversample * k`` best, with pair
-    scores in that space (the fused content score, or the learned space's).
+    scores in that space (the fused content score, or the learned space's). ``view``: the reader's view the
+    query started from (its catalog is ``cat``).
     """
-    view = reader.view()
     blocked = reader.blocked_mask(view)
     if blocked is not None and blocked.size == scores.size:
         scores = np.where(blocked, -np.inf, scores)

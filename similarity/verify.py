@@ -50,7 +50,7 @@ from reelsim.similarity.grouped import exists as grouped_index_exists
 from reelsim.similarity.rebuild import load_state
 from reelsim.similarity.spaces import check_model_files, has_model, read_provenance
 from reelsim.storage.atomic import read_checked, special_file_problem
-from reelsim.storage.layout import LIST_FILES, StoreLayout
+from reelsim.storage.layout import StoreLayout, lists_redo
 from reelsim.storage.lists import read_jsonl, read_parquet_table
 from reelsim.storage.listset import ListSet
 from reelsim.storage.lock import describe_owner, is_stale, lock_record, read_lock
@@ -81,6 +81,11 @@ class Verdict:
     checked: dict = field(default_factory=dict)
     problems: list[Finding] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: (path, what) of every problem recorded, so that :meth:`add` finds a repeat without scanning them all
+    _seen: set[tuple[str, str]] = field(default_factory=set, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._seen.update((p.path, p.what) for p in self.problems)
 
     @property
     def ok(self) -> bool:
@@ -88,7 +93,9 @@ class Verdict:
 
     def add(self, path, what: str, redo: str, item: str | None = None) -> None:
         """Record a problem (once: the same words about the same file found by two checks are one problem)."""
-        if not any(p.path == str(path) and p.what == what for p in self.problems):
+        key = (str(path), what)
+        if key not in self._seen:
+            self._seen.add(key)
             self.problems.append(Finding(str(path), what, redo, item))
 
     def redo(self) -> dict:
@@ -315,10 +322,6 @@ def _check_index(layout: StoreLayout, v: Verdict, cat: CatalogEmbeddings) -> Non
         v.add(layout.lists_state, _what(e), "lists")
 
 
-def _redo_lists(space: str) -> str:
-    return "lists" if space == "content" else f"lists --space {space}"
-
-
 def _check_sets(layout: StoreLayout, v: Verdict, cat: CatalogEmbeddings, version: dict) -> dict[str, ListSet]:
     """{space: list set} of the sets the version names that open; findings and staleness notes for them."""
     sets = {}
@@ -330,7 +333,7 @@ def _check_sets(layout: StoreLayout, v: Verdict, cat: CatalogEmbeddings, version
             folder = layout.list_set(name)
             ls = ListSet.open(folder)
         except StoreError as e:
-            v.add(getattr(e, "path", "") or layout.version_file, _what(e), _redo_lists(space))
+            v.add(getattr(e, "path", "") or layout.version_file, _what(e), lists_redo(space))
             continue
         m = ls.manifest
         stale = []
@@ -371,9 +374,8 @@ def _check_model(layout: StoreLayout, v: Verdict, version: dict) -> None:
 
 def _check_lists(layout: StoreLayout, v: Verdict, cat: CatalogEmbeddings, space: str,
                  ls: ListSet | None) -> None:
-    folder = layout.space_lists_dir(space)
-    parquet = folder / "neighbors.parquet"
-    redo = _redo_lists(space)
+    parquet = layout.space_list_file(space)
+    redo = lists_redo(space)
     if space == "content" and layout.knn_checkpoint.exists():
         v.add(layout.knn_checkpoint, "an unfinished `reelsim lists` job left its checkpoint (rerunning it "
               "resumes)", "lists")
@@ -399,7 +401,7 @@ def _check_lists(layout: StoreLayout, v: Verdict, cat: CatalogEmbeddings, space:
         if in_set != rows:
             v.add(parquet, f"has {rows} rows, its list set {in_set}: not written by the same command", redo)
     for fmt in ("jsonl", "hdf5"):
-        path = folder / LIST_FILES[fmt]
+        path = layout.space_list_file(space, fmt)
         if not path.is_file():
             continue
         try:

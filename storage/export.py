@@ -18,7 +18,7 @@ import numpy as np
 from reelsim._version import __version__
 from reelsim.errors import DamagedStoreError, StoreError, UsageError
 from reelsim.storage.atomic import check_store_file
-from reelsim.storage.layout import StoreLayout, item_key
+from reelsim.storage.layout import StoreLayout, item_key, lists_first_made_by, lists_redo
 from reelsim.storage.lists import read_parquet, write_jsonl, write_parquet
 from reelsim.storage.shards import atomic_h5, iter_shards, open_shard
 
@@ -72,10 +72,10 @@ def export_lists(store: Path, to: Path, fmt: str, space: str = "content") -> int
 
     Returns the number of rows.
     """
-    src = StoreLayout(store).space_lists_dir(space) / "neighbors.parquet"
-    if not Path(check_store_file(src, "lists" if space == "content" else f"lists --space {space}")).is_file():
-        how = "reelsim run INPUT" if space == "content" else f"reelsim lists --space {space}"
-        raise StoreError(f"no {space} similarity lists in {store}: run `{how} --store {store}` first")
+    src = StoreLayout(store).space_list_file(space)
+    if not Path(check_store_file(src, lists_redo(space))).is_file():
+        raise StoreError(f"no {space} similarity lists in {store}: run `{lists_first_made_by(space)} --store {store}` "
+                         "first")
     rows = read_parquet(src)
     (write_parquet if fmt == "parquet" else write_jsonl)(rows, Path(to))
     return len(rows)

@@ -52,6 +52,23 @@ from reelsim.storage.atomic import check_store_file
 LIST_FILES = dict(zip(LIST_FORMATS, ("neighbors.parquet", "neighbors.jsonl", "neighbors.h5"), strict=True))
 
 
+def lists_redo(space: str) -> str:
+    """The command that writes the list files of ``space`` again: ``lists`` (content) or ``lists --space SPACE``.
+
+    Examples
+    --------
+    >>> lists_redo("content"), lists_redo("blend")
+    ('lists', 'lists --space blend')
+    """
+    return "lists" if space == "content" else f"lists --space {space}"
+
+
+def lists_first_made_by(space: str) -> str:
+    """The command that first makes the lists of ``space`` in a store: ``reelsim run INPUT`` (content, with the
+    catalog) or ``reelsim lists --space SPACE``."""
+    return "reelsim run INPUT" if space == "content" else f"reelsim {lists_redo(space)}"
+
+
 def item_key(item_id: str) -> str:
     """Stable file-system-safe key for an item id: the first 32 hex characters of its sha256.
 
@@ -182,9 +199,7 @@ class StoreLayout:
 
     def list_file(self, fmt: str = "parquet") -> Path:
         """The list file of format ``fmt`` (a key of :data:`LIST_FILES`)."""
-        if fmt not in LIST_FILES:
-            raise UsageError(f"unknown list format {fmt!r}; expected one of {', '.join(LIST_FILES)}")
-        return self.lists_dir / LIST_FILES[fmt]
+        return self.space_list_file("content", fmt)
 
     @property
     def knn_checkpoint(self) -> Path:
@@ -193,6 +208,12 @@ class StoreLayout:
     def space_lists_dir(self, space: str) -> Path:
         """The list files of a space: ``lists/`` for ``content``, ``lists/<space>/`` for a learned one."""
         return self.lists_dir if space == "content" else self.lists_dir / space
+
+    def space_list_file(self, space: str, fmt: str = "parquet") -> Path:
+        """The list file of format ``fmt`` (a key of :data:`LIST_FILES`) of a space, in :meth:`space_lists_dir`."""
+        if fmt not in LIST_FILES:
+            raise UsageError(f"unknown list format {fmt!r}; expected one of {', '.join(LIST_FILES)}")
+        return self.space_lists_dir(space) / LIST_FILES[fmt]
 
     @property
     def list_sets_dir(self) -> Path:
